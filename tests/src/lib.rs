@@ -1,0 +1,353 @@
+//! Shared scaffolding for the system tests: where the binaries are, unique
+//! names, temp dirs and host objects that clean up after themselves even when
+//! a test fails, and processes that cannot outlive their timeout.
+//!
+//! Naming contract (checked by `tests/leftovers`): every subhost and bridge a
+//! test makes starts with `sht`, every temp dir with `subhost-test`.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Directory holding the binaries under test: `SUBHOST_BIN_DIR` (set by
+/// `tests/run` to the static build), else the debug build of this workspace.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SUBHOST_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
+    let init = dir.join("subhost-init");
+    if !init.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-p", "subhost-init", "-p", "subhost-launch"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "could not build the binaries under test");
+    }
+    dir
+}
+
+pub fn init_bin() -> PathBuf {
+    bin_dir().join("subhost-init")
+}
+
+pub fn launch_bin() -> PathBuf {
+    bin_dir().join("subhost-launch")
+}
+
+/// True when running as root; the system tests need it and skip loudly
+/// (panic) otherwise rather than pass vacuously.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "system tests need root: run them through tests/run as root"
+    );
+}
+
+/// A name unique to this process and call, `sht` + `tag` + a counter,
+/// short enough for interface names (`NAME99` ≤ 15 bytes) when `tag` is
+/// at most 3 characters.
+pub fn unique_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    let name = format!("sht{tag}{pid:x}{n}");
+    assert!(name.len() <= 12, "test name {name} too long");
+    name
+}
+
+/// A temp directory removed on drop, after unmounting anything still
+/// mounted below it (so a failed test cannot leave mounts that pin it).
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let base = std::env::temp_dir();
+        let path = base.join(format!(
+            "subhost-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        TempDir::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        unmount_below(&self.path);
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Lazily unmounts every mount at or below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// A bridge on the host, deleted on drop. Never given an uplink or an
+/// address: traffic stays between the namespaces the tests make.
+pub struct Bridge {
+    pub name: String,
+}
+
+impl Bridge {
+    pub fn new() -> Bridge {
+        let name = unique_name("br");
+        let out = run_timeout(
+            Command::new("ip").args(["link", "add", &name, "type", "bridge"]),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "ip link add bridge: {}", out.stderr_str());
+        let out = run_timeout(
+            Command::new("ip").args(["link", "set", &name, "up"]),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "ip link set up: {}", out.stderr_str());
+        Bridge { name }
+    }
+}
+
+impl Default for Bridge {
+    fn default() -> Self {
+        Bridge::new()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Output of a finished process, with helpers for assertions.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+    pub timed_out: bool,
+}
+
+impl Finished {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    /// Exit code, or 128+N for death by signal N, as a shell reports it.
+    pub fn code(&self) -> i32 {
+        match (self.status.code(), self.status.signal()) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            _ => -1,
+        }
+    }
+    pub fn describe(&self) -> String {
+        format!(
+            "exit {} after {:?}{}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code(),
+            self.elapsed,
+            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
+            self.stdout_str(),
+            self.stderr_str()
+        )
+    }
+}
+
+impl From<Output> for Finished {
+    fn from(o: Output) -> Self {
+        Finished {
+            status: o.status,
+            stdout: o.stdout,
+            stderr: o.stderr,
+            elapsed: Duration::ZERO,
+            timed_out: false,
+        }
+    }
+}
+
+/// Runs `cmd` to completion with stdin from /dev/null; kills its whole
+/// process group when `limit` passes.
+pub fn run_timeout(cmd: &mut Command, limit: Duration) -> Finished {
+    let child = spawn_group(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    wait_timeout(child, limit)
+}
+
+/// Like `run_timeout`, feeding `input` on stdin from a thread (so a child
+/// that writes before it reads cannot deadlock against us).
+pub fn run_input(cmd: &mut Command, input: Vec<u8>, limit: Duration) -> Finished {
+    let mut child = spawn_group(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&input);
+    });
+    let done = wait_timeout(child, limit);
+    let _ = writer.join();
+    done
+}
+
+/// Spawns `cmd` as the leader of its own process group so a timeout can
+/// kill everything it started.
+pub fn spawn_group(cmd: &mut Command) -> Child {
+    cmd.process_group(0);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()))
+}
+
+/// Waits for `child`, collecting piped stdout/stderr concurrently; on timeout
+/// SIGKILLs its process group and reports `timed_out`.
+pub fn wait_timeout(mut child: Child, limit: Duration) -> Finished {
+    let start = Instant::now();
+    let out_reader = child.stdout.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = s.read_to_end(&mut v);
+            v
+        })
+    });
+    let err_reader = child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = s.read_to_end(&mut v);
+            v
+        })
+    });
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if start.elapsed() >= limit => {
+                timed_out = true;
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                break child.wait().expect("wait after kill");
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("wait: {e}"),
+        }
+    };
+    // A grandchild may still hold the pipes; do not let it hang the test.
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let elapsed = start.elapsed();
+    Finished {
+        status,
+        stdout: out_reader.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+        stderr: err_reader.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+        elapsed,
+        timed_out,
+    }
+}
+
+/// `Command` for a program with args, for brevity in tests.
+pub fn cmd<I, S>(program: impl AsRef<OsStr>, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+/// Makes `cmd` start in a new session, without the caller's controlling
+/// terminal, so that nothing a test runs can touch the tty of whoever runs
+/// the suite.
+pub fn new_session(cmd: &mut Command) -> &mut Command {
+    // SAFETY: setsid is async-signal-safe and the closure touches no
+    // memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        })
+    }
+}
+
+/// Makes a minimal busybox root at `dir`: /bin with busybox and its applets,
+/// the usual empty mount points, /etc/passwd and /etc/hostname.
+pub fn busybox_root(dir: &Path) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is needed: run tests/setup");
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "root", "usr/bin"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
+    let list = Command::new(busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = dir.join("bin").join(applet);
+        if !link.exists() {
+            let _ = std::os::unix::fs::symlink("busybox", link);
+        }
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+}
+
+/// Waits until `cond` holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
