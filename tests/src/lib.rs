@@ -137,7 +137,11 @@ impl Bridge {
             Command::new("ip").args(["link", "add", &name, "type", "bridge"]),
             Duration::from_secs(10),
         );
-        assert!(out.status.success(), "ip link add bridge: {}", out.stderr_str());
+        assert!(
+            out.status.success(),
+            "ip link add bridge: {}",
+            out.stderr_str()
+        );
         let out = run_timeout(
             Command::new("ip").args(["link", "set", &name, "up"]),
             Duration::from_secs(10),
@@ -191,7 +195,11 @@ impl Finished {
             "exit {} after {:?}{}\n--- stdout\n{}\n--- stderr\n{}",
             self.code(),
             self.elapsed,
-            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
+            if self.timed_out {
+                " (TIMED OUT, killed)"
+            } else {
+                ""
+            },
             self.stdout_str(),
             self.stderr_str()
         )
@@ -284,8 +292,12 @@ pub fn wait_timeout(mut child: Child, limit: Duration) -> Finished {
     let elapsed = start.elapsed();
     Finished {
         status,
-        stdout: out_reader.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
-        stderr: err_reader.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+        stdout: out_reader
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default(),
+        stderr: err_reader
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default(),
         elapsed,
         timed_out,
     }
@@ -323,7 +335,9 @@ pub fn busybox_root(dir: &Path) {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("busybox-static is needed: run tests/setup");
-    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "root", "usr/bin"] {
+    for d in [
+        "bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "root", "usr/bin",
+    ] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();

@@ -1,0 +1,507 @@
+//! The subhost's own process: forked into new PID, mount, UTS and IPC
+//! namespaces, joined to the subhost's netns, given its filesystems, pivoted
+//! into `live`, and replaced by `subhost-init` as PID 1.
+//!
+//! Everything the child does is planned first as a list of [`Step`]s: plain
+//! data that `--dry-run` prints and tests inspect; `run_step` is the thin
+//! layer that turns each into syscalls.
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::tty;
+
+/// What the child does inside its new namespaces, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Keep our mounts from propagating back to the host.
+    PrivateMounts,
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+    },
+    Mount {
+        fstype: &'static str,
+        target: PathBuf,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    /// Character devices made in the fresh `/dev` tmpfs.
+    DevNodes {
+        dev: PathBuf,
+    },
+    /// `/dev/ptmx`, `/dev/fd`, `/dev/std*`, `/dev/shm`.
+    DevLinks {
+        dev: PathBuf,
+    },
+    Hostname(String),
+    /// `pivot_root` into `live`, then detach the old root so the subhost
+    /// keeps no copy of host mounts (e.g. `/run/netns/*` binds, which would
+    /// make `ip netns del` fail with EBUSY).
+    PivotRoot {
+        live: PathBuf,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::PrivateMounts => write!(f, "mount --make-rprivate /"),
+            Step::Bind { source, target } => {
+                write!(f, "mount --rbind {} {}", source.display(), target.display())
+            }
+            Step::Mount {
+                fstype,
+                target,
+                data,
+                flags,
+            } => {
+                write!(f, "mount -t {fstype}")?;
+                let mut opts: Vec<String> = Vec::new();
+                for (flag, word) in [
+                    (MsFlags::MS_RDONLY, "ro"),
+                    (MsFlags::MS_NOSUID, "nosuid"),
+                    (MsFlags::MS_NODEV, "nodev"),
+                    (MsFlags::MS_NOEXEC, "noexec"),
+                ] {
+                    if flags.contains(flag) {
+                        opts.push(word.into());
+                    }
+                }
+                opts.extend(data.iter().cloned());
+                if !opts.is_empty() {
+                    write!(f, " -o {}", opts.join(","))?;
+                }
+                write!(f, " {fstype} {}", target.display())
+            }
+            Step::DevNodes { dev } => write!(
+                f,
+                "mknod {0}/{{null,zero,full,random,urandom,tty}}",
+                dev.display()
+            ),
+            Step::DevLinks { dev } => write!(
+                f,
+                "ln -s {0}/{{ptmx,fd,stdin,stdout,stderr}}; mkdir -m 1777 {0}/shm",
+                dev.display()
+            ),
+            Step::Hostname(h) => write!(f, "hostname {h}"),
+            Step::PivotRoot { live } => {
+                write!(f, "pivot_root {} (old root detached)", live.display())
+            }
+        }
+    }
+}
+
+/// The child's steps for `layout` under `cfg`. Paths are on the host side,
+/// under `live`, since the pivot comes last.
+pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
+    let live = layout.live();
+    let under = |p: &Path| live.join(p.strip_prefix("/").unwrap_or(p));
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut steps = vec![Step::PrivateMounts];
+    for share in &cfg.share {
+        steps.push(Step::Bind {
+            source: share.host.clone(),
+            target: under(&share.inner),
+        });
+    }
+    let dev = live.join("dev");
+    steps.extend([
+        Step::Mount {
+            fstype: "proc",
+            target: live.join("proc"),
+            flags: hardened,
+            data: None,
+        },
+        // sysfs of the subhost's netns; read-only as systemd-nspawn has it.
+        Step::Mount {
+            fstype: "sysfs",
+            target: live.join("sys"),
+            flags: hardened | MsFlags::MS_RDONLY,
+            data: None,
+        },
+        Step::Mount {
+            fstype: "tmpfs",
+            target: dev.clone(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            data: Some("mode=755,size=4m".into()),
+        },
+        Step::DevNodes { dev: dev.clone() },
+        Step::Mount {
+            fstype: "devpts",
+            target: dev.join("pts"),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            data: Some("newinstance,ptmxmode=0666,mode=0620,gid=5".into()),
+        },
+        Step::DevLinks { dev },
+        Step::Mount {
+            fstype: "tmpfs",
+            target: live.join("run"),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            data: Some("mode=755".into()),
+        },
+        Step::Hostname(cfg.hostname.clone()),
+        Step::PivotRoot { live },
+    ]);
+    steps
+}
+
+fn ensure_dir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).with_context(|| format!("cannot create mount point {}", p.display()))
+}
+
+/// A bind target must be of the same kind as its source.
+fn ensure_target_like(source: &Path, target: &Path) -> Result<()> {
+    let meta = std::fs::metadata(source)
+        .with_context(|| format!("SHARE source {} does not exist", source.display()))?;
+    if meta.is_dir() {
+        return ensure_dir(target);
+    }
+    if let Some(parent) = target.parent() {
+        ensure_dir(parent)?;
+    }
+    if !target.exists() {
+        File::create(target)
+            .with_context(|| format!("cannot create mount point {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Performs one step in the child.
+fn run_step(step: &Step) -> Result<()> {
+    match step {
+        Step::PrivateMounts => mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .context("cannot make mounts private"),
+        Step::Bind { source, target } => {
+            ensure_target_like(source, target)?;
+            mount(
+                Some(source.as_path()),
+                target.as_path(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .with_context(|| format!("cannot bind {} on {}", source.display(), target.display()))
+        }
+        Step::Mount {
+            fstype,
+            target,
+            flags,
+            data,
+        } => {
+            ensure_dir(target)?;
+            mount(
+                Some(*fstype),
+                target.as_path(),
+                Some(*fstype),
+                *flags,
+                data.as_deref(),
+            )
+            .with_context(|| format!("cannot mount {fstype} on {}", target.display()))
+        }
+        Step::DevNodes { dev } => make_dev_nodes(dev),
+        Step::DevLinks { dev } => make_dev_links(dev),
+        Step::Hostname(h) => nix::unistd::sethostname(h).context("cannot set the hostname"),
+        Step::PivotRoot { live } => pivot_into(live),
+    }
+}
+
+fn make_dev_nodes(dev: &Path) -> Result<()> {
+    let mode = Mode::from_bits_truncate(0o666);
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = dev.join(name);
+        mknod(&path, SFlag::S_IFCHR, mode, makedev(major, minor))
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        // mknod honours the umask; devices must be usable by everyone.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn make_dev_links(dev: &Path) -> Result<()> {
+    for (name, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(name);
+        std::os::unix::fs::symlink(to, &path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    let shm = dev.join("shm");
+    std::fs::create_dir(&shm).with_context(|| format!("cannot create {}", shm.display()))?;
+    std::fs::set_permissions(&shm, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .with_context(|| format!("cannot chmod {}", shm.display()))?;
+    Ok(())
+}
+
+/// `pivot_root(".", ".")` stacks the old root on top of the new one; the
+/// lazy unmount then drops it without needing a directory for it.
+fn pivot_into(live: &Path) -> Result<()> {
+    nix::unistd::chdir(live).with_context(|| format!("cannot enter {}", live.display()))?;
+    nix::unistd::pivot_root(".", ".")
+        .with_context(|| format!("cannot pivot_root into {}", live.display()))?;
+    umount2(".", MntFlags::MNT_DETACH).context("cannot detach the old root")?;
+    nix::unistd::chdir("/").context("cannot chdir to the new root")?;
+    Ok(())
+}
+
+/// What the launcher hands the child.
+pub struct Spawn<'a> {
+    pub steps: &'a [Step],
+    /// The subhost's netns, joined first so that sysfs shows its links.
+    pub netns: OwnedFd,
+    /// `subhost-init`, opened on the host: nothing needs to be installed
+    /// inside the subhost.
+    pub init: OwnedFd,
+    /// Full argv for the init, argv[0] included.
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    /// Give the session its own pty (the caller's stdin is a terminal).
+    pub pty: bool,
+    /// Live dir: where the new devpts instance is found before the pivot.
+    pub live: PathBuf,
+}
+
+/// The running sandbox, seen from the launcher.
+pub struct Child {
+    pub pid: Pid,
+    /// Master side of the session's pty, when it has one.
+    pub master: Option<OwnedFd>,
+}
+
+/// Forks the sandbox and waits until its init is exec'd (or setting up
+/// failed: then the child is reaped and the child's own error returned).
+/// The caller must have blocked the signals it will supervise.
+pub fn spawn(s: Spawn<'_>) -> Result<Child> {
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let fd_pair = if s.pty {
+        Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .context("cannot create a socket pair")?,
+        )
+    } else {
+        None
+    };
+    // The next child we fork becomes PID 1 of a new PID namespace; the
+    // launcher itself stays where it is.
+    unshare(CloneFlags::CLONE_NEWPID).context("cannot create a PID namespace")?;
+
+    // SAFETY: the launcher is single-threaded, so the child may allocate and
+    // use any library code before it execs.
+    match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Child => {
+            drop(err_r);
+            let sock = fd_pair.map(|(_, child)| child);
+            let err = child_main(&s, sock).unwrap_err();
+            let mut w = File::from(err_w);
+            let _ = write!(w, "{err:#}");
+            // SAFETY: _exit skips atexit handlers and destructors that
+            // belong to the parent's copy of the state.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = File::from(err_r).read_to_string(&mut msg);
+            if !msg.is_empty() {
+                let _ = nix::sys::wait::waitpid(child, None);
+                bail!("{msg}");
+            }
+            let master = match fd_pair {
+                Some((parent, _child)) => {
+                    Some(tty::recv_fd(parent.as_fd()).context("cannot receive the session's pty")?)
+                }
+                None => None,
+            };
+            Ok(Child { pid: child, master })
+        }
+    }
+}
+
+/// Only returns on failure.
+fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infallible> {
+    // Die with the launcher: a foreground subhost must not outlive it.
+    // SAFETY: prctl with an integer argument.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot set the parent-death signal");
+    }
+    setns(&s.netns, CloneFlags::CLONE_NEWNET).context("cannot join the subhost's netns")?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+        .context("cannot create mount, UTS and IPC namespaces")?;
+    for step in s.steps {
+        // The pty comes from the subhost's own devpts, so it has to be made
+        // after devpts is mounted and before the pivot hides nothing of it.
+        if matches!(step, Step::PivotRoot { .. }) {
+            if let Some(sock) = &sock {
+                let pty = tty::open_pty(&s.live.join("dev/pts/ptmx"))
+                    .context("cannot open a pty for the session")?;
+                tty::send_fd(sock.as_fd(), pty.master.as_fd())
+                    .context("cannot pass the pty to the launcher")?;
+                drop(pty.master);
+                tty::make_controlling(pty.slave)
+                    .context("cannot make the pty the session's terminal")?;
+            }
+        }
+        run_step(step).with_context(|| format!("{step}"))?;
+    }
+    drop(sock);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .context("cannot reset the signal mask")?;
+    exec_fd(&s.init, &s.argv, &s.env)
+}
+
+fn exec_fd(fd: &OwnedFd, argv: &[CString], env: &[CString]) -> Result<std::convert::Infallible> {
+    let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_p.push(std::ptr::null_mut());
+    let mut env_p: Vec<*mut libc::c_char> = env.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    env_p.push(std::ptr::null_mut());
+    // SAFETY: argv and env are NUL-terminated arrays of pointers into
+    // CStrings that outlive the call; the path is the empty C string.
+    unsafe {
+        libc::execveat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv_p.as_ptr(),
+            env_p.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+    }
+    Err(std::io::Error::last_os_error()).context("cannot execute subhost-init")
+}
+
+/// Opens the init binary that `start` will run: `SUBHOST_INIT`, else
+/// `subhost-init` next to this launcher.
+pub fn open_init() -> Result<(PathBuf, OwnedFd)> {
+    let path = match std::env::var_os("SUBHOST_INIT") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => std::env::current_exe()
+            .context("cannot find the launcher's own path")?
+            .with_file_name("subhost-init"),
+    };
+    let file = File::open(&path).with_context(|| {
+        format!(
+            "cannot open {} (install subhost-init next to subhost-launch, or set SUBHOST_INIT)",
+            path.display()
+        )
+    })?;
+    Ok((path, file.into()))
+}
+
+/// The environment a session starts with: fixed and small, as a login on a
+/// fresh machine would have, plus the caller's TERM so the terminal works.
+pub fn session_env() -> Vec<CString> {
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "HOME=/root".to_string(),
+        "USER=root".to_string(),
+        "LOGNAME=root".to_string(),
+        "container=subhost".to_string(),
+    ];
+    for key in ["TERM", "LANG"] {
+        if let Some(v) = std::env::var_os(key) {
+            env.push(format!("{key}={}", v.to_string_lossy()));
+        }
+    }
+    env.into_iter()
+        .filter_map(|e| CString::new(e).ok())
+        .collect()
+}
+
+/// argv for `subhost-init` running `session`.
+pub fn init_argv(grace: u32, session: &[String]) -> Result<Vec<CString>> {
+    let mut argv = vec![
+        "subhost-init".to_string(),
+        "--grace".to_string(),
+        grace.to_string(),
+        "--".to_string(),
+    ];
+    argv.extend(session.iter().cloned());
+    argv.into_iter()
+        .map(|a| CString::new(a.as_bytes()).context("an argument contains a NUL byte"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Share;
+
+    #[test]
+    fn plan_order_and_shares() {
+        let layout = Layout::new(Path::new("/opt/subhost"), "future").unwrap();
+        let mut cfg = Config::defaults("future");
+        cfg.share.push(Share {
+            host: "/srv/data".into(),
+            inner: "/data".into(),
+        });
+        let steps = plan(&layout, &cfg);
+        assert_eq!(steps.first(), Some(&Step::PrivateMounts));
+        assert_eq!(
+            steps[1],
+            Step::Bind {
+                source: "/srv/data".into(),
+                target: "/opt/subhost/future/live/data".into()
+            }
+        );
+        assert!(matches!(steps.last(), Some(Step::PivotRoot { .. })));
+        let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        assert!(text.contains(&"hostname future".to_string()), "{text:?}");
+        assert!(text
+            .iter()
+            .any(|t| t.starts_with("mount -t devpts -o nosuid,noexec,newinstance")));
+        // The pty's devpts must be mounted before the pivot.
+        let pts = text.iter().position(|t| t.contains("devpts")).unwrap();
+        assert!(pts < steps.len() - 1);
+    }
+
+    #[test]
+    fn init_argv_puts_session_after_double_dash() {
+        let argv = init_argv(7, &["/bin/sh".into(), "-c".into(), "--x".into()]).unwrap();
+        let argv: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            argv,
+            ["subhost-init", "--grace", "7", "--", "/bin/sh", "-c", "--x"]
+        );
+    }
+}

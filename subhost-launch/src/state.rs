@@ -1,0 +1,256 @@
+//! What the host knows about a subhost between commands: a lock that keeps
+//! two `start`/`stop` of one NAME apart, and a record of its init that is
+//! believed only after the kernel confirms it.
+//!
+//! Both live under `/run/subhost`, which a reboot clears along with the
+//! mounts and namespaces they describe.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::netns;
+
+/// Host-wide: NAME is host-wide already through its netns.
+pub const RUN_DIR: &str = "/run/subhost";
+
+fn lock_path(name: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{name}.lock"))
+}
+
+fn init_path(name: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{name}.init"))
+}
+
+/// Exclusive hold on one subhost's setup and teardown. Released on drop.
+pub struct Lock {
+    _file: Flock<File>,
+}
+
+/// Takes the lock of `name` without waiting: a second `start` or `stop` of
+/// the same subhost fails fast instead of queueing behind the first.
+pub fn lock(name: &str) -> Result<Lock> {
+    std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot create {RUN_DIR}"))?;
+    let path = lock_path(name);
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+                "subhost {name} is busy: another start or stop of it is in progress \
+                 (lock {} is held); try again when it has finished",
+                path.display()
+            ),
+            Err((_, e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        };
+        // `unlock_and_forget` may have unlinked the file between our open and
+        // our flock; a lock on an unlinked inode guards nothing, so retry.
+        let held = locked.metadata()?.ino();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.ino() == held => return Ok(Lock { _file: locked }),
+            _ => continue,
+        }
+    }
+}
+
+impl Lock {
+    /// Removes the lock file while still holding it, for `stop`: a stopped
+    /// subhost leaves nothing under the run dir.
+    pub fn unlock_and_forget(self, name: &str) {
+        let _ = std::fs::remove_file(lock_path(name));
+    }
+}
+
+/// Identity of a process that survives PID reuse: its PID plus its start
+/// time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl ProcId {
+    pub fn of(pid: i32) -> io::Result<ProcId> {
+        Ok(ProcId {
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`; the command name in field 2 may contain
+/// spaces and parentheses, so fields are counted after the last `)`.
+fn start_time(pid: i32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+    after
+        .split_whitespace()
+        .nth(19)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))
+}
+
+/// Records that `init` is the init of `name`.
+pub fn record_init(name: &str, init: ProcId) -> Result<()> {
+    let path = init_path(name);
+    let tmp = path.with_extension("init.tmp");
+    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(f, "{} {}", init.pid, init.start)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Forgets the init record of `name`, but only if it still names `init`
+/// (a newer `start` may have replaced it).
+pub fn clear_init(name: &str, init: Option<ProcId>) {
+    let path = init_path(name);
+    if let Some(want) = init {
+        if read_record(name) != Some(want) {
+            return;
+        }
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+fn read_record(name: &str) -> Option<ProcId> {
+    let text = std::fs::read_to_string(init_path(name)).ok()?;
+    let mut it = text.split_whitespace();
+    let pid = it.next()?.parse().ok()?;
+    let start = it.next()?.parse().ok()?;
+    Some(ProcId { pid, start })
+}
+
+/// The running init of `name`, if the record names a live process that the
+/// kernel confirms is it: same start time (not a recycled PID), PID 1 of its
+/// own PID namespace, and a member of the subhost's network namespace.
+pub fn running_init(name: &str) -> Option<ProcId> {
+    let rec = read_record(name)?;
+    if is_init_of(name, rec) {
+        Some(rec)
+    } else {
+        None
+    }
+}
+
+fn is_init_of(name: &str, rec: ProcId) -> bool {
+    if start_time(rec.pid).ok() != Some(rec.start) {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", rec.pid)) else {
+        return false;
+    };
+    let pid1_inside = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last())
+        == Some("1");
+    if !pid1_inside {
+        return false;
+    }
+    let Ok(ns) = std::fs::metadata(netns::path(name)) else {
+        return false;
+    };
+    std::fs::metadata(format!("/proc/{}/ns/net", rec.pid))
+        .map(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
+        .unwrap_or(false)
+}
+
+/// A pidfd: signals sent through it cannot hit a recycled PID, and it
+/// polls readable when the process exits, child of ours or not.
+pub struct PidFd(std::os::fd::OwnedFd);
+
+impl PidFd {
+    pub fn open(pid: i32) -> io::Result<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this fd; nobody else owns it.
+        Ok(PidFd(unsafe {
+            std::os::fd::FromRawFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> io::Result<()> {
+        // SAFETY: a valid pidfd, a valid signal number, no siginfo.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig as i32,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            // Already gone: that is what the caller wanted.
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit; true if it did.
+    pub fn wait_exit(&self, timeout: std::time::Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(n) if n > 0 => return true,
+                Ok(_) => return false,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self() {
+        let me = std::process::id() as i32;
+        let a = start_time(me).unwrap();
+        assert_eq!(a, start_time(me).unwrap());
+        assert!(start_time(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn a_stale_record_is_not_believed() {
+        // Our own PID is alive but is not PID 1 of a namespace, nor in the
+        // subhost's netns: the record must not be taken for an init.
+        let me = ProcId::of(std::process::id() as i32).unwrap();
+        assert!(!is_init_of("shtnosuch", me));
+        let recycled = ProcId {
+            pid: me.pid,
+            start: me.start + 1,
+        };
+        assert!(!is_init_of("shtnosuch", recycled));
+    }
+}
