@@ -11,7 +11,6 @@ mod mountinfo;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
@@ -71,13 +70,13 @@ impl fmt::Display for Step {
 }
 
 /// Quotes for a POSIX shell when needed, so a dry-run line can be pasted.
-fn quote(s: impl AsRef<OsStr>) -> Cow<'static, str> {
+fn quote(s: impl AsRef<OsStr>) -> String {
     let s = s.as_ref().to_string_lossy().into_owned();
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-,:=+@%".contains(c);
     if !s.is_empty() && s.chars().all(plain) {
-        Cow::Owned(s)
+        s
     } else {
-        Cow::Owned(format!("'{}'", s.replace('\'', r"'\''")))
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 

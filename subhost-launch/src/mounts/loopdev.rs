@@ -270,6 +270,78 @@ mod tests {
         assert_eq!(probe(&Bytes(vec![0; 100])), None);
     }
 
+    /// A backing file removed on drop.
+    struct TempFile(PathBuf);
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Unbinds the device if the test fails before autoclear could.
+    struct Unbind(PathBuf, (u64, u64));
+
+    impl Drop for Unbind {
+        fn drop(&mut self) {
+            if backing_id(&self.0).ok().flatten() == Some(self.1) {
+                if let Ok(f) = File::open(&self.0) {
+                    // SAFETY: LOOP_CLR_FD takes no argument.
+                    unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD as _) };
+                }
+            }
+        }
+    }
+
+    fn sysfs(device: &Path, attr: &str) -> String {
+        let name = device.file_name().unwrap().to_str().unwrap();
+        std::fs::read_to_string(format!("/sys/block/{name}/loop/{attr}"))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The two-ioctl path this kernel never needs, exercised directly: it
+    /// must set autoclear too, or devices would stay bound forever.
+    #[test]
+    fn legacy_setup_autoclears() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root");
+        let img = TempFile(
+            std::env::temp_dir().join(format!("subhost-test-legacy-{}.img", std::process::id())),
+        );
+        File::create(&img.0).unwrap().set_len(1 << 20).unwrap();
+        let backing = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img.0)
+            .unwrap();
+        let ctl = File::open("/dev/loop-control").unwrap();
+        let (device, dev) = loop {
+            // SAFETY: as in attach.
+            let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+            assert!(n >= 0, "{}", io::Error::last_os_error());
+            let device = PathBuf::from(format!("/dev/loop{n}"));
+            let dev = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&device)
+                .unwrap();
+            match bind_legacy(&dev, &backing, &LoopInfo64::autoclear(&img.0)) {
+                Ok(()) => break (device, dev),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let _unbind = Unbind(device.clone(), file_id(&img.0).unwrap());
+        assert_eq!(sysfs(&device, "autoclear"), "1");
+        assert_eq!(backing_id(&device).unwrap(), Some(file_id(&img.0).unwrap()));
+        drop(dev);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while sysfs(&device, "backing_file") == img.0.to_str().unwrap() {
+            assert!(std::time::Instant::now() < end, "still bound");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     #[test]
     fn name_is_truncated_and_terminated() {
         let long = PathBuf::from(format!("/{}", "x".repeat(100)));

@@ -588,3 +588,32 @@ fn bench_image_activation() {
         down.iter().min().unwrap()
     );
 }
+
+#[test]
+fn busy_mounts_are_detached_lazily() {
+    let t = TestDir::new("lazy");
+    let l = t.subhost();
+    make_image(&t, &l.image(), &["root", "work"]);
+    activate(&plan(&l, &cfg(&[]))).unwrap();
+    // An open file keeps live (and through it the image) busy.
+    let held = fs::File::open(l.live().join("hello")).unwrap();
+    assert!(deactivate(&l).unwrap());
+    assert!(mounts_below(&t.0).is_empty(), "detached from the tree");
+    assert_eq!(
+        loops_of(&l.image()).len(),
+        1,
+        "still in use by the open file"
+    );
+    drop(held);
+    assert_no_loop(&l.image());
+}
+
+#[test]
+fn deactivate_of_a_subhost_never_set_up() {
+    let t = TestDir::new("never");
+    let l = Layout::new(&t.0, "absent").unwrap();
+    assert!(!deactivate(&l).unwrap());
+    assert!(!is_active(&l));
+    let l = t.subhost();
+    assert!(!deactivate(&l).unwrap());
+}
