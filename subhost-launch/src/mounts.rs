@@ -3,13 +3,28 @@
 //! loop-mounted on `mnt`. These mounts live in the host's mount namespace so
 //! that they outlive a session (hibernation).
 //!
-//! (Interface fixed; bodies are being written.)
+//! Everything is done in-process (mount(2), loop ioctls): a helper exec costs
+//! about as much as all the mounting itself.
 
+mod loopdev;
+mod mountinfo;
+#[cfg(test)]
+mod tests;
+
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::path::PathBuf;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
 
 use crate::config::Config;
 use crate::layout::Layout;
+
+pub use mountinfo::{mount_points, MountEntry};
 
 /// One host-side mount step, as data: printable for `--dry-run`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,34 +44,572 @@ pub enum Step {
 }
 
 impl fmt::Display for Step {
+    /// The shell command the step replaces. `mount -o loop` is what does the
+    /// same as AttachImage: a free device, autoclear, the type probed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            Step::AttachImage { image, mnt } => {
+                write!(f, "mount -o loop {} {}", quote(image), quote(mnt))
+            }
+            Step::Overlay {
+                lower,
+                upper,
+                work,
+                live,
+            } => write!(
+                f,
+                "mount -t overlay overlay -o {} {}",
+                quote(overlay_options(lower, upper, work)),
+                quote(live)
+            ),
+            Step::Rbind { root, live } => {
+                write!(f, "mount --rbind {} {}", quote(root), quote(live))
+            }
+        }
+    }
+}
+
+/// Quotes for a POSIX shell when needed, so a dry-run line can be pasted.
+fn quote(s: impl AsRef<OsStr>) -> String {
+    let s = s.as_ref().to_string_lossy().into_owned();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-,:=+@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
 /// The steps that activate the root of `layout` under `cfg`, in order.
 pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
-    let _ = (layout, cfg);
-    Vec::new()
+    let image = layout.image_present();
+    let mut steps = Vec::new();
+    if image {
+        steps.push(Step::AttachImage {
+            image: layout.image(),
+            mnt: layout.mnt(),
+        });
+    }
+    let (root, work, live) = (layout.root(image), layout.work(image), layout.live());
+    if cfg.lower.is_empty() {
+        steps.push(Step::Rbind { root, live });
+    } else {
+        steps.push(Step::Overlay {
+            lower: cfg.lower.clone(),
+            upper: root,
+            work,
+            live,
+        });
+    }
+    steps
 }
 
 /// Checks the plan's inputs (root exists, lower layers exist, …), creates
 /// missing `work`/`live`, and performs the steps. All or nothing.
+///
+/// A step whose target already holds what it would mount is skipped, so a
+/// hibernating subhost is reused as it is. On failure, the steps this call
+/// performed are unmounted again (never any data removed).
 pub fn activate(steps: &[Step]) -> anyhow::Result<()> {
-    let _ = steps;
-    anyhow::bail!("mounts::activate: not yet implemented")
+    // Paths inside an image can only be checked once it is mounted; the
+    // rest is checked before anything is done.
+    let mut inside_image: Vec<&Path> = Vec::new();
+    for step in steps {
+        check(step, &inside_image)?;
+        if let Step::AttachImage { mnt, .. } = step {
+            inside_image.push(mnt);
+        }
+    }
+    let mut done: Vec<PathBuf> = Vec::new();
+    for step in steps {
+        match run(step) {
+            Ok(Some(target)) => done.push(target),
+            Ok(None) => {}
+            Err(e) => {
+                undo(&done);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts what this call mounted, newest first. Failures are logged, not
+/// returned: the caller reports the error that made us undo.
+fn undo(done: &[PathBuf]) {
+    for target in done.iter().rev() {
+        log::info!("undo: unmounting {}", target.display());
+        if let Err(e) = unmount_tree(target) {
+            log::warn!("undo: {e:#}");
+        }
+    }
+}
+
+/// Performs one step; returns the mount point it mounted, or None when the
+/// step was already in place.
+fn run(step: &Step) -> anyhow::Result<Option<PathBuf>> {
+    check(step, &[])?;
+    let target = match step {
+        Step::AttachImage { mnt, .. } => mnt,
+        Step::Overlay { live, work, .. } => {
+            ensure_dir(work, "work")?;
+            live
+        }
+        Step::Rbind { live, .. } => live,
+    };
+    ensure_dir(target, target_role(step))?;
+    if let Step::Overlay { upper, work, .. } = step {
+        same_mount(upper, work)?;
+    }
+    match current(step)? {
+        Current::Matches => {
+            log::info!("already mounted, reusing: {step}");
+            return Ok(None);
+        }
+        Current::Other(what) => bail!(
+            "{} is already a mount point ({what}), not what this subhost needs: \
+             unmount it (umount -R {}) or stop the subhost, then start again",
+            target.display(),
+            quote(target)
+        ),
+        Current::Nothing => {}
+    }
+    log::info!("{step}");
+    match step {
+        Step::AttachImage { image, mnt } => mount_image(image, mnt)?,
+        Step::Overlay {
+            lower,
+            upper,
+            work,
+            live,
+        } => mount_overlay(lower, upper, work, live)?,
+        Step::Rbind { root, live } => {
+            nix::mount::mount(
+                Some(root.as_path()),
+                live.as_path(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(io::Error::from)
+            .with_context(|| format!("{step}"))?;
+        }
+    }
+    Ok(Some(target.clone()))
+}
+
+fn target_role(step: &Step) -> &'static str {
+    match step {
+        Step::AttachImage { .. } => "mnt",
+        _ => "live",
+    }
+}
+
+/// Validates a step's inputs, except paths below `deferred` (not there yet).
+fn check(step: &Step, deferred: &[&Path]) -> anyhow::Result<()> {
+    let later = |p: &Path| deferred.iter().any(|d| p.starts_with(d));
+    match step {
+        Step::AttachImage { image, mnt } => {
+            if !image.is_file() {
+                bail!("image {} is not a regular file", image.display());
+            }
+            loopdev::probe_fs(image)?;
+            no_symlink(mnt, "mnt")?;
+        }
+        Step::Overlay {
+            lower,
+            upper,
+            work,
+            live,
+        } => {
+            for l in lower.iter().filter(|l| !later(l)) {
+                check_lower(l)?;
+            }
+            if !later(upper) {
+                check_root(upper)?;
+            }
+            if !later(work) {
+                no_symlink(work, "work")?;
+            }
+            no_symlink(live, "live")?;
+        }
+        Step::Rbind { root, live } => {
+            if !later(root) {
+                check_root(root)?;
+            }
+            no_symlink(live, "live")?;
+        }
+    }
+    Ok(())
+}
+
+fn check_root(root: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "{} is not a directory: the subhost's filesystem must be a directory there",
+            root.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+            "{} does not exist: create it (mkdir -p {}) or put the subhost's filesystem there",
+            root.display(),
+            quote(root)
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", root.display())),
+    }
+}
+
+fn check_lower(lower: &Path) -> anyhow::Result<()> {
+    if !lower.is_absolute() {
+        bail!(
+            "lower layer {} is not an absolute path: fix LOWER in the config",
+            lower.display()
+        );
+    }
+    match std::fs::metadata(lower) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "lower layer {} is not a directory: fix LOWER in the config",
+            lower.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+            "lower layer {} does not exist: create it or fix LOWER in the config",
+            lower.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect lower layer {}", lower.display())),
+    }
+}
+
+/// `live`, `mnt` and `work` must be real directories: mounting follows a
+/// symlink, and unmounting "everything below live" must not follow one to `/`.
+fn no_symlink(path: &Path, role: &str) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "{} ({role}) exists but is not a directory: move it away; it is created when missing",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+}
+
+fn ensure_dir(path: &Path, role: &str) -> anyhow::Result<()> {
+    no_symlink(path, role)?;
+    if !path.exists() {
+        std::fs::create_dir(path)
+            .with_context(|| format!("cannot create {role} directory {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// overlayfs needs upperdir and workdir under the same mount; saying so
+/// here beats the kernel's bare EINVAL.
+fn same_mount(upper: &Path, work: &Path) -> anyhow::Result<()> {
+    let (u, w) = (mount_id(upper)?, mount_id(work)?);
+    if u != w {
+        bail!(
+            "{} (upper) and {} (work) are on different mounts; overlayfs needs both \
+             on the same one: make work a directory next to root on root's filesystem",
+            upper.display(),
+            work.display()
+        );
+    }
+    Ok(())
+}
+
+fn mount_id(path: &Path) -> anyhow::Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: statx is plain data; all-zero is a valid initial value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path and st a writable statx buffer, both
+    // alive for the call.
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_MNT_ID, &mut st) };
+    if r != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot inspect {}", path.display()));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+enum Current {
+    Nothing,
+    Matches,
+    /// Something else is mounted there; says what.
+    Other(String),
+}
+
+/// What is mounted at the step's target now, compared with what it would
+/// mount.
+fn current(step: &Step) -> anyhow::Result<Current> {
+    let target = match step {
+        Step::AttachImage { mnt, .. } => mnt,
+        Step::Overlay { live, .. } | Step::Rbind { live, .. } => live,
+    };
+    let target = target
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", target.display()))?;
+    let entries = mount_points().context("cannot read /proc/self/mountinfo")?;
+    // The last entry at a mount point is the one on top, the one visible.
+    let Some(top) = entries.iter().rev().find(|e| e.mount_point == target) else {
+        return Ok(Current::Nothing);
+    };
+    let matches = match step {
+        Step::AttachImage { image, .. } => {
+            top.source.starts_with("/dev/loop")
+                && loopdev::backing_id(Path::new(&top.source)).ok().flatten()
+                    == Some(loopdev::file_id(image)?)
+        }
+        Step::Overlay {
+            lower, upper, work, ..
+        } => top.fs_type == "overlay" && overlay_matches(&top.super_options, lower, upper, work),
+        Step::Rbind { root, live } => {
+            matches!((loopdev::file_id(live), loopdev::file_id(root)), (Ok(a), Ok(b)) if a == b)
+        }
+    };
+    Ok(if matches {
+        Current::Matches
+    } else {
+        Current::Other(format!("{} from {}", top.fs_type, top.source))
+    })
+}
+
+/// Whether an overlay's superblock options name the same directories
+/// (compared by identity, so differently spelled paths still match).
+fn overlay_matches(options: &str, lower: &[PathBuf], upper: &Path, work: &Path) -> bool {
+    let opts = split_escaped(options.as_bytes(), b',');
+    let get = |key: &str| {
+        opts.iter()
+            .find_map(|o| o.strip_prefix(format!("{key}=").as_bytes()))
+    };
+    let same = |shown: &[u8], want: &Path| {
+        let shown = PathBuf::from(OsString::from_vec(unescape_backslash(shown)));
+        matches!(
+            (loopdev::file_id(&shown), loopdev::file_id(want)),
+            (Ok(a), Ok(b)) if a == b
+        )
+    };
+    let (Some(l), Some(u), Some(w)) = (get("lowerdir"), get("upperdir"), get("workdir")) else {
+        return false;
+    };
+    let layers = split_escaped(l, b':');
+    layers.len() == lower.len()
+        && layers.iter().zip(lower).all(|(s, p)| same(s, p))
+        && same(u, upper)
+        && same(w, work)
+}
+
+/// Splits at `sep` not preceded by a backslash escape (overlayfs's syntax).
+fn split_escaped(s: &[u8], sep: u8) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < s.len() {
+        if s[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if s[i] == sep {
+            parts.push(&s[start..i]);
+            start = i + 1;
+        }
+        i += 1;
+    }
+    parts.push(&s[start.min(s.len())..]);
+    parts
+}
+
+fn unescape_backslash(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut it = s.iter();
+    while let Some(&b) = it.next() {
+        if b == b'\\' {
+            if let Some(&n) = it.next() {
+                out.push(n);
+                continue;
+            }
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// overlayfs splits its options at `,`, lowerdir at `:`, and takes `\` as
+/// the escape for both.
+fn escape_overlay(p: &Path) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.as_os_str().len());
+    for &b in p.as_os_str().as_bytes() {
+        if matches!(b, b'\\' | b',' | b':') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+fn overlay_options(lower: &[PathBuf], upper: &Path, work: &Path) -> OsString {
+    let mut o = b"lowerdir=".to_vec();
+    for (i, l) in lower.iter().enumerate() {
+        if i > 0 {
+            o.push(b':');
+        }
+        o.extend(escape_overlay(l));
+    }
+    o.extend(b",upperdir=");
+    o.extend(escape_overlay(upper));
+    o.extend(b",workdir=");
+    o.extend(escape_overlay(work));
+    OsString::from_vec(o)
+}
+
+/// mount(2) copies at most one page of options.
+const MAX_MOUNT_DATA: usize = 4095;
+
+fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, live: &Path) -> anyhow::Result<()> {
+    let opts = overlay_options(lower, upper, work);
+    if opts.len() > MAX_MOUNT_DATA {
+        bail!(
+            "overlay options for {} are {} bytes, the kernel takes at most {MAX_MOUNT_DATA}: \
+             use fewer or shorter LOWER paths",
+            live.display(),
+            opts.len()
+        );
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        live,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_os_str()),
+    )
+    .map_err(io::Error::from)
+    .with_context(|| {
+        format!(
+            "mount -t overlay overlay -o {} {} failed (the kernel log, dmesg, has overlayfs's reason)",
+            quote(&opts),
+            quote(live)
+        )
+    })
+}
+
+/// Attaches, mounts, and checks that the image has a `root/`; leaves
+/// nothing behind when any of that fails.
+fn mount_image(image: &Path, mnt: &Path) -> anyhow::Result<()> {
+    let fs = loopdev::probe_fs(image)?;
+    let dev = loopdev::attach(image)?;
+    // Dropping `dev` on an error path releases the device (autoclear).
+    nix::mount::mount(
+        Some(dev.device.as_path()),
+        mnt,
+        Some(fs),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+    .with_context(|| {
+        format!(
+            "mount -t {fs} {} {} (image {}) failed",
+            dev.device.display(),
+            mnt.display(),
+            image.display()
+        )
+    })?;
+    drop(dev);
+    let root = mnt.join("root");
+    if !root.is_dir() {
+        if let Err(e) = unmount_tree(mnt) {
+            log::warn!("{e:#}");
+        }
+        bail!(
+            "image {} has no root/ directory at its top: mount it (mount -o loop {} DIR), \
+             create DIR/root and DIR/work, and put the subhost's filesystem in DIR/root",
+            image.display(),
+            quote(image)
+        );
+    }
+    Ok(())
 }
 
 /// Whether `live` of `layout` is mounted now (read from mountinfo).
 pub fn is_active(layout: &Layout) -> bool {
-    let _ = layout;
-    false
+    let Some(live) = resolved(layout, "live") else {
+        return false;
+    };
+    mount_points()
+        .map(|m| m.iter().any(|e| e.mount_point == live))
+        .unwrap_or(false)
+}
+
+/// `dir/NAME/<leaf>` with the subhost directory resolved but not `leaf`:
+/// mountinfo has real paths, and a symlinked `live` must never lead the
+/// unmounting elsewhere.
+fn resolved(layout: &Layout, leaf: &str) -> Option<PathBuf> {
+    layout.dir.canonicalize().ok().map(|d| d.join(leaf))
 }
 
 /// Unmounts `live` (and everything below it) and `mnt` (detaching the loop
 /// device). Returns whether anything was mounted. Idempotent; never deletes
 /// data.
 pub fn deactivate(layout: &Layout) -> anyhow::Result<bool> {
-    let _ = layout;
-    anyhow::bail!("mounts::deactivate: not yet implemented")
+    let Some(live) = resolved(layout, "live") else {
+        return Ok(false);
+    };
+    let was_live = unmount_tree(&live)?;
+    let was_mnt = unmount_tree(&layout.dir.canonicalize()?.join("mnt"))?;
+    Ok(was_live || was_mnt)
+}
+
+/// Passes over mountinfo before giving up: stacked mounts and mounts that
+/// reappear by propagation need more than one.
+const UNMOUNT_ROUNDS: usize = 8;
+
+/// Unmounts every mount at or below `dir`, deepest first; a mount still busy
+/// after the others are gone is detached lazily, with a warning. Returns
+/// whether anything was mounted.
+pub fn unmount_tree(dir: &Path) -> anyhow::Result<bool> {
+    let mut any = false;
+    for _ in 0..UNMOUNT_ROUNDS {
+        let mut below: Vec<(usize, MountEntry)> = mount_points()
+            .context("cannot read /proc/self/mountinfo")?
+            .into_iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_at_or_below(dir))
+            .collect();
+        if below.is_empty() {
+            return Ok(any);
+        }
+        // Deepest first; at one mount point, the newest (topmost) first.
+        below.sort_by_key(|(i, e)| std::cmp::Reverse((e.mount_point.components().count(), *i)));
+        let mut busy = Vec::new();
+        let mut progress = false;
+        for (_, e) in &below {
+            match nix::mount::umount2(&e.mount_point, MntFlags::empty()) {
+                Ok(()) => progress = true,
+                // Already gone (with a parent, or by propagation).
+                Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+                Err(Errno::EBUSY) => busy.push(e.mount_point.clone()),
+                Err(err) => {
+                    return Err(io::Error::from(err))
+                        .with_context(|| format!("cannot unmount {}", e.mount_point.display()))
+                }
+            }
+        }
+        any = true;
+        if !progress {
+            for p in busy {
+                log::warn!(
+                    "{} is busy (a process still uses it): detaching it lazily; \
+                     it goes away when no longer used",
+                    p.display()
+                );
+                nix::mount::umount2(&p, MntFlags::MNT_DETACH)
+                    .map_err(io::Error::from)
+                    .with_context(|| format!("cannot detach {}", p.display()))?;
+            }
+        }
+    }
+    Err(anyhow!(
+        "mounts below {} remain after {UNMOUNT_ROUNDS} attempts to unmount them: \
+         see /proc/self/mountinfo",
+        dir.display()
+    ))
 }
