@@ -19,6 +19,7 @@ use netlink_packet_core::{
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 use nix::errno::Errno;
@@ -225,7 +226,9 @@ fn bridge_index(host: &mut Netlink, br: &str, cable: usize) -> anyhow::Result<u3
         ),
         Err(e) => bail!("cable {cable}: looking up bridge {br}: {e}"),
     };
-    let msg = reply.ok_or_else(|| anyhow!("cable {cable}: no reply looking up bridge {br}"))?;
+    let Some(RouteNetlinkMessage::NewLink(msg)) = reply else {
+        bail!("cable {cable}: no reply looking up bridge {br}");
+    };
     match link_kind(&msg) {
         Some(InfoKind::Bridge) => Ok(msg.header.index),
         kind => {
@@ -357,53 +360,97 @@ pub fn delete(name: &str, timeout: Duration) -> anyhow::Result<bool> {
     let file = path(name);
     // symlink_metadata: a dangling or odd entry still counts as "there".
     let had_file = file.symlink_metadata().is_ok();
+    let candidates = host_links(name);
+    let ours = if candidates.is_empty() {
+        candidates
+    } else {
+        sort_out(name, candidates).with_context(|| format!("deleting netns {name}"))?
+    };
     if had_file {
         remove_mount_point(&file).with_context(|| format!("deleting netns {name}"))?;
     }
-    let links = host_links(name);
-    if links.is_empty() {
+    if ours.is_empty() {
         return Ok(had_file);
     }
-    delete_orphans(&links)?;
-    let left = wait_gone(links, timeout);
+    let left = wait_gone(ours, timeout);
     if !left.is_empty() {
         bail!(
             "host links {} of netns {name} still exist {timeout:?} after deleting it: \
-             a process still holds the namespace (see `lsns -t net`), or its peer \
-             is in another namespace",
+             a process still holds the namespace (see `lsns -t net`)",
             left.join(", ")
         );
     }
-    // Leftover cables count as something deleted, even without the file.
     Ok(true)
 }
 
-/// Deletes veths among `links` whose peer is not in another namespace
-/// (half-made cables): the kernel would never remove them.
-fn delete_orphans(links: &[String]) -> anyhow::Result<()> {
+/// Of the host links named `NAME<digits>`, returns those to wait for: it
+/// deletes veths whose peer never left the host (half-made cables the
+/// kernel would keep forever), and drops cables of another namespace whose
+/// name extends this one (`web10`'s cable `web100` also reads as `web1`
+/// cable 00).
+fn sort_out(name: &str, candidates: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let rivals: Vec<String> = std::fs::read_dir(NETNS_RUN_DIR)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|m| m != name && m.starts_with(name))
+                .filter(|m| candidates.iter().any(|l| is_cable_of(m, l)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
-    for ifname in links {
-        let msg = match host.request(get_link(ifname), 0) {
-            Ok(Some(msg)) => msg,
+    let mut ours = Vec::new();
+    for ifname in candidates {
+        let msg = match host.request(get_link(&ifname), 0) {
+            Ok(Some(RouteNetlinkMessage::NewLink(msg))) => msg,
             // Gone meanwhile.
-            Ok(None) => continue,
+            Ok(_) => continue,
             Err(e) if e.errno == libc::ENODEV => continue,
             Err(e) => bail!("looking up host link {ifname}: {e}"),
         };
-        let veth = matches!(link_kind(&msg), Some(InfoKind::Veth));
-        let peer_elsewhere = msg
-            .attributes
-            .iter()
-            .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
-        if veth && !peer_elsewhere {
-            match host.request(del_link(ifname), 0) {
-                Ok(_) => {}
-                Err(e) if e.errno == libc::ENODEV => {}
-                Err(e) => bail!("deleting half-made host link {ifname}: {e}"),
+        let peer_ns = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkNetNsId(id) => Some(*id),
+            _ => None,
+        });
+        match peer_ns {
+            None if matches!(link_kind(&msg), Some(InfoKind::Veth)) => {
+                match host.request(del_link(&ifname), 0) {
+                    Ok(_) => {}
+                    Err(e) if e.errno == libc::ENODEV => {}
+                    Err(e) => bail!("deleting half-made host link {ifname}: {e}"),
+                }
             }
+            Some(id) if id >= 0 && owned_by_rival(&mut host, &rivals, &ifname, id) => continue,
+            _ => {}
         }
+        ours.push(ifname);
     }
-    Ok(())
+    Ok(ours)
+}
+
+/// Whether the peer namespace `peer_nsid` of `ifname` is one of `rivals`
+/// that `ifname` is also a cable name of.
+fn owned_by_rival(host: &mut Netlink, rivals: &[String], ifname: &str, peer_nsid: i32) -> bool {
+    rivals
+        .iter()
+        .filter(|m| is_cable_of(m, ifname))
+        .any(|m| nsid(host, m) == Some(peer_nsid))
+}
+
+/// The id the host gives namespace `name`, if it has one.
+fn nsid(host: &mut Netlink, name: &str) -> Option<i32> {
+    let fd = open(name).ok()?;
+    let mut msg = NsidMessage::default();
+    msg.attributes
+        .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
+    match host.request(RouteNetlinkMessage::GetNsId(msg), 0) {
+        Ok(Some(RouteNetlinkMessage::NewNsId(reply))) => {
+            reply.attributes.iter().find_map(|a| match a {
+                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Polls until none of `links` exists any more, or `timeout` passes; returns
@@ -534,12 +581,12 @@ impl Netlink {
     }
 
     /// Sends `msg` with an ACK request and reads until the ACK; returns the
-    /// link message answered before it, if any (for RTM_GETLINK).
+    /// message answered before it, if any (for the GET requests).
     fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
-    ) -> Result<Option<LinkMessage>, NlError> {
+    ) -> Result<Option<RouteNetlinkMessage>, NlError> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -579,9 +626,7 @@ impl Netlink {
                             }),
                         };
                     }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                        answer = Some(link);
-                    }
+                    NetlinkPayload::InnerMessage(inner) => answer = Some(inner),
                     _ => {}
                 }
             }
@@ -870,6 +915,24 @@ mod tests {
         assert!(delete(&name, WAIT).expect("delete of a half-made cable"));
         assert!(host_links(&name).is_empty());
         assert!(!Path::new("/sys/class/net").join(&peer).exists());
+    }
+
+    #[test]
+    fn delete_leaves_cables_of_a_longer_name_alone() {
+        require_root();
+        let short = unique("o");
+        let long = format!("{short}1");
+        assert!(long.len() <= 12);
+        let _gs = NsGuard(short.clone());
+        let _gl = NsGuard(long.clone());
+        create(&short, &[cable(format!("{short}0"), "eth0", None, None)]).expect("create");
+        // `{long}0` also reads as cable 10 of `short`.
+        create(&long, &[cable(format!("{long}0"), "eth0", None, None)]).expect("create");
+        assert!(delete(&short, WAIT).expect("delete of the shorter name"));
+        assert_eq!(host_links(&short), vec![format!("{long}0")]);
+        assert!(exists(&long));
+        assert!(delete(&long, WAIT).expect("delete of the longer name"));
+        assert!(host_links(&short).is_empty());
     }
 
     #[test]
