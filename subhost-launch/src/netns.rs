@@ -1,12 +1,38 @@
 //! The subhost's network: a named network namespace (`/run/netns/NAME`, as
 //! `ip netns` makes it) and its veth cables, over netlink in-process.
 //!
-//! (Interface fixed; bodies are being written.)
+//! Netlink goes through `netlink-packet-route` messages on a blocking
+//! `netlink-sys` socket: one request, then read until its ACK. No runtime,
+//! no helper program.
 
 use std::fmt;
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+const NETNS_RUN_DIR: &str = "/run/netns";
+/// Longest interface name the kernel takes (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+/// How long a failed `create` waits for the kernel to drop the cables it made,
+/// so that "nothing is left" holds when it returns.
+const ROLLBACK_WAIT: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(2);
 
 /// One veth cable as planned: host end `host_if` (on `bridge` if any), inner
 /// end `inner_if` inside the namespace, with `mac` on the inner end.
@@ -18,15 +44,72 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
 }
 
+/// The `ip link add` command this cable replaces. A `Link` does not know its
+/// namespace, so the `netns NAME` clause is left out here; [`plan`] renders
+/// the complete sequence.
 impl fmt::Display for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "veth {} <-> {}", self.host_if, self.inner_if)
+        write_link_add(f, self, None)
+    }
+}
+
+fn write_link_add(f: &mut fmt::Formatter<'_>, link: &Link, ns: Option<&str>) -> fmt::Result {
+    write!(f, "ip link add {}", link.host_if)?;
+    if let Some(br) = &link.bridge {
+        write!(f, " master {br}")?;
+    }
+    write!(f, " up type veth peer name {}", link.inner_if)?;
+    if let Some(ns) = ns {
+        write!(f, " netns {ns}")?;
+    }
+    if let Some(mac) = &link.mac {
+        write!(f, " address {}", MacDisplay(mac))?;
+    }
+    Ok(())
+}
+
+struct MacDisplay<'a>(&'a [u8; 6]);
+
+impl fmt::Display for MacDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// What [`create`] does, as the `ip` commands it replaces, one per line.
+pub struct Plan<'a> {
+    name: &'a str,
+    links: &'a [Link],
+}
+
+/// The plan of `create(name, links)`, for `--dry-run`.
+pub fn plan<'a>(name: &'a str, links: &'a [Link]) -> Plan<'a> {
+    Plan { name, links }
+}
+
+impl fmt::Display for Plan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "ip netns add {}", self.name)?;
+        for link in self.links {
+            write_link_add(f, link, Some(self.name))?;
+            writeln!(f)?;
+        }
+        write!(f, "ip -n {} link set lo up", self.name)?;
+        for link in self.links {
+            write!(f, "\nip -n {} link set {} up", self.name, link.inner_if)?;
+        }
+        Ok(())
     }
 }
 
 /// `/run/netns/NAME`
 pub fn path(name: &str) -> PathBuf {
-    PathBuf::from("/run/netns").join(name)
+    PathBuf::from(NETNS_RUN_DIR).join(name)
 }
 
 /// Whether the named namespace exists (its bind mount is in place).
@@ -42,20 +125,883 @@ pub fn open(name: &str) -> std::io::Result<OwnedFd> {
 /// Creates namespace `name` with `links`, `lo` and every inner end up. All
 /// or nothing: on error, what this call made is removed again.
 pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
-    let _ = (name, links);
-    anyhow::bail!("netns::create: not yet implemented")
+    check_links(links)?;
+    let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
+    let masters = links
+        .iter()
+        .enumerate()
+        .map(|(i, link)| match &link.bridge {
+            Some(br) => bridge_index(&mut host, br, i).map(Some),
+            None => Ok(None),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    ensure_run_dir_shared()?;
+    let file = path(name);
+    create_mount_point(name, &file)?;
+    let mut made = Vec::new();
+    if let Err(err) = populate(name, &file, &mut host, links, &masters, &mut made) {
+        return Err(rollback(name, &file, made, err));
+    }
+    Ok(())
+}
+
+/// caller, who also gets the host ends made so far in `made`. The namespace
+/// fd and the inner socket are dropped on return, so after a failure nothing
+/// of ours keeps the namespace alive.
+fn populate(
+    name: &str,
+    file: &Path,
+    host: &mut Netlink,
+    links: &[Link],
+    masters: &[Option<u32>],
+    made: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let (nsfd, mut inner) = new_netns(file)?;
+    for (i, (link, master)) in links.iter().zip(masters).enumerate() {
+        host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
+            .map_err(|e| {
+                anyhow!(
+                    "cable {i}: creating veth {} <-> {} in netns {name}: {e}",
+                    link.host_if,
+                    link.inner_if
+                )
+            })?;
+        made.push(link.host_if.clone());
+    }
+    // The peer cannot be created up (ENOTCONN), so the inner ends are raised
+    // from inside, on a socket bound to the new namespace.
+    let inner_names = std::iter::once("lo").chain(links.iter().map(|l| l.inner_if.as_str()));
+    for ifname in inner_names {
+        inner
+            .request(set_up(ifname), 0)
+            .map_err(|e| anyhow!("setting {ifname} up inside netns {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Removes the namespace; the kernel then destroys the cables in it, which
+/// is waited for so that a failed create leaves nothing behind.
+fn rollback(name: &str, file: &Path, made: Vec<String>, err: anyhow::Error) -> anyhow::Error {
+    if let Err(e) = remove_mount_point(file) {
+        return err.context(format!("and undoing it failed too: {e:#}"));
+    }
+    let left = wait_gone(made, ROLLBACK_WAIT);
+    if !left.is_empty() {
+        return err.context(format!(
+            "netns {name} was removed after the failure, but host links {} are still there",
+            left.join(", ")
+        ));
+    }
+    err
+}
+
+fn check_links(links: &[Link]) -> anyhow::Result<()> {
+    for (i, link) in links.iter().enumerate() {
+        for ifname in [&link.host_if, &link.inner_if] {
+            let bad = ifname.is_empty()
+                || ifname.len() > IFNAME_MAX
+                || ifname.bytes().any(|b| b == b'/' || b == b':' || b <= b' ');
+            if bad {
+                bail!(
+                    "cable {i}: {ifname:?} is not a valid interface name \
+                     (1-{IFNAME_MAX} bytes, no '/', ':' or whitespace)"
+                );
+            }
+        }
+        if link.inner_if == "lo" {
+            bail!("cable {i}: the inner end cannot be named lo");
+        }
+    }
+    Ok(())
+}
+
+/// Index of bridge `br`, with a fix in the message when it is missing or is
+/// not a bridge.
+fn bridge_index(host: &mut Netlink, br: &str, cable: usize) -> anyhow::Result<u32> {
+    let reply = match host.request(get_link(br), 0) {
+        Ok(reply) => reply,
+        Err(e) if e.errno == libc::ENODEV => bail!(
+            "cable {cable}: bridge {br} does not exist; create it with \
+             `ip link add {br} type bridge && ip link set {br} up`"
+        ),
+        Err(e) => bail!("cable {cable}: looking up bridge {br}: {e}"),
+    };
+    let Some(RouteNetlinkMessage::NewLink(msg)) = reply else {
+        bail!("cable {cable}: no reply looking up bridge {br}");
+    };
+    match link_kind(&msg) {
+        Some(InfoKind::Bridge) => Ok(msg.header.index),
+        kind => {
+            let what = kind.map_or("a plain device".to_string(), |k| format!("a {k:?} link"));
+            bail!("cable {cable}: {br} is {what}, not a bridge; name a bridge for this cable")
+        }
+    }
+}
+
+fn link_kind(msg: &LinkMessage) -> Option<&InfoKind> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// Makes `/run/netns` exist and be a shared mount, so a namespace mounted
+/// there is seen by mount namespaces cloned later (iproute2 does the same).
+fn ensure_run_dir_shared() -> anyhow::Result<()> {
+    match std::fs::create_dir(NETNS_RUN_DIR) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).context(format!("creating {NETNS_RUN_DIR}")),
+    }
+    let shared = || {
+        mount(
+            None::<&str>,
+            NETNS_RUN_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => return Ok(()),
+        // EINVAL: not a mount point yet.
+        Err(Errno::EINVAL) => {}
+        Err(e) => return Err(e).context(format!("making {NETNS_RUN_DIR} a shared mount")),
+    }
+    mount(
+        Some(NETNS_RUN_DIR),
+        NETNS_RUN_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {NETNS_RUN_DIR} onto itself"))?;
+    shared().with_context(|| format!("making {NETNS_RUN_DIR} a shared mount"))
+}
+
+fn create_mount_point(name: &str, file: &Path) -> anyhow::Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "network namespace {name} already exists ({}); remove it with \
+             `subhost-launch stop {name}` or `ip netns del {name}`",
+            file.display()
+        ),
+        Err(e) => Err(e).context(format!("creating {}", file.display())),
+    }
+}
+
+/// Unshares a new network namespace on this thread, bind-mounts it on
+/// `file`, opens a netlink socket in it, and returns to the original
+/// namespace, also on error.
+fn new_netns(file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
+    let home = File::open("/proc/thread-self/ns/net").context("opening the current netns")?;
+    unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+    let inside = inside_new_netns(file);
+    setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context(
+        "returning to the original network namespace (setns) failed; \
+         this thread is left in the new one",
+    )?;
+    inside
+}
+
+fn inside_new_netns(file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
+    let src = "/proc/thread-self/ns/net";
+    mount(
+        Some(src),
+        file,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {src} on {}", file.display()))?;
+    let nsfd = File::open(src).context("opening the new netns")?;
+    let sock = Netlink::open().context("opening a netlink socket in the new netns")?;
+    Ok((nsfd.into(), sock))
+}
+
+/// Unmounts (lazily) and unlinks a netns file. A file that is not a mount
+/// point (left by a crashed create) is just unlinked.
+fn remove_mount_point(file: &Path) -> anyhow::Result<()> {
+    const TRIES: u32 = 5;
+    for attempt in 1..=TRIES {
+        match umount2(file, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e).context(format!("unmounting {}", file.display())),
+        }
+        match std::fs::remove_file(file) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < TRIES => {
+                std::thread::sleep(POLL);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => bail!(
+                "removing {}: still busy after {TRIES} tries: a copy of its bind mount \
+                 leaked into another mount namespace (find it in /proc/*/mountinfo)",
+                file.display()
+            ),
+            Err(e) => return Err(e).context(format!("removing {}", file.display())),
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 /// Deletes namespace `name` (the kernel removes its cables with it) and waits
 /// up to `timeout` until no host-side link `NAME<digits>` is left. Returns
 /// whether there was anything to delete. Idempotent.
 pub fn delete(name: &str, timeout: Duration) -> anyhow::Result<bool> {
-    let _ = (name, timeout);
-    anyhow::bail!("netns::delete: not yet implemented")
+    let file = path(name);
+    // symlink_metadata: a dangling or odd entry still counts as "there".
+    let had_file = file.symlink_metadata().is_ok();
+    let candidates = host_links(name);
+    let ours = if candidates.is_empty() {
+        candidates
+    } else {
+        sort_out(name, candidates).with_context(|| format!("deleting netns {name}"))?
+    };
+    if had_file {
+        remove_mount_point(&file).with_context(|| format!("deleting netns {name}"))?;
+    }
+    if ours.is_empty() {
+        return Ok(had_file);
+    }
+    let left = wait_gone(ours, timeout);
+    if !left.is_empty() {
+        bail!(
+            "host links {} of netns {name} still exist {timeout:?} after deleting it: \
+             a process still holds the namespace (see `lsns -t net`)",
+            left.join(", ")
+        );
+    }
+    Ok(true)
+}
+
+/// Of the host links named `NAME<digits>`, returns those to wait for: it
+/// deletes veths whose peer never left the host (half-made cables the
+/// kernel would keep forever), and drops cables of another namespace whose
+/// name extends this one (`web10`'s cable `web100` also reads as `web1`
+/// cable 00).
+fn sort_out(name: &str, candidates: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let rivals: Vec<String> = std::fs::read_dir(NETNS_RUN_DIR)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|m| m != name && m.starts_with(name))
+                .filter(|m| candidates.iter().any(|l| is_cable_of(m, l)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
+    let mut ours = Vec::new();
+    for ifname in candidates {
+        let msg = match host.request(get_link(&ifname), 0) {
+            Ok(Some(RouteNetlinkMessage::NewLink(msg))) => msg,
+            // Gone meanwhile.
+            Ok(_) => continue,
+            Err(e) if e.errno == libc::ENODEV => continue,
+            Err(e) => bail!("looking up host link {ifname}: {e}"),
+        };
+        let peer_ns = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkNetNsId(id) => Some(*id),
+            _ => None,
+        });
+        match peer_ns {
+            None if matches!(link_kind(&msg), Some(InfoKind::Veth)) => {
+                match host.request(del_link(&ifname), 0) {
+                    Ok(_) => {}
+                    Err(e) if e.errno == libc::ENODEV => {}
+                    Err(e) => bail!("deleting half-made host link {ifname}: {e}"),
+                }
+            }
+            Some(id) if id >= 0 && owned_by_rival(&mut host, &rivals, &ifname, id) => continue,
+            _ => {}
+        }
+        ours.push(ifname);
+    }
+    Ok(ours)
+}
+
+/// Whether the peer namespace `peer_nsid` of `ifname` is one of `rivals`
+/// that `ifname` is also a cable name of.
+fn owned_by_rival(host: &mut Netlink, rivals: &[String], ifname: &str, peer_nsid: i32) -> bool {
+    rivals
+        .iter()
+        .filter(|m| is_cable_of(m, ifname))
+        .any(|m| nsid(host, m) == Some(peer_nsid))
+}
+
+/// The id the host gives namespace `name`, if it has one.
+fn nsid(host: &mut Netlink, name: &str) -> Option<i32> {
+    let fd = open(name).ok()?;
+    let mut msg = NsidMessage::default();
+    msg.attributes
+        .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
+    match host.request(RouteNetlinkMessage::GetNsId(msg), 0) {
+        Ok(Some(RouteNetlinkMessage::NewNsId(reply))) => {
+            reply.attributes.iter().find_map(|a| match a {
+                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Polls until none of `links` exists any more, or `timeout` passes; returns
+/// those still there.
+fn wait_gone(mut links: Vec<String>, timeout: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        links.retain(|l| Path::new("/sys/class/net").join(l).exists());
+        if links.is_empty() || start.elapsed() >= timeout {
+            return links;
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Host-side links named `NAME<digits>` that exist now.
 pub fn host_links(name: &str) -> Vec<String> {
-    let _ = name;
-    Vec::new()
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut links: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|l| is_cable_of(name, l))
+        .collect();
+    links.sort();
+    links
+}
+
+fn is_cable_of(name: &str, ifname: &str) -> bool {
+    ifname
+        .strip_prefix(name)
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+}
+
+// ---- messages ----
+
+fn link_message(ifname: &str) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(ifname.into()));
+    msg
+}
+
+fn get_link(ifname: &str) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::GetLink(link_message(ifname))
+}
+
+fn del_link(ifname: &str) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelLink(link_message(ifname))
+}
+
+fn set_up(ifname: &str) -> RouteNetlinkMessage {
+    let mut msg = link_message(ifname);
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// One request for the whole cable: veth, host end up on its bridge, peer
+/// with its MAC moved into the namespace.
+fn new_veth(link: &Link, master: Option<u32>, nsfd: &OwnedFd) -> RouteNetlinkMessage {
+    let mut peer = link_message(&link.inner_if);
+    peer.attributes
+        .push(LinkAttribute::NetNsFd(nsfd.as_raw_fd()));
+    if let Some(mac) = link.mac {
+        peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    let mut msg = link_message(&link.host_if);
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    if let Some(index) = master {
+        msg.attributes.push(LinkAttribute::Controller(index));
+    }
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    RouteNetlinkMessage::NewLink(msg)
+}
+
+// ---- socket ----
+
+/// A netlink error: the errno the kernel answered, with its extended-ACK
+/// message when it gave one.
+#[derive(Debug)]
+struct NlError {
+    errno: i32,
+    detail: Option<String>,
+}
+
+impl fmt::Display for NlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.errno))?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<std::io::Error> for NlError {
+    fn from(e: std::io::Error) -> NlError {
+        NlError {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            detail: None,
+        }
+    }
+}
+
+/// A rtnetlink socket, bound to the network namespace it was opened in.
+struct Netlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    fn open() -> std::io::Result<Netlink> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        // Ask for the kernel's error text and no echo of our request in it.
+        sock.set_ext_ack(true)?;
+        sock.set_cap_ack(true)?;
+        Ok(Netlink {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    /// Sends `msg` with an ACK request and reads until the ACK; returns the
+    /// message answered before it, if any (for the GET requests).
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Option<RouteNetlinkMessage>, NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut out = vec![0; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.sock.send(&out, 0)?;
+
+        let mut answer = None;
+        loop {
+            self.buf.clear();
+            self.sock.recv(&mut self.buf, 0)?;
+            let mut off = 0;
+            while off < self.buf.len() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..])
+                    .map_err(|e| NlError {
+                        errno: libc::EBADMSG,
+                        detail: Some(format!("unparsable netlink reply: {e}")),
+                    })?;
+                let len = reply.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                if reply.header.sequence_number != self.seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Error(err) => {
+                        return match err.code {
+                            None => Ok(answer),
+                            Some(code) => Err(NlError {
+                                errno: -code.get(),
+                                detail: ext_ack_message(&err.header),
+                            }),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(inner) => answer = Some(inner),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// The NLMSGERR_ATTR_MSG text of an error whose request was capped to its
+/// 16-byte header (NETLINK_CAP_ACK).
+fn ext_ack_message(payload: &[u8]) -> Option<String> {
+    const NLMSGERR_ATTR_MSG: u16 = 1;
+    let mut rest = payload.get(16..)?;
+    while rest.len() >= 4 {
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]);
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &rest[4..len];
+            let text = text.split(|&b| b == 0).next().unwrap_or(text);
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        rest = rest.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const WAIT: Duration = Duration::from_secs(2);
+
+    /// `sht` + tag + pid + counter, at most 12 bytes so `NAME99` fits IFNAMSIZ.
+    fn unique(tag: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let name = format!("sht{tag}{:x}{n}", std::process::id() % 0x10000);
+        assert!(name.len() <= 12, "test name {name} too long");
+        name
+    }
+
+    fn require_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "netns tests need root (they create namespaces, veths and bridges)"
+        );
+    }
+
+    /// Runs a command under `timeout`, returning (success, stdout + stderr).
+    fn run(args: &[&str]) -> (bool, String) {
+        let out = Command::new("timeout")
+            .arg("10")
+            .args(args)
+            .output()
+            .expect("running timeout(1)");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    fn run_ok(args: &[&str]) -> String {
+        let (ok, text) = run(args);
+        assert!(ok, "{args:?} failed: {text}");
+        text
+    }
+
+    /// A test bridge, up, deleted on drop.
+    struct Bridge(String);
+
+    impl Bridge {
+        fn new() -> Bridge {
+            let name = unique("b");
+            run_ok(&["ip", "link", "add", &name, "type", "bridge"]);
+            let br = Bridge(name);
+            run_ok(&["ip", "link", "set", &br.0, "up"]);
+            br
+        }
+    }
+
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            run(&["ip", "link", "del", &self.0]);
+        }
+    }
+
+    /// Deletes the namespace (and so its cables) on drop, even when the test
+    /// failed before its own `delete`.
+    struct NsGuard(String);
+
+    impl Drop for NsGuard {
+        fn drop(&mut self) {
+            if delete(&self.0, WAIT).is_err() {
+                run(&["ip", "netns", "del", &self.0]);
+            }
+        }
+    }
+
+    fn cable(host_if: String, inner_if: &str, bridge: Option<&str>, mac: Option<[u8; 6]>) -> Link {
+        Link {
+            host_if,
+            inner_if: inner_if.into(),
+            bridge: bridge.map(Into::into),
+            mac,
+        }
+    }
+
+    /// Flags of `ip -o link show DEV` output, e.g. `BROADCAST,UP,LOWER_UP`.
+    fn flags(line: &str) -> Vec<&str> {
+        let start = line.find('<').expect("flags in ip output") + 1;
+        let end = line[start..].find('>').unwrap() + start;
+        line[start..end].split(',').collect()
+    }
+
+    fn netns_listed(name: &str) -> bool {
+        run_ok(&["ip", "netns", "list"])
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name))
+    }
+
+    #[test]
+    fn create_two_cables_then_delete_and_recreate() {
+        require_root();
+        let br = Bridge::new();
+        let name = unique("c");
+        let _guard = NsGuard(name.clone());
+        let mac = [0x02, 0x00, 0x5e, 0x10, 0x20, 0x30];
+        let links = [
+            cable(format!("{name}0"), "eth0", Some(&br.0), Some(mac)),
+            cable(format!("{name}1"), "eth1", None, None),
+        ];
+        create(&name, &links).expect("create");
+        assert!(exists(&name));
+        assert!(netns_listed(&name));
+
+        let h0 = run_ok(&["ip", "-o", "link", "show", &format!("{name}0")]);
+        assert!(flags(&h0).contains(&"UP"), "host end 0 not up: {h0}");
+        assert!(
+            h0.contains(&format!("master {} ", br.0)),
+            "not on bridge: {h0}"
+        );
+        let h1 = run_ok(&["ip", "-o", "link", "show", &format!("{name}1")]);
+        assert!(flags(&h1).contains(&"UP"), "host end 1 not up: {h1}");
+        assert!(
+            !h1.contains("master"),
+            "unattached cable has a master: {h1}"
+        );
+        assert_eq!(
+            host_links(&name),
+            vec![format!("{name}0"), format!("{name}1")]
+        );
+
+        let e0 = run_ok(&["ip", "-n", &name, "-o", "link", "show", "eth0"]);
+        assert!(flags(&e0).contains(&"UP"), "eth0 not up: {e0}");
+        assert!(
+            e0.contains("link/ether 02:00:5e:10:20:30 "),
+            "eth0 MAC: {e0}"
+        );
+        let e1 = run_ok(&["ip", "-n", &name, "-o", "link", "show", "eth1"]);
+        assert!(flags(&e1).contains(&"UP"), "eth1 not up: {e1}");
+        let lo = run_ok(&["ip", "-n", &name, "-o", "link", "show", "lo"]);
+        assert!(flags(&lo).contains(&"UP"), "lo not up: {lo}");
+
+        assert!(delete(&name, WAIT).expect("delete"));
+        assert_eq!(host_links(&name), Vec::<String>::new());
+        assert!(!exists(&name));
+        assert!(!netns_listed(&name));
+        // Straight away: the host-side names must be free again.
+        create(&name, &links).expect("create right after delete");
+        assert!(delete(&name, WAIT).expect("second delete"));
+    }
+
+    #[test]
+    fn existing_netns_is_refused() {
+        require_root();
+        let name = unique("e");
+        let _guard = NsGuard(name.clone());
+        create(&name, &[]).expect("create");
+        let err = format!("{:#}", create(&name, &[]).unwrap_err());
+        assert!(
+            err.contains("already exists") && err.contains(&name),
+            "{err}"
+        );
+        assert!(
+            exists(&name),
+            "the refused create removed the existing netns"
+        );
+    }
+
+    #[test]
+    fn missing_bridge_leaves_nothing() {
+        require_root();
+        let name = unique("m");
+        let _guard = NsGuard(name.clone());
+        let missing = unique("x");
+        let links = [
+            cable(format!("{name}0"), "eth0", None, None),
+            cable(format!("{name}1"), "eth1", Some(&missing), None),
+        ];
+        let err = format!("{:#}", create(&name, &links).unwrap_err());
+        assert!(
+            err.contains(&missing),
+            "error does not name the bridge: {err}"
+        );
+        assert!(
+            err.contains("cable 1"),
+            "error does not name the cable: {err}"
+        );
+        assert!(
+            err.contains(&format!("ip link add {missing} type bridge")),
+            "{err}"
+        );
+        assert!(!exists(&name));
+        assert!(host_links(&name).is_empty());
+    }
+
+    #[test]
+    fn not_a_bridge_is_refused() {
+        require_root();
+        let name = unique("n");
+        let _guard = NsGuard(name.clone());
+        let links = [cable(format!("{name}0"), "eth0", Some("lo"), None)];
+        let err = format!("{:#}", create(&name, &links).unwrap_err());
+        assert!(err.contains("lo is a plain device, not a bridge"), "{err}");
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn failure_after_first_cable_rolls_back() {
+        require_root();
+        let br = Bridge::new();
+        let name = unique("r");
+        let _guard = NsGuard(name.clone());
+        // The second host end collides with the bridge's name: EEXIST after
+        // the namespace and the first cable exist.
+        let links = [
+            cable(format!("{name}0"), "eth0", Some(&br.0), None),
+            cable(br.0.clone(), "eth1", None, None),
+        ];
+        let err = format!("{:#}", create(&name, &links).unwrap_err());
+        assert!(
+            err.contains("cable 1") && err.contains("File exists"),
+            "{err}"
+        );
+        assert!(!exists(&name), "netns left behind");
+        assert!(host_links(&name).is_empty(), "cable left behind");
+        assert!(!Path::new("/sys/class/net")
+            .join(format!("{name}0"))
+            .exists());
+    }
+
+    #[test]
+    fn delete_is_idempotent_and_handles_half_made_states() {
+        require_root();
+        let name = unique("i");
+        let _guard = NsGuard(name.clone());
+        assert!(!delete(&name, WAIT).expect("delete of nothing"));
+
+        create(&name, &[]).expect("create");
+        assert!(delete(&name, WAIT).expect("delete"));
+        assert!(!delete(&name, WAIT).expect("delete again"));
+
+        // A crashed create: the file exists but nothing is mounted on it.
+        ensure_run_dir_shared().unwrap();
+        File::create(path(&name)).unwrap();
+        assert!(delete(&name, WAIT).expect("delete of a bare file"));
+        assert!(!path(&name).exists());
+
+        // A cable whose peer never left the host: the kernel will not
+        // remove it, so delete must.
+        let peer = format!("{name}p");
+        run_ok(&[
+            "ip",
+            "link",
+            "add",
+            &format!("{name}0"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ]);
+        assert!(delete(&name, WAIT).expect("delete of a half-made cable"));
+        assert!(host_links(&name).is_empty());
+        assert!(!Path::new("/sys/class/net").join(&peer).exists());
+    }
+
+    #[test]
+    fn delete_leaves_cables_of_a_longer_name_alone() {
+        require_root();
+        let short = unique("o");
+        let long = format!("{short}1");
+        assert!(long.len() <= 12);
+        let _gs = NsGuard(short.clone());
+        let _gl = NsGuard(long.clone());
+        create(&short, &[cable(format!("{short}0"), "eth0", None, None)]).expect("create");
+        // `{long}0` also reads as cable 10 of `short`.
+        create(&long, &[cable(format!("{long}0"), "eth0", None, None)]).expect("create");
+        assert!(delete(&short, WAIT).expect("delete of the shorter name"));
+        assert_eq!(host_links(&short), vec![format!("{long}0")]);
+        assert!(exists(&long));
+        assert!(delete(&long, WAIT).expect("delete of the longer name"));
+        assert!(host_links(&short).is_empty());
+    }
+
+    #[test]
+    fn two_namespaces_on_one_bridge_ping() {
+        require_root();
+        let br = Bridge::new();
+        let (a, b) = (unique("p"), unique("p"));
+        let _ga = NsGuard(a.clone());
+        let _gb = NsGuard(b.clone());
+        let net = std::process::id() % 250 + 1;
+        for (ns, host) in [(&a, 1), (&b, 2)] {
+            let mac = [0x02, 0, 0, 0, 0, host as u8];
+            create(
+                ns,
+                &[cable(format!("{ns}0"), "eth0", Some(&br.0), Some(mac))],
+            )
+            .expect("create");
+            let addr = format!("10.213.{net}.{host}/24");
+            run_ok(&["ip", "-n", ns, "addr", "add", &addr, "dev", "eth0"]);
+        }
+        let target = format!("10.213.{net}.2");
+        let out = run_ok(&[
+            "ip", "netns", "exec", &a, "ping", "-c", "1", "-W", "3", &target,
+        ]);
+        assert!(out.contains("1 received"), "{out}");
+        assert!(delete(&a, WAIT).unwrap() && delete(&b, WAIT).unwrap());
+    }
+
+    #[test]
+    fn plan_reads_like_ip() {
+        let links = [
+            cable(
+                "web0".into(),
+                "eth0",
+                Some("br0"),
+                Some([2, 0, 0, 0, 1, 0xab]),
+            ),
+            cable("web1".into(), "eth1", None, None),
+        ];
+        assert_eq!(
+            links[0].to_string(),
+            "ip link add web0 master br0 up type veth peer name eth0 address 02:00:00:00:01:ab"
+        );
+        assert_eq!(
+            plan("web", &links).to_string(),
+            "ip netns add web\n\
+             ip link add web0 master br0 up type veth peer name eth0 netns web address 02:00:00:00:01:ab\n\
+             ip link add web1 up type veth peer name eth1 netns web\n\
+             ip -n web link set lo up\n\
+             ip -n web link set eth0 up\n\
+             ip -n web link set eth1 up"
+        );
+    }
+
+    #[test]
+    fn cable_names() {
+        assert!(is_cable_of("web", "web0"));
+        assert!(is_cable_of("web", "web12"));
+        assert!(!is_cable_of("web", "web"));
+        assert!(!is_cable_of("web", "webx0"));
+        assert!(!is_cable_of("web", "web1a"));
+        assert!(!is_cable_of("we", "web0"));
+    }
+
+    #[test]
+    fn bad_interface_names_are_refused() {
+        let long = cable("a".repeat(16), "eth0", None, None);
+        assert!(format!("{:#}", create("shtq", &[long]).unwrap_err()).contains("cable 0"));
+        let lo = cable("shtq0".into(), "lo", None, None);
+        assert!(format!("{:#}", create("shtq", &[lo]).unwrap_err()).contains("lo"));
+    }
 }
