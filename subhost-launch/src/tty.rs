@@ -358,3 +358,356 @@ fn os_err(e: Errno, what: &str) -> io::Error {
 fn annotate(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
+
+/// Forked processes for tests that need a process of their own: signal
+/// masks and signalfds are per thread, and the test harness has many.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+    use std::sync::{Mutex, MutexGuard};
+    use std::time::{Duration, Instant};
+
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::unistd::{fork, ForkResult, Pid};
+
+    pub const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Forks that do not exec inherit every fd open at that moment, which
+    /// would keep another test's pty or pipe from closing; one at a time.
+    pub fn serial() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A forked process, killed and reaped on drop if still running.
+    pub struct Forked {
+        pub pid: Pid,
+        reaped: bool,
+    }
+
+    /// Runs `f` in a forked child, which exits with its return value (101 if
+    /// it panics). Only the calling thread exists in the child. In the
+    /// parent, `f` is dropped unrun, closing the fds it captured.
+    pub fn fork_with(f: impl FnOnce() -> i32) -> Forked {
+        // SAFETY: the child runs `f` and leaves with _exit; it never returns
+        // into the test harness. It uses only fds it owns and the allocator
+        // (fork-safe in glibc); it never takes the harness's stdout lock.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+                // SAFETY: _exit skips atexit handlers and destructors, which
+                // belong to the parent's copy of the process.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => Forked {
+                pid: child,
+                reaped: false,
+            },
+        }
+    }
+
+    impl Forked {
+        /// Waits at most `limit`; kills the child and panics after that.
+        pub fn wait(&mut self, limit: Duration) -> WaitStatus {
+            let deadline = Instant::now() + limit;
+            loop {
+                match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {}
+                    Ok(s) => {
+                        self.reaped = true;
+                        return s;
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => panic!("waitpid {}: {e}", self.pid),
+                }
+                if Instant::now() > deadline {
+                    self.kill();
+                    panic!("process {} still running after {limit:?}", self.pid);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        /// The exit code; panics if it was killed by a signal.
+        pub fn code(&mut self, limit: Duration) -> i32 {
+            match self.wait(limit) {
+                WaitStatus::Exited(_, c) => c,
+                s => panic!("process {} did not exit normally: {s:?}", self.pid),
+            }
+        }
+
+        fn kill(&mut self) {
+            if !self.reaped {
+                let _ = kill(self.pid, Signal::SIGKILL);
+                let _ = waitpid(self.pid, None);
+                self.reaped = true;
+            }
+        }
+    }
+
+    impl Drop for Forked {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    /// Reads from `fd` until the text read so far contains `needle`.
+    pub fn read_until(fd: BorrowedFd<'_>, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            if String::from_utf8_lossy(&seen).contains(needle) {
+                return String::from_utf8_lossy(&seen).into_owned();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {needle:?} within {limit:?}; got {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            unsafe { libc::poll(&mut p, 1, left.as_millis().min(1000) as i32) };
+            if p.revents == 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => panic!(
+                    "end of input before {needle:?}; got {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Err(e) => panic!(
+                    "reading: {e}, before {needle:?}; got {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+            }
+        }
+    }
+
+    /// dup2 for the child side of a test, where an error means the test is
+    /// broken.
+    pub fn dup_onto(fd: RawFd, target: RawFd) -> io::Result<()> {
+        // SAFETY: plain dup2 on fds of this (forked) process.
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use nix::sys::termios::LocalFlags;
+    use std::os::unix::net::UnixStream;
+
+    fn dev_ptmx() -> Pty {
+        open_pty(Path::new("/dev/ptmx")).expect("open_pty(/dev/ptmx)")
+    }
+
+    fn cloexec(fd: BorrowedFd<'_>) -> bool {
+        // SAFETY: F_GETFD on a live fd.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    /// Bytes written on one side of the pty come out of the other.
+    fn assert_connected(pty: &Pty) {
+        nix::unistd::write(&pty.slave, b"ping\n").expect("write slave");
+        let got = read_until(pty.master.as_fd(), "ping", LIMIT);
+        assert!(got.contains("ping"), "{got:?}");
+    }
+
+    #[test]
+    fn open_pty_gives_a_connected_unlocked_pair() {
+        let pty = dev_ptmx();
+        assert!(is_tty(pty.slave.as_fd()), "slave is not a tty");
+        assert!(is_tty(pty.master.as_fd()), "master is not a tty");
+        assert!(cloexec(pty.master.as_fd()) && cloexec(pty.slave.as_fd()));
+        assert_connected(&pty);
+    }
+
+    #[test]
+    fn slave_by_path_fallback_reaches_the_same_pty() {
+        let ptmx = Path::new("/dev/ptmx");
+        let master = open_ptmx(ptmx).unwrap();
+        unlock(master.as_fd()).unwrap();
+        let slave = open_slave_by_path(master.as_fd(), ptmx).unwrap();
+        assert_connected(&Pty { master, slave });
+    }
+
+    #[test]
+    fn slave_dir_is_the_devpts_of_the_ptmx() {
+        assert_eq!(slave_dir(Path::new("/dev/ptmx")), Path::new("/dev/pts"));
+        assert_eq!(
+            slave_dir(Path::new("/x/live/dev/pts/ptmx")),
+            Path::new("/x/live/dev/pts")
+        );
+    }
+
+    #[test]
+    fn open_pty_of_a_missing_ptmx_names_it() {
+        let e = open_pty(Path::new("/nonexistent-subhost-test/ptmx"))
+            .err()
+            .expect("must fail");
+        assert!(
+            e.to_string().contains("/nonexistent-subhost-test/ptmx"),
+            "{e}"
+        );
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn pty_master_passes_to_another_process() {
+        let _serial = serial();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut child = fork_with(move || {
+            let Ok(pty) = open_pty(Path::new("/dev/ptmx")) else {
+                return 2;
+            };
+            if send_fd(theirs.as_fd(), pty.master.as_fd()).is_err() {
+                return 3;
+            }
+            drop(pty.master);
+            // Arrives only through the passed master: the child's own copy
+            // is closed.
+            if nix::unistd::write(&pty.slave, b"from-the-child\n").is_err() {
+                return 4;
+            }
+            0
+        });
+        let master = recv_fd(ours.as_fd()).expect("recv_fd");
+        assert!(cloexec(master.as_fd()), "received fd must be close-on-exec");
+        assert!(is_tty(master.as_fd()));
+        read_until(master.as_fd(), "from-the-child", LIMIT);
+        assert_eq!(child.code(LIMIT), 0);
+    }
+
+    #[test]
+    fn recv_fd_reports_a_peer_that_sent_nothing() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        let e = recv_fd(ours.as_fd()).expect_err("must fail");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("without sending the pty"), "{e}");
+    }
+
+    #[test]
+    fn recv_fd_reports_a_message_without_fd() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        io::Write::write_all(&mut theirs, b"x").unwrap();
+        let e = recv_fd(ours.as_fd()).expect_err("must fail");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("without a file descriptor"), "{e}");
+    }
+
+    #[test]
+    fn make_controlling_gives_the_session_its_terminal() {
+        let _serial = serial();
+        let pty = dev_ptmx();
+        let slave_raw = pty.slave.as_raw_fd();
+        let slave = pty.slave;
+        let mut child = fork_with(move || {
+            if make_controlling(slave).is_err() {
+                return 2;
+            }
+            let me = nix::unistd::getpid();
+            for fd in 0..=2 {
+                // SAFETY: 0..=2 are open in this process (just dup'ed).
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                if !is_tty(fd) || cloexec(fd) {
+                    return 3;
+                }
+            }
+            // The slave is the controlling terminal of a new session whose
+            // foreground group is this process.
+            // SAFETY: plain queries on fd 0.
+            if unsafe { libc::tcgetsid(0) } != me.as_raw()
+                || unsafe { libc::tcgetpgrp(0) } != me.as_raw()
+            {
+                return 4;
+            }
+            // The original fd is not left behind for the session to inherit.
+            // SAFETY: F_GETFD on a number that should be closed.
+            if slave_raw > 2 && unsafe { libc::fcntl(slave_raw, libc::F_GETFD) } >= 0 {
+                return 5;
+            }
+            0
+        });
+        assert_eq!(child.code(LIMIT), 0);
+    }
+
+    #[test]
+    fn raw_mode_is_restored_on_drop() {
+        let pty = dev_ptmx();
+        let before = termios::tcgetattr(&pty.slave).unwrap();
+        assert!(before
+            .local_flags
+            .contains(LocalFlags::ICANON | LocalFlags::ECHO));
+        {
+            let _raw = RawMode::enter(pty.slave.as_fd()).unwrap();
+            let during = termios::tcgetattr(&pty.slave).unwrap();
+            assert!(!during
+                .local_flags
+                .intersects(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG));
+        }
+        let after = termios::tcgetattr(&pty.slave).unwrap();
+        assert_eq!(after.local_flags, before.local_flags);
+        assert_eq!(after.input_flags, before.input_flags);
+        assert_eq!(after.output_flags, before.output_flags);
+    }
+
+    /// Release builds abort on panic, skipping destructors: the panic hook
+    /// alone has to put the terminal back.
+    #[test]
+    fn raw_mode_is_restored_by_the_panic_hook() {
+        let _serial = serial();
+        let pty = dev_ptmx();
+        let before = termios::tcgetattr(&pty.slave).unwrap();
+        let slave = pty.slave.try_clone().unwrap();
+        let mut child = fork_with(move || {
+            // The panic message is expected; keep it out of the test output.
+            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                let _ = dup_onto(null.as_raw_fd(), 2);
+            }
+            let Ok(raw) = RawMode::enter(slave.as_fd()) else {
+                return 2;
+            };
+            match termios::tcgetattr(&slave) {
+                Ok(t) if !t.local_flags.contains(LocalFlags::ICANON) => {}
+                _ => return 3,
+            }
+            std::mem::forget(raw);
+            panic!("deliberate, to run the hook");
+        });
+        assert_eq!(child.code(LIMIT), 101, "child must have panicked");
+        let after = termios::tcgetattr(&pty.slave).unwrap();
+        assert_eq!(after.local_flags, before.local_flags);
+        assert_eq!(after.input_flags, before.input_flags);
+    }
+
+    #[test]
+    fn winsize_copies_between_terminals() {
+        let a = dev_ptmx();
+        let b = dev_ptmx();
+        let ws = libc::winsize {
+            ws_row: 31,
+            ws_col: 97,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        set_winsize(a.master.as_fd(), &ws).unwrap();
+        copy_winsize(a.slave.as_fd(), b.master.as_fd()).unwrap();
+        let got = get_winsize(b.slave.as_fd()).unwrap();
+        assert_eq!((got.ws_row, got.ws_col), (31, 97));
+    }
+}
