@@ -443,3 +443,281 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tty::test_support::*;
+    use crate::tty::{open_pty, set_winsize, Pty};
+    use nix::sys::termios::{tcgetattr, LocalFlags, Termios};
+    use std::ffi::CString;
+    use std::path::Path;
+
+    /// Writes to an fd of a forked child without std's stream locks, which
+    /// another thread of the parent may have held at the fork.
+    fn say(fd: RawFd, msg: &str) {
+        // SAFETY: fd is an fd of this process; the buffer is live.
+        unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+    }
+
+    /// Forks the session as the sandbox child would start it: the
+    /// launcher's signals unblocked, optionally the pty `slave` as
+    /// controlling terminal, then `sh -c script`. The caller reaps it.
+    fn spawn_sh(script: &str, slave: Option<OwnedFd>, stdout: Option<RawFd>) -> Pid {
+        let argv = [
+            c"/bin/sh".to_owned(),
+            c"-c".to_owned(),
+            CString::new(script).unwrap(),
+        ];
+        fork_with(move || {
+            if signals().thread_unblock().is_err() {
+                return 120;
+            }
+            if let Some(slave) = slave {
+                if crate::tty::make_controlling(slave).is_err() {
+                    return 121;
+                }
+            }
+            if let Some(fd) = stdout {
+                if dup_onto(fd, 1).is_err() {
+                    return 122;
+                }
+            }
+            let _ = nix::unistd::execv(&argv[0], &argv);
+            123
+        })
+        .into_pid()
+    }
+
+    fn supervised_code(init: Pid, master: Option<OwnedFd>) -> i32 {
+        match supervise(init, master) {
+            Ok(code) => code,
+            Err(e) => {
+                say(2, &format!("supervise: {e:#}\n"));
+                99
+            }
+        }
+    }
+
+    #[test]
+    fn exit_code_passes_through() {
+        let _serial = serial();
+        let mut launcher = fork_with(|| {
+            let init = fork_with(|| 7).into_pid();
+            supervised_code(init, None)
+        });
+        assert_eq!(launcher.code(LIMIT), 7);
+    }
+
+    #[test]
+    fn death_by_signal_is_128_plus_n() {
+        let _serial = serial();
+        let mut launcher = fork_with(|| {
+            let init = fork_with(|| {
+                let _ = signals().thread_unblock();
+                let _ = nix::sys::signal::raise(Signal::SIGTERM);
+                0
+            })
+            .into_pid();
+            supervised_code(init, None)
+        });
+        assert_eq!(launcher.code(LIMIT), 128 + libc::SIGTERM);
+    }
+
+    /// Each forwarded signal reaches init: the session exits with a code
+    /// that says which one it got.
+    #[test]
+    fn signals_are_forwarded_to_init() {
+        let _serial = serial();
+        let script = "trap 'exit 41' HUP; trap 'exit 42' INT; trap 'exit 43' QUIT; \
+                      trap 'exit 44' TERM; echo ready; \
+                      i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; exit 9";
+        for (sig, want) in [
+            (Signal::SIGHUP, 41),
+            (Signal::SIGINT, 42),
+            (Signal::SIGQUIT, 43),
+            (Signal::SIGTERM, 44),
+        ] {
+            let (r, w) = nix::unistd::pipe().unwrap();
+            let w_raw = w.as_raw_fd();
+            let mut launcher = fork_with(move || {
+                // As the launcher does: blocked before the session is forked,
+                // so a signal sent the moment it runs is not fatal here.
+                if signals().thread_block().is_err() {
+                    return 98;
+                }
+                let init = spawn_sh(script, None, Some(w_raw));
+                drop(w);
+                supervised_code(init, None)
+            });
+            read_until(r.as_fd(), "ready", LIMIT);
+            kill(launcher.pid, sig).unwrap();
+            assert_eq!(launcher.code(LIMIT), want, "after {sig}");
+        }
+    }
+
+    /// A launcher relaying between an outer pty (its stdin/stdout, driven
+    /// by the test through the outer master) and a session on an inner pty.
+    struct Relayed {
+        outer: Pty,
+        before: Termios,
+        launcher: Forked,
+    }
+
+    fn winsize(rows: u16, cols: u16) -> libc::winsize {
+        libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }
+    }
+
+    fn relay(script: &'static str, rows: u16, cols: u16) -> Relayed {
+        let outer = open_pty(Path::new("/dev/ptmx")).unwrap();
+        set_winsize(outer.master.as_fd(), &winsize(rows, cols)).unwrap();
+        let before = tcgetattr(&outer.slave).unwrap();
+        let slave = outer.slave.try_clone().unwrap();
+        let launcher = fork_with(move || {
+            if dup_onto(slave.as_raw_fd(), 0).is_err() || dup_onto(slave.as_raw_fd(), 1).is_err() {
+                return 97;
+            }
+            drop(slave);
+            if signals().thread_block().is_err() {
+                return 98;
+            }
+            let Ok(inner) = open_pty(Path::new("/dev/ptmx")) else {
+                return 96;
+            };
+            let init = spawn_sh(script, Some(inner.slave), None);
+            supervised_code(init, Some(inner.master))
+        });
+        Relayed {
+            outer,
+            before,
+            launcher,
+        }
+    }
+
+    impl Relayed {
+        fn expect(&self, text: &str) -> String {
+            read_until(self.outer.master.as_fd(), text, LIMIT)
+        }
+
+        fn type_in(&self, text: &str) {
+            nix::unistd::write(&self.outer.master, text.as_bytes()).unwrap();
+        }
+
+        fn assert_restored(&self) {
+            let now = tcgetattr(&self.outer.slave).unwrap();
+            assert_eq!(now.local_flags, self.before.local_flags);
+            assert_eq!(now.input_flags, self.before.input_flags);
+            assert_eq!(now.output_flags, self.before.output_flags);
+        }
+    }
+
+    #[test]
+    fn relay_carries_input_output_and_exit_code() {
+        let _serial = serial();
+        let mut s = relay("stty size; read x; echo got:$x; exit 5", 33, 77);
+        s.expect("33 77");
+        let during = tcgetattr(&s.outer.slave).unwrap();
+        assert!(
+            !during
+                .local_flags
+                .intersects(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG),
+            "the caller's terminal must be raw while the session runs"
+        );
+        s.type_in("hello\r");
+        s.expect("got:hello");
+        assert_eq!(s.launcher.code(LIMIT), 5);
+        s.assert_restored();
+    }
+
+    #[test]
+    fn window_size_follows_sigwinch() {
+        let _serial = serial();
+        let mut s = relay("stty size; read x; stty size; exit 0", 33, 77);
+        s.expect("33 77");
+        set_winsize(s.outer.master.as_fd(), &winsize(40, 100)).unwrap();
+        // The launcher is not in the outer pty's session, so the kernel does
+        // not signal it; a terminal emulator's SIGWINCH is simulated here.
+        kill(s.launcher.pid, Signal::SIGWINCH).unwrap();
+        s.type_in("\r");
+        s.expect("40 100");
+        assert_eq!(s.launcher.code(LIMIT), 0);
+        s.assert_restored();
+    }
+
+    /// An error after raw mode was entered (here: `init` is not our child)
+    /// is reported, and the caller's terminal is not left raw.
+    #[test]
+    fn error_path_restores_the_terminal() {
+        let _serial = serial();
+        let outer = open_pty(Path::new("/dev/ptmx")).unwrap();
+        let before = tcgetattr(&outer.slave).unwrap();
+        let slave = outer.slave.try_clone().unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut launcher = fork_with(move || {
+            for fd in [0, 1] {
+                if dup_onto(slave.as_raw_fd(), fd).is_err() {
+                    return 97;
+                }
+            }
+            if dup_onto(w.as_raw_fd(), 2).is_err() {
+                return 97;
+            }
+            let Ok(inner) = open_pty(Path::new("/dev/ptmx")) else {
+                return 96;
+            };
+            supervised_code(Pid::from_raw(1), Some(inner.master))
+        });
+        assert_eq!(launcher.code(LIMIT), 99);
+        let msg = read_until(r.as_fd(), "\n", LIMIT);
+        assert!(
+            msg.contains("waiting for the subhost's init (pid 1)"),
+            "{msg}"
+        );
+        let now = tcgetattr(&outer.slave).unwrap();
+        assert_eq!(now.local_flags, before.local_flags);
+        assert_eq!(now.input_flags, before.input_flags);
+    }
+
+    /// With a pty but stdin not a terminal (`echo hello | ...`), the end of
+    /// stdin reaches the session as the terminal's EOF character.
+    #[test]
+    fn end_of_piped_stdin_reaches_the_session() {
+        let _serial = serial();
+        let (in_r, in_w) = nix::unistd::pipe().unwrap();
+        let (out_r, out_w) = nix::unistd::pipe().unwrap();
+        let in_w_raw = in_w.as_raw_fd();
+        let mut launcher = fork_with(move || {
+            if dup_onto(in_r.as_raw_fd(), 0).is_err() || dup_onto(out_w.as_raw_fd(), 1).is_err() {
+                return 97;
+            }
+            // The test's end of stdin must not stay open here, or EOF never
+            // comes.
+            // SAFETY: closing this process's inherited copy; the OwnedFd
+            // that owned it lives in the parent only.
+            unsafe { libc::close(in_w_raw) };
+            drop((in_r, out_w));
+            if signals().thread_block().is_err() {
+                return 98;
+            }
+            let Ok(inner) = open_pty(Path::new("/dev/ptmx")) else {
+                return 96;
+            };
+            let init = spawn_sh(
+                "read x; echo got:$x; cat >/dev/null; echo done:$x",
+                Some(inner.slave),
+                None,
+            );
+            supervised_code(init, Some(inner.master))
+        });
+        nix::unistd::write(&in_w, b"hello\n").unwrap();
+        drop(in_w);
+        let out = read_until(out_r.as_fd(), "done:hello", LIMIT);
+        assert!(out.contains("got:hello"), "{out:?}");
+        assert_eq!(launcher.code(LIMIT), 0);
+    }
+}

@@ -438,6 +438,12 @@ pub(crate) mod test_support {
             }
         }
 
+        /// For a child that someone else will reap (e.g. `supervise`).
+        pub fn into_pid(mut self) -> Pid {
+            self.reaped = true;
+            self.pid
+        }
+
         fn kill(&mut self) {
             if !self.reaped {
                 let _ = kill(self.pid, Signal::SIGKILL);
