@@ -649,6 +649,36 @@ mod tests {
         s.assert_restored();
     }
 
+    /// ^C and ^Z typed at the caller's terminal are plain bytes on the way
+    /// (it is raw) and become SIGINT/SIGTSTP for the session's foreground
+    /// job on the inner pty, so job control works inside.
+    #[test]
+    fn control_keys_reach_the_session_foreground_job() {
+        let _serial = serial();
+        let mut s = relay("PS1='prompt> ' exec /bin/sh -i", 24, 80);
+        s.expect("prompt> ");
+        // The quotes keep the echo of the typed line from matching; the
+        // child prints only once it is the foreground job.
+        s.type_in("/bin/sh -c 'echo st\"\"arted; exec sleep 30'\r");
+        s.expect("started");
+        s.type_in("\x03");
+        s.expect("prompt> ");
+        s.type_in("echo rc=$?\r");
+        s.expect("rc=130");
+        s.type_in("/bin/sh -c 'echo su\"\"spended; exec sleep 30'\r");
+        s.expect("suspended");
+        s.type_in("\x1a");
+        s.expect("Stopped");
+        s.type_in("kill -9 %1\r");
+        s.expect("prompt> ");
+        // The shell may not have noticed the job's death yet and refuse
+        // the first exit over a stopped job; the second always works.
+        s.type_in("exit 3\r");
+        s.type_in("exit 3\r");
+        assert_eq!(s.launcher.code(LIMIT), 3);
+        s.assert_restored();
+    }
+
     /// An error after raw mode was entered (here: `init` is not our child)
     /// is reported, and the caller's terminal is not left raw.
     #[test]
