@@ -244,14 +244,7 @@ fn print_start_plan(
         println!("{s}");
     }
     println!("# network{}", reuse(netns::exists(name)));
-    println!("ip netns add {name}");
-    for l in links {
-        println!("{l}");
-    }
-    println!("ip -n {name} link set lo up");
-    for l in links {
-        println!("ip -n {name} link set {} up", l.inner_if);
-    }
+    println!("{}", netns::plan(name, links));
     println!("# sandbox: new pid, mount, uts and ipc namespaces, joining netns {name}");
     for s in inner {
         println!("{s}");
