@@ -392,14 +392,16 @@ fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infa
 }
 
 fn exec_fd(fd: &OwnedFd, argv: &[CString], env: &[CString]) -> Result<std::convert::Infallible> {
-    let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    argv_p.push(std::ptr::null_mut());
-    let mut env_p: Vec<*mut libc::c_char> = env.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    env_p.push(std::ptr::null_mut());
-    // SAFETY: argv and env are NUL-terminated arrays of pointers into
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    // The raw syscall: musl's libc binding has no execveat.
+    // SAFETY: argv and env are NULL-terminated arrays of pointers into
     // CStrings that outlive the call; the path is the empty C string.
     unsafe {
-        libc::execveat(
+        libc::syscall(
+            libc::SYS_execveat,
             fd.as_raw_fd(),
             c"".as_ptr(),
             argv_p.as_ptr(),
@@ -407,7 +409,14 @@ fn exec_fd(fd: &OwnedFd, argv: &[CString], env: &[CString]) -> Result<std::conve
             libc::AT_EMPTY_PATH,
         );
     }
-    Err(std::io::Error::last_os_error()).context("cannot execute subhost-init")
+    let err = std::io::Error::last_os_error();
+    let hint = if err.raw_os_error() == Some(libc::ENOENT) {
+        " (a dynamically linked subhost-init cannot run in a root without its \
+         libraries: install the static build from musl-build)"
+    } else {
+        ""
+    };
+    Err(err).with_context(|| format!("cannot execute subhost-init{hint}"))
 }
 
 /// Opens the init binary that `start` will run: `SUBHOST_INIT`, else
