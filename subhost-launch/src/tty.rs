@@ -29,7 +29,9 @@ pub fn open_pty(ptmx: &std::path::Path) -> std::io::Result<Pty> {
 /// stdin/stdout/stderr.
 pub fn make_controlling(slave: OwnedFd) -> std::io::Result<()> {
     let _ = slave;
-    Err(std::io::Error::other("tty::make_controlling: not yet implemented"))
+    Err(std::io::Error::other(
+        "tty::make_controlling: not yet implemented",
+    ))
 }
 
 /// Sends `fd` over the unix socket `sock` (SCM_RIGHTS).
