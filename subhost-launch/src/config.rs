@@ -2562,6 +2562,9 @@ mod tests {
             "HOSTNAME=''box\"\"\nLOWER=/a\\\n",
             "export SHARE=(/a /b:/c)\nHOSTNAME=h BOOT=\"/x $HOSTNAME\" HALT=$BOOT\n",
             "SESSION=(\"$SUB\"'$SUB'$SUB\\$SUB)\nLOWER=/${SUB}_x:/$SUB-x\n",
+            "HALT=/a{b,c}\nBOOT=(if then \\#x a=b a$ \"${SUB}\"$SUB)\nSESSION=\"a\nb\"\n",
+            "BOOT=(a # )\n b)\nSHARE=(\\\n/a \\\n/b)\nLOWER=/x\\",
+            "\tHOSTNAME=h\tSTOP_TIMEOUT=1\t#\nLOWER=/caf\u{e9}:/\u{65e5}\n",
         ];
         for text in corpus {
             let parser = Parser::new(Path::new(FILE), text, "web", Path::new("/s"))
