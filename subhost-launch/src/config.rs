@@ -1,9 +1,46 @@
 //! The `config` file: a bash-include file of plain assignments, parsed and
 //! never executed.
 //!
-//! (Interface fixed; the parser body is being written.)
+//! Operators may also `source` the file from their own scripts, so whatever
+//! is accepted here means exactly what it means to bash, and whatever would
+//! need a shell to evaluate (commands, substitutions, globs, operators) is
+//! refused with `FILE:LINE: what is wrong (how to fix)` instead of guessed at.
+//!
+//! Accepted:
+//! - `KEY=value`, `export KEY=value`, several assignments on one line
+//!   (`A=1 B=2`, applied left to right), and `export KEY` (no effect);
+//! - values made of unquoted text, `'literal'` text, `"double-quoted"` text
+//!   and backslash escapes, concatenated as in bash (`a"b c"'d'`);
+//! - `$VAR` and `${VAR}` in unquoted and double-quoted text, where VAR is
+//!   `SUB` (the subhost's NAME), `SUBHOST` (the base directory) or a key
+//!   assigned earlier in the same file; the environment is never consulted,
+//!   so a config means the same whoever runs the launcher;
+//! - arrays `KEY=(a b "c d")`, across lines and with comments inside;
+//!   unquoted expansions in arrays are split at whitespace, as bash does;
+//! - `#` comments (whole lines, or after whitespace), blank lines, and
+//!   backslash-newline continuations.
+//!
+//! A key assigned twice takes the later value, as in bash. Every value is
+//! still checked where it is assigned, so a mistake is reported even when a
+//! later line overrides it. One case is refused although bash accepts it:
+//! a plain value assigned to a key that holds an array, because bash then
+//! replaces only the first element and keeps the rest.
+//!
+//! Shapes of the keys:
+//! - single values: `LOWER`, `HOSTNAME`, `STOP_TIMEOUT`, `MEMORY_MAX`,
+//!   `CPU_MAX`, `PIDS_MAX`, `CGROUP_PARENT`;
+//! - arrays only: `BRIDGES`, `SHARE` (an empty string would be ambiguous
+//!   between "no cable" and "one unattached cable", and paths may hold
+//!   spaces);
+//! - commands, as an array or as a string split at whitespace: `SESSION`,
+//!   `BOOT`, `HALT` (a string with quotes or backslashes in it is refused,
+//!   since splitting would not honour them; use the array form);
+//! - names, as an array or a whitespace-separated string: `START`,
+//!   `CAPS_DROP`, `CAPS_KEEP`.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
 
 /// One veth cable: `BRIDGE[=MAC]`; an empty bridge leaves the host end
 /// unattached.
@@ -36,6 +73,29 @@ pub struct Config {
     pub stop_timeout: u32,
     /// argv of the session; defaults to `/bin/bash -l`.
     pub session: Vec<String>,
+    /// argv that a detached subhost's init runs at boot (`BOOT`).
+    pub boot: Option<Vec<String>>,
+    /// argv run inside before a detached subhost is stopped (`HALT`).
+    pub halt: Option<Vec<String>>,
+    /// Services to start at boot (`START`): names as in `/etc/init.d`, or
+    /// absolute paths.
+    pub start: Vec<String>,
+    /// `memory.max` in bytes; `None` is no limit.
+    pub memory_max: Option<u64>,
+    /// `cpu.max` as the cgroup v2 file takes it, always "QUOTA PERIOD" in
+    /// microseconds (`50%` becomes "50000 100000"); `None` is no limit.
+    pub cpu_max: Option<String>,
+    /// `pids.max`; `None` is no limit.
+    pub pids_max: Option<u64>,
+    /// Cgroup under which the subhost's cgroup is made, as a path from the
+    /// hierarchy's root like `/proc/self/cgroup` shows it (`/subhost`),
+    /// without a trailing slash; `None` is the launcher's own cgroup.
+    pub cgroup_parent: Option<String>,
+    /// Capabilities to drop from the bounding set on top of the default
+    /// ones, as `CAP_…` names.
+    pub caps_drop: Vec<String>,
+    /// Capabilities to keep although dropped by default, as `CAP_…` names.
+    pub caps_keep: Vec<String>,
 }
 
 impl Config {
@@ -48,13 +108,2481 @@ impl Config {
             share: Vec::new(),
             stop_timeout: 5,
             session: vec!["/bin/bash".into(), "-l".into()],
+            boot: None,
+            halt: None,
+            start: Vec::new(),
+            memory_max: None,
+            cpu_max: None,
+            pids_max: None,
+            cgroup_parent: None,
+            caps_drop: Vec::new(),
+            caps_keep: Vec::new(),
         }
     }
 }
 
+/// Every key a config may assign.
+pub const KEYS: [&str; 15] = [
+    "LOWER",
+    "BRIDGES",
+    "HOSTNAME",
+    "SHARE",
+    "STOP_TIMEOUT",
+    "SESSION",
+    "BOOT",
+    "HALT",
+    "START",
+    "MEMORY_MAX",
+    "CPU_MAX",
+    "PIDS_MAX",
+    "CGROUP_PARENT",
+    "CAPS_DROP",
+    "CAPS_KEEP",
+];
+
+/// Linux capability names, indexed by capability number (0..=40).
+pub const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The number of a capability given by its `CAP_…` name.
+pub fn capability_number(name: &str) -> Option<u32> {
+    CAPABILITIES
+        .iter()
+        .position(|c| *c == name)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
+/// Host ends are named `NAME0`…`NAME99`.
+pub const MAX_CABLES: usize = 100;
+
+/// The `cpu.max` period used when a config gives a percentage or a quota
+/// alone (the kernel's default period).
+pub const CPU_PERIOD: u64 = 100_000;
+
+/// A config that cannot be used, placed at its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    /// What is wrong.
+    pub what: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {} ({})",
+            self.file.display(),
+            self.line,
+            self.what,
+            self.fix
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Reads and parses `path`. `name` and `base` are the values of `SUB` and
 /// `SUBHOST` for expansion. A missing file yields the defaults.
 pub fn load(path: &Path, name: &str, base: &Path) -> anyhow::Result<Config> {
-    let _ = (path, base);
-    Ok(Config::defaults(name))
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        // A dangling symlink reads as missing too, but it is a broken config
+        // rather than an absent one.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_err() => {
+            return Ok(Config::defaults(name));
+        }
+        Err(e) => anyhow::bail!(
+            "{}: cannot read the config file: {e} (make it a readable file, or remove it to use the defaults)",
+            path.display()
+        ),
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                line,
+                what: "the file is not valid UTF-8".into(),
+                fix: "save it as UTF-8 text".into(),
+            }
+            .into());
+        }
+    };
+    Ok(parse(path, &text, name, base)?)
+}
+
+/// Parses the text of a config file; `file` only names it in errors. `name`
+/// and `base` are the values of `SUB` and `SUBHOST` for expansion.
+pub fn parse(file: &Path, text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
+    Parser::new(file, text, name, base).run()?.finish()
+}
+
+/// A problem with a value, before it is placed at a line.
+#[derive(Debug)]
+struct Bad {
+    what: String,
+    fix: String,
+}
+
+impl Bad {
+    fn new(what: impl Into<String>, fix: impl Into<String>) -> Bad {
+        Bad {
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+fn bad<T>(what: impl Into<String>, fix: impl Into<String>) -> Result<T, Bad> {
+    Err(Bad::new(what, fix))
+}
+
+/// An array element with the line it was written on, so that a bad element
+/// of a long array is reported where it is.
+#[derive(Debug, Clone)]
+struct Elem {
+    text: String,
+    line: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Value {
+    Scalar(String),
+    Array(Vec<Elem>),
+}
+
+struct Var {
+    value: Value,
+    line: usize,
+}
+
+/// Whether a word is the value of a plain assignment or an array element:
+/// bash splits, globs and brace-expands only the latter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Scalar,
+    Array,
+}
+
+/// A piece of a word. `split` names the variable of an unquoted expansion,
+/// whose value bash splits at whitespace inside arrays.
+struct Seg {
+    text: String,
+    split: Option<String>,
+}
+
+/// Appends quoted or literal text; also makes the word exist when `s` is
+/// empty (`""` is an empty element, not no element).
+fn lit(segs: &mut Vec<Seg>, s: &str) {
+    match segs.last_mut() {
+        Some(Seg { text, split: None }) => text.push_str(s),
+        _ => segs.push(Seg {
+            text: s.to_string(),
+            split: None,
+        }),
+    }
+}
+
+fn is_operator(c: char) -> bool {
+    matches!(c, ';' | '&' | '|' | '<' | '>' | '(' | ')')
+}
+
+fn is_word_end(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n') || is_operator(c)
+}
+
+fn is_name_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+const KEYWORDS: [&str; 22] = [
+    "if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
+    "select", "time", "coproc", "in", "[[", "]]", "{", "}", "!", "function",
+];
+
+const EXPANSION_FIX: &str =
+    "only $NAME and ${NAME} of SUB, SUBHOST and keys assigned above are expanded; write the value out";
+
+struct Parser<'a> {
+    file: &'a Path,
+    text: Vec<char>,
+    pos: usize,
+    line: usize,
+    sub: String,
+    /// `None` when the base directory is not UTF-8; only an error if used.
+    subhost: Option<String>,
+    vars: HashMap<String, Var>,
+    cfg: Config,
+}
+
+impl<'a> Parser<'a> {
+    fn new(file: &'a Path, text: &str, name: &str, base: &Path) -> Parser<'a> {
+        Parser {
+            file,
+            text: text.chars().collect(),
+            pos: 0,
+            line: 1,
+            sub: name.to_string(),
+            subhost: base.to_str().map(str::to_string),
+            vars: HashMap::new(),
+            cfg: Config::defaults(name),
+        }
+    }
+
+    fn err(&self, line: usize, what: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// Characters that bash would take silently but that are never meant:
+    /// a CR from DOS line endings ends up inside every value.
+    fn check_characters(&self) -> Result<(), ConfigError> {
+        let mut line = 1;
+        for (i, c) in self.text.iter().enumerate() {
+            match c {
+                '\n' => line += 1,
+                '\r' if self.text.get(i + 1) == Some(&'\n') => {
+                    return Err(self.err(
+                        line,
+                        "the line ends with a carriage return (DOS line endings), which bash would keep in the value",
+                        "convert the file to Unix line endings, e.g. with dos2unix",
+                    ))
+                }
+                '\r' => {
+                    return Err(self.err(
+                        line,
+                        "a carriage return character",
+                        "remove it",
+                    ))
+                }
+                '\0' => return Err(self.err(line, "a NUL byte", "remove it; the config is text")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn at(&self, n: usize) -> Option<char> {
+        self.text.get(self.pos + n).copied()
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.at(0)?;
+        self.pos += 1;
+        if c == '\n' {
+            self.line += 1;
+        }
+        Some(c)
+    }
+
+    /// The next character, after dropping backslash-newline pairs, which
+    /// bash removes everywhere except inside single quotes and comments.
+    fn peek(&mut self) -> Option<char> {
+        while self.at(0) == Some('\\') && self.at(1) == Some('\n') {
+            self.pos += 2;
+            self.line += 1;
+        }
+        self.at(0)
+    }
+
+    fn at_word_end(&mut self) -> bool {
+        self.peek().map_or(true, is_word_end)
+    }
+
+    /// At the end of the line's assignments: nothing, or a comment or
+    /// operator follows.
+    fn at_statement_end(&mut self) -> bool {
+        self.peek()
+            .map_or(true, |c| c == '\n' || c == '#' || is_operator(c))
+    }
+
+    fn skip_blanks(&mut self) {
+        while matches!(self.peek(), Some(' ' | '\t')) {
+            self.bump();
+        }
+    }
+
+    fn skip_comment(&mut self) {
+        while !matches!(self.at(0), None | Some('\n')) {
+            self.pos += 1;
+        }
+    }
+
+    fn read_name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(c) = self.peek() {
+            let ok = if name.is_empty() {
+                is_name_start(c)
+            } else {
+                is_name_char(c)
+            };
+            if !ok {
+                break;
+            }
+            name.push(c);
+            self.bump();
+        }
+        name
+    }
+
+    /// Reads the whole file, assigning as it goes.
+    fn run(mut self) -> Result<Self, ConfigError> {
+        self.check_characters()?;
+        loop {
+            self.skip_blanks();
+            match self.peek() {
+                None => break,
+                Some('\n') => {
+                    self.bump();
+                }
+                Some('#') => self.skip_comment(),
+                Some(_) => self.statement()?,
+            }
+        }
+        Ok(self)
+    }
+
+    /// One line's worth of assignments (or the error for what is there
+    /// instead).
+    fn statement(&mut self) -> Result<(), ConfigError> {
+        let line = self.line;
+        if let Some(c) = self.peek().filter(|c| is_operator(*c)) {
+            return Err(self.operator_error(c));
+        }
+        let name = self.read_name();
+        if !name.is_empty() && self.peek() == Some('=') {
+            self.bump();
+            self.assignment(name, line)?;
+            return self.rest_of_statement(false);
+        }
+        if name == "export" && self.at_word_end() {
+            self.skip_blanks();
+            if self.at_statement_end() {
+                return Err(self.err(
+                    line,
+                    "`export` without an assignment",
+                    "write export KEY=value, or remove the line",
+                ));
+            }
+            return self.rest_of_statement(true);
+        }
+        Err(self.not_an_assignment(name, line, None))
+    }
+
+    /// After an assignment: more assignments, a comment, or the end of the
+    /// line. `export` also allows `export KEY`.
+    fn rest_of_statement(&mut self, export: bool) -> Result<(), ConfigError> {
+        loop {
+            self.skip_blanks();
+            let c = match self.peek() {
+                None | Some('\n') => return Ok(()),
+                Some(c) => c,
+            };
+            if c == '#' {
+                self.skip_comment();
+                return Ok(());
+            }
+            if is_operator(c) {
+                return Err(self.operator_error(c));
+            }
+            let line = self.line;
+            if export && c == '-' {
+                return Err(self.err(
+                    line,
+                    "options to `export` are not supported",
+                    "write export KEY=value",
+                ));
+            }
+            let name = self.read_name();
+            if !name.is_empty() && self.peek() == Some('=') {
+                self.bump();
+                self.assignment(name, line)?;
+            } else if export && !name.is_empty() && self.at_word_end() {
+                // `export KEY` only marks KEY for the environment, which
+                // means nothing here.
+                self.check_key(&name, line)?;
+            } else {
+                let context = if export {
+                    "in `export`"
+                } else {
+                    "after an assignment"
+                };
+                return Err(self.not_an_assignment(name, line, Some(context)));
+            }
+        }
+    }
+
+    /// The error for a word where an assignment belongs; `name` is the part
+    /// already read. `after` says what it follows, if anything.
+    fn not_an_assignment(&mut self, name: String, line: usize, after: Option<&str>) -> ConfigError {
+        if !name.is_empty() {
+            if self.peek() == Some('+') && self.at(1) == Some('=') {
+                return self.err(
+                    line,
+                    format!("`{name}+=`: appending is not supported"),
+                    format!("assign the whole value in one place: {name}=…"),
+                );
+            }
+            if self.peek() == Some('[') {
+                return self.err(
+                    line,
+                    format!("`{name}[…]`: assigning single array elements is not supported"),
+                    format!("assign the whole array: {name}=(a b)"),
+                );
+            }
+        }
+        // The rest of the word, read with bash's rules, so that `$(…)`,
+        // backticks and open quotes are named as such.
+        let rest = match self.word(Ctx::Scalar) {
+            Ok(segs) => segs.into_iter().map(|s| s.text).collect::<String>(),
+            Err(e) => return e,
+        };
+        let word = format!("{name}{rest}");
+        if !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) {
+            if let Some(c) = self.peek().filter(|c| matches!(c, '<' | '>')) {
+                return self.operator_error(c);
+            }
+        }
+        if word == name && !name.is_empty() {
+            self.skip_blanks();
+            match self.peek() {
+                Some('=') => {
+                    return self.err(
+                        line,
+                        format!("`{name} =`: bash would run {name} as a command"),
+                        format!("write {name}=value with no spaces around `=`"),
+                    )
+                }
+                Some('(') if after.is_none() => {
+                    return self.err(
+                        line,
+                        format!("`{name}()`: functions are not supported"),
+                        "remove it; the config holds only assignments",
+                    )
+                }
+                _ => {}
+            }
+        }
+        if word == "function" {
+            return self.err(
+                line,
+                "`function`: functions are not supported",
+                "remove it; the config holds only assignments",
+            );
+        }
+        if KEYWORDS.contains(&word.as_str()) {
+            return self.err(
+                line,
+                format!("`{word}`: shell control structures are not supported"),
+                "remove it; the config holds only assignments and is never executed",
+            );
+        }
+        if word == "source" || word == "." {
+            return self.err(
+                line,
+                format!("`{word}`: including other files is not supported"),
+                "copy the assignments into this file",
+            );
+        }
+        if matches!(
+            word.as_str(),
+            "declare" | "typeset" | "local" | "readonly" | "let"
+        ) {
+            return self.err(
+                line,
+                format!("`{word}` is not supported"),
+                "write a plain KEY=value",
+            );
+        }
+        if let Some((left, _)) = word.split_once('=') {
+            return self.err(
+                line,
+                format!("`{word}` is not an assignment: `{left}` is not a valid key name"),
+                format!("keys are upper-case names: {}", KEYS.join(", ")),
+            );
+        }
+        let what = match after {
+            Some(after) => format!("`{word}` {after}: bash would run it as a command"),
+            None => format!("`{word}` is a command, and the config is never executed"),
+        };
+        self.err(
+            line,
+            what,
+            "the config holds only assignments KEY=value, KEY=(…) and export KEY=…",
+        )
+    }
+
+    fn operator_error(&mut self, c: char) -> ConfigError {
+        let line = self.line;
+        self.bump();
+        let next = self.peek();
+        let never = "remove it; the config is never executed";
+        let (what, fix) = match (c, next) {
+            (';', _) => (
+                "`;`: separating commands is not supported".to_string(),
+                "put each assignment on its own line",
+            ),
+            ('&', Some('&')) => (
+                "`&&`: command lists are not supported".to_string(),
+                "put each assignment on its own line; nothing is run",
+            ),
+            ('&', _) => ("`&`: background jobs are not supported".to_string(), never),
+            ('|', Some('|')) => (
+                "`||`: command lists are not supported".to_string(),
+                "put each assignment on its own line; nothing is run",
+            ),
+            ('|', _) => ("`|`: pipes are not supported".to_string(), never),
+            ('<' | '>', Some('(')) => (
+                format!("`{c}(`: process substitution is not supported"),
+                "write the value out",
+            ),
+            ('<' | '>', _) => (format!("`{c}`: redirections are not supported"), never),
+            ('(', _) => (
+                "unquoted `(`: subshells are not supported, and a `(` in a value must be quoted"
+                    .to_string(),
+                "for an array write KEY=(a b) with no space after `=`; otherwise quote the `(`",
+            ),
+            _ => (
+                format!("unmatched `{c}`"),
+                "remove it, or quote it if it belongs to a value",
+            ),
+        };
+        self.err(line, what, fix)
+    }
+
+    fn check_key(&self, key: &str, line: usize) -> Result<(), ConfigError> {
+        if KEYS.contains(&key) {
+            return Ok(());
+        }
+        if key == "SUB" || key == "SUBHOST" {
+            return Err(self.err(
+                line,
+                format!("{key} is set by subhost-launch and cannot be assigned"),
+                format!("remove this line; use ${key} to refer to it"),
+            ));
+        }
+        let upper = key.to_ascii_uppercase();
+        let fix = if KEYS.contains(&upper.as_str()) {
+            format!("did you mean {upper}? keys are upper case")
+        } else {
+            format!("known keys: {}", KEYS.join(", "))
+        };
+        Err(self.err(line, format!("unknown key {key}"), fix))
+    }
+
+    fn assignment(&mut self, key: String, line: usize) -> Result<(), ConfigError> {
+        self.check_key(&key, line)?;
+        let value = if self.peek() == Some('(') {
+            self.bump();
+            Value::Array(self.array(line)?)
+        } else {
+            let segs = self.word(Ctx::Scalar)?;
+            Value::Scalar(segs.into_iter().map(|s| s.text).collect())
+        };
+        if let (Some(old), Value::Scalar(_)) = (self.vars.get(&key), &value) {
+            if let Value::Array(_) = old.value {
+                return Err(self.err(
+                    line,
+                    format!(
+                        "{key} holds an array since line {}; bash would replace only its first element with this value",
+                        old.line
+                    ),
+                    format!("assign the whole array: {key}=(…)"),
+                ));
+            }
+        }
+        apply(&mut self.cfg, &key, &value, line)
+            .map_err(|(l, b)| self.err(l, format!("{key}: {}", b.what), b.fix))?;
+        self.vars.insert(key, Var { value, line });
+        Ok(())
+    }
+
+    /// The elements of `KEY=(…)`, after the `(`.
+    fn array(&mut self, open: usize) -> Result<Vec<Elem>, ConfigError> {
+        let mut elems = Vec::new();
+        loop {
+            while matches!(self.peek(), Some(' ' | '\t' | '\n')) {
+                self.bump();
+            }
+            match self.peek() {
+                None => {
+                    return Err(self.err(
+                        open,
+                        "unterminated array: this `(` has no matching `)`",
+                        "close the array with `)`",
+                    ))
+                }
+                Some('#') => self.skip_comment(),
+                Some(')') => {
+                    self.bump();
+                    break;
+                }
+                Some(c) if is_operator(c) => {
+                    let line = self.line;
+                    return Err(self.err(
+                        line,
+                        format!("unquoted `{c}` inside an array"),
+                        "quote the element that contains it",
+                    ));
+                }
+                Some(_) => {
+                    let line = self.line;
+                    let segs = self.word(Ctx::Array)?;
+                    self.fields(segs, line, &mut elems)?;
+                }
+            }
+        }
+        match self.peek() {
+            // Even `#` counts: bash then takes the whole `(…)#…` as one
+            // plain string.
+            Some(c) if !is_word_end(c) => {
+                let line = self.line;
+                Err(self.err(
+                    line,
+                    format!("`{c}` right after the `)` that closes the array"),
+                    "end the line after `)`, or quote the text inside the array",
+                ))
+            }
+            _ => Ok(elems),
+        }
+    }
+
+    /// Splits an array word into elements as bash does: quoted text and
+    /// literals stay together, unquoted expansions break at whitespace.
+    fn fields(&self, segs: Vec<Seg>, line: usize, out: &mut Vec<Elem>) -> Result<(), ConfigError> {
+        let mut cur: Option<String> = None;
+        for seg in segs {
+            let Some(var) = seg.split else {
+                cur.get_or_insert_with(String::new).push_str(&seg.text);
+                continue;
+            };
+            if let Some(g) = seg.text.chars().find(|c| matches!(c, '*' | '?' | '[')) {
+                return Err(self.err(
+                    line,
+                    format!(
+                        "unquoted ${var} in an array: its value {:?} contains `{g}`, which bash would expand as a filename pattern",
+                        seg.text
+                    ),
+                    format!("quote it: \"${var}\""),
+                ));
+            }
+            for c in seg.text.chars() {
+                if matches!(c, ' ' | '\t' | '\n') {
+                    if let Some(f) = cur.take() {
+                        out.push(Elem { text: f, line });
+                    }
+                } else {
+                    cur.get_or_insert_with(String::new).push(c);
+                }
+            }
+        }
+        if let Some(f) = cur {
+            out.push(Elem { text: f, line });
+        }
+        Ok(())
+    }
+
+    /// One shell word, up to a blank, newline or operator.
+    fn word(&mut self, ctx: Ctx) -> Result<Vec<Seg>, ConfigError> {
+        let mut segs: Vec<Seg> = Vec::new();
+        // Bash expands `~` at the start of a word and after `:` or `=`.
+        let mut tilde_here = true;
+        while let Some(c) = self.peek() {
+            if is_word_end(c) {
+                break;
+            }
+            let line = self.line;
+            let mut tilde_next = false;
+            match c {
+                '\\' => {
+                    self.bump();
+                    let escaped = self.bump().unwrap_or('\\');
+                    lit(&mut segs, &escaped.to_string());
+                }
+                '\'' => {
+                    let s = self.single_quoted()?;
+                    lit(&mut segs, &s);
+                }
+                '"' => {
+                    let s = self.double_quoted()?;
+                    lit(&mut segs, &s);
+                }
+                '$' => {
+                    let seg = self.dollar(false, ctx == Ctx::Array)?;
+                    if seg.split.is_some() {
+                        segs.push(seg);
+                    } else {
+                        lit(&mut segs, &seg.text);
+                    }
+                }
+                '`' => return Err(self.backtick(line)),
+                '~' if tilde_here => {
+                    return Err(self.err(
+                        line,
+                        "unquoted `~`: bash would replace it with a home directory",
+                        "write the path out, or quote the `~` if it is meant literally",
+                    ))
+                }
+                '[' if ctx == Ctx::Array && segs.is_empty() && self.rest_has("]=") => {
+                    return Err(self.err(
+                        line,
+                        "`[N]=value` array indices are not supported",
+                        "list the elements in order",
+                    ))
+                }
+                '*' | '?' | '[' if ctx == Ctx::Array => {
+                    return Err(self.err(
+                        line,
+                        format!("unquoted `{c}` in an array element: bash would expand it as a filename pattern"),
+                        "quote the element, e.g. '…'",
+                    ))
+                }
+                '{' if ctx == Ctx::Array => {
+                    return Err(self.err(
+                        line,
+                        "unquoted `{` in an array element: bash may treat it as brace expansion",
+                        "quote the element, e.g. '…'",
+                    ))
+                }
+                _ => {
+                    self.bump();
+                    lit(&mut segs, &c.to_string());
+                    tilde_next = c == ':' || c == '=';
+                }
+            }
+            tilde_here = tilde_next;
+        }
+        Ok(segs)
+    }
+
+    /// Whether the current word contains `pat` before it ends.
+    fn rest_has(&self, pat: &str) -> bool {
+        let rest: String = self.text[self.pos..]
+            .iter()
+            .take_while(|c| !is_word_end(**c))
+            .collect();
+        rest.contains(pat)
+    }
+
+    fn backtick(&self, line: usize) -> ConfigError {
+        self.err(
+            line,
+            "`…`: command substitution is not supported",
+            "write the value out; the config is never executed",
+        )
+    }
+
+    fn single_quoted(&mut self) -> Result<String, ConfigError> {
+        let line = self.line;
+        self.bump();
+        let mut s = String::new();
+        loop {
+            match self.bump() {
+                None => {
+                    return Err(self.err(
+                        line,
+                        "unterminated single quote: this `'` has no closing `'`",
+                        "close the quote",
+                    ))
+                }
+                Some('\'') => return Ok(s),
+                Some(c) => s.push(c),
+            }
+        }
+    }
+
+    fn double_quoted(&mut self) -> Result<String, ConfigError> {
+        let line = self.line;
+        self.bump();
+        let mut s = String::new();
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(self.err(
+                        line,
+                        "unterminated double quote: this `\"` has no closing `\"`",
+                        "close the quote",
+                    ))
+                }
+                Some('"') => {
+                    self.bump();
+                    return Ok(s);
+                }
+                Some('\\') => {
+                    self.bump();
+                    // Inside double quotes bash drops the backslash only
+                    // before these; elsewhere it stays.
+                    match self.at(0) {
+                        Some(c @ ('$' | '`' | '"' | '\\')) => {
+                            self.bump();
+                            s.push(c);
+                        }
+                        _ => s.push('\\'),
+                    }
+                }
+                Some('$') => s.push_str(&self.dollar(true, false)?.text),
+                Some('`') => {
+                    let l = self.line;
+                    return Err(self.backtick(l));
+                }
+                Some(c) => {
+                    self.bump();
+                    s.push(c);
+                }
+            }
+        }
+    }
+
+    /// An expansion at `$`. `split` marks an unquoted one in an array.
+    fn dollar(&mut self, in_quotes: bool, split: bool) -> Result<Seg, ConfigError> {
+        let line = self.line;
+        self.bump();
+        let literal = || Seg {
+            text: "$".into(),
+            split: None,
+        };
+        match self.peek() {
+            Some('(') => {
+                self.bump();
+                let what = if self.peek() == Some('(') {
+                    "`$((…))`: arithmetic expansion is not supported"
+                } else {
+                    "`$(…)`: command substitution is not supported"
+                };
+                Err(self.err(
+                    line,
+                    what,
+                    "write the value out; the config is never executed",
+                ))
+            }
+            Some('{') => {
+                self.bump();
+                self.braced(line, split)
+            }
+            Some(c) if is_name_start(c) => {
+                let name = self.read_name();
+                self.expand(&name, line, split)
+            }
+            Some(c) if c.is_ascii_digit() || "@*#?$!-".contains(c) => Err(self.err(
+                line,
+                format!("`${c}`: special parameters are not supported"),
+                EXPANSION_FIX,
+            )),
+            Some('\'') if !in_quotes => Err(self.err(
+                line,
+                "`$'…'`: ANSI-C quoting is not supported",
+                "use '…' or \"…\" quoting",
+            )),
+            Some('"') if !in_quotes => Err(self.err(
+                line,
+                "`$\"…\"`: locale translation is not supported",
+                "drop the `$` before the quote",
+            )),
+            // A `$` that starts no expansion is literal to bash as well.
+            _ => Ok(literal()),
+        }
+    }
+
+    /// `${…}` after the `{`.
+    fn braced(&mut self, line: usize, split: bool) -> Result<Seg, ConfigError> {
+        let name = self.read_name();
+        if !name.is_empty() && self.peek() == Some('}') {
+            self.bump();
+            return self.expand(&name, line, split);
+        }
+        let mut rest = String::new();
+        loop {
+            match self.bump() {
+                None => {
+                    return Err(self.err(
+                        line,
+                        "unterminated `${`: no closing `}`",
+                        "close it with `}`",
+                    ))
+                }
+                Some('}') => break,
+                Some(c) => rest.push(c),
+            }
+        }
+        let shown = format!("${{{name}{rest}}}");
+        let kind = match (name.is_empty(), rest.chars().next()) {
+            (true, Some('#')) => "the length operator",
+            (true, Some('!')) => "indirect expansion",
+            (true, None) => "an empty expansion",
+            (true, Some(c)) if c.is_ascii_digit() || "@*?$-".contains(c) => "a special parameter",
+            (true, _) => "this expansion",
+            (false, Some('[')) => "array subscripting",
+            (false, _) => "a parameter expansion operator",
+        };
+        Err(self.err(
+            line,
+            format!("`{shown}`: {kind} is not supported"),
+            EXPANSION_FIX,
+        ))
+    }
+
+    fn expand(&self, name: &str, line: usize, split: bool) -> Result<Seg, ConfigError> {
+        let value = match name {
+            "SUB" => Value::Scalar(self.sub.clone()),
+            "SUBHOST" => match &self.subhost {
+                Some(s) => Value::Scalar(s.clone()),
+                None => {
+                    return Err(self.err(
+                        line,
+                        "$SUBHOST is not valid UTF-8 and cannot be expanded",
+                        "write the path out, or use a base directory with a UTF-8 name",
+                    ))
+                }
+            },
+            _ => match self.vars.get(name) {
+                Some(var) => var.value.clone(),
+                None => return Err(self.unknown_var(name, line)),
+            },
+        };
+        match value {
+            Value::Scalar(text) => Ok(Seg {
+                text,
+                split: split.then(|| name.to_string()),
+            }),
+            Value::Array(_) => Err(self.err(
+                line,
+                format!("${name} is an array; bash would expand only its first element"),
+                "write the elements you need out",
+            )),
+        }
+    }
+
+    fn unknown_var(&self, name: &str, line: usize) -> ConfigError {
+        if KEYS.contains(&name) {
+            return self.err(
+                line,
+                format!("${name}: {name} is not assigned above this line"),
+                format!("assign {name} earlier in the file, or write the value out"),
+            );
+        }
+        // `$SUB_data` is the variable SUB_data to bash; the fix is braces.
+        let mut known: Vec<&str> = vec!["SUB", "SUBHOST"];
+        known.extend(self.vars.keys().map(String::as_str));
+        let prefix = known
+            .into_iter()
+            .filter(|k| name.starts_with(k))
+            .max_by_key(|k| k.len());
+        let fix = match prefix {
+            Some(k) => format!("write ${{{k}}}{} to expand {k}", &name[k.len()..]),
+            None => "only SUB, SUBHOST and keys assigned above can be expanded; the environment is not used".to_string(),
+        };
+        self.err(line, format!("${name}: unknown variable"), fix)
+    }
+
+    fn finish(self) -> Result<Config, ConfigError> {
+        let cfg = &self.cfg;
+        if let (Some(drop), Some(keep)) = (self.vars.get("CAPS_DROP"), self.vars.get("CAPS_KEEP")) {
+            if let Some(cap) = cfg.caps_drop.iter().find(|c| cfg.caps_keep.contains(c)) {
+                return Err(self.err(
+                    drop.line.max(keep.line),
+                    format!(
+                        "{cap} is in both CAPS_DROP (line {}) and CAPS_KEEP (line {})",
+                        drop.line, keep.line
+                    ),
+                    "remove it from one of them",
+                ));
+            }
+        }
+        Ok(self.cfg)
+    }
+}
+
+/// A value problem and the line to report it at.
+type At<T> = Result<T, (usize, Bad)>;
+
+/// Checks `value` for `key` and stores it, typed, in `cfg`.
+fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> At<()> {
+    let here = |b: Bad| (line, b);
+    match key {
+        "LOWER" => cfg.lower = lower(scalar(value, line, "LOWER=/a:/b")?).map_err(here)?,
+        "BRIDGES" => {
+            let elems = list(value, line, "BRIDGES=(br0 br1=02:00:00:00:01:01)")?;
+            if elems.len() > MAX_CABLES {
+                return Err(here(Bad::new(
+                    format!(
+                        "{} cables; at most {MAX_CABLES} fit the host names NAME0…NAME99",
+                        elems.len()
+                    ),
+                    "use fewer cables",
+                )));
+            }
+            cfg.bridges = each(elems, cable)?;
+        }
+        "HOSTNAME" => {
+            cfg.hostname = hostname(scalar(value, line, "HOSTNAME=web")?).map_err(here)?
+        }
+        "SHARE" => {
+            cfg.share = each(
+                list(value, line, "SHARE=(/srv/data /host/path:/inner/path)")?,
+                share,
+            )?
+        }
+        "STOP_TIMEOUT" => {
+            cfg.stop_timeout = seconds(scalar(value, line, "STOP_TIMEOUT=5")?).map_err(here)?
+        }
+        "SESSION" => {
+            cfg.session = command(value, line)?.ok_or_else(|| {
+                here(Bad::new(
+                    "the command is empty",
+                    "give one, e.g. SESSION=\"/bin/sh -l\", or remove the line for /bin/bash -l",
+                ))
+            })?
+        }
+        "BOOT" => cfg.boot = command(value, line)?,
+        "HALT" => cfg.halt = command(value, line)?,
+        "START" => cfg.start = each(&words(value, line), service)?,
+        "MEMORY_MAX" => {
+            cfg.memory_max = memory(scalar(value, line, "MEMORY_MAX=512M")?).map_err(here)?
+        }
+        "CPU_MAX" => cfg.cpu_max = cpu_max(scalar(value, line, "CPU_MAX=50%")?).map_err(here)?,
+        "PIDS_MAX" => cfg.pids_max = pids(scalar(value, line, "PIDS_MAX=1000")?).map_err(here)?,
+        "CGROUP_PARENT" => {
+            cfg.cgroup_parent =
+                cgroup_parent(scalar(value, line, "CGROUP_PARENT=/subhost")?).map_err(here)?
+        }
+        "CAPS_DROP" => cfg.caps_drop = caps(&words(value, line))?,
+        "CAPS_KEEP" => cfg.caps_keep = caps(&words(value, line))?,
+        _ => {
+            return Err(here(Bad::new(
+                "unknown key",
+                format!("known keys: {}", KEYS.join(", ")),
+            )))
+        }
+    }
+    Ok(())
+}
+
+fn scalar<'v>(value: &'v Value, line: usize, example: &str) -> At<&'v str> {
+    match value {
+        Value::Scalar(s) => Ok(s),
+        Value::Array(_) => Err((
+            line,
+            Bad::new(
+                "takes a single value, not an array",
+                format!("write {example}"),
+            ),
+        )),
+    }
+}
+
+fn list<'v>(value: &'v Value, line: usize, example: &str) -> At<&'v [Elem]> {
+    match value {
+        Value::Array(elems) => Ok(elems),
+        Value::Scalar(_) => Err((
+            line,
+            Bad::new(
+                "takes an array, not a single value",
+                format!("write {example}"),
+            ),
+        )),
+    }
+}
+
+/// An array as is, or a string split at whitespace.
+fn words(value: &Value, line: usize) -> Vec<Elem> {
+    match value {
+        Value::Array(elems) => elems.clone(),
+        Value::Scalar(s) => s
+            .split_whitespace()
+            .map(|w| Elem {
+                text: w.to_string(),
+                line,
+            })
+            .collect(),
+    }
+}
+
+fn each<T>(elems: &[Elem], check: fn(&str) -> Result<T, Bad>) -> At<Vec<T>> {
+    elems
+        .iter()
+        .map(|e| check(&e.text).map_err(|b| (e.line, b)))
+        .collect()
+}
+
+/// A command line; empty is `None`.
+fn command(value: &Value, line: usize) -> At<Option<Vec<String>>> {
+    if let Value::Scalar(s) = value {
+        if let Some(c) = s.chars().find(|c| matches!(c, '\'' | '"' | '\\')) {
+            return Err((
+                line,
+                Bad::new(
+                    format!("{s:?} contains `{c}`, but a command given as a string is only split at whitespace"),
+                    "use an array for arguments with spaces, e.g. (sh -c 'echo hi')",
+                ),
+            ));
+        }
+    }
+    let argv = words(value, line);
+    match argv.first() {
+        None => Ok(None),
+        Some(first) if first.text.is_empty() => Err((
+            first.line,
+            Bad::new(
+                "the command name (first element) is empty",
+                "put the program first",
+            ),
+        )),
+        Some(_) => Ok(Some(argv.into_iter().map(|e| e.text).collect())),
+    }
+}
+
+fn lower(s: &str) -> Result<Vec<PathBuf>, Bad> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(':')
+        .map(|p| {
+            if p.is_empty() {
+                return bad(
+                    format!("{s:?} has an empty path (a leading, trailing or doubled `:`)"),
+                    "separate absolute paths with single colons, e.g. /a:/b",
+                );
+            }
+            if !p.starts_with('/') {
+                return bad(format!("{p:?} is not an absolute path"), "start it with /");
+            }
+            if p.contains(',') {
+                return bad(
+                    format!("{p:?} contains a comma, which would split the overlay mount options"),
+                    "use a path without commas",
+                );
+            }
+            Ok(PathBuf::from(p))
+        })
+        .collect()
+}
+
+fn cable(s: &str) -> Result<Cable, Bad> {
+    let (bridge, mac) = match s.split_once('=') {
+        Some((b, m)) => (b, Some(m)),
+        None => (s, None),
+    };
+    let bridge = if bridge.is_empty() {
+        None
+    } else {
+        Some(ifname(bridge)?)
+    };
+    let mac = match mac {
+        None | Some("") => None,
+        Some(m) => Some(mac_address(m)?),
+    };
+    Ok(Cable { bridge, mac })
+}
+
+/// The kernel's rules for interface names (`dev_valid_name`).
+fn ifname(n: &str) -> Result<String, Bad> {
+    if n.len() >= libc::IFNAMSIZ {
+        return bad(
+            format!(
+                "bridge name {n:?} has {} bytes; interface names have at most {}",
+                n.len(),
+                libc::IFNAMSIZ - 1
+            ),
+            "use the bridge's name as `ip link` shows it",
+        );
+    }
+    if n == "." || n == ".." {
+        return bad(
+            format!("{n:?} is not an interface name"),
+            "use the bridge's name as `ip link` shows it",
+        );
+    }
+    if let Some(c) = n
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+    {
+        return bad(
+            format!("bridge name {n:?} contains {c:?}, which interface names cannot"),
+            "use the bridge's name as `ip link` shows it",
+        );
+    }
+    Ok(n.to_string())
+}
+
+fn mac_address(m: &str) -> Result<[u8; 6], Bad> {
+    let usage = "write six hex pairs separated by colons, e.g. 02:00:00:00:01:01";
+    let parts: Vec<&str> = m.split(':').collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != mac.len() {
+        return bad(format!("{m:?} is not a MAC address"), usage);
+    }
+    for (byte, part) in mac.iter_mut().zip(&parts) {
+        if part.len() != 2 {
+            return bad(format!("{m:?} is not a MAC address"), usage);
+        }
+        *byte = match u8::from_str_radix(part, 16) {
+            Ok(b) => b,
+            Err(_) => return bad(format!("{m:?} is not a MAC address"), usage),
+        };
+    }
+    if mac[0] & 1 != 0 {
+        let mut fixed = mac;
+        fixed[0] = (fixed[0] & !1) | 2;
+        return bad(
+            format!("{m} is a multicast address (the low bit of the first octet is set), which an interface cannot have"),
+            format!("use a unicast address, e.g. {} (locally administered)", mac_string(&fixed)),
+        );
+    }
+    if mac == [0; 6] {
+        return bad(
+            format!("{m} is not a valid interface address"),
+            "use e.g. 02:00:00:00:01:01",
+        );
+    }
+    Ok(mac)
+}
+
+fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn hostname(s: &str) -> Result<String, Bad> {
+    let usage = "use dot-separated labels of letters, digits, '-' and '_', e.g. web-1.example";
+    if s.is_empty() {
+        return bad(
+            "is empty",
+            "give a name, or remove the line to use the subhost's NAME",
+        );
+    }
+    // The kernel's limit (__NEW_UTS_LEN).
+    if s.len() > 64 {
+        return bad(
+            format!("{s:?} has {} bytes; at most 64 are allowed", s.len()),
+            "shorten it",
+        );
+    }
+    for label in s.split('.') {
+        if label.is_empty() {
+            return bad(
+                format!("{s:?} has an empty label (a leading, trailing or doubled dot)"),
+                usage,
+            );
+        }
+        if label.len() > 63 {
+            return bad(format!("label {label:?} has more than 63 bytes"), usage);
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return bad(format!("{s:?} contains {c:?}"), usage);
+        }
+        if label.starts_with('-') {
+            return bad(format!("label {label:?} starts with '-'"), usage);
+        }
+    }
+    Ok(s.to_string())
+}
+
+fn share(s: &str) -> Result<Share, Bad> {
+    let usage = "write /host/path or /host/path:/inner/path";
+    let (host, inner) = s.split_once(':').unwrap_or((s, s));
+    for (what, p) in [("host path", host), ("inner path", inner)] {
+        if p.is_empty() {
+            return bad(format!("{s:?} has an empty {what}"), usage);
+        }
+        if !p.starts_with('/') {
+            return bad(format!("the {what} {p:?} is not absolute"), usage);
+        }
+    }
+    let inner = Path::new(inner);
+    if inner.components().any(|c| c == Component::ParentDir) {
+        return bad(
+            format!("the inner path {inner:?} contains `..`, which could lead outside the subhost"),
+            "write the path inside the subhost without `..`",
+        );
+    }
+    if inner
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::CurDir))
+    {
+        return bad(
+            format!("the inner path {inner:?} is the subhost's root"),
+            "mount the share on a directory inside it, e.g. /mnt/data",
+        );
+    }
+    Ok(Share {
+        host: PathBuf::from(host),
+        inner: inner.to_path_buf(),
+    })
+}
+
+fn seconds(s: &str) -> Result<u32, Bad> {
+    if s.is_empty() {
+        return bad(
+            "is empty",
+            "give whole seconds, e.g. 5, or remove the line for the default of 5",
+        );
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return bad(
+            format!("{s:?} is not a whole number of seconds"),
+            "write e.g. 5 (no sign, unit or fraction)",
+        );
+    }
+    s.parse().or_else(|_| {
+        bad(
+            format!("{s} seconds is too long"),
+            format!("use at most {}", u32::MAX),
+        )
+    })
+}
+
+fn number(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn memory(s: &str) -> Result<Option<u64>, Bad> {
+    let usage =
+        "write bytes with an optional binary suffix K, M, G or T, e.g. 512M, or max for no limit";
+    if s.is_empty() || s == "max" {
+        return Ok(None);
+    }
+    let (digits, shift) = match s.as_bytes()[s.len() - 1] {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        b'T' | b't' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return bad(format!("{s:?} is not a size"), usage);
+    }
+    let bytes = number(digits)
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| Bad::new(format!("{s} is too large"), usage))?;
+    if bytes == 0 {
+        return bad(
+            "0 would leave no memory at all for the subhost's init",
+            usage,
+        );
+    }
+    Ok(Some(bytes))
+}
+
+fn pids(s: &str) -> Result<Option<u64>, Bad> {
+    if s.is_empty() || s == "max" {
+        return Ok(None);
+    }
+    match number(s) {
+        Some(0) => bad(
+            "0 would not even allow the subhost's init",
+            "give a limit of at least 1, or max",
+        ),
+        Some(n) => Ok(Some(n)),
+        None => bad(
+            format!("{s:?} is not a number of processes"),
+            "write e.g. 1000, or max for no limit",
+        ),
+    }
+}
+
+/// Normalises to "QUOTA PERIOD" (µs), the form `cpu.max` takes on cgroup v2
+/// and that a v1 hierarchy's `cfs_quota_us`/`cfs_period_us` can be written
+/// from.
+fn cpu_max(s: &str) -> Result<Option<String>, Bad> {
+    let usage = "write a percentage of one CPU like 50% (200% for two CPUs), QUOTA PERIOD in microseconds like \"50000 100000\", or max";
+    let quota = |q: &str| match number(q) {
+        Some(n) if n >= 1000 => Ok(n),
+        Some(_) => bad(
+            format!("quota {q} is below the kernel's minimum of 1000 µs"),
+            usage,
+        ),
+        None => bad(format!("{s:?} is not a CPU limit"), usage),
+    };
+    let period = |p: &str| match number(p) {
+        Some(n) if (1000..=1_000_000).contains(&n) => Ok(n),
+        Some(_) => bad(
+            format!("period {p} is outside the kernel's 1000..1000000 µs"),
+            usage,
+        ),
+        None => bad(format!("{s:?} is not a CPU limit"), usage),
+    };
+    let words: Vec<&str> = s.split_whitespace().collect();
+    match words.as_slice() {
+        [] | ["max"] => Ok(None),
+        ["max", p] => period(p).map(|_| None),
+        [pct] if pct.ends_with('%') => {
+            let n = number(&pct[..pct.len() - 1])
+                .ok_or_else(|| Bad::new(format!("{s:?} is not a whole percentage"), usage))?;
+            if n == 0 {
+                return bad("0% would stop the subhost entirely", usage);
+            }
+            let q = n
+                .checked_mul(CPU_PERIOD / 100)
+                .ok_or_else(|| Bad::new(format!("{s} is too large"), usage))?;
+            Ok(Some(format!("{q} {CPU_PERIOD}")))
+        }
+        [q] => Ok(Some(format!("{} {CPU_PERIOD}", quota(q)?))),
+        [q, p] => Ok(Some(format!("{} {}", quota(q)?, period(p)?))),
+        _ => bad(format!("{s:?} is not a CPU limit"), usage),
+    }
+}
+
+fn cgroup_parent(s: &str) -> Result<Option<String>, Bad> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if !s.starts_with('/') {
+        return bad(
+            format!("{s:?} is not a path from the cgroup root"),
+            "start it with / as /proc/self/cgroup shows paths, e.g. /subhost",
+        );
+    }
+    let path = s.trim_end_matches('/');
+    if path.is_empty() {
+        return bad(
+            "/ is the root of the cgroup hierarchy, where no subhost is placed",
+            "name a cgroup below it, e.g. /subhost, or remove the line to use the launcher's own",
+        );
+    }
+    for part in path[1..].split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.chars().any(char::is_control) {
+            return bad(
+                format!("{s:?} has an empty, `.`, `..` or control-character component"),
+                "write a plain path like /subhost/web",
+            );
+        }
+    }
+    Ok(Some(path.to_string()))
+}
+
+fn service(s: &str) -> Result<String, Bad> {
+    let usage = "give a service name as in /etc/init.d, or an absolute path";
+    if s.starts_with('/') {
+        return Ok(s.to_string());
+    }
+    if s.is_empty() {
+        return bad("an element is empty", "remove it");
+    }
+    if s.contains('/') {
+        return bad(format!("{s:?} is a relative path"), usage);
+    }
+    if s.starts_with('-')
+        || s == "."
+        || s == ".."
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return bad(format!("{s:?} is not a service name"), usage);
+    }
+    Ok(s.to_string())
+}
+
+fn caps(elems: &[Elem]) -> At<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for e in elems {
+        let upper = e.text.to_ascii_uppercase();
+        let name = if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
+        if capability_number(&name).is_none() {
+            let known: Vec<&str> = CAPABILITIES.iter().map(|c| &c[4..]).collect();
+            return Err((
+                e.line,
+                Bad::new(
+                    format!("{:?} is not a Linux capability", e.text),
+                    format!(
+                        "use names from capabilities(7), with or without CAP_: {}",
+                        known.join(", ")
+                    ),
+                ),
+            ));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/s/web/config";
+
+    fn p(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new(FILE), text, "web", Path::new("/s"))
+    }
+
+    #[track_caller]
+    fn ok(text: &str) -> Config {
+        p(text).unwrap_or_else(|e| panic!("{text:?} was refused: {e}"))
+    }
+
+    /// Asserts that `text` is refused at `line` with `needle` in the message,
+    /// in the `FILE:LINE: what (fix)` form.
+    #[track_caller]
+    fn refused(text: &str, line: usize, needle: &str) -> ConfigError {
+        let e = match p(text) {
+            Ok(c) => panic!("{text:?} was accepted: {c:?}"),
+            Err(e) => e,
+        };
+        let shown = e.to_string();
+        assert_eq!(e.line, line, "{text:?}: {shown}");
+        assert!(shown.starts_with(&format!("{FILE}:{line}: ")), "{shown}");
+        assert!(
+            shown.contains(needle),
+            "{text:?}: {shown:?} lacks {needle:?}"
+        );
+        assert!(!e.what.is_empty() && !e.fix.is_empty(), "{shown}");
+        e
+    }
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn paths(v: &[&str]) -> Vec<PathBuf> {
+        v.iter().map(PathBuf::from).collect()
+    }
+
+    // ---- defaults and accepted syntax ----
+
+    #[test]
+    fn defaults() {
+        let d = Config::defaults("web");
+        assert_eq!(d.hostname, "web");
+        assert_eq!(d.stop_timeout, 5);
+        assert_eq!(d.session, strs(&["/bin/bash", "-l"]));
+        assert!(d.lower.is_empty() && d.bridges.is_empty() && d.share.is_empty());
+        assert_eq!((d.boot, d.halt), (None, None));
+        assert!(d.start.is_empty() && d.caps_drop.is_empty() && d.caps_keep.is_empty());
+        assert_eq!((d.memory_max, d.pids_max), (None, None));
+        assert_eq!((d.cpu_max, d.cgroup_parent), (None, None));
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_give_defaults() {
+        assert_eq!(ok(""), Config::defaults("web"));
+        assert_eq!(ok("\n\n"), Config::defaults("web"));
+        assert_eq!(
+            ok("# a comment\n   \n\t# indented\n  # LOWER=/\n"),
+            Config::defaults("web")
+        );
+    }
+
+    #[test]
+    fn plain_values() {
+        let c = ok("LOWER=/\nHOSTNAME=box\nSTOP_TIMEOUT=10\n");
+        assert_eq!(c.lower, paths(&["/"]));
+        assert_eq!(c.hostname, "box");
+        assert_eq!(c.stop_timeout, 10);
+        // No newline at the end of the file.
+        assert_eq!(ok("HOSTNAME=box").hostname, "box");
+    }
+
+    #[test]
+    fn quoted_values() {
+        assert_eq!(ok(r#"LOWER="/a b":'/c d'"#).lower, paths(&["/a b", "/c d"]));
+        assert_eq!(ok(r#"HOSTNAME=a"b-c"'d'"#).hostname, "ab-cd");
+        assert_eq!(
+            ok(r#"SESSION=/bin/sh" -c"' x'"#).session,
+            strs(&["/bin/sh", "-c", "x"])
+        );
+        assert_eq!(ok("HOSTNAME=''box\"\"").hostname, "box");
+    }
+
+    #[test]
+    fn single_quotes_are_literal() {
+        assert_eq!(ok(r"LOWER='/$SUB\x'").lower, paths(&[r"/$SUB\x"]));
+        assert_eq!(
+            ok("BOOT=('a\"b' '`x`' '$(y)')").boot,
+            Some(strs(&["a\"b", "`x`", "$(y)"]))
+        );
+    }
+
+    #[test]
+    fn backslash_escapes() {
+        // Inside double quotes only $ ` " \ lose the backslash.
+        assert_eq!(
+            ok(r#"LOWER="/a\"b\\c\$d\e\`f""#).lower,
+            paths(&["/a\"b\\c$d\\e`f"])
+        );
+        // Unquoted, every character is taken literally.
+        assert_eq!(ok(r"LOWER=/a\ b\$c\\d\'e").lower, paths(&["/a b$c\\d'e"]));
+        assert_eq!(ok(r"BOOT=(a\ b \*)").boot, Some(strs(&["a b", "*"])));
+        // A backslash at the very end stays.
+        assert_eq!(ok(r"LOWER=/a\").lower, paths(&["/a\\"]));
+    }
+
+    #[test]
+    fn expansion_of_sub_and_subhost() {
+        let c = ok("LOWER=$SUBHOST/base:${SUBHOST}/$SUB\nHOSTNAME=$SUB-1\n");
+        assert_eq!(c.lower, paths(&["/s/base", "/s/web"]));
+        assert_eq!(c.hostname, "web-1");
+        assert_eq!(ok("HOSTNAME=${SUB}x").hostname, "webx");
+        // The longest name wins, as in bash: $SUBHOST is not $SUB + "HOST".
+        assert_eq!(ok("LOWER=/$SUB/$SUBHOST").lower, paths(&["/web//s"]));
+        let c = ok(r#"SHARE=("$SUBHOST/data:/data" /"${SUB}"x:/$SUB)"#);
+        assert_eq!(
+            c.share,
+            vec![
+                Share {
+                    host: "/s/data".into(),
+                    inner: "/data".into()
+                },
+                Share {
+                    host: "/webx".into(),
+                    inner: "/web".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn expansion_of_earlier_keys() {
+        let c = ok("HOSTNAME=box\nSESSION=\"/bin/echo $HOSTNAME\"\nLOWER=/b\nLOWER=$LOWER:/c\n");
+        assert_eq!(c.session, strs(&["/bin/echo", "box"]));
+        assert_eq!(c.lower, paths(&["/b", "/c"]));
+        // Left to right on one line.
+        assert_eq!(
+            ok("HOSTNAME=h BOOT=\"/x $HOSTNAME\"").boot,
+            Some(strs(&["/x", "h"]))
+        );
+    }
+
+    #[test]
+    fn lone_dollar_is_literal() {
+        assert_eq!(ok("LOWER=/a$").lower, paths(&["/a$"]));
+        assert_eq!(ok("LOWER=\"/a$\"").lower, paths(&["/a$"]));
+        assert_eq!(ok("LOWER=/a$/b").lower, paths(&["/a$/b"]));
+        assert_eq!(ok("LOWER=\"/a$ b\"").lower, paths(&["/a$ b"]));
+        assert_eq!(ok("BOOT=(\"$'x'\")").boot, Some(strs(&["$'x'"])));
+    }
+
+    #[test]
+    fn export() {
+        let c = ok(
+            "export LOWER=/\nexport HOSTNAME=h STOP_TIMEOUT=3\nexport LOWER\nexport   SHARE=(/a)\n",
+        );
+        assert_eq!(c.lower, paths(&["/"]));
+        assert_eq!((c.hostname.as_str(), c.stop_timeout), ("h", 3));
+        assert_eq!(c.share.len(), 1);
+        // `export` is only special as a whole word.
+        refused("exported=1", 1, "unknown key exported");
+    }
+
+    #[test]
+    fn several_assignments_on_a_line() {
+        let c = ok("HOSTNAME=h STOP_TIMEOUT=7\t# both\n");
+        assert_eq!((c.hostname.as_str(), c.stop_timeout), ("h", 7));
+    }
+
+    #[test]
+    fn comments() {
+        let c = ok("HOSTNAME=h # trailing\nLOWER=/a#b\nSHARE=(/x) # after the array\n");
+        assert_eq!(c.hostname, "h");
+        assert_eq!(c.lower, paths(&["/a#b"]));
+        assert_eq!(c.share.len(), 1);
+        assert_eq!(ok("LOWER=\"/a #b\"").lower, paths(&["/a #b"]));
+        // Right after `=` a `#` is part of the value, as in bash.
+        assert_eq!(ok("BOOT=#x").boot, Some(strs(&["#x"])));
+    }
+
+    #[test]
+    fn continuations() {
+        assert_eq!(ok("LOWER=/a:\\\n/b\n").lower, paths(&["/a", "/b"]));
+        let c = ok("HOSTNAME=h \\\n  STOP_TIMEOUT=2\n");
+        assert_eq!((c.hostname.as_str(), c.stop_timeout), ("h", 2));
+        assert_eq!(ok("LOW\\\nER=/x").lower, paths(&["/x"]));
+        assert_eq!(ok("LOWER=\"/a\\\nb\"").lower, paths(&["/ab"]));
+        // Single quotes keep both characters.
+        assert_eq!(ok("BOOT=('a\\\nb')").boot, Some(strs(&["a\\\nb"])));
+        // A comment ends at the newline even after a backslash.
+        assert_eq!(ok("# note \\\nHOSTNAME=h\n").hostname, "h");
+        // Lines after a continuation keep their numbers.
+        refused("LOWER=/a:\\\n/b\nFOO=1\n", 3, "unknown key FOO");
+    }
+
+    #[test]
+    fn arrays_across_lines() {
+        let c =
+            ok("BRIDGES=(\n  br0            # first\n  br1=02:00:00:00:01:01\n\n  =\n  \"\"\n)\n");
+        assert_eq!(
+            c.bridges,
+            vec![
+                Cable {
+                    bridge: Some("br0".into()),
+                    mac: None
+                },
+                Cable {
+                    bridge: Some("br1".into()),
+                    mac: Some([2, 0, 0, 0, 1, 1])
+                },
+                Cable {
+                    bridge: None,
+                    mac: None
+                },
+                Cable {
+                    bridge: None,
+                    mac: None
+                },
+            ]
+        );
+        assert_eq!(
+            ok(r#"SESSION=(/bin/sh -c "echo hi there")"#).session,
+            strs(&["/bin/sh", "-c", "echo hi there"])
+        );
+        assert!(ok("BRIDGES=()").bridges.is_empty());
+        assert!(ok("SHARE=( \n )").share.is_empty());
+        // `#` starts a comment only at the start of a word.
+        assert_eq!(ok("BOOT=(a#b #c\n)").boot, Some(strs(&["a#b"])));
+    }
+
+    #[test]
+    fn unquoted_expansions_split_in_arrays() {
+        let c = ok("HALT=\"/sbin/stop  now\"\nBOOT=($HALT extra \"$HALT\" x$HALT)\n");
+        assert_eq!(
+            c.boot,
+            Some(strs(&[
+                "/sbin/stop",
+                "now",
+                "extra",
+                "/sbin/stop  now",
+                "x/sbin/stop",
+                "now"
+            ]))
+        );
+        let c = ok("HALT=\nBOOT=(/x $HALT)\n");
+        assert_eq!(c.halt, None);
+        assert_eq!(c.boot, Some(strs(&["/x"])));
+        assert_eq!(
+            ok("HALT=\nBOOT=(/x \"$HALT\")").boot,
+            Some(strs(&["/x", ""]))
+        );
+        assert_eq!(ok("HALT=\nBOOT=(/x ''$HALT)").boot, Some(strs(&["/x", ""])));
+        // Not split outside arrays.
+        assert_eq!(ok("HOSTNAME=a\nBOOT=$SUB").boot, Some(strs(&["web"])));
+    }
+
+    #[test]
+    fn glob_characters_are_literal_in_plain_values() {
+        assert_eq!(ok("LOWER=/a*").lower, paths(&["/a*"]));
+        assert_eq!(ok("LOWER=/a?[b]{c}").lower, paths(&["/a?[b]{c}"]));
+        assert_eq!(
+            ok("BOOT=(ls \"*\" '?' \\[)").boot,
+            Some(strs(&["ls", "*", "?", "["]))
+        );
+        assert_eq!(ok("LOWER=/a~b").lower, paths(&["/a~b"]));
+        assert_eq!(ok("SESSION=(\"~\")").session, strs(&["~"]));
+    }
+
+    #[test]
+    fn later_assignment_wins() {
+        assert_eq!(ok("HOSTNAME=a\nHOSTNAME=b\n").hostname, "b");
+        assert_eq!(ok("BRIDGES=(a b)\nBRIDGES=(c)\n").bridges.len(), 1);
+        assert_eq!(
+            ok("SESSION=/bin/sh\nSESSION=(/bin/zsh -i)").session,
+            strs(&["/bin/zsh", "-i"])
+        );
+        // An overridden bad value is still a mistake worth reporting.
+        refused("STOP_TIMEOUT=x\nSTOP_TIMEOUT=1\n", 1, "STOP_TIMEOUT");
+    }
+
+    #[test]
+    fn error_display_format() {
+        let e = p("HOSTNAME=a\nFOO=1\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{FILE}:2: unknown key FOO (known keys: {})",
+                KEYS.join(", ")
+            )
+        );
+    }
+
+    // ---- refused constructs ----
+
+    #[test]
+    fn command_substitution() {
+        refused("LOWER=$(pwd)", 1, "command substitution");
+        refused("\nLOWER=\"/a$(pwd)\"", 2, "command substitution");
+        refused("LOWER=`pwd`", 1, "command substitution");
+        refused("LOWER=\"`pwd`\"", 1, "command substitution");
+        refused("BOOT=(a $(b))", 1, "command substitution");
+        refused("HOSTNAME=$((1+2))", 1, "arithmetic expansion");
+        refused("$(reboot)", 1, "command substitution");
+        refused("HOSTNAME=h\necho $(date)\n", 2, "`echo` is a command");
+    }
+
+    #[test]
+    fn separators_and_operators() {
+        refused("HOSTNAME=a; STOP_TIMEOUT=1", 1, "`;`");
+        refused("\n;\n", 2, "`;`");
+        refused("HOSTNAME=a && STOP_TIMEOUT=1", 1, "`&&`");
+        refused("HOSTNAME=a || STOP_TIMEOUT=1", 1, "`||`");
+        refused("HOSTNAME=a | cat", 1, "`|`: pipes");
+        refused("HOSTNAME=a &", 1, "`&`: background");
+        refused("HOSTNAME=a >/tmp/x", 1, "`>`: redirections");
+        refused("HOSTNAME=a>/tmp/x", 1, "`>`: redirections");
+        refused("HOSTNAME=a >>/tmp/x", 1, "redirections");
+        refused("HOSTNAME=a </tmp/x", 1, "`<`: redirections");
+        refused("HOSTNAME=a 2>/dev/null", 1, "`>`: redirections");
+        refused("2>/dev/null", 1, "`>`: redirections");
+        refused("BOOT=<(true)", 1, "process substitution");
+        refused("LOWER= (x)", 1, "unquoted `(`");
+        refused("(HOSTNAME=a)", 1, "unquoted `(`");
+        refused(")", 1, "unmatched `)`");
+        refused("HOSTNAME=a)", 1, "unmatched `)`");
+    }
+
+    #[test]
+    fn functions_and_control_structures() {
+        refused("f() { :; }", 1, "functions are not supported");
+        refused("f () {\n:\n}", 1, "functions are not supported");
+        refused("function f {\n}", 1, "functions are not supported");
+        refused("if true; then HOSTNAME=a; fi", 1, "control structures");
+        refused("for x in a; do :; done", 1, "control structures");
+        refused("{ HOSTNAME=a; }", 1, "control structures");
+        refused("[[ -e /x ]]", 1, "control structures");
+    }
+
+    #[test]
+    fn commands() {
+        refused("echo hi", 1, "`echo` is a command");
+        refused("HOSTNAME=a echo hi", 1, "`echo` after an assignment");
+        refused("source other", 1, "including other files");
+        refused(". ./other", 1, "including other files");
+        refused("declare -a SHARE=(/a)", 1, "`declare` is not supported");
+        refused("readonly LOWER=/", 1, "`readonly` is not supported");
+        refused("1A=x", 1, "`1A` is not a valid key name");
+        refused("\"LOWER\"=/", 1, "not a valid key name");
+        refused("export", 1, "`export` without an assignment");
+        refused("export # nothing", 1, "`export` without an assignment");
+        refused("export -n LOWER", 1, "options to `export`");
+        refused("export FOO", 1, "unknown key FOO");
+        // `export ls` would export a variable `ls`.
+        refused("export LOWER=/ ls -l", 1, "unknown key ls");
+        refused("export LOWER=/ $(ls)", 1, "command substitution");
+        refused("~/bin/setup", 1, "home directory");
+    }
+
+    #[test]
+    fn assignment_forms() {
+        refused("SHARE+=(/x)", 1, "appending");
+        refused("SHARE[0]=/x", 1, "single array elements");
+        refused("HOSTNAME = web", 1, "no spaces around `=`");
+        refused("HOSTNAME =web", 1, "no spaces around `=`");
+        refused("SESSION=(/bin/sh)\nSESSION=/bin/zsh\n", 2, "first element");
+        refused("SHARE=(/a)x", 1, "right after the `)`");
+        refused("SHARE=(/a)# c", 1, "`#` right after the `)`");
+    }
+
+    #[test]
+    fn globs_in_arrays() {
+        refused("SHARE=(/srv/*)", 1, "`*` in an array element");
+        refused("BOOT=(a?)", 1, "`?` in an array element");
+        refused("BOOT=(\n x\n [ab]\n)", 3, "`[` in an array element");
+        refused("BOOT=([0]=x)", 1, "array indices");
+        refused("BOOT=(a{b,c})", 1, "brace expansion");
+        refused("HALT=\"/x/*\"\nBOOT=(a $HALT)", 2, "filename pattern");
+        refused("BOOT=(a (b))", 1, "unquoted `(` inside an array");
+        refused("BOOT=(a;b)", 1, "unquoted `;` inside an array");
+    }
+
+    #[test]
+    fn tilde() {
+        refused("LOWER=~/x", 1, "home directory");
+        refused("LOWER=/a:~/b", 1, "home directory");
+        refused("SHARE=(~/x)", 1, "home directory");
+        refused("SHARE=(x=~)", 1, "home directory");
+    }
+
+    #[test]
+    fn expansion_operators() {
+        refused(
+            "LOWER=${X:-/x}",
+            1,
+            "`${X:-/x}`: a parameter expansion operator",
+        );
+        refused("LOWER=${SUB%b}", 1, "parameter expansion operator");
+        refused("LOWER=\"${SUB/w/x}\"", 1, "parameter expansion operator");
+        refused("HOSTNAME=${#SUB}", 1, "length operator");
+        refused("HOSTNAME=${!SUB}", 1, "indirect expansion");
+        refused("SHARE=(/a)\nLOWER=${SHARE[0]}", 2, "array subscripting");
+        refused("HOSTNAME=${}", 1, "empty expansion");
+        refused("HOSTNAME=${1}", 1, "special parameter");
+        refused("HOSTNAME=$1", 1, "special parameters");
+        refused("HOSTNAME=\"$@\"", 1, "special parameters");
+        refused("HOSTNAME=$$", 1, "special parameters");
+        refused("HOSTNAME=$?", 1, "special parameters");
+        refused("HOSTNAME=$'web'", 1, "ANSI-C quoting");
+        refused("HOSTNAME=$\"web\"", 1, "locale translation");
+    }
+
+    #[test]
+    fn unknown_variables() {
+        let e = refused("LOWER=$HOME/base", 1, "$HOME: unknown variable");
+        assert!(e.fix.contains("environment is not used"), "{e}");
+        let e = refused("LOWER=/$SUB_x", 1, "$SUB_x: unknown variable");
+        assert!(e.fix.contains("${SUB}_x"), "{e}");
+        let e = refused("LOWER=/$SUBHOSTx", 1, "unknown variable");
+        assert!(e.fix.contains("${SUBHOST}x"), "{e}");
+        refused(
+            "SESSION=\"/bin/echo $HOSTNAME\"",
+            1,
+            "HOSTNAME is not assigned above",
+        );
+        refused("\nSHARE=(/a)\nLOWER=$SHARE", 3, "$SHARE is an array");
+    }
+
+    #[test]
+    fn unterminated() {
+        refused("HOSTNAME=h\nLOWER='/a\n\n", 2, "unterminated single quote");
+        refused("LOWER=\"/a\nHOSTNAME=b\n", 1, "unterminated double quote");
+        refused("LOWER=${SUB", 1, "unterminated `${`");
+        refused("SHARE=(/a\n/b\n", 1, "unterminated array");
+        refused("BOOT=(a \"b)\n", 1, "unterminated double quote");
+    }
+
+    #[test]
+    fn keys() {
+        let e = refused("FOO=1", 1, "unknown key FOO");
+        for k in KEYS {
+            assert!(e.fix.contains(k), "{e}");
+        }
+        refused("lower=/", 1, "did you mean LOWER");
+        refused("SUB=x", 1, "SUB is set by subhost-launch");
+        refused("SUBHOST=/x", 1, "SUBHOST is set by subhost-launch");
+        refused("PATH=/bin", 1, "unknown key PATH");
+    }
+
+    #[test]
+    fn stray_characters() {
+        refused("HOSTNAME=a\r\n", 1, "DOS line endings");
+        refused("HOSTNAME=a\nLOWER=/\rx\n", 2, "carriage return");
+        refused("\nHOSTNAME=a\0", 2, "NUL");
+    }
+
+    // ---- values of each key ----
+
+    #[test]
+    fn lower() {
+        assert!(ok("LOWER=").lower.is_empty());
+        assert!(ok("LOWER=''").lower.is_empty());
+        assert_eq!(
+            ok("LOWER=/opt/subhost/base:/").lower,
+            paths(&["/opt/subhost/base", "/"])
+        );
+        refused("LOWER=base", 1, "\"base\" is not an absolute path");
+        refused("LOWER=/a::/b", 1, "empty path");
+        refused("LOWER=/a:", 1, "empty path");
+        refused("LOWER=/a,b", 1, "comma");
+        refused("LOWER=(/a /b)", 1, "LOWER: takes a single value");
+    }
+
+    #[test]
+    fn bridges() {
+        let c = ok("BRIDGES=(br0=02:AB:cd:EF:01:ff br-lan.10 abcdefghijklmno=)");
+        assert_eq!(c.bridges[0].mac, Some([2, 0xab, 0xcd, 0xef, 1, 0xff]));
+        assert_eq!(c.bridges[1].bridge.as_deref(), Some("br-lan.10"));
+        assert_eq!(
+            c.bridges[2],
+            Cable {
+                bridge: Some("abcdefghijklmno".into()),
+                mac: None
+            }
+        );
+        assert_eq!(
+            ok("BRIDGES=(=02:00:00:00:00:01)").bridges[0],
+            Cable {
+                bridge: None,
+                mac: Some([2, 0, 0, 0, 0, 1])
+            }
+        );
+        refused("BRIDGES=br0", 1, "BRIDGES: takes an array");
+        refused("BRIDGES=", 1, "BRIDGES: takes an array");
+        refused("BRIDGES=(abcdefghijklmnop)", 1, "at most 15");
+        refused("BRIDGES=(a/b)", 1, "contains '/'");
+        refused("BRIDGES=(a:b)", 1, "contains ':'");
+        refused("BRIDGES=('a b')", 1, "contains ' '");
+        refused("BRIDGES=(..)", 1, "not an interface name");
+        for mac in [
+            "02:00:00:00:01",
+            "02:00:00:00:01:0g",
+            "0200.0000.0101",
+            "2:0:0:0:1:1",
+            "02:00:00:00:01:01:03",
+            "02-00-00-00-01-01",
+        ] {
+            refused(&format!("BRIDGES=(br0={mac})"), 1, "is not a MAC address");
+        }
+        let e = refused("BRIDGES=(br0=01:00:5e:00:00:01)", 1, "multicast");
+        assert!(e.fix.contains("02:00:5e:00:00:01"), "{e}");
+        refused("BRIDGES=(br0=03:00:00:00:00:01)", 1, "multicast");
+        refused("BRIDGES=(br0=ff:ff:ff:ff:ff:ff)", 1, "multicast");
+        refused(
+            "BRIDGES=(br0=00:00:00:00:00:00)",
+            1,
+            "not a valid interface address",
+        );
+        // The element's own line is reported.
+        refused(
+            "BRIDGES=(\n br0\n br1=zz\n)",
+            3,
+            "BRIDGES: \"zz\" is not a MAC address",
+        );
+    }
+
+    #[test]
+    fn bridge_count() {
+        let hundred = vec!["="; MAX_CABLES].join(" ");
+        assert_eq!(
+            ok(&format!("BRIDGES=({hundred})")).bridges.len(),
+            MAX_CABLES
+        );
+        refused(&format!("BRIDGES=({hundred} =)"), 1, "101 cables");
+    }
+
+    #[test]
+    fn hostname() {
+        assert_eq!(ok("HOSTNAME=web-1.example_x").hostname, "web-1.example_x");
+        let longest = format!("{}.{}", "a".repeat(63), "");
+        refused(&format!("HOSTNAME={longest}"), 1, "empty label");
+        let max = format!("{}.{}", "a".repeat(40), "b".repeat(23));
+        assert_eq!(ok(&format!("HOSTNAME={max}")).hostname.len(), 64);
+        refused(&format!("HOSTNAME={max}c"), 1, "at most 64");
+        refused(&format!("HOSTNAME={}", "a".repeat(64)), 1, "more than 63");
+        refused("HOSTNAME=", 1, "HOSTNAME: is empty");
+        refused("HOSTNAME=a..b", 1, "empty label");
+        refused("HOSTNAME=.a", 1, "empty label");
+        refused("HOSTNAME=-a", 1, "starts with '-'");
+        refused("HOSTNAME='a b'", 1, "contains ' '");
+        refused("HOSTNAME=a/b", 1, "contains '/'");
+        refused("HOSTNAME=(a)", 1, "takes a single value");
+    }
+
+    #[test]
+    fn share() {
+        let c = ok("SHARE=(/srv/data /host/path:/inner/path '/with space:/in side')");
+        assert_eq!(
+            c.share,
+            vec![
+                Share {
+                    host: "/srv/data".into(),
+                    inner: "/srv/data".into()
+                },
+                Share {
+                    host: "/host/path".into(),
+                    inner: "/inner/path".into()
+                },
+                Share {
+                    host: "/with space".into(),
+                    inner: "/in side".into()
+                },
+            ]
+        );
+        refused("SHARE=(data)", 1, "host path \"data\" is not absolute");
+        refused(
+            "SHARE=(/data:data)",
+            1,
+            "inner path \"data\" is not absolute",
+        );
+        refused("SHARE=(/data:)", 1, "empty inner path");
+        refused("SHARE=(:/data)", 1, "empty host path");
+        refused("SHARE=(/data:/../etc)", 1, "`..`");
+        refused("SHARE=(/data:/)", 1, "subhost's root");
+        refused("SHARE=(/data:/.)", 1, "subhost's root");
+        refused("SHARE=/data", 1, "SHARE: takes an array");
+    }
+
+    #[test]
+    fn stop_timeout() {
+        assert_eq!(ok("STOP_TIMEOUT=0").stop_timeout, 0);
+        assert_eq!(ok("STOP_TIMEOUT=4294967295").stop_timeout, u32::MAX);
+        assert_eq!(ok("STOP_TIMEOUT=007").stop_timeout, 7);
+        for bad in ["-1", "1.5", "5s", "+5", "' 5'"] {
+            refused(&format!("STOP_TIMEOUT={bad}"), 1, "not a whole number");
+        }
+        refused("STOP_TIMEOUT=", 1, "STOP_TIMEOUT: is empty");
+        refused("STOP_TIMEOUT=4294967296", 1, "too long");
+        refused("STOP_TIMEOUT=(5)", 1, "takes a single value");
+    }
+
+    #[test]
+    fn session() {
+        assert_eq!(ok("SESSION=/bin/sh").session, strs(&["/bin/sh"]));
+        assert_eq!(
+            ok("SESSION='  /bin/sh   -i '").session,
+            strs(&["/bin/sh", "-i"])
+        );
+        assert_eq!(
+            ok("SESSION=(/bin/sh -c 'a  b' '')").session,
+            strs(&["/bin/sh", "-c", "a  b", ""])
+        );
+        refused("SESSION=", 1, "SESSION: the command is empty");
+        refused("SESSION=()", 1, "the command is empty");
+        refused("SESSION=('' x)", 1, "command name (first element) is empty");
+        let e = refused("SESSION=\"sh -c 'echo hi'\"", 1, "contains `'`");
+        assert!(e.fix.contains("array"), "{e}");
+        refused("SESSION='a\\ b'", 1, "contains `\\`");
+        refused("SESSION='a \"b\"'", 1, "contains `\"`");
+    }
+
+    #[test]
+    fn boot_and_halt() {
+        let c = ok("BOOT=\"/etc/init.d/rc 2\"\nHALT=(/etc/init.d/rc 0)");
+        assert_eq!(c.boot, Some(strs(&["/etc/init.d/rc", "2"])));
+        assert_eq!(c.halt, Some(strs(&["/etc/init.d/rc", "0"])));
+        let c = ok("BOOT=\nHALT=()");
+        assert_eq!((c.boot, c.halt), (None, None));
+        refused("BOOT=\"sh -c 'x'\"", 1, "BOOT: ");
+        refused("HALT=(\"\")", 1, "HALT: the command name");
+    }
+
+    #[test]
+    fn start() {
+        assert_eq!(
+            ok("START=(ssh cron /usr/sbin/httpd)").start,
+            strs(&["ssh", "cron", "/usr/sbin/httpd"])
+        );
+        assert_eq!(ok("START=\"ssh  cron\"").start, strs(&["ssh", "cron"]));
+        assert!(ok("START=").start.is_empty());
+        refused("START=(ssh init.d/cron)", 1, "relative path");
+        refused("START=(-x)", 1, "not a service name");
+        refused("START=(..)", 1, "not a service name");
+        refused("START=('a b')", 1, "not a service name");
+        refused("START=(ssh '')", 1, "empty");
+        refused("START=(\nssh\n\n../x\n)", 4, "relative path");
+    }
+
+    #[test]
+    fn memory_max() {
+        let m = |v: &str| ok(&format!("MEMORY_MAX={v}")).memory_max;
+        assert_eq!(m("512M"), Some(512 << 20));
+        assert_eq!(m("1g"), Some(1 << 30));
+        assert_eq!(m("2T"), Some(2 << 40));
+        assert_eq!(m("64k"), Some(64 << 10));
+        assert_eq!(m("1000000"), Some(1_000_000));
+        assert_eq!(m("max"), None);
+        assert_eq!(m(""), None);
+        refused("MEMORY_MAX=0", 1, "no memory");
+        refused("MEMORY_MAX=0G", 1, "no memory");
+        for bad in ["12X", "M", "-1", "1.5G", "1 G", "MAX", "1GB"] {
+            refused(&format!("MEMORY_MAX='{bad}'"), 1, "is not a size");
+        }
+        refused("MEMORY_MAX=99999999999T", 1, "too large");
+        refused("MEMORY_MAX=99999999999999999999", 1, "too large");
+        refused("MEMORY_MAX=(1G)", 1, "takes a single value");
+    }
+
+    #[test]
+    fn cpu_max() {
+        let c = |v: &str| ok(&format!("CPU_MAX='{v}'")).cpu_max;
+        assert_eq!(c("50%"), Some("50000 100000".into()));
+        assert_eq!(c("200%"), Some("200000 100000".into()));
+        assert_eq!(c("1%"), Some("1000 100000".into()));
+        assert_eq!(c("20000"), Some("20000 100000".into()));
+        assert_eq!(c("20000 50000"), Some("20000 50000".into()));
+        assert_eq!(c(" 020000  50000 "), Some("20000 50000".into()));
+        assert_eq!(c("max"), None);
+        assert_eq!(c("max 100000"), None);
+        assert_eq!(c(""), None);
+        refused("CPU_MAX=0%", 1, "0% would stop");
+        refused("CPU_MAX='500 100000'", 1, "minimum of 1000");
+        refused("CPU_MAX='1000 10'", 1, "outside the kernel's");
+        refused("CPU_MAX='max 10'", 1, "outside the kernel's");
+        refused("CPU_MAX='1000 2000000'", 1, "outside the kernel's");
+        refused("CPU_MAX=50.5%", 1, "not a whole percentage");
+        refused("CPU_MAX=x%", 1, "not a whole percentage");
+        refused("CPU_MAX='1 2 3'", 1, "not a CPU limit");
+        refused("CPU_MAX=half", 1, "not a CPU limit");
+        refused("CPU_MAX=99999999999999999999%", 1, "not a whole percentage");
+        refused("CPU_MAX=999999999999999999%", 1, "too large");
+    }
+
+    #[test]
+    fn pids_max() {
+        assert_eq!(ok("PIDS_MAX=100").pids_max, Some(100));
+        assert_eq!(ok("PIDS_MAX=max").pids_max, None);
+        assert_eq!(ok("PIDS_MAX=").pids_max, None);
+        refused("PIDS_MAX=0", 1, "at least 1");
+        refused("PIDS_MAX=lots", 1, "not a number of processes");
+        refused("PIDS_MAX=-5", 1, "not a number of processes");
+    }
+
+    #[test]
+    fn cgroup_parent() {
+        let g = |v: &str| ok(&format!("CGROUP_PARENT='{v}'")).cgroup_parent;
+        assert_eq!(g("/subhost"), Some("/subhost".into()));
+        assert_eq!(g("/a/b.slice/"), Some("/a/b.slice".into()));
+        assert_eq!(g(""), None);
+        refused("CGROUP_PARENT=/", 1, "root of the cgroup hierarchy");
+        refused("CGROUP_PARENT=//", 1, "root of the cgroup hierarchy");
+        refused(
+            "CGROUP_PARENT=subhost",
+            1,
+            "not a path from the cgroup root",
+        );
+        refused("CGROUP_PARENT=/a/../b", 1, "`..`");
+        refused("CGROUP_PARENT=/a//b", 1, "empty");
+        refused("CGROUP_PARENT=/a/./b", 1, "`.`");
+    }
+
+    #[test]
+    fn capabilities() {
+        let c = ok("CAPS_DROP=(sys_time CAP_SYS_MODULE Cap_Net_Raw sys_time)\nCAPS_KEEP=\"SYS_ADMIN  bpf\"");
+        assert_eq!(
+            c.caps_drop,
+            strs(&["CAP_SYS_TIME", "CAP_SYS_MODULE", "CAP_NET_RAW"])
+        );
+        assert_eq!(c.caps_keep, strs(&["CAP_SYS_ADMIN", "CAP_BPF"]));
+        let e = refused(
+            "CAPS_DROP=(\nSYS_TIME\nSYS_FOO\n)",
+            3,
+            "\"SYS_FOO\" is not a Linux capability",
+        );
+        assert!(e.fix.contains("CHECKPOINT_RESTORE"), "{e}");
+        refused("CAPS_KEEP=CAP_", 1, "not a Linux capability");
+        refused(
+            "CAPS_DROP=(SYS_TIME)\nHOSTNAME=h\nCAPS_KEEP=(cap_sys_time)\n",
+            3,
+            "CAP_SYS_TIME is in both CAPS_DROP (line 1) and CAPS_KEEP (line 3)",
+        );
+        // The later of two assignments decides, so an overridden overlap is fine.
+        ok("CAPS_DROP=(SYS_TIME)\nCAPS_KEEP=(SYS_TIME)\nCAPS_KEEP=()\n");
+    }
+
+    #[test]
+    fn capability_table() {
+        assert_eq!(capability_number("CAP_CHOWN"), Some(0));
+        assert_eq!(capability_number("CAP_SYS_ADMIN"), Some(21));
+        assert_eq!(capability_number("CAP_SYS_TIME"), Some(25));
+        assert_eq!(capability_number("CAP_CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(capability_number("SYS_TIME"), None);
+        let mut seen = std::collections::HashSet::new();
+        for c in CAPABILITIES {
+            assert!(c.starts_with("CAP_") && c == c.to_ascii_uppercase(), "{c}");
+            assert!(seen.insert(c), "duplicate {c}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_base_only_matters_when_expanded() {
+        use std::os::unix::ffi::OsStrExt;
+        let base = Path::new(std::ffi::OsStr::from_bytes(b"/s\xff"));
+        assert!(parse(Path::new(FILE), "HOSTNAME=$SUB", "web", base).is_ok());
+        let e = parse(Path::new(FILE), "LOWER=$SUBHOST/x", "web", base).unwrap_err();
+        assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+    }
+
+    // ---- load ----
+
+    /// A temp dir removed on drop, even when the test fails.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir()
+                .join(format!("subhost-test-config-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn load_missing_file_gives_defaults() {
+        let t = TempDir::new("missing");
+        let c = load(&t.0.join("config"), "web", &t.0).unwrap();
+        assert_eq!(c, Config::defaults("web"));
+    }
+
+    #[test]
+    fn load_reads_and_expands() {
+        let t = TempDir::new("read");
+        let file = t.0.join("config");
+        std::fs::write(&file, "LOWER=$SUBHOST/base\nHOSTNAME=$SUB-x\n").unwrap();
+        let c = load(&file, "web", &t.0).unwrap();
+        assert_eq!(c.lower, vec![t.0.join("base")]);
+        assert_eq!(c.hostname, "web-x");
+        std::fs::write(&file, "HOSTNAME=a\nBOOT=$(x)\n").unwrap();
+        let e = load(&file, "web", &t.0).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2: ", file.display())), "{e}");
+    }
+
+    #[test]
+    fn load_unreadable_file_names_it() {
+        let t = TempDir::new("unreadable");
+        // Root reads any mode, so a directory stands in for an unreadable file.
+        let file = t.0.join("config");
+        std::fs::create_dir(&file).unwrap();
+        let e = load(&file, "web", &t.0).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: cannot read", file.display())),
+            "{e}"
+        );
+        // A dangling symlink is a broken config, not a missing one.
+        let link = t.0.join("link");
+        std::os::unix::fs::symlink(t.0.join("nowhere"), &link).unwrap();
+        let e = load(&link, "web", &t.0).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: cannot read", link.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_non_utf8_names_the_line() {
+        let t = TempDir::new("utf8");
+        let file = t.0.join("config");
+        std::fs::write(&file, b"HOSTNAME=a\n# caf\xe9\n").unwrap();
+        let e = load(&file, "web", &t.0).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2: ", file.display())), "{e}");
+        assert!(e.contains("UTF-8"), "{e}");
+    }
+
+    // ---- agreement with bash ----
+
+    /// What bash makes of `text` when sourced: each key's elements (a plain
+    /// value is one element).
+    fn bash_values(text: &str, keys: &[&str]) -> HashMap<String, Vec<String>> {
+        let t = TempDir::new(&format!("bash{}", text.len()));
+        let file = t.0.join("config");
+        std::fs::write(&file, text).unwrap();
+        let script = r#"SUB=web; SUBHOST=/s; source "$1" || exit 9
+            for k in "${@:2}"; do r="$k[@]"; printf '%s\037' "$k" "${!r}"; printf '\036'; done"#;
+        let out = std::process::Command::new("timeout")
+            .args(["10", "bash", "--noprofile", "--norc", "-c", script, "bash"])
+            .arg(&file)
+            .args(keys)
+            .env_clear()
+            .output()
+            .expect("run bash");
+        assert!(out.status.success(), "bash failed on {text:?}: {:?}", out);
+        assert!(
+            out.stderr.is_empty(),
+            "bash complained about {text:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout
+            .split('\u{1e}')
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                let mut parts: Vec<String> = r.split('\u{1f}').map(str::to_string).collect();
+                parts.pop(); // after the last separator
+                let key = parts.remove(0);
+                (key, parts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accepted_constructs_mean_what_they_mean_to_bash() {
+        let corpus = [
+            "LOWER=\"/a b\":'/c d'\nHOSTNAME=a\"b-c\"'d'\nSESSION=/bin/sh\" -c\"' x'\n",
+            "LOWER=\"/a\\\"b\\\\c\\$d\\e\\`f\"\nBOOT=(a\\ b \\* \\'q)\nSHARE=(/a\\ b\\$c\\\\d)\n",
+            "LOWER=$SUBHOST/base:${SUBHOST}/$SUB\nHOSTNAME=$SUB-1\nSESSION=\"/bin/echo $HOSTNAME\"\nHALT=/$SUB/$SUBHOST\n",
+            "LOWER=/a$\nHALT=\"/a$ b\"\nBOOT=(\"$'x'\" a$/b '$SUB')\n",
+            "export LOWER=/\nexport HOSTNAME=h STOP_TIMEOUT=3\nexport LOWER\n",
+            "HOSTNAME=h # trailing\nLOWER=/a#b\nSHARE=(/x) # after\nBOOT=#x\nHALT=(a#b #c\n)\n",
+            "LOWER=/a:\\\n/b\nHOSTNAME=h \\\n  STOP_TIMEOUT=2\nLOW\\\nER=/x\nSESSION=\"/a\\\nb\"\nBOOT=('a\\\nb')\n# note \\\nHALT=h\n",
+            "BRIDGES=(\n  br0 # first\n  br1=02:00:00:00:01:01\n\n  =\n  \"\"\n)\nSESSION=(/bin/sh -c \"echo hi there\")\nSHARE=( \n )\n",
+            "HALT=\"/sbin/stop  now\"\nBOOT=($HALT extra \"$HALT\" x$HALT)\n",
+            "HALT=\nBOOT=(/x $HALT \"$HALT\" ''$HALT)\n",
+            "LOWER=/a*:/a?[b]{c}\nBOOT=(ls \"*\" '?' \\[)\nHALT=/a~b\n",
+            "HOSTNAME=a\nHOSTNAME=b\nBRIDGES=(a b)\nBRIDGES=(c)\nSESSION=/bin/sh\nSESSION=(/bin/zsh -i)\n",
+            "CPU_MAX='50%'\nMEMORY_MAX=512M\nCAPS_DROP=(sys_time)\nCGROUP_PARENT=/a/b/\nSTART=\"ssh cron\"\n",
+            "HOSTNAME=''box\"\"\nLOWER=/a\\\n",
+            "export SHARE=(/a /b:/c)\nHOSTNAME=h BOOT=\"/x $HOSTNAME\" HALT=$BOOT\n",
+            "SESSION=(\"$SUB\"'$SUB'$SUB\\$SUB)\nLOWER=/${SUB}_x:/$SUB-x\n",
+            "HALT=/a{b,c}\nBOOT=(if then \\#x a=b a$ \"${SUB}\"$SUB)\nSESSION=\"a\nb\"\n",
+            "BOOT=(a # )\n b)\nSHARE=(\\\n/a \\\n/b)\nLOWER=/x\\",
+            "\tHOSTNAME=h\tSTOP_TIMEOUT=1\t#\nLOWER=/caf\u{e9}:/\u{65e5}\n",
+        ];
+        for text in corpus {
+            let parser = Parser::new(Path::new(FILE), text, "web", Path::new("/s"))
+                .run()
+                .unwrap_or_else(|e| panic!("{text:?} was refused: {e}"));
+            let ours: HashMap<String, Vec<String>> = parser
+                .vars
+                .iter()
+                .map(|(k, v)| {
+                    let elems = match &v.value {
+                        Value::Scalar(s) => vec![s.clone()],
+                        Value::Array(e) => e.iter().map(|e| e.text.clone()).collect(),
+                    };
+                    (k.clone(), elems)
+                })
+                .collect();
+            let keys: Vec<&str> = ours.keys().map(String::as_str).collect();
+            assert_eq!(ours, bash_values(text, &keys), "{text:?}");
+        }
+    }
 }
