@@ -247,10 +247,18 @@ pub fn run_input(cmd: &mut Command, input: Vec<u8>, limit: Duration) -> Finished
     done
 }
 
-/// Spawns `cmd` as the leader of its own process group so a timeout can
-/// kill everything it started.
+/// Spawns `cmd` as the leader of a new session (and so of its own process
+/// group): a timeout can kill everything it started, and nothing it runs can
+/// reach the terminal of whoever runs the suite.
 pub fn spawn_group(cmd: &mut Command) -> Child {
-    cmd.process_group(0);
+    // SAFETY: setsid is async-signal-safe and the closure touches no memory
+    // of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
     cmd.spawn()
         .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()))
 }
@@ -312,20 +320,6 @@ where
     let mut c = Command::new(program);
     c.args(args);
     c
-}
-
-/// Makes `cmd` start in a new session, without the caller's controlling
-/// terminal, so that nothing a test runs can touch the tty of whoever runs
-/// the suite.
-pub fn new_session(cmd: &mut Command) -> &mut Command {
-    // SAFETY: setsid is async-signal-safe and the closure touches no
-    // memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        })
-    }
 }
 
 /// Makes a minimal busybox root at `dir`: /bin with busybox and its applets,

@@ -52,7 +52,6 @@ impl Subhost {
     fn launch(&self) -> Command {
         let mut c = Command::new(launch_bin());
         c.env("SUBHOST", self.base());
-        new_session(&mut c);
         c
     }
 
@@ -302,7 +301,6 @@ exit [lindex $result 3]
     );
     let mut c = cmd("expect", ["-c", &script]);
     c.env("SUBHOST", s.base());
-    new_session(&mut c);
     let out = run_timeout(&mut c, LIMIT);
     assert_eq!(out.code(), 5, "{}", out.describe());
     // The session's terminal is a pty of the subhost's own devpts.
