@@ -1,0 +1,170 @@
+//! `start`: set up (or reuse) a subhost's mounts and network, run its init
+//! as PID 1 of new namespaces, and supervise the session.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use log::{info, warn};
+use nix::sys::signal::SigmaskHow;
+
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::{mounts, netns, sandbox, state, supervisor, tty};
+
+/// The cables of a subhost as netns links: `NAMEi` on the host, `ethi`
+/// inside.
+fn links(layout: &Layout, cfg: &Config) -> Vec<netns::Link> {
+    cfg.bridges
+        .iter()
+        .enumerate()
+        .map(|(i, c)| netns::Link {
+            host_if: layout.host_if(i),
+            inner_if: format!("eth{i}"),
+            bridge: c.bridge.clone(),
+            mac: c.mac,
+        })
+        .collect()
+}
+
+pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
+    let layout = Layout::new(base, name)?;
+    if !layout.dir.is_dir() {
+        bail!(
+            "no subhost {name}: {} is not a directory (make it, with root/ inside and a config)",
+            layout.dir.display()
+        );
+    }
+    let cfg = crate::config::load(&layout.config(), name, base)?;
+    Ok((layout, cfg))
+}
+
+/// Undoes the host-side setup of a `start` that failed, unless disarmed.
+struct Undo<'a> {
+    layout: &'a Layout,
+    mounts: bool,
+    netns: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if self.netns {
+            info!("undo: deleting netns {}", self.layout.name);
+            if let Err(e) = netns::delete(&self.layout.name, Duration::from_secs(5)) {
+                warn!("undo: {e:#}");
+            }
+        }
+        if self.mounts {
+            info!("undo: unmounting {}", self.layout.live().display());
+            if let Err(e) = mounts::deactivate(self.layout) {
+                warn!("undo: {e:#}");
+            }
+        }
+    }
+}
+
+pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Result<i32> {
+    let (layout, cfg) = open_subhost(base, name)?;
+    let session = if command.is_empty() {
+        cfg.session.clone()
+    } else {
+        command
+    };
+    let mount_steps = mounts::plan(&layout, &cfg);
+    let links = links(&layout, &cfg);
+    let inner = sandbox::plan(&layout, &cfg);
+    let argv = sandbox::init_argv(cfg.stop_timeout, &session)?;
+    if dry_run {
+        print_start_plan(&layout, &mount_steps, &links, &inner, &argv);
+        return Ok(0);
+    }
+
+    let lock = state::lock(name)?;
+    if let Some(init) = state::running_init(name) {
+        bail!(
+            "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
+            init.pid
+        );
+    }
+    let (_, init_fd) = sandbox::open_init()?;
+    let mut undo = Undo {
+        layout: &layout,
+        mounts: false,
+        netns: false,
+    };
+    if mounts::is_active(&layout) {
+        info!("{} is mounted: reusing it", layout.live().display());
+    } else {
+        undo.mounts = true;
+        mounts::activate(&mount_steps)?;
+    }
+    if netns::exists(name) {
+        info!("netns {name} exists: reusing it");
+    } else {
+        undo.netns = true;
+        netns::create(name, &links)?;
+    }
+    let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
+    let pty = tty::is_tty(std::io::stdin().as_fd());
+
+    // Signals stay blocked from here on: the supervisor takes them from a
+    // signalfd, and the child unblocks them just before exec.
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
+        .context("cannot block signals")?;
+    let child = sandbox::spawn(sandbox::Spawn {
+        steps: &inner,
+        netns: netns_fd,
+        init: init_fd,
+        argv,
+        env: sandbox::session_env(),
+        pty,
+        live: layout.live(),
+    })
+    .with_context(|| format!("cannot start subhost {name}"))?;
+    let id = state::ProcId::of(child.pid.as_raw());
+    match &id {
+        Ok(id) => state::record_init(name, *id)?,
+        Err(e) => warn!("cannot record init PID {}: {e}", child.pid),
+    }
+    undo.mounts = false;
+    undo.netns = false;
+    drop(lock);
+    info!("subhost {name} started, init PID {}", child.pid);
+
+    let status = supervisor::supervise(child.pid, child.master);
+    if status.is_err() {
+        // Without its launcher a foreground subhost has no one to wait for
+        // it or relay its terminal: take it down rather than orphan it.
+        let _ = nix::sys::signal::kill(child.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child.pid, None);
+    }
+    state::clear_init(name, id.ok());
+    status
+}
+
+fn print_start_plan(
+    layout: &Layout,
+    mount_steps: &[mounts::Step],
+    links: &[netns::Link],
+    inner: &[sandbox::Step],
+    argv: &[std::ffi::CString],
+) {
+    let name = &layout.name;
+    let reuse = |yes: bool| if yes { " (exists: reused)" } else { "" };
+    println!("# host mounts{}", reuse(mounts::is_active(layout)));
+    for s in mount_steps {
+        println!("{s}");
+    }
+    println!("# network{}", reuse(netns::exists(name)));
+    println!("{}", netns::plan(name, links));
+    println!("# sandbox: new pid, mount, uts and ipc namespaces, joining netns {name}");
+    for s in inner {
+        println!("{s}");
+    }
+    let argv: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    println!("exec {}", argv.join(" "));
+}
