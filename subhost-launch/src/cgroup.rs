@@ -42,6 +42,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+#[cfg(test)]
+mod tests;
+
 /// Resource limits of one subhost; `None` leaves a resource unbounded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -80,8 +83,7 @@ pub fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>> {
             continue;
         }
         let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             bail!("line {}: expected ID:CONTROLLERS:PATH, got {line:?}", n + 1);
         };
         let hierarchy = id
@@ -111,9 +113,12 @@ pub fn read_proc_cgroup(pid: Pid) -> Result<Vec<Membership>> {
 /// The cgroup directories of process PID, one per mounted hierarchy it is
 /// in, e.g. to check that a process is inside a subhost's cgroups.
 pub fn dirs_of(pid: Pid) -> Result<Vec<PathBuf>> {
-    let text = fs::read_to_string("/proc/self/mountinfo")
-        .context("cannot read /proc/self/mountinfo")?;
-    Ok(member_dirs(&parse_mountinfo(&text), &read_proc_cgroup(pid)?))
+    let text =
+        fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    Ok(member_dirs(
+        &parse_mountinfo(&text),
+        &read_proc_cgroup(pid)?,
+    ))
 }
 
 fn member_dirs(mounts: &[Mount], lines: &[Membership]) -> Vec<PathBuf> {
@@ -173,7 +178,9 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -264,8 +271,8 @@ impl Host {
         };
         if let Some(m) = host.v2_mount() {
             let file = m.point.join("cgroup.controllers");
-            let text =
-                fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let point = m.point.clone();
             host.v2_controllers = text.split_whitespace().map(str::to_string).collect();
             host.v2_kill = v2_has_kill(&point);
@@ -431,11 +438,7 @@ impl fmt::Display for Plan {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.contains(['/', '\0', '\n'])
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0', '\n']) {
         bail!("{name:?} cannot name a cgroup: use a plain name without '/'");
     }
     Ok(())
@@ -446,7 +449,8 @@ fn check_parent(parent: &str) -> Result<String> {
     let p = Path::new(parent);
     let ok = parent.starts_with('/')
         && !parent.contains(['\0', '\n'])
-        && p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
         && p.components().count() > 1;
     if !ok {
         bail!(
@@ -563,7 +567,8 @@ fn plan_on(host: &Host, name: &str, parent: Option<&str>, limits: &Limits) -> Re
                     plan.writes.push(w("memory.swap.max", "0".into(), true));
                     plan.memory_usage = Some(dir.join("memory.current"));
                 } else {
-                    plan.writes.push(w("memory.limit_in_bytes", n.clone(), false));
+                    plan.writes
+                        .push(w("memory.limit_in_bytes", n.clone(), false));
                     plan.writes.push(w("memory.memsw.limit_in_bytes", n, true));
                     plan.memory_usage = Some(dir.join("memory.usage_in_bytes"));
                 }
@@ -577,11 +582,13 @@ fn plan_on(host: &Host, name: &str, parent: Option<&str>, limits: &Limits) -> Re
                 let (quota, period) = cpu.unwrap_or((None, 100_000));
                 if v2 {
                     let q = quota.map_or("max".to_string(), |q| q.to_string());
-                    plan.writes.push(w("cpu.max", format!("{q} {period}"), false));
+                    plan.writes
+                        .push(w("cpu.max", format!("{q} {period}"), false));
                 } else {
                     // The period first: the kernel checks the quota against it.
                     let q = quota.map_or("-1".to_string(), |q| q.to_string());
-                    plan.writes.push(w("cpu.cfs_period_us", period.to_string(), false));
+                    plan.writes
+                        .push(w("cpu.cfs_period_us", period.to_string(), false));
                     plan.writes.push(w("cpu.cfs_quota_us", q, false));
                 }
             }
@@ -653,7 +660,10 @@ fn errno_of(e: &io::Error) -> Errno {
 fn procs_in(dir: &Path) -> Result<Vec<i32>> {
     let file = dir.join("cgroup.procs");
     match fs::read_to_string(&file) {
-        Ok(text) => Ok(text.split_whitespace().filter_map(|p| p.parse().ok()).collect()),
+        Ok(text) => Ok(text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
     }
@@ -676,7 +686,8 @@ pub fn create(plan: &Plan) -> Result<Cgroup> {
 fn create_steps(plan: &Plan, made: &mut Vec<PathBuf>) -> Result<()> {
     for d in &plan.dirs {
         if let Some(p) = d.parent() {
-            fs::create_dir_all(p).with_context(|| format!("cannot create cgroup {}", p.display()))?;
+            fs::create_dir_all(p)
+                .with_context(|| format!("cannot create cgroup {}", p.display()))?;
         }
     }
     for e in &plan.enable {
@@ -744,7 +755,11 @@ fn enable_controller(e: &Enable) -> Result<()> {
             ctl.display()
         ),
         Err(err) => Err(err).with_context(|| {
-            format!("cannot enable cgroup v2 controller {} in {}", e.controller, ctl.display())
+            format!(
+                "cannot enable cgroup v2 controller {} in {}",
+                e.controller,
+                ctl.display()
+            )
         }),
     }
 }
@@ -959,7 +974,11 @@ impl Cgroup {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("processes {:?} of cgroup {} survived SIGKILL", procs_in(dir)?, dir.display());
+                bail!(
+                    "processes {:?} of cgroup {} survived SIGKILL",
+                    procs_in(dir)?,
+                    dir.display()
+                );
             }
             f.set(true)?;
             let thaw = Thaw(f);
