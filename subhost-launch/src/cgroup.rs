@@ -774,27 +774,41 @@ pub fn open(name: &str, parent: Option<&str>) -> Option<Cgroup> {
 fn open_on(host: &Host, name: &str, parent: Option<&str>) -> Option<Cgroup> {
     check_name(name).ok()?;
     let parent = parent.map(check_parent).transpose().ok()?;
+    let dirs: Vec<PathBuf> = host
+        .mounts
+        .iter()
+        .filter_map(|m| host.dir_in(m, name, parent.as_deref()).ok())
+        .collect();
+    existing(host, &dirs)
+}
+
+/// The cgroups in `dirs` that still exist, e.g. as recorded from
+/// `Cgroup::dirs` at start: `open` computes the default parent from the
+/// caller's own cgroup, which differs when `stop` runs from another session.
+/// Directories that are not on a cgroup mount are ignored.
+pub fn open_dirs(dirs: &[PathBuf]) -> Option<Cgroup> {
+    existing(&Host::probe().ok()?, dirs)
+}
+
+fn existing(host: &Host, candidates: &[PathBuf]) -> Option<Cgroup> {
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for m in &host.mounts {
-        let Ok(d) = host.dir_in(m, name, parent.as_deref()) else {
-            continue;
-        };
-        if d.is_dir() && !dirs.contains(&d) {
-            dirs.push(d);
+    for d in candidates {
+        let on_mount = host
+            .mounts
+            .iter()
+            .any(|m| d.starts_with(&m.point) && d != &m.point);
+        if on_mount && d.is_dir() && !dirs.contains(d) {
+            dirs.push(d.clone());
         }
     }
     if dirs.is_empty() {
         return None;
     }
-    let v2 = host
-        .v2_mount()
-        .and_then(|m| dirs.iter().find(|d| d.starts_with(&m.point)))
-        .cloned();
-    let freezer = host
-        .v1_mount(Ctrl::Freezer)
-        .and_then(|m| dirs.iter().find(|d| d.starts_with(&m.point)))
-        .cloned();
-    let kill = match (v2, freezer) {
+    let on = |m: Option<&Mount>| {
+        m.and_then(|m| dirs.iter().find(|d| d.starts_with(&m.point)))
+            .cloned()
+    };
+    let kill = match (on(host.v2_mount()), on(host.v1_mount(Ctrl::Freezer))) {
         (Some(d), _) if d.join("cgroup.kill").exists() => KillVia::CgroupKill(d),
         (_, Some(d)) => KillVia::V1Freezer(d),
         (Some(d), None) if d.join("cgroup.freeze").exists() => KillVia::V2Freeze(d),
@@ -805,12 +819,9 @@ fn open_on(host: &Host, name: &str, parent: Option<&str>) -> Option<Cgroup> {
             .flat_map(|d| files.iter().map(move |f| d.join(f)))
             .find(|f| f.exists())
     };
-    Some(Cgroup::new(
-        dirs.clone(),
-        kill,
-        find(&["memory.current", "memory.usage_in_bytes"]),
-        find(&["pids.current"]),
-    ))
+    let memory_usage = find(&["memory.current", "memory.usage_in_bytes"]);
+    let pids_usage = find(&["pids.current"]);
+    Some(Cgroup::new(dirs, kill, memory_usage, pids_usage))
 }
 
 /// Freezing, for kernels without `cgroup.kill`.

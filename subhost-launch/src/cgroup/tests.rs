@@ -385,7 +385,11 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.cg.kill_all(Duration::from_secs(5));
+        if self.cg.kill_all(Duration::from_secs(5)).is_err() {
+            // Whatever the bug, leave no process behind.
+            kill_each(&self.cg.pids().unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(200));
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
@@ -798,6 +802,11 @@ fn remove_is_idempotent_and_open_finds_only_what_exists() {
     got.sort();
     assert_eq!(got, want);
     assert_eq!(found.kill, g.cg.kill);
+    let recorded = open_dirs(g.cg.dirs()).expect("open_dirs finds the new cgroup");
+    assert_eq!(recorded.dirs(), g.cg.dirs());
+    assert_eq!(recorded.kill, g.cg.kill);
+    // Never a hierarchy's root, even when asked.
+    assert!(open_dirs(&[p("/sys/fs/cgroup/pids"), p("/tmp")]).is_none());
     found.remove().unwrap();
     for d in g.cg.dirs() {
         assert!(!d.exists(), "{}", d.display());
