@@ -13,9 +13,11 @@
 //! - pure cgroup v2: one directory; the controllers a limit needs are
 //!   switched on in `cgroup.subtree_control` from the hierarchy's root down
 //!   to PARENT (only where missing). cgroup v2 allows controllers only below
-//!   cgroups without processes, so on such hosts PARENT must not hold
-//!   processes: the default (`<launcher's cgroup>/subhost`) is such a
-//!   directory, but the launcher's own cgroup is not.
+//!   cgroups without processes (the root excepted), so with limits the
+//!   default parent works when the launcher runs in the root cgroup or in
+//!   one that already hands the controllers down; otherwise CGROUP_PARENT
+//!   must name a cgroup outside the launcher's (e.g. `/subhost`), and
+//!   `create` says so. Without limits no controller is needed.
 //! - hybrid (v1 controllers, cgroup2 without them): the v2 directory holds
 //!   every process (membership and `cgroup.kill`), plus one directory in
 //!   each v1 hierarchy a limit needs (memory, pids, cpu), plus the v1
