@@ -1,6 +1,7 @@
 //! subhost-launch: start and stop subhosts, sandboxed machines on the host
 //! without VMs.
 
+mod cgroup;
 mod cmd;
 mod config;
 mod layout;

@@ -1,0 +1,1093 @@
+//! A cgroup per subhost: resource limits (memory, CPU, pids) and a way to
+//! kill everything a subhost runs, even processes that left its session.
+//!
+//! Where it goes: `PARENT/NAME` in every hierarchy used, where PARENT is
+//! `CGROUP_PARENT` or else the launcher's own cgroup in that hierarchy
+//! followed by `/subhost` (so `/subhost` when the launcher sits in a
+//! hierarchy's root). A subhost's cgroup is therefore never a hierarchy's
+//! root, and subhosts do not mix with the launcher's siblings. PARENT
+//! directories are made when missing and never removed: other subhosts may
+//! be using them, and an empty cgroup directory costs nothing.
+//!
+//! Layouts, detected from /proc/self/mountinfo and /proc/self/cgroup:
+//! - pure cgroup v2: one directory; the controllers a limit needs are
+//!   switched on in `cgroup.subtree_control` from the hierarchy's root down
+//!   to PARENT (only where missing). cgroup v2 allows controllers only below
+//!   cgroups without processes (the root excepted), so with limits the
+//!   default parent works when the launcher runs in the root cgroup or in
+//!   one that already hands the controllers down; otherwise CGROUP_PARENT
+//!   must name a cgroup outside the launcher's (e.g. `/subhost`), and
+//!   `create` says so. Without limits no controller is needed.
+//! - hybrid (v1 controllers, cgroup2 without them): the v2 directory holds
+//!   every process (membership and `cgroup.kill`), plus one directory in
+//!   each v1 hierarchy a limit needs (memory, pids, cpu), plus the v1
+//!   freezer when cgroup v2 has no `cgroup.kill` (kernels before 5.14).
+//!
+//! Swap: MEMORY_MAX bounds memory plus swap. On v1 `memory.memsw.limit_in_bytes`
+//! is set to the same value (RAM + swap <= MEMORY_MAX); on v2
+//! `memory.swap.max` is set to 0. Either is skipped when the kernel has no
+//! swap accounting, and then swap is not bounded.
+
+// The CLI does not use every part yet.
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+#[cfg(test)]
+mod tests;
+
+/// Resource limits of one subhost; `None` leaves a resource unbounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of memory (and swap, see the module docs).
+    pub memory_max: Option<u64>,
+    /// cgroup v2 syntax: "QUOTA PERIOD" or "max PERIOD" in microseconds
+    /// (PERIOD may be left out: 100000).
+    pub cpu_max: Option<String>,
+    /// Number of processes and threads.
+    pub pids_max: Option<u64>,
+}
+
+/// What is in use now; `None` when the kernel does not account it here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub memory_current: Option<u64>,
+    pub pids_current: Option<u64>,
+}
+
+/// One line of /proc/PID/cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Hierarchy ID; 0 is cgroup v2.
+    pub hierarchy: u32,
+    /// v1 controllers of the hierarchy (and `name=...`); empty on v2.
+    pub controllers: Vec<String>,
+    /// The cgroup, relative to the hierarchy's root (or the cgroup namespace).
+    pub path: String,
+}
+
+/// Parses the text of /proc/PID/cgroup.
+pub fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            bail!("line {}: expected ID:CONTROLLERS:PATH, got {line:?}", n + 1);
+        };
+        let hierarchy = id
+            .parse()
+            .with_context(|| format!("line {}: bad hierarchy ID {id:?}", n + 1))?;
+        let controllers = ctrls
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        out.push(Membership {
+            hierarchy,
+            controllers,
+            path: path.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads and parses /proc/PID/cgroup.
+pub fn read_proc_cgroup(pid: Pid) -> Result<Vec<Membership>> {
+    let file = format!("/proc/{pid}/cgroup");
+    let text = fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?;
+    parse_proc_cgroup(&text).with_context(|| format!("cannot parse {file}"))
+}
+
+/// The cgroup directories of process PID, one per mounted hierarchy it is
+/// in, e.g. to check that a process is inside a subhost's cgroups.
+pub fn dirs_of(pid: Pid) -> Result<Vec<PathBuf>> {
+    let text =
+        fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    Ok(member_dirs(
+        &parse_mountinfo(&text),
+        &read_proc_cgroup(pid)?,
+    ))
+}
+
+fn member_dirs(mounts: &[Mount], lines: &[Membership]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for m in mounts {
+        let Some(rel) = line_for(m, lines).and_then(|l| below_mount_root(m, &l.path)) else {
+            continue;
+        };
+        let dir = m.point.join(rel.trim_start_matches('/'));
+        if !out.contains(&dir) {
+            out.push(dir);
+        }
+    }
+    out
+}
+
+/// The line of /proc/PID/cgroup for the hierarchy mounted as `m`.
+fn line_for<'a>(m: &Mount, lines: &'a [Membership]) -> Option<&'a Membership> {
+    lines.iter().find(|l| {
+        if m.v2 {
+            l.hierarchy == 0 && l.controllers.is_empty()
+        } else {
+            l.hierarchy != 0 && l.controllers.iter().any(|c| m.options.contains(c))
+        }
+    })
+}
+
+/// A cgroup path from /proc/PID/cgroup made relative to what `m` shows: a
+/// mount of a subtree (a container's) shows only what is below its root.
+fn below_mount_root(m: &Mount, path: &str) -> Option<String> {
+    let path = path.trim_end_matches(" (deleted)");
+    let root = m.root.trim_end_matches('/');
+    let rest = path.strip_prefix(root)?;
+    if rest.is_empty() {
+        Some("/".into())
+    } else if rest.starts_with('/') {
+        Some(rest.into())
+    } else {
+        None
+    }
+}
+
+/// A mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    /// The cgroup mounted (4th mountinfo field); "/" unless a subtree is
+    /// bind-mounted.
+    root: String,
+    point: PathBuf,
+    v2: bool,
+    /// Super options: v1 controller names are among them.
+    options: Vec<String>,
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup and cgroup2 mounts in mountinfo text, in mount order.
+fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(root), Some(point), Some(fstype), Some(opts)) = (
+            fields.get(3),
+            fields.get(4),
+            fields.get(sep + 1),
+            fields.get(sep + 3),
+        ) else {
+            continue;
+        };
+        let v2 = match *fstype {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => continue,
+        };
+        out.push(Mount {
+            root: unescape_mountinfo(root),
+            point: PathBuf::from(unescape_mountinfo(point)),
+            v2,
+            options: opts.split(',').map(str::to_string).collect(),
+        });
+    }
+    out
+}
+
+/// The controllers a subhost's cgroup may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctrl {
+    Memory,
+    Pids,
+    Cpu,
+    Freezer,
+}
+
+impl Ctrl {
+    fn name(self) -> &'static str {
+        match self {
+            Ctrl::Memory => "memory",
+            Ctrl::Pids => "pids",
+            Ctrl::Cpu => "cpu",
+            Ctrl::Freezer => "freezer",
+        }
+    }
+}
+
+/// What planning needs to know about this host, read once.
+#[derive(Debug, Clone)]
+struct Host {
+    mounts: Vec<Mount>,
+    own: Vec<Membership>,
+    /// `cgroup.controllers` at the cgroup2 mount point.
+    v2_controllers: Vec<String>,
+    /// Whether cgroup v2 offers `cgroup.kill`.
+    v2_kill: bool,
+}
+
+impl Host {
+    fn probe() -> Result<Host> {
+        let text = fs::read_to_string("/proc/self/mountinfo")
+            .context("cannot read /proc/self/mountinfo")?;
+        let mounts = parse_mountinfo(&text);
+        let own = read_proc_cgroup(Pid::this())?;
+        let mut host = Host {
+            mounts,
+            own,
+            v2_controllers: Vec::new(),
+            v2_kill: false,
+        };
+        if let Some(m) = host.v2_mount() {
+            let file = m.point.join("cgroup.controllers");
+            let text = fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let point = m.point.clone();
+            host.v2_controllers = text.split_whitespace().map(str::to_string).collect();
+            host.v2_kill = v2_has_kill(&point);
+        }
+        Ok(host)
+    }
+
+    fn v2_mount(&self) -> Option<&Mount> {
+        self.mounts.iter().find(|m| m.v2)
+    }
+
+    fn v1_mount(&self, c: Ctrl) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .find(|m| !m.v2 && m.options.iter().any(|o| o == c.name()))
+    }
+
+    /// Where the controller lives: cgroup v2 when it offers it, else its v1
+    /// hierarchy.
+    fn mount_for(&self, c: Ctrl) -> Option<&Mount> {
+        match self.v2_mount() {
+            Some(m) if self.v2_controllers.iter().any(|x| x == c.name()) => Some(m),
+            _ => self.v1_mount(c),
+        }
+    }
+
+    /// The launcher's cgroup in the hierarchy of `m`, relative to its mount
+    /// point.
+    fn own_path(&self, m: &Mount) -> Result<String> {
+        let Some(line) = line_for(m, &self.own) else {
+            bail!(
+                "/proc/self/cgroup has no line for the cgroup hierarchy mounted at {}",
+                m.point.display()
+            );
+        };
+        match below_mount_root(m, &line.path) {
+            Some(rel) => Ok(rel),
+            None => bail!(
+                "this process's cgroup {} is outside the hierarchy mounted at {} \
+                 (which shows only {}); set CGROUP_PARENT",
+                line.path,
+                m.point.display(),
+                m.root
+            ),
+        }
+    }
+
+    /// The subhost's directory in the hierarchy of `m`.
+    fn dir_in(&self, m: &Mount, name: &str, parent: Option<&str>) -> Result<PathBuf> {
+        let parent = match parent {
+            Some(p) => p.to_string(),
+            None => {
+                let own = self.own_path(m)?;
+                format!("{}/subhost", own.trim_end_matches('/'))
+            }
+        };
+        Ok(m.point.join(parent.trim_start_matches('/')).join(name))
+    }
+}
+
+/// Kernels from 5.14 have `cgroup.kill` in every cgroup but the root; look
+/// at a child of the root to tell.
+fn v2_has_kill(point: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(point) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .any(|e| e.path().join("cgroup.kill").exists())
+        || kernel_at_least(5, 14)
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// How to end every process of the cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillVia {
+    /// cgroup v2 `cgroup.kill` in this directory.
+    CgroupKill(PathBuf),
+    /// v1 freezer directory: freeze, SIGKILL each, thaw.
+    V1Freezer(PathBuf),
+    /// cgroup v2 `cgroup.freeze` (5.2 to 5.13): freeze, SIGKILL each, thaw.
+    V2Freeze(PathBuf),
+    /// No freezer at all: SIGKILL what `cgroup.procs` lists until it is
+    /// empty. Only for cgroups found by `open` on a host that changed.
+    Signals,
+}
+
+/// A controller to switch on in `DIR/cgroup.subtree_control`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enable {
+    pub dir: PathBuf,
+    pub controller: String,
+}
+
+/// One value to write into a cgroup file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub file: PathBuf,
+    pub value: String,
+    /// Skipped when the kernel lacks the file (swap accounting).
+    pub if_present: bool,
+}
+
+/// Where the subhost's cgroups go and what is written there; printable for
+/// `--dry-run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Every directory the subhost's processes join.
+    pub dirs: Vec<PathBuf>,
+    /// Top-down, done after the parents exist and before the leaves do.
+    pub enable: Vec<Enable>,
+    pub writes: Vec<Write>,
+    pub kill: KillVia,
+    pub memory_usage: Option<PathBuf>,
+    pub pids_usage: Option<PathBuf>,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.dirs {
+            if let Some(p) = d.parent() {
+                writeln!(f, "mkdir -p {}", p.display())?;
+            }
+        }
+        for e in &self.enable {
+            writeln!(
+                f,
+                "echo +{} > {}/cgroup.subtree_control",
+                e.controller,
+                e.dir.display()
+            )?;
+        }
+        for d in &self.dirs {
+            writeln!(f, "mkdir {}", d.display())?;
+        }
+        for w in &self.writes {
+            let note = if w.if_present { "  # if present" } else { "" };
+            writeln!(f, "echo {} > {}{note}", w.value, w.file.display())?;
+        }
+        match &self.kill {
+            KillVia::CgroupKill(d) => write!(f, "# stop: echo 1 > {}/cgroup.kill", d.display()),
+            KillVia::V1Freezer(d) => write!(
+                f,
+                "# stop: freeze {}/freezer.state, SIGKILL each of cgroup.procs, thaw",
+                d.display()
+            ),
+            KillVia::V2Freeze(d) => write!(
+                f,
+                "# stop: freeze {}/cgroup.freeze, SIGKILL each of cgroup.procs, thaw",
+                d.display()
+            ),
+            KillVia::Signals => write!(f, "# stop: SIGKILL each of cgroup.procs"),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0', '\n']) {
+        bail!("{name:?} cannot name a cgroup: use a plain name without '/'");
+    }
+    Ok(())
+}
+
+/// CGROUP_PARENT: absolute inside the hierarchy, not its root, no `..`.
+fn check_parent(parent: &str) -> Result<String> {
+    let p = Path::new(parent);
+    let ok = parent.starts_with('/')
+        && !parent.contains(['\0', '\n'])
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && p.components().count() > 1;
+    if !ok {
+        bail!(
+            "CGROUP_PARENT={parent:?}: must be an absolute path inside the cgroup hierarchy \
+             other than its root, without '.' or '..', e.g. CGROUP_PARENT=/subhost"
+        );
+    }
+    Ok(format!("/{}", parent.trim_matches('/')))
+}
+
+/// Parses CPU_MAX into (quota, period) in microseconds; `None` is "max".
+fn parse_cpu_max(s: &str) -> Result<(Option<u64>, u64)> {
+    let bad = || {
+        anyhow::anyhow!(
+            "CPU_MAX={s:?}: expected \"QUOTA PERIOD\" or \"max PERIOD\" in microseconds, \
+             QUOTA at least 1000 and PERIOD from 1000 to 1000000, e.g. \"50000 100000\" \
+             for half a CPU"
+        )
+    };
+    let mut words = s.split_whitespace();
+    let quota = match words.next().ok_or_else(bad)? {
+        "max" => None,
+        q => Some(q.parse::<u64>().map_err(|_| bad())?),
+    };
+    let period = match words.next() {
+        Some(p) => p.parse::<u64>().map_err(|_| bad())?,
+        None => 100_000,
+    };
+    if words.next().is_some()
+        || quota.is_some_and(|q| q < 1000)
+        || !(1000..=1_000_000).contains(&period)
+    {
+        return Err(bad());
+    }
+    Ok((quota, period))
+}
+
+/// Where the subhost NAME's cgroups go on this host, and what is written
+/// there. Reads the host's cgroup layout; changes nothing.
+pub fn plan(name: &str, parent: Option<&str>, limits: &Limits) -> Result<Plan> {
+    plan_on(&Host::probe()?, name, parent, limits)
+}
+
+fn plan_on(host: &Host, name: &str, parent: Option<&str>, limits: &Limits) -> Result<Plan> {
+    check_name(name)?;
+    let parent = parent.map(check_parent).transpose()?;
+    let parent = parent.as_deref();
+    if let Some(0) = limits.memory_max {
+        bail!("MEMORY_MAX=0 would leave no memory at all: give a size in bytes, or leave it unset");
+    }
+    if let Some(0) = limits.pids_max {
+        bail!("PIDS_MAX=0 would not even allow init: give a number, or leave it unset");
+    }
+    let cpu = limits.cpu_max.as_deref().map(parse_cpu_max).transpose()?;
+    if host.mounts.is_empty() {
+        bail!("no cgroup filesystem is mounted (see /proc/self/mountinfo): mount cgroup2 on /sys/fs/cgroup");
+    }
+
+    let mut plan = Plan {
+        dirs: Vec::new(),
+        enable: Vec::new(),
+        writes: Vec::new(),
+        kill: KillVia::Signals,
+        memory_usage: None,
+        pids_usage: None,
+    };
+    let v2_dir = match host.v2_mount() {
+        Some(m) => {
+            let d = host.dir_in(m, name, parent)?;
+            plan.dirs.push(d.clone());
+            Some(d)
+        }
+        None => None,
+    };
+
+    let mut needed = Vec::new();
+    if limits.memory_max.is_some() {
+        needed.push((Ctrl::Memory, "MEMORY_MAX"));
+    }
+    if limits.pids_max.is_some() {
+        needed.push((Ctrl::Pids, "PIDS_MAX"));
+    }
+    if cpu.is_some() {
+        needed.push((Ctrl::Cpu, "CPU_MAX"));
+    }
+    for (c, setting) in needed {
+        let Some(m) = host.mount_for(c) else {
+            bail!(
+                "{setting} needs the cgroup controller {}, which this host does not offer: \
+                 cgroup2 does not list it in {} and no cgroup v1 {} hierarchy is mounted",
+                c.name(),
+                host.v2_mount()
+                    .map(|m| m.point.join("cgroup.controllers").display().to_string())
+                    .unwrap_or_else(|| "cgroup.controllers (cgroup2 is not mounted)".into()),
+                c.name()
+            );
+        };
+        let dir = host.dir_in(m, name, parent)?;
+        if m.v2 {
+            enable_down_to(&mut plan.enable, &m.point, &dir, c.name());
+        } else if !plan.dirs.contains(&dir) {
+            plan.dirs.push(dir.clone());
+        }
+        let w = |file: &str, value: String, if_present| Write {
+            file: dir.join(file),
+            value,
+            if_present,
+        };
+        match (c, m.v2) {
+            (Ctrl::Memory, v2) => {
+                let n = limits.memory_max.unwrap_or_default().to_string();
+                if v2 {
+                    plan.writes.push(w("memory.max", n, false));
+                    plan.writes.push(w("memory.swap.max", "0".into(), true));
+                    plan.memory_usage = Some(dir.join("memory.current"));
+                } else {
+                    plan.writes
+                        .push(w("memory.limit_in_bytes", n.clone(), false));
+                    plan.writes.push(w("memory.memsw.limit_in_bytes", n, true));
+                    plan.memory_usage = Some(dir.join("memory.usage_in_bytes"));
+                }
+            }
+            (Ctrl::Pids, _) => {
+                let n = limits.pids_max.unwrap_or_default().to_string();
+                plan.writes.push(w("pids.max", n, false));
+                plan.pids_usage = Some(dir.join("pids.current"));
+            }
+            (Ctrl::Cpu, v2) => {
+                let (quota, period) = cpu.unwrap_or((None, 100_000));
+                if v2 {
+                    let q = quota.map_or("max".to_string(), |q| q.to_string());
+                    plan.writes
+                        .push(w("cpu.max", format!("{q} {period}"), false));
+                } else {
+                    // The period first: the kernel checks the quota against it.
+                    let q = quota.map_or("-1".to_string(), |q| q.to_string());
+                    plan.writes
+                        .push(w("cpu.cfs_period_us", period.to_string(), false));
+                    plan.writes.push(w("cpu.cfs_quota_us", q, false));
+                }
+            }
+            (Ctrl::Freezer, _) => {}
+        }
+    }
+
+    plan.kill = match (&v2_dir, host.v1_mount(Ctrl::Freezer)) {
+        (Some(d), _) if host.v2_kill => KillVia::CgroupKill(d.clone()),
+        (_, Some(m)) => {
+            let d = host.dir_in(m, name, parent)?;
+            plan.dirs.push(d.clone());
+            KillVia::V1Freezer(d)
+        }
+        (Some(d), None) => KillVia::V2Freeze(d.clone()),
+        (None, None) => bail!(
+            "cannot end a subhost's processes reliably here: cgroup2 is not mounted and \
+             neither is a cgroup v1 freezer hierarchy; mount cgroup2 on /sys/fs/cgroup"
+        ),
+    };
+    Ok(plan)
+}
+
+/// Adds the controller to every `cgroup.subtree_control` from the mount
+/// point down to the leaf's parent, so that the leaf gets it.
+fn enable_down_to(enable: &mut Vec<Enable>, point: &Path, leaf: &Path, controller: &str) {
+    let Some(parent) = leaf.parent() else {
+        return;
+    };
+    let mut chain: Vec<PathBuf> = parent
+        .ancestors()
+        .take_while(|a| a.starts_with(point))
+        .map(Path::to_path_buf)
+        .collect();
+    chain.reverse();
+    for dir in chain {
+        let e = Enable {
+            dir,
+            controller: controller.to_string(),
+        };
+        if !enable.contains(&e) {
+            enable.push(e);
+        }
+    }
+    // Keep each level together, the root's first.
+    enable.sort_by_key(|e| e.dir.components().count());
+}
+
+/// A subhost's cgroups as they exist.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+    /// `cgroup.procs` of each dir, ready for `join_self` after a fork.
+    procs: Vec<CString>,
+    kill: KillVia,
+    memory_usage: Option<PathBuf>,
+    pids_usage: Option<PathBuf>,
+}
+
+fn write_file(file: &Path, value: &str) -> io::Result<()> {
+    fs::write(file, value)
+}
+
+fn errno_of(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
+/// The PIDs in DIR/cgroup.procs; none when DIR is gone.
+fn procs_in(dir: &Path) -> Result<Vec<i32>> {
+    let file = dir.join("cgroup.procs");
+    match fs::read_to_string(&file) {
+        Ok(text) => Ok(text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+    }
+}
+
+/// Makes the subhost's cgroups and writes its limits; all or nothing. A
+/// leaf left by a crash is reused when it holds no processes (it is made
+/// anew, so no old setting survives); one with processes is an error.
+pub fn create(plan: &Plan) -> Result<Cgroup> {
+    let mut made = Vec::new();
+    let res = create_steps(plan, &mut made);
+    if res.is_err() {
+        for d in made.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+    res.map(|()| Cgroup::from_plan(plan))
+}
+
+fn create_steps(plan: &Plan, made: &mut Vec<PathBuf>) -> Result<()> {
+    for d in &plan.dirs {
+        if let Some(p) = d.parent() {
+            fs::create_dir_all(p)
+                .with_context(|| format!("cannot create cgroup {}", p.display()))?;
+        }
+    }
+    for e in &plan.enable {
+        enable_controller(e)?;
+    }
+    for d in &plan.dirs {
+        if d.exists() {
+            reuse_leaf(d)?;
+        }
+        fs::create_dir(d).with_context(|| format!("cannot create cgroup {}", d.display()))?;
+        made.push(d.clone());
+    }
+    for w in &plan.writes {
+        if w.if_present && !w.file.exists() {
+            continue;
+        }
+        write_file(&w.file, &w.value)
+            .with_context(|| format!("cannot write {} to {}", w.value, w.file.display()))?;
+    }
+    Ok(())
+}
+
+fn reuse_leaf(d: &Path) -> Result<()> {
+    let pids = procs_in(d)?;
+    if !pids.is_empty() {
+        bail!(
+            "cgroup {} already holds processes {pids:?}: is the subhost running? \
+             Stop it first",
+            d.display()
+        );
+    }
+    fs::remove_dir(d).with_context(|| {
+        format!(
+            "cgroup {} was left by an earlier run and cannot be removed; remove its \
+             sub-cgroups (rmdir) and try again",
+            d.display()
+        )
+    })
+}
+
+fn enable_controller(e: &Enable) -> Result<()> {
+    let ctl = e.dir.join("cgroup.subtree_control");
+    let on = fs::read_to_string(&ctl).with_context(|| format!("cannot read {}", ctl.display()))?;
+    if on.split_whitespace().any(|c| c == e.controller) {
+        return Ok(());
+    }
+    let avail_file = e.dir.join("cgroup.controllers");
+    let avail = fs::read_to_string(&avail_file)
+        .with_context(|| format!("cannot read {}", avail_file.display()))?;
+    if !avail.split_whitespace().any(|c| c == e.controller) {
+        bail!(
+            "cgroup v2 controller {} is not available in {}: enable it in the parent's \
+             cgroup.subtree_control, or set CGROUP_PARENT to a cgroup that has it",
+            e.controller,
+            avail_file.display()
+        );
+    }
+    match write_file(&ctl, &format!("+{}", e.controller)) {
+        Ok(()) => Ok(()),
+        Err(err) if errno_of(&err) == Errno::EBUSY => bail!(
+            "cannot enable cgroup v2 controller {} in {}: that cgroup holds processes, and \
+             cgroup v2 allows controllers only below cgroups without processes; set \
+             CGROUP_PARENT to a cgroup without processes, e.g. CGROUP_PARENT=/subhost",
+            e.controller,
+            ctl.display()
+        ),
+        Err(err) => Err(err).with_context(|| {
+            format!(
+                "cannot enable cgroup v2 controller {} in {}",
+                e.controller,
+                ctl.display()
+            )
+        }),
+    }
+}
+
+/// The subhost NAME's cgroups, when any exist (for stop, status, enter).
+/// `parent` is CGROUP_PARENT, as for `plan`.
+pub fn open(name: &str, parent: Option<&str>) -> Option<Cgroup> {
+    let host = Host::probe().ok()?;
+    open_on(&host, name, parent)
+}
+
+fn open_on(host: &Host, name: &str, parent: Option<&str>) -> Option<Cgroup> {
+    check_name(name).ok()?;
+    let parent = parent.map(check_parent).transpose().ok()?;
+    let dirs: Vec<PathBuf> = host
+        .mounts
+        .iter()
+        .filter_map(|m| host.dir_in(m, name, parent.as_deref()).ok())
+        .collect();
+    existing(host, &dirs)
+}
+
+/// The cgroups in `dirs` that still exist, e.g. as recorded from
+/// `Cgroup::dirs` at start: `open` computes the default parent from the
+/// caller's own cgroup, which differs when `stop` runs from another session.
+/// Directories that are not on a cgroup mount are ignored.
+pub fn open_dirs(dirs: &[PathBuf]) -> Option<Cgroup> {
+    existing(&Host::probe().ok()?, dirs)
+}
+
+fn existing(host: &Host, candidates: &[PathBuf]) -> Option<Cgroup> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for d in candidates {
+        let on_mount = host
+            .mounts
+            .iter()
+            .any(|m| d.starts_with(&m.point) && d != &m.point);
+        if on_mount && d.is_dir() && !dirs.contains(d) {
+            dirs.push(d.clone());
+        }
+    }
+    if dirs.is_empty() {
+        return None;
+    }
+    let on = |m: Option<&Mount>| {
+        m.and_then(|m| dirs.iter().find(|d| d.starts_with(&m.point)))
+            .cloned()
+    };
+    let kill = match (on(host.v2_mount()), on(host.v1_mount(Ctrl::Freezer))) {
+        (Some(d), _) if d.join("cgroup.kill").exists() => KillVia::CgroupKill(d),
+        (_, Some(d)) => KillVia::V1Freezer(d),
+        (Some(d), None) if d.join("cgroup.freeze").exists() => KillVia::V2Freeze(d),
+        _ => KillVia::Signals,
+    };
+    let find = |files: &[&str]| {
+        dirs.iter()
+            .flat_map(|d| files.iter().map(move |f| d.join(f)))
+            .find(|f| f.exists())
+    };
+    let memory_usage = find(&["memory.current", "memory.usage_in_bytes"]);
+    let pids_usage = find(&["pids.current"]);
+    Some(Cgroup::new(dirs, kill, memory_usage, pids_usage))
+}
+
+/// Freezing, for kernels without `cgroup.kill`.
+struct Freezer<'a> {
+    file: PathBuf,
+    frozen: &'a str,
+    thawed: &'a str,
+    v2: bool,
+}
+
+impl Freezer<'_> {
+    fn set(&self, frozen: bool) -> Result<()> {
+        let v = if frozen { self.frozen } else { self.thawed };
+        write_file(&self.file, v)
+            .with_context(|| format!("cannot write {v} to {}", self.file.display()))
+    }
+
+    fn is_frozen(&self) -> bool {
+        let dir = self.file.parent().unwrap_or(Path::new("/"));
+        if self.v2 {
+            fs::read_to_string(dir.join("cgroup.events"))
+                .map(|t| t.lines().any(|l| l == "frozen 1"))
+                .unwrap_or(false)
+        } else {
+            fs::read_to_string(&self.file)
+                .map(|t| t.trim() == "FROZEN")
+                .unwrap_or(false)
+        }
+    }
+}
+
+/// Thaws on drop, so no error path leaves a subhost frozen.
+struct Thaw<'a, 'b>(&'a Freezer<'b>);
+
+impl Drop for Thaw<'_, '_> {
+    fn drop(&mut self) {
+        let _ = self.0.set(false);
+    }
+}
+
+impl Cgroup {
+    fn new(
+        dirs: Vec<PathBuf>,
+        kill: KillVia,
+        memory_usage: Option<PathBuf>,
+        pids_usage: Option<PathBuf>,
+    ) -> Cgroup {
+        let procs = dirs
+            .iter()
+            .filter_map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).ok())
+            .collect();
+        Cgroup {
+            dirs,
+            procs,
+            kill,
+            memory_usage,
+            pids_usage,
+        }
+    }
+
+    fn from_plan(plan: &Plan) -> Cgroup {
+        Cgroup::new(
+            plan.dirs.clone(),
+            plan.kill.clone(),
+            plan.memory_usage.clone(),
+            plan.pids_usage.clone(),
+        )
+    }
+
+    /// Every directory, e.g. to record where the subhost's cgroups are.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Moves the calling process into every one of the cgroups. Allocates
+    /// nothing unless it fails, so a child may call it right after fork.
+    pub fn join_self(&self) -> io::Result<()> {
+        for file in &self.procs {
+            // SAFETY: file is a NUL-terminated path that outlives the call;
+            // the fd is closed below on every path.
+            let fd = unsafe { libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(join_error(file));
+            }
+            // SAFETY: writes one byte from a static buffer to the fd opened above.
+            let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+            let err = (n != 1).then(|| join_error(file));
+            // SAFETY: fd was opened above and is not used after this.
+            unsafe { libc::close(fd) };
+            if let Some(err) = err {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the process PID into every one of the cgroups.
+    pub fn attach(&self, pid: Pid) -> Result<()> {
+        for d in &self.dirs {
+            let file = d.join("cgroup.procs");
+            write_file(&file, &pid.to_string())
+                .with_context(|| format!("cannot move process {pid} into {}", file.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The PIDs in any of the cgroups.
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let mut all = Vec::new();
+        for d in &self.dirs {
+            for p in procs_in(d)? {
+                if !all.contains(&p) {
+                    all.push(p);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Kills every process in the cgroups, including those that left the
+    /// subhost's session or ignore SIGTERM, and waits until they are gone.
+    pub fn kill_all(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        match &self.kill {
+            KillVia::CgroupKill(d) => {
+                let file = d.join("cgroup.kill");
+                match write_file(&file, "1") {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && !d.exists() => {}
+                    r => r.with_context(|| format!("cannot write 1 to {}", file.display()))?,
+                }
+            }
+            KillVia::V1Freezer(d) => self.freeze_and_kill(
+                &Freezer {
+                    file: d.join("freezer.state"),
+                    frozen: "FROZEN",
+                    thawed: "THAWED",
+                    v2: false,
+                },
+                deadline,
+            )?,
+            KillVia::V2Freeze(d) => self.freeze_and_kill(
+                &Freezer {
+                    file: d.join("cgroup.freeze"),
+                    frozen: "1",
+                    thawed: "0",
+                    v2: true,
+                },
+                deadline,
+            )?,
+            KillVia::Signals => {}
+        }
+        self.wait_empty(deadline)
+    }
+
+    fn freeze_and_kill(&self, f: &Freezer<'_>, deadline: Instant) -> Result<()> {
+        let Some(dir) = f.file.parent() else {
+            return Ok(());
+        };
+        while !procs_in(dir)?.is_empty() {
+            if !dir.exists() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "processes {:?} of cgroup {} survived SIGKILL",
+                    procs_in(dir)?,
+                    dir.display()
+                );
+            }
+            f.set(true)?;
+            let thaw = Thaw(f);
+            // A task in uninterruptible sleep can hold off FROZEN; kill what
+            // is there anyway and go round again.
+            let freeze_by = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            while !f.is_frozen() && Instant::now() < freeze_by {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            kill_each(&procs_in(dir)?);
+            drop(thaw);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Waits until no cgroup lists a process; SIGKILLs stragglers on the way
+    /// (only reachable when something moved processes between hierarchies).
+    fn wait_empty(&self, deadline: Instant) -> Result<()> {
+        loop {
+            let left = self.pids()?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "processes {left:?} are still in cgroups {:?} after SIGKILL",
+                    self.dirs
+                );
+            }
+            if matches!(self.kill, KillVia::Signals) {
+                kill_each(&left);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Removes every directory; removing removed ones is not an error. The
+    /// PARENT directories stay (see the module docs).
+    pub fn remove(&self) -> Result<()> {
+        for d in self.dirs.iter().rev() {
+            remove_dir_retrying(d)?;
+        }
+        Ok(())
+    }
+
+    /// Memory and pids in use, where limits made the kernel account them.
+    pub fn usage(&self) -> Usage {
+        let read = |f: &Option<PathBuf>| {
+            f.as_ref()
+                .and_then(|f| fs::read_to_string(f).ok())
+                .and_then(|t| t.trim().parse().ok())
+        };
+        Usage {
+            memory_current: read(&self.memory_usage),
+            pids_current: read(&self.pids_usage),
+        }
+    }
+}
+
+fn kill_each(pids: &[i32]) {
+    for &p in pids {
+        // ESRCH: it is gone already, which is the point.
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+}
+
+fn join_error(file: &CString) -> io::Error {
+    let err = io::Error::last_os_error();
+    io::Error::new(
+        err.kind(),
+        format!("cannot join cgroup {}: {err}", file.to_string_lossy()),
+    )
+}
+
+/// Dying processes leave their cgroups a moment after SIGKILL; until then
+/// rmdir says EBUSY.
+fn remove_dir_retrying(d: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match fs::remove_dir(d) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if errno_of(&e) == Errno::EBUSY && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                let pids = procs_in(d).unwrap_or_default();
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot remove cgroup {} (processes in it: {pids:?}; sub-cgroups \
+                         in it must be removed first)",
+                        d.display()
+                    )
+                });
+            }
+        }
+    }
+}

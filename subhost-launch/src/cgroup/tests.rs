@@ -1,0 +1,817 @@
+use super::*;
+
+use std::io::Write as _;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+
+// ---- pure parsing and planning, on fixture text ----
+
+const PURE_V2_MOUNTINFO: &str = "\
+22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
+24 22 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:2 - sysfs sysfs rw
+28 24 0:25 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+const PURE_V2_CGROUP: &str = "0::/user.slice/user-1000.slice/session-2.scope\n";
+const PURE_V2_CONTROLLERS: &str = "cpuset cpu io memory hugetlb pids rdma misc";
+
+const HYBRID_MOUNTINFO: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+const HYBRID_CGROUP: &str = "\
+9:name=systemd:/
+8:pids:/
+6:freezer:/
+4:memory:/batch/job7
+2:cpu,cpuacct:/
+0::/
+";
+
+fn host(mountinfo: &str, cgroup: &str, controllers: &str, kill: bool) -> Host {
+    Host {
+        mounts: parse_mountinfo(mountinfo),
+        own: parse_proc_cgroup(cgroup).unwrap(),
+        v2_controllers: controllers.split_whitespace().map(str::to_string).collect(),
+        v2_kill: kill,
+    }
+}
+
+fn all_limits() -> Limits {
+    Limits {
+        memory_max: Some(64 << 20),
+        cpu_max: Some("50000 100000".into()),
+        pids_max: Some(20),
+    }
+}
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+fn files(plan: &Plan) -> Vec<(String, String)> {
+    plan.writes
+        .iter()
+        .map(|w| (w.file.display().to_string(), w.value.clone()))
+        .collect()
+}
+
+#[test]
+fn proc_cgroup_parses_v1_lists_and_v2() {
+    let lines = parse_proc_cgroup(HYBRID_CGROUP).unwrap();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(
+        lines[4],
+        Membership {
+            hierarchy: 2,
+            controllers: vec!["cpu".into(), "cpuacct".into()],
+            path: "/".into()
+        }
+    );
+    assert_eq!(lines[5].hierarchy, 0);
+    assert!(lines[5].controllers.is_empty());
+    // Paths may contain ':'.
+    let odd = parse_proc_cgroup("0::/a:b\n").unwrap();
+    assert_eq!(odd[0].path, "/a:b");
+    let err = parse_proc_cgroup("garbage\n").unwrap_err().to_string();
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn mountinfo_keeps_cgroup_mounts_only_and_unescapes() {
+    let m = parse_mountinfo(HYBRID_MOUNTINFO);
+    assert_eq!(m.len(), 6);
+    assert!(m[0].options.contains(&"cpuacct".to_string()));
+    assert!(m[5].v2);
+    let esc = parse_mountinfo("1 2 0:1 / /mnt/c\\040g rw - cgroup2 none rw\n");
+    assert_eq!(esc[0].point, p("/mnt/c g"));
+}
+
+#[test]
+fn pure_v2_plan_is_one_dir_with_controllers_enabled_top_down() {
+    let h = host(PURE_V2_MOUNTINFO, PURE_V2_CGROUP, PURE_V2_CONTROLLERS, true);
+    let plan = plan_on(&h, "web", None, &all_limits()).unwrap();
+    let leaf = "/sys/fs/cgroup/user.slice/user-1000.slice/session-2.scope/subhost/web";
+    assert_eq!(plan.dirs, [p(leaf)]);
+    assert_eq!(plan.kill, KillVia::CgroupKill(p(leaf)));
+    assert_eq!(
+        files(&plan),
+        [
+            (format!("{leaf}/memory.max"), "67108864".into()),
+            (format!("{leaf}/memory.swap.max"), "0".into()),
+            (format!("{leaf}/pids.max"), "20".into()),
+            (format!("{leaf}/cpu.max"), "50000 100000".into()),
+        ]
+    );
+    // Every level from the root down to the parent, the root first.
+    let first = &plan.enable[0];
+    assert_eq!(first.dir, p("/sys/fs/cgroup"));
+    let last = plan.enable.last().unwrap();
+    assert_eq!(last.dir, p(leaf).parent().unwrap());
+    assert_eq!(plan.enable.len(), 5 * 3);
+    assert!(plan.enable.iter().all(|e| e.dir != p(leaf)));
+    let text = plan.to_string();
+    assert!(
+        text.contains("echo +memory > /sys/fs/cgroup/cgroup.subtree_control\n"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("mkdir {leaf}\n")), "{text}");
+    assert!(
+        text.contains(&format!("echo 67108864 > {leaf}/memory.max\n")),
+        "{text}"
+    );
+}
+
+#[test]
+fn pure_v2_root_launcher_uses_subhost_and_no_limits_needs_no_controllers() {
+    let h = host(PURE_V2_MOUNTINFO, "0::/\n", PURE_V2_CONTROLLERS, true);
+    let plan = plan_on(&h, "web", None, &Limits::default()).unwrap();
+    assert_eq!(plan.dirs, [p("/sys/fs/cgroup/subhost/web")]);
+    assert!(plan.enable.is_empty());
+    assert!(plan.writes.is_empty());
+}
+
+#[test]
+fn pure_v2_without_cgroup_kill_freezes_through_v2() {
+    let h = host(PURE_V2_MOUNTINFO, "0::/\n", PURE_V2_CONTROLLERS, false);
+    let plan = plan_on(&h, "web", None, &Limits::default()).unwrap();
+    assert_eq!(
+        plan.kill,
+        KillVia::V2Freeze(p("/sys/fs/cgroup/subhost/web"))
+    );
+}
+
+#[test]
+fn pure_v2_missing_controller_is_a_clear_error() {
+    let h = host(PURE_V2_MOUNTINFO, "0::/\n", "cpu io", true);
+    let limits = Limits {
+        pids_max: Some(5),
+        ..Limits::default()
+    };
+    let err = plan_on(&h, "web", None, &limits).unwrap_err().to_string();
+    assert!(err.contains("PIDS_MAX"), "{err}");
+    assert!(err.contains("/sys/fs/cgroup/cgroup.controllers"), "{err}");
+}
+
+#[test]
+fn hybrid_plan_uses_v2_for_membership_and_v1_for_limits() {
+    let h = host(HYBRID_MOUNTINFO, HYBRID_CGROUP, "hugetlb", true);
+    let plan = plan_on(&h, "web", None, &all_limits()).unwrap();
+    assert_eq!(
+        plan.dirs,
+        [
+            p("/sys/fs/cgroup/unified/subhost/web"),
+            p("/sys/fs/cgroup/memory/batch/job7/subhost/web"),
+            p("/sys/fs/cgroup/pids/subhost/web"),
+            p("/sys/fs/cgroup/cpu,cpuacct/subhost/web"),
+        ]
+    );
+    assert!(plan.enable.is_empty());
+    assert_eq!(
+        plan.kill,
+        KillVia::CgroupKill(p("/sys/fs/cgroup/unified/subhost/web"))
+    );
+    let w = files(&plan);
+    let mem = "/sys/fs/cgroup/memory/batch/job7/subhost/web";
+    assert!(w.contains(&(format!("{mem}/memory.limit_in_bytes"), "67108864".into())));
+    assert!(w.contains(&(
+        format!("{mem}/memory.memsw.limit_in_bytes"),
+        "67108864".into()
+    )));
+    let cpu = "/sys/fs/cgroup/cpu,cpuacct/subhost/web";
+    let period = w
+        .iter()
+        .position(|x| x.0 == format!("{cpu}/cpu.cfs_period_us"));
+    let quota = w
+        .iter()
+        .position(|x| x.0 == format!("{cpu}/cpu.cfs_quota_us"));
+    assert!(period.unwrap() < quota.unwrap(), "{w:?}");
+    assert_eq!(w[quota.unwrap()].1, "50000");
+    assert_eq!(
+        plan.memory_usage,
+        Some(p(&format!("{mem}/memory.usage_in_bytes")))
+    );
+}
+
+#[test]
+fn hybrid_without_cgroup_kill_adds_the_v1_freezer() {
+    let h = host(HYBRID_MOUNTINFO, HYBRID_CGROUP, "", false);
+    let plan = plan_on(&h, "web", Some("/machines/"), &Limits::default()).unwrap();
+    assert_eq!(
+        plan.dirs,
+        [
+            p("/sys/fs/cgroup/unified/machines/web"),
+            p("/sys/fs/cgroup/freezer/machines/web"),
+        ]
+    );
+    assert_eq!(
+        plan.kill,
+        KillVia::V1Freezer(p("/sys/fs/cgroup/freezer/machines/web"))
+    );
+}
+
+#[test]
+fn cpu_max_max_becomes_minus_one_on_v1() {
+    let h = host(HYBRID_MOUNTINFO, HYBRID_CGROUP, "", true);
+    let limits = Limits {
+        cpu_max: Some("max 50000".into()),
+        ..Limits::default()
+    };
+    let w = files(&plan_on(&h, "web", None, &limits).unwrap());
+    assert!(
+        w.iter()
+            .any(|x| x.0.ends_with("cpu.cfs_quota_us") && x.1 == "-1"),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|x| x.0.ends_with("cpu.cfs_period_us") && x.1 == "50000"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn mounted_subtree_is_stripped_and_outside_is_an_error() {
+    let mi = "41 31 0:38 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+    let h = host(mi, "0::/docker/abc/app\n", "", true);
+    let plan = plan_on(&h, "web", None, &Limits::default()).unwrap();
+    assert_eq!(plan.dirs, [p("/sys/fs/cgroup/app/subhost/web")]);
+    let h = host(mi, "0::/other\n", "", true);
+    let err = plan_on(&h, "web", None, &Limits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("CGROUP_PARENT"), "{err}");
+}
+
+#[test]
+fn bad_parent_name_and_limits_are_refused() {
+    let h = host(PURE_V2_MOUNTINFO, "0::/\n", PURE_V2_CONTROLLERS, true);
+    let none = Limits::default();
+    for parent in ["/", "relative", "/a/../b", "", "//"] {
+        let err = plan_on(&h, "web", Some(parent), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CGROUP_PARENT"), "{parent:?}: {err}");
+    }
+    for name in ["", "..", "a/b"] {
+        assert!(plan_on(&h, name, None, &none).is_err(), "{name:?}");
+    }
+    for cpu in ["", "half", "500 100000", "50000 10", "1 2 3"] {
+        let limits = Limits {
+            cpu_max: Some(cpu.into()),
+            ..Limits::default()
+        };
+        let err = plan_on(&h, "web", None, &limits).unwrap_err().to_string();
+        assert!(err.contains("CPU_MAX"), "{cpu:?}: {err}");
+    }
+    let zero = Limits {
+        memory_max: Some(0),
+        ..Limits::default()
+    };
+    assert!(plan_on(&h, "web", None, &zero).is_err());
+    assert_eq!(parse_cpu_max("max").unwrap(), (None, 100_000));
+}
+
+#[test]
+fn member_dirs_maps_each_hierarchy() {
+    let mounts = parse_mountinfo(HYBRID_MOUNTINFO);
+    let lines = parse_proc_cgroup(HYBRID_CGROUP).unwrap();
+    let dirs = member_dirs(&mounts, &lines);
+    assert!(
+        dirs.contains(&p("/sys/fs/cgroup/memory/batch/job7")),
+        "{dirs:?}"
+    );
+    assert!(dirs.contains(&p("/sys/fs/cgroup/cpu,cpuacct")), "{dirs:?}");
+    assert!(dirs.contains(&p("/sys/fs/cgroup/unified")), "{dirs:?}");
+    assert_eq!(dirs.len(), 6);
+}
+
+// ---- on the real kernel, as root ----
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the cgroup tests need root: run cargo test as root"
+    );
+}
+
+/// A parent of its own per test, so tests can run side by side and remove
+/// everything they made.
+fn test_parent(tag: &str) -> String {
+    format!("/shtcg-{}-{tag}", std::process::id())
+}
+
+/// Kills and removes a test's cgroups and its children, even on failure.
+struct Guard {
+    plan: Plan,
+    cg: Cgroup,
+    children: Vec<Child>,
+}
+
+impl Guard {
+    fn new(tag: &str, limits: &Limits) -> Guard {
+        require_root();
+        let plan = plan(tag, Some(&test_parent(tag)), limits).unwrap();
+        Guard::with_plan(plan)
+    }
+
+    fn with_plan(plan: Plan) -> Guard {
+        let cg = Cgroup::from_plan(&plan);
+        let mut g = Guard {
+            plan,
+            cg,
+            children: Vec::new(),
+        };
+        g.cg = create(&g.plan).unwrap();
+        g
+    }
+
+    /// `sh -c SCRIPT` moved into the cgroup before it runs SCRIPT.
+    fn spawn(&mut self, script: &str) -> Pid {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("read _ && {{ {script}\n}}"))
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe; the shell dies with the test's
+        // thread instead of outliving a crashed test.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let stdin: Option<ChildStdin> = child.stdin.take();
+        self.children.push(child);
+        self.cg.attach(pid).unwrap();
+        let mut stdin = stdin.unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        pid
+    }
+
+    fn child(&mut self, pid: Pid) -> &mut Child {
+        self.children
+            .iter_mut()
+            .find(|c| c.id() as i32 == pid.as_raw())
+            .unwrap()
+    }
+
+    fn wait(&mut self, pid: Pid, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let c = self.child(pid);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{pid} still runs after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.cg.kill_all(Duration::from_secs(5)).is_err() {
+            // Whatever the bug, leave no process behind.
+            kill_each(&self.cg.pids().unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.cg.remove();
+        for d in &self.plan.dirs {
+            if let Some(parent) = d.parent() {
+                let ours = parent
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("shtcg-"));
+                if ours {
+                    let _ = remove_dir_retrying(parent);
+                }
+            }
+        }
+    }
+}
+
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn read_trim(f: &Path) -> String {
+    fs::read_to_string(f)
+        .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+        .trim()
+        .to_string()
+}
+
+fn self_is_hybrid() -> bool {
+    let own = read_proc_cgroup(Pid::this()).unwrap();
+    own.iter()
+        .any(|l| l.hierarchy != 0 && l.controllers.iter().any(|c| c == "memory"))
+}
+
+/// Forks a child that joins the cgroup itself and then runs `body`; the
+/// child only makes system calls, as the test binary has other threads.
+fn fork_joined(cg: &Cgroup, body: fn() -> i32) -> Pid {
+    // SAFETY: the child calls only async-signal-safe code (join_self
+    // allocates nothing on success, body makes raw system calls) and leaves
+    // with _exit.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            // SAFETY: prctl with integer arguments; _exit never returns.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if cg.join_self().is_err() {
+                    libc::_exit(100);
+                }
+                libc::_exit(body())
+            }
+        }
+        ForkResult::Parent { child } => child,
+    }
+}
+
+/// Reaps a forked child, SIGKILLing it after `limit`.
+fn reap(pid: Pid, limit: Duration) -> WaitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)).unwrap() {
+            WaitStatus::StillAlive if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            WaitStatus::StillAlive => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let st = waitpid(pid, None);
+                panic!("{pid} still ran after {limit:?}; killed: {st:?}");
+            }
+            st => return st,
+        }
+    }
+}
+
+fn sleep_body() -> i32 {
+    let ts = libc::timespec {
+        tv_sec: 60,
+        tv_nsec: 0,
+    };
+    // SAFETY: nanosleep with a valid timespec and no remainder pointer.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    0
+}
+
+#[test]
+fn plan_on_this_host_never_uses_a_root() {
+    let plan = plan("shtcg-plan", None, &all_limits()).unwrap();
+    let mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap());
+    let points: Vec<&Path> = mounts.iter().map(|m| m.point.as_path()).collect();
+    for d in &plan.dirs {
+        assert!(d.ends_with("subhost/shtcg-plan"), "{d:?}");
+        assert!(
+            points.iter().any(|pt| d.starts_with(pt)),
+            "{d:?} not on a cgroup mount"
+        );
+        assert!(
+            !points.contains(&d.as_path()),
+            "{d:?} is a hierarchy's root"
+        );
+        assert!(
+            !points.contains(&d.parent().unwrap()),
+            "{d:?} sits in a root"
+        );
+    }
+    let v2 = mounts.iter().find(|m| m.v2).expect("cgroup2 is mounted");
+    assert!(plan.dirs[0].starts_with(&v2.point), "{:?}", plan.dirs);
+    let writes = files(&plan);
+    let text = plan.to_string();
+    println!("{text}");
+    assert!(text.contains("echo 67108864 > "), "{text}");
+    if self_is_hybrid() {
+        assert!(plan.enable.is_empty(), "{text}");
+        let mem = mounts
+            .iter()
+            .find(|m| !m.v2 && m.options.iter().any(|o| o == "memory"))
+            .unwrap();
+        let limit = writes
+            .iter()
+            .find(|w| w.0.ends_with("/memory.limit_in_bytes"))
+            .expect("a v1 memory limit");
+        assert!(Path::new(&limit.0).starts_with(&mem.point), "{text}");
+        assert!(writes
+            .iter()
+            .any(|w| w.0.ends_with("/pids.max") && w.1 == "20"));
+        assert!(writes.iter().any(|w| w.0.ends_with("/cpu.cfs_quota_us")));
+        assert_eq!(plan.dirs.len(), 4, "v2, memory, pids, cpu: {text}");
+    } else {
+        assert_eq!(plan.dirs.len(), 1, "{text}");
+        assert!(writes.iter().any(|w| w.0.ends_with("/memory.max")));
+    }
+    if kernel_at_least(5, 14) {
+        assert_eq!(plan.kill, KillVia::CgroupKill(plan.dirs[0].clone()));
+    }
+}
+
+#[test]
+fn create_writes_limits_that_read_back() {
+    let g = Guard::new("shtcg-limits", &all_limits());
+    let mut seen = 0;
+    for w in &g.plan.writes {
+        if w.if_present && !w.file.exists() {
+            continue;
+        }
+        let got = read_trim(&w.file);
+        assert_eq!(got, w.value, "{}", w.file.display());
+        seen += 1;
+    }
+    let any = |suffix: &str, want: &str| {
+        g.plan
+            .writes
+            .iter()
+            .any(|w| w.file.to_string_lossy().ends_with(suffix) && read_trim(&w.file) == want)
+    };
+    assert!(any("memory.max", "67108864") || any("memory.limit_in_bytes", "67108864"));
+    assert!(any("pids.max", "20"));
+    assert!(any("cpu.max", "50000 100000") || any("cpu.cfs_quota_us", "50000"));
+    assert!(seen >= 3);
+    // The kernel accounts it: nothing runs in it yet.
+    assert_eq!(g.cg.usage().pids_current, Some(0));
+}
+
+#[test]
+fn a_child_that_joins_is_in_every_hierarchy() {
+    let g = Guard::new("shtcg-join", &all_limits());
+    let child = fork_joined(&g.cg, sleep_body);
+    let inside = wait_until(Duration::from_secs(5), || {
+        let dirs = dirs_of(child).unwrap_or_default();
+        g.cg.dirs().iter().all(|d| dirs.contains(d))
+    });
+    let dirs = dirs_of(child);
+    let pids = g.cg.pids();
+    let usage = g.cg.usage();
+    let _ = kill(child, Signal::SIGKILL);
+    reap(child, Duration::from_secs(5));
+    assert!(inside, "child in {dirs:?}, cgroup is {:?}", g.cg.dirs());
+    assert_eq!(pids.unwrap(), [child.as_raw()]);
+    assert_eq!(usage.pids_current, Some(1));
+    assert!(usage.memory_current.is_some_and(|m| m > 0), "{usage:?}");
+}
+
+fn escaped_and_term_ignoring_are_killed(mut g: Guard) {
+    // The shell ignores SIGTERM, leaves a sleep behind in a session of its
+    // own (setsid forks, the inner shell forks again and exits), then
+    // becomes a sleep that still ignores SIGTERM.
+    let main = g.spawn(
+        "setsid sh -c 'sleep 120 & exit 0' </dev/null >/dev/null 2>&1; \
+         trap '' TERM; exec sleep 120",
+    );
+    let main_sid = nix::unistd::getsid(Some(main)).unwrap();
+    let mut escaped = None;
+    let found = wait_until(Duration::from_secs(5), || {
+        escaped =
+            g.cg.pids()
+                .unwrap()
+                .into_iter()
+                .map(Pid::from_raw)
+                .find(|&p| {
+                    nix::unistd::getsid(Some(p)).is_ok_and(|s| s != main_sid)
+                        && fs::read_to_string(format!("/proc/{p}/comm"))
+                            .is_ok_and(|c| c.trim() == "sleep")
+                });
+        escaped.is_some()
+            && fs::read_to_string(format!("/proc/{main}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    assert!(found, "no escaped sleep; cgroup has {:?}", g.cg.pids());
+    let escaped = escaped.unwrap();
+
+    kill(main, Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        g.child(main).try_wait().unwrap().is_none(),
+        "SIGTERM was not ignored"
+    );
+
+    g.cg.kill_all(Duration::from_secs(10)).unwrap();
+    assert_eq!(g.cg.pids().unwrap(), Vec::<i32>::new());
+    let st = g.wait(main, Duration::from_secs(5));
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    // The escaped one is dead: gone, or a zombie its new parent has yet to reap.
+    let state = fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
+    let zombie_or_gone = state.is_empty()
+        || state
+            .rsplit(") ")
+            .next()
+            .is_some_and(|s| s.starts_with('Z'));
+    assert!(zombie_or_gone, "escaped {escaped} lives: {state}");
+    g.cg.remove().unwrap();
+}
+
+#[test]
+fn kill_all_with_cgroup_kill_reaches_escaped_processes() {
+    let g = Guard::new("shtcg-kill", &Limits::default());
+    if kernel_at_least(5, 14) {
+        assert!(matches!(g.plan.kill, KillVia::CgroupKill(_)), "{}", g.plan);
+    }
+    escaped_and_term_ignoring_are_killed(g);
+}
+
+#[test]
+fn kill_all_by_freezing_reaches_escaped_processes() {
+    require_root();
+    let mut h = Host::probe().unwrap();
+    // As on a kernel without cgroup.kill.
+    h.v2_kill = false;
+    let tag = "shtcg-freeze";
+    let plan = plan_on(&h, tag, Some(&test_parent(tag)), &Limits::default()).unwrap();
+    assert!(
+        matches!(plan.kill, KillVia::V1Freezer(_) | KillVia::V2Freeze(_)),
+        "{plan}"
+    );
+    escaped_and_term_ignoring_are_killed(Guard::with_plan(plan));
+}
+
+fn hog_body() -> i32 {
+    const SIZE: usize = 200 << 20;
+    // SAFETY: a fresh private anonymous mapping; only this process uses it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return 3;
+    }
+    let mut off = 0;
+    while off < SIZE {
+        // SAFETY: off < SIZE, inside the mapping made above.
+        unsafe { p.cast::<u8>().add(off).write_volatile(1) };
+        off += 4096;
+    }
+    0
+}
+
+#[test]
+fn memory_hog_is_oom_killed_inside() {
+    let limits = Limits {
+        memory_max: Some(64 << 20),
+        ..Limits::default()
+    };
+    let g = Guard::new("shtcg-oom", &limits);
+    let hog = fork_joined(&g.cg, hog_body);
+    let st = reap(hog, Duration::from_secs(30));
+    assert_eq!(st, WaitStatus::Signaled(hog, Signal::SIGKILL, false));
+    let mem_dir = g.plan.memory_usage.as_ref().unwrap().parent().unwrap();
+    let events = ["memory.events", "memory.oom_control"]
+        .iter()
+        .map(|f| mem_dir.join(f))
+        .find(|f| f.exists())
+        .unwrap();
+    let text = read_trim(&events);
+    let kills: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(kills >= 1, "{}: {text}", events.display());
+}
+
+#[test]
+fn fork_bomb_stops_at_pids_max_and_is_killed() {
+    let limits = Limits {
+        pids_max: Some(20),
+        ..Limits::default()
+    };
+    let mut g = Guard::new("shtcg-bomb", &limits);
+    let bomb = g.spawn("i=0; while [ $i -lt 100 ]; do sleep 120 & i=$((i+1)); done; wait");
+    let pids_dir = g
+        .plan
+        .pids_usage
+        .as_ref()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let refused = || {
+        fs::read_to_string(pids_dir.join("pids.events"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("max ")?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || refused() > 0),
+        "no fork was refused; pids.current is {:?}",
+        g.cg.usage().pids_current
+    );
+    let current = g.cg.usage().pids_current.unwrap();
+    assert!((1..=20).contains(&current), "pids.current {current}");
+    g.cg.kill_all(Duration::from_secs(10)).unwrap();
+    assert_eq!(g.cg.pids().unwrap(), Vec::<i32>::new());
+    g.wait(bomb, Duration::from_secs(5));
+    // pids.current counts the dead until their parents reap them.
+    assert!(
+        wait_until(Duration::from_secs(5), || g.cg.usage().pids_current
+            == Some(0)),
+        "pids.current is {:?}",
+        g.cg.usage().pids_current
+    );
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(g.child(bomb).stderr.as_mut().unwrap(), &mut err);
+    assert!(
+        err.to_lowercase().contains("fork"),
+        "the shell saw no fork failure: {err}"
+    );
+}
+
+#[test]
+fn create_reuses_an_empty_leftover_and_refuses_a_busy_one() {
+    let limits = Limits {
+        pids_max: Some(7),
+        ..Limits::default()
+    };
+    let mut g = Guard::new("shtcg-reuse", &limits);
+    // As after a crash: the directories are there, nothing runs in them.
+    create(&g.plan).unwrap();
+    g.spawn("sleep 60");
+    let err = format!("{:#}", create(&g.plan).unwrap_err());
+    assert!(err.contains("already holds processes"), "{err}");
+    // The failed call removed nothing of the running subhost's.
+    assert!(g.plan.dirs.iter().all(|d| d.is_dir()));
+    assert_eq!(g.cg.pids().unwrap().len(), 1);
+}
+
+#[test]
+fn failed_create_leaves_nothing_behind() {
+    require_root();
+    let tag = "shtcg-undo";
+    let mut plan = plan(tag, Some(&test_parent(tag)), &Limits::default()).unwrap();
+    let bad = plan.dirs.last().unwrap().join("no.such.file");
+    plan.writes.push(Write {
+        file: bad,
+        value: "1".into(),
+        if_present: false,
+    });
+    let guard = Guard {
+        cg: Cgroup::from_plan(&plan),
+        plan: plan.clone(),
+        children: Vec::new(),
+    };
+    let err = format!("{:#}", create(&plan).unwrap_err());
+    assert!(err.contains("no.such.file"), "{err}");
+    for d in &plan.dirs {
+        assert!(!d.exists(), "{} is left", d.display());
+    }
+    drop(guard);
+}
+
+#[test]
+fn remove_is_idempotent_and_open_finds_only_what_exists() {
+    let g = Guard::new("shtcg-remove", &all_limits());
+    let tag = "shtcg-remove";
+    let found = open(tag, Some(&test_parent(tag))).expect("open finds the new cgroup");
+    let mut want = g.cg.dirs().to_vec();
+    let mut got = found.dirs().to_vec();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(found.kill, g.cg.kill);
+    let recorded = open_dirs(g.cg.dirs()).expect("open_dirs finds the new cgroup");
+    assert_eq!(recorded.dirs(), g.cg.dirs());
+    assert_eq!(recorded.kill, g.cg.kill);
+    // Never a hierarchy's root, even when asked.
+    assert!(open_dirs(&[p("/sys/fs/cgroup/pids"), p("/tmp")]).is_none());
+    found.remove().unwrap();
+    for d in g.cg.dirs() {
+        assert!(!d.exists(), "{}", d.display());
+    }
+    found.remove().unwrap();
+    g.cg.remove().unwrap();
+    assert!(open(tag, Some(&test_parent(tag))).is_none());
+}
