@@ -4,6 +4,7 @@
 mod cgroup;
 mod cmd;
 mod config;
+mod docs;
 mod layout;
 mod logging;
 mod mounts;
@@ -16,7 +17,7 @@ mod tty;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 const ABOUT: &str = "Start and stop subhosts: sandboxed machines on this host, without VMs.
 
@@ -77,6 +78,23 @@ enum Command {
         /// The subhost
         name: String,
     },
+    /// Print a shell completion script on stdout.
+    ///
+    /// Install it where the shell looks for completions, e.g.
+    /// `subhost-launch completions bash > /etc/bash_completion.d/subhost-launch`,
+    /// `subhost-launch completions zsh > /usr/local/share/zsh/site-functions/_subhost-launch`,
+    /// `subhost-launch completions fish > /etc/fish/completions/subhost-launch.fish`.
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff, section 8) on stdout.
+    ///
+    /// One page documents every command. Install it with e.g.
+    /// `subhost-launch man > /usr/local/share/man/man8/subhost-launch.8`,
+    /// or read it at once with `subhost-launch man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +108,8 @@ fn main() -> ExitCode {
             command,
         } => (cmd::start::start(&base, &name, command, dry_run), 125),
         Command::Stop { dry_run, name } => (cmd::stop::stop(&base, &name, dry_run).map(|()| 0), 1),
+        Command::Completions { shell } => (docs::completions(Cli::command(), shell).map(|()| 0), 1),
+        Command::Man => (docs::man(Cli::command()).map(|()| 0), 1),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
