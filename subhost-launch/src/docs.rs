@@ -16,7 +16,23 @@ pub fn completions(mut cli: clap::Command, shell: clap_complete::Shell) -> Resul
     // a closed pipe into an ordinary error.
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cli, BIN, &mut buf);
+    if shell == clap_complete::Shell::Bash {
+        buf = fix_bash_states(&buf);
+    }
     write_stdout(&buf)
+}
+
+/// clap_complete's bash script spells the state of a subcommand one way
+/// where it sets it (`subhost__launch__subcmd__start`) and another where it
+/// matches it (`subhost__subcmd__launch__subcmd__start`) when the binary's
+/// name has a hyphen, so nothing after a subcommand ever completed
+/// (clap-rs/clap#6421). Respelling the matches is a no-op once fixed.
+fn fix_bash_states(script: &[u8]) -> Vec<u8> {
+    let wrong = BIN.replace('-', "__subcmd__");
+    let right = BIN.replace('-', "__");
+    String::from_utf8_lossy(script)
+        .replace(&wrong, &right)
+        .into_bytes()
 }
 
 /// Writes the manual page (roff, section 8) to stdout.
@@ -222,6 +238,23 @@ fn trailer() -> Roff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bash_states_are_spelled_alike() {
+        let mut cli = clap::Command::new(BIN).subcommand(clap::Command::new("start"));
+        let mut buf = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cli, BIN, &mut buf);
+        let fixed = String::from_utf8(fix_bash_states(&buf)).unwrap();
+        assert!(
+            fixed.contains("cmd=\"subhost__launch__subcmd__start\""),
+            "{fixed}"
+        );
+        assert!(
+            fixed.contains("\n        subhost__launch__subcmd__start)"),
+            "{fixed}"
+        );
+        assert!(!fixed.contains("subhost__subcmd__launch"), "{fixed}");
+    }
 
     #[test]
     fn demotes_only_section_macros() {
