@@ -1,9 +1,12 @@
 //! Command line: options up to the first non-option, then the session.
 
-use std::ffi::OsString;
-use std::time::Duration;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::ffi::CStr;
 
 use crate::signals;
+use crate::sys::Millis;
 
 pub const HELP: &str = "\
 Usage: subhost-init [OPTIONS] [--] [COMMAND [ARGS...]]
@@ -52,7 +55,8 @@ mapped by -e; 127 if COMMAND was not found, 126 if it could not be run;
 pub const USAGE_EXIT: i32 = 2;
 
 pub struct Options {
-    pub grace: Duration,
+    /// Grace period in milliseconds.
+    pub grace: Millis,
     pub single_child: bool,
     /// Bit N set: exit status N becomes 0.
     pub map_exit: [u64; 4],
@@ -62,7 +66,7 @@ pub struct Options {
     pub no_session: bool,
     pub verbosity: u8,
     pub syslog: bool,
-    pub command: Vec<OsString>,
+    pub command: Vec<&'static CStr>,
 }
 
 impl Options {
@@ -96,9 +100,9 @@ pub enum Parsed {
 
 /// Parses the arguments after the program name. Errors are one line saying
 /// what was wrong with which option.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
+pub fn parse(args: impl IntoIterator<Item = &'static CStr>) -> Result<Parsed, String> {
     let mut o = Options {
-        grace: Duration::from_secs(5),
+        grace: 5000,
         single_child: false,
         map_exit: [0; 4],
         rewrite: Vec::new(),
@@ -112,11 +116,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let text = match arg.to_str() {
-            Some("--") => {
+            Ok("--") => {
                 o.command.extend(args);
                 break;
             }
-            Some(t) if t.starts_with('-') && t.len() > 1 => t.to_owned(),
+            Ok(t) if t.starts_with('-') && t.len() > 1 => t.to_string(),
             _ => {
                 o.command.push(arg);
                 o.command.extend(args);
@@ -125,7 +129,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
         };
         if let Some(long) = text.strip_prefix("--") {
             let (name, inline) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_owned())),
+                Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
             let flag = match name {
@@ -160,7 +164,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
                 return Err(format!("unknown option '-{flag}'"));
             }
             if takes_value(flag) {
-                let inline = (!rest.is_empty()).then(|| rest.to_owned());
+                let inline = (!rest.is_empty()).then(|| rest.to_string());
                 let value = value_for(inline, &mut args, &format!("-{flag}"))?;
                 apply_value(&mut o, flag, &value)?;
                 break;
@@ -176,7 +180,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
         }
         o.keep_alive = true;
     } else if o.command.is_empty() {
-        o.command.push("/bin/bash".into());
+        o.command.push(c"/bin/bash");
     }
     Ok(Parsed::Run(o))
 }
@@ -187,10 +191,10 @@ fn takes_value(flag: char) -> bool {
 
 fn value_for(
     inline: Option<String>,
-    args: &mut impl Iterator<Item = OsString>,
+    args: &mut impl Iterator<Item = &'static CStr>,
     opt: &str,
 ) -> Result<String, String> {
-    match inline.or_else(|| args.next().and_then(|a| a.into_string().ok())) {
+    match inline.or_else(|| args.next().and_then(|a| Some(a.to_str().ok()?.to_string()))) {
         Some(v) => Ok(v),
         None => Err(format!("option '{opt}' needs a value")),
     }
@@ -248,8 +252,9 @@ fn apply_value(o: &mut Options, flag: char, v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// "5", "0.5", "2.250": at most millisecond precision, at most a day.
-fn parse_seconds(v: &str) -> Option<Duration> {
+/// "5", "0.5", "2.250" in milliseconds: at most millisecond precision, at
+/// most a day.
+fn parse_seconds(v: &str) -> Option<Millis> {
     let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
     if whole.is_empty() && frac.is_empty() || frac.len() > 3 {
         return None;
@@ -268,15 +273,20 @@ fn parse_seconds(v: &str) -> Option<Duration> {
     } else {
         format!("{frac:0<3}").parse().ok()?
     };
-    (secs <= 86_400).then(|| Duration::from_millis(secs * 1000 + millis))
+    (secs <= 86_400).then_some(secs * 1000 + millis)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::boxed::Box;
+    use alloc::ffi::CString;
 
     fn run(args: &[&str]) -> Result<Options, String> {
-        match parse(args.iter().map(OsString::from))? {
+        let args = args
+            .iter()
+            .map(|a| &*Box::leak(CString::new(*a).unwrap().into_boxed_c_str()));
+        match parse(args)? {
             Parsed::Run(o) => Ok(o),
             _ => Err("not a run".into()),
         }
@@ -286,15 +296,15 @@ mod tests {
     fn options_stop_at_first_non_option() {
         let o = run(&["-vv", "--grace", "0.5", "bash", "-l", "--grace"]).unwrap();
         assert_eq!(o.verbosity, 2);
-        assert_eq!(o.grace, Duration::from_millis(500));
-        assert_eq!(o.command, ["bash", "-l", "--grace"]);
+        assert_eq!(o.grace, 500);
+        assert_eq!(o.command, [c"bash", c"-l", c"--grace"]);
     }
 
     #[test]
     fn defaults_to_bash() {
         let o = run(&[]).unwrap();
-        assert_eq!(o.command, ["/bin/bash"]);
-        assert_eq!(o.grace, Duration::from_secs(5));
+        assert_eq!(o.command, [c"/bin/bash"]);
+        assert_eq!(o.grace, 5000);
     }
 
     #[test]
@@ -317,8 +327,8 @@ mod tests {
         assert_eq!(o.forward_as(libc::SIGUSR1), 0);
         assert_eq!(o.forward_as(libc::SIGTERM), libc::SIGINT);
         assert_eq!(o.forward_as(libc::SIGHUP), libc::SIGHUP);
-        assert_eq!(o.grace, Duration::from_secs(2));
-        assert_eq!(o.command, ["-x"]);
+        assert_eq!(o.grace, 2000);
+        assert_eq!(o.command, [c"-x"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! is formatted into a fixed stack buffer (truncated if longer), so logging
 //! never allocates and never fails the caller.
 
-use std::fmt::Write;
+use core::fmt::Write;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -59,7 +59,7 @@ impl Line {
 }
 
 impl Write for Line {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
         // Keep one byte for the trailing newline or NUL.
         let room = self.buf.len() - 1 - self.len;
         let n = s.len().min(room);
@@ -86,7 +86,7 @@ impl Log for Stderr {
             *end = b'\n';
             line.len += 1;
         }
-        sys::write_stderr(line.bytes());
+        sys::write_fd(2, line.bytes());
     }
 
     fn flush(&self) {}
@@ -120,12 +120,12 @@ impl Log for Syslog {
 
 /// A one-line message that is always printed (usage errors, a session that
 /// cannot start), whatever the log settings.
-pub fn say(args: std::fmt::Arguments) {
+pub fn say(args: core::fmt::Arguments) {
     let mut line = Line::new();
     let _ = write!(line, "{PREFIX}{args}");
     if let Some(end) = line.buf.get_mut(line.len) {
         *end = b'\n';
         line.len += 1;
     }
-    sys::write_stderr(line.bytes());
+    sys::write_fd(2, line.bytes());
 }

@@ -1,25 +1,21 @@
 //! Starting the session: its own process group, the terminal if we have
 //! one, an empty signal mask (dispositions were already reset), then exec.
 
-use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStrExt;
+use alloc::vec::Vec;
+use core::ffi::{c_char, CStr};
 
 use crate::logger;
-use crate::sys::{self, Pid, SigSet};
+use crate::sys::{self, Errno, Pid, SigSet};
 use crate::tty::Terminal;
 
 /// Forks and execs `command`; returns the session's pid (also its process
 /// group id) or the fork errno. Exec failures are reported by the child,
 /// which exits 127 (not found) or 126 (found but not runnable).
-pub fn spawn(command: &[OsString], tty: Option<&Terminal>) -> Result<Pid, i32> {
+pub fn spawn(command: &[&CStr], tty: Option<&Terminal>) -> Result<Pid, i32> {
     // Built before fork: the child only execs or exits.
-    let args: Vec<CString> = command
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
-        .collect();
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let Some(program) = args.first() else {
+    let mut argv: Vec<*const c_char> = command.iter().map(|a| a.as_ptr()).collect();
+    argv.push(core::ptr::null());
+    let Some(program) = command.first() else {
         return Err(libc::EINVAL);
     };
 
@@ -36,15 +32,12 @@ pub fn spawn(command: &[OsString], tty: Option<&Terminal>) -> Result<Pid, i32> {
                 let _ = sys::tcsetpgrp(t.fd, pid);
             }
             let _ = SigSet::empty().set_mask();
-            // SAFETY: program and argv are NUL-terminated and argv ends in
-            // a null pointer; all stay alive until exec or exit.
+            // SAFETY: program and argv are NUL-terminated, argv ends in a
+            // null pointer, and both outlive the call.
             unsafe { libc::execvp(program.as_ptr(), argv.as_ptr()) };
             let err = sys::errno();
-            logger::say(format_args!(
-                "cannot run '{}': {}",
-                program.to_string_lossy(),
-                sys::describe(err)
-            ));
+            let name = program.to_str().unwrap_or("COMMAND");
+            logger::say(format_args!("cannot run '{name}': {}", Errno(err)));
             let code = if err == libc::ENOENT || err == libc::ENOTDIR {
                 127
             } else {

@@ -2,31 +2,29 @@
 //! All signals stay blocked and are taken with sigtimedwait, so there are no
 //! handlers and no races between them and the loop.
 
-use std::time::{Duration, Instant};
-
 use log::{debug, info, trace, warn};
 
 use crate::cli::Options;
 use crate::procs;
 use crate::session;
 use crate::signals;
-use crate::sys::{self, Pid, SigSet, Wait};
+use crate::sys::{self, Errno, Millis, Pid, SigSet, Wait};
 use crate::tty::Terminal;
 
 /// How long to wait for SIGKILLed processes to be reaped before giving up
 /// (one stuck in uninterruptible sleep must not hold the init forever).
-const KILL_WAIT: Duration = Duration::from_secs(1);
+const KILL_WAIT: Millis = 1000;
 
 /// Exit status when the session could not be started at all.
 pub const SPAWN_FAILED: i32 = 125;
 
 struct Shutdown {
     /// End of the grace period: SIGKILL for what is left.
-    deadline: Instant,
+    deadline: Millis,
     /// When everyone else gets SIGTERM if the session is still running.
-    everyone_at: Instant,
+    everyone_at: Millis,
     everyone_sent: bool,
-    killed_at: Option<Instant>,
+    killed_at: Option<Millis>,
 }
 
 struct Supervisor {
@@ -47,17 +45,17 @@ pub fn run(o: Options) -> i32 {
     let signals = SigSet::catchable();
     // Block first, then reset: a signal in between must not kill us.
     if let Err(e) = signals.set_mask() {
-        warn!("cannot block signals: {}", sys::describe(e));
+        warn!("cannot block signals: {}", Errno(e));
     }
     sys::default_dispositions();
     if !pid1 {
         if let Err(e) = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) {
-            warn!("cannot become child subreaper: {}", sys::describe(e));
+            warn!("cannot become child subreaper: {}", Errno(e));
         }
     }
     if let Some(sig) = o.pdeathsig {
         if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong) {
-            warn!("cannot set the parent-death signal: {}", sys::describe(e));
+            warn!("cannot set the parent-death signal: {}", Errno(e));
         }
     }
     let mut sv = Supervisor {
@@ -77,10 +75,7 @@ pub fn run(o: Options) -> i32 {
                 sv.pgid = Some(pid);
             }
             Err(e) => {
-                crate::logger::say(format_args!(
-                    "cannot start the session: {}",
-                    sys::describe(e)
-                ));
+                crate::logger::say(format_args!("cannot start the session: {}", Errno(e)));
                 return SPAWN_FAILED;
             }
         }
@@ -98,14 +93,14 @@ pub fn run(o: Options) -> i32 {
 
 impl Supervisor {
     /// How long the loop may sleep: forever unless a shutdown step is due.
-    fn timeout(&self) -> Option<Duration> {
+    fn timeout(&self) -> Option<Millis> {
         let s = self.shutdown.as_ref()?;
         let next = match s.killed_at {
             Some(at) => at + KILL_WAIT,
             None if s.everyone_sent => s.deadline,
             None => s.deadline.min(s.everyone_at),
         };
-        Some(next.saturating_duration_since(Instant::now()))
+        Some(next.saturating_sub(sys::now()))
     }
 
     fn on_signal(&mut self, sig: i32) {
@@ -140,7 +135,7 @@ impl Supervisor {
         };
         debug!("forwarding signal {to} ({}) to {target}", signals::name(to));
         if let Err(e) = sys::kill(target, to) {
-            debug!("forwarding signal {to} to {target}: {}", sys::describe(e));
+            debug!("forwarding signal {to} to {target}: {}", Errno(e));
         }
     }
 
@@ -151,7 +146,7 @@ impl Supervisor {
             return;
         }
         info!("SIGTERM: shutting down");
-        let now = Instant::now();
+        let now = sys::now();
         self.shutdown = Some(Shutdown {
             deadline: now + self.o.grace,
             everyone_at: now + self.o.grace / 2,
@@ -192,7 +187,7 @@ impl Supervisor {
                 Wait::Nothing => return false,
                 Wait::NoChildren => return true,
                 Wait::Failed(e) => {
-                    warn!("waitpid: {}", sys::describe(e));
+                    warn!("waitpid: {}", Errno(e));
                     return false;
                 }
             }
@@ -210,7 +205,7 @@ impl Supervisor {
             return;
         }
         if self.shutdown.is_none() {
-            let deadline = Instant::now() + self.o.grace;
+            let deadline = sys::now() + self.o.grace;
             self.shutdown = Some(Shutdown {
                 deadline,
                 everyone_at: deadline,
@@ -240,7 +235,7 @@ impl Supervisor {
         if none_left {
             return Some(self.exit_code());
         }
-        let now = Instant::now();
+        let now = sys::now();
         if !s.everyone_sent && now >= s.everyone_at {
             self.term_everyone();
             return None;

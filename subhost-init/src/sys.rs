@@ -1,12 +1,14 @@
-//! Thin wrappers over the few syscalls the init needs. libc directly rather
-//! than typed wrappers: signals are forwarded by raw number (real-time ones
-//! included) and wait statuses are kept raw, so nothing here can fail to
-//! convert.
+//! Thin wrappers over the few libc calls the init needs. Raw numbers
+//! throughout: signals are forwarded by number (real-time ones included) and
+//! wait statuses stay raw, so nothing here can fail to convert.
 
-use std::io::Error;
-use std::time::Duration;
+use core::ffi::CStr;
+use core::fmt;
 
 pub type Pid = libc::pid_t;
+
+/// Milliseconds on the monotonic clock.
+pub type Millis = u64;
 
 fn check(ret: libc::c_int) -> Result<libc::c_int, i32> {
     if ret == -1 {
@@ -17,12 +19,30 @@ fn check(ret: libc::c_int) -> Result<libc::c_int, i32> {
 }
 
 pub fn errno() -> i32 {
-    Error::last_os_error().raw_os_error().unwrap_or(0)
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
 }
 
-/// `strerror` text for log lines.
-pub fn describe(err: i32) -> Error {
-    Error::from_raw_os_error(err)
+/// An errno that displays as its strerror text.
+pub struct Errno(pub i32);
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        // SAFETY: strerror returns a NUL-terminated static string (musl and
+        // glibc both keep it valid; we are single-threaded).
+        let text = unsafe { CStr::from_ptr(libc::strerror(self.0)) };
+        f.write_str(text.to_str().unwrap_or("unknown error"))
+    }
+}
+
+pub fn now() -> Millis {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1000) + ts.tv_nsec as u64 / 1_000_000
 }
 
 pub fn getpid() -> Pid {
@@ -56,8 +76,8 @@ pub fn tcgetpgrp(fd: i32) -> Result<Pid, i32> {
 }
 
 pub fn tcsetpgrp(fd: i32, pgrp: Pid) -> Result<(), i32> {
-    // SAFETY: an invalid fd or group is reported through errno. The caller
-    // keeps SIGTTOU blocked, so this cannot stop us from the background.
+    // SAFETY: an invalid fd or group is reported through errno. SIGTTOU is
+    // blocked, so this cannot stop us when called from the background.
     check(unsafe { libc::tcsetpgrp(fd, pgrp) }).map(drop)
 }
 
@@ -106,24 +126,24 @@ pub fn status_code(status: i32) -> Option<i32> {
     }
 }
 
-/// A signal set: all signals except the synchronous faults, which must stay
-/// deliverable so a bug kills the init loudly instead of spinning.
 pub struct SigSet(libc::sigset_t);
 
 impl SigSet {
     pub fn empty() -> SigSet {
         // SAFETY: sigemptyset initialises the zeroed set it is given.
         unsafe {
-            let mut set = std::mem::zeroed();
+            let mut set = core::mem::zeroed();
             libc::sigemptyset(&mut set);
             SigSet(set)
         }
     }
 
+    /// Every signal except the synchronous faults, which must stay
+    /// deliverable so that a bug kills the init loudly instead of spinning.
     pub fn catchable() -> SigSet {
         // SAFETY: sigfillset/sigdelset initialise and edit the set in place.
         unsafe {
-            let mut set = std::mem::zeroed();
+            let mut set = core::mem::zeroed();
             libc::sigfillset(&mut set);
             for sig in FAULTS {
                 libc::sigdelset(&mut set, sig);
@@ -134,26 +154,26 @@ impl SigSet {
 
     pub fn set_mask(&self) -> Result<(), i32> {
         // SAFETY: self.0 is an initialised set; the old mask is not wanted.
-        let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
         check(ret).map(drop)
     }
 
-    /// Waits for one signal of the set, at most `timeout` (forever when
-    /// `None`). `None` on timeout or interruption.
-    pub fn wait(&self, timeout: Option<Duration>) -> Option<i32> {
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: t.subsec_nanos() as libc::c_long,
+    /// Waits for one signal of the set, at most `timeout` milliseconds
+    /// (forever when `None`). `None` on timeout or interruption.
+    pub fn wait(&self, timeout: Option<Millis>) -> Option<i32> {
+        let ts = timeout.map(|ms| libc::timespec {
+            tv_sec: (ms / 1000).min(i32::MAX as u64) as _,
+            tv_nsec: (ms % 1000 * 1_000_000) as libc::c_long,
         });
-        let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
-        // SAFETY: the set is initialised, info is a null out-pointer (allowed)
-        // and tsp is null or points to `ts`, alive for the call.
-        let sig = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), tsp) };
+        let tsp = ts.as_ref().map_or(core::ptr::null(), |t| t as *const _);
+        // SAFETY: the set is initialised, info may be null, and tsp is null
+        // or points to `ts`, alive for the call.
+        let sig = unsafe { libc::sigtimedwait(&self.0, core::ptr::null_mut(), tsp) };
         (sig > 0).then_some(sig)
     }
 }
 
-pub const FAULTS: [i32; 6] = [
+const FAULTS: [i32; 6] = [
     libc::SIGSEGV,
     libc::SIGBUS,
     libc::SIGFPE,
@@ -163,8 +183,8 @@ pub const FAULTS: [i32; 6] = [
 ];
 
 /// Sets every signal's disposition to default. Ignored dispositions survive
-/// exec, and std ignores SIGPIPE at startup; the session must not inherit
-/// either, and SIGCHLD ignored would make the kernel reap behind our back.
+/// exec: the session must not inherit ours, and SIGCHLD ignored would make
+/// the kernel reap children behind our back.
 pub fn default_dispositions() {
     for sig in 1..=libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
@@ -174,10 +194,6 @@ pub fn default_dispositions() {
         // with EINVAL, which is fine to ignore.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
-}
-
-pub fn write_stderr(bytes: &[u8]) {
-    write_fd(2, bytes)
 }
 
 pub fn write_fd(fd: i32, bytes: &[u8]) {
@@ -190,5 +206,59 @@ pub fn write_fd(fd: i32, bytes: &[u8]) {
         } else if n == 0 || errno() != libc::EINTR {
             return;
         }
+    }
+}
+
+/// Reads up to `buf.len()` bytes from the start of a file; `None` if it
+/// cannot be opened or read.
+pub fn read_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    // SAFETY: path is NUL-terminated; the flags create nothing.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: buf is valid for writes of its length; fd is ours to close.
+    let n = unsafe {
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    buf.get(..usize::try_from(n).ok()?)
+}
+
+/// The global allocator: libc's malloc, which the static libc brings anyway.
+pub struct Malloc;
+
+// SAFETY: malloc/free/realloc meet GlobalAlloc's contract for alignments up
+// to 16 (max_align_t); larger alignments go through posix_memalign.
+unsafe impl core::alloc::GlobalAlloc for Malloc {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        if layout.align() <= 16 {
+            return libc::malloc(layout.size()).cast();
+        }
+        let mut p = core::ptr::null_mut();
+        if libc::posix_memalign(&mut p, layout.align(), layout.size()) != 0 {
+            return core::ptr::null_mut();
+        }
+        p.cast()
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _: core::alloc::Layout) {
+        libc::free(ptr.cast());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: core::alloc::Layout, size: usize) -> *mut u8 {
+        if layout.align() <= 16 {
+            return libc::realloc(ptr.cast(), size).cast();
+        }
+        let new = self.alloc(core::alloc::Layout::from_size_align_unchecked(
+            size,
+            layout.align(),
+        ));
+        if !new.is_null() {
+            core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(size));
+            self.dealloc(ptr, layout);
+        }
+        new
     }
 }

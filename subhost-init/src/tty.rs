@@ -2,7 +2,7 @@
 
 use log::debug;
 
-use crate::sys::{self, Pid};
+use crate::sys::{self, Errno, Pid};
 
 /// The controlling terminal, when the init was started in its foreground.
 pub struct Terminal {
@@ -23,10 +23,7 @@ impl Terminal {
 
     pub fn give(&self, pgrp: Pid) {
         if let Err(e) = sys::tcsetpgrp(self.fd, pgrp) {
-            debug!(
-                "cannot give the terminal to group {pgrp}: {}",
-                sys::describe(e)
-            );
+            debug!("cannot give the terminal to group {pgrp}: {}", Errno(e));
         }
     }
 
