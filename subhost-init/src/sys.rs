@@ -184,15 +184,28 @@ const FAULTS: [i32; 6] = [
 
 /// Sets every signal's disposition to default. Ignored dispositions survive
 /// exec: the session must not inherit ours, and SIGCHLD ignored would make
-/// the kernel reap children behind our back.
+/// the kernel reap children behind our back. The raw syscall, because libc
+/// refuses to touch the signals it reserves (32-34), which may still have
+/// been inherited as ignored.
 pub fn default_dispositions() {
+    // The kernel's struct sigaction: handler (0 = SIG_DFL), flags,
+    // restorer, mask.
+    let dfl = [0u64; 4];
     for sig in 1..=libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: SIG_DFL needs no handler; signals the libc reserves fail
-        // with EINVAL, which is fine to ignore.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        // SAFETY: dfl matches the kernel's struct sigaction layout on
+        // 64-bit targets; 8 is the kernel's sigset size; no old action.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                core::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
     }
 }
 
