@@ -28,6 +28,12 @@ pub fn signal_all(signals: &[i32], pid1: bool) {
 /// Every process below `root`. Orphans of the subtree are reparented to us
 /// (we are its subreaper), so parent links are enough to find them.
 fn descendants(root: Pid) -> Vec<Pid> {
+    // Scanning all of /proc is costly on a busy host; skip it when we have
+    // no child at all (every descendant hangs below a child of ours; the
+    // init is single-threaded, so its one task lists all its children).
+    if has_no_children(root) {
+        return Vec::new();
+    }
     let links: Vec<(Pid, Pid)> = proc_pids()
         .into_iter()
         .filter_map(|pid| Some((pid, parent_of(pid)?)))
@@ -40,6 +46,21 @@ fn descendants(root: Pid) -> Vec<Pid> {
     }
     found.retain(|&p| p != root);
     found
+}
+
+fn has_no_children(pid: Pid) -> bool {
+    let mut path = [0u8; 48];
+    let mut w = Cursor {
+        buf: &mut path,
+        len: 0,
+    };
+    let _ = core::fmt::write(&mut w, format_args!("/proc/{pid}/task/{pid}/children\0"));
+    let Ok(path) = CStr::from_bytes_until_nul(&path) else {
+        return false;
+    };
+    let mut buf = [0u8; 16];
+    // Unreadable (no CONFIG_PROC_CHILDREN): scan to be safe.
+    sys::read_file(path, &mut buf).is_some_and(|b| b.is_empty())
 }
 
 fn proc_pids() -> Vec<Pid> {

@@ -319,7 +319,9 @@ fn stop_signals_stop_the_session_and_cont_resumes_it() {
 
 #[test]
 fn reaps_500_double_forked_orphans() {
-    let script = r#"for i in $(seq 500); do (true &); done
+    // The grandchild outlives its parent, so each one really is orphaned.
+    let script = r#"for i in $(seq 500); do (sleep 0.3 &); done
+sleep 0.3
 for t in $(seq 250); do
   z=$(cat /proc/[0-9]*/stat 2>/dev/null | grep -c ') Z ')
   [ "$z" = 0 ] && break; sleep 0.02
