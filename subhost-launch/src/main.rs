@@ -27,8 +27,10 @@ STOP_TIMEOUT, SESSION), `root` (its filesystem, or the overlay's upper layer),
 and optionally NAME.img (an image file holding root/ and work/).";
 
 const AFTER: &str = "Exit status: `start` exits with the session's status (128+N when it was
-killed by signal N); 125 when the subhost could not be started. Other
-commands exit 0 on success and 1 on error.";
+killed by signal N); 125 when the subhost could not be started. `enter`
+exits with the command's status (128+N likewise), 127 when the command is
+not found inside, 126 when it cannot be executed, 1 when the subhost cannot
+be entered. Other commands exit 0 on success and 1 on error.";
 
 #[derive(Parser)]
 #[command(name = "subhost-launch", version, about = ABOUT, after_help = AFTER)]
@@ -65,6 +67,28 @@ enum Command {
         /// The subhost
         name: String,
         /// The session to run instead of SESSION
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Run a shell or COMMAND inside a running subhost.
+    ///
+    /// The command joins all of the subhost's namespaces (pid, mount, net,
+    /// uts, ipc, cgroup) and its cgroups, runs under its root with its
+    /// hostname, and gets no capability outside its init's bounding set.
+    /// Default command: the config's SESSION (/bin/bash -l), or /bin/sh -l
+    /// when SESSION's program does not exist inside. When stdin is a
+    /// terminal the command gets a pty of the subhost's own devpts, relayed
+    /// in raw mode; when only stdout or stderr is, a pty with echo off (the
+    /// caller's terminal never enters the subhost); otherwise the standard
+    /// streams pass through. A hibernating or stopped subhost is refused
+    /// with a hint to `start` it.
+    Enter {
+        /// Print what would be done, and do nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// The subhost
+        name: String,
+        /// The command to run instead of SESSION
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
@@ -107,6 +131,11 @@ fn main() -> ExitCode {
             name,
             command,
         } => (cmd::start::start(&base, &name, command, dry_run), 125),
+        Command::Enter {
+            dry_run,
+            name,
+            command,
+        } => (cmd::enter::enter(&base, &name, command, dry_run), 1),
         Command::Stop { dry_run, name } => (cmd::stop::stop(&base, &name, dry_run).map(|()| 0), 1),
         Command::Completions { shell } => (docs::completions(Cli::command(), shell).map(|()| 0), 1),
         Command::Man => (docs::man(Cli::command()).map(|()| 0), 1),

@@ -2,5 +2,6 @@
 //! modules named for what it owns (config, layout, mounts, netns, sandbox,
 //! state, supervisor, tty).
 
+pub mod enter;
 pub mod start;
 pub mod stop;
