@@ -279,11 +279,11 @@ fn two_subhosts_on_one_bridge_ping_each_other() {
 fn interactive_session_through_a_pty() {
     let s = Subhost::busybox("SESSION=\"/bin/sh -i\"\n");
     let script = format!(
-        r#"
+        r##"
 set timeout 20
 spawn {launch} start {name}
 expect {{
-    -re {{# $}} {{}}
+    "# " {{}}
     timeout {{ puts "NO PROMPT"; exit 90 }}
 }}
 send "tty; echo sum=\$((40+2))\r"
@@ -295,7 +295,7 @@ send "exit 5\r"
 expect eof
 catch wait result
 exit [lindex $result 3]
-"#,
+"##,
         launch = launch_bin().display(),
         name = s.name
     );
