@@ -23,11 +23,12 @@ const ABOUT: &str = "Start and stop subhosts: sandboxed machines on this host, w
 
 A subhost NAME is the directory $SUBHOST/NAME (default /opt/subhost/NAME)
 holding `config` (plain bash assignments: LOWER, BRIDGES, HOSTNAME, SHARE,
-STOP_TIMEOUT, SESSION), `root` (its filesystem, or the overlay's upper layer),
+STOP_TIMEOUT, SESSION, BOOT, START, HALT...), `root` (its filesystem, or the overlay's upper layer),
 and optionally NAME.img (an image file holding root/ and work/).";
 
 const AFTER: &str = "Exit status: `start` exits with the session's status (128+N when it was
-killed by signal N); 125 when the subhost could not be started. `enter`
+killed by signal N), `start --detach` with 0 once the init runs; 125 when
+the subhost could not be started. `enter`
 exits with the command's status (128+N likewise), 127 when the command is
 not found inside, 126 when it cannot be executed, 1 when the subhost cannot
 be entered. Other commands exit 0 on success and 1 on error.";
@@ -60,14 +61,31 @@ enum Command {
     /// the session gets a pty of its own. When the session ends, every
     /// process of the subhost is gone but mounts and netns stay (the
     /// subhost hibernates) until `stop`.
+    ///
+    /// With --detach there is no session and no terminal: the init runs the
+    /// config's BOOT command, then starts each START service in order (an
+    /// absolute path as `PATH start`, a name as `/etc/init.d/NAME start`
+    /// if that is executable, else `service NAME start`), then stays up,
+    /// reaping, until `stop`. stdin is /dev/null; stdout and stderr go to
+    /// the console. The launcher exits once the init runs; the subhost
+    /// outlives it. A failing BOOT or service is reported in the console
+    /// and the subhost stays up.
     Start {
         /// Print what would be done, and do nothing
         #[arg(long)]
         dry_run: bool,
+        /// Run BOOT and START with no terminal, and return at once
+        #[arg(short, long)]
+        detach: bool,
+        /// Where a detached subhost's output goes: appended to FILE
+        /// (created mode 0640; default $SUBHOST/NAME/console.log), or
+        /// `syslog` for lines under the ident subhost/NAME (daemon.info)
+        #[arg(long, value_name = "FILE|syslog", requires = "detach")]
+        console: Option<String>,
         /// The subhost
         name: String,
         /// The session to run instead of SESSION
-        #[arg(last = true, value_name = "COMMAND")]
+        #[arg(last = true, value_name = "COMMAND", conflicts_with = "detach")]
         command: Vec<String>,
     },
     /// Run a shell or COMMAND inside a running subhost.
@@ -95,6 +113,12 @@ enum Command {
     /// Stop a subhost: end its processes, remove its netns, cables and
     /// mounts. Never deletes `root`, `work` or the image. Stopping a stopped
     /// subhost is not an error.
+    ///
+    /// When it runs and its config has START or HALT, first runs inside (as
+    /// `enter` would) each START service's `stop` in reverse order, then
+    /// HALT, for at most STOP_TIMEOUT seconds, with output to its console
+    /// (stderr when it has none). Then SIGTERM to its init, which gives
+    /// every process STOP_TIMEOUT seconds before SIGKILL.
     Stop {
         /// Print what would be done, and do nothing
         #[arg(long)]
@@ -128,9 +152,18 @@ fn main() -> ExitCode {
     let (result, fail_code) = match cli.command {
         Command::Start {
             dry_run,
+            detach,
+            console,
             name,
             command,
-        } => (cmd::start::start(&base, &name, command, dry_run), 125),
+        } => {
+            let mode = if detach {
+                cmd::start::Mode::Detached { console }
+            } else {
+                cmd::start::Mode::Foreground { command }
+            };
+            (cmd::start::start(&base, &name, mode, dry_run), 125)
+        }
         Command::Enter {
             dry_run,
             name,

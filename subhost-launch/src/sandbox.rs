@@ -295,6 +295,18 @@ pub struct Spawn<'a> {
     pub pty: bool,
     /// Live dir: where the new devpts instance is found before the pivot.
     pub live: PathBuf,
+    /// Set for a subhost that runs without its launcher; `None` for one
+    /// that lives and dies with it.
+    pub detached: Option<Detached>,
+}
+
+/// The std streams of a detached init. It also gets a session of its own
+/// and no parent-death signal: it must outlive the launcher, and no signal
+/// meant for the launcher's terminal or process group may reach it.
+pub struct Detached {
+    pub stdin: OwnedFd,
+    /// Both stdout and stderr: the console.
+    pub console: OwnedFd,
 }
 
 /// The running sandbox, seen from the launcher.
@@ -361,10 +373,16 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
 
 /// Only returns on failure.
 fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infallible> {
-    // Die with the launcher: a foreground subhost must not outlive it.
-    // SAFETY: prctl with an integer argument.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot set the parent-death signal");
+    match &s.detached {
+        Some(d) => detach(d)?,
+        None => {
+            // Die with the launcher: a foreground subhost must not outlive it.
+            // SAFETY: prctl with an integer argument.
+            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("cannot set the parent-death signal");
+            }
+        }
     }
     setns(&s.netns, CloneFlags::CLONE_NEWNET).context("cannot join the subhost's netns")?;
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
@@ -389,6 +407,58 @@ fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infa
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("cannot reset the signal mask")?;
     exec_fd(&s.init, &s.argv, &s.env)
+}
+
+/// A session of its own, the console on the std streams, and nothing else
+/// of the launcher's past exec: whatever its caller left open (a service
+/// manager's fds, a test's pipes) must not be held for the subhost's life.
+fn detach(d: &Detached) -> Result<()> {
+    nix::unistd::setsid().context("cannot start a session for the init")?;
+    install_stdio([
+        d.stdin.as_raw_fd(),
+        d.console.as_raw_fd(),
+        d.console.as_raw_fd(),
+    ])?;
+    // Close-on-exec rather than closed: the netns, init and error-pipe fds
+    // are still needed until the exec.
+    // SAFETY: close_range with plain integers; it only sets flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("cannot mark the launcher's fds close-on-exec");
+    }
+    Ok(())
+}
+
+/// Puts `fds` on 0, 1 and 2. Copies go above 2 first so that a source that
+/// is itself 0, 1 or 2 is neither overwritten before use nor left with
+/// close-on-exec set (dup2 onto itself changes nothing).
+fn install_stdio(fds: [std::os::fd::RawFd; 3]) -> Result<()> {
+    let mut high = Vec::with_capacity(3);
+    for fd in fds {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd we own; returns a new fd.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot copy a console fd");
+        }
+        high.push(copy);
+    }
+    for (target, fd) in high.into_iter().enumerate() {
+        // SAFETY: dup2 onto 0..=2, which the init is meant to own; the copy
+        // is close-on-exec and not used again.
+        if unsafe { libc::dup2(fd, target as i32) } < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("cannot put the console on the init's std streams");
+        }
+    }
+    Ok(())
 }
 
 fn exec_fd(fd: &OwnedFd, argv: &[CString], env: &[CString]) -> Result<std::convert::Infallible> {

@@ -268,6 +268,8 @@ struct Joiner {
     /// `cgroup.procs` of each of the init's cgroups.
     procs: Vec<CString>,
     slave: Option<OwnedFd>,
+    /// Given std streams (never with `slave`); all above 2.
+    stdio: Option<[OwnedFd; 3]>,
     report: OwnedFd,
     cmd: Command,
 }
@@ -280,10 +282,108 @@ struct Command {
     capbnd: u64,
     last_cap: u32,
     pty: PtyUse,
+    /// Start a session of its own, so that it and what it starts can be
+    /// killed together (with a pty, making it controlling does that).
+    own_session: bool,
     report: RawFd,
 }
 
 fn run(name: &str, target: Target, session: Session, pty: PtyUse) -> Result<i32> {
+    // Blocked from here on: the supervisor takes them from a signalfd, and
+    // the command unblocks them before exec.
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
+        .context("cannot block signals")?;
+    let (command_pid, master) = launch(name, target, session, Streams::Caller(pty))?;
+    info!("entered {name}: command PID {command_pid} (host view)");
+    let status = supervisor::supervise(command_pid, master);
+    if status.is_err() {
+        // Nobody would relay its terminal or wait for it any more.
+        let _ = nix::sys::signal::kill(command_pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(command_pid, None);
+    }
+    status
+}
+
+/// The std streams of a command run by [`run_inside`].
+pub struct Stdio<'a> {
+    pub stdin: BorrowedFd<'a>,
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+}
+
+/// Runs `argv` inside the running subhost `name`, whose init is `init`,
+/// exactly as `enter` would (namespaces, cgroups, root, capabilities) but
+/// with the given std streams and in a session of its own. Returns its
+/// status as a shell reports it (127 not found, 126 not executable, 128+N
+/// killed by signal N). When `timeout` passes first, its whole session is
+/// SIGKILLed and the status is 128+9; processes it moved out of its session
+/// are left to the subhost.
+pub fn run_inside(
+    name: &str,
+    init: ProcId,
+    argv: &[String],
+    stdio: Stdio<'_>,
+    timeout: Duration,
+) -> Result<i32> {
+    let target = Target::open(name, init)?;
+    let session = Session {
+        argv: cstrings(argv)?,
+        fallback: None,
+    };
+    if session.argv.is_empty() {
+        bail!("no command to run inside {name}");
+    }
+    let fds = [stdio.stdin, stdio.stdout, stdio.stderr]
+        .map(|fd| fd.try_clone_to_owned().context("cannot copy a std stream"));
+    let [i, o, e] = fds;
+    let (pid, _) = launch(name, target, session, Streams::Given([i?, o?, e?]))?;
+    wait_bounded(pid, timeout)
+}
+
+/// Waits for our child `pid` up to `timeout`, then kills its session.
+fn wait_bounded(pid: Pid, timeout: Duration) -> Result<i32> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    // An unreaped child of ours: its PID cannot be recycled under us.
+    let exited = match PidFd::open(pid.as_raw()) {
+        Ok(fd) => fd.wait_exit(timeout),
+        Err(_) => true,
+    };
+    if !exited {
+        log::warn!("PID {pid} still running after {timeout:?}: killing its session");
+        let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    }
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot wait for PID {pid}")),
+        }
+    }
+}
+
+/// Where the command's std streams come from.
+enum Streams {
+    /// The launcher's caller's, through a pty of the subhost as `PtyUse`
+    /// says.
+    Caller(PtyUse),
+    /// These, as stdin, stdout and stderr.
+    Given([OwnedFd; 3]),
+}
+
+/// Forks the joiner, which makes the command our child inside the subhost;
+/// returns its PID (host view) and the pty master when it has one.
+fn launch(
+    name: &str,
+    target: Target,
+    session: Session,
+    streams: Streams,
+) -> Result<(Pid, Option<OwnedFd>)> {
+    let (pty, stdio) = match streams {
+        Streams::Caller(pty) => (pty, None),
+        Streams::Given(fds) => (PtyUse::None, Some(fds)),
+    };
     let terminal = match pty {
         PtyUse::None => None,
         _ => Some(open_subhost_pty(target.root.as_fd())?),
@@ -297,6 +397,7 @@ fn run(name: &str, target: Target, session: Session, pty: PtyUse) -> Result<i32>
     let last_cap = last_cap();
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let stdio_given = stdio.is_some();
     let (master, slave) = match terminal {
         Some(p) => (Some(p.master), Some(p.slave)),
         None => (None, None),
@@ -308,6 +409,7 @@ fn run(name: &str, target: Target, session: Session, pty: PtyUse) -> Result<i32>
         root: target.root,
         procs,
         slave,
+        stdio,
         report: report_w,
         cmd: Command {
             name: name.to_string(),
@@ -316,14 +418,11 @@ fn run(name: &str, target: Target, session: Session, pty: PtyUse) -> Result<i32>
             capbnd: target.capbnd,
             last_cap,
             pty,
+            own_session: stdio_given,
             report: report_raw,
         },
     };
 
-    // Blocked from here on: the supervisor takes them from a signalfd, and
-    // the command unblocks them before exec.
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
-        .context("cannot block signals")?;
     // SAFETY: the launcher is single-threaded, so the joiner may allocate and
     // use any library code; it leaves only through _exit.
     let joiner_pid = match unsafe { fork() }.context("cannot fork")? {
@@ -340,19 +439,11 @@ fn run(name: &str, target: Target, session: Session, pty: PtyUse) -> Result<i32>
     // failed to): both hold the write end, close-on-exec.
     let _ = File::from(report_r).read_to_string(&mut report);
     let _ = nix::sys::wait::waitpid(joiner_pid, None);
-    let command_pid = match report.strip_prefix("pid ").map(|p| p.trim().parse::<i32>()) {
-        Some(Ok(pid)) => Pid::from_raw(pid),
+    match report.strip_prefix("pid ").map(|p| p.trim().parse::<i32>()) {
+        Some(Ok(pid)) => Ok((Pid::from_raw(pid), master)),
         _ if report.is_empty() => bail!("cannot enter subhost {name}: the joiner died"),
         _ => bail!("cannot enter subhost {name}: {report}"),
-    };
-    info!("entered {name}: command PID {command_pid} (host view)");
-    let status = supervisor::supervise(command_pid, master);
-    if status.is_err() {
-        // Nobody would relay its terminal or wait for it any more.
-        let _ = nix::sys::signal::kill(command_pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(command_pid, None);
     }
-    status
 }
 
 /// `/proc/sys/kernel/cap_last_cap`, or the highest capability this build
@@ -381,6 +472,10 @@ fn join_and_clone(j: &Joiner) -> Result<Pid> {
         nix::unistd::dup2_stdin(slave).context("cannot put the pty on stdin")?;
         nix::unistd::dup2_stdout(slave).context("cannot put the pty on stdout")?;
         nix::unistd::dup2_stderr(slave).context("cannot put the pty on stderr")?;
+    } else if let Some([i, o, e]) = &j.stdio {
+        nix::unistd::dup2_stdin(i).context("cannot set up stdin")?;
+        nix::unistd::dup2_stdout(o).context("cannot set up stdout")?;
+        nix::unistd::dup2_stderr(e).context("cannot set up stderr")?;
     }
     // The joiner's std streams were the caller's; with a pty they are now
     // the subhost's. Everything else the launcher had open goes here, the
@@ -512,6 +607,9 @@ fn command_main(cmd: &Command) -> isize {
 }
 
 fn prepare_command(cmd: &Command) -> Result<()> {
+    if cmd.own_session {
+        nix::unistd::setsid().context("cannot start a session")?;
+    }
     if cmd.pty != PtyUse::None {
         // SAFETY: fd 0 is the pty slave the joiner put there; ownership
         // passes to make_controlling, which keeps it open as fd 0.

@@ -2,6 +2,7 @@
 //! modules named for what it owns (config, layout, mounts, netns, sandbox,
 //! state, supervisor, tty).
 
+pub mod detach;
 pub mod enter;
 pub mod start;
 pub mod stop;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::SigmaskHow;
 
+use crate::cmd::detach;
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::{mounts, netns, sandbox, state, supervisor, tty};
@@ -64,19 +65,40 @@ impl Drop for Undo<'_> {
     }
 }
 
-pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Result<i32> {
+/// How the subhost's init runs.
+pub enum Mode {
+    /// Under the launcher, with a session: COMMAND, or SESSION when empty.
+    Foreground { command: Vec<String> },
+    /// On its own with no terminal, running BOOT and START; `console` as
+    /// given to `--console`.
+    Detached { console: Option<String> },
+}
+
+pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> {
     let (layout, cfg) = open_subhost(base, name)?;
-    let session = if command.is_empty() {
-        cfg.session.clone()
-    } else {
-        command
+    let (argv, console) = match mode {
+        Mode::Foreground { command } => {
+            let session = if command.is_empty() {
+                cfg.session.clone()
+            } else {
+                command
+            };
+            (sandbox::init_argv(cfg.stop_timeout, &session)?, None)
+        }
+        Mode::Detached { console } => (
+            detach::init_argv(&cfg)?,
+            Some(detach::Console::from_arg(&layout, console.as_deref())?),
+        ),
     };
     let mount_steps = mounts::plan(&layout, &cfg);
     let links = links(&layout, &cfg);
     let inner = sandbox::plan(&layout, &cfg);
-    let argv = sandbox::init_argv(cfg.stop_timeout, &session)?;
     if dry_run {
         print_start_plan(&layout, &mount_steps, &links, &inner, &argv);
+        if let Some(console) = &console {
+            println!("# detached: a session of its own, no parent-death signal;");
+            println!("# stdin /dev/null, stdout and stderr appended to console: {console}");
+        }
         return Ok(0);
     }
 
@@ -87,6 +109,8 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
             init.pid
         );
     }
+    // Left by a detached init that died without `stop`.
+    detach::clear_console(name);
     let (_, init_fd) = sandbox::open_init()?;
     let mut undo = Undo {
         layout: &layout,
@@ -106,12 +130,18 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
         netns::create(name, &links)?;
     }
     let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
-    let pty = tty::is_tty(std::io::stdin().as_fd());
+    let detached = match &console {
+        Some(console) => Some(detached_streams(&layout, &cfg, console)?),
+        None => None,
+    };
+    let pty = detached.is_none() && tty::is_tty(std::io::stdin().as_fd());
 
-    // Signals stay blocked from here on: the supervisor takes them from a
-    // signalfd, and the child unblocks them just before exec.
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
-        .context("cannot block signals")?;
+    if detached.is_none() {
+        // Signals stay blocked from here on: the supervisor takes them from
+        // a signalfd, and the child unblocks them just before exec.
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
+            .context("cannot block signals")?;
+    }
     let child = sandbox::spawn(sandbox::Spawn {
         steps: &inner,
         netns: netns_fd,
@@ -120,6 +150,7 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
         env: sandbox::session_env(),
         pty,
         live: layout.live(),
+        detached,
     })
     .with_context(|| format!("cannot start subhost {name}"))?;
     let id = state::ProcId::of(child.pid.as_raw());
@@ -129,6 +160,16 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
     }
     undo.mounts = false;
     undo.netns = false;
+    if let Some(console) = &console {
+        detach::record_console(name, console)?;
+        drop(lock);
+        // The init is not waited for: it is reparented when we exit.
+        println!(
+            "subhost {name}: started (init PID {}), console: {console}",
+            child.pid
+        );
+        return Ok(0);
+    }
     drop(lock);
     info!("subhost {name} started, init PID {}", child.pid);
 
@@ -141,6 +182,32 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
     }
     state::clear_init(name, id.ok());
     status
+}
+
+/// stdin and console of a detached init. BOOT and START run through the
+/// subhost's `/bin/sh`: better refused here than an init that is up with
+/// nothing started and only a line in the console saying why.
+fn detached_streams(
+    layout: &Layout,
+    cfg: &Config,
+    console: &detach::Console,
+) -> Result<sandbox::Detached> {
+    if detach::boot_session(cfg).is_some() {
+        // Not followed: a symlink is resolved inside the subhost, not here.
+        let sh = layout.live().join("bin/sh");
+        if std::fs::symlink_metadata(&sh).is_err() {
+            bail!(
+                "subhost {}: BOOT and START run with /bin/sh, and its root has none ({} is missing)",
+                layout.name,
+                sh.display()
+            );
+        }
+    }
+    let stdin = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    Ok(sandbox::Detached {
+        stdin: stdin.into(),
+        console: console.open(&layout.name)?,
+    })
 }
 
 fn print_start_plan(
@@ -166,5 +233,5 @@ fn print_start_plan(
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    println!("exec {}", argv.join(" "));
+    println!("exec {}", detach::shell_words(&argv));
 }

@@ -1,6 +1,7 @@
 //! `stop`: end a subhost's processes, delete its netns and cables, unmount
 //! its root. Idempotent; never deletes data.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::Signal;
 
+use crate::cmd::{detach, enter};
 use crate::config::{self, Config};
 use crate::layout::Layout;
 use crate::{mounts, netns, state};
@@ -15,24 +17,37 @@ use crate::{mounts, netns, state};
 pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
     let layout = Layout::new(base, name)?;
     // A broken config must not keep a subhost from being stopped.
-    let grace = match config::load(&layout.config(), name, base) {
-        Ok(cfg) => cfg.stop_timeout,
+    let cfg = match config::load(&layout.config(), name, base) {
+        Ok(cfg) => cfg,
         Err(e) => {
-            warn!("{e:#}; stopping with the default grace period");
-            Config::defaults(name).stop_timeout
+            warn!("{e:#}; stopping with the default grace period and no HALT");
+            Config::defaults(name)
         }
     };
+    let grace = cfg.stop_timeout;
+    let halt = detach::halt_command(&cfg);
     if dry_run {
-        print_stop_plan(&layout, grace);
+        print_stop_plan(&layout, grace, halt.as_deref());
         return Ok(());
     }
     let lock = state::lock(name)?;
     let mut did = false;
     if let Some(init) = state::running_init(name) {
         did = true;
+        let console = detach::reopen_console(name, init.pid);
+        if let Some((fd, c)) = &console {
+            detach::note(fd, c, &format!("subhost {name}: stopping"));
+        }
+        if let Some(halt) = &halt {
+            run_halt(name, init, halt, grace, console.as_ref().map(|(fd, _)| fd));
+        }
         stop_init(name, init, grace)?;
+        if let Some((fd, c)) = &console {
+            detach::note(fd, c, &format!("subhost {name}: stopped"));
+        }
     }
     state::clear_init(name, None);
+    detach::clear_console(name);
     did |= netns::delete(name, Duration::from_secs(5))?;
     did |= mounts::deactivate(&layout)?;
     lock.unlock_and_forget(name);
@@ -42,6 +57,40 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
         println!("subhost {name}: already stopped");
     }
     Ok(())
+}
+
+/// Runs the stop commands (START stopped in reverse, then HALT) inside,
+/// as `enter` would, for at most `grace` seconds; their output goes to the
+/// console, or to our stderr when there is none. A failure is reported and
+/// the stop goes on: the TERM/KILL sequence comes next either way.
+fn run_halt(
+    name: &str,
+    init: state::ProcId,
+    argv: &[String],
+    grace: u32,
+    console: Option<&OwnedFd>,
+) {
+    let run = || -> Result<i32> {
+        let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+        let stderr = std::io::stderr();
+        let out = match console {
+            Some(fd) => fd.as_fd(),
+            None => stderr.as_fd(),
+        };
+        let stdio = enter::Stdio {
+            stdin: null.as_fd(),
+            stdout: out,
+            stderr: out,
+        };
+        info!("stopping {name}: running HALT/START stop inside (up to {grace}s)");
+        enter::run_inside(name, init, argv, stdio, Duration::from_secs(grace.into()))
+    };
+    match run() {
+        Ok(0) => {}
+        Ok(137) => warn!("the stop commands of {name} were killed after {grace}s (STOP_TIMEOUT)"),
+        Ok(code) => warn!("the stop commands of {name} exited with status {code}"),
+        Err(e) => warn!("cannot run the stop commands of {name}: {e:#}"),
+    }
 }
 
 /// SIGTERM to init (which gives the session and everything else `grace`
@@ -75,13 +124,26 @@ fn stop_init(name: &str, init: state::ProcId, grace: u32) -> Result<()> {
     Ok(())
 }
 
-fn print_stop_plan(layout: &Layout, grace: u32) {
+fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
     let name = &layout.name;
     match state::running_init(name) {
-        Some(init) => println!(
-            "kill -TERM {0}   # init; after {grace}s + 2s: kill -KILL {0}",
-            init.pid
-        ),
+        Some(init) => {
+            if let Some(halt) = halt {
+                let out = match detach::recorded_console(name) {
+                    Some(c) => format!("console {c}"),
+                    None => "stderr".to_string(),
+                };
+                println!(
+                    "# START stopped in reverse, then HALT: inside, as `enter` runs a command,"
+                );
+                println!("# killed after {grace}s, output to {out}");
+                println!("{}", detach::shell_words(halt));
+            }
+            println!(
+                "kill -TERM {0}   # init; after {grace}s + 2s: kill -KILL {0}",
+                init.pid
+            );
+        }
         None => println!("# no init running"),
     }
     if netns::exists(name) {
