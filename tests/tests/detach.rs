@@ -109,6 +109,15 @@ fn proc_state(pid: i32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// argv of a process.
+fn cmdline(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 /// Last field of `NSpid:`: the PID a process has in its own namespace.
 fn inner_pid(pid: i32) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -231,11 +240,19 @@ fn detached_services_serve_over_the_cable_and_stop_in_order() {
         Some("1"),
         "init is not PID 1 inside"
     );
-    let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap();
-    assert!(
-        cmdline.starts_with(b"subhost-init\0--keep-alive\0--grace\03\0--\0/bin/sh\0-c\0"),
-        "{}",
-        String::from_utf8_lossy(&cmdline)
+    let argv = cmdline(init);
+    assert_eq!(
+        argv[..7],
+        [
+            "subhost-init",
+            "--keep-alive",
+            "--grace",
+            "3",
+            "--",
+            "/bin/sh",
+            "-c"
+        ],
+        "{argv:?}"
     );
     let pid_ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
 
@@ -290,8 +307,10 @@ fn detached_services_serve_over_the_cable_and_stop_in_order() {
     // A subhost with neither BOOT nor START: an init with no session, and
     // addresses set from outside through enter.
     let b_init = start_detached(&b, &[]);
-    let cmdline = std::fs::read(format!("/proc/{b_init}/cmdline")).unwrap();
-    assert_eq!(cmdline, b"subhost-init\0--no-session\0--grace\05\0");
+    assert_eq!(
+        cmdline(b_init),
+        ["subhost-init", "--no-session", "--grace", "5"]
+    );
     let again = b.run(&["start", "--detach", &b.name]);
     assert_eq!(again.code(), 125, "{}", again.describe());
     assert!(
