@@ -142,7 +142,7 @@ fn bash_completion_registers_and_completes() {
     let opts = bash_complete(&script, &["subhost-launch", "--subh"]);
     assert_eq!(opts, ["--subhost-dir"]);
     // Past a subcommand (broken upstream for hyphenated names).
-    let start = bash_complete(&script, &["subhost-launch", "start", "--d"]);
+    let start = bash_complete(&script, &["subhost-launch", "start", "--dr"]);
     assert_eq!(start, ["--dry-run"]);
     let shells = bash_complete(&script, &["subhost-launch", "completions", ""]);
     for shell in ["bash", "zsh", "fish"] {
