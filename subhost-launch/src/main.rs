@@ -9,6 +9,7 @@ mod layout;
 mod logging;
 mod mounts;
 mod netns;
+mod privileges;
 mod sandbox;
 mod state;
 mod supervisor;

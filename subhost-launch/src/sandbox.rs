@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use caps::Capability;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow};
@@ -22,7 +23,8 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::tty;
+use crate::cgroup::Cgroup;
+use crate::{privileges, tty};
 
 /// What the child does inside its new namespaces, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub enum Step {
     PivotRoot {
         live: PathBuf,
     },
+    /// Shrink the bounding set, last, so no step before is refused.
+    DropCaps(Vec<Capability>),
 }
 
 impl fmt::Display for Step {
@@ -101,13 +105,17 @@ impl fmt::Display for Step {
             Step::PivotRoot { live } => {
                 write!(f, "pivot_root {} (old root detached)", live.display())
             }
+            Step::DropCaps(caps) => {
+                let names: Vec<String> = caps.iter().map(|c| c.to_string().to_lowercase()).collect();
+                write!(f, "capsh --drop={}", names.join(","))
+            }
         }
     }
 }
 
 /// The child's steps for `layout` under `cfg`. Paths are on the host side,
 /// under `live`, since the pivot comes last.
-pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
+pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
     let live = layout.live();
     let under = |p: &Path| live.join(p.strip_prefix("/").unwrap_or(p));
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -155,8 +163,9 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
         },
         Step::Hostname(cfg.hostname.clone()),
         Step::PivotRoot { live },
+        Step::DropCaps(privileges::dropped(cfg)?),
     ]);
-    steps
+    Ok(steps)
 }
 
 fn ensure_dir(p: &Path) -> Result<()> {
@@ -222,6 +231,7 @@ fn run_step(step: &Step) -> Result<()> {
         Step::DevLinks { dev } => make_dev_links(dev),
         Step::Hostname(h) => nix::unistd::sethostname(h).context("cannot set the hostname"),
         Step::PivotRoot { live } => pivot_into(live),
+        Step::DropCaps(caps) => privileges::apply(caps),
     }
 }
 
@@ -295,6 +305,8 @@ pub struct Spawn<'a> {
     pub pty: bool,
     /// Live dir: where the new devpts instance is found before the pivot.
     pub live: PathBuf,
+    /// Joined first, so that init and everything below it are in it.
+    pub cgroup: Option<&'a Cgroup>,
 }
 
 /// The running sandbox, seen from the launcher.
@@ -366,9 +378,19 @@ fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infa
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
         return Err(std::io::Error::last_os_error()).context("cannot set the parent-death signal");
     }
+    if let Some(cg) = s.cgroup {
+        cg.join_self().context("cannot join the subhost's cgroup")?;
+    }
     setns(&s.netns, CloneFlags::CLONE_NEWNET).context("cannot join the subhost's netns")?;
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-        .context("cannot create mount, UTS and IPC namespaces")?;
+    // The cgroup namespace is made after joining, so that inside, the
+    // subhost's cgroup is the root.
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWCGROUP,
+    )
+    .context("cannot create mount, UTS, IPC and cgroup namespaces")?;
     for step in s.steps {
         // The pty comes from the subhost's own devpts, so it has to be made
         // after devpts is mounted and before the pivot hides nothing of it.
@@ -388,6 +410,10 @@ fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infa
     drop(sock);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("cannot reset the signal mask")?;
+    // Rust ignores SIGPIPE, and an ignored disposition survives exec.
+    // SAFETY: restoring the default disposition installs no handler.
+    unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
+        .context("cannot reset SIGPIPE")?;
     exec_fd(&s.init, &s.argv, &s.env)
 }
 
@@ -484,7 +510,7 @@ mod tests {
             host: "/srv/data".into(),
             inner: "/data".into(),
         });
-        let steps = plan(&layout, &cfg);
+        let steps = plan(&layout, &cfg).unwrap();
         assert_eq!(steps.first(), Some(&Step::PrivateMounts));
         assert_eq!(
             steps[1],
@@ -493,7 +519,8 @@ mod tests {
                 target: "/opt/subhost/future/live/data".into()
             }
         );
-        assert!(matches!(steps.last(), Some(Step::PivotRoot { .. })));
+        assert!(matches!(steps[steps.len() - 2], Step::PivotRoot { .. }));
+        assert!(matches!(steps.last(), Some(Step::DropCaps(_))));
         let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
         assert!(text.contains(&"hostname future".to_string()), "{text:?}");
         assert!(text

@@ -73,6 +73,35 @@ impl Lock {
     }
 }
 
+fn cgroup_path(name: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{name}.cgroup"))
+}
+
+/// Records where the cgroup of `name` is: the default place depends on the
+/// caller's own cgroup, so a later `stop` from elsewhere could not find it.
+pub fn record_cgroup(name: &str, dirs: &[PathBuf]) -> Result<()> {
+    let path = cgroup_path(name);
+    let mut text = String::new();
+    for d in dirs {
+        let d = d
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("cgroup path {} is not UTF-8", d.display()))?;
+        text.push_str(d);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The cgroup directories recorded for `name`, if any.
+pub fn recorded_cgroup(name: &str) -> Option<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(cgroup_path(name)).ok()?;
+    Some(text.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+}
+
+pub fn clear_cgroup(name: &str) {
+    let _ = std::fs::remove_file(cgroup_path(name));
+}
+
 /// Identity of a process that survives PID reuse: its PID plus its start
 /// time in clock ticks since boot (field 22 of `/proc/PID/stat`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use nix::sys::signal::SigmaskHow;
 
 use crate::config::Config;
 use crate::layout::Layout;
+use crate::cgroup::{self, Cgroup};
 use crate::{mounts, netns, sandbox, state, supervisor, tty};
 
 /// The cables of a subhost as netns links: `NAMEi` on the host, `ethi`
@@ -45,10 +46,15 @@ struct Undo<'a> {
     layout: &'a Layout,
     mounts: bool,
     netns: bool,
+    cgroup: Option<Cgroup>,
 }
 
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            info!("undo: removing the cgroup of {}", self.layout.name);
+            release_cgroup(&self.layout.name, &cg);
+        }
         if self.netns {
             info!("undo: deleting netns {}", self.layout.name);
             if let Err(e) = netns::delete(&self.layout.name, Duration::from_secs(5)) {
@@ -73,10 +79,11 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
     };
     let mount_steps = mounts::plan(&layout, &cfg);
     let links = links(&layout, &cfg);
-    let inner = sandbox::plan(&layout, &cfg);
+    let inner = sandbox::plan(&layout, &cfg)?;
+    let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
     let argv = sandbox::init_argv(cfg.stop_timeout, &session)?;
     if dry_run {
-        print_start_plan(&layout, &mount_steps, &links, &inner, &argv);
+        print_start_plan(&layout, &mount_steps, &links, &cgroup_plan, &inner, &argv);
         return Ok(0);
     }
 
@@ -92,6 +99,7 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
         layout: &layout,
         mounts: false,
         netns: false,
+        cgroup: None,
     };
     if mounts::is_active(&layout) {
         info!("{} is mounted: reusing it", layout.live().display());
@@ -106,6 +114,8 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
         netns::create(name, &links)?;
     }
     let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
+    let cg = &*undo.cgroup.insert(cgroup::create(&cgroup_plan)?);
+    state::record_cgroup(name, cg.dirs())?;
     let pty = tty::is_tty(std::io::stdin().as_fd());
 
     // Signals stay blocked from here on: the supervisor takes them from a
@@ -120,6 +130,7 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
         env: sandbox::session_env(),
         pty,
         live: layout.live(),
+        cgroup: Some(cg),
     })
     .with_context(|| format!("cannot start subhost {name}"))?;
     let id = state::ProcId::of(child.pid.as_raw());
@@ -129,6 +140,7 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
     }
     undo.mounts = false;
     undo.netns = false;
+    let cg = undo.cgroup.take();
     drop(lock);
     info!("subhost {name} started, init PID {}", child.pid);
 
@@ -140,13 +152,35 @@ pub fn start(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
         let _ = nix::sys::wait::waitpid(child.pid, None);
     }
     state::clear_init(name, id.ok());
+    // The subhost hibernates: no process is left, and its cgroup with them.
+    if let Some(cg) = cg {
+        release_cgroup(name, &cg);
+    }
     status
+}
+
+/// The cgroup limits of `cfg`.
+pub fn limits(cfg: &Config) -> cgroup::Limits {
+    cgroup::Limits {
+        memory_max: cfg.memory_max,
+        cpu_max: cfg.cpu_max.clone(),
+        pids_max: cfg.pids_max,
+    }
+}
+
+/// Kills whatever is left in `cg`, removes it and forgets it.
+pub fn release_cgroup(name: &str, cg: &Cgroup) {
+    if let Err(e) = cg.kill_all(Duration::from_secs(5)).and_then(|()| cg.remove()) {
+        warn!("cgroup of {name}: {e:#}");
+    }
+    state::clear_cgroup(name);
 }
 
 fn print_start_plan(
     layout: &Layout,
     mount_steps: &[mounts::Step],
     links: &[netns::Link],
+    cgroup_plan: &cgroup::Plan,
     inner: &[sandbox::Step],
     argv: &[std::ffi::CString],
 ) {
@@ -158,7 +192,9 @@ fn print_start_plan(
     }
     println!("# network{}", reuse(netns::exists(name)));
     println!("{}", netns::plan(name, links));
-    println!("# sandbox: new pid, mount, uts and ipc namespaces, joining netns {name}");
+    println!("# cgroup");
+    println!("{cgroup_plan}");
+    println!("# sandbox: joins the cgroup and netns {name}, new pid, mount, uts, ipc and cgroup namespaces");
     for s in inner {
         println!("{s}");
     }

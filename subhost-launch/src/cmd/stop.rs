@@ -10,18 +10,19 @@ use nix::sys::signal::Signal;
 
 use crate::config::{self, Config};
 use crate::layout::Layout;
-use crate::{mounts, netns, state};
+use crate::{cgroup, mounts, netns, state};
 
 pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
     let layout = Layout::new(base, name)?;
     // A broken config must not keep a subhost from being stopped.
-    let grace = match config::load(&layout.config(), name, base) {
-        Ok(cfg) => cfg.stop_timeout,
+    let cfg = match config::load(&layout.config(), name, base) {
+        Ok(cfg) => cfg,
         Err(e) => {
             warn!("{e:#}; stopping with the default grace period");
-            Config::defaults(name).stop_timeout
+            Config::defaults(name)
         }
     };
+    let grace = cfg.stop_timeout;
     if dry_run {
         print_stop_plan(&layout, grace);
         return Ok(());
@@ -33,6 +34,17 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
         stop_init(name, init, grace)?;
     }
     state::clear_init(name, None);
+    // Whatever is still in the subhost's cgroup goes now: processes the
+    // init could not take down, or an init the record lost track of.
+    let cg = state::recorded_cgroup(name)
+        .and_then(|dirs| cgroup::open_dirs(&dirs))
+        .or_else(|| cgroup::open(name, cfg.cgroup_parent.as_deref()));
+    if let Some(cg) = cg {
+        did = true;
+        cg.kill_all(Duration::from_secs(5))?;
+        cg.remove()?;
+    }
+    state::clear_cgroup(name);
     did |= netns::delete(name, Duration::from_secs(5))?;
     did |= mounts::deactivate(&layout)?;
     lock.unlock_and_forget(name);
@@ -83,6 +95,11 @@ fn print_stop_plan(layout: &Layout, grace: u32) {
             init.pid
         ),
         None => println!("# no init running"),
+    }
+    if let Some(dirs) = state::recorded_cgroup(name) {
+        for d in dirs {
+            println!("kill every process in {0}; rmdir {0}", d.display());
+        }
     }
     if netns::exists(name) {
         println!("ip netns del {name}");
