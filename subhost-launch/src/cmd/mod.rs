@@ -2,5 +2,7 @@
 //! modules named for what it owns (config, layout, mounts, netns, sandbox,
 //! state, supervisor, tty).
 
+pub mod create;
+pub mod list;
 pub mod start;
 pub mod stop;
