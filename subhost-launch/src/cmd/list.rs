@@ -801,6 +801,54 @@ mod tests {
         assert!(has(&problems, "not in netns web"), "{problems:?}");
     }
 
+    /// The subhost's cgroups and their test-only parent, removed on drop.
+    struct CgroupGuard {
+        cg: cgroup::Cgroup,
+    }
+
+    impl Drop for CgroupGuard {
+        fn drop(&mut self) {
+            let _ = self.cg.remove();
+            for d in self.cg.dirs() {
+                if let Some(parent) = d.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn usage_is_read_from_the_cgroup_only_with_limits_on() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root");
+        let me = std::process::id();
+        let name = format!("shtls{:x}", me % 0x10_0000);
+        let parent = format!("/shtcg-{me}-ls");
+        let limited = Config {
+            memory_max: Some(64 << 20),
+            pids_max: Some(20),
+            cgroup_parent: Some(parent.clone()),
+            ..Config::defaults(&name)
+        };
+        assert!(usage(&name, &limited).is_none(), "no cgroup yet");
+        let limits = cgroup::Limits {
+            memory_max: limited.memory_max,
+            pids_max: limited.pids_max,
+            cpu_max: None,
+        };
+        let plan = cgroup::plan(&name, Some(&parent), &limits).unwrap();
+        let _guard = CgroupGuard {
+            cg: cgroup::create(&plan).unwrap(),
+        };
+        let got = usage(&name, &limited).expect("usage of the new cgroup");
+        assert_eq!(got.pids_current, Some(0));
+        assert!(got.memory_current.is_some(), "{got:?}");
+        let unlimited = Config {
+            cgroup_parent: Some(parent),
+            ..Config::defaults(&name)
+        };
+        assert!(usage(&name, &unlimited).is_none());
+    }
+
     #[test]
     fn durations_and_sizes_read_well() {
         assert_eq!(human_duration(Duration::from_secs(7)), "7s");
