@@ -456,6 +456,21 @@ fn a_running_subhost_shows_its_verified_init_and_breaks_without_its_netns() {
     assert!(last.get("uptime_seconds").num() < 30.0, "{last:?}");
     assert_eq!(last.get("cables").arr()[0].get("present"), &J::Bool(true));
 
+    // Without its record the init is still found, from the kernel alone.
+    let record_path = format!("/run/subhost/{}.init", s.name);
+    std::fs::remove_file(&record_path).unwrap();
+    let o = s.status();
+    std::fs::write(&record_path, &record).unwrap();
+    assert_eq!(o.get("state").str(), "running", "{o:?}");
+    assert_eq!(o.get("pid").num() as u32, pid);
+    assert!(
+        o.get("problems")
+            .arr()
+            .iter()
+            .any(|p| p.str().contains("does not name it")),
+        "{o:?}"
+    );
+
     assert_ok(&run_timeout(
         &mut cmd("ip", ["netns", "del", &s.name]),
         LIMIT,

@@ -44,6 +44,9 @@ pub enum InitFact {
     None,
     /// The recorded process is this subhost's init.
     Verified(state::ProcId),
+    /// No usable record, but the kernel shows the subhost's init: PID 1 of
+    /// a PID namespace one level below ours, in netns NAME.
+    Unrecorded(state::ProcId),
     /// The recorded process still runs as PID 1 of its PID namespace, but
     /// is not in netns NAME (the netns was deleted under it).
     OutsideNetns(i32),
@@ -83,10 +86,16 @@ pub fn classify(f: &Facts) -> (State, Vec<String>) {
         InitFact::OutsideNetns(pid) => problems.push(format!(
             "init PID {pid} runs but is not in netns {name}: the netns was deleted under it"
         )),
+        InitFact::Unrecorded(id) => problems.push(format!(
+            "init PID {} runs but {}/{name}.init does not name it: `stop` cannot signal it \
+             (end its session, or kill it, then `subhost-launch stop {name}`)",
+            id.pid,
+            state::RUN_DIR
+        )),
         InitFact::None | InitFact::Verified(_) => {}
     }
     let missing = || f.cables.iter().filter(|c| !c.1).map(|c| &c.0);
-    if let InitFact::Verified(_) = f.init {
+    if let InitFact::Verified(_) | InitFact::Unrecorded(_) = f.init {
         // A running subhost stays `running`; what is off is still reported.
         if !f.live {
             problems.push(
@@ -258,7 +267,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry]) -> Report {
         (None, Err(_)) => None,
     };
     let (pid, uptime) = match facts.init {
-        InitFact::Verified(id) => (Some(id.pid), state::uptime(id)),
+        InitFact::Verified(id) | InitFact::Unrecorded(id) => (Some(id.pid), state::uptime(id)),
         _ => (None, None),
     };
     let usage = cfg.as_ref().ok().and_then(|c| usage(name, c));
@@ -281,27 +290,59 @@ fn init_fact(name: &str) -> InitFact {
     if let Some(id) = state::running_init(name) {
         return InitFact::Verified(id);
     }
+    // The record is only a hint: a crash or a cleaned /run can lose it
+    // while the init runs on.
+    if let Some(id) = init_in_netns(name) {
+        return InitFact::Unrecorded(id);
+    }
     let Some(rec) = state::init_record(name) else {
         return InitFact::None;
     };
     // Same start time: the very process recorded, not a recycled PID.
-    if state::ProcId::of(rec.pid).ok() == Some(rec) && is_pid1_inside(rec.pid) {
+    if state::ProcId::of(rec.pid).ok() == Some(rec) && nspid(rec.pid).last() == Some(&1) {
         InitFact::OutsideNetns(rec.pid)
     } else {
         InitFact::Stale(rec.pid)
     }
 }
 
-fn is_pid1_inside(pid: i32) -> bool {
+/// `NSpid` of `pid`: its PID in our namespace, then in each nested one.
+fn nspid(pid: i32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .and_then(|l| l.split_whitespace().last())
-                .map(|last| last == "1")
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|l| {
+                l.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
         })
-        .unwrap_or(false)
+        .unwrap_or_default()
+}
+
+/// The process in netns NAME that is PID 1 of a PID namespace directly
+/// below ours: what `start` makes the subhost's init. Deeper ones are
+/// containers inside the subhost.
+fn init_in_netns(name: &str) -> Option<state::ProcId> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(netns::path(name)).ok()?;
+    let depth = nspid(std::process::id() as i32).len();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if m.ino() != ns.ino() || m.dev() != ns.dev() {
+            continue;
+        }
+        let ids = nspid(pid);
+        if ids.len() == depth + 1 && ids.last() == Some(&1) {
+            return state::ProcId::of(pid).ok();
+        }
+    }
+    None
 }
 
 fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
@@ -786,6 +827,17 @@ mod tests {
             assert_eq!(state, State::Broken, "{f:?}");
             assert!(has(&problems, word), "{word:?} not in {problems:?}");
         }
+    }
+
+    #[test]
+    fn an_init_found_without_its_record_is_running_with_a_problem() {
+        let f = Facts {
+            init: InitFact::Unrecorded(state::ProcId { pid: 42, start: 7 }),
+            ..up()
+        };
+        let (state, problems) = classify(&f);
+        assert_eq!(state, State::Running);
+        assert!(has(&problems, "does not name it"), "{problems:?}");
     }
 
     #[test]
