@@ -106,7 +106,7 @@ enum Command {
     /// States, read from the kernel: running (its init runs, verified),
     /// hibernating (root mounted, netns and every cable there, no init),
     /// stopped (nothing set up), broken (partly set up: the problems say
-    /// what; `stop` clears it). Problems are listed below the table.
+    /// what). Problems are listed below the table.
     List {
         /// One JSON object per subhost, in an array: name, dir, state, pid,
         /// uptime_seconds, root, image, cables [{host, bridge, mac,
