@@ -441,14 +441,14 @@ impl<'a> Parser<'a> {
     }
 
     fn at_word_end(&mut self) -> bool {
-        self.peek().map_or(true, is_word_end)
+        self.peek().is_none_or(is_word_end)
     }
 
     /// At the end of the line's assignments: nothing, or a comment or
     /// operator follows.
     fn at_statement_end(&mut self) -> bool {
         self.peek()
-            .map_or(true, |c| c == '\n' || c == '#' || is_operator(c))
+            .is_none_or(|c| c == '\n' || c == '#' || is_operator(c))
     }
 
     fn skip_blanks(&mut self) {

@@ -4,6 +4,7 @@
 mod cgroup;
 mod cmd;
 mod config;
+mod docs;
 mod layout;
 mod logging;
 mod mounts;
@@ -16,7 +17,7 @@ mod tty;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 const ABOUT: &str = "Start and stop subhosts: sandboxed machines on this host, without VMs.
 
@@ -26,8 +27,10 @@ STOP_TIMEOUT, SESSION), `root` (its filesystem, or the overlay's upper layer),
 and optionally NAME.img (an image file holding root/ and work/).";
 
 const AFTER: &str = "Exit status: `start` exits with the session's status (128+N when it was
-killed by signal N); 125 when the subhost could not be started. Other
-commands exit 0 on success and 1 on error.";
+killed by signal N); 125 when the subhost could not be started. `enter`
+exits with the command's status (128+N likewise), 127 when the command is
+not found inside, 126 when it cannot be executed, 1 when the subhost cannot
+be entered. Other commands exit 0 on success and 1 on error.";
 
 #[derive(Parser)]
 #[command(name = "subhost-launch", version, about = ABOUT, after_help = AFTER)]
@@ -64,6 +67,28 @@ enum Command {
         /// The subhost
         name: String,
         /// The session to run instead of SESSION
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Run a shell or COMMAND inside a running subhost.
+    ///
+    /// The command joins all of the subhost's namespaces (pid, mount, net,
+    /// uts, ipc, cgroup) and its cgroups, runs under its root with its
+    /// hostname, and gets no capability outside its init's bounding set.
+    /// Default command: the config's SESSION (/bin/bash -l), or /bin/sh -l
+    /// when SESSION's program does not exist inside. When stdin is a
+    /// terminal the command gets a pty of the subhost's own devpts, relayed
+    /// in raw mode; when only stdout or stderr is, a pty with echo off (the
+    /// caller's terminal never enters the subhost); otherwise the standard
+    /// streams pass through. A hibernating or stopped subhost is refused
+    /// with a hint to `start` it.
+    Enter {
+        /// Print what would be done, and do nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// The subhost
+        name: String,
+        /// The command to run instead of SESSION
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
@@ -124,6 +149,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script on stdout.
+    ///
+    /// Install it where the shell looks for completions, e.g.
+    /// `subhost-launch completions bash > /etc/bash_completion.d/subhost-launch`,
+    /// `subhost-launch completions zsh > /usr/local/share/zsh/site-functions/_subhost-launch`,
+    /// `subhost-launch completions fish > /etc/fish/completions/subhost-launch.fish`.
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff, section 8) on stdout.
+    ///
+    /// One page documents every command. Install it with e.g.
+    /// `subhost-launch man > /usr/local/share/man/man8/subhost-launch.8`,
+    /// or read it at once with `subhost-launch man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -136,6 +178,11 @@ fn main() -> ExitCode {
             name,
             command,
         } => (cmd::start::start(&base, &name, command, dry_run), 125),
+        Command::Enter {
+            dry_run,
+            name,
+            command,
+        } => (cmd::enter::enter(&base, &name, command, dry_run), 1),
         Command::Stop { dry_run, name } => (cmd::stop::stop(&base, &name, dry_run).map(|()| 0), 1),
         Command::Create {
             name,
@@ -152,6 +199,8 @@ fn main() -> ExitCode {
         }
         Command::List { json } => (cmd::list::list(&base, json).map(|()| 0), 1),
         Command::Status { name, json } => (cmd::list::status(&base, &name, json).map(|()| 0), 1),
+        Command::Completions { shell } => (docs::completions(Cli::command(), shell).map(|()| 0), 1),
+        Command::Man => (docs::man(Cli::command()).map(|()| 0), 1),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

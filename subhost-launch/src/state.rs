@@ -198,6 +198,14 @@ fn is_init_of(name: &str, rec: ProcId) -> bool {
 /// polls readable when the process exits, child of ours or not.
 pub struct PidFd(std::os::fd::OwnedFd);
 
+/// For `setns(pidfd, ...)`: entering a process's namespaces through its
+/// pidfd cannot pick up a recycled PID's.
+impl std::os::fd::AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl PidFd {
     pub fn open(pid: i32) -> io::Result<PidFd> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.

@@ -420,7 +420,6 @@ fn list_follows_a_subhost_from_stopped_to_hibernating_to_stopped() {
 }
 
 #[test]
-#[ignore = "needs the real subhost-init: the placeholder exits at once, so the session never stays running"]
 fn a_running_subhost_shows_its_verified_init_and_breaks_without_its_netns() {
     let s = Sub::new();
     let br = Bridge::new();

@@ -3,6 +3,7 @@
 //! state, supervisor, tty).
 
 pub mod create;
+pub mod enter;
 pub mod list;
 pub mod start;
 pub mod stop;

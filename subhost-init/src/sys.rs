@@ -1,0 +1,277 @@
+//! Thin wrappers over the few libc calls the init needs. Raw numbers
+//! throughout: signals are forwarded by number (real-time ones included) and
+//! wait statuses stay raw, so nothing here can fail to convert.
+
+use core::ffi::CStr;
+use core::fmt;
+
+pub type Pid = libc::pid_t;
+
+/// Milliseconds on the monotonic clock.
+pub type Millis = u64;
+
+fn check(ret: libc::c_int) -> Result<libc::c_int, i32> {
+    if ret == -1 {
+        Err(errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// An errno that displays as its strerror text.
+pub struct Errno(pub i32);
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        // SAFETY: strerror returns a NUL-terminated static string (musl and
+        // glibc both keep it valid; we are single-threaded).
+        let text = unsafe { CStr::from_ptr(libc::strerror(self.0)) };
+        f.write_str(text.to_str().unwrap_or("unknown error"))
+    }
+}
+
+pub fn now() -> Millis {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1000) + ts.tv_nsec as u64 / 1_000_000
+}
+
+pub fn getpid() -> Pid {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+pub fn getpgrp() -> Pid {
+    // SAFETY: getpgrp has no preconditions and cannot fail.
+    unsafe { libc::getpgrp() }
+}
+
+pub fn is_session_leader() -> bool {
+    // SAFETY: getsid(0) only reads the caller's session id.
+    unsafe { libc::getsid(0) == libc::getpid() }
+}
+
+pub fn kill(pid: Pid, sig: i32) -> Result<(), i32> {
+    // SAFETY: kill takes plain integers; a bad pid or signal is an errno.
+    check(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+pub fn setpgid(pid: Pid, pgid: Pid) -> Result<(), i32> {
+    // SAFETY: plain integers; failures are reported through errno.
+    check(unsafe { libc::setpgid(pid, pgid) }).map(drop)
+}
+
+pub fn tcgetpgrp(fd: i32) -> Result<Pid, i32> {
+    // SAFETY: an invalid or non-tty fd is reported through errno.
+    check(unsafe { libc::tcgetpgrp(fd) })
+}
+
+pub fn tcsetpgrp(fd: i32, pgrp: Pid) -> Result<(), i32> {
+    // SAFETY: an invalid fd or group is reported through errno. SIGTTOU is
+    // blocked, so this cannot stop us when called from the background.
+    check(unsafe { libc::tcsetpgrp(fd, pgrp) }).map(drop)
+}
+
+pub fn prctl(option: i32, arg: libc::c_ulong) -> Result<(), i32> {
+    // SAFETY: the options used (subreaper, pdeathsig) take one integer.
+    check(unsafe { libc::prctl(option, arg, 0, 0, 0) }).map(drop)
+}
+
+/// One `waitpid(-1, WNOHANG | WUNTRACED)` result.
+pub enum Wait {
+    /// A child changed state: pid and raw status.
+    Child(Pid, i32),
+    /// Children exist, none has changed state.
+    Nothing,
+    /// No children at all.
+    NoChildren,
+    Failed(i32),
+}
+
+pub fn wait_any() -> Wait {
+    let mut status = 0;
+    loop {
+        // SAFETY: status points to a live i32.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        return match pid {
+            0 => Wait::Nothing,
+            -1 => match errno() {
+                libc::EINTR => continue,
+                libc::ECHILD => Wait::NoChildren,
+                e => Wait::Failed(e),
+            },
+            pid => Wait::Child(pid, status),
+        };
+    }
+}
+
+/// A wait status as a shell reports it: exit code, or 128+N for signal N.
+/// `None` for a stop.
+pub fn status_code(status: i32) -> Option<i32> {
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
+    }
+}
+
+pub struct SigSet(libc::sigset_t);
+
+impl SigSet {
+    pub fn empty() -> SigSet {
+        // SAFETY: sigemptyset initialises the zeroed set it is given.
+        unsafe {
+            let mut set = core::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            SigSet(set)
+        }
+    }
+
+    /// Every signal except the synchronous faults, which must stay
+    /// deliverable so that a bug kills the init loudly instead of spinning.
+    pub fn catchable() -> SigSet {
+        // SAFETY: sigfillset/sigdelset initialise and edit the set in place.
+        unsafe {
+            let mut set = core::mem::zeroed();
+            libc::sigfillset(&mut set);
+            for sig in FAULTS {
+                libc::sigdelset(&mut set, sig);
+            }
+            SigSet(set)
+        }
+    }
+
+    pub fn set_mask(&self) -> Result<(), i32> {
+        // SAFETY: self.0 is an initialised set; the old mask is not wanted.
+        let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
+        check(ret).map(drop)
+    }
+
+    /// Waits for one signal of the set, at most `timeout` milliseconds
+    /// (forever when `None`). `None` on timeout or interruption.
+    pub fn wait(&self, timeout: Option<Millis>) -> Option<i32> {
+        let ts = timeout.map(|ms| libc::timespec {
+            tv_sec: (ms / 1000).min(i32::MAX as u64) as _,
+            tv_nsec: (ms % 1000 * 1_000_000) as libc::c_long,
+        });
+        let tsp = ts.as_ref().map_or(core::ptr::null(), |t| t as *const _);
+        // SAFETY: the set is initialised, info may be null, and tsp is null
+        // or points to `ts`, alive for the call.
+        let sig = unsafe { libc::sigtimedwait(&self.0, core::ptr::null_mut(), tsp) };
+        (sig > 0).then_some(sig)
+    }
+}
+
+const FAULTS: [i32; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
+/// Sets every signal's disposition to default. Ignored dispositions survive
+/// exec: the session must not inherit ours, and SIGCHLD ignored would make
+/// the kernel reap children behind our back. The raw syscall, because libc
+/// refuses to touch the signals it reserves (32-34), which may still have
+/// been inherited as ignored.
+pub fn default_dispositions() {
+    // The kernel's struct sigaction: handler (0 = SIG_DFL), flags,
+    // restorer, mask.
+    let dfl = [0u64; 4];
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: dfl matches the kernel's struct sigaction layout on
+        // 64-bit targets; 8 is the kernel's sigset size; no old action.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                core::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+    }
+}
+
+pub fn write_fd(fd: i32, bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // SAFETY: rest is a valid slice for its length.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            rest = rest.get(n as usize..).unwrap_or_default();
+        } else if n == 0 || errno() != libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// Reads up to `buf.len()` bytes from the start of a file; `None` if it
+/// cannot be opened or read.
+pub fn read_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    // SAFETY: path is NUL-terminated; the flags create nothing.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: buf is valid for writes of its length; fd is ours to close.
+    let n = unsafe {
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    buf.get(..usize::try_from(n).ok()?)
+}
+
+/// The global allocator: libc's malloc, which the static libc brings anyway.
+pub struct Malloc;
+
+// SAFETY: malloc/free/realloc meet GlobalAlloc's contract for alignments up
+// to 16 (max_align_t); larger alignments go through posix_memalign.
+unsafe impl core::alloc::GlobalAlloc for Malloc {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        if layout.align() <= 16 {
+            return libc::malloc(layout.size()).cast();
+        }
+        let mut p = core::ptr::null_mut();
+        if libc::posix_memalign(&mut p, layout.align(), layout.size()) != 0 {
+            return core::ptr::null_mut();
+        }
+        p.cast()
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _: core::alloc::Layout) {
+        libc::free(ptr.cast());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: core::alloc::Layout, size: usize) -> *mut u8 {
+        if layout.align() <= 16 {
+            return libc::realloc(ptr.cast(), size).cast();
+        }
+        let new = self.alloc(core::alloc::Layout::from_size_align_unchecked(
+            size,
+            layout.align(),
+        ));
+        if !new.is_null() {
+            core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(size));
+            self.dealloc(ptr, layout);
+        }
+        new
+    }
+}

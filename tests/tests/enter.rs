@@ -1,0 +1,384 @@
+//! `subhost-launch enter` on the real kernel: a subhost runs `sleep` under
+//! its init in the background, and commands entered into it must see
+//! exactly what its init sees (namespaces, root, cgroups, capabilities),
+//! nothing of the host, and report their exit status.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use subhost_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const MARKER: &str = "subhost-root-marker";
+
+/// A busybox subhost under a fresh `$SUBHOST`, stopped and removed on drop
+/// (with its background `start`, if any, killed).
+struct Subhost {
+    tmp: TempDir,
+    name: String,
+    start: Option<Child>,
+}
+
+impl Subhost {
+    fn new() -> Subhost {
+        require_root();
+        let tmp = TempDir::new();
+        let name = unique_name("en");
+        let s = Subhost {
+            tmp,
+            name,
+            start: None,
+        };
+        let root = s.dir().join("root");
+        busybox_root(&root);
+        std::fs::write(root.join(MARKER), "inside\n").unwrap();
+        std::fs::write(s.dir().join("config"), "").unwrap();
+        s
+    }
+
+    fn base(&self) -> &Path {
+        self.tmp.path()
+    }
+    fn dir(&self) -> PathBuf {
+        self.base().join(&self.name)
+    }
+
+    fn launch(&self) -> Command {
+        let mut c = Command::new(launch_bin());
+        c.env("SUBHOST", self.base());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Finished {
+        run_timeout(self.launch().args(args), LIMIT)
+    }
+
+    /// `enter NAME -- sh -c SCRIPT`
+    fn enter_sh(&self, script: &str) -> Finished {
+        self.run(&["enter", &self.name, "--", "sh", "-c", script])
+    }
+
+    /// Starts `start NAME -- sleep 60` in the background, as `wrap` (e.g.
+    /// setpriv) if given, and waits until its init is recorded.
+    fn start_background(&mut self, wrap: &[&str]) -> i32 {
+        let mut args: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+        args.push(launch_bin().to_string_lossy().into_owned());
+        args.extend(["start", &self.name, "--", "/bin/sleep", "60"].map(String::from));
+        let mut c = Command::new(&args[0]);
+        c.args(&args[1..])
+            .env("SUBHOST", self.base())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.start = Some(spawn_group(&mut c));
+        let record = PathBuf::from(format!("/run/subhost/{}.init", self.name));
+        let up = wait_until(Duration::from_secs(10), || record.exists());
+        assert!(
+            up,
+            "the init of {} did not stay up (is subhost-init the real one, keeping \
+             the subhost running while its session runs?)",
+            self.name
+        );
+        let text = std::fs::read_to_string(&record).unwrap();
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Subhost {
+    fn drop(&mut self) {
+        let out = self.run(&["stop", &self.name]);
+        if !out.status.success() {
+            eprintln!("cleanup: stop {} failed: {}", self.name, out.describe());
+        }
+        if let Some(child) = self.start.take() {
+            let _ = wait_timeout(child, Duration::from_secs(10));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(format!("/run/subhost/{}.lock", self.name));
+        let _ = std::fs::remove_file(format!("/run/subhost/{}.init", self.name));
+    }
+}
+
+/// A cgroup v2 directory made by the test, removed on drop.
+struct TestCgroup {
+    dir: PathBuf,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> TestCgroup {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let point = info
+            .lines()
+            .find(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|t| t.starts_with("cgroup2 "))
+            })
+            .and_then(|l| l.split(' ').nth(4))
+            .expect("no cgroup2 mount");
+        let me = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let mine = me
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("not in a cgroup v2 hierarchy");
+        let dir = Path::new(point)
+            .join(mine.trim_start_matches('/'))
+            .join(format!("{name}-elsewhere"));
+        std::fs::create_dir(&dir).unwrap();
+        TestCgroup { dir }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Its last process may take a moment to be gone.
+        wait_until(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.dir).is_ok()
+        });
+    }
+}
+
+/// `KEY=value` lines of `text`, for the value of KEY.
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in output:\n{text}"))
+}
+
+#[test]
+fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
+    let mut s = Subhost::new();
+    let init = s.start_background(&[]);
+    // Visible on the host; it must not be inside.
+    let host_marker = s.base().join("host-marker");
+    std::fs::write(&host_marker, "host\n").unwrap();
+    let host_marker = host_marker.display().to_string();
+
+    let script = format!(
+        "echo host=$(hostname); \
+         echo pid1=$(tr '\\0' ' ' </proc/1/cmdline); \
+         for ns in net pid mnt uts ipc cgroup; do echo ns_$ns=$(readlink /proc/self/ns/$ns); done; \
+         echo root=$(ls / | tr '\\n' ' '); \
+         echo root1=$(ls /proc/1/root/ | tr '\\n' ' '); \
+         echo rootself=$(ls /proc/self/root/ | tr '\\n' ' '); \
+         echo rootme=$(readlink /proc/$$/root) cwd=$(readlink /proc/$$/cwd); \
+         test -e {host_marker} && echo hostfile=seen || echo hostfile=absent; \
+         test -e /proc/1/root{host_marker} && echo hostfile1=seen || echo hostfile1=absent; \
+         sleep 5 & sleep 0.3; echo fds=$(ls /proc/$!/fd | tr '\\n' ' '); kill $!; \
+         echo cgroup=$(tr '\\n' ' ' </proc/self/cgroup); \
+         exit 7"
+    );
+    // enter runs from a cgroup of its own, so that ending up in the init's
+    // is the joining's doing, not inheritance.
+    let elsewhere = TestCgroup::new(&s.name);
+    let mut enter = Command::new("sh");
+    enter
+        .arg("-c")
+        .arg("echo $$ > \"$0\" && exec \"$@\"")
+        .arg(elsewhere.dir.join("cgroup.procs"))
+        .arg(launch_bin())
+        .args(["enter", &s.name, "--", "sh", "-c", &script])
+        .env("SUBHOST", s.base());
+    let out = run_timeout(&mut enter, LIMIT);
+    assert_eq!(out.code(), 7, "{}", out.describe());
+    let text = out.stdout_str();
+
+    assert_eq!(field(&text, "host"), s.name);
+    assert!(
+        field(&text, "pid1").starts_with("subhost-init "),
+        "PID 1 inside is not subhost-init:\n{text}"
+    );
+    for ns in ["net", "pid", "mnt", "uts", "ipc", "cgroup"] {
+        let want = std::fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap();
+        assert_eq!(
+            field(&text, &format!("ns_{ns}")),
+            want.to_string_lossy(),
+            "{ns} namespace differs from the init's"
+        );
+    }
+    // The host's own namespaces are different ones: the comparison above
+    // would not catch a command left on the host otherwise.
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert_ne!(field(&text, "ns_mnt"), host_mnt.to_string_lossy());
+
+    // Exactly the subhost's root (an rbind of `root`), not the host's.
+    let mut want: Vec<String> = std::fs::read_dir(s.dir().join("root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    want.sort();
+    for key in ["root", "root1", "rootself"] {
+        let mut seen: Vec<&str> = field(&text, key).split_whitespace().collect();
+        seen.sort();
+        assert_eq!(seen, want, "{key}: not the subhost's root:\n{text}");
+    }
+    assert!(text.contains("rootme=/ cwd=/"), "{text}");
+    assert_eq!(field(&text, "hostfile"), "absent", "{text}");
+    assert_eq!(field(&text, "hostfile1"), "absent", "{text}");
+    // What a program started inside inherits: the three standard streams,
+    // nothing else of the launcher's.
+    assert_eq!(field(&text, "fds").trim(), "0 1 2", "{text}");
+
+    let init_cgroup = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    let init_cgroup: Vec<&str> = init_cgroup.lines().collect();
+    assert_eq!(field(&text, "cgroup").trim(), init_cgroup.join(" "));
+}
+
+#[test]
+fn exit_status_passes_through_and_missing_commands_are_127() {
+    let mut s = Subhost::new();
+    s.start_background(&[]);
+    assert_eq!(s.enter_sh("exit 0").code(), 0);
+    assert_eq!(s.enter_sh("exit 42").code(), 42);
+    let killed = s.enter_sh("kill -9 $$");
+    assert_eq!(killed.code(), 128 + 9, "{}", killed.describe());
+
+    let missing = s.run(&["enter", &s.name, "--", "no-such-command"]);
+    assert_eq!(missing.code(), 127, "{}", missing.describe());
+    let msg = missing.stderr_str();
+    assert!(msg.contains("no-such-command"), "{msg}");
+    assert_eq!(msg.trim().lines().count(), 1, "not one line: {msg}");
+
+    let not_exec = s.run(&["enter", &s.name, "--", "/etc/passwd"]);
+    assert_eq!(not_exec.code(), 126, "{}", not_exec.describe());
+
+    // Default session: the config has no SESSION and the root no bash, so
+    // it is /bin/sh, reading commands from stdin.
+    let out = run_input(
+        s.launch().args(["enter", &s.name]),
+        b"echo from-default-$((1+1))\n".to_vec(),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(
+        out.stdout_str().contains("from-default-2"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn capabilities_outside_the_init_s_bounding_set_are_gone() {
+    let mut s = Subhost::new();
+    // The init (and so the subhost) without CAP_SYS_TIME (25); enter runs
+    // with all of the test's.
+    s.start_background(&["setpriv", "--bounding-set", "-sys_time", "--"]);
+    let out = s.enter_sh("grep -E '^Cap(Bnd|Prm|Eff|Inh|Amb)' /proc/self/status");
+    assert!(out.status.success(), "{}", out.describe());
+    let text = out.stdout_str();
+    for line in text.lines() {
+        let (key, hex) = line.split_once(':').unwrap();
+        let mask = u64::from_str_radix(hex.trim(), 16).unwrap();
+        assert_eq!(mask & (1 << 25), 0, "{key} still has CAP_SYS_TIME:\n{text}");
+    }
+    assert_eq!(text.lines().count(), 5, "{text}");
+}
+
+#[test]
+fn interactive_enter_gets_a_pty_of_the_subhost_s_devpts() {
+    let mut s = Subhost::new();
+    let init = s.start_background(&[]);
+    let devpts = std::fs::metadata(format!("/proc/{init}/root/dev/pts"))
+        .unwrap()
+        .dev();
+    let script = s.base().join("enter.exp");
+    std::fs::write(
+        &script,
+        format!(
+            r#"set timeout 15
+spawn -noecho {launch} enter {name}
+expect {{
+  -re {{[#$] }} {{}}
+  timeout {{ puts "NO PROMPT"; exit 100 }}
+}}
+send "echo tty=\$(tty) dev=\$(stat -c %d \$(tty)) sum=\$((40+2))\r"
+expect {{
+  -re {{sum=42}} {{}}
+  timeout {{ puts "NO OUTPUT"; exit 101 }}
+}}
+expect -re {{[#$] }}
+send "exit 3\r"
+expect eof
+catch wait result
+exit [lindex $result 3]
+"#,
+            launch = launch_bin().display(),
+            name = s.name
+        ),
+    )
+    .unwrap();
+    let mut expect = Command::new("expect");
+    expect
+        .arg(&script)
+        .env("SUBHOST", s.base())
+        .env("TERM", "dumb");
+    let out = run_timeout(&mut expect, Duration::from_secs(40));
+    assert_eq!(out.code(), 3, "{}", out.describe());
+    let text = out.stdout_str();
+    let line = text
+        .lines()
+        .find(|l| l.contains("tty=") && l.contains("sum=42"))
+        .unwrap_or_else(|| panic!("no tty line:\n{text}"));
+    assert!(line.contains("tty=/dev/pts/"), "{line}");
+    let dev: u64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("dev="))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no dev= in {line}"));
+    assert_eq!(
+        dev, devpts,
+        "the pty is not of the subhost's devpts: {line}"
+    );
+    let host_devpts = std::fs::metadata("/dev/pts").unwrap().dev();
+    assert_ne!(dev, host_devpts);
+}
+
+#[test]
+fn a_hibernating_or_stopped_subhost_is_refused_with_how_to_start_it() {
+    let s = Subhost::new();
+    let once = s.run(&["start", &s.name, "--", "true"]);
+    assert!(once.status.success(), "{}", once.describe());
+
+    let out = s.enter_sh("echo should-not-run");
+    assert_eq!(out.code(), 1, "{}", out.describe());
+    let msg = out.stderr_str();
+    assert!(msg.contains("hibernat"), "{msg}");
+    assert!(
+        msg.contains(&format!("subhost-launch start {}", s.name)),
+        "{msg}"
+    );
+    assert!(!out.stdout_str().contains("should-not-run"));
+
+    let stop = s.run(&["stop", &s.name]);
+    assert!(stop.status.success(), "{}", stop.describe());
+    let out = s.enter_sh("echo should-not-run");
+    assert_eq!(out.code(), 1, "{}", out.describe());
+    let msg = out.stderr_str();
+    assert!(msg.contains("stopped"), "{msg}");
+    assert!(
+        msg.contains(&format!("subhost-launch start {}", s.name)),
+        "{msg}"
+    );
+
+    let dry = s.run(&["enter", "--dry-run", &s.name]);
+    assert_eq!(dry.code(), 1, "{}", dry.describe());
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_runs_nothing() {
+    let mut s = Subhost::new();
+    let init = s.start_background(&[]);
+    let out = s.run(&["enter", "--dry-run", &s.name, "--", "touch", "/dry-run-ran"]);
+    assert!(out.status.success(), "{}", out.describe());
+    let text = out.stdout_str();
+    assert!(text.contains(&format!("init PID {init}")), "{text}");
+    assert!(text.contains("setns("), "{text}");
+    assert!(text.contains("cgroup.procs"), "{text}");
+    assert!(text.contains("exec touch /dry-run-ran"), "{text}");
+    assert!(!s.dir().join("root/dry-run-ran").exists());
+}
