@@ -103,6 +103,53 @@ enum Command {
         /// The subhost
         name: String,
     },
+    /// Make a new subhost: $SUBHOST/NAME with root/, work/ and live/ (or,
+    /// with --image, a sparse ext4 NAME.img holding root/ and work/, with
+    /// mnt/ and live/ beside it) and a commented config that documents
+    /// every key. Refuses to touch an existing $SUBHOST/NAME; on failure
+    /// leaves nothing behind.
+    Create {
+        /// The subhost: 1-12 characters of a-z, 0-9, _ and -
+        name: String,
+        /// Read-only base to overlay `root` on (LOWER), absolute and
+        /// existing; repeat (or join with `:`) for more layers, top first.
+        /// Without it, `root` is the whole filesystem
+        #[arg(long, value_name = "PATH")]
+        lower: Vec<String>,
+        /// A network cable to bridge BR (BRIDGES element); `=MAC` sets the
+        /// inner end's address, an empty BR leaves the cable unattached.
+        /// Repeat for more cables
+        #[arg(long, value_name = "BR[=MAC]")]
+        bridge: Vec<String>,
+        /// Keep root/ and work/ in a sparse ext4 image file of SIZE bytes
+        /// (suffixes K, M, G, T: powers of 1024)
+        #[arg(long, value_name = "SIZE")]
+        image: Option<String>,
+    },
+    /// List every subhost under $SUBHOST with its state, init PID, uptime,
+    /// root kind and cables.
+    ///
+    /// States, read from the kernel: running (its init runs, verified),
+    /// hibernating (root mounted, netns and every cable there, no init),
+    /// stopped (nothing set up), broken (partly set up: the problems say
+    /// what). Problems are listed below the table.
+    List {
+        /// One JSON object per subhost, in an array: name, dir, state, pid,
+        /// uptime_seconds, root, image, cables [{host, bridge, mac,
+        /// present}], memory_bytes, pids, problems; null where unknown
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one subhost in detail: state, init PID, uptime, root kind,
+    /// cables, memory and pids in use (with limits on), problems. See
+    /// `list --help` for the states.
+    Status {
+        /// The subhost
+        name: String,
+        /// One JSON object, with the keys of `list --json`
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script on stdout.
     ///
     /// Install it where the shell looks for completions, e.g.
@@ -138,6 +185,21 @@ fn main() -> ExitCode {
             command,
         } => (cmd::enter::enter(&base, &name, command, dry_run), 1),
         Command::Stop { dry_run, name } => (cmd::stop::stop(&base, &name, dry_run).map(|()| 0), 1),
+        Command::Create {
+            name,
+            lower,
+            bridge,
+            image,
+        } => {
+            let req = cmd::create::Request {
+                lower,
+                bridges: bridge,
+                image,
+            };
+            (cmd::create::create(&base, &name, &req).map(|()| 0), 1)
+        }
+        Command::List { json } => (cmd::list::list(&base, json).map(|()| 0), 1),
+        Command::Status { name, json } => (cmd::list::status(&base, &name, json).map(|()| 0), 1),
         Command::Completions { shell } => (docs::completions(Cli::command(), shell).map(|()| 0), 1),
         Command::Man => (docs::man(Cli::command()).map(|()| 0), 1),
     };

@@ -2,6 +2,8 @@
 //! modules named for what it owns (config, layout, mounts, netns, sandbox,
 //! state, supervisor, tty).
 
+pub mod create;
 pub mod enter;
+pub mod list;
 pub mod start;
 pub mod stop;
