@@ -73,8 +73,7 @@ fn parse(name: &str) -> Result<Capability> {
 /// Needs CAP_SETPCAP, which the launcher has as root.
 pub fn apply(drop: &[Capability]) -> Result<()> {
     caps::clear(None, CapSet::Ambient).context("cannot clear the ambient capabilities")?;
-    caps::clear(None, CapSet::Inheritable)
-        .context("cannot clear the inheritable capabilities")?;
+    caps::clear(None, CapSet::Inheritable).context("cannot clear the inheritable capabilities")?;
     for cap in drop {
         caps::drop(None, CapSet::Bounding, *cap)
             .with_context(|| format!("cannot drop {cap} from the bounding set"))?;
@@ -100,7 +99,11 @@ mod tests {
         ] {
             assert!(d.contains(&c), "{c} should be dropped");
         }
-        for c in [Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN, Capability::CAP_CHOWN] {
+        for c in [
+            Capability::CAP_NET_ADMIN,
+            Capability::CAP_SYS_ADMIN,
+            Capability::CAP_CHOWN,
+        ] {
             assert!(!d.contains(&c), "{c} should be kept");
         }
     }

@@ -21,9 +21,9 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{fork, ForkResult, Pid};
 
+use crate::cgroup::Cgroup;
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::cgroup::Cgroup;
 use crate::{privileges, tty};
 
 /// What the child does inside its new namespaces, in order.
@@ -106,7 +106,8 @@ impl fmt::Display for Step {
                 write!(f, "pivot_root {} (old root detached)", live.display())
             }
             Step::DropCaps(caps) => {
-                let names: Vec<String> = caps.iter().map(|c| c.to_string().to_lowercase()).collect();
+                let names: Vec<String> =
+                    caps.iter().map(|c| c.to_string().to_lowercase()).collect();
                 write!(f, "capsh --drop={}", names.join(","))
             }
         }
@@ -412,8 +413,13 @@ fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infa
         .context("cannot reset the signal mask")?;
     // Rust ignores SIGPIPE, and an ignored disposition survives exec.
     // SAFETY: restoring the default disposition installs no handler.
-    unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
-        .context("cannot reset SIGPIPE")?;
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }
+    .context("cannot reset SIGPIPE")?;
     exec_fd(&s.init, &s.argv, &s.env)
 }
 

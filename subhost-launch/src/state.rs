@@ -95,7 +95,12 @@ pub fn record_cgroup(name: &str, dirs: &[PathBuf]) -> Result<()> {
 /// The cgroup directories recorded for `name`, if any.
 pub fn recorded_cgroup(name: &str) -> Option<Vec<PathBuf>> {
     let text = std::fs::read_to_string(cgroup_path(name)).ok()?;
-    Some(text.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+    Some(
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+    )
 }
 
 pub fn clear_cgroup(name: &str) {

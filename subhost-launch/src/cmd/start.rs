@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::SigmaskHow;
 
+use crate::cgroup::{self, Cgroup};
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::cgroup::{self, Cgroup};
 use crate::{mounts, netns, sandbox, state, supervisor, tty};
 
 /// The cables of a subhost as netns links: `NAMEi` on the host, `ethi`
@@ -170,7 +170,10 @@ pub fn limits(cfg: &Config) -> cgroup::Limits {
 
 /// Kills whatever is left in `cg`, removes it and forgets it.
 pub fn release_cgroup(name: &str, cg: &Cgroup) {
-    if let Err(e) = cg.kill_all(Duration::from_secs(5)).and_then(|()| cg.remove()) {
+    if let Err(e) = cg
+        .kill_all(Duration::from_secs(5))
+        .and_then(|()| cg.remove())
+    {
         warn!("cgroup of {name}: {e:#}");
     }
     state::clear_cgroup(name);
