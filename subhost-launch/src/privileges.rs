@@ -55,12 +55,22 @@ pub fn dropped(cfg: &Config) -> Result<Vec<Capability>> {
     for name in &cfg.caps_drop {
         keep.remove(&parse(name)?);
     }
-    let mut drop: Vec<Capability> = caps::runtime::thread_all_supported()
+    let last = last_cap();
+    let mut drop: Vec<Capability> = caps::all()
         .into_iter()
-        .filter(|c| !keep.contains(c))
+        .filter(|c| c.index() <= last && !keep.contains(c))
         .collect();
     drop.sort_by_key(|c| c.index());
     Ok(drop)
+}
+
+/// The highest capability this kernel knows. One file read, where probing
+/// each capability would take a syscall apiece.
+fn last_cap() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(Capability::CAP_CHECKPOINT_RESTORE.index())
 }
 
 fn parse(name: &str) -> Result<Capability> {
