@@ -23,9 +23,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 const ABOUT: &str = "Start and stop subhosts: sandboxed machines on this host, without VMs.
 
 A subhost NAME is the directory $SUBHOST/NAME (default /opt/subhost/NAME)
-holding `config` (plain bash assignments: LOWER, BRIDGES, HOSTNAME, SHARE,
-STOP_TIMEOUT, SESSION), `root` (its filesystem, or the overlay's upper layer),
-and optionally NAME.img (an image file holding root/ and work/).";
+holding `config` (plain bash assignments; `create` writes one that documents
+every key), `root` (its filesystem, or the overlay's upper layer), and
+optionally NAME.img (an image file holding root/ and work/).";
 
 const AFTER: &str = "Exit status: `start` exits with the session's status (128+N when it was
 killed by signal N); 125 when the subhost could not be started. `enter`
@@ -93,9 +93,10 @@ enum Command {
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
-    /// Stop a subhost: end its processes, remove its netns, cables and
-    /// mounts. Never deletes `root`, `work` or the image. Stopping a stopped
-    /// subhost is not an error.
+    /// Stop a subhost: end its processes, remove its netns, cables and mounts
+    ///
+    /// Never deletes `root`, `work` or the image. Stopping a stopped subhost
+    /// is not an error.
     Stop {
         /// Print what would be done, and do nothing
         #[arg(long)]
@@ -103,11 +104,12 @@ enum Command {
         /// The subhost
         name: String,
     },
-    /// Make a new subhost: $SUBHOST/NAME with root/, work/ and live/ (or,
-    /// with --image, a sparse ext4 NAME.img holding root/ and work/, with
-    /// mnt/ and live/ beside it) and a commented config that documents
-    /// every key. Refuses to touch an existing $SUBHOST/NAME; on failure
-    /// leaves nothing behind.
+    /// Make a new subhost directory with a commented config
+    ///
+    /// Makes $SUBHOST/NAME with root/, work/ and live/ (or, with --image, a
+    /// sparse ext4 NAME.img holding root/ and work/, with mnt/ and live/
+    /// beside it) and a commented config that documents every key. Refuses
+    /// to touch an existing $SUBHOST/NAME; on failure leaves nothing behind.
     Create {
         /// The subhost: 1-12 characters of a-z, 0-9, _ and -
         name: String,
@@ -126,8 +128,7 @@ enum Command {
         #[arg(long, value_name = "SIZE")]
         image: Option<String>,
     },
-    /// List every subhost under $SUBHOST with its state, init PID, uptime,
-    /// root kind and cables.
+    /// List every subhost with its state, init PID, uptime, root and cables
     ///
     /// States, read from the kernel: running (its init runs, verified),
     /// hibernating (root mounted, netns and every cable there, no init),
@@ -140,9 +141,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one subhost in detail: state, init PID, uptime, root kind,
-    /// cables, memory and pids in use (with limits on), problems. See
-    /// `list --help` for the states.
+    /// Show one subhost in detail
+    ///
+    /// State, init PID, uptime, root kind, cables, memory and pids in use
+    /// (with limits on), problems. See `list --help` for the states.
     Status {
         /// The subhost
         name: String,
