@@ -9,6 +9,7 @@ mod layout;
 mod logging;
 mod mounts;
 mod netns;
+mod privileges;
 mod sandbox;
 mod state;
 mod supervisor;
@@ -22,9 +23,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 const ABOUT: &str = "Start and stop subhosts: sandboxed machines on this host, without VMs.
 
 A subhost NAME is the directory $SUBHOST/NAME (default /opt/subhost/NAME)
-holding `config` (plain bash assignments: LOWER, BRIDGES, HOSTNAME, SHARE,
-STOP_TIMEOUT, SESSION, BOOT, START, HALT...), `root` (its filesystem, or the overlay's upper layer),
-and optionally NAME.img (an image file holding root/ and work/).";
+holding `config` (plain bash assignments; `create` writes one that documents
+every key), `root` (its filesystem, or the overlay's upper layer), and
+optionally NAME.img (an image file holding root/ and work/).";
 
 const AFTER: &str = "Exit status: `start` exits with the session's status (128+N when it was
 killed by signal N), `start --detach` with 0 once the init runs; 125 when
@@ -110,9 +111,10 @@ enum Command {
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
-    /// Stop a subhost: end its processes, remove its netns, cables and
-    /// mounts. Never deletes `root`, `work` or the image. Stopping a stopped
-    /// subhost is not an error.
+    /// Stop a subhost: end its processes, remove its netns, cables and mounts
+    ///
+    /// Never deletes `root`, `work` or the image. Stopping a stopped subhost
+    /// is not an error.
     ///
     /// When it runs and its config has START or HALT, first runs inside (as
     /// `enter` would) each START service's `stop` in reverse order, then
@@ -125,6 +127,54 @@ enum Command {
         dry_run: bool,
         /// The subhost
         name: String,
+    },
+    /// Make a new subhost directory with a commented config
+    ///
+    /// Makes $SUBHOST/NAME with root/, work/ and live/ (or, with --image, a
+    /// sparse ext4 NAME.img holding root/ and work/, with mnt/ and live/
+    /// beside it) and a commented config that documents every key. Refuses
+    /// to touch an existing $SUBHOST/NAME; on failure leaves nothing behind.
+    Create {
+        /// The subhost: 1-12 characters of a-z, 0-9, _ and -
+        name: String,
+        /// Read-only base to overlay `root` on (LOWER), absolute and
+        /// existing; repeat (or join with `:`) for more layers, top first.
+        /// Without it, `root` is the whole filesystem
+        #[arg(long, value_name = "PATH")]
+        lower: Vec<String>,
+        /// A network cable to bridge BR (BRIDGES element); `=MAC` sets the
+        /// inner end's address, an empty BR leaves the cable unattached.
+        /// Repeat for more cables
+        #[arg(long, value_name = "BR[=MAC]")]
+        bridge: Vec<String>,
+        /// Keep root/ and work/ in a sparse ext4 image file of SIZE bytes
+        /// (suffixes K, M, G, T: powers of 1024)
+        #[arg(long, value_name = "SIZE")]
+        image: Option<String>,
+    },
+    /// List every subhost with its state, init PID, uptime, root and cables
+    ///
+    /// States, read from the kernel: running (its init runs, verified),
+    /// hibernating (root mounted, netns and every cable there, no init),
+    /// stopped (nothing set up), broken (partly set up: the problems say
+    /// what). Problems are listed below the table.
+    List {
+        /// One JSON object per subhost, in an array: name, dir, state, pid,
+        /// uptime_seconds, root, image, cables [{host, bridge, mac,
+        /// present}], memory_bytes, pids, problems; null where unknown
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one subhost in detail
+    ///
+    /// State, init PID, uptime, root kind, cables, memory and pids in use
+    /// (with limits on), problems. See `list --help` for the states.
+    Status {
+        /// The subhost
+        name: String,
+        /// One JSON object, with the keys of `list --json`
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script on stdout.
     ///
@@ -170,6 +220,21 @@ fn main() -> ExitCode {
             command,
         } => (cmd::enter::enter(&base, &name, command, dry_run), 1),
         Command::Stop { dry_run, name } => (cmd::stop::stop(&base, &name, dry_run).map(|()| 0), 1),
+        Command::Create {
+            name,
+            lower,
+            bridge,
+            image,
+        } => {
+            let req = cmd::create::Request {
+                lower,
+                bridges: bridge,
+                image,
+            };
+            (cmd::create::create(&base, &name, &req).map(|()| 0), 1)
+        }
+        Command::List { json } => (cmd::list::list(&base, json).map(|()| 0), 1),
+        Command::Status { name, json } => (cmd::list::status(&base, &name, json).map(|()| 0), 1),
         Command::Completions { shell } => (docs::completions(Cli::command(), shell).map(|()| 0), 1),
         Command::Man => (docs::man(Cli::command()).map(|()| 0), 1),
     };

@@ -10,19 +10,21 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use caps::Capability;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{fork, ForkResult, Pid};
 
+use crate::cgroup::Cgroup;
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::tty;
+use crate::{privileges, tty};
 
 /// What the child does inside its new namespaces, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub enum Step {
     PivotRoot {
         live: PathBuf,
     },
+    /// Shrink the bounding set, last, so no step before is refused.
+    DropCaps(Vec<Capability>),
 }
 
 impl fmt::Display for Step {
@@ -101,13 +105,18 @@ impl fmt::Display for Step {
             Step::PivotRoot { live } => {
                 write!(f, "pivot_root {} (old root detached)", live.display())
             }
+            Step::DropCaps(caps) => {
+                let names: Vec<String> =
+                    caps.iter().map(|c| c.to_string().to_lowercase()).collect();
+                write!(f, "capsh --drop={}", names.join(","))
+            }
         }
     }
 }
 
 /// The child's steps for `layout` under `cfg`. Paths are on the host side,
 /// under `live`, since the pivot comes last.
-pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
+pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
     let live = layout.live();
     let under = |p: &Path| live.join(p.strip_prefix("/").unwrap_or(p));
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -155,8 +164,9 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
         },
         Step::Hostname(cfg.hostname.clone()),
         Step::PivotRoot { live },
+        Step::DropCaps(privileges::dropped(cfg)?),
     ]);
-    steps
+    Ok(steps)
 }
 
 fn ensure_dir(p: &Path) -> Result<()> {
@@ -222,6 +232,7 @@ fn run_step(step: &Step) -> Result<()> {
         Step::DevLinks { dev } => make_dev_links(dev),
         Step::Hostname(h) => nix::unistd::sethostname(h).context("cannot set the hostname"),
         Step::PivotRoot { live } => pivot_into(live),
+        Step::DropCaps(caps) => privileges::apply(caps),
     }
 }
 
@@ -298,6 +309,8 @@ pub struct Spawn<'a> {
     /// Set for a subhost that runs without its launcher; `None` for one
     /// that lives and dies with it.
     pub detached: Option<Detached>,
+    /// Joined first, so that init and everything below it are in it.
+    pub cgroup: Option<&'a Cgroup>,
 }
 
 /// The std streams of a detached init. It also gets a session of its own
@@ -335,17 +348,24 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
     } else {
         None
     };
-    // The next child we fork becomes PID 1 of a new PID namespace; the
-    // launcher itself stays where it is.
-    unshare(CloneFlags::CLONE_NEWPID).context("cannot create a PID namespace")?;
+    // Cloned straight into the cgroup v2 dir when there is one: joining
+    // it by a write after the fact costs far more than the whole rest of
+    // the start.
+    let v2 = s.cgroup.and_then(|cg| cg.v2_dir());
+    let v2_fd = match v2 {
+        Some(dir) => {
+            Some(File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?)
+        }
+        None => None,
+    };
+    let (forked, joined) = fork_into_pid_ns(v2_fd.as_ref().map(|f| f.as_fd()))?;
+    let joined = if joined { v2 } else { None };
 
-    // SAFETY: the launcher is single-threaded, so the child may allocate and
-    // use any library code before it execs.
-    match unsafe { fork() }.context("cannot fork")? {
+    match forked {
         ForkResult::Child => {
             drop(err_r);
             let sock = fd_pair.map(|(_, child)| child);
-            let err = child_main(&s, sock).unwrap_err();
+            let err = child_main(&s, sock, joined).unwrap_err();
             let mut w = File::from(err_w);
             let _ = write!(w, "{err:#}");
             // SAFETY: _exit skips atexit handlers and destructors that
@@ -371,8 +391,78 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
     }
 }
 
+/// Forks a child that is PID 1 of a new PID namespace, in the cgroup v2
+/// directory `cgroup` when given and the kernel can (clone3 with
+/// CLONE_INTO_CGROUP, Linux 5.7); returns whether it went there. Older
+/// kernels get unshare + fork, and the child joins by itself.
+fn fork_into_pid_ns(cgroup: Option<BorrowedFd<'_>>) -> Result<(ForkResult, bool)> {
+    /// `struct clone_args` of Linux 5.7 (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let mut args = CloneArgs {
+        flags: libc::CLONE_NEWPID as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork:
+    // the child gets a copy of this single-threaded process and returns 0.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        0 => Ok((ForkResult::Child, cgroup.is_some())),
+        pid if pid > 0 => Ok((
+            ForkResult::Parent {
+                child: Pid::from_raw(pid as i32),
+            },
+            cgroup.is_some(),
+        )),
+        _ => {
+            let err = std::io::Error::last_os_error();
+            if !matches!(
+                err.raw_os_error(),
+                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+            ) {
+                return Err(err).context("cannot clone the sandbox");
+            }
+            // The next child forked becomes PID 1 of a new PID namespace;
+            // the launcher itself stays where it is.
+            unshare(CloneFlags::CLONE_NEWPID).context("cannot create a PID namespace")?;
+            // SAFETY: the launcher is single-threaded, so the child may
+            // allocate and use any library code before it execs.
+            Ok((unsafe { fork() }.context("cannot fork")?, false))
+        }
+    }
+}
+
 /// Only returns on failure.
-fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infallible> {
+fn child_main(
+    s: &Spawn<'_>,
+    sock: Option<OwnedFd>,
+    joined: Option<&Path>,
+) -> Result<std::convert::Infallible> {
     match &s.detached {
         Some(d) => detach(d)?,
         None => {
@@ -384,9 +474,20 @@ fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infa
             }
         }
     }
+    if let Some(cg) = s.cgroup {
+        cg.join_self_except(joined)
+            .context("cannot join the subhost's cgroup")?;
+    }
     setns(&s.netns, CloneFlags::CLONE_NEWNET).context("cannot join the subhost's netns")?;
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-        .context("cannot create mount, UTS and IPC namespaces")?;
+    // The cgroup namespace is made after joining, so that inside, the
+    // subhost's cgroup is the root.
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWCGROUP,
+    )
+    .context("cannot create mount, UTS, IPC and cgroup namespaces")?;
     for step in s.steps {
         // The pty comes from the subhost's own devpts, so it has to be made
         // after devpts is mounted and before the pivot hides nothing of it.
@@ -406,6 +507,15 @@ fn child_main(s: &Spawn<'_>, sock: Option<OwnedFd>) -> Result<std::convert::Infa
     drop(sock);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("cannot reset the signal mask")?;
+    // Rust ignores SIGPIPE, and an ignored disposition survives exec.
+    // SAFETY: restoring the default disposition installs no handler.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }
+    .context("cannot reset SIGPIPE")?;
     exec_fd(&s.init, &s.argv, &s.env)
 }
 
@@ -554,7 +664,7 @@ mod tests {
             host: "/srv/data".into(),
             inner: "/data".into(),
         });
-        let steps = plan(&layout, &cfg);
+        let steps = plan(&layout, &cfg).unwrap();
         assert_eq!(steps.first(), Some(&Step::PrivateMounts));
         assert_eq!(
             steps[1],
@@ -563,7 +673,8 @@ mod tests {
                 target: "/opt/subhost/future/live/data".into()
             }
         );
-        assert!(matches!(steps.last(), Some(Step::PivotRoot { .. })));
+        assert!(matches!(steps[steps.len() - 2], Step::PivotRoot { .. }));
+        assert!(matches!(steps.last(), Some(Step::DropCaps(_))));
         let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
         assert!(text.contains(&"hostname future".to_string()), "{text:?}");
         assert!(text

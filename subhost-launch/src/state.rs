@@ -73,6 +73,40 @@ impl Lock {
     }
 }
 
+fn cgroup_path(name: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{name}.cgroup"))
+}
+
+/// Records where the cgroup of `name` is: the default place depends on the
+/// caller's own cgroup, so a later `stop` from elsewhere could not find it.
+pub fn record_cgroup(name: &str, dirs: &[PathBuf]) -> Result<()> {
+    let path = cgroup_path(name);
+    let mut text = String::new();
+    for d in dirs {
+        let d = d
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("cgroup path {} is not UTF-8", d.display()))?;
+        text.push_str(d);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The cgroup directories recorded for `name`, if any.
+pub fn recorded_cgroup(name: &str) -> Option<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(cgroup_path(name)).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+    )
+}
+
+pub fn clear_cgroup(name: &str) {
+    let _ = std::fs::remove_file(cgroup_path(name));
+}
+
 /// Identity of a process that survives PID reuse: its PID plus its start
 /// time in clock ticks since boot (field 22 of `/proc/PID/stat`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +159,30 @@ pub fn clear_init(name: &str, init: Option<ProcId>) {
         }
     }
     let _ = std::fs::remove_file(path);
+}
+
+/// The init record of `name` as written, unverified: for reporting a stale
+/// one. Anything that acts on an init uses `running_init`.
+pub fn init_record(name: &str) -> Option<ProcId> {
+    read_record(name)
+}
+
+/// How long `id` has been running: now since boot (`/proc/uptime`) minus its
+/// start since boot, both on the boot clock, so no wall-clock step skews it.
+pub fn uptime(id: ProcId) -> Option<std::time::Duration> {
+    // SAFETY: sysconf only reads a constant of the C library.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    let now: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let started = id.start as f64 / hz as f64;
+    std::time::Duration::try_from_secs_f64((now - started).max(0.0)).ok()
 }
 
 fn read_record(name: &str) -> Option<ProcId> {
@@ -247,6 +305,15 @@ mod tests {
         let a = start_time(me).unwrap();
         assert_eq!(a, start_time(me).unwrap());
         assert!(start_time(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn uptime_of_self_is_small_and_grows() {
+        let me = ProcId::of(std::process::id() as i32).unwrap();
+        let a = uptime(me).unwrap();
+        assert!(a < std::time::Duration::from_secs(3600), "{a:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(uptime(me).unwrap() > a);
     }
 
     #[test]

@@ -14,23 +14,29 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Directory holding the binaries under test: `SUBHOST_BIN_DIR` (set by
-/// `tests/run` to the static build), else the debug build of this workspace.
+/// `tests/run`), else the static build that `musl-build` makes once per test
+/// process. Static, because subhost roots hold no libraries for them.
 pub fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SUBHOST_BIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
-    let init = dir.join("subhost-init");
-    if !init.exists() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", "subhost-init", "-p", "subhost-launch"])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "could not build the binaries under test");
-    }
-    dir
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SUBHOST_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = Command::new(top.join("musl-build"))
+            .current_dir(&top)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run musl-build");
+        assert!(out.status.success(), "musl-build failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(
+            text.lines()
+                .last()
+                .expect("musl-build prints its output dir"),
+        )
+    })
+    .clone()
 }
 
 pub fn init_bin() -> PathBuf {

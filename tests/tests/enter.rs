@@ -171,6 +171,7 @@ fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
          test -e /proc/1/root{host_marker} && echo hostfile1=seen || echo hostfile1=absent; \
          sleep 5 & sleep 0.3; echo fds=$(ls /proc/$!/fd | tr '\\n' ' '); kill $!; \
          echo cgroup=$(tr '\\n' ' ' </proc/self/cgroup); \
+         echo cgroup1=$(tr '\\n' ' ' </proc/1/cgroup); \
          exit 7"
     );
     // enter runs from a cgroup of its own, so that ending up in the init's
@@ -224,9 +225,19 @@ fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
     // nothing else of the launcher's.
     assert_eq!(field(&text, "fds").trim(), "0 1 2", "{text}");
 
-    let init_cgroup = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
-    let init_cgroup: Vec<&str> = init_cgroup.lines().collect();
-    assert_eq!(field(&text, "cgroup").trim(), init_cgroup.join(" "));
+    // Both seen from inside the subhost's cgroup namespace: had enter stayed
+    // in the test's cgroup, its own line would read `0::/../..`.
+    assert_eq!(
+        field(&text, "cgroup").trim(),
+        field(&text, "cgroup1").trim(),
+        "{text}"
+    );
+    assert!(
+        field(&text, "cgroup")
+            .split_whitespace()
+            .any(|w| w == "0::/"),
+        "{text}"
+    );
 }
 
 #[test]

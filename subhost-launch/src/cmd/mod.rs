@@ -2,7 +2,9 @@
 //! modules named for what it owns (config, layout, mounts, netns, sandbox,
 //! state, supervisor, tty).
 
+pub mod create;
 pub mod detach;
 pub mod enter;
+pub mod list;
 pub mod start;
 pub mod stop;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::SigmaskHow;
 
+use crate::cgroup::{self, Cgroup};
 use crate::cmd::detach;
 use crate::config::Config;
 use crate::layout::Layout;
@@ -46,10 +47,15 @@ struct Undo<'a> {
     layout: &'a Layout,
     mounts: bool,
     netns: bool,
+    cgroup: Option<Cgroup>,
 }
 
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            info!("undo: removing the cgroup of {}", self.layout.name);
+            release_cgroup(&self.layout.name, &cg);
+        }
         if self.netns {
             info!("undo: deleting netns {}", self.layout.name);
             if let Err(e) = netns::delete(&self.layout.name, Duration::from_secs(5)) {
@@ -92,9 +98,10 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     };
     let mount_steps = mounts::plan(&layout, &cfg);
     let links = links(&layout, &cfg);
-    let inner = sandbox::plan(&layout, &cfg);
+    let inner = sandbox::plan(&layout, &cfg)?;
+    let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
     if dry_run {
-        print_start_plan(&layout, &mount_steps, &links, &inner, &argv);
+        print_start_plan(&layout, &mount_steps, &links, &cgroup_plan, &inner, &argv);
         if let Some(console) = &console {
             println!("# detached: a session of its own, no parent-death signal;");
             println!("# stdin /dev/null, stdout and stderr appended to console: {console}");
@@ -116,6 +123,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         layout: &layout,
         mounts: false,
         netns: false,
+        cgroup: None,
     };
     if mounts::is_active(&layout) {
         info!("{} is mounted: reusing it", layout.live().display());
@@ -130,6 +138,8 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         netns::create(name, &links)?;
     }
     let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
+    let cg = &*undo.cgroup.insert(cgroup::create(&cgroup_plan)?);
+    state::record_cgroup(name, cg.dirs())?;
     let detached = match &console {
         Some(console) => Some(detached_streams(&layout, &cfg, console)?),
         None => None,
@@ -151,6 +161,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         pty,
         live: layout.live(),
         detached,
+        cgroup: Some(cg),
     })
     .with_context(|| format!("cannot start subhost {name}"))?;
     let id = state::ProcId::of(child.pid.as_raw());
@@ -160,6 +171,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     }
     undo.mounts = false;
     undo.netns = false;
+    let cg = undo.cgroup.take();
     if let Some(console) = &console {
         detach::record_console(name, console)?;
         drop(lock);
@@ -181,6 +193,10 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         let _ = nix::sys::wait::waitpid(child.pid, None);
     }
     state::clear_init(name, id.ok());
+    // The subhost hibernates: no process is left, and its cgroup with them.
+    if let Some(cg) = cg {
+        release_cgroup(name, &cg);
+    }
     status
 }
 
@@ -210,10 +226,31 @@ fn detached_streams(
     })
 }
 
+/// The cgroup limits of `cfg`.
+pub fn limits(cfg: &Config) -> cgroup::Limits {
+    cgroup::Limits {
+        memory_max: cfg.memory_max,
+        cpu_max: cfg.cpu_max.clone(),
+        pids_max: cfg.pids_max,
+    }
+}
+
+/// Kills whatever is left in `cg`, removes it and forgets it.
+pub fn release_cgroup(name: &str, cg: &Cgroup) {
+    if let Err(e) = cg
+        .kill_all(Duration::from_secs(5))
+        .and_then(|()| cg.remove())
+    {
+        warn!("cgroup of {name}: {e:#}");
+    }
+    state::clear_cgroup(name);
+}
+
 fn print_start_plan(
     layout: &Layout,
     mount_steps: &[mounts::Step],
     links: &[netns::Link],
+    cgroup_plan: &cgroup::Plan,
     inner: &[sandbox::Step],
     argv: &[std::ffi::CString],
 ) {
@@ -225,7 +262,9 @@ fn print_start_plan(
     }
     println!("# network{}", reuse(netns::exists(name)));
     println!("{}", netns::plan(name, links));
-    println!("# sandbox: new pid, mount, uts and ipc namespaces, joining netns {name}");
+    println!("# cgroup");
+    println!("{cgroup_plan}");
+    println!("# sandbox: joins the cgroup and netns {name}, new pid, mount, uts, ipc and cgroup namespaces");
     for s in inner {
         println!("{s}");
     }

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use crate::cmd::{detach, enter};
 use crate::config::{self, Config};
 use crate::layout::Layout;
-use crate::{mounts, netns, state};
+use crate::{cgroup, mounts, netns, state};
 
 pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
     let layout = Layout::new(base, name)?;
@@ -48,6 +48,17 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
     }
     state::clear_init(name, None);
     detach::clear_console(name);
+    // Whatever is still in the subhost's cgroup goes now: processes the
+    // init could not take down, or an init the record lost track of.
+    let cg = state::recorded_cgroup(name)
+        .and_then(|dirs| cgroup::open_dirs(&dirs))
+        .or_else(|| cgroup::open(name, cfg.cgroup_parent.as_deref()));
+    if let Some(cg) = cg {
+        did = true;
+        cg.kill_all(Duration::from_secs(5))?;
+        cg.remove()?;
+    }
+    state::clear_cgroup(name);
     did |= netns::delete(name, Duration::from_secs(5))?;
     did |= mounts::deactivate(&layout)?;
     lock.unlock_and_forget(name);
@@ -145,6 +156,11 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
             );
         }
         None => println!("# no init running"),
+    }
+    if let Some(dirs) = state::recorded_cgroup(name) {
+        for d in dirs {
+            println!("kill every process in {0}; rmdir {0}", d.display());
+        }
     }
     if netns::exists(name) {
         println!("ip netns del {name}");

@@ -1,0 +1,437 @@
+//! `create`: make a new subhost directory (or image) and a commented config
+//! that documents every key, so nobody has to write one by hand.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::config;
+use crate::layout::Layout;
+
+/// What `create` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `--lower`, each `PATH[:PATH...]`, top first.
+    pub lower: Vec<String>,
+    /// `--bridge`, each `BRIDGE[=MAC]`.
+    pub bridges: Vec<String>,
+    /// `--image SIZE`.
+    pub image: Option<String>,
+}
+
+/// Smallest image `mkfs.ext4` formats without trouble.
+const IMAGE_MIN: u64 = 1 << 20;
+
+pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
+    let layout = Layout::new(base, name)?;
+    let image_size = req.image.as_deref().map(parse_size).transpose()?;
+    let text = config_text(req);
+    // The config is checked by the parser `start` uses, so whatever `create`
+    // writes, `start` reads the same way.
+    if req.lower.iter().any(|l| l.is_empty()) {
+        bail!("--lower is empty (give the absolute path of the read-only base, e.g. /)");
+    }
+    let cfg = config::parse(&layout.config(), &text, name, base)
+        .map_err(|e| anyhow::anyhow!("bad --lower or --bridge: {} ({})", e.what, e.fix))?;
+    check_lower(&cfg.lower)?;
+
+    let made_base = make_base(base)?;
+    match fs::DirBuilder::new().mode(0o755).create(&layout.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(
+            "{} exists already: not overwriting it (choose another name, or `subhost-launch \
+             stop {name}` and remove the directory first to start over)",
+            layout.dir.display()
+        ),
+        Err(e) => {
+            remove_base(base, made_base);
+            return Err(e).with_context(|| format!("cannot create {}", layout.dir.display()));
+        }
+    }
+    if let Err(e) = populate(&layout, &text, image_size) {
+        // Everything under the directory is ours: this call made it.
+        let _ = fs::remove_dir_all(&layout.dir);
+        remove_base(base, made_base);
+        return Err(e);
+    }
+    report(&layout, &cfg, image_size);
+    Ok(())
+}
+
+/// Creates `$SUBHOST` if missing; returns whether this call made it.
+fn make_base(base: &Path) -> Result<bool> {
+    if base.is_dir() {
+        return Ok(false);
+    }
+    match fs::create_dir(base) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot create the subhost directory {} (set SUBHOST or --subhost-dir to \
+                 another place, or create it first)",
+                base.display()
+            )
+        }),
+    }
+}
+
+fn remove_base(base: &Path, made: bool) {
+    if made {
+        let _ = fs::remove_dir(base);
+    }
+}
+
+fn populate(layout: &Layout, text: &str, image_size: Option<u64>) -> Result<()> {
+    match image_size {
+        None => {
+            for d in [layout.root(false), layout.work(false)] {
+                mkdir(&d, 0o755)?;
+            }
+        }
+        Some(size) => {
+            make_image(layout, size)?;
+            mkdir(&layout.mnt(), 0o755)?;
+        }
+    }
+    mkdir(&layout.live(), 0o755)?;
+    fs::write(layout.config(), text)
+        .with_context(|| format!("cannot write {}", layout.config().display()))
+}
+
+fn mkdir(d: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(d)
+        .with_context(|| format!("cannot create {}", d.display()))
+}
+
+/// A sparse `NAME.img` formatted ext4 with empty `root/` and `work/` at its
+/// top, made from a staging tree so nothing needs mounting.
+fn make_image(layout: &Layout, size: u64) -> Result<()> {
+    let image = layout.image();
+    let file = fs::File::create_new(&image)
+        .with_context(|| format!("cannot create {}", image.display()))?;
+    file.set_len(size)
+        .with_context(|| format!("cannot size {} to {size} bytes", image.display()))?;
+    drop(file);
+    let tree = layout.dir.join(".image-tree");
+    mkdir(&tree, 0o755)?;
+    mkdir(&tree.join("root"), 0o755)?;
+    mkdir(&tree.join("work"), 0o755)?;
+    let out = Command::new("mkfs.ext4")
+        .arg("-q")
+        .arg("-d")
+        .arg(&tree)
+        .arg(&image)
+        .output();
+    let _ = fs::remove_dir_all(&tree);
+    let out = out.context("cannot run mkfs.ext4 (install e2fsprogs)")?;
+    if !out.status.success() {
+        bail!(
+            "mkfs.ext4 failed on {} ({}): {}",
+            image.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `SIZE` as bytes: digits with an optional K, M, G or T suffix (powers of
+/// 1024), case-insensitive.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let usage = "give a size like 512M or 4G; suffixes K, M, G, T are powers of 1024";
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => bail!("--image {s:?}: unknown size suffix {c:?} ({usage})"),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("--image {s:?} is not a size ({usage})");
+    }
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("--image {s:?} is too large"))?;
+    let bytes = n
+        .checked_mul(1 << shift)
+        .with_context(|| format!("--image {s:?} is too large"))?;
+    if bytes < IMAGE_MIN {
+        bail!("--image {s:?} is too small: an ext4 image needs at least 1M ({usage})");
+    }
+    Ok(bytes)
+}
+
+/// Lower layers must exist now: an overlay over a missing directory would
+/// only fail at the first `start`, far from the typo.
+fn check_lower(lower: &[PathBuf]) -> Result<()> {
+    for p in lower {
+        if !p.is_dir() {
+            bail!(
+                "--lower {}: not an existing directory (give the absolute path of the \
+                 read-only base, e.g. / or /opt/subhost/base)",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Single-quotes `s` for bash (and the config parser, which reads it the same
+/// way): nothing inside is expanded.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The config file: every key documented, the requested ones set, the rest
+/// commented out with an example. Example lines are `#KEY=...` (no space),
+/// so removing the `#` enables them; prose lines start with `# `.
+pub fn config_text(req: &Request) -> String {
+    let mut t = String::from(
+        "# Subhost configuration: plain bash assignments, read by subhost-launch\n\
+         # without running them. $SUB is the subhost's name, $SUBHOST the base\n\
+         # directory; earlier keys expand as $KEY. Remove a leading # to use an\n\
+         # example.\n",
+    );
+    let set = |t: &mut String, doc: &str, line: Option<String>, example: &str| {
+        t.push('\n');
+        for l in doc.lines() {
+            t.push_str("# ");
+            t.push_str(l);
+            t.push('\n');
+        }
+        match line {
+            Some(l) => t.push_str(&l),
+            None => {
+                t.push('#');
+                t.push_str(example);
+            }
+        }
+        t.push('\n');
+    };
+    let lower =
+        (!req.lower.is_empty()).then(|| format!("LOWER={}", sh_quote(&req.lower.join(":"))));
+    set(
+        &mut t,
+        "Read-only base filesystem(s), `:`-separated, top first. Set: `live` is an\n\
+         overlay of `root` (the writable upper layer) over them. Unset: `live` is\n\
+         `root` itself (bind mount).",
+        lower,
+        "LOWER=/",
+    );
+    let bridges = (!req.bridges.is_empty()).then(|| {
+        let items: Vec<String> = req.bridges.iter().map(|b| sh_quote(b)).collect();
+        format!("BRIDGES=({})", items.join(" "))
+    });
+    set(
+        &mut t,
+        "Network cables, one per element: BRIDGE[=MAC]. The host end is $SUB0,\n\
+         $SUB1..., the inner end eth0, eth1... An empty BRIDGE leaves the host end\n\
+         unattached; MAC, when given, is set on the inner end.",
+        bridges,
+        "BRIDGES=(br0 br1=02:00:00:00:01:01)",
+    );
+    let rest: [(&str, &str); 13] = [
+        (
+            "Host name inside (default: the subhost's name).",
+            "HOSTNAME=$SUB",
+        ),
+        (
+            "Bind mounts from the host: /path (same path inside) or /host:/inner.",
+            "SHARE=(/srv/data /home/shared:/mnt/shared)",
+        ),
+        (
+            "Seconds between SIGTERM and SIGKILL when stopping (default 5).",
+            "STOP_TIMEOUT=5",
+        ),
+        (
+            "The session `start` runs when no command is given (default /bin/bash -l).",
+            "SESSION=(/bin/bash -l)",
+        ),
+        (
+            "With `start --detach`: the command init runs at boot.",
+            "BOOT=(/etc/init.d/rc 2)",
+        ),
+        (
+            "With `start --detach`: the command run inside before stopping.",
+            "HALT=(/etc/init.d/rc 0)",
+        ),
+        (
+            "With `start --detach`: services started at boot (names in /etc/init.d, or\n\
+             absolute paths) and stopped in reverse order.",
+            "START=(ssh cron)",
+        ),
+        (
+            "Memory limit in bytes, or with a K/M/G/T suffix.",
+            "MEMORY_MAX=512M",
+        ),
+        (
+            "CPU limit: a percentage of one CPU, or \"QUOTA PERIOD\" in microseconds.",
+            "CPU_MAX=50%",
+        ),
+        ("Most processes (and threads) at once.", "PIDS_MAX=512"),
+        (
+            "Cgroup under which the subhost's cgroup is made, from the hierarchy's\n\
+             root (default: the launcher's own cgroup; never the root itself).",
+            "CGROUP_PARENT=/subhost",
+        ),
+        (
+            "Capabilities to drop from the bounding set, besides the default ones.",
+            "CAPS_DROP=(CAP_NET_RAW)",
+        ),
+        (
+            "Capabilities to keep although dropped by default.",
+            "CAPS_KEEP=(CAP_SYS_TIME)",
+        ),
+    ];
+    for (doc, example) in rest {
+        set(&mut t, doc, None, example);
+    }
+    t
+}
+
+fn report(layout: &Layout, cfg: &config::Config, image_size: Option<u64>) {
+    let d = layout.dir.display();
+    println!("created subhost {} in {d}:", layout.name);
+    match image_size {
+        Some(size) => {
+            println!(
+                "  {} ({} MiB, sparse ext4 with root/ and work/ inside)",
+                layout.image().display(),
+                size >> 20
+            );
+            println!("  {}/mnt/   where the image is mounted", d);
+        }
+        None => {
+            println!("  {d}/root/  the subhost's files (the overlay's upper layer with --lower)");
+            println!("  {d}/work/  overlay work directory");
+        }
+    }
+    println!("  {d}/live/  where its root is mounted while it is up");
+    println!("  {d}/config");
+    for c in &cfg.bridges {
+        if let Some(br) = &c.bridge {
+            if !Path::new("/sys/class/net").join(br).exists() {
+                println!("note: bridge {br} does not exist yet; `start` needs it");
+            }
+        }
+    }
+    let name = &layout.name;
+    match (cfg.lower.is_empty(), image_size.is_some()) {
+        (true, false) => println!(
+            "next: put a root filesystem in {d}/root (no --lower was given), then run: \
+             subhost-launch start {name}"
+        ),
+        (true, true) => println!(
+            "next: put a root filesystem in the image's root/ (no --lower was given): \
+             mount -o loop {0} {d}/mnt, fill {d}/mnt/root, umount {d}/mnt; \
+             then run: subhost-launch start {name}",
+            layout.image().display()
+        ),
+        (false, _) => println!("next: subhost-launch start {name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<config::Config, config::ConfigError> {
+        config::parse(Path::new("config"), text, "demo", Path::new("/opt/subhost"))
+    }
+
+    #[test]
+    fn generated_config_parses_and_documents_every_key() {
+        let text = config_text(&Request::default());
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg, config::Config::defaults("demo"));
+        for key in config::KEYS {
+            assert!(text.contains(&format!("\n#{key}=")), "{key} not documented");
+        }
+    }
+
+    #[test]
+    fn given_values_are_set() {
+        let req = Request {
+            lower: vec!["/".into(), "/opt/base dir".into()],
+            bridges: vec!["br0".into(), "br1=02:00:00:00:01:01".into(), "=".into()],
+            image: None,
+        };
+        let cfg = parse(&config_text(&req)).unwrap();
+        assert_eq!(
+            cfg.lower,
+            vec![PathBuf::from("/"), PathBuf::from("/opt/base dir")]
+        );
+        assert_eq!(cfg.bridges.len(), 3);
+        assert_eq!(cfg.bridges[0].bridge.as_deref(), Some("br0"));
+        assert_eq!(cfg.bridges[1].mac, Some([2, 0, 0, 0, 1, 1]));
+        assert_eq!(cfg.bridges[2].bridge, None);
+    }
+
+    #[test]
+    fn quotes_and_dollars_stay_literal() {
+        let req = Request {
+            lower: vec!["/opt/it's $HOME".into()],
+            ..Request::default()
+        };
+        let cfg = parse(&config_text(&req)).unwrap();
+        assert_eq!(cfg.lower, vec![PathBuf::from("/opt/it's $HOME")]);
+    }
+
+    #[test]
+    fn every_example_parses_when_enabled() {
+        let text = config_text(&Request::default());
+        let enabled: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if !rest.starts_with(' ') && !rest.is_empty() => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg = parse(&enabled).unwrap_or_else(|e| panic!("{e}\n{enabled}"));
+        assert_eq!(cfg.lower, vec![PathBuf::from("/")]);
+        assert_eq!(cfg.memory_max, Some(512 << 20));
+        assert_eq!(cfg.pids_max, Some(512));
+        assert_eq!(cfg.start, vec!["ssh", "cron"]);
+    }
+
+    #[test]
+    fn bad_bridges_are_refused_by_the_config_parser() {
+        for b in [
+            "br0=zz",
+            "br0=01:00:00:00:00:01",
+            "a/b",
+            "waytoolongbridgename0",
+        ] {
+            let req = Request {
+                bridges: vec![b.into()],
+                ..Request::default()
+            };
+            assert!(parse(&config_text(&req)).is_err(), "{b}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("4g").unwrap(), 4 << 30);
+        assert_eq!(parse_size("2048K").unwrap(), 2 << 20);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        for bad in ["", "M", "12X", "1.5G", "-1M", "64K", "99999999999T", " 1M"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,913 @@
+//! `list` and `status`: what each subhost is doing, read from the kernel
+//! (mountinfo, `/run/netns`, `/sys/class/net`, the verified init), never
+//! only from files a crash can leave stale.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{self, Config};
+use crate::layout::{self, Layout};
+use crate::mounts::{self, MountEntry};
+use crate::{cgroup, netns, state};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Its init runs, verified by the kernel.
+    Running,
+    /// No init; root mounted, netns and every cable in place.
+    Hibernating,
+    /// Nothing of it is set up on the host.
+    Stopped,
+    /// Partly set up: see the problems.
+    Broken,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Hibernating => "hibernating",
+            State::Stopped => "stopped",
+            State::Broken => "broken",
+        }
+    }
+}
+
+/// What the init record says once checked against the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitFact {
+    /// No record.
+    None,
+    /// The recorded process is this subhost's init.
+    Verified(state::ProcId),
+    /// No usable record, but the kernel shows the subhost's init: PID 1 of
+    /// a PID namespace one level below ours, in netns NAME.
+    Unrecorded(state::ProcId),
+    /// The recorded process still runs as PID 1 of its PID namespace, but
+    /// is not in netns NAME (the netns was deleted under it).
+    OutsideNetns(i32),
+    /// The record names a process that is gone, or a PID now used by
+    /// another process.
+    Stale(i32),
+}
+
+/// What the kernel shows of one subhost: the input of `classify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub name: String,
+    /// `live` is a mount point.
+    pub live: bool,
+    /// `NAME.img` exists.
+    pub image: bool,
+    /// `mnt` is a mount point.
+    pub mnt: bool,
+    /// `/run/netns/NAME` exists.
+    pub netns: bool,
+    pub init: InitFact,
+    /// Host ends of the cables (configured ones, or the `NAMEi` links found
+    /// when the config is unreadable), and whether each exists.
+    pub cables: Vec<(String, bool)>,
+}
+
+/// The state the facts add up to, and every partial piece as a problem.
+pub fn classify(f: &Facts) -> (State, Vec<String>) {
+    let name = &f.name;
+    let mut problems = Vec::new();
+    match f.init {
+        InitFact::Stale(pid) => problems.push(format!(
+            "stale init record {}/{name}.init: PID {pid} is not this subhost's init \
+             (`subhost-launch stop {name}` clears it)",
+            state::RUN_DIR
+        )),
+        InitFact::OutsideNetns(pid) => problems.push(format!(
+            "init PID {pid} runs but is not in netns {name}: the netns was deleted under it"
+        )),
+        InitFact::Unrecorded(id) => problems.push(format!(
+            "init PID {} runs but {}/{name}.init does not name it: `stop` cannot signal it \
+             (end its session, or kill it, then `subhost-launch stop {name}`)",
+            id.pid,
+            state::RUN_DIR
+        )),
+        InitFact::None | InitFact::Verified(_) => {}
+    }
+    let missing = || f.cables.iter().filter(|c| !c.1).map(|c| &c.0);
+    if let InitFact::Verified(_) | InitFact::Unrecorded(_) = f.init {
+        // A running subhost stays `running`; what is off is still reported.
+        if !f.live {
+            problems.push(
+                "live is not mounted on the host (the subhost's own view is unaffected)"
+                    .to_string(),
+            );
+        }
+        if f.image && !f.mnt {
+            problems.push("the image is not mounted on mnt".to_string());
+        }
+        for c in missing() {
+            problems.push(format!("cable {c}: host end missing"));
+        }
+        return (State::Running, problems);
+    }
+    if f.live && !f.netns {
+        problems.push(format!("live is mounted but there is no netns {name}"));
+    }
+    if f.netns && !f.live {
+        problems.push(format!("netns {name} exists but live is not mounted"));
+    }
+    if f.netns {
+        for c in missing() {
+            problems.push(format!("cable {c}: host end missing"));
+        }
+    } else {
+        for c in f.cables.iter().filter(|c| c.1) {
+            problems.push(format!(
+                "cable {}: host end exists without netns {name} (a process may still hold the namespace)",
+                c.0
+            ));
+        }
+    }
+    if f.image && f.mnt && !f.live {
+        problems.push("the image is mounted on mnt but live is not".to_string());
+    }
+    if f.image && f.live && !f.mnt {
+        problems.push("live is mounted but the image is not mounted on mnt".to_string());
+    }
+    let state = if !problems.is_empty() {
+        State::Broken
+    } else if f.live && f.netns {
+        State::Hibernating
+    } else {
+        // Any piece up without a problem named would be a hole in the
+        // rules above; the facts say only "down" here.
+        State::Stopped
+    };
+    (state, problems)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cable {
+    host: String,
+    /// The bridge the host end is enslaved to when it exists, else the
+    /// configured one; `None` for an unattached cable.
+    bridge: Option<String>,
+    /// Configured MAC of the inner end; `None` when the kernel picks one.
+    mac: Option<String>,
+    present: bool,
+}
+
+/// Everything `list` and `status` show of one subhost.
+#[derive(Debug, Clone)]
+struct Report {
+    name: String,
+    dir: PathBuf,
+    state: State,
+    pid: Option<i32>,
+    uptime: Option<Duration>,
+    /// `overlay` or `rbind`; `None` when neither mounted nor configured.
+    root: Option<&'static str>,
+    image: bool,
+    cables: Vec<Cable>,
+    memory: Option<u64>,
+    pids: Option<u64>,
+    problems: Vec<String>,
+}
+
+pub fn list(base: &Path, json: bool) -> Result<()> {
+    let names = subhosts(base)?;
+    let mounts = mount_table()?;
+    let reports: Vec<Report> = names
+        .iter()
+        .map(|n| observe(&Layout::new(base, n).expect("names are validated"), &mounts))
+        .collect();
+    if json {
+        let arr = Json::Arr(reports.iter().map(to_json).collect());
+        println!("{}", arr.pretty());
+    } else if reports.is_empty() {
+        println!("no subhosts in {}", base.display());
+    } else {
+        print!("{}", table(&reports));
+    }
+    Ok(())
+}
+
+pub fn status(base: &Path, name: &str, json: bool) -> Result<()> {
+    let layout = Layout::new(base, name)?;
+    if !is_subhost(&layout.dir) {
+        bail!(
+            "no subhost {name}: {} is not a directory with a config or root \
+             (`subhost-launch list` shows the subhosts there; `subhost-launch create {name}` makes one)",
+            layout.dir.display()
+        );
+    }
+    let report = observe(&layout, &mount_table()?);
+    if json {
+        println!("{}", to_json(&report).pretty());
+    } else {
+        print!("{}", block(&report));
+    }
+    Ok(())
+}
+
+fn mount_table() -> Result<Vec<MountEntry>> {
+    mounts::mount_points().context("cannot read /proc/self/mountinfo")
+}
+
+fn is_subhost(dir: &Path) -> bool {
+    dir.is_dir() && (dir.join("config").exists() || dir.join("root").is_dir())
+}
+
+/// Names of the subhosts under `base`, sorted; other entries are skipped
+/// silently (the directory may hold base layers, notes, backups).
+fn subhosts(base: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", base.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| layout::validate_name(n).is_ok() && is_subhost(&base.join(n)))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn observe(layout: &Layout, mounts: &[MountEntry]) -> Report {
+    let name = &layout.name;
+    let cfg = config::load(&layout.config(), name, &layout.base);
+    // mountinfo has real paths.
+    let real = layout.dir.canonicalize().ok();
+    let mount_at = |leaf: &str| {
+        let p = real.as_ref()?.join(leaf);
+        mounts.iter().rev().find(|m| m.mount_point == p)
+    };
+    let live = mount_at("live");
+    let cables = cables(layout, cfg.as_ref().ok());
+    let facts = Facts {
+        name: name.clone(),
+        live: live.is_some(),
+        image: layout.image_present(),
+        mnt: mount_at("mnt").is_some(),
+        netns: netns::exists(name),
+        init: init_fact(name),
+        cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
+    };
+    let (state, mut problems) = classify(&facts);
+    if let Err(e) = &cfg {
+        problems.push(format!("{e:#}"));
+    }
+    let root = match (live, &cfg) {
+        (Some(m), _) if m.fs_type == "overlay" => Some("overlay"),
+        (Some(_), _) => Some("rbind"),
+        (None, Ok(c)) if c.lower.is_empty() => Some("rbind"),
+        (None, Ok(_)) => Some("overlay"),
+        (None, Err(_)) => None,
+    };
+    let (pid, uptime) = match facts.init {
+        InitFact::Verified(id) | InitFact::Unrecorded(id) => (Some(id.pid), state::uptime(id)),
+        _ => (None, None),
+    };
+    let usage = cfg.as_ref().ok().and_then(|c| usage(name, c));
+    Report {
+        name: name.clone(),
+        dir: layout.dir.clone(),
+        state,
+        pid,
+        uptime,
+        root,
+        image: facts.image,
+        cables,
+        memory: usage.as_ref().and_then(|u| u.memory_current),
+        pids: usage.and_then(|u| u.pids_current),
+        problems,
+    }
+}
+
+fn init_fact(name: &str) -> InitFact {
+    if let Some(id) = state::running_init(name) {
+        return InitFact::Verified(id);
+    }
+    // The record is only a hint: a crash or a cleaned /run can lose it
+    // while the init runs on.
+    if let Some(id) = init_in_netns(name) {
+        return InitFact::Unrecorded(id);
+    }
+    let Some(rec) = state::init_record(name) else {
+        return InitFact::None;
+    };
+    // Same start time: the very process recorded, not a recycled PID.
+    if state::ProcId::of(rec.pid).ok() == Some(rec) && nspid(rec.pid).last() == Some(&1) {
+        InitFact::OutsideNetns(rec.pid)
+    } else {
+        InitFact::Stale(rec.pid)
+    }
+}
+
+/// `NSpid` of `pid`: its PID in our namespace, then in each nested one.
+fn nspid(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|l| {
+                l.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The process in netns NAME that is PID 1 of a PID namespace directly
+/// below ours: what `start` makes the subhost's init. Deeper ones are
+/// containers inside the subhost.
+fn init_in_netns(name: &str) -> Option<state::ProcId> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(netns::path(name)).ok()?;
+    let depth = nspid(std::process::id() as i32).len();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if m.ino() != ns.ino() || m.dev() != ns.dev() {
+            continue;
+        }
+        let ids = nspid(pid);
+        if ids.len() == depth + 1 && ids.last() == Some(&1) {
+            return state::ProcId::of(pid).ok();
+        }
+    }
+    None
+}
+
+fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
+    let net = Path::new("/sys/class/net");
+    let master = |host: &str| {
+        std::fs::read_link(net.join(host).join("master"))
+            .ok()
+            .and_then(|p| p.file_name()?.to_str().map(str::to_string))
+    };
+    match cfg {
+        Some(cfg) => cfg
+            .bridges
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let host = layout.host_if(i);
+                let present = net.join(&host).exists();
+                let bridge = if present {
+                    master(&host)
+                } else {
+                    c.bridge.clone()
+                };
+                Cable {
+                    bridge,
+                    mac: c.mac.map(|m| mac_string(&m)),
+                    present,
+                    host,
+                }
+            })
+            .collect(),
+        // Without a config, the links that exist are all there is to show.
+        None => netns::host_links(&layout.name)
+            .into_iter()
+            .map(|host| Cable {
+                bridge: master(&host),
+                mac: None,
+                present: true,
+                host,
+            })
+            .collect(),
+    }
+}
+
+fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn usage(name: &str, cfg: &Config) -> Option<cgroup::Usage> {
+    let limited = cfg.memory_max.is_some() || cfg.pids_max.is_some() || cfg.cpu_max.is_some();
+    if !limited {
+        return None;
+    }
+    cgroup::open(name, cfg.cgroup_parent.as_deref()).map(|c| c.usage())
+}
+
+// ---- output ----
+
+fn to_json(r: &Report) -> Json {
+    let opt_num = |n: Option<u64>| n.map_or(Json::Null, Json::Num);
+    let opt_str = |s: Option<&str>| s.map_or(Json::Null, |s| Json::Str(s.to_string()));
+    let cables = r
+        .cables
+        .iter()
+        .map(|c| {
+            Json::Obj(vec![
+                ("host", Json::Str(c.host.clone())),
+                ("bridge", opt_str(c.bridge.as_deref())),
+                (
+                    "mac",
+                    Json::Str(c.mac.clone().unwrap_or_else(|| "auto".into())),
+                ),
+                ("present", Json::Bool(c.present)),
+            ])
+        })
+        .collect();
+    Json::Obj(vec![
+        ("name", Json::Str(r.name.clone())),
+        ("dir", Json::Str(r.dir.to_string_lossy().into_owned())),
+        ("state", Json::Str(r.state.as_str().into())),
+        ("pid", opt_num(r.pid.and_then(|p| u64::try_from(p).ok()))),
+        ("uptime_seconds", opt_num(r.uptime.map(|d| d.as_secs()))),
+        ("root", opt_str(r.root)),
+        ("image", Json::Bool(r.image)),
+        ("cables", Json::Arr(cables)),
+        ("memory_bytes", opt_num(r.memory)),
+        ("pids", opt_num(r.pids)),
+        (
+            "problems",
+            Json::Arr(r.problems.iter().map(|p| Json::Str(p.clone())).collect()),
+        ),
+    ])
+}
+
+fn root_kind(r: &Report) -> String {
+    let kind = r.root.unwrap_or("?");
+    if r.image {
+        format!("{kind}+image")
+    } else {
+        kind.to_string()
+    }
+}
+
+fn cable_summary(c: &Cable) -> String {
+    format!("{}:{}", c.host, c.bridge.as_deref().unwrap_or("-"))
+}
+
+fn table(reports: &[Report]) -> String {
+    let header = ["NAME", "STATE", "PID", "UPTIME", "ROOT", "CABLES"].map(String::from);
+    let rows: Vec<[String; 6]> = reports
+        .iter()
+        .map(|r| {
+            let cables: Vec<String> = r.cables.iter().map(cable_summary).collect();
+            [
+                r.name.clone(),
+                r.state.as_str().to_string(),
+                r.pid.map_or("-".into(), |p| p.to_string()),
+                r.uptime.map_or("-".into(), human_duration),
+                root_kind(r),
+                if cables.is_empty() {
+                    "-".into()
+                } else {
+                    cables.join(",")
+                },
+            ]
+        })
+        .collect();
+    let mut width = [0usize; 6];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(width).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    for r in reports {
+        for p in &r.problems {
+            let _ = writeln!(out, "{}: {p}", r.name);
+        }
+    }
+    out
+}
+
+fn block(r: &Report) -> String {
+    let mut out = String::new();
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let _ = writeln!(out, "name:     {}", r.name);
+    let _ = writeln!(out, "dir:      {}", r.dir.display());
+    let _ = writeln!(out, "state:    {}", r.state.as_str());
+    let _ = writeln!(out, "pid:      {}", dash(r.pid.map(|p| p.to_string())));
+    let _ = writeln!(out, "uptime:   {}", dash(r.uptime.map(human_duration)));
+    let _ = writeln!(out, "root:     {}", root_kind(r));
+    if r.cables.is_empty() {
+        let _ = writeln!(out, "cables:   none");
+    }
+    for (i, c) in r.cables.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{}  bridge {}  mac {}  host end {}",
+            if i == 0 { "cables:   " } else { "          " },
+            c.host,
+            c.bridge.as_deref().unwrap_or("-"),
+            c.mac.as_deref().unwrap_or("auto"),
+            if c.present { "up" } else { "absent" }
+        );
+    }
+    if r.memory.is_some() || r.pids.is_some() {
+        let _ = writeln!(out, "memory:   {}", dash(r.memory.map(human_bytes)));
+        let _ = writeln!(out, "pids:     {}", dash(r.pids.map(|p| p.to_string())));
+    }
+    if r.problems.is_empty() {
+        let _ = writeln!(out, "problems: none");
+    }
+    for (i, p) in r.problems.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{p}",
+            if i == 0 { "problems: " } else { "          " }
+        );
+    }
+    out
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+// ---- JSON ----
+
+/// Just enough JSON for these reports: object keys keep their order, so
+/// the output is stable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Num(u64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(&'static str, Json)>),
+}
+
+impl Json {
+    /// Indented by two spaces per level.
+    pub fn pretty(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out, 0);
+        out
+    }
+
+    fn write(&self, out: &mut String, level: usize) {
+        let pad = |out: &mut String, level: usize| {
+            out.push('\n');
+            out.push_str(&"  ".repeat(level));
+        };
+        match self {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Num(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Json::Str(s) => escape(s, out),
+            Json::Arr(items) if items.is_empty() => out.push_str("[]"),
+            Json::Obj(fields) if fields.is_empty() => out.push_str("{}"),
+            Json::Arr(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    pad(out, level + 1);
+                    item.write(out, level + 1);
+                }
+                pad(out, level);
+                out.push(']');
+            }
+            Json::Obj(fields) => {
+                out.push('{');
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    pad(out, level + 1);
+                    escape(key, out);
+                    out.push_str(": ");
+                    value.write(out, level + 1);
+                }
+                pad(out, level);
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// A JSON string literal (RFC 8259 section 7): quote, backslash and the
+/// control characters U+0000..U+001F escaped; everything else, non-ASCII
+/// included, passes as UTF-8.
+fn escape(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> String {
+        Json::Str(text.into()).pretty()
+    }
+
+    #[test]
+    fn json_escapes_quotes_backslashes_and_controls() {
+        assert_eq!(s(r#"a"b"#), r#""a\"b""#);
+        assert_eq!(s(r"C:\dir\"), r#""C:\\dir\\""#);
+        assert_eq!(s("l1\nl2\r\t"), r#""l1\nl2\r\t""#);
+        assert_eq!(
+            s("\u{0}\u{1}\u{1f}\u{8}\u{c}"),
+            r#""\u0000\u0001\u001f\b\f""#
+        );
+        // DEL and everything above U+001F are allowed raw.
+        assert_eq!(s("\u{7f}/"), "\"\u{7f}/\"");
+    }
+
+    #[test]
+    fn json_keeps_non_ascii_as_utf8() {
+        assert_eq!(s("héllo 日本 🦀 \u{2028}"), "\"héllo 日本 🦀 \u{2028}\"");
+    }
+
+    #[test]
+    fn json_structure() {
+        let v = Json::Arr(vec![
+            Json::Obj(vec![
+                ("n", Json::Num(18446744073709551615)),
+                ("z", Json::Null),
+                ("b", Json::Bool(false)),
+                ("e", Json::Arr(vec![])),
+                ("o", Json::Obj(vec![])),
+            ]),
+            Json::Bool(true),
+        ]);
+        assert_eq!(
+            v.pretty(),
+            "[\n  {\n    \"n\": 18446744073709551615,\n    \"z\": null,\n    \"b\": false,\n    \
+             \"e\": [],\n    \"o\": {}\n  },\n  true\n]"
+        );
+        assert_eq!(Json::Arr(vec![]).pretty(), "[]");
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            name: "web".into(),
+            live: false,
+            image: false,
+            mnt: false,
+            netns: false,
+            init: InitFact::None,
+            cables: vec![("web0".into(), false), ("web1".into(), false)],
+        }
+    }
+
+    fn up() -> Facts {
+        Facts {
+            live: true,
+            netns: true,
+            cables: vec![("web0".into(), true), ("web1".into(), true)],
+            ..facts()
+        }
+    }
+
+    fn verified() -> InitFact {
+        InitFact::Verified(state::ProcId { pid: 42, start: 7 })
+    }
+
+    fn has(problems: &[String], word: &str) -> bool {
+        problems.iter().any(|p| p.contains(word))
+    }
+
+    #[test]
+    fn nothing_up_is_stopped() {
+        assert_eq!(classify(&facts()), (State::Stopped, vec![]));
+        let img = Facts {
+            image: true,
+            ..facts()
+        };
+        assert_eq!(classify(&img), (State::Stopped, vec![]));
+    }
+
+    #[test]
+    fn all_up_without_init_is_hibernating() {
+        assert_eq!(classify(&up()), (State::Hibernating, vec![]));
+        let img = Facts {
+            image: true,
+            mnt: true,
+            ..up()
+        };
+        assert_eq!(classify(&img), (State::Hibernating, vec![]));
+    }
+
+    #[test]
+    fn a_verified_init_is_running() {
+        let f = Facts {
+            init: verified(),
+            ..up()
+        };
+        assert_eq!(classify(&f), (State::Running, vec![]));
+        // Still running, but what is off on the host is said.
+        let f = Facts {
+            init: verified(),
+            live: false,
+            ..up()
+        };
+        let (state, problems) = classify(&f);
+        assert_eq!(state, State::Running);
+        assert!(has(&problems, "live is not mounted"), "{problems:?}");
+    }
+
+    #[test]
+    fn partial_setups_are_broken_and_say_what_is_partial() {
+        let cases: [(Facts, &str); 7] = [
+            (
+                Facts {
+                    netns: false,
+                    cables: vec![("web0".into(), false), ("web1".into(), false)],
+                    ..up()
+                },
+                "no netns web",
+            ),
+            (
+                Facts {
+                    live: false,
+                    ..up()
+                },
+                "netns web exists but live",
+            ),
+            (
+                Facts {
+                    cables: vec![("web0".into(), true), ("web1".into(), false)],
+                    ..up()
+                },
+                "web1: host end missing",
+            ),
+            (
+                Facts {
+                    init: InitFact::Stale(99),
+                    ..up()
+                },
+                "stale init record",
+            ),
+            (
+                Facts {
+                    init: InitFact::Stale(99),
+                    ..facts()
+                },
+                "PID 99",
+            ),
+            (
+                Facts {
+                    cables: vec![("web0".into(), true), ("web1".into(), false)],
+                    ..facts()
+                },
+                "web0: host end exists without netns",
+            ),
+            (
+                Facts {
+                    image: true,
+                    mnt: false,
+                    ..up()
+                },
+                "image is not mounted",
+            ),
+        ];
+        for (f, word) in cases {
+            let (state, problems) = classify(&f);
+            assert_eq!(state, State::Broken, "{f:?}");
+            assert!(has(&problems, word), "{word:?} not in {problems:?}");
+        }
+    }
+
+    #[test]
+    fn an_init_found_without_its_record_is_running_with_a_problem() {
+        let f = Facts {
+            init: InitFact::Unrecorded(state::ProcId { pid: 42, start: 7 }),
+            ..up()
+        };
+        let (state, problems) = classify(&f);
+        assert_eq!(state, State::Running);
+        assert!(has(&problems, "does not name it"), "{problems:?}");
+    }
+
+    #[test]
+    fn an_init_whose_netns_was_deleted_is_broken() {
+        let f = Facts {
+            netns: false,
+            init: InitFact::OutsideNetns(42),
+            ..up()
+        };
+        let (state, problems) = classify(&f);
+        assert_eq!(state, State::Broken);
+        assert!(has(&problems, "no netns web"), "{problems:?}");
+        assert!(has(&problems, "not in netns web"), "{problems:?}");
+    }
+
+    /// The subhost's cgroups and their test-only parent, removed on drop.
+    struct CgroupGuard {
+        cg: cgroup::Cgroup,
+    }
+
+    impl Drop for CgroupGuard {
+        fn drop(&mut self) {
+            let _ = self.cg.remove();
+            for d in self.cg.dirs() {
+                if let Some(parent) = d.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn usage_is_read_from_the_cgroup_only_with_limits_on() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root");
+        let me = std::process::id();
+        let name = format!("shtls{:x}", me % 0x10_0000);
+        let parent = format!("/shtcg-{me}-ls");
+        let limited = Config {
+            memory_max: Some(64 << 20),
+            pids_max: Some(20),
+            cgroup_parent: Some(parent.clone()),
+            ..Config::defaults(&name)
+        };
+        assert!(usage(&name, &limited).is_none(), "no cgroup yet");
+        let limits = cgroup::Limits {
+            memory_max: limited.memory_max,
+            pids_max: limited.pids_max,
+            cpu_max: None,
+        };
+        let plan = cgroup::plan(&name, Some(&parent), &limits).unwrap();
+        let _guard = CgroupGuard {
+            cg: cgroup::create(&plan).unwrap(),
+        };
+        let got = usage(&name, &limited).expect("usage of the new cgroup");
+        assert_eq!(got.pids_current, Some(0));
+        assert!(got.memory_current.is_some(), "{got:?}");
+        let unlimited = Config {
+            cgroup_parent: Some(parent),
+            ..Config::defaults(&name)
+        };
+        assert!(usage(&name, &unlimited).is_none());
+    }
+
+    #[test]
+    fn durations_and_sizes_read_well() {
+        assert_eq!(human_duration(Duration::from_secs(7)), "7s");
+        assert_eq!(human_duration(Duration::from_secs(307)), "5m07s");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600 + 240)), "3h04m");
+        assert_eq!(human_duration(Duration::from_secs(90000)), "1d01h");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+}
