@@ -302,8 +302,12 @@ pub struct Spawn<'a> {
     /// Full argv for the init, argv[0] included.
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
-    /// Give the session its own pty (the caller's stdin is a terminal).
+    /// Give the session its own pty: some standard stream of the caller is
+    /// a terminal, which must not enter the subhost.
     pub pty: bool,
+    /// The pty echoes input: off when the caller's input is not a terminal,
+    /// so piped input is not shown back as output.
+    pub echo: bool,
     /// Live dir: where the new devpts instance is found before the pivot.
     pub live: PathBuf,
     /// Set for a subhost that runs without its launcher; `None` for one
@@ -498,6 +502,9 @@ fn child_main(
                 tty::send_fd(sock.as_fd(), pty.master.as_fd())
                     .context("cannot pass the pty to the launcher")?;
                 drop(pty.master);
+                if !s.echo {
+                    tty::echo_off(pty.slave.as_fd()).context("cannot turn off the pty's echo")?;
+                }
                 tty::make_controlling(pty.slave)
                     .context("cannot make the pty the session's terminal")?;
             }

@@ -123,6 +123,15 @@ fn open_slave_by_path(master: BorrowedFd<'_>, ptmx: &Path) -> io::Result<OwnedFd
     Ok(OwnedFd::from(file))
 }
 
+/// Turns off echo on the terminal `fd`.
+pub fn echo_off(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let mut t = tcgetattr(fd)?;
+    t.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(fd, SetArg::TCSANOW, &t)?;
+    Ok(())
+}
+
 /// In the sandbox child: new session, `slave` as controlling terminal and as
 /// stdin/stdout/stderr.
 pub fn make_controlling(slave: OwnedFd) -> io::Result<()> {

@@ -516,3 +516,29 @@ fn bad_names_and_configs_are_refused_clearly() {
         assert!(!s.live_mounted());
     }
 }
+
+#[test]
+fn a_terminal_on_stdout_alone_still_gets_a_pty_of_its_own() {
+    // stdin is not a terminal but stdout is: the caller's terminal must not
+    // enter the subhost, so the session still gets a pty of the subhost's.
+    let s = Subhost::busybox("");
+    let script = format!(
+        r#"
+set timeout 20
+spawn -noecho sh -c "{launch} start {name} -- /bin/sh -c 'tty; cat' < /dev/null"
+expect {{
+    "/dev/pts/0" {{}}
+    timeout {{ puts "NO PTY"; exit 90 }}
+}}
+expect eof
+catch wait result
+exit [lindex $result 3]
+"#,
+        launch = launch_bin().display(),
+        name = s.name
+    );
+    let mut c = cmd("expect", ["-c", &script]);
+    c.env("SUBHOST", s.base());
+    let out = run_timeout(&mut c, LIMIT);
+    assert_eq!(out.code(), 0, "{}", out.describe());
+}

@@ -144,7 +144,13 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         Some(console) => Some(detached_streams(&layout, &cfg, console)?),
         None => None,
     };
-    let pty = detached.is_none() && tty::is_tty(std::io::stdin().as_fd());
+    // Any terminal among the standard streams gets a pty in front of it:
+    // passed in, it would let the subhost inject input (TIOCSTI).
+    let stdin_tty = tty::is_tty(std::io::stdin().as_fd());
+    let pty = detached.is_none()
+        && (stdin_tty
+            || tty::is_tty(std::io::stdout().as_fd())
+            || tty::is_tty(std::io::stderr().as_fd()));
 
     if detached.is_none() {
         // Signals stay blocked from here on: the supervisor takes them from
@@ -159,6 +165,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         argv,
         env: sandbox::session_env(),
         pty,
+        echo: stdin_tty,
         live: layout.live(),
         detached,
         cgroup: Some(cg),
