@@ -1,0 +1,141 @@
+//! The operator's path end to end, as one story: `create` two subhosts on a
+//! test bridge, boot one with a web service detached, reach it from inside
+//! and over the cable, see both in `list --json`, and stop them (HALT before
+//! SIGTERM) until `list` says stopped.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use subhost_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Host<'a> {
+    base: &'a Path,
+    name: String,
+}
+
+impl Host<'_> {
+    fn launch(&self, args: &[&str]) -> Finished {
+        let mut c = Command::new(launch_bin());
+        c.env("SUBHOST", self.base).args(args);
+        run_timeout(&mut c, LIMIT)
+    }
+    fn root(&self) -> std::path::PathBuf {
+        self.base.join(&self.name).join("root")
+    }
+}
+
+impl Drop for Host<'_> {
+    fn drop(&mut self) {
+        let out = self.launch(&["stop", &self.name]);
+        if !out.status.success() {
+            eprintln!("cleanup: {}", out.describe());
+        }
+    }
+}
+
+fn ok(out: Finished) -> String {
+    assert!(out.status.success(), "{}", out.describe());
+    out.stdout_str()
+}
+
+/// `state` and `host:bridge` of each cable of subhost `name` in `list --json`.
+fn listed(base: &Path, name: &str) -> String {
+    let mut c = Command::new(launch_bin());
+    c.env("SUBHOST", base).args(["list", "--json"]);
+    let json = ok(run_timeout(&mut c, LIMIT));
+    let script = format!(
+        "import json,sys\n\
+         for s in json.load(sys.stdin):\n\
+         \x20   if s['name'] == '{name}':\n\
+         \x20       print(s['state'], ' '.join(c['host'] + ':' + str(c['bridge']) for c in s['cables']))"
+    );
+    ok(run_input(
+        &mut cmd("python3", ["-c", &script]),
+        json.into_bytes(),
+        LIMIT,
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn create_boot_serve_list_and_stop() {
+    require_root();
+    let tmp = TempDir::new();
+    let br = Bridge::new();
+    let a = Host {
+        base: tmp.path(),
+        name: unique_name("oa"),
+    };
+    let b = Host {
+        base: tmp.path(),
+        name: unique_name("ob"),
+    };
+    for h in [&a, &b] {
+        ok(h.launch(&["create", &h.name, "--bridge", &br.name]));
+        busybox_root(&h.root());
+        assert_eq!(
+            listed(tmp.path(), &h.name),
+            format!("stopped {}0:{}", h.name, br.name)
+        );
+    }
+    std::fs::create_dir_all(a.root().join("www")).unwrap();
+    std::fs::write(a.root().join("www/index.html"), "served from a\n").unwrap();
+    let config = a.base.join(&a.name).join("config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "BOOT=(sh -c 'ip addr add 10.213.11.1/24 dev eth0; httpd -p 8080 -h /www; \
+         (trap \"echo term >> /order; exit 0\" TERM; while :; do sleep 0.1; done) &')\n\
+         HALT=(sh -c 'echo halt >> /order')\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let config = b.base.join(&b.name).join("config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("BOOT=(ip addr add 10.213.11.2/24 dev eth0)\n");
+    std::fs::write(&config, text).unwrap();
+
+    ok(a.launch(&["start", "--detach", &a.name]));
+    ok(b.launch(&["start", "--detach", &b.name]));
+
+    let page = |h: &Host, url: &str| -> String {
+        let url = url.to_string();
+        let mut last = String::new();
+        // BOOT runs after start returns: give the service a moment.
+        wait_until(Duration::from_secs(10), || {
+            let out = h.launch(&[
+                "enter", &h.name, "--", "timeout", "5", "wget", "-q", "-O", "-", &url,
+            ]);
+            last = out.stdout_str();
+            out.status.success()
+        });
+        last
+    };
+    assert_eq!(page(&a, "http://127.0.0.1:8080/"), "served from a\n");
+    assert_eq!(page(&b, "http://10.213.11.1:8080/"), "served from a\n");
+
+    for h in [&a, &b] {
+        assert_eq!(
+            listed(tmp.path(), &h.name),
+            format!("running {}0:{}", h.name, br.name)
+        );
+    }
+
+    ok(a.launch(&["stop", &a.name]));
+    let order = std::fs::read_to_string(a.root().join("order")).unwrap();
+    assert_eq!(
+        order, "halt\nterm\n",
+        "HALT must run before the services get SIGTERM"
+    );
+    assert_eq!(
+        listed(tmp.path(), &a.name),
+        format!("stopped {}0:{}", a.name, br.name)
+    );
+    ok(b.launch(&["stop", &b.name]));
+    assert_eq!(
+        listed(tmp.path(), &b.name),
+        format!("stopped {}0:{}", b.name, br.name)
+    );
+}
