@@ -365,3 +365,137 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// How long a launcher command in a test may take.
+pub const LAUNCH_LIMIT: Duration = Duration::from_secs(30);
+
+/// One subhost under a fresh `$SUBHOST` (a `TempDir`), with a unique `sht`
+/// name. On drop it is stopped, whatever state a failed test left it in,
+/// and its background `start`s are reaped.
+pub struct Subhost {
+    tmp: TempDir,
+    pub name: String,
+    background: Vec<Child>,
+}
+
+impl Subhost {
+    /// A subhost with an empty `root` and `config` as its config.
+    pub fn new(tag: &str, config: &str) -> Subhost {
+        require_root();
+        let s = Subhost {
+            tmp: TempDir::new(),
+            name: unique_name(tag),
+            background: Vec::new(),
+        };
+        std::fs::create_dir_all(s.root()).unwrap();
+        std::fs::write(s.dir().join("config"), config).unwrap();
+        s
+    }
+
+    /// A subhost whose `root` is a busybox tree.
+    pub fn busybox(tag: &str, config: &str) -> Subhost {
+        let s = Subhost::new(tag, config);
+        busybox_root(&s.root());
+        s
+    }
+
+    pub fn base(&self) -> &Path {
+        self.tmp.path()
+    }
+    pub fn dir(&self) -> PathBuf {
+        self.base().join(&self.name)
+    }
+    pub fn root(&self) -> PathBuf {
+        self.dir().join("root")
+    }
+    pub fn live(&self) -> PathBuf {
+        self.dir().join("live")
+    }
+
+    /// `subhost-launch` with `SUBHOST` pointing here.
+    pub fn launch(&self) -> Command {
+        let mut c = Command::new(launch_bin());
+        c.env("SUBHOST", self.base());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Finished {
+        run_timeout(self.launch().args(args), LAUNCH_LIMIT)
+    }
+
+    /// `start NAME -- /bin/sh -c SCRIPT`
+    pub fn sh(&self, script: &str) -> Finished {
+        self.run(&["start", &self.name, "--", "/bin/sh", "-c", script])
+    }
+
+    /// `enter NAME -- sh -c SCRIPT`
+    pub fn enter_sh(&self, script: &str) -> Finished {
+        self.run(&["enter", &self.name, "--", "sh", "-c", script])
+    }
+
+    pub fn stop(&self) -> Finished {
+        self.run(&["stop", &self.name])
+    }
+
+    /// Runs `start NAME -- SESSION...` in the background (through `wrap`,
+    /// e.g. setpriv, if given) and waits until its init is recorded;
+    /// returns the init's PID.
+    pub fn start_background(&mut self, wrap: &[&str], session: &[&str]) -> i32 {
+        let launch = launch_bin();
+        let mut argv: Vec<&std::ffi::OsStr> = wrap.iter().map(|s| s.as_ref()).collect();
+        argv.push(launch.as_os_str());
+        argv.extend(["start", self.name.as_str(), "--"].map(std::ffi::OsStr::new));
+        argv.extend(session.iter().map(std::ffi::OsStr::new));
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..])
+            .env("SUBHOST", self.base())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.background.push(spawn_group(&mut c));
+        let record = self.init_record();
+        assert!(
+            wait_until(Duration::from_secs(10), || record.exists()),
+            "the init of {} did not come up",
+            self.name
+        );
+        let text = std::fs::read_to_string(&record).unwrap();
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Where `start` records the subhost's init.
+    pub fn init_record(&self) -> PathBuf {
+        PathBuf::from(format!("/run/subhost/{}.init", self.name))
+    }
+
+    /// Whether `live` is a mount point now.
+    pub fn live_mounted(&self) -> bool {
+        let live = self.live();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|p| Path::new(&unescape_mountinfo(p)) == live)
+    }
+}
+
+impl Drop for Subhost {
+    fn drop(&mut self) {
+        let out = self.stop();
+        if !out.status.success() {
+            eprintln!("cleanup: stop {} failed: {}", self.name, out.describe());
+        }
+        for child in self.background.drain(..) {
+            let _ = wait_timeout(child, Duration::from_secs(10));
+        }
+        // For a launcher that failed to clean up: the leftover check at the
+        // end of the suite still reports it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+        for ext in ["lock", "init", "cgroup", "console"] {
+            let _ = std::fs::remove_file(format!("/run/subhost/{}.{ext}", self.name));
+        }
+    }
+}

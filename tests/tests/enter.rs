@@ -5,103 +5,24 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use subhost_tests::*;
 
-const LIMIT: Duration = Duration::from_secs(30);
+const LIMIT: Duration = LAUNCH_LIMIT;
 const MARKER: &str = "subhost-root-marker";
 
-/// A busybox subhost under a fresh `$SUBHOST`, stopped and removed on drop
-/// (with its background `start`, if any, killed).
-struct Subhost {
-    tmp: TempDir,
-    name: String,
-    start: Option<Child>,
+/// A busybox subhost with a marker file in its root.
+fn subhost() -> Subhost {
+    let s = Subhost::busybox("en", "");
+    std::fs::write(s.root().join(MARKER), "inside\n").unwrap();
+    s
 }
 
-impl Subhost {
-    fn new() -> Subhost {
-        require_root();
-        let tmp = TempDir::new();
-        let name = unique_name("en");
-        let s = Subhost {
-            tmp,
-            name,
-            start: None,
-        };
-        let root = s.dir().join("root");
-        busybox_root(&root);
-        std::fs::write(root.join(MARKER), "inside\n").unwrap();
-        std::fs::write(s.dir().join("config"), "").unwrap();
-        s
-    }
-
-    fn base(&self) -> &Path {
-        self.tmp.path()
-    }
-    fn dir(&self) -> PathBuf {
-        self.base().join(&self.name)
-    }
-
-    fn launch(&self) -> Command {
-        let mut c = Command::new(launch_bin());
-        c.env("SUBHOST", self.base());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Finished {
-        run_timeout(self.launch().args(args), LIMIT)
-    }
-
-    /// `enter NAME -- sh -c SCRIPT`
-    fn enter_sh(&self, script: &str) -> Finished {
-        self.run(&["enter", &self.name, "--", "sh", "-c", script])
-    }
-
-    /// Starts `start NAME -- sleep 60` in the background, as `wrap` (e.g.
-    /// setpriv) if given, and waits until its init is recorded.
-    fn start_background(&mut self, wrap: &[&str]) -> i32 {
-        let mut args: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
-        args.push(launch_bin().to_string_lossy().into_owned());
-        args.extend(["start", &self.name, "--", "/bin/sleep", "60"].map(String::from));
-        let mut c = Command::new(&args[0]);
-        c.args(&args[1..])
-            .env("SUBHOST", self.base())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.start = Some(spawn_group(&mut c));
-        let record = PathBuf::from(format!("/run/subhost/{}.init", self.name));
-        let up = wait_until(Duration::from_secs(10), || record.exists());
-        assert!(
-            up,
-            "the init of {} did not stay up (is subhost-init the real one, keeping \
-             the subhost running while its session runs?)",
-            self.name
-        );
-        let text = std::fs::read_to_string(&record).unwrap();
-        text.split_whitespace().next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Subhost {
-    fn drop(&mut self) {
-        let out = self.run(&["stop", &self.name]);
-        if !out.status.success() {
-            eprintln!("cleanup: stop {} failed: {}", self.name, out.describe());
-        }
-        if let Some(child) = self.start.take() {
-            let _ = wait_timeout(child, Duration::from_secs(10));
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_file(format!("/run/subhost/{}.lock", self.name));
-        let _ = std::fs::remove_file(format!("/run/subhost/{}.init", self.name));
-    }
+/// `start NAME -- sleep 60` in the background, through `wrap` if given.
+fn start_sleeping(s: &mut Subhost, wrap: &[&str]) -> i32 {
+    s.start_background(wrap, &["/bin/sleep", "60"])
 }
 
 /// A cgroup v2 directory made by the test, removed on drop.
@@ -152,8 +73,8 @@ fn field<'a>(text: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
-    let mut s = Subhost::new();
-    let init = s.start_background(&[]);
+    let mut s = subhost();
+    let init = start_sleeping(&mut s, &[]);
     // Visible on the host; it must not be inside.
     let host_marker = s.base().join("host-marker");
     std::fs::write(&host_marker, "host\n").unwrap();
@@ -242,8 +163,8 @@ fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
 
 #[test]
 fn exit_status_passes_through_and_missing_commands_are_127() {
-    let mut s = Subhost::new();
-    s.start_background(&[]);
+    let mut s = subhost();
+    start_sleeping(&mut s, &[]);
     assert_eq!(s.enter_sh("exit 0").code(), 0);
     assert_eq!(s.enter_sh("exit 42").code(), 42);
     let killed = s.enter_sh("kill -9 $$");
@@ -275,10 +196,10 @@ fn exit_status_passes_through_and_missing_commands_are_127() {
 
 #[test]
 fn capabilities_outside_the_init_s_bounding_set_are_gone() {
-    let mut s = Subhost::new();
+    let mut s = subhost();
     // The init (and so the subhost) without CAP_SYS_TIME (25); enter runs
     // with all of the test's.
-    s.start_background(&["setpriv", "--bounding-set", "-sys_time", "--"]);
+    start_sleeping(&mut s, &["setpriv", "--bounding-set", "-sys_time", "--"]);
     let out = s.enter_sh("grep -E '^Cap(Bnd|Prm|Eff|Inh|Amb)' /proc/self/status");
     assert!(out.status.success(), "{}", out.describe());
     let text = out.stdout_str();
@@ -292,8 +213,8 @@ fn capabilities_outside_the_init_s_bounding_set_are_gone() {
 
 #[test]
 fn interactive_enter_gets_a_pty_of_the_subhost_s_devpts() {
-    let mut s = Subhost::new();
-    let init = s.start_background(&[]);
+    let mut s = subhost();
+    let init = start_sleeping(&mut s, &[]);
     let devpts = std::fs::metadata(format!("/proc/{init}/root/dev/pts"))
         .unwrap()
         .dev();
@@ -351,7 +272,7 @@ exit [lindex $result 3]
 
 #[test]
 fn a_hibernating_or_stopped_subhost_is_refused_with_how_to_start_it() {
-    let s = Subhost::new();
+    let s = subhost();
     let once = s.run(&["start", &s.name, "--", "true"]);
     assert!(once.status.success(), "{}", once.describe());
 
@@ -382,8 +303,8 @@ fn a_hibernating_or_stopped_subhost_is_refused_with_how_to_start_it() {
 
 #[test]
 fn dry_run_prints_the_plan_and_runs_nothing() {
-    let mut s = Subhost::new();
-    let init = s.start_background(&[]);
+    let mut s = subhost();
+    let init = start_sleeping(&mut s, &[]);
     let out = s.run(&["enter", "--dry-run", &s.name, "--", "touch", "/dry-run-ran"]);
     assert!(out.status.success(), "{}", out.describe());
     let text = out.stdout_str();

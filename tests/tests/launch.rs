@@ -2,93 +2,12 @@
 //! test bridge, PID 1, ptys. Every test has its own `$SUBHOST` and names, and
 //! its guards stop the subhost and remove what it made even on failure.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use subhost_tests::*;
 
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// One subhost under a fresh `$SUBHOST`, stopped and removed on drop.
-struct Subhost {
-    tmp: TempDir,
-    name: String,
-}
-
-impl Subhost {
-    /// A subhost whose `root` is a busybox tree (rbind unless `config` sets
-    /// LOWER).
-    fn busybox(config: &str) -> Subhost {
-        let s = Subhost::empty(config);
-        busybox_root(&s.root());
-        s
-    }
-
-    /// A subhost with an empty `root`.
-    fn empty(config: &str) -> Subhost {
-        require_root();
-        let tmp = TempDir::new();
-        let name = unique_name("");
-        let s = Subhost { tmp, name };
-        std::fs::create_dir_all(s.root()).unwrap();
-        std::fs::write(s.dir().join("config"), config).unwrap();
-        s
-    }
-
-    fn base(&self) -> &Path {
-        self.tmp.path()
-    }
-    fn dir(&self) -> PathBuf {
-        self.base().join(&self.name)
-    }
-    fn root(&self) -> PathBuf {
-        self.dir().join("root")
-    }
-    fn live(&self) -> PathBuf {
-        self.dir().join("live")
-    }
-
-    fn launch(&self) -> Command {
-        let mut c = Command::new(launch_bin());
-        c.env("SUBHOST", self.base());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Finished {
-        run_timeout(self.launch().args(args), LIMIT)
-    }
-
-    /// `start NAME -- sh -c SCRIPT`
-    fn sh(&self, script: &str) -> Finished {
-        self.run(&["start", &self.name, "--", "/bin/sh", "-c", script])
-    }
-
-    fn stop(&self) -> Finished {
-        self.run(&["stop", &self.name])
-    }
-
-    fn live_mounted(&self) -> bool {
-        mount_points().contains(&self.live().to_string_lossy().into_owned())
-    }
-}
-
-impl Drop for Subhost {
-    fn drop(&mut self) {
-        let out = self.stop();
-        if !out.status.success() {
-            eprintln!("cleanup: stop {} failed: {}", self.name, out.describe());
-        }
-        // Belt and braces for a launcher that failed to clean up: the
-        // leftover check at the end of the suite still reports it.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let _ = std::fs::remove_file(format!("/run/subhost/{}.lock", self.name));
-        let _ = std::fs::remove_file(format!("/run/subhost/{}.init", self.name));
-    }
-}
+const LIMIT: Duration = LAUNCH_LIMIT;
 
 fn mount_points() -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -114,10 +33,10 @@ fn assert_ok(out: &Finished) {
 #[test]
 fn overlay_over_host_root_runs_init_as_pid1() {
     let br = Bridge::new();
-    let s = Subhost::empty(&format!(
-        "LOWER=/\nBRIDGES=({}=02:5a:00:00:00:07)\n",
-        br.name
-    ));
+    let s = Subhost::new(
+        "",
+        &format!("LOWER=/\nBRIDGES=({}=02:5a:00:00:00:07)\n", br.name),
+    );
     let out = s.sh("echo pid1=$(tr '\\0' ' ' </proc/1/cmdline); \
          echo host=$(hostname); \
          echo mac=$(cat /sys/class/net/eth0/address); \
@@ -150,12 +69,15 @@ fn rbind_of_busybox_root_with_shares() {
     std::fs::write(shared.path().join("hello"), "from the host\n").unwrap();
     let file = shared.path().join("single");
     std::fs::write(&file, "one file\n").unwrap();
-    let s = Subhost::busybox(&format!(
-        "SHARE=({} {}:/srv/one)\nHOSTNAME=inner-{}\n",
-        shared.path().display(),
-        file.display(),
-        "x"
-    ));
+    let s = Subhost::busybox(
+        "",
+        &format!(
+            "SHARE=({} {}:/srv/one)\nHOSTNAME=inner-{}\n",
+            shared.path().display(),
+            file.display(),
+            "x"
+        ),
+    );
     let out = s.sh(&format!(
         "cat {}/hello /srv/one; hostname; ls /bin/busybox; ps -o pid,comm | wc -l",
         shared.path().display()
@@ -170,7 +92,7 @@ fn rbind_of_busybox_root_with_shares() {
 #[test]
 fn hibernation_keeps_mounts_netns_and_files_until_stop() {
     let br = Bridge::new();
-    let s = Subhost::busybox(&format!("BRIDGES=({})\n", br.name));
+    let s = Subhost::busybox("", &format!("BRIDGES=({})\n", br.name));
     assert_ok(&s.sh("echo kept > /root/note"));
     assert!(
         netns_list().contains(&s.name),
@@ -207,7 +129,7 @@ fn hibernation_keeps_mounts_netns_and_files_until_stop() {
 #[test]
 fn stop_then_start_immediately_reuses_the_cable_names() {
     let br = Bridge::new();
-    let s = Subhost::busybox(&format!("BRIDGES=({0} {0})\n", br.name));
+    let s = Subhost::busybox("", &format!("BRIDGES=({0} {0})\n", br.name));
     for _ in 0..3 {
         assert_ok(&s.sh("true"));
         assert_ok(&s.stop());
@@ -216,7 +138,7 @@ fn stop_then_start_immediately_reuses_the_cable_names() {
 
 #[test]
 fn image_file_root() {
-    let s = Subhost::empty("");
+    let s = Subhost::new("", "");
     // Build the image's content in a scratch tree, then mkfs from it.
     let scratch = TempDir::new();
     busybox_root(&scratch.path().join("root"));
@@ -261,8 +183,8 @@ fn image_file_root() {
 #[test]
 fn two_subhosts_on_one_bridge_ping_each_other() {
     let br = Bridge::new();
-    let a = Subhost::busybox(&format!("BRIDGES=({})\n", br.name));
-    let b = Subhost::busybox(&format!("BRIDGES=({})\n", br.name));
+    let a = Subhost::busybox("", &format!("BRIDGES=({})\n", br.name));
+    let b = Subhost::busybox("", &format!("BRIDGES=({})\n", br.name));
     // A hibernates with its cable up; its kernel answers pings without any
     // process running.
     assert_ok(&a.sh("ip addr add 10.213.7.1/24 dev eth0"));
@@ -277,7 +199,7 @@ fn two_subhosts_on_one_bridge_ping_each_other() {
 
 #[test]
 fn interactive_session_through_a_pty() {
-    let s = Subhost::busybox("SESSION=\"/bin/sh -i\"\n");
+    let s = Subhost::busybox("", "SESSION=\"/bin/sh -i\"\n");
     let script = format!(
         r##"
 set timeout 20
@@ -313,7 +235,7 @@ exit [lindex $result 3]
 
 #[test]
 fn sigterm_to_start_shuts_the_subhost_down_gracefully() {
-    let s = Subhost::busybox("STOP_TIMEOUT=3\n");
+    let s = Subhost::busybox("", "STOP_TIMEOUT=3\n");
     let mut c = s.launch();
     c.args([
         "start",
@@ -343,7 +265,7 @@ fn sigterm_to_start_shuts_the_subhost_down_gracefully() {
 
 #[test]
 fn stop_ends_a_running_subhost() {
-    let s = Subhost::busybox("STOP_TIMEOUT=2\n");
+    let s = Subhost::busybox("", "STOP_TIMEOUT=2\n");
     let mut c = s.launch();
     c.args(["start", &s.name, "--", "/bin/sleep", "1000"]);
     let child = spawn_group(
@@ -374,7 +296,7 @@ fn stop_ends_a_running_subhost() {
 
 #[test]
 fn concurrent_starts_one_wins() {
-    let s = Subhost::busybox("");
+    let s = Subhost::busybox("", "");
     let spawn = || {
         let mut c = s.launch();
         c.args(["start", &s.name, "--", "/bin/sleep", "2"]);
@@ -396,7 +318,7 @@ fn concurrent_starts_one_wins() {
 
 #[test]
 fn a_stale_record_never_gets_a_signal() {
-    let s = Subhost::busybox("");
+    let s = Subhost::busybox("", "");
     assert_ok(&s.sh("true"));
     // Point the record at an unrelated live process, as a recycled PID would.
     let mut victim = spawn_group(cmd("sleep", ["30"]).stdin(std::process::Stdio::null()));
@@ -425,10 +347,10 @@ fn a_stale_record_never_gets_a_signal() {
 #[test]
 fn dry_run_prints_the_plan_and_does_nothing() {
     let br = Bridge::new();
-    let s = Subhost::busybox(&format!(
-        "LOWER=/\nBRIDGES=({}=02:00:00:00:01:01)\n",
-        br.name
-    ));
+    let s = Subhost::busybox(
+        "",
+        &format!("LOWER=/\nBRIDGES=({}=02:00:00:00:01:01)\n", br.name),
+    );
     let out = s.run(&["start", "--dry-run", &s.name, "--", "/bin/true"]);
     assert_ok(&out);
     let text = out.stdout_str();
@@ -451,7 +373,7 @@ fn dry_run_prints_the_plan_and_does_nothing() {
 fn failures_leave_nothing_behind() {
     // A bridge that does not exist: the mounts made before the netns step
     // are undone.
-    let s = Subhost::busybox("BRIDGES=(shtnobr0)\n");
+    let s = Subhost::busybox("", "BRIDGES=(shtnobr0)\n");
     let out = s.sh("true");
     assert_eq!(out.code(), 125, "{}", out.describe());
     assert!(out.stderr_str().contains("shtnobr0"), "{}", out.describe());
@@ -459,7 +381,7 @@ fn failures_leave_nothing_behind() {
     assert!(!netns_list().contains(&s.name), "netns left");
 
     // Missing root.
-    let s = Subhost::empty("");
+    let s = Subhost::new("", "");
     std::fs::remove_dir(s.root()).unwrap();
     let out = s.sh("true");
     assert_eq!(out.code(), 125, "{}", out.describe());
@@ -468,14 +390,14 @@ fn failures_leave_nothing_behind() {
     assert!(!netns_list().contains(&s.name));
 
     // A session that cannot be executed: init reports it, exit 127.
-    let s = Subhost::busybox("");
+    let s = Subhost::busybox("", "");
     let out = s.run(&["start", &s.name, "--", "/no/such/program"]);
     assert_eq!(out.code(), 127, "{}", out.describe());
 }
 
 #[test]
 fn bad_names_and_configs_are_refused_clearly() {
-    let s = Subhost::busybox("");
+    let s = Subhost::busybox("", "");
     for bad in ["Bad", "much-too-long-name", "a/b", ""] {
         let out = s.run(&["start", bad, "--", "/bin/true"]);
         assert_eq!(out.code(), 125, "{bad}: {}", out.describe());
@@ -521,7 +443,7 @@ fn bad_names_and_configs_are_refused_clearly() {
 fn a_terminal_on_stdout_alone_still_gets_a_pty_of_its_own() {
     // stdin is not a terminal but stdout is: the caller's terminal must not
     // enter the subhost, so the session still gets a pty of the subhost's.
-    let s = Subhost::busybox("");
+    let s = Subhost::busybox("", "");
     let script = format!(
         r#"
 set timeout 20
