@@ -863,3 +863,61 @@ fn generator_enables_listed_subhosts_in_order() {
         systemd_verify(&out_dir, &["subhost@db.service", "subhost@cache.service"]);
     }
 }
+
+/// The boot-time path for real: the autostart script with the real launcher
+/// boots two subhosts detached, in order, and stops them again.
+#[test]
+fn autostart_boots_real_subhosts_and_stops_them() {
+    let a = Subhost::busybox("aa", "");
+    let b = Subhost::busybox("ab", "");
+    // Both under one $SUBHOST: b lives in a's base dir.
+    let b_dir = a.base().join(&b.name);
+    std::fs::rename(b.dir(), &b_dir).unwrap();
+    let state = TempDir::new();
+    let list = state.path().join("autostart");
+    std::fs::write(&list, format!("# boot order\n{}\n{}\n", a.name, b.name)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/subhost-autostart");
+    let run = |action: &str| {
+        let mut c = cmd(&script, [action]);
+        c.env("AUTOSTART", &list)
+            .env("SUBHOST", a.base())
+            .env("SUBHOST_LAUNCH", launch_bin())
+            .env("STARTED", state.path().join("started"));
+        run_timeout(&mut c, Duration::from_secs(60))
+    };
+    let out = run("start");
+    assert!(out.status.success(), "{}", out.describe());
+    for name in [&a.name, &b.name] {
+        let status = run_timeout(
+            a.launch().args(["status", name.as_str()]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            status.stdout_str().contains("state:    running"),
+            "{}",
+            status.describe()
+        );
+    }
+    let out = run("status");
+    assert_eq!(out.code(), 0, "{}", out.describe());
+    let out = run("stop");
+    assert!(out.status.success(), "{}", out.describe());
+    for name in [&a.name, &b.name] {
+        let status = run_timeout(
+            a.launch().args(["status", name.as_str()]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            status.stdout_str().contains("state:    stopped"),
+            "{}",
+            status.describe()
+        );
+    }
+    // b's own guard stops it under its original base; make sure it is gone
+    // from there too before that guard runs.
+    let out = run_timeout(
+        a.launch().args(["stop", b.name.as_str()]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", out.describe());
+}
