@@ -759,7 +759,8 @@ fn create_reuses_an_empty_leftover_and_refuses_a_busy_one() {
     let mut g = Guard::new("shtcg-reuse", &limits);
     // As after a crash: the directories are there, nothing runs in them.
     create(&g.plan).unwrap();
-    g.spawn("sleep 60");
+    // exec: the shell becomes the sleep, so one process at any moment.
+    g.spawn("exec sleep 60");
     let err = format!("{:#}", create(&g.plan).unwrap_err());
     assert!(err.contains("already holds processes"), "{err}");
     // The failed call removed nothing of the running subhost's.

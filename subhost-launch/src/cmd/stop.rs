@@ -32,6 +32,9 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
     }
     let lock = state::lock(name)?;
     let mut did = false;
+    // Every step runs even when one before it failed: a stop that gives up
+    // halfway leaves more behind than one that reports what it could not do.
+    let mut failed: Vec<anyhow::Error> = Vec::new();
     if let Some(init) = state::running_init(name) {
         did = true;
         let console = detach::reopen_console(name, init.pid);
@@ -41,7 +44,9 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
         if let Some(halt) = &halt {
             run_halt(name, init, halt, grace, console.as_ref().map(|(fd, _)| fd));
         }
-        stop_init(name, init, grace)?;
+        if let Err(e) = stop_init(name, init, grace) {
+            failed.push(e);
+        }
         if let Some((fd, c)) = &console {
             detach::note(fd, c, &format!("subhost {name}: stopped"));
         }
@@ -55,12 +60,31 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
         .or_else(|| cgroup::open(name, cfg.cgroup_parent.as_deref()));
     if let Some(cg) = cg {
         did = true;
-        cg.kill_all(Duration::from_secs(5))?;
-        cg.remove()?;
+        match cg
+            .kill_all(Duration::from_secs(5))
+            .and_then(|()| cg.remove())
+        {
+            Ok(()) => state::clear_cgroup(name),
+            Err(e) => failed.push(e),
+        }
+    } else {
+        state::clear_cgroup(name);
     }
-    state::clear_cgroup(name);
-    did |= netns::delete(name, Duration::from_secs(5))?;
-    did |= mounts::deactivate(&layout)?;
+    match netns::delete(name, Duration::from_secs(5)) {
+        Ok(d) => did |= d,
+        Err(e) => failed.push(e),
+    }
+    match mounts::deactivate(&layout) {
+        Ok(d) => did |= d,
+        Err(e) => failed.push(e),
+    }
+    if !failed.is_empty() {
+        let what: Vec<String> = failed.iter().map(|e| format!("{e:#}")).collect();
+        bail!(
+            "subhost {name} is only partly stopped: {}; fix that and run stop again",
+            what.join("; ")
+        );
+    }
     lock.unlock_and_forget(name);
     if did {
         println!("subhost {name}: stopped");
