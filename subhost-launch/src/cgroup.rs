@@ -261,10 +261,57 @@ struct Host {
 
 impl Host {
     fn probe() -> Result<Host> {
+        let own = read_proc_cgroup(Pid::this())?;
         let text = fs::read_to_string("/proc/self/mountinfo")
             .context("cannot read /proc/self/mountinfo")?;
         let mounts = parse_mountinfo(&text);
-        let own = read_proc_cgroup(Pid::this())?;
+        Host::with_mounts(mounts, own)
+    }
+
+    /// Enough of the host for a subhost without limits: only the cgroup v2
+    /// hierarchy (membership and `cgroup.kill`). Where it sits at its usual
+    /// place and holds our own cgroup there, two statfs calls find it
+    /// without reading the mount table, which the kernel formats anew on
+    /// every read (a fifth of a warm start's planning). Anything unusual
+    /// takes the full probe.
+    fn probe_for(limits: &Limits) -> Result<Host> {
+        if *limits == Limits::default() {
+            let own = read_proc_cgroup(Pid::this())?;
+            if let Some(host) = Host::usual_v2(own)? {
+                return Ok(host);
+            }
+        }
+        Host::probe()
+    }
+
+    fn usual_v2(own: Vec<Membership>) -> Result<Option<Host>> {
+        let Some(mine) = own.iter().find(|m| m.hierarchy == 0) else {
+            return Ok(None);
+        };
+        let mine = mine.path.trim_start_matches('/').to_string();
+        for point in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let is_v2 = nix::sys::statfs::statfs(point)
+                .map(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+                .unwrap_or(false);
+            // Our own cgroup must be right there: a hierarchy mounted from a
+            // subtree (as in some containers) needs the mount table's root.
+            if !is_v2 || !Path::new(point).join(&mine).is_dir() {
+                continue;
+            }
+            let mount = Mount {
+                root: "/".into(),
+                point: PathBuf::from(point),
+                v2: true,
+                options: Vec::new(),
+            };
+            let host = Host::with_mounts(vec![mount], own)?;
+            // Without cgroup.kill the v1 freezer is needed: full probe.
+            return Ok(host.v2_kill.then_some(host));
+        }
+        Ok(None)
+    }
+
+    fn with_mounts(mounts: Vec<Mount>, own: Vec<Membership>) -> Result<Host> {
         let mut host = Host {
             mounts,
             own,
@@ -493,7 +540,7 @@ fn parse_cpu_max(s: &str) -> Result<(Option<u64>, u64)> {
 /// Where the subhost NAME's cgroups go on this host, and what is written
 /// there. Reads the host's cgroup layout; changes nothing.
 pub fn plan(name: &str, parent: Option<&str>, limits: &Limits) -> Result<Plan> {
-    plan_on(&Host::probe()?, name, parent, limits)
+    plan_on(&Host::probe_for(limits)?, name, parent, limits)
 }
 
 fn plan_on(host: &Host, name: &str, parent: Option<&str>, limits: &Limits) -> Result<Plan> {

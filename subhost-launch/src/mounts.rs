@@ -534,9 +534,40 @@ pub fn is_active(layout: &Layout) -> bool {
     let Some(live) = resolved(layout, "live") else {
         return false;
     };
+    // One statx instead of reading and parsing the whole mount table, which
+    // the kernel formats anew on every read; the table is the fallback for
+    // kernels before 5.8.
+    if let Some(root) = is_mount_root(&live) {
+        return root;
+    }
     mount_points()
         .map(|m| m.iter().any(|e| e.mount_point == live))
         .unwrap_or(false)
+}
+
+/// Whether `path` (not followed if a symlink) is the root of a mount, when
+/// the kernel can say (STATX_ATTR_MOUNT_ROOT).
+fn is_mount_root(path: &Path) -> Option<bool> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statx is plain data; all-zero is a valid initial value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path and st a writable statx buffer, both
+    // alive for the call.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            &mut st,
+        )
+    };
+    if r != 0 {
+        // Missing: certainly not mounted.
+        return (io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT)).then_some(false);
+    }
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    (st.stx_attributes_mask & bit != 0).then_some(st.stx_attributes & bit != 0)
 }
 
 /// `dir/NAME/<leaf>` with the subhost directory resolved but not `leaf`:

@@ -816,3 +816,18 @@ fn remove_is_idempotent_and_open_finds_only_what_exists() {
     g.cg.remove().unwrap();
     assert!(open(tag, Some(&test_parent(tag))).is_none());
 }
+
+#[test]
+fn the_quick_probe_plans_what_the_mount_table_plans() {
+    require_root();
+    let own = read_proc_cgroup(Pid::this()).unwrap();
+    let quick = Host::usual_v2(own)
+        .unwrap()
+        .expect("cgroup v2 at its usual place here");
+    let full = Host::probe().unwrap();
+    let limits = Limits::default();
+    assert_eq!(
+        plan_on(&quick, "shtcgq", None, &limits).unwrap(),
+        plan_on(&full, "shtcgq", None, &limits).unwrap()
+    );
+}
