@@ -5,6 +5,8 @@
 //! Naming contract (checked by `tests/leftovers`): every subhost and bridge a
 //! test makes starts with `sht`, every temp dir with `subhost-test`.
 
+pub mod json;
+
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -435,6 +437,18 @@ impl Subhost {
 
     pub fn stop(&self) -> Finished {
         self.run(&["stop", &self.name])
+    }
+
+    /// `subhost-launch ARGS` started in the background, stdin from
+    /// /dev/null and the output piped, for `wait_timeout`.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        spawn_group(
+            self.launch()
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
     }
 
     /// Runs `start NAME -- SESSION...` in the background (through `wrap`,

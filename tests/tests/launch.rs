@@ -236,8 +236,7 @@ exit [lindex $result 3]
 #[test]
 fn sigterm_to_start_shuts_the_subhost_down_gracefully() {
     let s = Subhost::busybox("", "STOP_TIMEOUT=3\n");
-    let mut c = s.launch();
-    c.args([
+    let child = s.spawn(&[
         "start",
         &s.name,
         "--",
@@ -245,17 +244,8 @@ fn sigterm_to_start_shuts_the_subhost_down_gracefully() {
         "-c",
         "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
     ]);
-    let child = spawn_group(
-        c.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    );
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    assert!(wait_until(LIMIT, || Path::new(&format!(
-        "/run/subhost/{}.init",
-        s.name
-    ))
-    .exists()));
+    assert!(wait_until(LIMIT, || s.init_record().exists()));
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = wait_timeout(child, LIMIT);
@@ -266,18 +256,8 @@ fn sigterm_to_start_shuts_the_subhost_down_gracefully() {
 #[test]
 fn stop_ends_a_running_subhost() {
     let s = Subhost::busybox("", "STOP_TIMEOUT=2\n");
-    let mut c = s.launch();
-    c.args(["start", &s.name, "--", "/bin/sleep", "1000"]);
-    let child = spawn_group(
-        c.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    );
-    assert!(wait_until(LIMIT, || Path::new(&format!(
-        "/run/subhost/{}.init",
-        s.name
-    ))
-    .exists()));
+    let child = s.spawn(&["start", &s.name, "--", "/bin/sleep", "1000"]);
+    assert!(wait_until(LIMIT, || s.init_record().exists()));
     // A second start is refused while it runs, naming the init's PID.
     let again = s.sh("true");
     assert_eq!(again.code(), 125, "{}", again.describe());
@@ -297,15 +277,7 @@ fn stop_ends_a_running_subhost() {
 #[test]
 fn concurrent_starts_one_wins() {
     let s = Subhost::busybox("", "");
-    let spawn = || {
-        let mut c = s.launch();
-        c.args(["start", &s.name, "--", "/bin/sleep", "2"]);
-        spawn_group(
-            c.stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped()),
-        )
-    };
+    let spawn = || s.spawn(&["start", &s.name, "--", "/bin/sleep", "2"]);
     let (a, b) = (spawn(), spawn());
     let (a, b) = (wait_timeout(a, LIMIT), wait_timeout(b, LIMIT));
     let codes = [a.code(), b.code()];

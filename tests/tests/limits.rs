@@ -3,7 +3,6 @@
 //! bounding set really is smaller inside.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use subhost_tests::*;
@@ -118,8 +117,7 @@ fn pids_max_stops_a_fork_bomb() {
 #[test]
 fn stop_kills_what_escaped_into_its_own_session() {
     let s = Subhost::busybox("l", "STOP_TIMEOUT=1\n");
-    let mut c = s.launch();
-    c.args([
+    let child = s.spawn(&[
         "start",
         &s.name,
         "--",
@@ -127,11 +125,6 @@ fn stop_kills_what_escaped_into_its_own_session() {
         "-c",
         "setsid sh -c 'trap \"\" TERM; exec sleep 1000' & exec sleep 1000",
     ]);
-    let child = spawn_group(
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
     let procs = || -> Vec<i32> {
         cgroup_dirs(&s)
             .first()

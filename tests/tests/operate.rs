@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use subhost_tests::json::parse_json;
 use subhost_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -45,20 +46,19 @@ fn ok(out: Finished) -> String {
 fn listed(base: &Path, name: &str) -> String {
     let mut c = Command::new(launch_bin());
     c.env("SUBHOST", base).args(["list", "--json"]);
-    let json = ok(run_timeout(&mut c, LIMIT));
-    let script = format!(
-        "import json,sys\n\
-         for s in json.load(sys.stdin):\n\
-         \x20   if s['name'] == '{name}':\n\
-         \x20       print(s['state'], ' '.join(c['host'] + ':' + str(c['bridge']) for c in s['cables']))"
-    );
-    ok(run_input(
-        &mut cmd("python3", ["-c", &script]),
-        json.into_bytes(),
-        LIMIT,
-    ))
-    .trim()
-    .to_string()
+    let all = parse_json(&ok(run_timeout(&mut c, LIMIT)));
+    let me = all
+        .arr()
+        .iter()
+        .find(|s| s.get("name").str() == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {all:?}"));
+    let cables: Vec<String> = me
+        .get("cables")
+        .arr()
+        .iter()
+        .map(|c| format!("{}:{}", c.get("host").str(), c.get("bridge").str()))
+        .collect();
+    format!("{} {}", me.get("state").str(), cables.join(" "))
 }
 
 #[test]
