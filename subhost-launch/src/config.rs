@@ -28,7 +28,7 @@
 //!
 //! Shapes of the keys:
 //! - single values: `LOWER`, `HOSTNAME`, `STOP_TIMEOUT`, `MEMORY_MAX`,
-//!   `CPU_MAX`, `PIDS_MAX`, `CGROUP_PARENT`;
+//!   `CPU_MAX`, `PIDS_MAX`, `CGROUP_PARENT`, `USERNS`;
 //! - arrays only: `BRIDGES`, `SHARE` (an empty string would be ambiguous
 //!   between "no cable" and "one unattached cable", and paths may hold
 //!   spaces);
@@ -96,6 +96,9 @@ pub struct Config {
     pub caps_drop: Vec<String>,
     /// Capabilities to keep although dropped by default, as `CAP_…` names.
     pub caps_keep: Vec<String>,
+    /// `USERNS`: a user namespace and the line that asked for it (a range
+    /// that overlaps another is only found at start, and reported there).
+    pub userns: Option<crate::userns::Requested>,
 }
 
 impl Config {
@@ -117,12 +120,13 @@ impl Config {
             cgroup_parent: None,
             caps_drop: Vec::new(),
             caps_keep: Vec::new(),
+            userns: None,
         }
     }
 }
 
 /// Every key a config may assign.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "LOWER",
     "BRIDGES",
     "HOSTNAME",
@@ -138,6 +142,7 @@ pub const KEYS: [&str; 15] = [
     "CGROUP_PARENT",
     "CAPS_DROP",
     "CAPS_KEEP",
+    "USERNS",
 ];
 
 /// Linux capability names, indexed by capability number (0..=40).
@@ -1202,6 +1207,11 @@ fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> At<()> {
         }
         "CAPS_DROP" => cfg.caps_drop = caps(&words(value, line))?,
         "CAPS_KEEP" => cfg.caps_keep = caps(&words(value, line))?,
+        "USERNS" => {
+            cfg.userns = crate::userns::parse(scalar(value, line, "USERNS=pick")?)
+                .map_err(|(what, fix)| here(Bad::new(what, fix)))?
+                .map(|setting| crate::userns::Requested { setting, line })
+        }
         _ => {
             return Err(here(Bad::new(
                 "unknown key",
@@ -2410,6 +2420,39 @@ mod tests {
         );
         // The later of two assignments decides, so an overridden overlap is fine.
         ok("CAPS_DROP=(SYS_TIME)\nCAPS_KEEP=(SYS_TIME)\nCAPS_KEEP=()\n");
+    }
+
+    #[test]
+    fn userns() {
+        use crate::userns::{Range, Requested, Setting};
+        assert_eq!(ok("USERNS=no").userns, None);
+        assert_eq!(ok("USERNS=").userns, None);
+        assert_eq!(
+            ok("HOSTNAME=h\nUSERNS=pick").userns,
+            Some(Requested {
+                setting: Setting::Pick,
+                line: 2
+            })
+        );
+        let fixed = |base, count| {
+            Some(Requested {
+                setting: Setting::Fixed(Range { base, count }),
+                line: 1,
+            })
+        };
+        assert_eq!(ok("USERNS=1000000").userns, fixed(1_000_000, 65536));
+        assert_eq!(ok("USERNS='200000:1000'").userns, fixed(200_000, 1000));
+        let e = refused(
+            "\nUSERNS=\"yes please\"",
+            2,
+            "is not no, pick, BASE or BASE:COUNT",
+        );
+        assert!(e.fix.contains("USERNS=pick"), "{e}");
+        refused("USERNS=yes please", 1, "\"yes\" is not no, pick");
+        refused("USERNS=(pick)", 1, "takes a single value");
+        let e = refused("USERNS=1000", 1, "overlaps the host's own users");
+        assert!(e.fix.contains("at least 65536"), "{e}");
+        refused("USERNS=100000:0", 1, "COUNT");
     }
 
     #[test]

@@ -111,6 +111,12 @@ impl Layout {
             self.dir.join("work")
         }
     }
+    /// The user namespace range of a subhost with `USERNS`, `BASE:COUNT`:
+    /// recorded once so that a picked range never changes under the files
+    /// the subhost owns.
+    pub fn userns_record(&self) -> PathBuf {
+        self.dir.join("userns")
+    }
     /// Host-side interface name of cable `i`.
     pub fn host_if(&self, i: usize) -> String {
         format!("{}{}", self.name, i)

@@ -14,6 +14,7 @@ mod sandbox;
 mod state;
 mod supervisor;
 mod tty;
+mod userns;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
