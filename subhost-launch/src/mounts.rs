@@ -6,6 +6,7 @@
 //! Everything is done in-process (mount(2), loop ioctls): a helper exec costs
 //! about as much as all the mounting itself.
 
+pub mod idmap;
 mod loopdev;
 mod mountinfo;
 #[cfg(test)]
@@ -14,7 +15,9 @@ mod tests;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
@@ -23,6 +26,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use crate::config::Config;
 use crate::layout::Layout;
+use crate::userns::Range;
 
 pub use mountinfo::{mount_points, MountEntry};
 
@@ -38,9 +42,40 @@ pub enum Step {
         upper: PathBuf,
         work: PathBuf,
         live: PathBuf,
+        /// With USERNS: each lower layer is an idmapped copy.
+        idmap: Option<Idmap>,
     },
-    /// `mount --rbind root live`
-    Rbind { root: PathBuf, live: PathBuf },
+    /// `mount --rbind root live`; with USERNS an idmapped copy of root.
+    Rbind {
+        root: PathBuf,
+        live: PathBuf,
+        idmap: Option<Range>,
+    },
+    /// With USERNS and an overlay: the upper layer's top directory belongs
+    /// to root inside (host `BASE`), or root inside could not write to `/`
+    /// (copied-up directories take their owners from the idmapped lower).
+    /// Done when it is owned by an id outside the range; nothing below it
+    /// is touched.
+    OwnUpper { upper: PathBuf, range: Range },
+}
+
+/// How an overlay's lower layers are idmapped: each is cloned with the map
+/// of `range` and attached on `staging/N` while the overlay is mounted over
+/// them, then detached again (the overlay keeps its own reference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idmap {
+    pub range: Range,
+    pub staging: PathBuf,
+}
+
+impl Idmap {
+    fn layer(&self, i: usize) -> PathBuf {
+        self.staging.join(i.to_string())
+    }
+    /// `mount(8)` of util-linux 2.39 maps both uids and gids with this.
+    fn option(&self) -> String {
+        format!("X-mount.idmap=0:{}:{}", self.range.base, self.range.count)
+    }
 }
 
 impl fmt::Display for Step {
@@ -56,15 +91,56 @@ impl fmt::Display for Step {
                 upper,
                 work,
                 live,
+                idmap,
+            } => {
+                let layers = mapped_layers(lower, idmap.as_ref());
+                if let Some(m) = idmap {
+                    for (i, l) in lower.iter().enumerate() {
+                        writeln!(
+                            f,
+                            "mkdir -p {1} && mount --bind -o {0} {2} {1}",
+                            m.option(),
+                            quote(m.layer(i)),
+                            quote(l)
+                        )?;
+                    }
+                }
+                write!(
+                    f,
+                    "mount -t overlay overlay -o {} {}",
+                    quote(overlay_options(&layers, upper, work)),
+                    quote(live)
+                )?;
+                if let Some(m) = idmap {
+                    let staged: Vec<String> = (0..lower.len()).map(|i| quote(m.layer(i))).collect();
+                    write!(f, "\numount -l {}", staged.join(" "))?;
+                }
+                Ok(())
+            }
+            Step::Rbind {
+                root,
+                live,
+                idmap: None,
+            } => write!(f, "mount --rbind {} {}", quote(root), quote(live)),
+            Step::Rbind {
+                root,
+                live,
+                idmap: Some(r),
             } => write!(
                 f,
-                "mount -t overlay overlay -o {} {}",
-                quote(overlay_options(lower, upper, work)),
+                "mount --rbind -o X-mount.idmap=0:{}:{} {} {}",
+                r.base,
+                r.count,
+                quote(root),
                 quote(live)
             ),
-            Step::Rbind { root, live } => {
-                write!(f, "mount --rbind {} {}", quote(root), quote(live))
-            }
+            Step::OwnUpper { upper, range } => write!(
+                f,
+                "chown {0}:{0} {1}  # only when owned outside {2}",
+                range.base,
+                quote(upper),
+                range
+            ),
         }
     }
 }
@@ -80,8 +156,25 @@ fn quote(s: impl AsRef<OsStr>) -> String {
     }
 }
 
+/// The lower layers as the overlay is given them: the staged idmapped
+/// copies, or the layers themselves.
+fn mapped_layers(lower: &[PathBuf], idmap: Option<&Idmap>) -> Vec<PathBuf> {
+    match idmap {
+        Some(m) => (0..lower.len()).map(|i| m.layer(i)).collect(),
+        None => lower.to_vec(),
+    }
+}
+
 /// The steps that activate the root of `layout` under `cfg`, in order.
 pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
+    plan_mapped(layout, cfg, None)
+}
+
+/// `plan`, with the root shown through the map of `range` (USERNS): an
+/// rbind root or image root idmapped, or an overlay over idmapped lower
+/// layers whose upper stays as is, so that what root inside writes lands
+/// there as host `BASE + n`.
+pub fn plan_mapped(layout: &Layout, cfg: &Config, range: Option<Range>) -> Vec<Step> {
     let image = layout.image_present();
     let mut steps = Vec::new();
     if image {
@@ -92,16 +185,36 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
     }
     let (root, work, live) = (layout.root(image), layout.work(image), layout.live());
     if cfg.lower.is_empty() {
-        steps.push(Step::Rbind { root, live });
+        steps.push(Step::Rbind {
+            root,
+            live,
+            idmap: range,
+        });
     } else {
+        if let Some(range) = range {
+            steps.push(Step::OwnUpper {
+                upper: root.clone(),
+                range,
+            });
+        }
         steps.push(Step::Overlay {
             lower: cfg.lower.clone(),
             upper: root,
             work,
             live,
+            idmap: range.map(|range| Idmap {
+                range,
+                staging: staging_dir(&layout.name),
+            }),
         });
     }
     steps
+}
+
+/// Where the idmapped lower layers of `name` are attached while its
+/// overlay is mounted: host-wide and cleared at boot, like the netns.
+pub fn staging_dir(name: &str) -> PathBuf {
+    Path::new(crate::state::RUN_DIR).join(format!("{name}.lower"))
 }
 
 /// Checks the plan's inputs (root exists, lower layers exist, …), creates
@@ -110,7 +223,10 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
 /// A step whose target already holds what it would mount is skipped, so a
 /// hibernating subhost is reused as it is. On failure, the steps this call
 /// performed are unmounted again (never any data removed).
-pub fn activate(steps: &[Step]) -> anyhow::Result<()> {
+///
+/// `userns` is the user namespace whose map idmapped steps use; they are
+/// refused without it.
+pub fn activate(steps: &[Step], userns: Option<BorrowedFd<'_>>) -> anyhow::Result<()> {
     // Paths inside an image can only be checked once it is mounted; the
     // rest is checked before anything is done.
     let mut inside_image: Vec<&Path> = Vec::new();
@@ -122,7 +238,7 @@ pub fn activate(steps: &[Step]) -> anyhow::Result<()> {
     }
     let mut done: Vec<PathBuf> = Vec::new();
     for step in steps {
-        match run(step) {
+        match run(step, userns) {
             Ok(Some(target)) => done.push(target),
             Ok(None) => {}
             Err(e) => {
@@ -147,8 +263,21 @@ fn undo(done: &[PathBuf]) {
 
 /// Performs one step; returns the mount point it mounted, or None when the
 /// step was already in place.
-fn run(step: &Step) -> anyhow::Result<Option<PathBuf>> {
+fn run(step: &Step, userns: Option<BorrowedFd<'_>>) -> anyhow::Result<Option<PathBuf>> {
     check(step, &[])?;
+    if let Step::OwnUpper { upper, range } = step {
+        own_upper(upper, range)?;
+        return Ok(None);
+    }
+    let mapped = matches!(
+        step,
+        Step::Overlay { idmap: Some(_), .. } | Step::Rbind { idmap: Some(_), .. }
+    );
+    let userns = match (mapped, userns) {
+        (true, None) => bail!("{step}: an idmapped mount needs the subhost's user namespace"),
+        (true, Some(u)) => Some(u),
+        (false, _) => None,
+    };
     let target = match step {
         Step::AttachImage { mnt, .. } => mnt,
         Step::Overlay { live, work, .. } => {
@@ -156,6 +285,7 @@ fn run(step: &Step) -> anyhow::Result<Option<PathBuf>> {
             live
         }
         Step::Rbind { live, .. } => live,
+        Step::OwnUpper { .. } => unreachable!("done above"),
     };
     ensure_dir(target, target_role(step))?;
     if let Step::Overlay { upper, work, .. } = step {
@@ -182,8 +312,25 @@ fn run(step: &Step) -> anyhow::Result<Option<PathBuf>> {
             upper,
             work,
             live,
+            idmap: None,
         } => mount_overlay(lower, upper, work, live)?,
-        Step::Rbind { root, live } => {
+        Step::Overlay {
+            lower,
+            upper,
+            work,
+            live,
+            idmap: Some(m),
+        } => mount_mapped_overlay(lower, upper, work, live, m, userns.expect("checked"))?,
+        Step::Rbind {
+            root,
+            live,
+            idmap: Some(_),
+        } => {
+            let tree = idmap::clone_mapped(root, userns.expect("checked"), true)?;
+            idmap::attach(&tree, live).with_context(|| format!("{step}"))?;
+        }
+        Step::OwnUpper { .. } => unreachable!("done above"),
+        Step::Rbind { root, live, .. } => {
             nix::mount::mount(
                 Some(root.as_path()),
                 live.as_path(),
@@ -221,6 +368,7 @@ fn check(step: &Step, deferred: &[&Path]) -> anyhow::Result<()> {
             upper,
             work,
             live,
+            ..
         } => {
             for l in lower.iter().filter(|l| !later(l)) {
                 check_lower(l)?;
@@ -233,7 +381,12 @@ fn check(step: &Step, deferred: &[&Path]) -> anyhow::Result<()> {
             }
             no_symlink(live, "live")?;
         }
-        Step::Rbind { root, live } => {
+        Step::OwnUpper { upper, .. } => {
+            if !later(upper) {
+                check_root(upper)?;
+            }
+        }
+        Step::Rbind { root, live, .. } => {
             if !later(root) {
                 check_root(root)?;
             }
@@ -345,6 +498,7 @@ fn current(step: &Step) -> anyhow::Result<Current> {
     let target = match step {
         Step::AttachImage { mnt, .. } => mnt,
         Step::Overlay { live, .. } | Step::Rbind { live, .. } => live,
+        Step::OwnUpper { .. } => return Ok(Current::Nothing),
     };
     let target = target
         .canonicalize()
@@ -361,9 +515,17 @@ fn current(step: &Step) -> anyhow::Result<Current> {
                     == Some(loopdev::file_id(image)?)
         }
         Step::Overlay {
-            lower, upper, work, ..
-        } => top.fs_type == "overlay" && overlay_matches(&top.super_options, lower, upper, work),
-        Step::Rbind { root, live } => {
+            lower,
+            upper,
+            work,
+            idmap,
+            ..
+        } => {
+            top.fs_type == "overlay"
+                && overlay_matches(&top.super_options, lower, upper, work, idmap.is_some())
+        }
+        Step::OwnUpper { .. } => false,
+        Step::Rbind { root, live, .. } => {
             matches!((loopdev::file_id(live), loopdev::file_id(root)), (Ok(a), Ok(b)) if a == b)
         }
     };
@@ -375,8 +537,16 @@ fn current(step: &Step) -> anyhow::Result<Current> {
 }
 
 /// Whether an overlay's superblock options name the same directories
-/// (compared by identity, so differently spelled paths still match).
-fn overlay_matches(options: &str, lower: &[PathBuf], upper: &Path, work: &Path) -> bool {
+/// (compared by identity, so differently spelled paths still match). The
+/// staged copies of `mapped` lower layers are gone once it is mounted:
+/// their number is what can be compared.
+fn overlay_matches(
+    options: &str,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    mapped: bool,
+) -> bool {
     let opts = split_escaped(options.as_bytes(), b',');
     let get = |key: &str| {
         opts.iter()
@@ -394,7 +564,7 @@ fn overlay_matches(options: &str, lower: &[PathBuf], upper: &Path, work: &Path) 
     };
     let layers = split_escaped(l, b':');
     layers.len() == lower.len()
-        && layers.iter().zip(lower).all(|(s, p)| same(s, p))
+        && (mapped || layers.iter().zip(lower).all(|(s, p)| same(s, p)))
         && same(u, upper)
         && same(w, work)
 }
@@ -487,6 +657,66 @@ fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, live: &Path) -> a
             "mount -t overlay overlay -o {} {} failed (the kernel log, dmesg, has overlayfs's reason)",
             quote(&opts),
             quote(live)
+        )
+    })
+}
+
+/// An overlay over idmapped copies of `lower`: each is attached on its
+/// staging dir, the overlay mounted over those, and the staged copies
+/// detached again whether that worked or not.
+fn mount_mapped_overlay(
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    live: &Path,
+    m: &Idmap,
+    userns: BorrowedFd<'_>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&m.staging)
+        .with_context(|| format!("cannot create {}", m.staging.display()))?;
+    let mut staged = Vec::new();
+    let mut result = Ok(());
+    for (i, l) in lower.iter().enumerate() {
+        let at = m.layer(i);
+        // Whole layers only, as overlayfs takes them: no mounts below.
+        let attached = ensure_dir(&at, "staging")
+            .and_then(|()| idmap::clone_mapped(l, userns, false))
+            .and_then(|tree| idmap::attach(&tree, &at));
+        match attached {
+            Ok(()) => staged.push(at),
+            Err(e) => {
+                result = Err(e.context(format!("lower layer {}", l.display())));
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = mount_overlay(&mapped_layers(lower, Some(m)), upper, work, live);
+    }
+    for at in &staged {
+        if let Err(e) = nix::mount::umount2(at, MntFlags::MNT_DETACH) {
+            log::warn!("cannot detach the staged layer {}: {e}", at.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&m.staging);
+    result
+}
+
+/// Gives the upper layer's top directory to root inside, unless an id of
+/// the range owns it already.
+fn own_upper(upper: &Path, range: &Range) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(upper).with_context(|| format!("cannot inspect {}", upper.display()))?;
+    let inside = |id: u32| id >= range.base && u64::from(id) < range.end();
+    if inside(meta.uid()) && inside(meta.gid()) {
+        return Ok(());
+    }
+    log::info!("chown {0}:{0} {1}", range.base, upper.display());
+    std::os::unix::fs::chown(upper, Some(range.base), Some(range.base)).with_context(|| {
+        format!(
+            "cannot give {} to root of the subhost's user namespace (host id {})",
+            upper.display(),
+            range.base
         )
     })
 }

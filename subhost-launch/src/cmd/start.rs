@@ -129,7 +129,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         info!("{} is mounted: reusing it", layout.live().display());
     } else {
         undo.mounts = true;
-        mounts::activate(&mount_steps)?;
+        mounts::activate(&mount_steps, None)?;
     }
     if netns::exists(name) {
         info!("netns {name} exists: reusing it");

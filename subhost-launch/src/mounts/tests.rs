@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
+use std::os::fd::AsFd;
 
 /// A temp dir that, even when the test fails, lazily unmounts everything
 /// below it and then removes it; it refuses to remove anything while a
@@ -182,6 +183,7 @@ fn display_is_the_shell_command() {
         upper: "/u\\p".into(),
         work: "/w'k".into(),
         live: "/live".into(),
+        idmap: None,
     };
     assert_eq!(
         s.to_string(),
@@ -217,6 +219,7 @@ fn plan_with_image() {
                 upper: l.mnt().join("root"),
                 work: l.mnt().join("work"),
                 live: l.live(),
+                idmap: None,
             }
         ]
     );
@@ -230,7 +233,7 @@ fn overlay_over_a_lower_dir() {
     fs::create_dir_all(&lower).unwrap();
     fs::write(lower.join("a"), "lower").unwrap();
 
-    activate(&plan(&l, &cfg(&[&lower]))).unwrap();
+    activate(&plan(&l, &cfg(&[&lower])), None).unwrap();
     assert!(is_active(&l));
     assert_eq!(fs::read_to_string(l.live().join("a")).unwrap(), "lower");
     fs::write(l.live().join("b"), "upper").unwrap();
@@ -259,7 +262,7 @@ fn overlay_over_a_lower_dir() {
 fn overlay_over_slash() {
     let t = TestDir::new("slash");
     let l = t.subhost();
-    activate(&plan(&l, &cfg(&[Path::new("/")]))).unwrap();
+    activate(&plan(&l, &cfg(&[Path::new("/")])), None).unwrap();
     let live = l.live();
     // A host file on the root filesystem shows through.
     let root_dev = loopdev::file_id(Path::new("/")).unwrap().0;
@@ -297,11 +300,11 @@ fn paths_with_overlay_separators() {
     fs::create_dir_all(&lower2).unwrap();
     fs::write(lower2.join("g"), "ok2").unwrap();
     let steps = plan(&l, &cfg(&[&lower, &lower2]));
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(fs::read_to_string(l.live().join("f")).unwrap(), "ok");
     assert_eq!(fs::read_to_string(l.live().join("g")).unwrap(), "ok2");
     // Recognised as already mounted although every path needs escaping.
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(mounts_at(&l.live()), 1);
     assert!(deactivate(&l).unwrap());
     assert!(!is_active(&l));
@@ -326,13 +329,13 @@ fn rbind_includes_submounts() {
     fs::write(sub.join("x"), "submount").unwrap();
 
     let steps = plan(&l, &cfg(&[]));
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(fs::read_to_string(l.live().join("file")).unwrap(), "root");
     assert_eq!(
         fs::read_to_string(l.live().join("sub/x")).unwrap(),
         "submount"
     );
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(mounts_at(&l.live()), 1, "second activate is a no-op");
 
     assert!(deactivate(&l).unwrap());
@@ -352,7 +355,7 @@ fn image_as_overlay_upper() {
     let steps = plan(&l, &cfg(&[&lower]));
     assert_eq!(steps.len(), 2);
 
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(loops_of(&l.image()).len(), 1);
     assert_eq!(fs::read_to_string(l.live().join("a")).unwrap(), "lower");
     assert_eq!(
@@ -363,7 +366,7 @@ fn image_as_overlay_upper() {
     assert!(l.mnt().join("root/new").exists());
     assert!(!l.root(false).join("new").exists());
 
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(mounts_at(&l.live()), 1);
     assert_eq!(mounts_at(&l.mnt()), 1);
     assert_eq!(
@@ -378,7 +381,7 @@ fn image_as_overlay_upper() {
     assert!(!deactivate(&l).unwrap());
 
     // The write is in the image: it is there on the next activation.
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(fs::read_to_string(l.live().join("new")).unwrap(), "kept");
     assert!(deactivate(&l).unwrap());
     assert_no_loop(&l.image());
@@ -390,7 +393,7 @@ fn image_as_rbind_root() {
     let l = t.subhost();
     make_image(&t, &l.image(), &["root"]);
     let steps = plan(&l, &cfg(&[]));
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(
         fs::read_to_string(l.live().join("hello")).unwrap(),
         "from the image"
@@ -405,7 +408,7 @@ fn missing_root_is_refused_cleanly() {
     let t = TestDir::new("noroot");
     let l = Layout::new(&t.0, "sub").unwrap();
     fs::create_dir_all(&l.dir).unwrap();
-    let err = activate(&plan(&l, &cfg(&[Path::new("/")]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[Path::new("/")])), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("root does not exist"), "{msg}");
     assert!(msg.contains("mkdir -p"), "{msg}");
@@ -416,7 +419,7 @@ fn missing_root_is_refused_cleanly() {
 fn missing_lower_is_refused() {
     let t = TestDir::new("nolower");
     let l = t.subhost();
-    let err = activate(&plan(&l, &cfg(&[&t.0.join("nope")]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[&t.0.join("nope")])), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("lower layer") && msg.contains("does not exist"),
@@ -430,7 +433,7 @@ fn image_without_root_leaves_nothing() {
     let t = TestDir::new("imgnoroot");
     let l = t.subhost();
     make_image(&t, &l.image(), &["other"]);
-    let err = activate(&plan(&l, &cfg(&[]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[])), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("no root/ directory"), "{msg}");
     assert!(mounts_below(&t.0).is_empty());
@@ -445,7 +448,7 @@ fn unformatted_image_is_refused() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let err = activate(&plan(&l, &cfg(&[]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[])), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("no ext2/3/4, xfs or btrfs"), "{msg}");
     assert!(msg.contains(&l.image().display().to_string()), "{msg}");
@@ -459,7 +462,7 @@ fn failing_second_step_undoes_the_first() {
     make_image(&t, &l.image(), &["root", "work"]);
     // A lower layer inside the image can only be checked once it is mounted.
     let missing = l.mnt().join("base");
-    let err = activate(&plan(&l, &cfg(&[&missing]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[&missing])), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("lower layer") && msg.contains("does not exist"),
@@ -469,7 +472,7 @@ fn failing_second_step_undoes_the_first() {
     assert_no_loop(&l.image());
 
     // The kernel refuses an overlay whose lower layer is its upper layer.
-    let err = activate(&plan(&l, &cfg(&[&l.mnt().join("root")]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[&l.mnt().join("root")])), None).unwrap_err();
     assert!(format!("{err:#}").contains("overlay"), "{err:#}");
     assert!(mounts_below(&t.0).is_empty());
     assert_no_loop(&l.image());
@@ -482,22 +485,22 @@ fn hibernating_image_is_reused_and_kept_on_failure() {
     make_image(&t, &l.image(), &["root", "work"]);
     let steps = plan(&l, &cfg(&[]));
     // Half set up: only the image is mounted.
-    activate(&steps[..1]).unwrap();
+    activate(&steps[..1], None).unwrap();
     assert_eq!(mounts_at(&l.mnt()), 1);
 
     // A failing step does not undo what an earlier call set up.
     let bad = plan(&l, &cfg(&[&t.0.join("nope")]));
-    assert!(activate(&bad).is_err());
+    assert!(activate(&bad, None).is_err());
     assert_eq!(mounts_at(&l.mnt()), 1);
 
-    activate(&steps).unwrap();
+    activate(&steps, None).unwrap();
     assert_eq!(mounts_at(&l.mnt()), 1);
     assert_eq!(loops_of(&l.image()).len(), 1);
     assert!(l.live().join("hello").exists());
     assert!(deactivate(&l).unwrap());
 
     // Only mnt mounted: deactivate still cleans up.
-    activate(&steps[..1]).unwrap();
+    activate(&steps[..1], None).unwrap();
     assert!(deactivate(&l).unwrap());
     assert!(mounts_below(&t.0).is_empty());
     assert_no_loop(&l.image());
@@ -516,7 +519,7 @@ fn something_else_on_live_is_refused() {
         Some("size=1m"),
     )
     .unwrap();
-    let err = activate(&plan(&l, &cfg(&[]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[])), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("already a mount point (tmpfs"), "{msg}");
     assert_eq!(
@@ -539,7 +542,7 @@ fn upper_and_work_on_different_mounts_is_refused() {
         Some("size=1m"),
     )
     .unwrap();
-    let err = activate(&plan(&l, &cfg(&[Path::new("/")]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[Path::new("/")])), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("different mounts"), "{msg}");
     assert!(!is_active(&l));
@@ -551,7 +554,7 @@ fn symlinked_live_is_refused() {
     let l = t.subhost();
     std::os::unix::fs::symlink(t.0.join("elsewhere"), l.live()).unwrap();
     fs::create_dir(t.0.join("elsewhere")).unwrap();
-    let err = activate(&plan(&l, &cfg(&[]))).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[])), None).unwrap_err();
     assert!(format!("{err:#}").contains("not a directory"), "{err:#}");
     assert!(!deactivate(&l).unwrap());
 }
@@ -573,7 +576,7 @@ fn bench_image_activation() {
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for _ in 0..20 {
         let s = Instant::now();
-        activate(&steps[..1]).unwrap();
+        activate(&steps[..1], None).unwrap();
         up.push(s.elapsed());
         let s = Instant::now();
         assert!(deactivate(&l).unwrap());
@@ -594,7 +597,7 @@ fn busy_mounts_are_detached_lazily() {
     let t = TestDir::new("lazy");
     let l = t.subhost();
     make_image(&t, &l.image(), &["root", "work"]);
-    activate(&plan(&l, &cfg(&[]))).unwrap();
+    activate(&plan(&l, &cfg(&[])), None).unwrap();
     // An open file keeps live (and through it the image) busy.
     let held = fs::File::open(l.live().join("hello")).unwrap();
     assert!(deactivate(&l).unwrap());
@@ -616,4 +619,152 @@ fn deactivate_of_a_subhost_never_set_up() {
     assert!(!is_active(&l));
     let l = t.subhost();
     assert!(!deactivate(&l).unwrap());
+}
+
+/// A subhost with a host-unique name: the staging dir of idmapped layers is
+/// host-wide, like the netns.
+fn unique_subhost(t: &TestDir, tag: char) -> Layout {
+    let name = format!("shti{}{tag}", std::process::id() % 10_000_000);
+    let l = Layout::new(&t.0, &name).unwrap();
+    fs::create_dir_all(l.root(false)).unwrap();
+    l
+}
+
+/// What a process of the user namespace sees and does, run in a child
+/// that joins it as root inside: the owner of `look` (as inside sees it),
+/// after creating `create`. Exit status: 0, or which step failed.
+fn as_root_inside(userns: &std::os::fd::OwnedFd, look: &Path, create: &[PathBuf]) -> (u32, u32) {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    let look = CString::new(look.as_os_str().as_bytes()).unwrap();
+    let create: Vec<CString> = create
+        .iter()
+        .map(|p| CString::new(p.as_os_str().as_bytes()).unwrap())
+        .collect();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child makes only raw syscalls on data prepared above, then
+    // _exits; the test harness's other threads are not touched.
+    match unsafe { libc::fork() } {
+        0 => unsafe {
+            if libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(10);
+            }
+            if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+                libc::_exit(11);
+            }
+            for c in &create {
+                let fd = libc::open(c.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+                if fd < 0 {
+                    libc::_exit(12);
+                }
+                libc::close(fd);
+            }
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::stat(look.as_ptr(), &mut st) != 0 {
+                libc::_exit(13);
+            }
+            let ids = [st.st_uid, st.st_gid];
+            libc::write(w.as_raw_fd(), ids.as_ptr().cast(), 8);
+            libc::_exit(0);
+        },
+        pid => {
+            assert!(pid > 0);
+            drop(w);
+            let mut buf = [0u8; 8];
+            let n = nix::unistd::read(&r, &mut buf).unwrap();
+            let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+            assert_eq!(
+                status,
+                nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
+            );
+            assert_eq!(n, 8);
+            (
+                u32::from_ne_bytes(buf[..4].try_into().unwrap()),
+                u32::from_ne_bytes(buf[4..].try_into().unwrap()),
+            )
+        }
+    }
+}
+
+#[test]
+fn idmapped_overlay_shows_the_host_base_as_root_inside() {
+    let t = TestDir::new("idmap");
+    let l = unique_subhost(&t, 'o');
+    let lower = t.0.join("base");
+    fs::create_dir_all(lower.join("etc")).unwrap();
+    fs::write(lower.join("etc/hostname"), "base").unwrap();
+    let range = Range {
+        base: 3_014_656,
+        count: 65536,
+    };
+    let ns = crate::userns::acquire(range, false).unwrap();
+    let steps = plan_mapped(&l, &cfg(&[&lower]), Some(range));
+    assert!(steps
+        .iter()
+        .any(|s| s.to_string().contains("X-mount.idmap=0:3014656:65536")));
+    activate(&steps, Some(ns.user.as_fd())).unwrap();
+    let live = l.live();
+    // From the host, the base's root shows as the range's root...
+    assert_eq!(
+        fs::metadata(live.join("etc/hostname")).unwrap().uid(),
+        range.base
+    );
+    // ...and inside as root; what root inside makes lands in the upper as
+    // host ids of the range, a copied-up directory too.
+    let made = [live.join("new"), live.join("etc/inner")];
+    assert_eq!(
+        as_root_inside(&ns.user, &live.join("etc/hostname"), &made),
+        (0, 0)
+    );
+    let upper = l.root(false);
+    for p in ["", "new", "etc", "etc/inner"] {
+        let m = fs::metadata(upper.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (range.base, range.base), "root/{p}");
+    }
+    // The base is untouched.
+    assert!(!lower.join("new").exists() && !lower.join("etc/inner").exists());
+    let m = fs::metadata(lower.join("etc")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+    // Nothing stays staged, and the mounted overlay is recognised on reuse.
+    assert!(!staging_dir(&l.name).exists());
+    assert!(mounts_below(&staging_dir(&l.name)).is_empty());
+    activate(&steps, Some(ns.user.as_fd())).unwrap();
+    assert_eq!(mounts_at(&live), 1);
+    assert!(deactivate(&l).unwrap());
+    // Without the user namespace an idmapped step is refused.
+    let e = activate(&steps, None).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("needs the subhost's user namespace"),
+        "{e:#}"
+    );
+    assert!(!is_active(&l));
+}
+
+#[test]
+fn idmapped_rbind_root_maps_both_ways() {
+    let t = TestDir::new("idmap-rbind");
+    let l = unique_subhost(&t, 'r');
+    let root = l.root(false);
+    fs::create_dir_all(root.join("etc")).unwrap();
+    let range = Range {
+        base: 3_080_192,
+        count: 65536,
+    };
+    let ns = crate::userns::acquire(range, false).unwrap();
+    let steps = plan_mapped(&l, &cfg(&[]), Some(range));
+    activate(&steps, Some(ns.user.as_fd())).unwrap();
+    assert_eq!(
+        fs::metadata(l.live().join("etc")).unwrap().uid(),
+        range.base
+    );
+    let made = [l.live().join("etc/made")];
+    assert_eq!(
+        as_root_inside(&ns.user, &l.live().join("etc"), &made),
+        (0, 0)
+    );
+    // Through the map, root inside writes host ids 0.. on disk: the tree
+    // keeps the owners it had without a user namespace.
+    let m = fs::metadata(root.join("etc/made")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+    assert!(deactivate(&l).unwrap());
 }

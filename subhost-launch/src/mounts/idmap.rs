@@ -1,0 +1,150 @@
+//! Idmapped mounts: a tree of the host shown through a user namespace's
+//! map, so that the host's root-owned base appears root-owned to root of a
+//! subhost with `USERNS`, without a chown of anything.
+//!
+//! A detached clone of the tree (`open_tree(OPEN_TREE_CLONE)`) gets the map
+//! (`mount_setattr(MOUNT_ATTR_IDMAP)`), and is then attached where wanted
+//! (`move_mount`). Mapped this way, host id `n` reads as `BASE + n` from the
+//! host, hence `n` inside. Overlayfs takes idmapped lower layers since Linux
+//! 5.19, which is therefore what USERNS requires.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// The kernel that mounts overlayfs over idmapped layers.
+pub const KERNEL: (u32, u32) = (5, 19);
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Refuses kernels that cannot put an overlay over idmapped layers, naming
+/// what is needed; `release` is `uname -r`.
+pub fn check_kernel(release: &str) -> Result<()> {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    let have = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if have < KERNEL {
+        bail!(
+            "USERNS needs Linux {}.{} or later (idmapped mounts under overlayfs); this kernel \
+             is {release}: upgrade the kernel, or remove USERNS from the config",
+            KERNEL.0,
+            KERNEL.1
+        );
+    }
+    Ok(())
+}
+
+/// `check_kernel` for the running kernel.
+pub fn check_running_kernel() -> Result<()> {
+    let u = nix::sys::utsname::uname().context("cannot read the kernel version")?;
+    check_kernel(&u.release().to_string_lossy())
+}
+
+/// A detached copy of the mount at `path` (with every mount below it when
+/// `recursive`), shown through the map of the user namespace `userns`.
+pub fn clone_mapped(path: &Path, userns: BorrowedFd<'_>, recursive: bool) -> Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: open_tree takes a NUL-terminated path that outlives the call
+    // and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot clone the mount at {}", path.display()));
+    }
+    // SAFETY: the kernel just returned this fd, owned by nobody else.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let at = if recursive { AT_RECURSIVE } else { 0 } | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: mount_setattr on our fd with the empty path and a mount_attr
+    // that lives across the call, its size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            at,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        let why = match e.raw_os_error() {
+            Some(libc::EINVAL) => {
+                " (its filesystem, or one mounted below it, cannot be idmapped: ext4, xfs, \
+                 btrfs and tmpfs can on recent kernels; overlayfs, proc and most network \
+                 filesystems cannot)"
+            }
+            Some(libc::ENOSYS) => " (the kernel has no mount_setattr: Linux 5.12 or later needed)",
+            _ => "",
+        };
+        return Err(e)
+            .with_context(|| format!("cannot idmap the mount at {}{why}", path.display()));
+    }
+    Ok(tree)
+}
+
+/// Attaches a detached mount `tree` on `target`.
+pub fn attach(tree: &OwnedFd, target: &Path) -> Result<()> {
+    let c = CString::new(target.as_os_str().as_bytes())?;
+    // SAFETY: move_mount from our fd (empty path) to a NUL-terminated path,
+    // both valid for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot attach an idmapped mount on {}", target.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_requirement() {
+        for ok in ["5.19.0", "6.18.44-fc-v669", "6.1.0-13-amd64", "10.0"] {
+            check_kernel(ok).unwrap();
+        }
+        for old in ["5.18.19", "5.4.0-150-generic", "4.19.0", "garbage"] {
+            let e = check_kernel(old).unwrap_err().to_string();
+            assert!(e.contains("Linux 5.19 or later") && e.contains(old), "{e}");
+        }
+    }
+}
