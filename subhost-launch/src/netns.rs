@@ -85,16 +85,42 @@ impl fmt::Display for MacDisplay<'_> {
 pub struct Plan<'a> {
     name: &'a str,
     links: &'a [Link],
+    owner: Option<crate::userns::Range>,
 }
 
 /// The plan of `create(name, links)`, for `--dry-run`.
 pub fn plan<'a>(name: &'a str, links: &'a [Link]) -> Plan<'a> {
-    Plan { name, links }
+    Plan {
+        name,
+        links,
+        owner: None,
+    }
+}
+
+impl Plan<'_> {
+    /// The plan of `create_from` with a netns made inside the user
+    /// namespace of `range`.
+    pub fn owned_by(mut self, range: crate::userns::Range) -> Self {
+        self.owner = Some(range);
+        self
+    }
 }
 
 impl fmt::Display for Plan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "ip netns add {}", self.name)?;
+        match self.owner {
+            None => writeln!(f, "ip netns add {}", self.name)?,
+            // util-linux unshare: the netns is made after the maps are
+            // written, owned by the user namespace; its bind mount names it.
+            Some(r) => writeln!(
+                f,
+                "touch {1} && unshare --user --map-users=0:{0}:{2} --map-groups=0:{0}:{2} \\\n    \
+                 --net={1} true  # the user namespace owns the netns and lives on in it",
+                r.base,
+                path(self.name).display(),
+                r.count
+            )?,
+        }
         for link in self.links {
             write_link_add(f, link, Some(self.name))?;
             writeln!(f)?;
@@ -125,6 +151,13 @@ pub fn open(name: &str) -> std::io::Result<OwnedFd> {
 /// Creates namespace `name` with `links`, `lo` and every inner end up. All
 /// or nothing: on error, what this call made is removed again.
 pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
+    create_from(name, links, None)
+}
+
+/// `create`, naming the netns `made` (e.g. made inside a subhost's user
+/// namespace, which then owns it) instead of a new one of the launcher's.
+/// The cables are still made from the host.
+pub fn create_from(name: &str, links: &[Link], made: Option<OwnedFd>) -> anyhow::Result<()> {
     check_links(links)?;
     let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
     let masters = links
@@ -138,9 +171,9 @@ pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
     ensure_run_dir_shared()?;
     let file = path(name);
     create_mount_point(name, &file)?;
-    let mut made = Vec::new();
-    if let Err(err) = populate(name, &file, &mut host, links, &masters, &mut made) {
-        return Err(rollback(name, &file, made, err));
+    let mut cables = Vec::new();
+    if let Err(err) = populate(name, &file, made, &mut host, links, &masters, &mut cables) {
+        return Err(rollback(name, &file, cables, err));
     }
     Ok(())
 }
@@ -151,12 +184,16 @@ pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
 fn populate(
     name: &str,
     file: &Path,
+    ns: Option<OwnedFd>,
     host: &mut Netlink,
     links: &[Link],
     masters: &[Option<u32>],
     made: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let (nsfd, mut inner) = new_netns(file)?;
+    let (nsfd, mut inner) = match ns {
+        None => new_netns(file)?,
+        Some(ns) => name_netns(ns, file)?,
+    };
     for (i, (link, master)) in links.iter().zip(masters).enumerate() {
         host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
             .map_err(|e| {
@@ -310,6 +347,38 @@ fn new_netns(file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
          this thread is left in the new one",
     )?;
     inside
+}
+
+/// Bind-mounts the netns `ns` on `file` and opens a netlink socket in it,
+/// returning to the original namespace, also on error. The launcher may
+/// enter a netns owned by a subhost's user namespace: it has every
+/// capability over its descendants.
+fn name_netns(ns: OwnedFd, file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
+    let src = format!("/proc/self/fd/{}", ns.as_raw_fd());
+    mount(
+        Some(src.as_str()),
+        file,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting the new netns on {}", file.display()))?;
+    let home = File::open("/proc/thread-self/ns/net").context("opening the current netns")?;
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("entering the new netns")?;
+    let sock = Netlink::open().context("opening a netlink socket in the new netns");
+    setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context(
+        "returning to the original network namespace (setns) failed; \
+         this thread is left in the new one",
+    )?;
+    Ok((ns, sock?))
+}
+
+/// The user namespace that owns the netns `name`: for a subhost with
+/// USERNS, its own, pinned by the netns while it hibernates.
+pub fn owner(name: &str) -> anyhow::Result<OwnedFd> {
+    let ns = open(name).with_context(|| format!("cannot open netns {name}"))?;
+    crate::userns::owner_of(&ns)
+        .with_context(|| format!("cannot find the user namespace that owns netns {name}"))
 }
 
 fn inside_new_netns(file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
@@ -843,6 +912,98 @@ mod tests {
             "{err}"
         );
         assert!(!exists(&name));
+        assert!(host_links(&name).is_empty());
+    }
+
+    /// Writes `value` to the sysctl file `knob` as root of the user
+    /// namespace `user`, inside the netns `net`, in a child; returns errno
+    /// (0 on success).
+    fn sysctl_as_root_inside(user: &OwnedFd, net: &OwnedFd, knob: &str, value: &str) -> i32 {
+        let knob = std::ffi::CString::new(knob).unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child makes only raw syscalls on data prepared above,
+        // then _exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                let fail = |code: i32| {
+                    let e = *libc::__errno_location();
+                    let v = if e == 0 { code } else { e };
+                    libc::write(w.as_raw_fd(), (&v as *const i32).cast(), 4);
+                    libc::_exit(1)
+                };
+                if libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
+                    fail(1000);
+                }
+                if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+                    fail(1001);
+                }
+                if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    fail(1002);
+                }
+                let fd = libc::open(knob.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    fail(1003);
+                }
+                if libc::write(fd, value.as_ptr().cast(), value.len()) < 0 {
+                    fail(1004);
+                }
+                let ok = 0i32;
+                libc::write(w.as_raw_fd(), (&ok as *const i32).cast(), 4);
+                libc::_exit(0)
+            },
+            pid => {
+                assert!(pid > 0);
+                drop(w);
+                let mut buf = [0u8; 4];
+                let n = nix::unistd::read(&r, &mut buf).unwrap();
+                nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+                assert_eq!(n, 4);
+                i32::from_ne_bytes(buf)
+            }
+        }
+    }
+
+    #[test]
+    fn a_netns_owned_by_a_user_namespace_is_configured_by_its_root() {
+        require_root();
+        let name = unique("u");
+        let _guard = NsGuard(name.clone());
+        let range = crate::userns::Range {
+            base: 3_145_728,
+            count: 65536,
+        };
+        let ns = crate::userns::acquire(range, true).unwrap();
+        let links = [cable(format!("{name}0"), "eth0", None, None)];
+        create_from(&name, &links, ns.net).expect("create_from");
+        // The named netns gives its owner back: what a wake uses.
+        let owner = owner(&name).unwrap();
+        assert!(crate::userns::same_ns(&owner, &ns.user));
+        // The cable was made from the host, and `ip netns exec` still works.
+        assert!(host_links(&name).contains(&format!("{name}0")));
+        let out = run_ok(&[
+            "ip", "netns", "exec", &name, "ip", "-o", "link", "show", "eth0",
+        ]);
+        assert!(out.contains("eth0"), "{out}");
+        // Root of the user namespace configures its netns...
+        let net = open(&name).unwrap();
+        let knob = "/proc/sys/net/ipv4/conf/eth0/forwarding";
+        assert_eq!(sysctl_as_root_inside(&owner, &net, knob, "1"), 0);
+        assert_eq!(
+            run_ok(&["ip", "netns", "exec", &name, "cat", knob]).trim(),
+            "1"
+        );
+        // ...and not one the host made, which is what the ownership is for.
+        let host_made = unique("h");
+        let _g2 = NsGuard(host_made.clone());
+        create(&host_made, &[]).unwrap();
+        let other = open(&host_made).unwrap();
+        let knob = "/proc/sys/net/ipv4/conf/lo/forwarding";
+        assert_eq!(
+            sysctl_as_root_inside(&owner, &other, knob, "1"),
+            libc::EPERM
+        );
+        drop((net, other));
+        assert!(delete(&name, WAIT).unwrap());
         assert!(host_links(&name).is_empty());
     }
 
