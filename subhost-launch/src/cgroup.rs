@@ -486,6 +486,84 @@ impl fmt::Display for Plan {
     }
 }
 
+/// Handing a subhost's cgroup v2 directory to root of its user namespace
+/// (USERNS), so that root inside can make sub-cgroups and move its
+/// processes between them: the directory and the files the kernel lists
+/// as delegatable (`/sys/kernel/cgroup/delegate`) go to host id `owner`.
+/// The resource files (`memory.max`, `pids.max`, …) stay the host's: they
+/// are the limits set on the subhost from outside. On a hybrid host this is
+/// the controller-less cgroup2 directory (grouping, `cgroup.kill`); the v1
+/// directories that hold the limits are not handed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    pub dir: PathBuf,
+    pub owner: u32,
+    pub files: Vec<String>,
+}
+
+/// The files a delegatee owns when the kernel cannot list them (before
+/// 5.x's `/sys/kernel/cgroup/delegate`): cgroup-v2.rst's minimum.
+const DELEGATE_FALLBACK: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
+/// The delegation of `plan`'s cgroup v2 directory to `owner`, if it has one.
+pub fn delegation(plan: &Plan, owner: u32) -> Option<Delegation> {
+    let is_v2 = |d: &Path| {
+        d.parent()
+            .and_then(|p| nix::sys::statfs::statfs(p).ok())
+            .is_some_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    };
+    let dir = plan.dirs.iter().find(|d| is_v2(d))?.clone();
+    let files = match fs::read_to_string("/sys/kernel/cgroup/delegate") {
+        Ok(text) => parse_delegate(&text),
+        Err(_) => DELEGATE_FALLBACK.iter().map(|f| f.to_string()).collect(),
+    };
+    Some(Delegation { dir, owner, files })
+}
+
+/// The kernel's list, one file name a line; `cgroup.procs` always.
+fn parse_delegate(text: &str) -> Vec<String> {
+    let mut files: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('/'))
+        .map(str::to_string)
+        .collect();
+    if !files.iter().any(|f| f == "cgroup.procs") {
+        files.insert(0, "cgroup.procs".into());
+    }
+    files
+}
+
+impl fmt::Display for Delegation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "chown {0}:{0} {1}", self.owner, self.dir.display())?;
+        for file in &self.files {
+            write!(f, " {}/{file}", self.dir.display())?;
+        }
+        write!(f, "  # those present")
+    }
+}
+
+impl Delegation {
+    /// Done after the directory is made; a listed file the kernel does not
+    /// make in this cgroup (a controller not enabled) is skipped.
+    pub fn apply(&self) -> Result<()> {
+        let give = |p: &Path| std::os::unix::fs::chown(p, Some(self.owner), Some(self.owner));
+        give(&self.dir).with_context(|| format!("cannot delegate {}", self.dir.display()))?;
+        for file in &self.files {
+            let p = self.dir.join(file);
+            match give(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot delegate {}", p.display()))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0', '\n']) {
         bail!("{name:?} cannot name a cgroup: use a plain name without '/'");

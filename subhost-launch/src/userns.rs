@@ -470,6 +470,33 @@ pub fn same_ns(a: &OwnedFd, b: &OwnedFd) -> bool {
     matches!((meta(a), meta(b)), (Some(x), Some(y)) if x == y)
 }
 
+/// Runs `body` in a child as root of the user namespace `user` (joined,
+/// then uid and gid 0 inside) and returns its exit status: what a process
+/// of a subhost with USERNS can do. For tests of the pieces that set one up.
+#[cfg(test)]
+pub fn as_root_inside(user: &OwnedFd, body: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child joins, runs `body` and _exits; it returns to none
+    // of the test harness's code.
+    match unsafe { libc::fork() } {
+        0 => unsafe {
+            if libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(120);
+            }
+            if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+                libc::_exit(121);
+            }
+            libc::_exit(body())
+        },
+        pid => {
+            assert!(pid > 0, "fork failed");
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
+                nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                other => panic!("child: {other:?}"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

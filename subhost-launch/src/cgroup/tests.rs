@@ -831,3 +831,47 @@ fn the_quick_probe_plans_what_the_mount_table_plans() {
         plan_on(&full, "shtcgq", None, &limits).unwrap()
     );
 }
+
+#[test]
+fn delegation_lets_root_of_the_user_namespace_make_sub_cgroups() {
+    use std::os::unix::fs::MetadataExt;
+    let g = Guard::new("shtcg-deleg", &Limits::default());
+    let range = crate::userns::Range {
+        base: 3_211_264,
+        count: 65536,
+    };
+    let d = delegation(&g.plan, range.base).expect("this host has cgroup v2");
+    assert!(d.files.iter().any(|f| f == "cgroup.procs"), "{d:?}");
+    assert!(d.to_string().starts_with("chown 3211264:3211264 "), "{d}");
+    let ns = crate::userns::acquire(range, false).unwrap();
+    let sub = d.dir.join("inner");
+    let mkdir = || match fs::create_dir(&sub) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(99),
+    };
+    // Not delegated: the host's cgroup is not root inside's.
+    assert_eq!(crate::userns::as_root_inside(&ns.user, mkdir), libc::EACCES);
+    d.apply().unwrap();
+    assert_eq!(crate::userns::as_root_inside(&ns.user, mkdir), 0);
+    assert_eq!(fs::metadata(&sub).unwrap().uid(), range.base);
+    let procs = fs::metadata(d.dir.join("cgroup.procs")).unwrap();
+    assert_eq!((procs.uid(), procs.gid()), (range.base, range.base));
+    // What is not delegatable stays the host's.
+    assert_eq!(
+        fs::metadata(d.dir.join("cgroup.max.depth")).unwrap().uid(),
+        0
+    );
+    fs::remove_dir(&sub).unwrap();
+}
+
+#[test]
+fn delegate_list_always_has_cgroup_procs() {
+    assert_eq!(
+        parse_delegate("cgroup.threads\ncgroup.subtree_control\n\n"),
+        ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"]
+    );
+    assert_eq!(
+        parse_delegate("cgroup.procs\nmemory.reclaim\n"),
+        ["cgroup.procs", "memory.reclaim"]
+    );
+}
