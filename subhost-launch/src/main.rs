@@ -152,6 +152,10 @@ enum Command {
         /// (suffixes K, M, G, T: powers of 1024)
         #[arg(long, value_name = "SIZE")]
         image: Option<String>,
+        /// Root inside is an unprivileged host user: sets USERNS=pick and
+        /// records the range of 65536 host ids picked for the subhost
+        #[arg(long)]
+        userns: bool,
     },
     /// List every subhost with its state, init PID, uptime, root and cables
     ///
@@ -162,7 +166,8 @@ enum Command {
     List {
         /// One JSON object per subhost, in an array: name, dir, state, pid,
         /// uptime_seconds, root, image, cables [{host, bridge, mac,
-        /// present}], memory_bytes, pids, problems; null where unknown
+        /// present}], memory_bytes, pids, userns {base, count}, problems;
+        /// null where unknown
         #[arg(long)]
         json: bool,
     },
@@ -226,11 +231,13 @@ fn main() -> ExitCode {
             lower,
             bridge,
             image,
+            userns,
         } => {
             let req = cmd::create::Request {
                 lower,
                 bridges: bridge,
                 image,
+                userns,
             };
             (cmd::create::create(&base, &name, &req).map(|()| 0), 1)
         }

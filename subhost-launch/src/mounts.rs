@@ -166,15 +166,11 @@ fn mapped_layers(lower: &[PathBuf], idmap: Option<&Idmap>) -> Vec<PathBuf> {
 }
 
 /// The steps that activate the root of `layout` under `cfg`, in order.
-pub fn plan(layout: &Layout, cfg: &Config) -> Vec<Step> {
-    plan_mapped(layout, cfg, None)
-}
-
-/// `plan`, with the root shown through the map of `range` (USERNS): an
-/// rbind root or image root idmapped, or an overlay over idmapped lower
-/// layers whose upper stays as is, so that what root inside writes lands
-/// there as host `BASE + n`.
-pub fn plan_mapped(layout: &Layout, cfg: &Config, range: Option<Range>) -> Vec<Step> {
+/// With a user namespace `range` (USERNS) the root is shown through its
+/// map: an rbind root or image root idmapped, or an overlay over idmapped
+/// lower layers whose upper stays as is, so that what root inside writes
+/// lands there as host `BASE + n`.
+pub fn plan(layout: &Layout, cfg: &Config, range: Option<Range>) -> Vec<Step> {
     let image = layout.image_present();
     let mut steps = Vec::new();
     if image {

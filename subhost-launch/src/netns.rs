@@ -85,7 +85,8 @@ impl fmt::Display for MacDisplay<'_> {
 pub struct Plan<'a> {
     name: &'a str,
     links: &'a [Link],
-    owner: Option<crate::userns::Range>,
+    /// `(BASE, COUNT)` of the user namespace that makes the netns.
+    owner: Option<(u32, u32)>,
 }
 
 /// The plan of `create(name, links)`, for `--dry-run`.
@@ -98,10 +99,10 @@ pub fn plan<'a>(name: &'a str, links: &'a [Link]) -> Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// The plan of `create_from` with a netns made inside the user
-    /// namespace of `range`.
-    pub fn owned_by(mut self, range: crate::userns::Range) -> Self {
-        self.owner = Some(range);
+    /// The plan of `create_from` with a netns made inside a user namespace
+    /// mapping 0 to host id `base`, `count` ids.
+    pub fn owned_by(mut self, base: u32, count: u32) -> Self {
+        self.owner = Some((base, count));
         self
     }
 }
@@ -112,13 +113,13 @@ impl fmt::Display for Plan<'_> {
             None => writeln!(f, "ip netns add {}", self.name)?,
             // util-linux unshare: the netns is made after the maps are
             // written, owned by the user namespace; its bind mount names it.
-            Some(r) => writeln!(
+            Some((base, count)) => writeln!(
                 f,
                 "touch {1} && unshare --user --map-users=0:{0}:{2} --map-groups=0:{0}:{2} \\\n    \
                  --net={1} true  # the user namespace owns the netns and lives on in it",
-                r.base,
+                base,
                 path(self.name).display(),
-                r.count
+                count
             )?,
         }
         for link in self.links {
@@ -377,8 +378,16 @@ fn name_netns(ns: OwnedFd, file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
 /// USERNS, its own, pinned by the netns while it hibernates.
 pub fn owner(name: &str) -> anyhow::Result<OwnedFd> {
     let ns = open(name).with_context(|| format!("cannot open netns {name}"))?;
-    crate::userns::owner_of(&ns)
-        .with_context(|| format!("cannot find the user namespace that owns netns {name}"))
+    /// `NS_GET_USERNS`: `_IO(0xb7, 0x1)`.
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: the ioctl takes no argument and returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS as _) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot find the user namespace that owns netns {name}"));
+    }
+    // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 fn inside_new_netns(file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -333,6 +333,37 @@ pub fn resolve(layout: &Layout, setting: Setting) -> Result<Result<Range, Refusa
     Ok(Ok(range))
 }
 
+/// The range `resolve` would give, without recording it (`--dry-run`).
+pub fn preview(layout: &Layout, setting: Setting) -> Result<Result<Range, Refusal>> {
+    let recorded = read_record(layout)?;
+    let taken = taken(&layout.base, &layout.name)?;
+    Ok(choose(&layout.name, setting, recorded, &taken))
+}
+
+/// The range of a subhost whose config asks for a user namespace, as a
+/// FILE:LINE error at the `USERNS` line when it cannot have one. Recorded
+/// unless `dry_run`.
+pub fn range_for(layout: &Layout, req: Requested, dry_run: bool) -> Result<Range> {
+    let found = if dry_run {
+        preview(layout, req.setting)?
+    } else {
+        resolve(layout, req.setting)?
+    };
+    found.map_err(|refusal| {
+        let fix = match &refusal {
+            Refusal::Overlap { .. } => "choose another BASE, or USERNS=pick",
+            Refusal::Full => "remove subhosts or /etc/subuid entries that are no longer used",
+        };
+        crate::config::ConfigError {
+            file: layout.config(),
+            line: req.line,
+            what: refusal.to_string(),
+            fix: fix.into(),
+        }
+        .into()
+    })
+}
+
 /// Writes the record atomically (a rename), so it is whole or absent.
 pub fn record(layout: &Layout, range: Range) -> Result<()> {
     let path = layout.userns_record();
@@ -448,20 +479,6 @@ fn finish_acquire(
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")
-}
-
-/// The user namespace that owns the namespace `ns` (an nsfs fd), e.g. of a
-/// hibernating subhost's netns: it pins its owner, so no process needs to.
-pub fn owner_of(ns: &OwnedFd) -> std::io::Result<OwnedFd> {
-    /// `NS_GET_USERNS`: `_IO(0xb7, 0x1)`.
-    const NS_GET_USERNS: libc::c_ulong = 0xb701;
-    // SAFETY: the ioctl takes no argument and returns a new fd or -1.
-    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS as _) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Whether two nsfs fds are the same namespace.

@@ -21,6 +21,8 @@ pub struct Request {
     pub bridges: Vec<String>,
     /// `--image SIZE`.
     pub image: Option<String>,
+    /// `--userns`: `USERNS=pick`, the range picked and recorded now.
+    pub userns: bool,
 }
 
 /// Smallest image `mkfs.ext4` formats without trouble.
@@ -52,13 +54,22 @@ pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
             return Err(e).with_context(|| format!("cannot create {}", layout.dir.display()));
         }
     }
-    if let Err(e) = populate(&layout, &text, image_size) {
-        // Everything under the directory is ours: this call made it.
-        let _ = fs::remove_dir_all(&layout.dir);
-        remove_base(base, made_base);
-        return Err(e);
-    }
-    report(&layout, &cfg, image_size);
+    let populated = populate(&layout, &text, image_size).and_then(|()| match cfg.userns {
+        Some(u) => crate::userns::resolve(&layout, u.setting)?
+            .map(Some)
+            .map_err(anyhow::Error::msg),
+        None => Ok(None),
+    });
+    let range = match populated {
+        Ok(range) => range,
+        Err(e) => {
+            // Everything under the directory is ours: this call made it.
+            let _ = fs::remove_dir_all(&layout.dir);
+            remove_base(base, made_base);
+            return Err(e);
+        }
+    };
+    report(&layout, &cfg, image_size, range);
     Ok(())
 }
 
@@ -243,6 +254,16 @@ pub fn config_text(req: &Request) -> String {
         bridges,
         "BRIDGES=(br0 br1=02:00:00:00:01:01)",
     );
+    set(
+        &mut t,
+        "User namespace: root inside is an unprivileged host user. `pick`: a range of\n\
+         65536 host ids chosen once for this subhost (recorded in its `userns` file);\n\
+         BASE or BASE:COUNT: that range (BASE at least 65536); no: none. The base\n\
+         (LOWER, an rbind root, SHAREs) is seen through idmapped mounts; what root\n\
+         inside writes to root/ is owned by host ids BASE and up.",
+        req.userns.then(|| "USERNS=pick".to_string()),
+        "USERNS=pick",
+    );
     let rest: [(&str, &str); 13] = [
         (
             "Host name inside (default: the subhost's name).",
@@ -302,7 +323,12 @@ pub fn config_text(req: &Request) -> String {
     t
 }
 
-fn report(layout: &Layout, cfg: &config::Config, image_size: Option<u64>) {
+fn report(
+    layout: &Layout,
+    cfg: &config::Config,
+    image_size: Option<u64>,
+    range: Option<crate::userns::Range>,
+) {
     let d = layout.dir.display();
     println!("created subhost {} in {d}:", layout.name);
     match image_size {
@@ -321,6 +347,14 @@ fn report(layout: &Layout, cfg: &config::Config, image_size: Option<u64>) {
     }
     println!("  {d}/live/  where its root is mounted while it is up");
     println!("  {d}/config");
+    if let Some(r) = range {
+        println!(
+            "  {d}/userns  its user namespace: host ids {}..{} (root inside is host uid {})",
+            r.base,
+            r.end() - 1,
+            r.base
+        );
+    }
     for c in &cfg.bridges {
         if let Some(br) = &c.bridge {
             if !Path::new("/sys/class/net").join(br).exists() {
@@ -368,8 +402,10 @@ mod tests {
             lower: vec!["/".into(), "/opt/base dir".into()],
             bridges: vec!["br0".into(), "br1=02:00:00:00:01:01".into(), "=".into()],
             image: None,
+            userns: false,
         };
         let cfg = parse(&config_text(&req)).unwrap();
+        assert_eq!(cfg.userns, None);
         assert_eq!(
             cfg.lower,
             vec![PathBuf::from("/"), PathBuf::from("/opt/base dir")]
@@ -378,6 +414,21 @@ mod tests {
         assert_eq!(cfg.bridges[0].bridge.as_deref(), Some("br0"));
         assert_eq!(cfg.bridges[1].mac, Some([2, 0, 0, 0, 1, 1]));
         assert_eq!(cfg.bridges[2].bridge, None);
+    }
+
+    #[test]
+    fn userns_writes_pick() {
+        let req = Request {
+            userns: true,
+            ..Request::default()
+        };
+        let text = config_text(&req);
+        assert!(text.contains("\nUSERNS=pick\n"), "{text}");
+        let cfg = parse(&text).unwrap();
+        assert_eq!(
+            cfg.userns.map(|u| u.setting),
+            Some(crate::userns::Setting::Pick)
+        );
     }
 
     #[test]

@@ -172,6 +172,9 @@ struct Report {
     cables: Vec<Cable>,
     memory: Option<u64>,
     pids: Option<u64>,
+    /// The host ids of its user namespace (USERNS): recorded, else as
+    /// configured; `None` without USERNS or before a pick.
+    userns: Option<crate::userns::Range>,
     problems: Vec<String>,
 }
 
@@ -271,6 +274,20 @@ fn observe(layout: &Layout, mounts: &[MountEntry]) -> Report {
         _ => (None, None),
     };
     let usage = cfg.as_ref().ok().and_then(|c| usage(name, c));
+    let userns = match cfg.as_ref().ok().and_then(|c| c.userns) {
+        None => None,
+        Some(u) => match crate::userns::read_record(layout) {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => match u.setting {
+                crate::userns::Setting::Fixed(r) => Some(r),
+                crate::userns::Setting::Pick => None,
+            },
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        },
+    };
     Report {
         name: name.clone(),
         dir: layout.dir.clone(),
@@ -282,6 +299,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry]) -> Report {
         cables,
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),
+        userns,
         problems,
     }
 }
@@ -433,6 +451,15 @@ fn to_json(r: &Report) -> Json {
         ("memory_bytes", opt_num(r.memory)),
         ("pids", opt_num(r.pids)),
         (
+            "userns",
+            r.userns.map_or(Json::Null, |u| {
+                Json::Obj(vec![
+                    ("base", Json::Num(u.base.into())),
+                    ("count", Json::Num(u.count.into())),
+                ])
+            }),
+        ),
+        (
             "problems",
             Json::Arr(r.problems.iter().map(|p| Json::Str(p.clone())).collect()),
         ),
@@ -520,6 +547,15 @@ fn block(r: &Report) -> String {
             c.bridge.as_deref().unwrap_or("-"),
             c.mac.as_deref().unwrap_or("auto"),
             if c.present { "up" } else { "absent" }
+        );
+    }
+    if let Some(u) = r.userns {
+        let _ = writeln!(
+            out,
+            "userns:   host ids {}..{} (root inside is host uid {})",
+            u.base,
+            u.end() - 1,
+            u.base
         );
     }
     if r.memory.is_some() || r.pids.is_some() {

@@ -13,7 +13,7 @@ use crate::cgroup::{self, Cgroup};
 use crate::cmd::detach;
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::{mounts, netns, sandbox, state, supervisor, tty};
+use crate::{mounts, netns, sandbox, state, supervisor, tty, userns};
 
 /// The cables of a subhost as netns links: `NAMEi` on the host, `ethi`
 /// inside.
@@ -96,17 +96,48 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
             Some(detach::Console::from_arg(&layout, console.as_deref())?),
         ),
     };
-    let mount_steps = mounts::plan(&layout, &cfg);
+    // Checked (FILE:LINE) before anything is set up; recorded only once
+    // the subhost really starts with it.
+    let userns = match cfg.userns {
+        Some(req) => {
+            mounts::idmap::check_running_kernel()?;
+            Some(userns::range_for(&layout, req, true)?)
+        }
+        None => None,
+    };
+    let mount_steps = mounts::plan(&layout, &cfg, userns);
     let links = links(&layout, &cfg);
     let inner = sandbox::plan(&layout, &cfg)?;
     let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
+    let delegation = userns.and_then(|r| cgroup::delegation(&cgroup_plan, r.base));
     if dry_run {
-        print_start_plan(&layout, &mount_steps, &links, &cgroup_plan, &inner, &argv);
+        let net = match userns {
+            Some(r) => netns::plan(name, &links).owned_by(r.base, r.count),
+            None => netns::plan(name, &links),
+        };
+        print_start_plan(
+            &layout,
+            &mount_steps,
+            &net,
+            &cgroup_plan,
+            delegation.as_ref(),
+            &inner,
+            &argv,
+        );
         if let Some(console) = &console {
             println!("# detached: a session of its own, no parent-death signal;");
             println!("# stdin /dev/null, stdout and stderr appended to console: {console}");
         }
         return Ok(0);
+    }
+    if let (Some(req), Some(_)) = (cfg.userns, userns) {
+        bail!(
+            "{}:{}: USERNS is not supported by start yet: the sandbox cannot run in a user \
+             namespace (remove USERNS, or set USERNS=no, to start {name} privileged; \
+             `start --dry-run` shows the plan)",
+            layout.config().display(),
+            req.line
+        );
     }
 
     let lock = state::lock(name)?;
@@ -256,8 +287,9 @@ pub fn release_cgroup(name: &str, cg: &Cgroup) {
 fn print_start_plan(
     layout: &Layout,
     mount_steps: &[mounts::Step],
-    links: &[netns::Link],
+    net: &netns::Plan<'_>,
     cgroup_plan: &cgroup::Plan,
+    delegation: Option<&cgroup::Delegation>,
     inner: &[sandbox::Step],
     argv: &[std::ffi::CString],
 ) {
@@ -268,9 +300,12 @@ fn print_start_plan(
         println!("{s}");
     }
     println!("# network{}", reuse(netns::exists(name)));
-    println!("{}", netns::plan(name, links));
+    println!("{net}");
     println!("# cgroup");
     println!("{cgroup_plan}");
+    if let Some(d) = delegation {
+        println!("{d}");
+    }
     println!("# sandbox: joins the cgroup and netns {name}, new pid, mount, uts, ipc and cgroup namespaces");
     for s in inner {
         println!("{s}");

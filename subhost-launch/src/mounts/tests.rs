@@ -162,13 +162,13 @@ fn assert_no_loop(image: &Path) {
 #[test]
 fn display_is_the_shell_command() {
     let l = Layout::new(Path::new("/opt/subhost"), "x").unwrap();
-    let steps = plan(&l, &cfg(&[Path::new("/")]));
+    let steps = plan(&l, &cfg(&[Path::new("/")]), None);
     assert_eq!(
         steps[0].to_string(),
         "mount -t overlay overlay -o lowerdir=/,upperdir=/opt/subhost/x/root,\
          workdir=/opt/subhost/x/work /opt/subhost/x/live"
     );
-    let steps = plan(&l, &cfg(&[]));
+    let steps = plan(&l, &cfg(&[]), None);
     assert_eq!(
         steps[0].to_string(),
         "mount --rbind /opt/subhost/x/root /opt/subhost/x/live"
@@ -206,7 +206,7 @@ fn plan_with_image() {
     let t = TestDir::new("plan");
     let l = t.subhost();
     fs::write(l.image(), "").unwrap();
-    let steps = plan(&l, &cfg(&[Path::new("/")]));
+    let steps = plan(&l, &cfg(&[Path::new("/")]), None);
     assert_eq!(
         steps,
         vec![
@@ -233,7 +233,7 @@ fn overlay_over_a_lower_dir() {
     fs::create_dir_all(&lower).unwrap();
     fs::write(lower.join("a"), "lower").unwrap();
 
-    activate(&plan(&l, &cfg(&[&lower])), None).unwrap();
+    activate(&plan(&l, &cfg(&[&lower]), None), None).unwrap();
     assert!(is_active(&l));
     assert_eq!(fs::read_to_string(l.live().join("a")).unwrap(), "lower");
     fs::write(l.live().join("b"), "upper").unwrap();
@@ -262,7 +262,7 @@ fn overlay_over_a_lower_dir() {
 fn overlay_over_slash() {
     let t = TestDir::new("slash");
     let l = t.subhost();
-    activate(&plan(&l, &cfg(&[Path::new("/")])), None).unwrap();
+    activate(&plan(&l, &cfg(&[Path::new("/")]), None), None).unwrap();
     let live = l.live();
     // A host file on the root filesystem shows through.
     let root_dev = loopdev::file_id(Path::new("/")).unwrap().0;
@@ -299,7 +299,7 @@ fn paths_with_overlay_separators() {
     let lower2 = t.0.join(r"sec\ond");
     fs::create_dir_all(&lower2).unwrap();
     fs::write(lower2.join("g"), "ok2").unwrap();
-    let steps = plan(&l, &cfg(&[&lower, &lower2]));
+    let steps = plan(&l, &cfg(&[&lower, &lower2]), None);
     activate(&steps, None).unwrap();
     assert_eq!(fs::read_to_string(l.live().join("f")).unwrap(), "ok");
     assert_eq!(fs::read_to_string(l.live().join("g")).unwrap(), "ok2");
@@ -328,7 +328,7 @@ fn rbind_includes_submounts() {
     .unwrap();
     fs::write(sub.join("x"), "submount").unwrap();
 
-    let steps = plan(&l, &cfg(&[]));
+    let steps = plan(&l, &cfg(&[]), None);
     activate(&steps, None).unwrap();
     assert_eq!(fs::read_to_string(l.live().join("file")).unwrap(), "root");
     assert_eq!(
@@ -352,7 +352,7 @@ fn image_as_overlay_upper() {
     let lower = t.0.join("base");
     fs::create_dir_all(&lower).unwrap();
     fs::write(lower.join("a"), "lower").unwrap();
-    let steps = plan(&l, &cfg(&[&lower]));
+    let steps = plan(&l, &cfg(&[&lower]), None);
     assert_eq!(steps.len(), 2);
 
     activate(&steps, None).unwrap();
@@ -392,7 +392,7 @@ fn image_as_rbind_root() {
     let t = TestDir::new("imgbind");
     let l = t.subhost();
     make_image(&t, &l.image(), &["root"]);
-    let steps = plan(&l, &cfg(&[]));
+    let steps = plan(&l, &cfg(&[]), None);
     activate(&steps, None).unwrap();
     assert_eq!(
         fs::read_to_string(l.live().join("hello")).unwrap(),
@@ -408,7 +408,7 @@ fn missing_root_is_refused_cleanly() {
     let t = TestDir::new("noroot");
     let l = Layout::new(&t.0, "sub").unwrap();
     fs::create_dir_all(&l.dir).unwrap();
-    let err = activate(&plan(&l, &cfg(&[Path::new("/")])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[Path::new("/")]), None), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("root does not exist"), "{msg}");
     assert!(msg.contains("mkdir -p"), "{msg}");
@@ -419,7 +419,7 @@ fn missing_root_is_refused_cleanly() {
 fn missing_lower_is_refused() {
     let t = TestDir::new("nolower");
     let l = t.subhost();
-    let err = activate(&plan(&l, &cfg(&[&t.0.join("nope")])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[&t.0.join("nope")]), None), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("lower layer") && msg.contains("does not exist"),
@@ -433,7 +433,7 @@ fn image_without_root_leaves_nothing() {
     let t = TestDir::new("imgnoroot");
     let l = t.subhost();
     make_image(&t, &l.image(), &["other"]);
-    let err = activate(&plan(&l, &cfg(&[])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[]), None), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("no root/ directory"), "{msg}");
     assert!(mounts_below(&t.0).is_empty());
@@ -448,7 +448,7 @@ fn unformatted_image_is_refused() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let err = activate(&plan(&l, &cfg(&[])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[]), None), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("no ext2/3/4, xfs or btrfs"), "{msg}");
     assert!(msg.contains(&l.image().display().to_string()), "{msg}");
@@ -462,7 +462,7 @@ fn failing_second_step_undoes_the_first() {
     make_image(&t, &l.image(), &["root", "work"]);
     // A lower layer inside the image can only be checked once it is mounted.
     let missing = l.mnt().join("base");
-    let err = activate(&plan(&l, &cfg(&[&missing])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[&missing]), None), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("lower layer") && msg.contains("does not exist"),
@@ -472,7 +472,7 @@ fn failing_second_step_undoes_the_first() {
     assert_no_loop(&l.image());
 
     // The kernel refuses an overlay whose lower layer is its upper layer.
-    let err = activate(&plan(&l, &cfg(&[&l.mnt().join("root")])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[&l.mnt().join("root")]), None), None).unwrap_err();
     assert!(format!("{err:#}").contains("overlay"), "{err:#}");
     assert!(mounts_below(&t.0).is_empty());
     assert_no_loop(&l.image());
@@ -483,13 +483,13 @@ fn hibernating_image_is_reused_and_kept_on_failure() {
     let t = TestDir::new("partial");
     let l = t.subhost();
     make_image(&t, &l.image(), &["root", "work"]);
-    let steps = plan(&l, &cfg(&[]));
+    let steps = plan(&l, &cfg(&[]), None);
     // Half set up: only the image is mounted.
     activate(&steps[..1], None).unwrap();
     assert_eq!(mounts_at(&l.mnt()), 1);
 
     // A failing step does not undo what an earlier call set up.
-    let bad = plan(&l, &cfg(&[&t.0.join("nope")]));
+    let bad = plan(&l, &cfg(&[&t.0.join("nope")]), None);
     assert!(activate(&bad, None).is_err());
     assert_eq!(mounts_at(&l.mnt()), 1);
 
@@ -519,7 +519,7 @@ fn something_else_on_live_is_refused() {
         Some("size=1m"),
     )
     .unwrap();
-    let err = activate(&plan(&l, &cfg(&[])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[]), None), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("already a mount point (tmpfs"), "{msg}");
     assert_eq!(
@@ -542,7 +542,7 @@ fn upper_and_work_on_different_mounts_is_refused() {
         Some("size=1m"),
     )
     .unwrap();
-    let err = activate(&plan(&l, &cfg(&[Path::new("/")])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[Path::new("/")]), None), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("different mounts"), "{msg}");
     assert!(!is_active(&l));
@@ -554,7 +554,7 @@ fn symlinked_live_is_refused() {
     let l = t.subhost();
     std::os::unix::fs::symlink(t.0.join("elsewhere"), l.live()).unwrap();
     fs::create_dir(t.0.join("elsewhere")).unwrap();
-    let err = activate(&plan(&l, &cfg(&[])), None).unwrap_err();
+    let err = activate(&plan(&l, &cfg(&[]), None), None).unwrap_err();
     assert!(format!("{err:#}").contains("not a directory"), "{err:#}");
     assert!(!deactivate(&l).unwrap());
 }
@@ -572,7 +572,7 @@ fn bench_image_activation() {
     let t = TestDir::new("bench");
     let l = t.subhost();
     make_image(&t, &l.image(), &["root", "work"]);
-    let steps = plan(&l, &cfg(&[]));
+    let steps = plan(&l, &cfg(&[]), None);
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for _ in 0..20 {
         let s = Instant::now();
@@ -597,7 +597,7 @@ fn busy_mounts_are_detached_lazily() {
     let t = TestDir::new("lazy");
     let l = t.subhost();
     make_image(&t, &l.image(), &["root", "work"]);
-    activate(&plan(&l, &cfg(&[])), None).unwrap();
+    activate(&plan(&l, &cfg(&[]), None), None).unwrap();
     // An open file keeps live (and through it the image) busy.
     let held = fs::File::open(l.live().join("hello")).unwrap();
     assert!(deactivate(&l).unwrap());
@@ -698,7 +698,7 @@ fn idmapped_overlay_shows_the_host_base_as_root_inside() {
         count: 65536,
     };
     let ns = crate::userns::acquire(range, false).unwrap();
-    let steps = plan_mapped(&l, &cfg(&[&lower]), Some(range));
+    let steps = plan(&l, &cfg(&[&lower]), Some(range));
     assert!(steps
         .iter()
         .any(|s| s.to_string().contains("X-mount.idmap=0:3014656:65536")));
@@ -751,7 +751,7 @@ fn idmapped_rbind_root_maps_both_ways() {
         count: 65536,
     };
     let ns = crate::userns::acquire(range, false).unwrap();
-    let steps = plan_mapped(&l, &cfg(&[]), Some(range));
+    let steps = plan(&l, &cfg(&[]), Some(range));
     activate(&steps, Some(ns.user.as_fd())).unwrap();
     assert_eq!(
         fs::metadata(l.live().join("etc")).unwrap().uid(),
