@@ -64,6 +64,21 @@ pub fn dropped(cfg: &Config) -> Result<Vec<Capability>> {
     Ok(drop)
 }
 
+/// The capabilities a subhost with a user namespace (USERNS) loses: only
+/// CAPS_DROP. Its root holds the capabilities of its own user namespace,
+/// which reach nothing the namespace does not own; the host's resources
+/// (clock, modules, raw I/O, other namespaces) check the host's.
+pub fn dropped_in_userns(cfg: &Config) -> Result<Vec<Capability>> {
+    let mut drop: Vec<Capability> = cfg
+        .caps_drop
+        .iter()
+        .map(|n| parse(n))
+        .collect::<Result<_>>()?;
+    drop.sort_by_key(|c| c.index());
+    drop.dedup();
+    Ok(drop)
+}
+
 /// The highest capability this kernel knows. One file read, where probing
 /// each capability would take a syscall apiece.
 fn last_cap() -> u8 {

@@ -24,6 +24,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::cgroup::Cgroup;
 use crate::config::Config;
 use crate::layout::Layout;
+use crate::userns::Range;
 use crate::{privileges, tty};
 
 /// What the child does inside its new namespaces, in order.
@@ -35,6 +36,14 @@ pub enum Step {
         source: PathBuf,
         target: PathBuf,
     },
+    /// With USERNS: the launcher's idmapped copy (number `tree` of
+    /// [`Userns::trees`]) of `source`, attached on `target`.
+    AttachTree {
+        tree: usize,
+        source: PathBuf,
+        target: PathBuf,
+        range: Range,
+    },
     Mount {
         fstype: &'static str,
         target: PathBuf,
@@ -43,6 +52,10 @@ pub enum Step {
     },
     /// Character devices made in the fresh `/dev` tmpfs.
     DevNodes {
+        dev: PathBuf,
+    },
+    /// With USERNS, where no device can be made: the host's, bound.
+    DevBinds {
         dev: PathBuf,
     },
     /// `/dev/ptmx`, `/dev/fd`, `/dev/std*`, `/dev/shm`.
@@ -91,10 +104,29 @@ impl fmt::Display for Step {
                 }
                 write!(f, " {fstype} {}", target.display())
             }
+            Step::AttachTree {
+                source,
+                target,
+                range,
+                ..
+            } => write!(
+                f,
+                "mount --rbind -o X-mount.idmap=0:{}:{} {} {}  # idmapped by the launcher",
+                range.base,
+                range.count,
+                source.display(),
+                target.display()
+            ),
             Step::DevNodes { dev } => write!(
                 f,
                 "mknod {0}/{{null,zero,full,random,urandom,tty}}",
                 dev.display()
+            ),
+            Step::DevBinds { dev } => write!(
+                f,
+                "touch {0}/{{{1}}}; mount --bind /dev/X {0}/X  # for X in {1}",
+                dev.display(),
+                DEVICES.map(|d| d.0).join(",")
             ),
             Step::DevLinks { dev } => write!(
                 f,
@@ -114,17 +146,45 @@ impl fmt::Display for Step {
     }
 }
 
+/// The character devices of `/dev`: name, major, minor.
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
 /// The child's steps for `layout` under `cfg`. Paths are on the host side,
-/// under `live`, since the pivot comes last.
-pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
+/// under `live`, since the pivot comes last. `userns` is the range of the
+/// user namespace the child runs in (USERNS).
+pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<Step>> {
     let live = layout.live();
     let under = |p: &Path| live.join(p.strip_prefix("/").unwrap_or(p));
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut steps = vec![Step::PrivateMounts];
-    for share in &cfg.share {
+    if userns.is_some() {
+        // Mounts inherited from the host's namespace are locked in one
+        // owned by a user namespace, and pivot_root refuses a locked new
+        // root: a bind of it made here is not.
         steps.push(Step::Bind {
-            source: share.host.clone(),
-            target: under(&share.inner),
+            source: live.clone(),
+            target: live.clone(),
+        });
+    }
+    for (tree, share) in cfg.share.iter().enumerate() {
+        steps.push(match userns {
+            None => Step::Bind {
+                source: share.host.clone(),
+                target: under(&share.inner),
+            },
+            Some(range) => Step::AttachTree {
+                tree,
+                source: share.host.clone(),
+                target: under(&share.inner),
+                range,
+            },
         });
     }
     let dev = live.join("dev");
@@ -148,7 +208,10 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             data: Some("mode=755,size=4m".into()),
         },
-        Step::DevNodes { dev: dev.clone() },
+        match userns {
+            None => Step::DevNodes { dev: dev.clone() },
+            Some(_) => Step::DevBinds { dev: dev.clone() },
+        },
         Step::Mount {
             fstype: "devpts",
             target: dev.join("pts"),
@@ -164,7 +227,10 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
         },
         Step::Hostname(cfg.hostname.clone()),
         Step::PivotRoot { live },
-        Step::DropCaps(privileges::dropped(cfg)?),
+        Step::DropCaps(match userns {
+            None => privileges::dropped(cfg)?,
+            Some(_) => privileges::dropped_in_userns(cfg)?,
+        }),
     ]);
     Ok(steps)
 }
@@ -190,8 +256,9 @@ fn ensure_target_like(source: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Performs one step in the child.
-fn run_step(step: &Step) -> Result<()> {
+/// Performs one step in the child; `trees` are the idmapped copies the
+/// launcher made for it.
+fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
     match step {
         Step::PrivateMounts => mount(
             None::<&str>,
@@ -228,7 +295,20 @@ fn run_step(step: &Step) -> Result<()> {
             )
             .with_context(|| format!("cannot mount {fstype} on {}", target.display()))
         }
+        Step::AttachTree {
+            tree,
+            source,
+            target,
+            ..
+        } => {
+            ensure_target_like(source, target)?;
+            let tree = trees
+                .get(*tree)
+                .context("the launcher passed no idmapped copy for this SHARE")?;
+            crate::mounts::idmap::attach(tree, target)
+        }
         Step::DevNodes { dev } => make_dev_nodes(dev),
+        Step::DevBinds { dev } => bind_dev_nodes(dev),
         Step::DevLinks { dev } => make_dev_links(dev),
         Step::Hostname(h) => nix::unistd::sethostname(h).context("cannot set the hostname"),
         Step::PivotRoot { live } => pivot_into(live),
@@ -238,14 +318,7 @@ fn run_step(step: &Step) -> Result<()> {
 
 fn make_dev_nodes(dev: &Path) -> Result<()> {
     let mode = Mode::from_bits_truncate(0o666);
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for (name, major, minor) in DEVICES {
         let path = dev.join(name);
         mknod(&path, SFlag::S_IFCHR, mode, makedev(major, minor))
             .with_context(|| format!("cannot create {}", path.display()))?;
@@ -257,6 +330,23 @@ fn make_dev_nodes(dev: &Path) -> Result<()> {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .with_context(|| format!("cannot chmod {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Each device of the host bound on an empty file of the same name.
+fn bind_dev_nodes(dev: &Path) -> Result<()> {
+    for (name, _, _) in DEVICES {
+        let (host, path) = (Path::new("/dev").join(name), dev.join(name));
+        File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        mount(
+            Some(host.as_path()),
+            path.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("cannot bind {} on {}", host.display(), path.display()))?;
     }
     Ok(())
 }
@@ -315,6 +405,17 @@ pub struct Spawn<'a> {
     pub detached: Option<Detached>,
     /// Joined first, so that init and everything below it are in it.
     pub cgroup: Option<&'a Cgroup>,
+    /// With USERNS: the user namespace the sandbox runs in.
+    pub userns: Option<Userns>,
+}
+
+/// What a sandbox in a user namespace gets from the launcher.
+pub struct Userns {
+    /// The subhost's user namespace: the one that owns its netns.
+    pub user: OwnedFd,
+    /// Idmapped copies of the SHAREs, in order, made by the launcher (only
+    /// the host's root may idmap a mount).
+    pub trees: Vec<OwnedFd>,
 }
 
 /// The std streams of a detached init. It also gets a session of its own
@@ -362,8 +463,18 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
         }
         None => None,
     };
-    let (forked, joined) = fork_into_pid_ns(v2_fd.as_ref().map(|f| f.as_fd()))?;
-    let joined = if joined { v2 } else { None };
+    let cgroup_fd = v2_fd.as_ref().map(|f| f.as_fd());
+    // `joined`: the cgroups the child is in already, all of them when None.
+    let (forked, joined) = match &s.userns {
+        None => {
+            let (forked, joined) = fork_into_pid_ns(cgroup_fd)?;
+            (forked, Some(if joined { v2 } else { None }))
+        }
+        Some(u) => {
+            let v2 = cgroup_fd.zip(v2);
+            (fork_into_userns(s.cgroup, v2, u.user.as_fd())?, None)
+        }
+    };
 
     match forked {
         ForkResult::Child => {
@@ -395,11 +506,104 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
     }
 }
 
+/// Forks a child that is root of the user namespace `user` and PID 1 of a
+/// new PID namespace owned by it (so that it may mount its /proc): a first
+/// child, cloned into the cgroup like `fork_into_pid_ns` does, joins the
+/// user namespace, unshares the PID namespace and clones the init as the
+/// launcher's own child (CLONE_PARENT), reports its PID and exits. A new
+/// user namespace of the clone would not do: the subhost's one must be the
+/// one that owns its netns, which outlives every process (hibernation).
+fn fork_into_userns(
+    cgroup: Option<&Cgroup>,
+    v2: Option<(BorrowedFd<'_>, &Path)>,
+    user: BorrowedFd<'_>,
+) -> Result<ForkResult> {
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let (forked, joined) = clone_into_cgroup(0, v2.map(|(fd, _)| fd))?;
+    let ForkResult::Parent { child: first } = forked else {
+        drop(r);
+        // Every cgroup is joined while still root of the host: v1
+        // hierarchies (limits on hybrid hosts) are not delegated.
+        let joined = if joined { v2.map(|(_, p)| p) } else { None };
+        if let Some(cg) = cgroup {
+            if let Err(e) = cg.join_self_except(joined) {
+                let v = -e.raw_os_error().unwrap_or(libc::EIO);
+                // SAFETY: writes 4 bytes from a local to our pipe, then
+                // leaves without running the launcher's destructors.
+                unsafe {
+                    libc::write(w.as_raw_fd(), (&v as *const i32).cast(), 4);
+                    libc::_exit(0)
+                }
+            }
+        }
+        let report = |v: i32| {
+            // SAFETY: writes 4 bytes from a local to our pipe.
+            unsafe { libc::write(w.as_raw_fd(), (&v as *const i32).cast(), 4) };
+        };
+        let init = crate::userns::become_root_of(user)
+            .and_then(|()| {
+                // SAFETY: unshare with a flag.
+                match unsafe { libc::unshare(libc::CLONE_NEWPID) } {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            })
+            .and_then(|()| {
+                // SAFETY: a fork-like clone: no CLONE_VM, no stack; the
+                // child returns 0 and goes on as the init.
+                match unsafe {
+                    libc::syscall(
+                        libc::SYS_clone,
+                        (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+                        0usize,
+                        0usize,
+                        0usize,
+                        0usize,
+                    )
+                } {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    pid => Ok(pid as i32),
+                }
+            });
+        match init {
+            Ok(0) => return Ok(ForkResult::Child),
+            Ok(pid) => report(pid),
+            Err(e) => report(-e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+        // SAFETY: the first child's work is done; no destructors of the
+        // launcher's state may run here.
+        unsafe { libc::_exit(0) }
+    };
+    drop(w);
+    let mut buf = [0u8; 4];
+    let n = nix::unistd::read(&r, &mut buf).unwrap_or(0);
+    let _ = nix::sys::wait::waitpid(first, None);
+    let v = i32::from_ne_bytes(buf);
+    if n != 4 || v == 0 {
+        bail!("the sandbox's first process died before it cloned the init");
+    }
+    if v < 0 {
+        return Err(std::io::Error::from_raw_os_error(-v)).context(
+            "cannot join the subhost's user namespace as its root and make a PID namespace",
+        );
+    }
+    Ok(ForkResult::Parent {
+        child: Pid::from_raw(v),
+    })
+}
+
 /// Forks a child that is PID 1 of a new PID namespace, in the cgroup v2
 /// directory `cgroup` when given and the kernel can (clone3 with
 /// CLONE_INTO_CGROUP, Linux 5.7); returns whether it went there. Older
 /// kernels get unshare + fork, and the child joins by itself.
 fn fork_into_pid_ns(cgroup: Option<BorrowedFd<'_>>) -> Result<(ForkResult, bool)> {
+    clone_into_cgroup(libc::CLONE_NEWPID as u64, cgroup)
+}
+
+/// A fork-like clone3 with `flags`, into the cgroup v2 directory `cgroup`
+/// when given and the kernel can; returns whether it went there.
+fn clone_into_cgroup(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<(ForkResult, bool)> {
     /// `struct clone_args` of Linux 5.7 (CLONE_ARGS_SIZE_VER2).
     #[repr(C)]
     #[derive(Default)]
@@ -418,7 +622,7 @@ fn fork_into_pid_ns(cgroup: Option<BorrowedFd<'_>>) -> Result<(ForkResult, bool)
     }
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let mut args = CloneArgs {
-        flags: libc::CLONE_NEWPID as u64,
+        flags,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
@@ -453,7 +657,9 @@ fn fork_into_pid_ns(cgroup: Option<BorrowedFd<'_>>) -> Result<(ForkResult, bool)
             }
             // The next child forked becomes PID 1 of a new PID namespace;
             // the launcher itself stays where it is.
-            unshare(CloneFlags::CLONE_NEWPID).context("cannot create a PID namespace")?;
+            if flags & libc::CLONE_NEWPID as u64 != 0 {
+                unshare(CloneFlags::CLONE_NEWPID).context("cannot create a PID namespace")?;
+            }
             // SAFETY: the launcher is single-threaded, so the child may
             // allocate and use any library code before it execs.
             Ok((unsafe { fork() }.context("cannot fork")?, false))
@@ -462,10 +668,12 @@ fn fork_into_pid_ns(cgroup: Option<BorrowedFd<'_>>) -> Result<(ForkResult, bool)
 }
 
 /// Only returns on failure.
+/// `joined`: `Some(dir)` when in the cgroup v2 dir `dir` already (cloned
+/// into it), `Some(None)` when in none, `None` when in all of them.
 fn child_main(
     s: &Spawn<'_>,
     sock: Option<OwnedFd>,
-    joined: Option<&Path>,
+    joined: Option<Option<&Path>>,
 ) -> Result<std::convert::Infallible> {
     match &s.detached {
         Some(d) => detach(d)?,
@@ -478,7 +686,7 @@ fn child_main(
             }
         }
     }
-    if let Some(cg) = s.cgroup {
+    if let (Some(cg), Some(joined)) = (s.cgroup, joined) {
         cg.join_self_except(joined)
             .context("cannot join the subhost's cgroup")?;
     }
@@ -509,7 +717,8 @@ fn child_main(
                     .context("cannot make the pty the session's terminal")?;
             }
         }
-        run_step(step).with_context(|| format!("{step}"))?;
+        let trees = s.userns.as_ref().map_or(&[][..], |u| &u.trees[..]);
+        run_step(step, trees).with_context(|| format!("{step}"))?;
     }
     drop(sock);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)

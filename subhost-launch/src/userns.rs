@@ -481,6 +481,29 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")
 }
 
+/// Joins the user namespace `user` and becomes its root (uid and gid 0
+/// inside, no supplementary groups): what every process of a subhost with
+/// USERNS is. Raw syscalls only, for a freshly forked child; the caller
+/// must be single-threaded (the kernel refuses setns of a user namespace
+/// otherwise).
+pub fn become_root_of(user: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain syscalls with integer arguments; setgroups takes an
+    // empty list.
+    unsafe {
+        check(libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER))?;
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(0, 0, 0))?;
+        check(libc::setresuid(0, 0, 0))
+    }
+}
+
 /// Whether two nsfs fds are the same namespace.
 pub fn same_ns(a: &OwnedFd, b: &OwnedFd) -> bool {
     let meta = |fd: &OwnedFd| nix::sys::stat::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino));

@@ -1,7 +1,7 @@
 //! `start`: set up (or reuse) a subhost's mounts and network, run its init
 //! as PID 1 of new namespaces, and supervise the session.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -96,18 +96,18 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
             Some(detach::Console::from_arg(&layout, console.as_deref())?),
         ),
     };
-    // Checked (FILE:LINE) before anything is set up; recorded only once
-    // the subhost really starts with it.
+    // Checked (FILE:LINE) before anything is set up; recorded when the
+    // subhost really starts with it.
     let userns = match cfg.userns {
         Some(req) => {
             mounts::idmap::check_running_kernel()?;
-            Some(userns::range_for(&layout, req, true)?)
+            Some(userns::range_for(&layout, req, dry_run)?)
         }
         None => None,
     };
     let mount_steps = mounts::plan(&layout, &cfg, userns);
     let links = links(&layout, &cfg);
-    let inner = sandbox::plan(&layout, &cfg)?;
+    let inner = sandbox::plan(&layout, &cfg, userns)?;
     let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
     let delegation = userns.and_then(|r| cgroup::delegation(&cgroup_plan, r.base));
     if dry_run {
@@ -130,15 +130,6 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         }
         return Ok(0);
     }
-    if let (Some(req), Some(_)) = (cfg.userns, userns) {
-        bail!(
-            "{}:{}: USERNS is not supported by start yet: the sandbox cannot run in a user \
-             namespace (remove USERNS, or set USERNS=no, to start {name} privileged; \
-             `start --dry-run` shows the plan)",
-            layout.config().display(),
-            req.line
-        );
-    }
 
     let lock = state::lock(name)?;
     if let Some(init) = state::running_init(name) {
@@ -156,21 +147,37 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         netns: false,
         cgroup: None,
     };
+    let (user, made_net) = user_namespace(name, userns)?;
     if mounts::is_active(&layout) {
         info!("{} is mounted: reusing it", layout.live().display());
     } else {
         undo.mounts = true;
-        mounts::activate(&mount_steps, None)?;
+        mounts::activate(&mount_steps, user.as_ref().map(|u| u.as_fd()))?;
     }
     if netns::exists(name) {
         info!("netns {name} exists: reusing it");
     } else {
         undo.netns = true;
-        netns::create(name, &links)?;
+        netns::create_from(name, &links, made_net)?;
     }
     let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
     let cg = &*undo.cgroup.insert(cgroup::create(&cgroup_plan)?);
     state::record_cgroup(name, cg.dirs())?;
+    if let Some(d) = &delegation {
+        d.apply()?;
+    }
+    let userns = match user {
+        Some(user) => Some(sandbox::Userns {
+            trees: cfg
+                .share
+                .iter()
+                .map(|s| mounts::idmap::clone_mapped(&s.host, user.as_fd(), true))
+                .collect::<Result<_>>()
+                .context("SHARE")?,
+            user,
+        }),
+        None => None,
+    };
     let detached = match &console {
         Some(console) => Some(detached_streams(&layout, &cfg, console)?),
         None => None,
@@ -200,6 +207,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         live: layout.live(),
         detached,
         cgroup: Some(cg),
+        userns,
     })
     .with_context(|| format!("cannot start subhost {name}"))?;
     let id = state::ProcId::of(child.pid.as_raw());
@@ -236,6 +244,42 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         release_cgroup(name, &cg);
     }
     status
+}
+
+/// The user namespace of a subhost with USERNS (`range`), and, when its
+/// netns has to be made, a new netns owned by it. A hibernating subhost's
+/// is the one its netns pins. A netns of the other kind (USERNS set or
+/// removed since the subhost was set up) is refused: the mounts were made
+/// for it.
+fn user_namespace(
+    name: &str,
+    range: Option<userns::Range>,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    let stop_first = |how: &str| {
+        anyhow::anyhow!(
+            "subhost {name} is set up {how}, as its config was when it started: stop it \
+             (`subhost-launch stop {name}`) and start it again to apply USERNS"
+        )
+    };
+    if !netns::exists(name) {
+        return Ok(match range {
+            None => (None, None),
+            Some(r) => {
+                let ns = userns::acquire(r, true)?;
+                (Some(ns.user), ns.net)
+            }
+        });
+    }
+    let owner = netns::owner(name)?;
+    let own = std::fs::File::open("/proc/self/ns/user")
+        .context("cannot open /proc/self/ns/user")?
+        .into();
+    match (range, userns::same_ns(&owner, &own)) {
+        (None, true) => Ok((None, None)),
+        (None, false) => Err(stop_first("with a user namespace")),
+        (Some(_), true) => Err(stop_first("without a user namespace")),
+        (Some(_), false) => Ok((Some(owner), None)),
+    }
 }
 
 /// stdin and console of a detached init. BOOT and START run through the
