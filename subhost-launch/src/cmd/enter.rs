@@ -37,8 +37,8 @@ use crate::layout::Layout;
 use crate::state::{self, PidFd, ProcId};
 use crate::{cgroup, config, mounts, netns, sandbox, supervisor, tty};
 
-/// Every namespace of the init that the command shares. Not the user
-/// namespace: subhosts have none of their own.
+/// Every namespace of the init that the command shares. The user namespace
+/// of a subhost with USERNS is joined before these (see `Target::userns`).
 const NAMESPACES: [(&str, CloneFlags); 6] = [
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -144,6 +144,9 @@ struct Target {
     capbnd: u64,
     /// The init's cgroup directories, one per hierarchy, as seen on the host.
     cgroups: Vec<PathBuf>,
+    /// The init's user namespace when it is not the launcher's (USERNS):
+    /// joined first, as its root.
+    userns: Option<OwnedFd>,
 }
 
 impl Target {
@@ -158,6 +161,14 @@ impl Target {
             .with_context(|| format!("no CapBnd line in /proc/{pid}/status"))?;
         let cgroups = cgroup::dirs_of(Pid::from_raw(pid))
             .with_context(|| format!("cannot find the cgroups of init PID {pid}"))?;
+        let ns = |who: &str| -> Result<OwnedFd> {
+            let path = format!("/proc/{who}/ns/user");
+            Ok(File::open(&path)
+                .with_context(|| format!("cannot open {path}"))?
+                .into())
+        };
+        let userns = ns(&pid.to_string())?;
+        let userns = (!crate::userns::same_ns(&userns, &ns("self")?)).then_some(userns);
         // Everything above was opened by PID. The init had that PID before
         // and still has it now, and a PID is not reused while its process
         // lives: so all of it is the init's, not a recycled PID's.
@@ -170,6 +181,7 @@ impl Target {
             root,
             capbnd,
             cgroups,
+            userns,
         })
     }
 }
@@ -267,6 +279,7 @@ struct Joiner {
     root: OwnedFd,
     /// `cgroup.procs` of each of the init's cgroups.
     procs: Vec<CString>,
+    userns: Option<OwnedFd>,
     slave: Option<OwnedFd>,
     /// Given std streams (never with `slave`); all above 2.
     stdio: Option<[OwnedFd; 3]>,
@@ -408,6 +421,7 @@ fn launch(
         pidfd: target.pidfd,
         root: target.root,
         procs,
+        userns: target.userns,
         slave,
         stdio,
         report: report_w,
@@ -480,12 +494,20 @@ fn join_and_clone(j: &Joiner) -> Result<Pid> {
     // The joiner's std streams were the caller's; with a pty they are now
     // the subhost's. Everything else the launcher had open goes here, the
     // pty slave's original fd included.
-    close_all_but(&[
+    let mut keep = vec![
         j.pidfd.as_fd().as_raw_fd(),
         j.root.as_raw_fd(),
         j.report.as_raw_fd(),
-    ])?;
+    ];
+    keep.extend(j.userns.as_ref().map(|u| u.as_raw_fd()));
+    close_all_but(&keep)?;
+    // As the host's root: cgroup v1 hierarchies are not delegated.
     join_cgroups(&j.procs)?;
+    if let Some(user) = &j.userns {
+        crate::userns::become_root_of(user.as_fd())
+            .context("cannot join the subhost's user namespace as its root")?;
+        close_range(user.as_raw_fd() as u32, user.as_raw_fd() as u32)?;
+    }
     join_namespaces(j.init_pid, &j.pidfd)?;
     nix::unistd::fchdir(&j.root).context("cannot enter the init's root")?;
     nix::unistd::chroot(".").context("cannot chroot into the init's root")?;
@@ -790,6 +812,11 @@ fn print_plan(target: &Target, session: &Session, pty: PtyUse) {
     println!("# fork a joiner; it closes every fd but the few below, then:");
     for d in &target.cgroups {
         println!("echo $$ > {}/cgroup.procs", d.display());
+    }
+    if target.userns.is_some() {
+        println!(
+            "setns(/proc/{pid}/ns/user); setgroups(); setresgid(0); setresuid(0)   # its root: nsenter -U -S 0 -G 0"
+        );
     }
     let names: Vec<&str> = NAMESPACES.iter().map(|(n, _)| *n).collect();
     println!(
