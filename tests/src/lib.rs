@@ -86,6 +86,11 @@ impl TempDir {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&path).expect("create temp dir");
+        // Searchable by everyone, whatever the umask: root of a subhost
+        // with USERNS is an ordinary host user, and reaches its subhost
+        // through this directory.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod temp dir");
         TempDir { path }
     }
 
@@ -368,6 +373,13 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Whether the system tests run their subhosts unprivileged: with
+/// `SUBHOST_TEST_USERNS=1` (as `tests/run` does in its second pass) every
+/// `Subhost` gets `USERNS=pick`, so one test covers both modes.
+pub fn userns_mode() -> bool {
+    matches!(std::env::var("SUBHOST_TEST_USERNS").as_deref(), Ok(v) if !v.is_empty() && v != "0")
+}
+
 /// How long a launcher command in a test may take.
 pub const LAUNCH_LIMIT: Duration = Duration::from_secs(30);
 
@@ -381,7 +393,8 @@ pub struct Subhost {
 }
 
 impl Subhost {
-    /// A subhost with an empty `root` and `config` as its config.
+    /// A subhost with an empty `root` and `config` as its config (plus
+    /// `USERNS=pick` in `userns_mode`, unless `config` sets USERNS).
     pub fn new(tag: &str, config: &str) -> Subhost {
         require_root();
         let s = Subhost {
@@ -390,6 +403,13 @@ impl Subhost {
             background: Vec::new(),
         };
         std::fs::create_dir_all(s.root()).unwrap();
+        let mut config = config.to_string();
+        if userns_mode() && !config.contains("USERNS=") {
+            if !config.is_empty() && !config.ends_with('\n') {
+                config.push('\n');
+            }
+            config.push_str("USERNS=pick\n");
+        }
         std::fs::write(s.dir().join("config"), config).unwrap();
         s
     }

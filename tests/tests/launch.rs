@@ -326,13 +326,23 @@ fn dry_run_prints_the_plan_and_does_nothing() {
     let out = s.run(&["start", "--dry-run", &s.name, "--", "/bin/true"]);
     assert_ok(&out);
     let text = out.stdout_str();
-    for want in [
-        "mount -t overlay",
-        "ip netns add",
-        "pivot_root",
-        "exec subhost-init",
-    ] {
+    let netns = if userns_mode() {
+        "unshare --user --map-users=0:"
+    } else {
+        "ip netns add"
+    };
+    for want in ["mount -t overlay", netns, "pivot_root", "exec subhost-init"] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    if userns_mode() {
+        for want in ["X-mount.idmap=0:", "mount --bind /dev/X", "cgroup.procs"] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert!(!text.contains("mknod"), "{text}");
+        assert!(
+            !s.dir().join("userns").exists(),
+            "a dry run records no range"
+        );
     }
     assert!(text.contains(&format!("{}0", s.name)), "{text}");
     assert!(!s.live_mounted());

@@ -37,6 +37,9 @@ const CAP_SYS_ADMIN: u32 = 21;
 #[test]
 fn dropped_capabilities_are_gone_inside() {
     let s = Subhost::busybox("l", "");
+    if userns_mode() {
+        return capabilities_of_a_user_namespace(&s);
+    }
     // reboot(2) from a child PID namespace only ends that namespace, so it
     // is a harmless probe: without CAP_SYS_BOOT the kernel refuses it.
     let out = s.sh("cat /proc/self/status; poweroff -f; echo poweroff=$?");
@@ -70,6 +73,51 @@ fn dropped_capabilities_are_gone_inside() {
         "{}",
         out.describe()
     );
+}
+
+/// With USERNS, root inside holds every capability of its own user
+/// namespace but CAPS_DROP's, and they reach nothing of the host's.
+fn capabilities_of_a_user_namespace(s: &Subhost) {
+    // swapoff of a path that does not exist is harmless either way; the
+    // host's root gets past the permission check (CAP_SYS_ADMIN of the
+    // host) to the missing file.
+    let probe = "swapoff /nonexistent-sht";
+    let host = run_timeout(&mut cmd("busybox", probe.split(' ')), LIMIT);
+    assert!(
+        host.stderr_str().contains("No such file"),
+        "the probe must pass the permission check on the host: {}",
+        host.describe()
+    );
+    let out = s.sh(&format!("cat /proc/self/status; {probe}; echo probe=$?"));
+    let text = out.stdout_str();
+    for (cap, name) in [
+        (CAP_SYS_MODULE, "SYS_MODULE"),
+        (CAP_SYS_TIME, "SYS_TIME"),
+        (CAP_SYS_BOOT, "SYS_BOOT"),
+        (CAP_SYS_ADMIN, "SYS_ADMIN"),
+    ] {
+        assert!(
+            cap_bound(&text, cap),
+            "{name} not in the bounding set: {text}"
+        );
+    }
+    assert!(text.contains("probe=1"), "{}", out.describe());
+    assert!(
+        out.stderr_str().contains("not permitted"),
+        "{}",
+        out.describe()
+    );
+    // CAPS_DROP still drops.
+    std::fs::write(
+        s.dir().join("config"),
+        "USERNS=pick\nCAPS_DROP=(NET_RAW SYS_BOOT)\n",
+    )
+    .unwrap();
+    let out = s.sh("cat /proc/self/status; poweroff -f; echo poweroff=$?");
+    let text = out.stdout_str();
+    assert!(!cap_bound(&text, CAP_NET_RAW), "CAPS_DROP ignored: {text}");
+    assert!(!cap_bound(&text, CAP_SYS_BOOT), "CAPS_DROP ignored: {text}");
+    assert!(text.contains("poweroff=1"), "{}", out.describe());
 }
 
 #[test]
