@@ -1182,6 +1182,7 @@ impl Cgroup {
     /// PARENT directories stay (see the module docs).
     pub fn remove(&self) -> Result<()> {
         for d in self.dirs.iter().rev() {
+            remove_below(d)?;
             remove_dir_retrying(d)?;
         }
         Ok(())
@@ -1218,6 +1219,24 @@ fn join_error(file: &CString) -> io::Error {
 
 /// Dying processes leave their cgroups a moment after SIGKILL; until then
 /// rmdir says EBUSY.
+/// Removes the sub-cgroups of `d`, deepest first: those a subhost whose
+/// cgroup is delegated to it (USERNS) made inside.
+fn remove_below(d: &Path) -> Result<()> {
+    let entries = match fs::read_dir(d) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read cgroup {}", d.display())),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let sub = entry.path();
+            remove_below(&sub)?;
+            remove_dir_retrying(&sub)?;
+        }
+    }
+    Ok(())
+}
+
 fn remove_dir_retrying(d: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
