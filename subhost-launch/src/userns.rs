@@ -38,7 +38,8 @@ pub const HOST_IDS: u32 = 65536;
 
 /// A range of host ids: inside id `n` is host id `base + n`, for
 /// `n < count`. The same range serves uids and gids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialized as `{"base": B, "count": C}` (`status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Range {
     pub base: u32,
     pub count: u32,
