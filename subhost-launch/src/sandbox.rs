@@ -880,7 +880,7 @@ mod tests {
             host: "/srv/data".into(),
             inner: "/data".into(),
         });
-        let steps = plan(&layout, &cfg).unwrap();
+        let steps = plan(&layout, &cfg, None).unwrap();
         assert_eq!(steps.first(), Some(&Step::PrivateMounts));
         assert_eq!(
             steps[1],
@@ -899,6 +899,53 @@ mod tests {
         // The pty's devpts must be mounted before the pivot.
         let pts = text.iter().position(|t| t.contains("devpts")).unwrap();
         assert!(pts < steps.len() - 1);
+    }
+
+    #[test]
+    fn plan_in_a_user_namespace() {
+        let layout = Layout::new(Path::new("/opt/subhost"), "future").unwrap();
+        let mut cfg = Config::defaults("future");
+        cfg.share.push(Share {
+            host: "/srv/data".into(),
+            inner: "/data".into(),
+        });
+        cfg.caps_drop.push("CAP_NET_RAW".into());
+        let range = Range {
+            base: 524288,
+            count: 65536,
+        };
+        let steps = plan(&layout, &cfg, Some(range)).unwrap();
+        let live = PathBuf::from("/opt/subhost/future/live");
+        // live bound on itself first: pivot_root refuses a locked mount.
+        assert_eq!(
+            steps[1],
+            Step::Bind {
+                source: live.clone(),
+                target: live.clone()
+            }
+        );
+        assert_eq!(
+            steps[2],
+            Step::AttachTree {
+                tree: 0,
+                source: "/srv/data".into(),
+                target: live.join("data"),
+                range
+            }
+        );
+        assert!(steps.contains(&Step::DevBinds {
+            dev: live.join("dev")
+        }));
+        assert!(!steps.iter().any(|s| matches!(s, Step::DevNodes { .. })));
+        assert_eq!(
+            steps.last(),
+            Some(&Step::DropCaps(vec![Capability::CAP_NET_RAW]))
+        );
+        let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        assert!(
+            text[2].contains("X-mount.idmap=0:524288:65536 /srv/data"),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -365,6 +365,34 @@ pub fn range_for(layout: &Layout, req: Requested, dry_run: bool) -> Result<Range
     })
 }
 
+/// Root of the user namespace sets the sandbox up through `live` before it
+/// pivots into it, as an ordinary host user: every directory above must
+/// let others through. Said here, rather than as a bare EACCES later.
+pub fn check_reachable(live: &Path, range: Range) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let inside = |id: u32| id >= range.base && u64::from(id) < range.end();
+    let live = live.canonicalize().unwrap_or_else(|_| live.to_path_buf());
+    for dir in live.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let through = m.mode() & 0o001 != 0
+            || (inside(m.uid()) && m.mode() & 0o100 != 0)
+            || (inside(m.gid()) && m.mode() & 0o010 != 0);
+        if !through {
+            bail!(
+                "{} (mode {:o}) does not let others through, and root of the subhost's user \
+                 namespace is host uid {}: chmod o+x {}",
+                dir.display(),
+                m.mode() & 0o7777,
+                range.base,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Writes the record atomically (a rename), so it is whole or absent.
 pub fn record(layout: &Layout, range: Range) -> Result<()> {
     let path = layout.userns_record();
@@ -724,6 +752,35 @@ mod tests {
             }
         );
         assert_eq!(t[1].by, "/etc/subgid line 4 (1001)");
+    }
+
+    #[test]
+    fn a_closed_directory_above_live_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = temp_base("reach");
+        let live = base.join("web/live");
+        std::fs::create_dir_all(&live).unwrap();
+        let r = Range {
+            base: 7 * SIZE,
+            count: SIZE,
+        };
+        let set = |mode| {
+            std::fs::set_permissions(base.join("web"), std::fs::Permissions::from_mode(mode))
+                .unwrap()
+        };
+        set(0o755);
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711)).unwrap();
+        check_reachable(&live, r).unwrap();
+        set(0o750);
+        let e = check_reachable(&live, r).unwrap_err().to_string();
+        assert!(
+            e.contains("web (mode 750)") && e.contains("chmod o+x"),
+            "{e}"
+        );
+        // Owned by the range's root, its owner bits count.
+        std::os::unix::fs::chown(base.join("web"), Some(r.base), None).unwrap();
+        check_reachable(&live, r).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     fn temp_base(tag: &str) -> std::path::PathBuf {

@@ -147,6 +147,9 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         netns: false,
         cgroup: None,
     };
+    if let Some(range) = userns {
+        userns::check_reachable(&layout.live(), range)?;
+    }
     let (user, made_net) = user_namespace(name, userns)?;
     if mounts::is_active(&layout) {
         info!("{} is mounted: reusing it", layout.live().display());
