@@ -703,7 +703,7 @@ mod tests {
             },
             by: "subhost db".into(),
         };
-        let e = choose("web", Setting::Pick, Some(rec), &[other.clone()]).unwrap_err();
+        let e = choose("web", Setting::Pick, Some(rec), std::slice::from_ref(&other)).unwrap_err();
         assert_eq!(
             e,
             Refusal::Overlap {
