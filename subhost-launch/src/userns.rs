@@ -274,14 +274,7 @@ pub fn read_record(layout: &Layout) -> Result<Option<Range>> {
 /// Every range in use on this host except `name`'s own: the other
 /// subhosts' records and `/etc/subuid`, `/etc/subgid`.
 pub fn taken(base: &Path, name: &str) -> Result<Vec<Taken>> {
-    let mut out = Vec::new();
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        match std::fs::read_to_string(file) {
-            Ok(text) => out.extend(parse_subid(file, &text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {file}")),
-        }
-    }
+    let mut out = subid_taken()?;
     let entries = match std::fs::read_dir(base) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
@@ -310,10 +303,36 @@ pub fn taken(base: &Path, name: &str) -> Result<Vec<Taken>> {
     Ok(out)
 }
 
+/// The ranges of `/etc/subuid` and `/etc/subgid`.
+fn subid_taken() -> Result<Vec<Taken>> {
+    let mut out = Vec::new();
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        match std::fs::read_to_string(file) {
+            Ok(text) => out.extend(parse_subid(file, &text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {file}")),
+        }
+    }
+    Ok(out)
+}
+
 /// Chooses the range of `layout` for `setting` and records it beside the
 /// subhost, holding a lock on `$SUBHOST` so two picks cannot take one
 /// range. The refusal is returned apart, for a FILE:LINE message.
+///
+/// A range recorded already was checked against the other subhosts' when
+/// it was (under the lock, which every record is written under): a start
+/// that keeps it checks `/etc/subuid` and `/etc/subgid` only, and does not
+/// read every other subhost's record.
 pub fn resolve(layout: &Layout, setting: Setting) -> Result<Result<Range, Refusal>> {
+    let kept = match (setting, read_record(layout)?) {
+        (Setting::Pick, Some(r)) => Some(r),
+        (Setting::Fixed(want), Some(r)) if want == r => Some(r),
+        _ => None,
+    };
+    if let Some(r) = kept {
+        return Ok(choose(&layout.name, setting, Some(r), &subid_taken()?));
+    }
     let _lock = lock_base(&layout.base)?;
     let recorded = read_record(layout)?;
     let taken = taken(&layout.base, &layout.name)?;
@@ -703,7 +722,13 @@ mod tests {
             },
             by: "subhost db".into(),
         };
-        let e = choose("web", Setting::Pick, Some(rec), std::slice::from_ref(&other)).unwrap_err();
+        let e = choose(
+            "web",
+            Setting::Pick,
+            Some(rec),
+            std::slice::from_ref(&other),
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             Refusal::Overlap {
