@@ -4,6 +4,7 @@
 mod cgroup;
 mod cmd;
 mod config;
+mod detached;
 mod docs;
 mod layout;
 mod logging;

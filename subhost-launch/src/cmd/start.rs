@@ -10,8 +10,8 @@ use log::{info, warn};
 use nix::sys::signal::SigmaskHow;
 
 use crate::cgroup::{self, Cgroup};
-use crate::cmd::detach;
 use crate::config::Config;
+use crate::detached;
 use crate::layout::Layout;
 use crate::{mounts, netns, sandbox, state, supervisor, tty, userns};
 
@@ -92,8 +92,8 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
             (sandbox::init_argv(cfg.stop_timeout, &session)?, None)
         }
         Mode::Detached { console } => (
-            detach::init_argv(&cfg)?,
-            Some(detach::Console::from_arg(&layout, console.as_deref())?),
+            detached::init_argv(&cfg)?,
+            Some(detached::Console::from_arg(&layout, console.as_deref())?),
         ),
     };
     // Checked (FILE:LINE) before anything is set up; recorded when the
@@ -139,7 +139,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         );
     }
     // Left by a detached init that died without `stop`.
-    detach::clear_console(name);
+    detached::clear_console(name);
     let (_, init_fd) = sandbox::open_init()?;
     let mut undo = Undo {
         layout: &layout,
@@ -222,7 +222,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     undo.netns = false;
     let cg = undo.cgroup.take();
     if let Some(console) = &console {
-        detach::record_console(name, console)?;
+        detached::record_console(name, console)?;
         drop(lock);
         // The init is not waited for: it is reparented when we exit.
         println!(
@@ -291,9 +291,9 @@ fn user_namespace(
 fn detached_streams(
     layout: &Layout,
     cfg: &Config,
-    console: &detach::Console,
+    console: &detached::Console,
 ) -> Result<sandbox::Detached> {
-    if detach::boot_session(cfg).is_some() {
+    if detached::boot_session(cfg).is_some() {
         // Not followed: a symlink is resolved inside the subhost, not here.
         let sh = layout.live().join("bin/sh");
         if std::fs::symlink_metadata(&sh).is_err() {
@@ -361,5 +361,5 @@ fn print_start_plan(
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    println!("exec {}", detach::shell_words(&argv));
+    println!("exec {}", detached::shell_words(&argv));
 }

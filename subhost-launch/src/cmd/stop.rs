@@ -9,8 +9,9 @@ use anyhow::{bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::Signal;
 
-use crate::cmd::{detach, enter};
+use crate::cmd::enter;
 use crate::config::{self, Config};
+use crate::detached;
 use crate::layout::Layout;
 use crate::{cgroup, mounts, netns, state};
 
@@ -25,7 +26,7 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
         }
     };
     let grace = cfg.stop_timeout;
-    let halt = detach::halt_command(&cfg);
+    let halt = detached::halt_command(&cfg);
     if dry_run {
         print_stop_plan(&layout, grace, halt.as_deref());
         return Ok(());
@@ -37,9 +38,9 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
     let mut failed: Vec<anyhow::Error> = Vec::new();
     if let Some(init) = state::running_init(name) {
         did = true;
-        let console = detach::reopen_console(name, init.pid);
+        let console = detached::reopen_console(name, init.pid);
         if let Some((fd, c)) = &console {
-            detach::note(fd, c, &format!("subhost {name}: stopping"));
+            detached::note(fd, c, &format!("subhost {name}: stopping"));
         }
         if let Some(halt) = &halt {
             run_halt(name, init, halt, grace, console.as_ref().map(|(fd, _)| fd));
@@ -48,11 +49,11 @@ pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
             failed.push(e);
         }
         if let Some((fd, c)) = &console {
-            detach::note(fd, c, &format!("subhost {name}: stopped"));
+            detached::note(fd, c, &format!("subhost {name}: stopped"));
         }
     }
     state::clear_init(name, None);
-    detach::clear_console(name);
+    detached::clear_console(name);
     // Whatever is still in the subhost's cgroup goes now: processes the
     // init could not take down, or an init the record lost track of.
     let cg = state::recorded_cgroup(name)
@@ -164,7 +165,7 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
     match state::running_init(name) {
         Some(init) => {
             if let Some(halt) = halt {
-                let out = match detach::recorded_console(name) {
+                let out = match detached::recorded_console(name) {
                     Some(c) => format!("console {c}"),
                     None => "stderr".to_string(),
                 };
@@ -172,7 +173,7 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
                     "# START stopped in reverse, then HALT: inside, as `enter` runs a command,"
                 );
                 println!("# killed after {grace}s, output to {out}");
-                println!("{}", detach::shell_words(halt));
+                println!("{}", detached::shell_words(halt));
             }
             println!(
                 "kill -TERM {0}   # init; after {grace}s + 2s: kill -KILL {0}",
