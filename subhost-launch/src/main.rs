@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod detached;
 mod docs;
+mod join;
 mod layout;
 mod logging;
 mod mounts;

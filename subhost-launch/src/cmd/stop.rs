@@ -9,11 +9,9 @@ use anyhow::{bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::Signal;
 
-use crate::cmd::enter;
 use crate::config::{self, Config};
-use crate::detached;
 use crate::layout::Layout;
-use crate::{cgroup, mounts, netns, state};
+use crate::{cgroup, detached, join, mounts, netns, state};
 
 pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
     let layout = Layout::new(base, name)?;
@@ -113,13 +111,13 @@ fn run_halt(
             Some(fd) => fd.as_fd(),
             None => stderr.as_fd(),
         };
-        let stdio = enter::Stdio {
+        let stdio = join::Stdio {
             stdin: null.as_fd(),
             stdout: out,
             stderr: out,
         };
         info!("stopping {name}: running HALT/START stop inside (up to {grace}s)");
-        enter::run_inside(name, init, argv, stdio, Duration::from_secs(grace.into()))
+        join::run_inside(name, init, argv, stdio, Duration::from_secs(grace.into()))
     };
     match run() {
         Ok(0) => {}

@@ -1,0 +1,914 @@
+//! Joining a running subhost: a command run inside it as one of its own
+//! processes, in all its namespaces (its user namespace first, with
+//! USERNS) and cgroups, under its root, with no more capabilities than its
+//! init, on a pty of the subhost's own devpts. `enter` runs a session this
+//! way, `stop` the services' stop and HALT.
+//!
+//! Three processes take part, so that nothing of the host is ever within
+//! reach of the subhost:
+//! - the launcher stays in the host's namespaces throughout. It finds the
+//!   init through a pidfd and `/proc/INIT`, opens the pty through the
+//!   subhost's root, then relays the terminal and waits for the command;
+//! - a joiner, forked from it, lives in the host's PID namespace and so is
+//!   invisible inside. It closes every fd it does not need, joins the
+//!   init's cgroups and namespaces, chroots into the init's root and clones
+//!   the command with CLONE_PARENT (the launcher becomes its parent), then
+//!   exits;
+//! - the command is born in the subhost's PID namespace with root and cwd
+//!   already the subhost's and, when a terminal is involved, no fd of the
+//!   host at all: a subhost process that inspects it the moment it appears
+//!   (`/proc/PID/root`, `/proc/PID/fd`, `pidfd_getfd`) finds nothing of the
+//!   host, which `nsenter -t INIT` style entering cannot promise.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use log::info;
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::layout::Layout;
+use crate::state::{self, PidFd, ProcId};
+use crate::{cgroup, config, sandbox, supervisor, tty};
+
+/// Every namespace of the init that the command shares. The user namespace
+/// of a subhost with USERNS is joined before these (see `Target::userns`).
+const NAMESPACES: [(&str, CloneFlags); 6] = [
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    // Last: once in the subhost's mount namespace, /proc/INIT/ns is no
+    // longer the host's view.
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// Used when SESSION's program does not exist inside (e.g. the default
+/// `/bin/bash -l` in a busybox root).
+const FALLBACK_SESSION: [&str; 2] = ["/bin/sh", "-l"];
+
+/// What runs inside.
+pub struct Session {
+    argv: Vec<CString>,
+    /// Run instead when `argv`'s program is not found inside.
+    fallback: Option<Vec<CString>>,
+}
+
+impl Session {
+    /// COMMAND if given, else the config's SESSION with a fallback.
+    pub fn choose(layout: &Layout, base: &Path, command: Vec<String>) -> Result<Session> {
+        if !command.is_empty() {
+            return Ok(Session {
+                argv: cstrings(&command)?,
+                fallback: None,
+            });
+        }
+        let cfg = config::load(&layout.config(), &layout.name, base)?;
+        let fallback = (cfg.session != FALLBACK_SESSION).then(|| {
+            FALLBACK_SESSION
+                .iter()
+                .map(|a| CString::new(*a).expect("no NUL"))
+                .collect()
+        });
+        Ok(Session {
+            argv: cstrings(&cfg.session)?,
+            fallback,
+        })
+    }
+}
+
+fn cstrings(args: &[String]) -> Result<Vec<CString>> {
+    args.iter()
+        .map(|a| CString::new(a.as_bytes()).context("an argument contains a NUL byte"))
+        .collect()
+}
+
+/// The running init, held by fds that stay valid for it alone.
+pub struct Target {
+    init: ProcId,
+    pidfd: PidFd,
+    /// The init's root directory, in the subhost's mount namespace.
+    root: OwnedFd,
+    /// The init's capability bounding set.
+    capbnd: u64,
+    /// The init's cgroup directories, one per hierarchy, as seen on the host.
+    cgroups: Vec<PathBuf>,
+    /// The init's user namespace when it is not the launcher's (USERNS):
+    /// joined first, as its root.
+    userns: Option<OwnedFd>,
+}
+
+impl Target {
+    pub fn open(name: &str, init: ProcId) -> Result<Target> {
+        let pid = init.pid;
+        let gone = || anyhow::anyhow!("subhost {name} stopped while entering it");
+        let pidfd = PidFd::open(pid).map_err(|_| gone())?;
+        let root = open_dir(Path::new(&format!("/proc/{pid}/root")))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+        let capbnd = parse_capbnd(&status)
+            .with_context(|| format!("no CapBnd line in /proc/{pid}/status"))?;
+        let cgroups = cgroup::dirs_of(Pid::from_raw(pid))
+            .with_context(|| format!("cannot find the cgroups of init PID {pid}"))?;
+        let ns = |who: &str| -> Result<OwnedFd> {
+            let path = format!("/proc/{who}/ns/user");
+            Ok(File::open(&path)
+                .with_context(|| format!("cannot open {path}"))?
+                .into())
+        };
+        let userns = ns(&pid.to_string())?;
+        let userns = (!crate::userns::same_ns(&userns, &ns("self")?)).then_some(userns);
+        // Everything above was opened by PID. The init had that PID before
+        // and still has it now, and a PID is not reused while its process
+        // lives: so all of it is the init's, not a recycled PID's.
+        if state::running_init(name) != Some(init) || pidfd.wait_exit(Duration::ZERO) {
+            return Err(gone());
+        }
+        Ok(Target {
+            init,
+            pidfd,
+            root,
+            capbnd,
+            cgroups,
+            userns,
+        })
+    }
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(file.into())
+}
+
+/// The `CapBnd:` mask of a `/proc/PID/status` text.
+fn parse_capbnd(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Whether the command gets a pty, and how the relay treats it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PtyUse {
+    /// No std stream is a terminal: they pass straight through.
+    None,
+    /// stdin is a terminal: an interactive session.
+    Interactive,
+    /// stdin is not a terminal but stdout or stderr is. The caller's
+    /// terminal must not enter the subhost (its processes could reopen it
+    /// through /proc/PID/fd and inject input with TIOCSTI), so the command
+    /// still gets a pty, with echo off so piped input is not shown.
+    OutputOnly,
+}
+
+impl PtyUse {
+    pub fn for_std_streams() -> PtyUse {
+        let is_tty = |fd: RawFd| {
+            // SAFETY: 0..=2 are open for the life of the process (or isatty
+            // just fails with EBADF); the borrow ends within this call.
+            tty::is_tty(unsafe { BorrowedFd::borrow_raw(fd) })
+        };
+        if is_tty(0) {
+            PtyUse::Interactive
+        } else if is_tty(1) || is_tty(2) {
+            PtyUse::OutputOnly
+        } else {
+            PtyUse::None
+        }
+    }
+}
+
+/// `struct open_how` of openat2(2); libc's cannot be built outside libc.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens a pty of the subhost's own devpts: `/dev/pts/ptmx` resolved inside
+/// `root` as if it were `/`, so no symlink the subhost plants there can
+/// lead to the host's devpts (or anywhere else outside it).
+fn open_subhost_pty(root: BorrowedFd<'_>) -> Result<tty::Pty> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 reads `how` (a live local of the size given) and the
+    // NUL-terminated path, and returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c"dev/pts/ptmx".as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("cannot find /dev/pts/ptmx inside the subhost");
+    }
+    // SAFETY: the kernel just returned this fd; nobody else owns it.
+    let ptmx = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // An O_PATH fd can be opened for real through its /proc/self/fd link.
+    let path = PathBuf::from(format!("/proc/self/fd/{}", ptmx.as_raw_fd()));
+    tty::open_pty(&path).context("cannot open a pty from the subhost's /dev/pts/ptmx")
+}
+
+/// What the joiner needs. Built before the fork; only the joiner uses it.
+struct Joiner {
+    init_pid: i32,
+    pidfd: PidFd,
+    root: OwnedFd,
+    /// `cgroup.procs` of each of the init's cgroups.
+    procs: Vec<CString>,
+    userns: Option<OwnedFd>,
+    slave: Option<OwnedFd>,
+    /// Given std streams (never with `slave`); all above 2.
+    stdio: Option<[OwnedFd; 3]>,
+    report: OwnedFd,
+    cmd: Command,
+}
+
+/// What the command process needs; it has its own copy after the clone.
+struct Command {
+    name: String,
+    session: Session,
+    env: Vec<CString>,
+    capbnd: u64,
+    last_cap: u32,
+    pty: PtyUse,
+    /// Start a session of its own, so that it and what it starts can be
+    /// killed together (with a pty, making it controlling does that).
+    own_session: bool,
+    report: RawFd,
+}
+
+/// Runs `session` inside under the caller's terminal (through a pty of the
+/// subhost's when `pty` says so), supervised; returns its status.
+pub fn run(name: &str, target: Target, session: Session, pty: PtyUse) -> Result<i32> {
+    // Blocked from here on: the supervisor takes them from a signalfd, and
+    // the command unblocks them before exec.
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
+        .context("cannot block signals")?;
+    let (command_pid, master) = launch(name, target, session, Streams::Caller(pty))?;
+    info!("entered {name}: command PID {command_pid} (host view)");
+    let status = supervisor::supervise(command_pid, master);
+    if status.is_err() {
+        // Nobody would relay its terminal or wait for it any more.
+        let _ = nix::sys::signal::kill(command_pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(command_pid, None);
+    }
+    status
+}
+
+/// The std streams of a command run by [`run_inside`].
+pub struct Stdio<'a> {
+    pub stdin: BorrowedFd<'a>,
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+}
+
+/// Runs `argv` inside the running subhost `name`, whose init is `init`,
+/// exactly as `enter` would (namespaces, cgroups, root, capabilities) but
+/// with the given std streams and in a session of its own. Returns its
+/// status as a shell reports it (127 not found, 126 not executable, 128+N
+/// killed by signal N). When `timeout` passes first, its whole session is
+/// SIGKILLed and the status is 128+9; processes it moved out of its session
+/// are left to the subhost.
+pub fn run_inside(
+    name: &str,
+    init: ProcId,
+    argv: &[String],
+    stdio: Stdio<'_>,
+    timeout: Duration,
+) -> Result<i32> {
+    let target = Target::open(name, init)?;
+    let session = Session {
+        argv: cstrings(argv)?,
+        fallback: None,
+    };
+    if session.argv.is_empty() {
+        bail!("no command to run inside {name}");
+    }
+    let fds = [stdio.stdin, stdio.stdout, stdio.stderr]
+        .map(|fd| fd.try_clone_to_owned().context("cannot copy a std stream"));
+    let [i, o, e] = fds;
+    let (pid, _) = launch(name, target, session, Streams::Given([i?, o?, e?]))?;
+    wait_bounded(pid, timeout)
+}
+
+/// Waits for our child `pid` up to `timeout`, then kills its session.
+fn wait_bounded(pid: Pid, timeout: Duration) -> Result<i32> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    // An unreaped child of ours: its PID cannot be recycled under us.
+    let exited = match PidFd::open(pid.as_raw()) {
+        Ok(fd) => fd.wait_exit(timeout),
+        Err(_) => true,
+    };
+    if !exited {
+        log::warn!("PID {pid} still running after {timeout:?}: killing its session");
+        let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    }
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot wait for PID {pid}")),
+        }
+    }
+}
+
+/// Where the command's std streams come from.
+enum Streams {
+    /// The launcher's caller's, through a pty of the subhost as `PtyUse`
+    /// says.
+    Caller(PtyUse),
+    /// These, as stdin, stdout and stderr.
+    Given([OwnedFd; 3]),
+}
+
+/// Forks the joiner, which makes the command our child inside the subhost;
+/// returns its PID (host view) and the pty master when it has one.
+fn launch(
+    name: &str,
+    target: Target,
+    session: Session,
+    streams: Streams,
+) -> Result<(Pid, Option<OwnedFd>)> {
+    let (pty, stdio) = match streams {
+        Streams::Caller(pty) => (pty, None),
+        Streams::Given(fds) => (PtyUse::None, Some(fds)),
+    };
+    let terminal = match pty {
+        PtyUse::None => None,
+        _ => Some(open_subhost_pty(target.root.as_fd())?),
+    };
+    let procs = target
+        .cgroups
+        .iter()
+        .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("a cgroup path contains a NUL byte")?;
+    let last_cap = last_cap();
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let stdio_given = stdio.is_some();
+    let (master, slave) = match terminal {
+        Some(p) => (Some(p.master), Some(p.slave)),
+        None => (None, None),
+    };
+    let report_raw = report_w.as_raw_fd();
+    let joiner = Joiner {
+        init_pid: target.init.pid,
+        pidfd: target.pidfd,
+        root: target.root,
+        procs,
+        userns: target.userns,
+        slave,
+        stdio,
+        report: report_w,
+        cmd: Command {
+            name: name.to_string(),
+            session,
+            env: sandbox::session_env(),
+            capbnd: target.capbnd,
+            last_cap,
+            pty,
+            own_session: stdio_given,
+            report: report_raw,
+        },
+    };
+
+    // SAFETY: the launcher is single-threaded, so the joiner may allocate and
+    // use any library code; it leaves only through _exit.
+    let joiner_pid = match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Child => {
+            drop(report_r);
+            drop(master);
+            run_joiner(joiner)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(joiner);
+    let mut report = String::new();
+    // EOF comes once the joiner has exited and the command has exec'd (or
+    // failed to): both hold the write end, close-on-exec.
+    let _ = File::from(report_r).read_to_string(&mut report);
+    let _ = nix::sys::wait::waitpid(joiner_pid, None);
+    match report.strip_prefix("pid ").map(|p| p.trim().parse::<i32>()) {
+        Some(Ok(pid)) => Ok((Pid::from_raw(pid), master)),
+        _ if report.is_empty() => bail!("cannot enter subhost {name}: the joiner died"),
+        _ => bail!("cannot enter subhost {name}: {report}"),
+    }
+}
+
+/// `/proc/sys/kernel/cap_last_cap`, or the highest capability this build
+/// knows when it cannot be read.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(config::CAPABILITIES.len() as u32 - 1)
+}
+
+/// The joiner: reports "pid N" of the command, or what went wrong.
+fn run_joiner(j: Joiner) -> ! {
+    let (code, text) = match join_and_clone(&j) {
+        Ok(pid) => (0, format!("pid {pid}")),
+        Err(e) => (1, format!("{e:#}")),
+    };
+    let _ = File::from(j.report).write_all(text.as_bytes());
+    // SAFETY: _exit skips destructors and atexit handlers that belong to the
+    // launcher's copy of the process.
+    unsafe { libc::_exit(code) }
+}
+
+fn join_and_clone(j: &Joiner) -> Result<Pid> {
+    if let Some(slave) = &j.slave {
+        nix::unistd::dup2_stdin(slave).context("cannot put the pty on stdin")?;
+        nix::unistd::dup2_stdout(slave).context("cannot put the pty on stdout")?;
+        nix::unistd::dup2_stderr(slave).context("cannot put the pty on stderr")?;
+    } else if let Some([i, o, e]) = &j.stdio {
+        nix::unistd::dup2_stdin(i).context("cannot set up stdin")?;
+        nix::unistd::dup2_stdout(o).context("cannot set up stdout")?;
+        nix::unistd::dup2_stderr(e).context("cannot set up stderr")?;
+    }
+    // The joiner's std streams were the caller's; with a pty they are now
+    // the subhost's. Everything else the launcher had open goes here, the
+    // pty slave's original fd included.
+    let mut keep = vec![
+        j.pidfd.as_fd().as_raw_fd(),
+        j.root.as_raw_fd(),
+        j.report.as_raw_fd(),
+    ];
+    keep.extend(j.userns.as_ref().map(|u| u.as_raw_fd()));
+    close_all_but(&keep)?;
+    // As the host's root: cgroup v1 hierarchies are not delegated.
+    join_cgroups(&j.procs)?;
+    if let Some(user) = &j.userns {
+        crate::userns::become_root_of(user.as_fd())
+            .context("cannot join the subhost's user namespace as its root")?;
+        close_range(user.as_raw_fd() as u32, user.as_raw_fd() as u32)?;
+    }
+    join_namespaces(j.init_pid, &j.pidfd)?;
+    nix::unistd::fchdir(&j.root).context("cannot enter the init's root")?;
+    nix::unistd::chroot(".").context("cannot chroot into the init's root")?;
+    nix::unistd::chdir("/").context("cannot chdir to / inside")?;
+    // Closed, not dropped: their owners in `j` must not close the numbers
+    // again once something else may have them.
+    close_range(
+        j.pidfd.as_fd().as_raw_fd() as u32,
+        j.pidfd.as_fd().as_raw_fd() as u32,
+    )?;
+    close_range(j.root.as_raw_fd() as u32, j.root.as_raw_fd() as u32)?;
+    spawn_command(&j.cmd)
+}
+
+/// Closes every fd above 2 except `keep`.
+fn close_all_but(keep: &[RawFd]) -> Result<()> {
+    let mut keep: Vec<u32> = keep.iter().map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for fd in keep.into_iter().filter(|&fd| fd >= 3) {
+        if fd > from {
+            close_range(from, fd - 1)?;
+        }
+        from = fd + 1;
+    }
+    close_range(from, u32::MAX)
+}
+
+fn close_range(first: u32, last: u32) -> Result<()> {
+    // SAFETY: close_range takes plain integers; the fds closed are not used
+    // afterwards (the caller keeps the ones it needs out of the range).
+    if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } < 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("cannot close the launcher's file descriptors");
+    }
+    Ok(())
+}
+
+/// Moves the joiner, and so the command, into every cgroup of the init:
+/// accounted and limited with the subhost, and killed with it.
+fn join_cgroups(procs: &[CString]) -> Result<()> {
+    for file in procs {
+        let path = Path::new(std::ffi::OsStr::from_bytes(file.as_bytes()));
+        std::fs::write(path, "0").with_context(|| {
+            format!(
+                "cannot join the subhost's cgroup ({} refused this process)",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// All of the init's namespaces in one step through its pidfd (Linux 5.8);
+/// older kernels get one `/proc/INIT/ns/*` fd per namespace.
+fn join_namespaces(init_pid: i32, pidfd: &PidFd) -> Result<()> {
+    let all = NAMESPACES
+        .iter()
+        .fold(CloneFlags::empty(), |acc, (_, f)| acc | *f);
+    match nix::sched::setns(pidfd, all) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL) => join_namespaces_one_by_one(init_pid, pidfd),
+        Err(Errno::ESRCH) => bail!("the subhost's init exited while entering it"),
+        Err(e) => Err(e).context("cannot join the init's namespaces (setns)"),
+    }
+}
+
+fn join_namespaces_one_by_one(init_pid: i32, pidfd: &PidFd) -> Result<()> {
+    let mut fds = Vec::new();
+    for (ns, flag) in NAMESPACES {
+        let path = format!("/proc/{init_pid}/ns/{ns}");
+        let fd = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        fds.push((OwnedFd::from(fd), flag, path));
+    }
+    // Opened by PID: only if the init is still alive were they its own.
+    if pidfd.wait_exit(Duration::ZERO) {
+        bail!("the subhost's init exited while entering it");
+    }
+    for (fd, flag, path) in fds {
+        nix::sched::setns(&fd, flag).with_context(|| format!("cannot join {path}"))?;
+    }
+    Ok(())
+}
+
+/// Clones the command as the launcher's child, in the subhost's PID
+/// namespace (joined above, for children).
+fn spawn_command(cmd: &Command) -> Result<Pid> {
+    let mut stack = vec![0u8; 256 * 1024];
+    // SAFETY: the callback runs in a new process with its own copy of this
+    // address space (no CLONE_VM), on `stack`, which is large enough for
+    // the PATH search and error formatting it does; it leaves through
+    // _exit or exec.
+    let pid = unsafe {
+        nix::sched::clone(
+            Box::new(|| command_main(cmd)),
+            &mut stack,
+            CloneFlags::CLONE_PARENT,
+            Some(libc::SIGCHLD),
+        )
+    }
+    .context("cannot create the command's process (clone)")?;
+    Ok(pid)
+}
+
+/// The command's process: its terminal, signals and capabilities, then exec.
+fn command_main(cmd: &Command) -> isize {
+    // SAFETY: the report pipe is the joiner's business; this process's copy
+    // is closed before anything else so nobody inside can write to it.
+    unsafe { libc::close(cmd.report) };
+    let code = match prepare_command(cmd) {
+        Ok(()) => exec_session(cmd),
+        Err(e) => {
+            eprintln!("subhost-launch: enter {}: {e:#}", cmd.name);
+            1
+        }
+    };
+    // SAFETY: _exit is the way out of a cloned child that did not exec.
+    unsafe { libc::_exit(code) }
+}
+
+fn prepare_command(cmd: &Command) -> Result<()> {
+    if cmd.own_session {
+        nix::unistd::setsid().context("cannot start a session")?;
+    }
+    if cmd.pty != PtyUse::None {
+        // SAFETY: fd 0 is the pty slave the joiner put there; ownership
+        // passes to make_controlling, which keeps it open as fd 0.
+        let slave = unsafe { OwnedFd::from_raw_fd(0) };
+        tty::make_controlling(slave).context("cannot make the pty the command's terminal")?;
+        if cmd.pty == PtyUse::OutputOnly {
+            echo_off(0)?;
+        }
+    }
+    limit_caps(cmd.capbnd, cmd.last_cap)?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .context("cannot reset the signal mask")?;
+    // The launcher, being Rust, ignores SIGPIPE; an ignored signal would
+    // stay ignored across exec and break pipelines inside.
+    // SAFETY: setting a default disposition installs no handler.
+    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
+        .context("cannot reset SIGPIPE")?;
+    Ok(())
+}
+
+fn echo_off(fd: RawFd) -> Result<()> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    // SAFETY: fd 0 is open (the pty slave) for the life of this process.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut t = tcgetattr(fd).context("cannot read the pty's settings")?;
+    t.local_flags.remove(LocalFlags::ECHO | LocalFlags::ECHONL);
+    tcsetattr(fd, SetArg::TCSANOW, &t).context("cannot turn off the pty's echo")
+}
+
+/// Leaves the command no capability outside `bnd`, the init's bounding
+/// set: the bounding set itself, the inheritable set (which root's exec
+/// would otherwise add to the permitted set) and the ambient set.
+fn limit_caps(bnd: u64, last_cap: u32) -> Result<()> {
+    for cap in 0..=last_cap.min(63) {
+        if bnd & (1u64 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot drop capability {cap} from the bounding set"));
+        }
+    }
+    let mut caps = capget()?;
+    caps[0].inheritable &= bnd as u32;
+    caps[1].inheritable &= (bnd >> 32) as u32;
+    capset(&caps)?;
+    // SAFETY: prctl with integer arguments.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot clear ambient capabilities");
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+fn capget() -> Result<[CapData; 2]> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData (the version 3 layout) through the
+    // pointer, which points to a live local array of that size.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot read capabilities");
+    }
+    Ok(data)
+}
+
+fn capset(data: &[CapData; 2]) -> Result<()> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset reads two CapData through the pointer, which points to
+    // a live array of that size.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot set capabilities");
+    }
+    Ok(())
+}
+
+/// Execs the session (or its fallback); returns the exit code to use when
+/// it cannot be run, after saying why on stderr.
+fn exec_session(cmd: &Command) -> i32 {
+    let (mut code, mut msg) = exec_search(&cmd.session.argv, &cmd.env);
+    if code == 127 {
+        if let Some(fallback) = &cmd.session.fallback {
+            info!(
+                "{} not found inside {}: running {}",
+                cmd.session.argv[0].to_string_lossy(),
+                cmd.name,
+                fallback[0].to_string_lossy()
+            );
+            (code, msg) = exec_search(fallback, &cmd.env);
+        }
+    }
+    eprintln!("subhost-launch: enter {}: {msg}", cmd.name);
+    code
+}
+
+/// execvp inside the subhost with the session's PATH. Only returns on
+/// failure: 127 when the program is not there, 126 when it is but cannot be
+/// executed, as shells report them.
+fn exec_search(argv: &[CString], env: &[CString]) -> (i32, String) {
+    let prog = &argv[0];
+    let shown = prog.to_string_lossy();
+    if prog.as_bytes().contains(&b'/') {
+        let e = exec(prog, argv, env);
+        return failure(e, &shown);
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(b"/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut denied = None;
+    for dir in path.split(|&b| b == b':') {
+        let dir = if dir.is_empty() { &b"."[..] } else { dir };
+        let mut full = dir.to_vec();
+        full.push(b'/');
+        full.extend_from_slice(prog.as_bytes());
+        let Ok(full) = CString::new(full) else {
+            continue;
+        };
+        match exec(&full, argv, env) {
+            Errno::ENOENT | Errno::ENOTDIR => {}
+            Errno::EACCES => denied = Some((Errno::EACCES, full)),
+            e => return failure(e, &full.to_string_lossy()),
+        }
+    }
+    match denied {
+        Some((e, full)) => failure(e, &full.to_string_lossy()),
+        None => (127, format!("{shown}: command not found")),
+    }
+}
+
+fn exec(path: &CStr, argv: &[CString], env: &[CString]) -> Errno {
+    match nix::unistd::execve(path, argv, env) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}
+
+fn failure(e: Errno, what: &str) -> (i32, String) {
+    match e {
+        Errno::ENOENT | Errno::ENOTDIR => (127, format!("{what}: no such file inside the subhost")),
+        e => (126, format!("{what}: cannot execute: {}", e.desc())),
+    }
+}
+
+/// What `run` would do, for `--dry-run`.
+pub fn print_plan(target: &Target, session: &Session, pty: PtyUse) {
+    let pid = target.init.pid;
+    println!("# running: init PID {pid}");
+    println!("# fork a joiner; it closes every fd but the few below, then:");
+    for d in &target.cgroups {
+        println!("echo $$ > {}/cgroup.procs", d.display());
+    }
+    if target.userns.is_some() {
+        println!(
+            "setns(/proc/{pid}/ns/user); setgroups(); setresgid(0); setresuid(0)   # its root: nsenter -U -S 0 -G 0"
+        );
+    }
+    let names: Vec<&str> = NAMESPACES.iter().map(|(n, _)| *n).collect();
+    println!(
+        "setns(pidfd of {pid}, {})   # nsenter -t {pid} -C -i -u -n -p -m",
+        names.join("|")
+    );
+    println!("chroot /proc/{pid}/root; cd /   # fd opened before setns");
+    println!("# clone(CLONE_PARENT) the command into the subhost's PID namespace; it:");
+    let dropped: Vec<&str> = (0..config::CAPABILITIES.len())
+        .filter(|&c| target.capbnd & (1u64 << c) == 0)
+        .map(|c| config::CAPABILITIES[c])
+        .collect();
+    if dropped.is_empty() {
+        println!("#   keeps the init's capability bounding set (full); clears ambient caps");
+    } else {
+        println!(
+            "#   drops from its bounding, inheritable and ambient sets: {}",
+            dropped.join(" ")
+        );
+    }
+    match pty {
+        PtyUse::None => println!("#   uses the caller's std streams (no terminal among them)"),
+        PtyUse::Interactive => println!(
+            "#   gets a pty of /proc/{pid}/root/dev/pts/ptmx as its controlling terminal; relayed in raw mode"
+        ),
+        PtyUse::OutputOnly => println!(
+            "#   gets a pty of /proc/{pid}/root/dev/pts/ptmx with echo off (output is a terminal)"
+        ),
+    }
+    let show = |argv: &[CString]| {
+        argv.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    print!("exec {}", show(&session.argv));
+    match &session.fallback {
+        Some(f) => println!("   # if not found inside: exec {}", show(f)),
+        None => println!(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tty::test_support::{fork_with, serial, LIMIT};
+
+    #[test]
+    fn capbnd_is_read_from_status() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapBnd:\t000001fffdffffff\n";
+        assert_eq!(parse_capbnd(status), Some(0x1ff_fdff_ffff));
+        assert_eq!(parse_capbnd("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn close_all_but_keeps_exactly_the_listed_fds() {
+        let _one = serial();
+        let mut child = fork_with(|| {
+            let open: Vec<OwnedFd> = (0..6)
+                .map(|_| File::open("/dev/null").unwrap().into())
+                .collect();
+            let keep = [open[1].as_raw_fd(), open[4].as_raw_fd()];
+            if close_all_but(&keep).is_err() {
+                return 2;
+            }
+            let left: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > 2)
+                .collect();
+            // read_dir's own fd is among them.
+            std::mem::forget(open);
+            let extra = left.iter().filter(|fd| !keep.contains(fd)).count();
+            if keep.iter().all(|fd| left.contains(fd)) && extra <= 1 {
+                0
+            } else {
+                3
+            }
+        });
+        assert_eq!(child.code(LIMIT), 0);
+    }
+
+    #[test]
+    fn limit_caps_leaves_nothing_outside_the_bounding_set() {
+        let _one = serial();
+        let time = config::capability_number("CAP_SYS_TIME").unwrap();
+        let module = config::capability_number("CAP_SYS_MODULE").unwrap();
+        let mut child = fork_with(move || {
+            let full =
+                parse_capbnd(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
+            let want = full & !(1u64 << time) & !(1u64 << module);
+            // Raise an inheritable cap that is about to leave the bounding
+            // set: it must go too.
+            let mut caps = capget().unwrap();
+            caps[0].inheritable |= 1 << time;
+            if capset(&caps).is_err() {
+                return 2;
+            }
+            if limit_caps(want, last_cap()).is_err() {
+                return 3;
+            }
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                    .unwrap()
+            };
+            let ok =
+                field("CapBnd:") == want && field("CapInh:") & !want == 0 && field("CapAmb:") == 0;
+            if ok {
+                0
+            } else {
+                4
+            }
+        });
+        assert_eq!(child.code(LIMIT), 0);
+    }
+
+    #[test]
+    fn exec_search_reports_missing_and_unexecutable() {
+        let env = vec![CString::new("PATH=/nonexistent-dir:/proc/self").unwrap()];
+        let argv = |s: &str| vec![CString::new(s).unwrap()];
+        let (code, msg) = exec_search(&argv("no-such-program-here"), &env);
+        assert_eq!(code, 127, "{msg}");
+        assert!(msg.contains("command not found"), "{msg}");
+        let (code, msg) = exec_search(&argv("/nonexistent-dir/x"), &env);
+        assert_eq!(code, 127, "{msg}");
+        // A directory is there but cannot be executed.
+        let (code, msg) = exec_search(&argv("/proc/self/"), &env);
+        assert_eq!(code, 126, "{msg}");
+    }
+}
