@@ -380,6 +380,28 @@ pub fn userns_mode() -> bool {
     matches!(std::env::var("SUBHOST_TEST_USERNS").as_deref(), Ok(v) if !v.is_empty() && v != "0")
 }
 
+/// `config` as a test's subhost gets it: with `USERNS=pick` added in
+/// `userns_mode`, unless it sets USERNS itself.
+pub fn mode_config(config: &str) -> String {
+    let mut config = config.to_string();
+    if userns_mode() && !config.contains("USERNS=") {
+        if !config.is_empty() && !config.ends_with('\n') {
+            config.push('\n');
+        }
+        config.push_str("USERNS=pick\n");
+    }
+    config
+}
+
+/// Options `create` gets in this mode: `--userns` in `userns_mode`.
+pub fn mode_create_args() -> &'static [&'static str] {
+    if userns_mode() {
+        &["--userns"]
+    } else {
+        &[]
+    }
+}
+
 /// How long a launcher command in a test may take.
 pub const LAUNCH_LIMIT: Duration = Duration::from_secs(30);
 
@@ -403,14 +425,7 @@ impl Subhost {
             background: Vec::new(),
         };
         std::fs::create_dir_all(s.root()).unwrap();
-        let mut config = config.to_string();
-        if userns_mode() && !config.contains("USERNS=") {
-            if !config.is_empty() && !config.ends_with('\n') {
-                config.push('\n');
-            }
-            config.push_str("USERNS=pick\n");
-        }
-        std::fs::write(s.dir().join("config"), config).unwrap();
+        std::fs::write(s.dir().join("config"), mode_config(config)).unwrap();
         s
     }
 

@@ -29,7 +29,7 @@ impl Subhost {
             name: unique_name(tag),
         };
         busybox_root(&s.root());
-        std::fs::write(s.dir().join("config"), config).unwrap();
+        std::fs::write(s.dir().join("config"), mode_config(config)).unwrap();
         s
     }
 

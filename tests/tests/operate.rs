@@ -75,7 +75,9 @@ fn create_boot_serve_list_and_stop() {
         name: unique_name("ob"),
     };
     for h in [&a, &b] {
-        ok(h.launch(&["create", &h.name, "--bridge", &br.name]));
+        let mut args = vec!["create", &h.name, "--bridge", &br.name];
+        args.extend_from_slice(mode_create_args());
+        ok(h.launch(&args));
         busybox_root(&h.root());
         assert_eq!(
             listed(tmp.path(), &h.name),

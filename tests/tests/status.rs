@@ -47,6 +47,7 @@ impl Sub {
 
     fn create(&self, extra: &[&str]) -> Finished {
         let mut args = vec!["create", self.name.as_str()];
+        args.extend_from_slice(mode_create_args());
         args.extend_from_slice(extra);
         self.run(&args)
     }
@@ -217,7 +218,9 @@ fn create_with_an_image_makes_a_sparse_ext4_with_root_and_work() {
         listing.contains(" root") && listing.contains(" work"),
         "{listing}"
     );
-    assert_eq!(entries(s.dir().as_path()).len(), 4, "staging left behind");
+    // config, the image, mnt, live; and the range record with --userns.
+    let made = if userns_mode() { 5 } else { 4 };
+    assert_eq!(entries(s.dir().as_path()).len(), made, "staging left behind");
 
     let o = s.status();
     assert_eq!(o.get("state").str(), "stopped");
