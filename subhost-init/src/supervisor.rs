@@ -2,9 +2,8 @@
 //! All signals stay blocked and are taken with sigtimedwait, so there are no
 //! handlers and no races between them and the loop.
 
-use log::{debug, info, trace, warn};
-
 use crate::cli::Options;
+use crate::logger::{debug, info, trace, warn};
 use crate::procs;
 use crate::session;
 use crate::signals;
