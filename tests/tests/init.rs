@@ -428,15 +428,15 @@ while :; do sleep 0.05; done"#
 
 #[test]
 fn sigterm_reaches_a_session_that_ignores_it_with_sigkill_after_grace() {
-    let init = Running::ns(&[
-        "--grace",
-        "1",
-        "sh",
-        "-c",
-        "trap '' TERM; while :; do sleep 0.05; done",
-    ]);
+    let dir = TempDir::new();
+    let out = dir.path().join("out");
+    let script = format!(
+        "trap '' TERM; echo ready >> {}; while :; do sleep 0.05; done",
+        p(&out)
+    );
+    let init = Running::ns(&["--grace", "1", "sh", "-c", &script]);
     let pid = init.init_pid();
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(wait_for_line(&out, "ready"), "the trap was not set");
     let start = Instant::now();
     init.signal(pid, libc::SIGTERM);
     let done = init.finish(LIMIT);
