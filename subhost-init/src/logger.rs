@@ -53,6 +53,19 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX.load(Ordering::Relaxed)
 }
 
+/// Lets go of the syslog socket, if one is open; the next line opens it
+/// again. For closing every descriptor above 2 without pulling one out
+/// from under libc.
+pub fn release() {
+    if TO_SYSLOG.load(Ordering::Relaxed) == 1 {
+        // SAFETY: closelog only closes libc's own socket and marks it
+        // closed.
+        unsafe { libc::closelog() };
+        // glibc's closelog also forgets the ident.
+        open_syslog();
+    }
+}
+
 /// Writes one line at `level`; callers check `enabled` first (the macros
 /// do), so that disabled lines are not even formatted.
 pub fn write(level: Level, args: core::fmt::Arguments) {

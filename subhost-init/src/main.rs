@@ -15,6 +15,7 @@
 extern crate alloc;
 
 mod cli;
+mod descriptors;
 mod logger;
 mod procs;
 mod session;

@@ -3,6 +3,7 @@
 //! handlers and no races between them and the loop.
 
 use crate::cli::Options;
+use crate::descriptors;
 use crate::logger::{debug, info, trace, warn};
 use crate::procs;
 use crate::session;
@@ -79,6 +80,8 @@ pub fn run(o: Options) -> i32 {
             }
         }
     }
+    // The session has its copies now; ours would keep its pipes open.
+    descriptors::close_inherited();
     loop {
         if let Some(sig) = signals.wait(sv.timeout()) {
             sv.on_signal(sig);
