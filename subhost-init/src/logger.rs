@@ -166,3 +166,17 @@ pub fn say(args: core::fmt::Arguments) {
     }
     sys::write_fd(2, line.bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_sets_the_most_verbose_level() {
+        // The only test that sets the level: it is process-wide.
+        assert!(!enabled(Level::Warn), "silent unless asked");
+        init(2, false);
+        assert!(enabled(Level::Warn) && enabled(Level::Info) && enabled(Level::Debug));
+        assert!(!enabled(Level::Trace));
+    }
+}
