@@ -87,4 +87,15 @@ mod no_std_runtime {
 
     #[no_mangle]
     extern "C" fn rust_eh_personality() {}
+
+    // A static glibc (musl-build's fallback) has C code built with
+    // unwind tables that name GCC's personality routine; only a thread
+    // cancellation or an exception would run it, and the init has neither.
+    // libgcc_eh would bring it, but also a second _Unwind_Resume.
+    #[cfg(all(target_env = "gnu", target_feature = "crt-static"))]
+    #[no_mangle]
+    extern "C" fn __gcc_personality_v0() -> ! {
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() }
+    }
 }
