@@ -55,6 +55,10 @@ const SYS_MASKED: &[&str] = &["firmware", "devices/virtual/powercap"];
 pub enum Step {
     /// Keep our mounts from propagating back to the host.
     PrivateMounts,
+    /// The root (its own mount only, not the SHAREs) gets nodev: device
+    /// nodes work only in the subhost's own `/dev`, so one left in a root
+    /// or a lower layer cannot open a host disk.
+    NoDevRoot(PathBuf),
     Bind {
         source: PathBuf,
         target: PathBuf,
@@ -103,6 +107,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::PrivateMounts => write!(f, "mount --make-rprivate /"),
+            Step::NoDevRoot(p) => write!(f, "mount -o remount,bind,nodev {}", p.display()),
             Step::Bind { source, target } => {
                 write!(f, "mount --rbind {} {}", source.display(), target.display())
             }
@@ -172,7 +177,7 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
     let live = layout.live();
     let under = |p: &Path| live.join(p.strip_prefix("/").unwrap_or(p));
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mut steps = vec![Step::PrivateMounts];
+    let mut steps = vec![Step::PrivateMounts, Step::NoDevRoot(live.clone())];
     for share in &cfg.share {
         steps.push(Step::Bind {
             source: share.host.clone(),
@@ -300,6 +305,18 @@ fn run_step(step: &Step) -> Result<()> {
         }
         Step::DevNodes { dev } => make_dev_nodes(dev),
         Step::DevLinks { dev } => make_dev_links(dev),
+        Step::NoDevRoot(path) => {
+            let flags =
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | kept_flags(path)?;
+            mount(
+                None::<&str>,
+                path.as_path(),
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+            .with_context(|| format!("cannot remount {} nodev", path.display()))
+        }
         Step::ReadOnly(path) => read_only(path),
         Step::Writable(path) => {
             if !path.exists() {
@@ -328,6 +345,7 @@ fn kept_flags(path: &Path) -> Result<MsFlags> {
     let st = statvfs(path).with_context(|| format!("cannot statvfs {}", path.display()))?;
     let mut flags = MsFlags::empty();
     for (from, to) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
         (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
@@ -826,8 +844,9 @@ mod tests {
         });
         let steps = plan(&layout, &cfg).unwrap();
         assert_eq!(steps.first(), Some(&Step::PrivateMounts));
+        assert_eq!(steps[1], Step::NoDevRoot("/opt/subhost/future/live".into()));
         assert_eq!(
-            steps[1],
+            steps[2],
             Step::Bind {
                 source: "/srv/data".into(),
                 target: "/opt/subhost/future/live/data".into()

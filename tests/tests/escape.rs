@@ -22,7 +22,8 @@ fn probe_bin() -> PathBuf {
 
 /// Capabilities that, kept, open the routes a filter also guards: so the
 /// filter is seen to hold on its own.
-const WIDE_CAPS: &str = "CAPS_KEEP=(SYS_ADMIN DAC_READ_SEARCH BPF PERFMON SYS_MODULE SYS_TIME)";
+const WIDE_CAPS: &str =
+    "CAPS_KEEP=(SYS_ADMIN DAC_READ_SEARCH BPF PERFMON SYS_MODULE SYS_TIME MKNOD SYSLOG)";
 
 /// Every call the syscall routes make.
 const ALLOW_ALL: &str = "SYSCALLS_ALLOW=(open_by_handle_at bpf perf_event_open swapoff \
@@ -81,8 +82,10 @@ impl Lab {
             ("perf", "perf-system".into()),
             ("swapoff", "swapoff /etc/passwd".into()),
             ("sys_knob", format!("sys-knob {}", sys_knob())),
-            ("kmsg", "mknod-open /root/kmsg c 1 11".into()),
-            ("disk", format!("mknod-open /root/disk b {maj} {min}")),
+            ("kmsg", "mknod-open /dev/shtkmsg c 1 11".into()),
+            ("disk", format!("mknod-open /dev/shtdisk b {maj} {min}")),
+            // A node in the root, not in /dev: the root is nodev.
+            ("root_node", "mknod-open /root/zero c 1 5".into()),
             ("chroot", "chroot-escape".into()),
             ("procs", format!("procs {rev}")),
             ("clock", "settimeofday".into()),
@@ -185,8 +188,9 @@ fn a_default_subhost_refuses_every_route() {
             ("perf", "errno EPERM"),
             ("swapoff", "errno EPERM"),
             ("sys_knob", "errno EPERM"),
-            ("kmsg", "errno EPERM"),
-            ("disk", "errno EPERM"),
+            ("kmsg", "mknod errno EPERM"),
+            ("disk", "mknod errno EPERM"),
+            ("root_node", "mknod errno EPERM"),
             ("procs", "none"),
             ("clock", "errno EPERM"),
             ("module", "errno EPERM"),
@@ -205,33 +209,7 @@ fn a_default_subhost_refuses_every_route() {
     );
 
     // What no config lifts is shown to work on the host with the same
-    // probe: the nodes made inside are real devices the host can open...
-    let kmsg = lab.s.root().join("root/kmsg");
-    std::fs::File::open(&kmsg)
-        .unwrap_or_else(|e| panic!("the host cannot open {}: {e}", kmsg.display()));
-    // The disk only where the host itself may open its disk (some VMs'
-    // own device filters forbid even that).
-    let (maj, min) = host_disk();
-    let own = lab.share.path().join("disk");
-    let _ = run_timeout(
-        &mut cmd(
-            "mknod",
-            [
-                &own.to_string_lossy(),
-                "b",
-                &maj.to_string(),
-                &min.to_string(),
-            ],
-        ),
-        LAUNCH_LIMIT,
-    );
-    if std::fs::File::open(&own).is_ok() {
-        let disk = lab.s.root().join("root/disk");
-        std::fs::File::open(&disk)
-            .unwrap_or_else(|e| panic!("the host cannot open {}: {e}", disk.display()));
-    } else {
-        eprintln!("the host cannot open its own disk {maj}:{min}: disk control skipped");
-    }
+    // probe...
     // ...the chroot escape works from a plain chroot...
     let jail = TempDir::new();
     let out = run_timeout(
@@ -302,6 +280,10 @@ fn sys_admin_kept_reopens_the_mount_routes_and_the_filter_still_holds() {
             ("tracefs", "ok"),
             ("debugfs", "ok"),
             ("sys_knob", "ok"),
+            // With MKNOD (and SYSLOG for kmsg) nodes in /dev open...
+            ("kmsg", "ok"),
+            // ...but not in the root, which is nodev.
+            ("root_node", "open errno EACCES"),
             // The filter alone keeps these shut, whatever the capabilities.
             ("shocker", "errno EPERM"),
             ("bpf", "errno EPERM"),
@@ -315,6 +297,29 @@ fn sys_admin_kept_reopens_the_mount_routes_and_the_filter_still_holds() {
             ("int80", "killed 31"),
         ],
     );
+    // The node in the root is a real device: the host opens it.
+    let zero = lab.s.root().join("root/zero");
+    std::fs::File::open(&zero)
+        .unwrap_or_else(|e| panic!("the host cannot open {}: {e}", zero.display()));
+    // The disk's node opens where the host itself may open its disk (some
+    // VMs' own device filters forbid even that).
+    let (maj, min) = host_disk();
+    let own = lab.share.path().join("disk");
+    let _ = run_timeout(
+        &mut cmd(
+            "mknod",
+            [
+                &own.to_string_lossy(),
+                "b",
+                &maj.to_string(),
+                &min.to_string(),
+            ],
+        ),
+        LAUNCH_LIMIT,
+    );
+    let host_can = std::fs::File::open(&own).is_ok();
+    let want = if host_can { "ok" } else { "open errno EPERM" };
+    assert_eq!(r["disk"], want, "host opens its disk: {host_can}");
     // status says so.
     let out = lab.s.run(&["status", &lab.s.name]);
     let text = out.stdout_str();

@@ -26,7 +26,7 @@ fn main() {
         "perf-system" => perf_system(),
         "swapoff" => swapoff(&arg(1)),
         "sys-knob" => sys_knob(&arg(1)),
-        "mknod-open" => mknod_open(&arg(1), &arg(2), &arg(3), &arg(4)),
+        "mknod-open" => return mknod_open(&arg(1), &arg(2), &arg(3), &arg(4)),
         "chroot-escape" => return chroot_escape(args.get(1).map(String::as_str)),
         "procs" => return procs(&arg(1)),
         "settimeofday" => settimeofday(),
@@ -282,9 +282,9 @@ fn sys_knob(knob: &str) -> R {
     r
 }
 
-/// Makes a device node and opens it read-only (and non-blocking): the
-/// open is what a device filter refuses.
-fn mknod_open(path: &str, kind: &str, major: &str, minor: &str) -> R {
+/// Makes a device node and opens it read-only (and non-blocking), and
+/// says which of the two was refused: `mknod errno E`, `open errno E`, `ok`.
+fn mknod_open(path: &str, kind: &str, major: &str, minor: &str) {
     let dev = libc::makedev(major.parse().unwrap_or(0), minor.parse().unwrap_or(0));
     let kind = if kind == "b" {
         libc::S_IFBLK
@@ -293,12 +293,18 @@ fn mknod_open(path: &str, kind: &str, major: &str, minor: &str) -> R {
     };
     let _ = std::fs::remove_file(path);
     // SAFETY: mknod with a C string that outlives the call.
-    check(unsafe { libc::mknod(c(path).as_ptr(), kind | 0o600, dev) } as _)?;
-    std::fs::OpenOptions::new()
+    if let Err(e) = check(unsafe { libc::mknod(c(path).as_ptr(), kind | 0o600, dev) } as _) {
+        println!("mknod-open: mknod errno {}", errno_name(&e));
+        return;
+    }
+    match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags_nonblock()
         .open(path)
-        .map(drop)
+    {
+        Ok(_) => println!("mknod-open: ok"),
+        Err(e) => println!("mknod-open: open errno {}", errno_name(&e)),
+    }
 }
 
 trait NonBlock {
