@@ -11,6 +11,7 @@ mod mounts;
 mod netns;
 mod privileges;
 mod sandbox;
+mod seccomp;
 mod state;
 mod supervisor;
 mod tty;
