@@ -36,6 +36,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::layout::Layout;
+use crate::seccomp::Filter;
 use crate::state::{self, PidFd, ProcId};
 use crate::{cgroup, config, sandbox, supervisor, tty};
 
@@ -105,6 +106,10 @@ pub struct Target {
     /// The init's user namespace when it is not the launcher's (USERNS):
     /// joined first, as its root.
     userns: Option<OwnedFd>,
+    /// The filter the init runs under, when it runs under one.
+    seccomp: Option<Filter>,
+    /// The init's no_new_privs.
+    no_new_privs: bool,
 }
 
 impl Target {
@@ -127,6 +132,12 @@ impl Target {
         };
         let userns = ns(&pid.to_string())?;
         let userns = (!crate::userns::same_ns(&userns, &ns("self")?)).then_some(userns);
+        let seccomp = match status_field(&status, "Seccomp:") {
+            Some("0") => None,
+            Some(_) => Some(init_filter(name, pid)?),
+            None => bail!("no Seccomp line in /proc/{pid}/status"),
+        };
+        let no_new_privs = status_field(&status, "NoNewPrivs:") == Some("1");
         // Everything above was opened by PID. The init had that PID before
         // and still has it now, and a PID is not reused while its process
         // lives: so all of it is the init's, not a recycled PID's.
@@ -140,8 +151,38 @@ impl Target {
             capbnd,
             cgroups,
             userns,
+            seccomp,
+            no_new_privs,
         })
     }
+}
+
+/// The filter of a subhost whose init runs under one: built from its
+/// config as `start` built it. The config is found through the init's
+/// root, its `live` directory. Should that config have turned the filter
+/// off since, or be unreadable, the default filter is used: never less
+/// than the init has.
+fn init_filter(name: &str, pid: i32) -> Result<Filter> {
+    let live = std::fs::read_link(format!("/proc/{pid}/root")).ok();
+    let dir = live.as_deref().and_then(Path::parent);
+    let mut cfg = match dir {
+        Some(dir) => {
+            let base = dir.parent().unwrap_or(Path::new("/"));
+            config::load(&dir.join("config"), name, base)
+                .unwrap_or_else(|_| config::Config::defaults(name))
+        }
+        None => config::Config::defaults(name),
+    };
+    cfg.seccomp = true;
+    Filter::for_config(&cfg)?.context("no seccomp filter for the entered command")
+}
+
+/// The value of a `/proc/PID/status` line.
+fn status_field<'s>(status: &'s str, key: &str) -> Option<&'s str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {
@@ -252,6 +293,8 @@ struct Command {
     env: Vec<CString>,
     capbnd: u64,
     last_cap: u32,
+    seccomp: Option<Filter>,
+    no_new_privs: bool,
     pty: PtyUse,
     /// Start a session of its own, so that it and what it starts can be
     /// killed together (with a pty, making it controlling does that).
@@ -391,6 +434,8 @@ fn launch(
             env: sandbox::session_env(),
             capbnd: target.capbnd,
             last_cap,
+            seccomp: target.seccomp,
+            no_new_privs: target.no_new_privs,
             pty,
             own_session: stdio_given,
             report: report_raw,
@@ -601,6 +646,18 @@ fn prepare_command(cmd: &Command) -> Result<()> {
             echo_off(0)?;
         }
     }
+    // The init's profile: its filter (installed while CAP_SYS_ADMIN is still
+    // held, as start does, so without no_new_privs), its no_new_privs, its
+    // capabilities.
+    if let Some(filter) = &cmd.seccomp {
+        filter.install()?;
+    }
+    if cmd.no_new_privs {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot set no_new_privs");
+        }
+    }
     limit_caps(cmd.capbnd, cmd.last_cap)?;
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("cannot reset the signal mask")?;
@@ -797,6 +854,13 @@ pub fn print_plan(target: &Target, session: &Session, pty: PtyUse) {
             "#   drops from its bounding, inheritable and ambient sets: {}",
             dropped.join(" ")
         );
+    }
+    match &target.seccomp {
+        Some(f) => println!("#   installs the init's filter: {f}"),
+        None => println!("#   no seccomp filter (the init runs without one)"),
+    }
+    if target.no_new_privs {
+        println!("#   sets no_new_privs, as the init has it");
     }
     match pty {
         PtyUse::None => println!("#   uses the caller's std streams (no terminal among them)"),

@@ -220,7 +220,11 @@ fn create_with_an_image_makes_a_sparse_ext4_with_root_and_work() {
     );
     // config, the image, mnt, live; and the range record with --userns.
     let made = if userns_mode() { 5 } else { 4 };
-    assert_eq!(entries(s.dir().as_path()).len(), made, "staging left behind");
+    assert_eq!(
+        entries(s.dir().as_path()).len(),
+        made,
+        "staging left behind"
+    );
 
     let o = s.status();
     assert_eq!(o.get("state").str(), "stopped");

@@ -264,7 +264,7 @@ pub fn config_text(req: &Request) -> String {
         req.userns.then(|| "USERNS=pick".to_string()),
         "USERNS=pick",
     );
-    let rest: [(&str, &str); 13] = [
+    let rest: [(&str, &str); 15] = [
         (
             "Host name inside (default: the subhost's name).",
             "HOSTNAME=$SUB",
@@ -315,6 +315,14 @@ pub fn config_text(req: &Request) -> String {
         (
             "Capabilities to keep although dropped by default.",
             "CAPS_KEEP=(CAP_SYS_TIME)",
+        ),
+        (
+            "The seccomp filter (README: Security model): on, or off.",
+            "SECCOMP=on",
+        ),
+        (
+            "System calls the filter denies that this subhost may make anyway.",
+            "SYSCALLS_ALLOW=(perf_event_open)",
         ),
     ];
     for (doc, example) in rest {
