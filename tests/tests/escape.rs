@@ -499,3 +499,77 @@ fn bad_seccomp_settings_are_config_errors_before_anything_is_set_up() {
         assert!(!Path::new("/run/netns").join(&lab.s.name).exists(), "{err}");
     }
 }
+
+#[test]
+fn a_userns_subhost_with_sys_admin_and_no_filter_refuses_every_route() {
+    let lab = Lab::new("esu");
+    // Without a user namespace, SYS_ADMIN and no filter open the mount
+    // routes: what the user namespace alone has to hold.
+    let lifted = "CAPS_KEEP=(SYS_ADMIN)\nSECCOMP=off";
+    lab.config(lifted);
+    let r = lab.probe();
+    expect(
+        &r,
+        &[
+            ("core_pattern_umount", "ok"),
+            ("fresh_proc", "ok"),
+            ("release_agent", "ok"),
+            ("tracefs", "ok"),
+            ("debugfs", "ok"),
+            ("sys_knob", "ok"),
+        ],
+    );
+    assert_ok(&lab.s.stop());
+    // Root inside holds every capability of its own user namespace, and
+    // only the kernel's ownership checks stand in the way.
+    lab.config(&format!("USERNS=pick\n{lifted}"));
+    let r = lab.probe();
+    let caps = lab.s.sh("grep CapEff /proc/self/status");
+    assert!(
+        caps.stdout_str().contains("000001ffffffffff"),
+        "{}",
+        caps.describe()
+    );
+    // What any ordinary user of the host may do is no way out: these two
+    // are judged against the same probe run on the host as nobody.
+    let probe = TempDir::new();
+    let copy = probe.path().join("escape-probe");
+    std::fs::copy(probe_bin(), &copy).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut argv = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
+        let copy = copy.to_string_lossy();
+        argv.push(&copy);
+        argv.extend_from_slice(args);
+        let out = run_timeout(&mut cmd("setpriv", argv), LAUNCH_LIMIT);
+        let text = out.stdout_str();
+        text.trim()
+            .split_once(": ")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| panic!("{}", out.describe()))
+    };
+    let mut out_of_reach = Vec::new();
+    for (id, args) in lab.routes() {
+        let got = &r[id];
+        let refused = match id {
+            "procs" => got == "none",
+            "chroot" => got.starts_with("root ") && *got != host_root(),
+            "keyctl" | "userfaultfd" => {
+                let args: Vec<&str> = args.split(' ').collect();
+                *got == as_nobody(&args)
+            }
+            _ => !got.contains("ok") && (got.contains("errno") || got.starts_with("killed")),
+        };
+        if !refused {
+            out_of_reach.push(format!("{id}: {got}"));
+        }
+    }
+    assert!(
+        out_of_reach.is_empty(),
+        "routes that worked: {out_of_reach:?}\nall: {r:#?}"
+    );
+    assert_eq!(r.len(), 22, "{r:#?}");
+}
+
+fn assert_ok(out: &Finished) {
+    assert!(out.status.success(), "{}", out.describe());
+}
