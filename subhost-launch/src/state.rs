@@ -30,6 +30,8 @@ fn init_path(name: &str) -> PathBuf {
 /// Exclusive hold on one subhost's setup and teardown. Released on drop.
 pub struct Lock {
     _file: Flock<File>,
+    /// This lock made the lock file: a failed `start` removes it again.
+    created: bool,
 }
 
 /// Takes the lock of `name` without waiting: a second `start` or `stop` of
@@ -38,11 +40,7 @@ pub fn lock(name: &str) -> Result<Lock> {
     std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot create {RUN_DIR}"))?;
     let path = lock_path(name);
     loop {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let (file, created) = open_lock_file(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
@@ -59,8 +57,39 @@ pub fn lock(name: &str) -> Result<Lock> {
         // our flock; a lock on an unlinked inode guards nothing, so retry.
         let held = locked.metadata()?.ino();
         match std::fs::metadata(&path) {
-            Ok(m) if m.ino() == held => return Ok(Lock { _file: locked }),
+            Ok(m) if m.ino() == held => {
+                return Ok(Lock {
+                    _file: locked,
+                    created,
+                })
+            }
             _ => continue,
+        }
+    }
+}
+
+/// Opens the lock file, saying whether this call made it. Never blocks (a
+/// FIFO put in its place would) and never follows a symlink.
+fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |create_new: bool| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(create_new)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    loop {
+        match open(true) {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match open(false) {
+            Ok(f) => return Ok((f, false)),
+            // Unlinked by its holder between the two opens.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -70,6 +99,15 @@ impl Lock {
     /// subhost leaves nothing under the run dir.
     pub fn unlock_and_forget(self, name: &str) {
         let _ = std::fs::remove_file(lock_path(name));
+    }
+
+    /// For a `start` that failed: removes the lock file if this lock made
+    /// it, still holding it, so that a failed start leaves nothing. A
+    /// waiter that opened the file meanwhile sees it unlinked and retries.
+    pub fn forget_if_created(self, name: &str) {
+        if self.created {
+            self.unlock_and_forget(name);
+        }
     }
 }
 
@@ -94,7 +132,7 @@ pub fn record_cgroup(name: &str, dirs: &[PathBuf]) -> Result<()> {
 
 /// The cgroup directories recorded for `name`, if any.
 pub fn recorded_cgroup(name: &str) -> Option<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(cgroup_path(name)).ok()?;
+    let text = crate::files::read_text(&cgroup_path(name), crate::files::RECORD_MAX).ok()?;
     Some(
         text.lines()
             .filter(|l| !l.is_empty())
@@ -186,7 +224,7 @@ pub fn uptime(id: ProcId) -> Option<std::time::Duration> {
 }
 
 fn read_record(name: &str) -> Option<ProcId> {
-    let text = std::fs::read_to_string(init_path(name)).ok()?;
+    let text = crate::files::read_text(&init_path(name), crate::files::RECORD_MAX).ok()?;
     let mut it = text.split_whitespace();
     let pid = it.next()?.parse().ok()?;
     let start = it.next()?.parse().ok()?;
