@@ -50,3 +50,18 @@ pub fn init(verbosity: u8, syslog: bool) {
         log::set_max_level(level);
     }
 }
+
+/// Runs one step of a plan (what `--dry-run` prints for it): logged before
+/// it runs at `-v`, so a step that hangs is the last line, and with its
+/// duration at `-vv`.
+pub fn step<T>(what: impl std::fmt::Display, run: impl FnOnce() -> T) -> T {
+    log::info!("{what}");
+    if !log::log_enabled!(log::Level::Debug) {
+        return run();
+    }
+    let t = std::time::Instant::now();
+    let r = run();
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    log::debug!("{ms:.3} ms: {what}");
+    r
+}

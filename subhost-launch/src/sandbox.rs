@@ -509,7 +509,7 @@ fn child_main(
                     .context("cannot make the pty the session's terminal")?;
             }
         }
-        run_step(step).with_context(|| format!("{step}"))?;
+        crate::logging::step(step, || run_step(step)).with_context(|| format!("{step}"))?;
     }
     drop(sock);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
