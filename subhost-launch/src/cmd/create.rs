@@ -284,7 +284,7 @@ pub fn config_text(req: &Request) -> String {
         ("Most processes (and threads) at once.", "PIDS_MAX=512"),
         (
             "Cgroup under which the subhost's cgroup is made, from the hierarchy's\n\
-             root (default: the launcher's own cgroup; never the root itself).",
+             root (default: the launcher's own cgroup + /subhost; never the root itself).",
             "CGROUP_PARENT=/subhost",
         ),
         (

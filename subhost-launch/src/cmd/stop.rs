@@ -128,6 +128,9 @@ fn run_halt(
     }
 }
 
+/// How long past STOP_TIMEOUT the init gets to finish its own shutdown.
+const KILL_AFTER_GRACE: Duration = Duration::from_secs(2);
+
 /// SIGTERM to init (which gives the session and everything else `grace`
 /// seconds), then SIGKILL if it is still there a little after that.
 fn stop_init(name: &str, init: state::ProcId, grace: u32) -> Result<()> {
@@ -141,18 +144,24 @@ fn stop_init(name: &str, init: state::ProcId, grace: u32) -> Result<()> {
     if state::running_init(name) != Some(init) {
         return Ok(());
     }
-    info!("stopping {name}: SIGTERM to init PID {}", init.pid);
-    pidfd
-        .signal(Signal::SIGTERM)
-        .context("cannot signal init")?;
-    if pidfd.wait_exit(Duration::from_secs(grace as u64) + Duration::from_secs(2)) {
+    let waited = Duration::from_secs(grace as u64) + KILL_AFTER_GRACE;
+    crate::logging::step(format_args!("kill -TERM {}", init.pid), || {
+        pidfd.signal(Signal::SIGTERM)
+    })
+    .context("cannot signal init")?;
+    if pidfd.wait_exit(waited) {
         return Ok(());
     }
     warn!(
-        "init of {name} (PID {}) still there {grace}s after SIGTERM: killing it",
-        init.pid
+        "init of {name} (PID {}) still there {}s after SIGTERM (STOP_TIMEOUT {grace}s + {}s): killing it",
+        init.pid,
+        waited.as_secs(),
+        KILL_AFTER_GRACE.as_secs()
     );
-    pidfd.signal(Signal::SIGKILL).context("cannot kill init")?;
+    crate::logging::step(format_args!("kill -KILL {}", init.pid), || {
+        pidfd.signal(Signal::SIGKILL)
+    })
+    .context("cannot kill init")?;
     if !pidfd.wait_exit(Duration::from_secs(5)) {
         bail!("init of {name} (PID {}) survived SIGKILL", init.pid);
     }
