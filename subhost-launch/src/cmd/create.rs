@@ -360,6 +360,11 @@ mod tests {
         for key in config::KEYS {
             assert!(text.contains(&format!("\n#{key}=")), "{key} not documented");
         }
+        // The default parent as cgroup.rs places it, not the bare own cgroup.
+        assert!(
+            text.contains("(default: the launcher's own cgroup + /subhost;"),
+            "{text}"
+        );
     }
 
     #[test]

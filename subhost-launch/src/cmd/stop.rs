@@ -152,12 +152,7 @@ fn stop_init(name: &str, init: state::ProcId, grace: u32) -> Result<()> {
     if pidfd.wait_exit(waited) {
         return Ok(());
     }
-    warn!(
-        "init of {name} (PID {}) still there {}s after SIGTERM (STOP_TIMEOUT {grace}s + {}s): killing it",
-        init.pid,
-        waited.as_secs(),
-        KILL_AFTER_GRACE.as_secs()
-    );
+    warn!("{}", still_there(name, init.pid, grace));
     crate::logging::step(format_args!("kill -KILL {}", init.pid), || {
         pidfd.signal(Signal::SIGKILL)
     })
@@ -166,6 +161,16 @@ fn stop_init(name: &str, init: state::ProcId, grace: u32) -> Result<()> {
         bail!("init of {name} (PID {}) survived SIGKILL", init.pid);
     }
     Ok(())
+}
+
+/// The warning before SIGKILL, naming the time really waited.
+fn still_there(name: &str, pid: i32, grace: u32) -> String {
+    let waited = Duration::from_secs(grace.into()) + KILL_AFTER_GRACE;
+    format!(
+        "init of {name} (PID {pid}) still there {}s after SIGTERM (STOP_TIMEOUT {grace}s + {}s): killing it",
+        waited.as_secs(),
+        KILL_AFTER_GRACE.as_secs()
+    )
 }
 
 fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
@@ -211,6 +216,18 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         println!(
             "umount {}   # if mounted; detaches the loop device",
             layout.mnt().display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kill_warning_says_how_long_was_waited() {
+        // It said "1s" after waiting STOP_TIMEOUT=1 plus the 2 s margin.
+        assert_eq!(
+            super::still_there("web", 42, 1),
+            "init of web (PID 42) still there 3s after SIGTERM (STOP_TIMEOUT 1s + 2s): killing it"
         );
     }
 }
