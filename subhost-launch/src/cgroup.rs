@@ -829,7 +829,8 @@ impl Parents {
         Ok(Parents { file })
     }
 
-    fn read(&self) -> Vec<PathBuf> {
+    /// Every path in the record, as written.
+    fn lines(&self) -> Vec<PathBuf> {
         use std::io::{Read, Seek};
         let mut f: &fs::File = &self.file;
         let mut text = String::new();
@@ -839,6 +840,13 @@ impl Parents {
             .filter(|l| !l.is_empty())
             .map(PathBuf::from)
             .collect()
+    }
+
+    /// The recorded parents that still exist: one removed by hand is
+    /// forgotten, lest a directory someone makes there later be taken for
+    /// the launcher's.
+    fn read(&self) -> Vec<PathBuf> {
+        self.lines().into_iter().filter(|d| d.is_dir()).collect()
     }
 
     fn write(&self, dirs: &[PathBuf]) -> Result<()> {
@@ -874,15 +882,15 @@ impl Parents {
     fn remove_empty_above(&self, leaves: &[PathBuf]) -> Result<()> {
         let mut all = self.read();
         let before = all.len();
+        let stale = self.lines().len() != before;
         for leaf in leaves {
             for p in leaf.ancestors().skip(1) {
                 let Some(i) = all.iter().position(|d| d == p) else {
                     break;
                 };
-                match crate::logging::step(format_args!("rmdir {}", p.display()), || {
-                    fs::remove_dir(p)
-                }) {
-                    Ok(()) => {}
+                // Logged when done only: most tries meet another subhost.
+                match fs::remove_dir(p) {
+                    Ok(()) => log::info!("rmdir {}", p.display()),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     // Not empty: another subhost (or anyone) uses it.
                     Err(e) if matches!(errno_of(&e), Errno::EBUSY | Errno::ENOTEMPTY) => break,
@@ -894,7 +902,7 @@ impl Parents {
                 all.remove(i);
             }
         }
-        if all.len() != before {
+        if stale || all.len() != before {
             self.write(&all)?;
         }
         Ok(())

@@ -47,7 +47,7 @@ struct Cli {
     /// Where subhosts live [env: SUBHOST] [default: /opt/subhost]
     #[arg(long, global = true, value_name = "DIR")]
     subhost_dir: Option<PathBuf>,
-    /// Log each step (-v), more detail (-vv)
+    /// Log each plan step as it runs (-v), with its duration (-vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Log to syslog instead of stderr
