@@ -32,6 +32,9 @@ pub struct Lock {
     _file: Flock<File>,
     /// This lock made the lock file: a failed `start` removes it again.
     created: bool,
+    /// Set by `removed_unless_kept`: the name whose lock file a drop
+    /// removes (if this lock made it).
+    remove_on_drop: Option<String>,
 }
 
 /// Takes the lock of `name` without waiting: a second `start` or `stop` of
@@ -61,6 +64,7 @@ pub fn lock(name: &str) -> Result<Lock> {
                 return Ok(Lock {
                     _file: locked,
                     created,
+                    remove_on_drop: None,
                 })
             }
             _ => continue,
@@ -101,12 +105,25 @@ impl Lock {
         let _ = std::fs::remove_file(lock_path(name));
     }
 
-    /// For a `start` that failed: removes the lock file if this lock made
-    /// it, still holding it, so that a failed start leaves nothing. A
-    /// waiter that opened the file meanwhile sees it unlinked and retries.
-    pub fn forget_if_created(self, name: &str) {
-        if self.created {
-            self.unlock_and_forget(name);
+    /// For `start`: until `keep`, dropping the lock (on an error) removes
+    /// the lock file if this lock made it, still holding it, so that a
+    /// failed start leaves nothing. A waiter that opened the file
+    /// meanwhile sees it unlinked and retries.
+    pub fn removed_unless_kept(mut self, name: &str) -> Lock {
+        self.remove_on_drop = Some(name.to_string());
+        self
+    }
+
+    /// Releases the lock and keeps its file: the start succeeded.
+    pub fn keep(mut self) {
+        self.remove_on_drop = None;
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let (true, Some(name)) = (self.created, &self.remove_on_drop) {
+            let _ = std::fs::remove_file(lock_path(name));
         }
     }
 }

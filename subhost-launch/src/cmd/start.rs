@@ -109,27 +109,95 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         return Ok(0);
     }
 
-    let lock = state::lock(name)?;
-    let plans = Plans {
-        mounts: &mount_steps,
-        links: &links,
-        cgroup: &cgroup_plan,
-        inner: &inner,
+    // Dropped on an error, it removes the lock file if it made it.
+    let lock = state::lock(name)?.removed_unless_kept(name);
+    if let Some(init) = state::running_init(name) {
+        bail!(
+            "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
+            init.pid
+        );
+    }
+    // Left by a detached init that died without `stop`.
+    detach::clear_console(name);
+    let (_, init_fd) = sandbox::open_init()?;
+    let mut undo = Undo {
+        layout: &layout,
+        mounts: false,
+        netns: false,
+        cgroup: None,
     };
-    let launched = match launch(&layout, &cfg, &plans, argv, console.as_ref()) {
-        Ok(launched) => launched,
+    if mounts::is_active(&layout) {
+        info!("{} is mounted: reusing it", layout.live().display());
+    } else {
+        undo.mounts = true;
+        mounts::activate(&mount_steps)?;
+    }
+    if netns::exists(name) {
+        info!("netns {name} exists: reusing it");
+    } else {
+        undo.netns = true;
+        netns::create(name, &links)?;
+    }
+    let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
+    let cg = &*undo.cgroup.insert(cgroup::create(&cgroup_plan)?);
+    state::record_cgroup(name, cg.dirs())?;
+    let detached = match &console {
+        Some(console) => Some(detached_streams(&layout, &cfg, console)?),
+        None => None,
+    };
+    // From here on a detached start has written "starting" to its console:
+    // a failure must be written there too, or the console says nothing.
+    let console_note = match (&detached, &console) {
+        (Some(d), Some(c)) => Some((d.console.try_clone().context("cannot dup the console")?, c)),
+        _ => None,
+    };
+    // Any terminal among the standard streams gets a pty in front of it:
+    // passed in, it would let the subhost inject input (TIOCSTI).
+    let stdin_tty = tty::is_tty(std::io::stdin().as_fd());
+    let pty = detached.is_none()
+        && (stdin_tty
+            || tty::is_tty(std::io::stdout().as_fd())
+            || tty::is_tty(std::io::stderr().as_fd()));
+
+    if detached.is_none() {
+        // Signals stay blocked from here on: the supervisor takes them from
+        // a signalfd, and the child unblocks them just before exec.
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
+            .context("cannot block signals")?;
+    }
+    let spawned = sandbox::spawn(sandbox::Spawn {
+        steps: &inner,
+        netns: netns_fd,
+        init: init_fd,
+        argv,
+        env: sandbox::session_env(),
+        pty,
+        echo: stdin_tty,
+        live: layout.live(),
+        detached,
+        cgroup: Some(cg),
+    })
+    .with_context(|| format!("cannot start subhost {name}"));
+    let child = match spawned {
+        Ok(child) => child,
         Err(e) => {
-            lock.forget_if_created(name);
+            if let Some((fd, c)) = &console_note {
+                detach::note(fd, c, &format!("subhost {name}: failed to start: {e:#}"));
+            }
             return Err(e);
         }
     };
-    drop(lock);
-    let Launched {
-        child,
-        id,
-        cgroup: cg,
-    } = launched;
+    let id = state::ProcId::of(child.pid.as_raw());
+    match &id {
+        Ok(id) => state::record_init(name, *id)?,
+        Err(e) => warn!("cannot record init PID {}: {e}", child.pid),
+    }
+    undo.mounts = false;
+    undo.netns = false;
+    let cg = undo.cgroup.take();
     if let Some(console) = &console {
+        detach::record_console(name, console)?;
+        lock.keep();
         // The init is not waited for: it is reparented when we exit.
         println!(
             "subhost {name}: started (init PID {}), console: {console}",
@@ -137,6 +205,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         );
         return Ok(0);
     }
+    lock.keep();
     info!("subhost {name} started, init PID {}", child.pid);
 
     let status = supervisor::supervise(child.pid, child.master);
@@ -146,7 +215,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         let _ = nix::sys::signal::kill(child.pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child.pid, None);
     }
-    state::clear_init(name, id);
+    state::clear_init(name, id.ok());
     // The subhost hibernates: no process is left, and its cgroup with them.
     if let Some(cg) = cg {
         report_oom(name, &cfg, &cg);
@@ -167,146 +236,6 @@ fn report_oom(name: &str, cfg: &Config, cg: &Cgroup) {
             );
         }
     }
-}
-
-/// The plans `start` carries out, made before the lock is taken.
-struct Plans<'a> {
-    mounts: &'a [mounts::Step],
-    links: &'a [netns::Link],
-    cgroup: &'a cgroup::Plan,
-    inner: &'a [sandbox::Step],
-}
-
-/// A subhost whose init runs.
-struct Launched {
-    child: sandbox::Child,
-    id: Option<state::ProcId>,
-    /// Its cgroup, for a foreground start to release when the session ends.
-    cgroup: Option<Cgroup>,
-}
-
-/// Sets the subhost up and starts its init, under the lock; on error,
-/// undoes what it set up.
-fn launch(
-    layout: &Layout,
-    cfg: &Config,
-    plans: &Plans<'_>,
-    argv: Vec<std::ffi::CString>,
-    console: Option<&detach::Console>,
-) -> Result<Launched> {
-    let name = layout.name.as_str();
-    if let Some(init) = state::running_init(name) {
-        bail!(
-            "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
-            init.pid
-        );
-    }
-    // Left by a detached init that died without `stop`.
-    detach::clear_console(name);
-    let (_, init_fd) = sandbox::open_init()?;
-    let mut undo = Undo {
-        layout,
-        mounts: false,
-        netns: false,
-        cgroup: None,
-    };
-    if mounts::is_active(layout) {
-        info!("{} is mounted: reusing it", layout.live().display());
-    } else {
-        undo.mounts = true;
-        mounts::activate(plans.mounts)?;
-    }
-    if netns::exists(name) {
-        info!("netns {name} exists: reusing it");
-    } else {
-        undo.netns = true;
-        netns::create(name, plans.links)?;
-    }
-    let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
-    let cg = &*undo.cgroup.insert(cgroup::create(plans.cgroup)?);
-    state::record_cgroup(name, cg.dirs())?;
-    let detached = match console {
-        Some(console) => Some(detached_streams(layout, cfg, console)?),
-        None => None,
-    };
-    // From here on a detached start has written "starting" to its console:
-    // a failure must be written there too, or the console says nothing.
-    let console_note = match (&detached, console) {
-        (Some(d), Some(c)) => Some((d.console.try_clone().context("cannot dup the console")?, c)),
-        _ => None,
-    };
-    let spawned = spawn(layout, plans.inner, netns_fd, init_fd, argv, detached, cg);
-    let (child, id) = match spawned {
-        Ok(x) => x,
-        Err(e) => {
-            if let Some((fd, c)) = &console_note {
-                detach::note(fd, c, &format!("subhost {name}: failed to start: {e:#}"));
-            }
-            return Err(e);
-        }
-    };
-    undo.mounts = false;
-    undo.netns = false;
-    let cg = undo.cgroup.take();
-    if let Some(console) = console {
-        detach::record_console(name, console)?;
-    }
-    Ok(Launched {
-        child,
-        id,
-        cgroup: cg,
-    })
-}
-
-/// Starts the sandbox and records its init.
-fn spawn(
-    layout: &Layout,
-    inner: &[sandbox::Step],
-    netns_fd: std::os::fd::OwnedFd,
-    init_fd: std::os::fd::OwnedFd,
-    argv: Vec<std::ffi::CString>,
-    detached: Option<sandbox::Detached>,
-    cg: &Cgroup,
-) -> Result<(sandbox::Child, Option<state::ProcId>)> {
-    let name = layout.name.as_str();
-    // Any terminal among the standard streams gets a pty in front of it:
-    // passed in, it would let the subhost inject input (TIOCSTI).
-    let stdin_tty = tty::is_tty(std::io::stdin().as_fd());
-    let pty = detached.is_none()
-        && (stdin_tty
-            || tty::is_tty(std::io::stdout().as_fd())
-            || tty::is_tty(std::io::stderr().as_fd()));
-
-    if detached.is_none() {
-        // Signals stay blocked from here on: the supervisor takes them from
-        // a signalfd, and the child unblocks them just before exec.
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
-            .context("cannot block signals")?;
-    }
-    let child = sandbox::spawn(sandbox::Spawn {
-        steps: inner,
-        netns: netns_fd,
-        init: init_fd,
-        argv,
-        env: sandbox::session_env(),
-        pty,
-        echo: stdin_tty,
-        live: layout.live(),
-        detached,
-        cgroup: Some(cg),
-    })
-    .with_context(|| format!("cannot start subhost {name}"))?;
-    let id = match state::ProcId::of(child.pid.as_raw()) {
-        Ok(id) => {
-            state::record_init(name, id)?;
-            Some(id)
-        }
-        Err(e) => {
-            warn!("cannot record init PID {}: {e}", child.pid);
-            None
-        }
-    };
-    Ok((child, id))
 }
 
 /// stdin and console of a detached init. BOOT and START run through the
