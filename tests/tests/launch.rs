@@ -576,6 +576,19 @@ fn verbose_logs_every_plan_step_and_very_verbose_its_duration() {
         });
         assert!(timed, "no duration for {step:?}:\n{err}");
     }
+
+    // Detached, the sandbox's steps still go to the caller, not the console.
+    assert_ok(&s.stop());
+    let out = s.run(&["-v", "start", "--detach", &s.name]);
+    assert_ok(&out);
+    assert!(
+        out.stderr_str()
+            .contains("subhost-launch: info: pivot_root "),
+        "{}",
+        out.describe()
+    );
+    let console = std::fs::read_to_string(s.dir().join("console.log")).unwrap();
+    assert!(!console.contains("subhost-launch: "), "{console}");
 }
 
 #[test]
