@@ -659,6 +659,26 @@ fn a_config_that_is_no_regular_file_or_too_large_is_refused_at_once() {
     // Valid text, just too much of it.
     std::fs::write(&config, "# padding\n".repeat(110_000)).unwrap();
     check("larger than 1 MiB");
+
+    // The records under /run/subhost are read the same way.
+    std::fs::remove_file(&config).unwrap();
+    for ext in ["init", "cgroup", "console"] {
+        let record = format!("/run/subhost/{}.{ext}", s.name);
+        nix::unistd::mkfifo(
+            record.as_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+    }
+    for args in [vec!["status", &s.name], vec!["list"], vec!["stop", &s.name]] {
+        let out = run_timeout(s.launch().args(&args), quick);
+        assert!(
+            !out.timed_out,
+            "{args:?} hangs on a FIFO record: {}",
+            out.describe()
+        );
+        assert_ok(&out);
+    }
 }
 
 #[test]
