@@ -372,6 +372,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_start_removes_only_a_lock_file_it_made() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root for {RUN_DIR}: run cargo test as root"
+        );
+        let name = format!("shtlk{}", std::process::id() % 100_000);
+        let path = lock_path(&name);
+        let _ = std::fs::remove_file(&path);
+        // Made by this lock and dropped on an error path: gone.
+        drop(lock(&name).unwrap().removed_unless_kept(&name));
+        assert!(!path.exists());
+        // Kept on success: stays, and a second holder is refused meanwhile.
+        let held = lock(&name).unwrap().removed_unless_kept(&name);
+        assert!(lock(&name).is_err());
+        held.keep();
+        assert!(path.exists());
+        // Not made by this lock (a hibernating subhost's): stays.
+        drop(lock(&name).unwrap().removed_unless_kept(&name));
+        assert!(path.exists());
+        lock(&name).unwrap().unlock_and_forget(&name);
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn a_stale_record_is_not_believed() {
         // Our own PID is alive but is not PID 1 of a namespace, nor in the
         // subhost's netns: the record must not be taken for an init.
