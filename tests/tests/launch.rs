@@ -284,7 +284,11 @@ fn sigterm_to_start_shuts_the_subhost_down_gracefully() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = wait_timeout(child, LIMIT);
     assert_eq!(out.code(), 9, "{}", out.describe());
-    let rest: Vec<String> = lines.try_iter().collect();
+    // Read to the end: the reader may still be behind the exit.
+    let mut rest = Vec::new();
+    while let Ok(line) = lines.recv_timeout(LIMIT) {
+        rest.push(line);
+    }
     assert!(
         rest.iter().any(|l| l == "got-term"),
         "{rest:?} {}",
@@ -507,7 +511,7 @@ exit [lindex $result 3]
 fn plan_lines(text: &str) -> Vec<String> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with("exec "))
-        .map(str::to_string)
+        .map(|l| l.split("   #").next().unwrap().to_string())
         .collect()
 }
 
@@ -589,6 +593,25 @@ fn verbose_logs_every_plan_step_and_very_verbose_its_duration() {
     );
     let console = std::fs::read_to_string(s.dir().join("console.log")).unwrap();
     assert!(!console.contains("subhost-launch: "), "{console}");
+
+    // -v stop of a running subhost: its init and cgroup steps too.
+    let stop_plan = s.run(&["stop", "--dry-run", &s.name]);
+    let steps = plan_lines(&stop_plan.stdout_str());
+    assert!(
+        steps
+            .iter()
+            .any(|l| l.starts_with("kill every process in ")),
+        "{steps:?}"
+    );
+    let out = s.run(&["-v", "stop", &s.name]);
+    assert_ok(&out);
+    let err = out.stderr_str();
+    for step in steps {
+        assert!(
+            err.contains(&format!("subhost-launch: info: {step}\n")),
+            "{step:?} not logged:\n{err}"
+        );
+    }
 }
 
 #[test]

@@ -196,8 +196,11 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         None => println!("# no init running"),
     }
     if let Some(dirs) = state::recorded_cgroup(name) {
-        for d in dirs {
-            println!("kill every process in {0}; rmdir {0}", d.display());
+        // As Cgroup::kill_all and Cgroup::remove log them.
+        let all: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        println!("kill every process in {}", all.join(" "));
+        for d in dirs.iter().rev() {
+            println!("rmdir {}", d.display());
         }
     }
     if netns::exists(name) {
