@@ -12,6 +12,7 @@ mod mounts;
 mod netns;
 mod privileges;
 mod sandbox;
+mod seccomp;
 mod state;
 mod supervisor;
 mod tty;
