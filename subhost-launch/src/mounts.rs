@@ -262,7 +262,7 @@ fn undo(done: &[PathBuf]) {
 fn run(step: &Step, userns: Option<BorrowedFd<'_>>) -> anyhow::Result<Option<PathBuf>> {
     check(step, &[])?;
     if let Step::OwnUpper { upper, range } = step {
-        own_upper(upper, range)?;
+        crate::logging::step(step, || own_upper(upper, range))?;
         return Ok(None);
     }
     let mapped = matches!(
@@ -300,44 +300,40 @@ fn run(step: &Step, userns: Option<BorrowedFd<'_>>) -> anyhow::Result<Option<Pat
         ),
         Current::Nothing => {}
     }
-    log::info!("{step}");
-    match step {
-        Step::AttachImage { image, mnt } => mount_image(image, mnt)?,
+    crate::logging::step(step, || match step {
+        Step::AttachImage { image, mnt } => mount_image(image, mnt),
         Step::Overlay {
             lower,
             upper,
             work,
             live,
             idmap: None,
-        } => mount_overlay(lower, upper, work, live)?,
+        } => mount_overlay(lower, upper, work, live),
         Step::Overlay {
             lower,
             upper,
             work,
             live,
             idmap: Some(m),
-        } => mount_mapped_overlay(lower, upper, work, live, m, userns.expect("checked"))?,
+        } => mount_mapped_overlay(lower, upper, work, live, m, userns.expect("checked")),
         Step::Rbind {
             root,
             live,
             idmap: Some(_),
-        } => {
-            let tree = idmap::clone_mapped(root, userns.expect("checked"), true)?;
-            idmap::attach(&tree, live).with_context(|| format!("{step}"))?;
-        }
+        } => idmap::clone_mapped(root, userns.expect("checked"), true)
+            .and_then(|tree| idmap::attach(&tree, live))
+            .with_context(|| format!("{step}")),
         Step::OwnUpper { .. } => unreachable!("done above"),
-        Step::Rbind { root, live, .. } => {
-            nix::mount::mount(
-                Some(root.as_path()),
-                live.as_path(),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(io::Error::from)
-            .with_context(|| format!("{step}"))?;
-        }
-    }
+        Step::Rbind { root, live, .. } => nix::mount::mount(
+            Some(root.as_path()),
+            live.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
+        .with_context(|| format!("{step}")),
+    })?;
     Ok(Some(target.clone()))
 }
 
@@ -707,7 +703,6 @@ fn own_upper(upper: &Path, range: &Range) -> anyhow::Result<()> {
     if inside(meta.uid()) && inside(meta.gid()) {
         return Ok(());
     }
-    log::info!("chown {0}:{0} {1}", range.base, upper.display());
     std::os::unix::fs::chown(upper, Some(range.base), Some(range.base)).with_context(|| {
         format!(
             "cannot give {} to root of the subhost's user namespace (host id {})",
@@ -810,9 +805,23 @@ pub fn deactivate(layout: &Layout) -> anyhow::Result<bool> {
     let Some(live) = resolved(layout, "live") else {
         return Ok(false);
     };
-    let was_live = unmount_tree(&live)?;
-    let was_mnt = unmount_tree(&layout.dir.canonicalize()?.join("mnt"))?;
+    let was_live = unmount_step(&live)?;
+    let was_mnt = unmount_step(&layout.dir.canonicalize()?.join("mnt"))?;
     Ok(was_live || was_mnt)
+}
+
+/// `unmount_tree` as a logged step of `stop`, when anything is mounted there.
+fn unmount_step(dir: &Path) -> anyhow::Result<bool> {
+    let mounted = mount_points()
+        .context("cannot read /proc/self/mountinfo")?
+        .iter()
+        .any(|e| e.is_at_or_below(dir));
+    if !mounted {
+        return Ok(false);
+    }
+    crate::logging::step(format_args!("umount -R {}", quote(dir)), || {
+        unmount_tree(dir)
+    })
 }
 
 /// Passes over mountinfo before giving up: stacked mounts and mounts that

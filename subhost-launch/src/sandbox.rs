@@ -886,7 +886,7 @@ fn child_main(
             }
         }
         let trees = s.userns.as_ref().map_or(&[][..], |u| &u.trees[..]);
-        run_step(step, trees).with_context(|| format!("{step}"))?;
+        crate::logging::step(step, || run_step(step, trees)).with_context(|| format!("{step}"))?;
     }
     drop(sock);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
@@ -1071,7 +1071,8 @@ mod tests {
         assert!(text
             .iter()
             .any(|t| t.starts_with("mount -t devpts -o nosuid,noexec,newinstance")));
-        // The pty's devpts must be mounted before the pivot.
+        // The pty's devpts must be mounted before the pivot (n - 3, asserted
+        // above).
         let pts = text.iter().position(|t| t.contains("devpts")).unwrap();
         assert!(pts < n - 3);
         let pos = |want: &Step| steps.iter().position(|s| s == want).unwrap();

@@ -131,7 +131,8 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         return Ok(0);
     }
 
-    let lock = state::lock(name)?;
+    // Dropped on an error, it removes the lock file if it made it.
+    let lock = state::lock(name)?.removed_unless_kept(name);
     if let Some(init) = state::running_init(name) {
         bail!(
             "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
@@ -185,6 +186,12 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         Some(console) => Some(detached_streams(&layout, &cfg, console)?),
         None => None,
     };
+    // From here on a detached start has written "starting" to its console:
+    // a failure must be written there too, or the console says nothing.
+    let console_note = match (&detached, &console) {
+        (Some(d), Some(c)) => Some((d.console.try_clone().context("cannot dup the console")?, c)),
+        _ => None,
+    };
     // Any terminal among the standard streams gets a pty in front of it:
     // passed in, it would let the subhost inject input (TIOCSTI).
     let stdin_tty = tty::is_tty(std::io::stdin().as_fd());
@@ -199,7 +206,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
             .context("cannot block signals")?;
     }
-    let child = sandbox::spawn(sandbox::Spawn {
+    let spawned = sandbox::spawn(sandbox::Spawn {
         steps: &inner,
         netns: netns_fd,
         init: init_fd,
@@ -212,7 +219,16 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         cgroup: Some(cg),
         userns,
     })
-    .with_context(|| format!("cannot start subhost {name}"))?;
+    .with_context(|| format!("cannot start subhost {name}"));
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some((fd, c)) = &console_note {
+                detached::note(fd, c, &format!("subhost {name}: failed to start: {e:#}"));
+            }
+            return Err(e);
+        }
+    };
     let id = state::ProcId::of(child.pid.as_raw());
     match &id {
         Ok(id) => state::record_init(name, *id)?,
@@ -223,7 +239,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     let cg = undo.cgroup.take();
     if let Some(console) = &console {
         detached::record_console(name, console)?;
-        drop(lock);
+        lock.keep();
         // The init is not waited for: it is reparented when we exit.
         println!(
             "subhost {name}: started (init PID {}), console: {console}",
@@ -231,7 +247,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         );
         return Ok(0);
     }
-    drop(lock);
+    lock.keep();
     info!("subhost {name} started, init PID {}", child.pid);
 
     let status = supervisor::supervise(child.pid, child.master);
@@ -244,6 +260,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     state::clear_init(name, id.ok());
     // The subhost hibernates: no process is left, and its cgroup with them.
     if let Some(cg) = cg {
+        report_oom(name, &cfg, &cg);
         release_cgroup(name, &cg);
     }
     status
@@ -282,6 +299,20 @@ fn user_namespace(
         (None, false) => Err(stop_first("with a user namespace")),
         (Some(_), true) => Err(stop_first("without a user namespace")),
         (Some(_), false) => Ok((Some(owner), None)),
+    }
+}
+
+/// Says so when the memory limit made the kernel kill processes of the
+/// subhost: otherwise a session killed by it only shows as status 137.
+fn report_oom(name: &str, cfg: &Config, cg: &Cgroup) {
+    if let (Some(max), Some(n)) = (cfg.memory_max, cg.oom_kills()) {
+        if n > 0 {
+            warn!(
+                "subhost {name} hit its memory limit MEMORY_MAX={max} bytes: the kernel \
+                 killed {n} process{} of it; raise MEMORY_MAX in its config",
+                if n == 1 { "" } else { "es" }
+            );
+        }
     }
 }
 
