@@ -93,12 +93,13 @@ impl fmt::Display for Step {
                 live,
                 idmap,
             } => {
+                // One line, as -v logs the step.
                 let layers = mapped_layers(lower, idmap.as_ref());
                 if let Some(m) = idmap {
                     for (i, l) in lower.iter().enumerate() {
-                        writeln!(
+                        write!(
                             f,
-                            "mkdir -p {1} && mount --bind -o {0} {2} {1}",
+                            "mkdir -p {1} && mount --bind -o {0} {2} {1} && ",
                             m.option(),
                             quote(m.layer(i)),
                             quote(l)
@@ -113,7 +114,7 @@ impl fmt::Display for Step {
                 )?;
                 if let Some(m) = idmap {
                     let staged: Vec<String> = (0..lower.len()).map(|i| quote(m.layer(i))).collect();
-                    write!(f, "\numount -l {}", staged.join(" "))?;
+                    write!(f, " && umount -l {}", staged.join(" "))?;
                 }
                 Ok(())
             }

@@ -120,16 +120,17 @@ impl fmt::Display for Plan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.owner {
             None => writeln!(f, "ip netns add {}", self.name)?,
-            // util-linux unshare: the netns is made after the maps are
-            // written, owned by the user namespace; its bind mount names it.
-            Some((base, count)) => writeln!(
-                f,
-                "touch {1} && unshare --user --map-users=0:{0}:{2} --map-groups=0:{0}:{2} \\\n    \
-                 --net={1} true  # the user namespace owns the netns and lives on in it",
-                base,
-                path(self.name).display(),
-                count
-            )?,
+            // Made by a helper process in the user namespace after its maps
+            // are written, so the user namespace owns it, and lives on in
+            // it; its bind mount names it.
+            Some((base, count)) => {
+                writeln!(
+                    f,
+                    "# the netns is made in the subhost's user namespace \
+                     (unshare --user --map-users=0:{base}:{count} --map-groups=0:{base}:{count} --net)"
+                )?;
+                writeln!(f, "{}", NameOwned(self.name))?
+            }
         }
         for link in self.links {
             write_link_add(f, link, Some(self.name))?;
@@ -140,6 +141,20 @@ impl fmt::Display for Plan<'_> {
             write!(f, "\nip -n {} link set {} up", self.name, link.inner_if)?;
         }
         Ok(())
+    }
+}
+
+/// How a netns made in a subhost's user namespace is named, as the plan
+/// prints it and -v logs it.
+struct NameOwned<'a>(&'a str);
+
+impl fmt::Display for NameOwned<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "touch {0} && mount --bind /proc/HELPER/ns/net {0}",
+            path(self.0).display()
+        )
     }
 }
 
@@ -203,13 +218,7 @@ fn populate(
 ) -> anyhow::Result<()> {
     let (nsfd, mut inner) = match ns {
         None => crate::logging::step(format_args!("ip netns add {name}"), || new_netns(file))?,
-        Some(ns) => crate::logging::step(
-            format_args!(
-                "mount --bind (the netns made in the user namespace) {}",
-                file.display()
-            ),
-            || name_netns(ns, file),
-        )?,
+        Some(ns) => crate::logging::step(NameOwned(name), || name_netns(ns, file))?,
     };
     for (i, (link, master)) in links.iter().zip(masters).enumerate() {
         crate::logging::step(LinkAddIn(link, name), || {

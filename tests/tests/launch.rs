@@ -577,8 +577,14 @@ fn verbose_logs_every_plan_step_and_very_verbose_its_duration() {
     let out = s.run(&["-vv", "start", &s.name, "--", "/bin/true"]);
     assert_ok(&out);
     let err = out.stderr_str();
+    let netns_step = if userns_mode() {
+        // Made in the user namespace, then named.
+        format!("mount --bind /proc/HELPER/ns/net /run/netns/{}", s.name)
+    } else {
+        format!("ip netns add {}", s.name)
+    };
     for step in [
-        format!("ip netns add {}", s.name),
+        netns_step,
         format!(
             "ip link add {}0 master {} up type veth peer name eth0 netns {}",
             s.name, br.name, s.name

@@ -168,7 +168,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     let cg = &*undo.cgroup.insert(cgroup::create(&cgroup_plan)?);
     state::record_cgroup(name, cg.dirs())?;
     if let Some(d) = &delegation {
-        d.apply()?;
+        crate::logging::step(d, || d.apply())?;
     }
     let userns = match user {
         Some(user) => Some(sandbox::Userns {
