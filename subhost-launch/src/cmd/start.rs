@@ -285,7 +285,14 @@ fn user_namespace(
         return Ok(match range {
             None => (None, None),
             Some(r) => {
-                let ns = userns::acquire(r, true)?;
+                let ns = crate::logging::step(
+                    format_args!(
+                        "unshare --user --map-users=0:{0}:{1} --map-groups=0:{0}:{1} --net \
+                         (a helper, killed once its namespaces are open)",
+                        r.base, r.count
+                    ),
+                    || userns::acquire(r, true),
+                )?;
                 (Some(ns.user), ns.net)
             }
         });
