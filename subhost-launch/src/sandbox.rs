@@ -153,7 +153,7 @@ impl fmt::Display for Step {
             Step::Writable(p) => write!(f, "mount --bind {0} {0}", p.display()),
             Step::Mask { path, dev_null } => write!(
                 f,
-                "mount --bind {} {1} (a file) or mount -t tmpfs -o ro tmpfs {1} (a directory)",
+                "mount --bind {} {}   # a directory: an empty read-only tmpfs; absent: skipped",
                 dev_null.display(),
                 path.display()
             ),
