@@ -442,6 +442,12 @@ fn enter_gets_exactly_the_inits_profile() {
     // The wide set, not the host's full one.
     assert!(!parts[0].contains("CapBnd:\t000001ffffffffff"), "{text}");
     assert!(parts[2].contains("keyctl: errno EPERM"), "{text}");
+    let out = lab.s.run(&["status", "--json", &lab.s.name]);
+    assert!(
+        out.stdout_str().contains("\"seccomp\": true"),
+        "{}",
+        out.describe()
+    );
     let out = lab.s.run(&["enter", "--dry-run", &lab.s.name]);
     assert!(
         out.stdout_str()
@@ -460,6 +466,12 @@ fn enter_of_a_subhost_without_filter_gets_none() {
     let text = out.stdout_str();
     assert!(text.contains("Seccomp:\t0"), "{}", out.describe());
     assert!(text.contains("keyctl: ok"), "{}", out.describe());
+    let out = lab.s.run(&["status", "--json", &lab.s.name]);
+    assert!(
+        out.stdout_str().contains("\"seccomp\": false"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
