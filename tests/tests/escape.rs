@@ -44,7 +44,8 @@ impl Lab {
         let share = TempDir::new();
         std::fs::copy(probe_bin(), s.root().join("escape-probe")).unwrap();
         let marker = unique_name("m");
-        let sleeper = spawn_group(&mut cmd("sh", ["-c", "sleep 60", &marker]));
+        // `; :` keeps the shell (whose $0 is the marker) from exec'ing sleep.
+        let sleeper = spawn_group(&mut cmd("sh", ["-c", "sleep 60; :", &marker]));
         let lab = Lab {
             s,
             share,
@@ -133,7 +134,9 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = self.sleeper.kill();
+        // Its own session: the group is the shell and its sleep.
+        // SAFETY: kill with a negative pid signals that process group.
+        unsafe { libc::kill(-(self.sleeper.id() as i32), libc::SIGKILL) };
         let _ = self.sleeper.wait();
     }
 }
@@ -505,6 +508,44 @@ fn a_foreground_start_hands_no_descriptor_to_the_subhost() {
     assert_eq!(fds.trim(), "0 1 2 3", "{}", out.describe());
     assert_eq!(lines.next(), None, "{}", out.describe());
     assert_ne!(out.code(), 0, "{}", out.describe());
+}
+
+#[test]
+fn the_plan_shows_every_protection() {
+    let lab = Lab::new("esp");
+    let out = lab.s.run(&["start", "--dry-run", &lab.s.name]);
+    assert_eq!(out.code(), 0, "{}", out.describe());
+    let text = out.stdout_str();
+    let live = lab.s.live();
+    for want in [
+        format!("mount -o remount,bind,nodev {}", live.display()),
+        format!(
+            "mount --bind {0}/proc/sys/net {0}/proc/sys/net",
+            live.display()
+        ),
+        format!("mount -o remount,bind,ro {}/proc/sys", live.display()),
+        format!("{}/proc/keys", live.display()),
+        "seccomp (no no_new_privs): EPERM for init_module".to_string(),
+        "EPERM for every x32 call".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want}:\n{text}");
+    }
+    let drop = text
+        .lines()
+        .find(|l| l.starts_with("capsh --drop="))
+        .unwrap_or("");
+    for cap in [
+        "cap_sys_admin",
+        "cap_dac_read_search",
+        "cap_mknod",
+        "cap_sys_ptrace",
+    ] {
+        assert!(drop.contains(cap), "{cap}: {drop}");
+    }
+    assert!(!drop.contains("cap_net_admin"), "{drop}");
+    lab.config("SECCOMP=off");
+    let out = lab.s.run(&["start", "--dry-run", &lab.s.name]);
+    assert!(!out.stdout_str().contains("seccomp"), "{}", out.describe());
 }
 
 #[test]
