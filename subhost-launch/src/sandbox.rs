@@ -153,7 +153,7 @@ impl fmt::Display for Step {
             Step::Writable(p) => write!(f, "mount --bind {0} {0}", p.display()),
             Step::Mask { path, dev_null } => write!(
                 f,
-                "mount --bind {} {}   # a directory: an empty read-only tmpfs; absent: skipped",
+                "mount --bind {} {} (a directory: an empty read-only tmpfs; absent: skipped)",
                 dev_null.display(),
                 path.display()
             ),
