@@ -1,6 +1,8 @@
 //! The subhost's own process: forked into new PID, mount, UTS and IPC
-//! namespaces, joined to the subhost's netns, given its filesystems, pivoted
-//! into `live`, and replaced by `subhost-init` as PID 1.
+//! namespaces, joined to the subhost's netns, given its filesystems (with
+//! the host-wide parts of /proc and /sys read-only or masked), pivoted into
+//! `live`, put under the seccomp filter and the capability bounding set, and
+//! replaced by `subhost-init` as PID 1, with no descriptor of its caller.
 //!
 //! Everything the child does is planned first as a list of [`Step`]s: plain
 //! data that `--dry-run` prints and tests inspect; `run_step` is the thin
