@@ -1,7 +1,8 @@
 //! One module per command of the CLI, each an entry point only; the
 //! machinery they share lives in the modules named for what it owns
-//! (config, layout, mounts, netns, sandbox, join, detached, state,
-//! supervisor, tty, userns).
+//! (config, mounts, netns, sandbox, join — a process joining a running
+//! subhost —, detached — the boot scripts and console of detached
+//! subhosts —, userns, …).
 
 pub mod create;
 pub mod enter;
