@@ -187,3 +187,49 @@ fn create_userns_picks_and_records_a_range() {
         out.describe()
     );
 }
+
+#[test]
+fn a_detached_subhost_and_its_boot_and_halt_run_as_root_of_its_user_namespace() {
+    let base = TempDir::new();
+    busybox_root(base.path());
+    let s = Subhost::new(
+        "u",
+        &format!(
+            "LOWER={}\nUSERNS=pick\nBOOT=(sh -c 'id -u > /boot-uid')\n\
+             HALT=(sh -c 'id -u > /halt-uid')\n",
+            base.path().display()
+        ),
+    );
+    let out = s.run(&["start", "--detach", &s.name]);
+    assert_ok(&out);
+    let (b, _) = recorded_range(&s);
+    let record = s.init_record();
+    assert!(wait_until(LAUNCH_LIMIT, || record.exists()));
+    let pid: i32 = std::fs::read_to_string(&record)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // On the host, the init is the range's root, not root.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let b_text = b.to_string();
+    assert_eq!(
+        uids.split_whitespace().skip(1).collect::<Vec<_>>(),
+        [b_text.as_str(); 4],
+        "{status}"
+    );
+    assert!(wait_until(LAUNCH_LIMIT, || s
+        .root()
+        .join("boot-uid")
+        .exists()));
+    assert_ok(&s.stop());
+    // BOOT and HALT: root inside, host uid BASE on the files they wrote.
+    for f in ["boot-uid", "halt-uid"] {
+        let p = s.root().join(f);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "0\n", "{f}");
+        assert_eq!(owner(&p), (b, b), "{f}");
+    }
+}
