@@ -106,7 +106,8 @@ fn rbind_of_busybox_root_with_shares() {
         ),
     );
     let out = s.sh(&format!(
-        "cat {}/hello /srv/one; hostname; ls /bin/busybox; ps -o pid,comm | wc -l",
+        "cat {}/hello /srv/one; hostname; ls /bin/busybox; ps -o pid,comm > /tmp/ps; \
+         wc -l < /tmp/ps",
         shared.path().display()
     ));
     assert_ok(&out);
@@ -115,8 +116,9 @@ fn rbind_of_busybox_root_with_shares() {
     assert!(text.contains("one file"), "{text}");
     assert!(text.contains("inner-x"), "{text}");
     assert!(text.lines().any(|l| l == "/bin/busybox"), "{text}");
-    // The header, init, the shell, ps and wc: no host process.
-    assert_eq!(text.lines().last(), Some("5"), "{text}");
+    // The header, init, the shell and ps: no host process. (In a pipe, wc
+    // may or may not have started when ps reads /proc.)
+    assert_eq!(text.lines().last(), Some("4"), "{text}");
 }
 
 #[test]
