@@ -233,3 +233,39 @@ fn a_detached_subhost_and_its_boot_and_halt_run_as_root_of_its_user_namespace() 
         assert_eq!(owner(&p), (b, b), "{f}");
     }
 }
+
+#[test]
+fn a_hibernating_subhost_keeps_its_range_and_mode_until_stopped() {
+    let s = Subhost::busybox("u", "USERNS=pick\n");
+    assert_ok(&s.sh("true"));
+    let (b, _) = recorded_range(&s);
+    let other = b + 65536 * 3;
+    std::fs::write(s.dir().join("config"), format!("USERNS={other}\n")).unwrap();
+    let out = s.sh("true");
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    assert!(
+        out.stderr_str().contains(&format!(
+            "{}:1: USERNS={other}:65536, but subhost {} is set up with the range {b}:65536",
+            s.dir().join("config").display(),
+            s.name
+        )),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(recorded_range(&s).0, b, "the record changed");
+    // Without USERNS, a subhost set up with one is refused the same way.
+    std::fs::write(s.dir().join("config"), "").unwrap();
+    let out = s.sh("true");
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    assert!(
+        out.stderr_str().contains("set up with a user namespace"),
+        "{}",
+        out.describe()
+    );
+    // Stopped, the new range applies.
+    assert_ok(&s.stop());
+    std::fs::write(s.dir().join("config"), format!("USERNS={other}\n")).unwrap();
+    let out = s.sh("id -u; stat -c %u /");
+    assert_ok(&out);
+    assert_eq!(recorded_range(&s).0, other);
+}

@@ -101,6 +101,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     let userns = match cfg.userns {
         Some(req) => {
             mounts::idmap::check_running_kernel()?;
+            keep_range_while_set_up(&layout, req)?;
             Some(userns::range_for(&layout, req, dry_run)?)
         }
         None => None,
@@ -264,6 +265,27 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         release_cgroup(name, &cg);
     }
     status
+}
+
+/// A hibernating subhost keeps the user namespace (and idmapped mounts)
+/// of the range it was set up with: a new explicit range applies after a
+/// stop, not halfway.
+fn keep_range_while_set_up(layout: &Layout, req: userns::Requested) -> Result<()> {
+    let (userns::Setting::Fixed(want), Ok(Some(had))) = (req.setting, userns::read_record(layout))
+    else {
+        return Ok(());
+    };
+    if want != had && (netns::exists(&layout.name) || mounts::is_active(layout)) {
+        bail!(
+            "{}:{}: USERNS={want}, but subhost {} is set up with the range {had}: stop it \
+             (`subhost-launch stop {}`), then start it with the new range",
+            layout.config().display(),
+            req.line,
+            layout.name,
+            layout.name
+        );
+    }
+    Ok(())
 }
 
 /// The user namespace of a subhost with USERNS (`range`), and, when its
