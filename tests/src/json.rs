@@ -1,6 +1,12 @@
-//! A strict little JSON reader for the tests: it checks that what the
-//! launcher prints really is JSON, and gives typed access that panics with
-//! the value in view when the shape is not what a test expects.
+//! The tests' view of the launcher's JSON: serde_json checks that what it
+//! prints really is JSON (strictly: no trailing text, no raw control
+//! characters, valid escapes), and `J` gives typed access that panics with
+//! the value in view when the shape is not what a test expects. Objects
+//! keep their keys in the order printed, so a test can check that too.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum J {
@@ -41,141 +47,108 @@ impl J {
             _ => panic!("not an array: {self:?}"),
         }
     }
+    /// The keys of an object, in the order printed.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            J::Obj(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
+            _ => panic!("not an object: {self:?}"),
+        }
+    }
 }
 
+/// Parses `text`, which must be one JSON value and nothing else.
 pub fn parse_json(text: &str) -> J {
-    let mut p = JsonReader {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let v = p.value();
-    p.ws();
-    assert_eq!(p.i, p.s.len(), "trailing text after JSON: {text}");
-    v
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-struct JsonReader<'a> {
-    s: &'a [u8],
-    i: usize,
+impl<'de> Deserialize<'de> for J {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<J, D::Error> {
+        d.deserialize_any(JVisitor)
+    }
 }
 
-impl JsonReader<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && b" \t\r\n".contains(&self.s[self.i]) {
-            self.i += 1;
-        }
+struct JVisitor;
+
+impl<'de> Visitor<'de> for JVisitor {
+    type Value = J;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
     }
-    fn eat(&mut self, lit: &str) -> bool {
-        if self.s[self.i..].starts_with(lit.as_bytes()) {
-            self.i += lit.len();
-            true
-        } else {
-            false
-        }
+    fn visit_unit<E>(self) -> Result<J, E> {
+        Ok(J::Null)
     }
-    fn expect(&mut self, b: u8) {
-        self.ws();
+    fn visit_bool<E>(self, b: bool) -> Result<J, E> {
+        Ok(J::Bool(b))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<J, E> {
+        Ok(J::Num(n as f64))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<J, E> {
+        Ok(J::Num(n as f64))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<J, E> {
+        Ok(J::Num(n))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<J, E> {
+        Ok(J::Str(s.to_string()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<J, E> {
+        Ok(J::Str(s))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<J, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(J::Arr(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<J, A::Error> {
+        let mut fields: Vec<(String, J)> = Vec::new();
+        while let Some((k, v)) = map.next_entry::<String, J>()? {
+            // Two equal keys would make `get` see only the first.
+            if fields.iter().any(|(have, _)| *have == k) {
+                return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
+            }
+            fields.push((k, v));
+        }
+        Ok(J::Obj(fields))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_kind_of_value_in_order() {
+        let v = parse_json(r#" {"b": [1, -2, 3.5e1], "a": null, "s": "q\"\u00e9\n", "t": true} "#);
+        assert_eq!(v.keys(), ["b", "a", "s", "t"]);
         assert_eq!(
-            self.s.get(self.i),
-            Some(&b),
-            "expected {:?} at byte {}",
-            b as char,
-            self.i
+            v.get("b"),
+            &J::Arr(vec![J::Num(1.0), J::Num(-2.0), J::Num(35.0)])
         );
-        self.i += 1;
+        assert_eq!(v.get("a"), &J::Null);
+        assert_eq!(v.get("s").str(), "q\"é\n");
+        assert_eq!(v.get("t"), &J::Bool(true));
+        assert_eq!(parse_json("[]").arr(), &[]);
     }
-    fn value(&mut self) -> J {
-        self.ws();
-        match self.s.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = Vec::new();
-                self.ws();
-                if !self.eat("}") {
-                    loop {
-                        self.ws();
-                        let k = self.string();
-                        self.expect(b':');
-                        fields.push((k, self.value()));
-                        self.ws();
-                        if self.eat("}") {
-                            break;
-                        }
-                        self.expect(b',');
-                    }
-                }
-                J::Obj(fields)
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if !self.eat("]") {
-                    loop {
-                        items.push(self.value());
-                        self.ws();
-                        if self.eat("]") {
-                            break;
-                        }
-                        self.expect(b',');
-                    }
-                }
-                J::Arr(items)
-            }
-            Some(b'"') => J::Str(self.string()),
-            _ if self.eat("null") => J::Null,
-            _ if self.eat("true") => J::Bool(true),
-            _ if self.eat("false") => J::Bool(false),
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len() && b"-+.eE0123456789".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                let n = std::str::from_utf8(&self.s[start..self.i]).unwrap();
-                J::Num(
-                    n.parse()
-                        .unwrap_or_else(|_| panic!("bad JSON value at byte {start}")),
-                )
-            }
-        }
+
+    #[test]
+    #[should_panic(expected = "not JSON")]
+    fn trailing_text_is_refused() {
+        parse_json("{} x");
     }
-    fn string(&mut self) -> String {
-        self.expect(b'"');
-        let mut out = Vec::new();
-        loop {
-            let b = *self.s.get(self.i).expect("unterminated string");
-            self.i += 1;
-            match b {
-                b'"' => break,
-                b'\\' => {
-                    let e = self.s[self.i];
-                    self.i += 1;
-                    match e {
-                        b'"' | b'\\' | b'/' => out.push(e),
-                        b'n' => out.push(b'\n'),
-                        b'r' => out.push(b'\r'),
-                        b't' => out.push(b'\t'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'u' => {
-                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                            let c = u32::from_str_radix(hex, 16).expect("bad \\u escape");
-                            self.i += 4;
-                            let mut buf = [0; 4];
-                            out.extend_from_slice(
-                                char::from_u32(c)
-                                    .expect("surrogates are not expected here")
-                                    .encode_utf8(&mut buf)
-                                    .as_bytes(),
-                            );
-                        }
-                        _ => panic!("bad escape \\{}", e as char),
-                    }
-                }
-                0..=0x1f => panic!("raw control character {b:#x} in a JSON string"),
-                _ => out.push(b),
-            }
-        }
-        String::from_utf8(out).expect("JSON strings are UTF-8")
+
+    #[test]
+    #[should_panic(expected = "not JSON")]
+    fn raw_control_characters_are_refused() {
+        parse_json("\"a\u{1}b\"");
+    }
+
+    #[test]
+    #[should_panic(expected = "duplicate key")]
+    fn duplicate_keys_are_refused() {
+        parse_json(r#"{"a": 1, "a": 2}"#);
     }
 }

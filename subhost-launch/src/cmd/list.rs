@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use serde::{Serialize, Serializer};
 
 use crate::config::{self, Config};
 use crate::layout::{self, Layout};
 use crate::mounts::{self, MountEntry};
 use crate::{cgroup, netns, state};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Its init runs, verified by the kernel.
     Running,
@@ -147,32 +149,57 @@ pub fn classify(f: &Facts) -> (State, Vec<String>) {
     (state, problems)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 struct Cable {
     host: String,
     /// The bridge the host end is enslaved to when it exists, else the
     /// configured one; `None` for an unattached cable.
     bridge: Option<String>,
-    /// Configured MAC of the inner end; `None` when the kernel picks one.
+    /// Configured MAC of the inner end; `None` when the kernel picks one
+    /// (`"auto"` in JSON, as in the table).
+    #[serde(serialize_with = "mac_or_auto")]
     mac: Option<String>,
     present: bool,
 }
 
-/// Everything `list` and `status` show of one subhost.
-#[derive(Debug, Clone)]
+/// Everything `list` and `status` show of one subhost; serialized in
+/// field order as the JSON of `--json`, whose keys README documents.
+#[derive(Debug, Clone, Serialize)]
 struct Report {
     name: String,
+    #[serde(serialize_with = "path_lossy")]
     dir: PathBuf,
     state: State,
     pid: Option<i32>,
+    #[serde(rename = "uptime_seconds", serialize_with = "whole_seconds")]
     uptime: Option<Duration>,
     /// `overlay` or `rbind`; `None` when neither mounted nor configured.
     root: Option<&'static str>,
     image: bool,
     cables: Vec<Cable>,
+    #[serde(rename = "memory_bytes")]
     memory: Option<u64>,
     pids: Option<u64>,
     problems: Vec<String>,
+}
+
+fn mac_or_auto<S: Serializer>(mac: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mac.as_deref().unwrap_or("auto"))
+}
+
+/// A directory that is not UTF-8 is still shown (as `ls` would, lossily)
+/// rather than failing the whole listing.
+fn path_lossy<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+fn whole_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    d.map(|d| d.as_secs()).serialize(s)
+}
+
+/// Pretty JSON, two spaces per level, keys in declaration order.
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("reports hold only strings, numbers and bools")
 }
 
 pub fn list(base: &Path, json: bool) -> Result<()> {
@@ -183,8 +210,7 @@ pub fn list(base: &Path, json: bool) -> Result<()> {
         .map(|n| observe(&Layout::new(base, n).expect("names are validated"), &mounts))
         .collect();
     if json {
-        let arr = Json::Arr(reports.iter().map(to_json).collect());
-        println!("{}", arr.pretty());
+        println!("{}", to_json(&reports));
     } else if reports.is_empty() {
         println!("no subhosts in {}", base.display());
     } else {
@@ -204,7 +230,7 @@ pub fn status(base: &Path, name: &str, json: bool) -> Result<()> {
     }
     let report = observe(&layout, &mount_table()?);
     if json {
-        println!("{}", to_json(&report).pretty());
+        println!("{}", to_json(&report));
     } else {
         print!("{}", block(&report));
     }
@@ -403,42 +429,6 @@ fn usage(name: &str, cfg: &Config) -> Option<cgroup::Usage> {
 
 // ---- output ----
 
-fn to_json(r: &Report) -> Json {
-    let opt_num = |n: Option<u64>| n.map_or(Json::Null, Json::Num);
-    let opt_str = |s: Option<&str>| s.map_or(Json::Null, |s| Json::Str(s.to_string()));
-    let cables = r
-        .cables
-        .iter()
-        .map(|c| {
-            Json::Obj(vec![
-                ("host", Json::Str(c.host.clone())),
-                ("bridge", opt_str(c.bridge.as_deref())),
-                (
-                    "mac",
-                    Json::Str(c.mac.clone().unwrap_or_else(|| "auto".into())),
-                ),
-                ("present", Json::Bool(c.present)),
-            ])
-        })
-        .collect();
-    Json::Obj(vec![
-        ("name", Json::Str(r.name.clone())),
-        ("dir", Json::Str(r.dir.to_string_lossy().into_owned())),
-        ("state", Json::Str(r.state.as_str().into())),
-        ("pid", opt_num(r.pid.and_then(|p| u64::try_from(p).ok()))),
-        ("uptime_seconds", opt_num(r.uptime.map(|d| d.as_secs()))),
-        ("root", opt_str(r.root)),
-        ("image", Json::Bool(r.image)),
-        ("cables", Json::Arr(cables)),
-        ("memory_bytes", opt_num(r.memory)),
-        ("pids", opt_num(r.pids)),
-        (
-            "problems",
-            Json::Arr(r.problems.iter().map(|p| Json::Str(p.clone())).collect()),
-        ),
-    ])
-}
-
 fn root_kind(r: &Report) -> String {
     let kind = r.root.unwrap_or("?");
     if r.image {
@@ -564,139 +554,102 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-// ---- JSON ----
-
-/// Just enough JSON for these reports: object keys keep their order, so
-/// the output is stable.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Num(u64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(&'static str, Json)>),
-}
-
-impl Json {
-    /// Indented by two spaces per level.
-    pub fn pretty(&self) -> String {
-        let mut out = String::new();
-        self.write(&mut out, 0);
-        out
-    }
-
-    fn write(&self, out: &mut String, level: usize) {
-        let pad = |out: &mut String, level: usize| {
-            out.push('\n');
-            out.push_str(&"  ".repeat(level));
-        };
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Num(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Json::Str(s) => escape(s, out),
-            Json::Arr(items) if items.is_empty() => out.push_str("[]"),
-            Json::Obj(fields) if fields.is_empty() => out.push_str("{}"),
-            Json::Arr(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    pad(out, level + 1);
-                    item.write(out, level + 1);
-                }
-                pad(out, level);
-                out.push(']');
-            }
-            Json::Obj(fields) => {
-                out.push('{');
-                for (i, (key, value)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    pad(out, level + 1);
-                    escape(key, out);
-                    out.push_str(": ");
-                    value.write(out, level + 1);
-                }
-                pad(out, level);
-                out.push('}');
-            }
-        }
-    }
-}
-
-/// A JSON string literal (RFC 8259 section 7): quote, backslash and the
-/// control characters U+0000..U+001F escaped; everything else, non-ASCII
-/// included, passes as UTF-8.
-fn escape(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn s(text: &str) -> String {
-        Json::Str(text.into()).pretty()
+    fn report() -> Report {
+        Report {
+            name: "web".into(),
+            dir: PathBuf::from("/opt/subhost/web"),
+            state: State::Running,
+            pid: Some(26249),
+            uptime: Some(Duration::from_millis(61_900)),
+            root: Some("overlay"),
+            image: false,
+            cables: vec![
+                Cable {
+                    host: "web0".into(),
+                    bridge: Some("br0".into()),
+                    mac: None,
+                    present: true,
+                },
+                Cable {
+                    host: "web1".into(),
+                    bridge: None,
+                    mac: Some("02:00:00:00:01:01".into()),
+                    present: false,
+                },
+            ],
+            memory: None,
+            pids: Some(3),
+            problems: vec![],
+        }
+    }
+
+    /// The schema README documents, byte for byte: scripts parse it.
+    #[test]
+    fn json_keeps_the_documented_schema() {
+        let want = r#"{
+  "name": "web",
+  "dir": "/opt/subhost/web",
+  "state": "running",
+  "pid": 26249,
+  "uptime_seconds": 61,
+  "root": "overlay",
+  "image": false,
+  "cables": [
+    {
+      "host": "web0",
+      "bridge": "br0",
+      "mac": "auto",
+      "present": true
+    },
+    {
+      "host": "web1",
+      "bridge": null,
+      "mac": "02:00:00:00:01:01",
+      "present": false
+    }
+  ],
+  "memory_bytes": null,
+  "pids": 3,
+  "problems": []
+}"#;
+        assert_eq!(to_json(&report()), want);
+        let stopped = Report {
+            state: State::Stopped,
+            pid: None,
+            uptime: None,
+            root: None,
+            cables: vec![],
+            ..report()
+        };
+        let got = to_json(&vec![stopped]);
+        assert!(got.starts_with("[\n  {\n    \"name\": \"web\","), "{got}");
+        assert!(got.contains("\"state\": \"stopped\""), "{got}");
+        assert!(got.contains("\"cables\": [],"), "{got}");
+        assert!(got.contains("\"pid\": null,"), "{got}");
+        assert_eq!(to_json(&Vec::<Report>::new()), "[]");
     }
 
     #[test]
-    fn json_escapes_quotes_backslashes_and_controls() {
-        assert_eq!(s(r#"a"b"#), r#""a\"b""#);
-        assert_eq!(s(r"C:\dir\"), r#""C:\\dir\\""#);
-        assert_eq!(s("l1\nl2\r\t"), r#""l1\nl2\r\t""#);
-        assert_eq!(
-            s("\u{0}\u{1}\u{1f}\u{8}\u{c}"),
-            r#""\u0000\u0001\u001f\b\f""#
+    fn json_escapes_what_it_must_and_keeps_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let r = Report {
+            dir: PathBuf::from(std::ffi::OsStr::from_bytes(b"/srv/\xff\"q\"")),
+            problems: vec!["a\\b\n\t\u{0}\u{1f}\u{7f} héllo 🦀".into()],
+            ..report()
+        };
+        let got = to_json(&r);
+        assert!(
+            got.contains("\"dir\": \"/srv/\u{fffd}\\\"q\\\"\","),
+            "{got}"
         );
-        // DEL and everything above U+001F are allowed raw.
-        assert_eq!(s("\u{7f}/"), "\"\u{7f}/\"");
-    }
-
-    #[test]
-    fn json_keeps_non_ascii_as_utf8() {
-        assert_eq!(s("héllo 日本 🦀 \u{2028}"), "\"héllo 日本 🦀 \u{2028}\"");
-    }
-
-    #[test]
-    fn json_structure() {
-        let v = Json::Arr(vec![
-            Json::Obj(vec![
-                ("n", Json::Num(18446744073709551615)),
-                ("z", Json::Null),
-                ("b", Json::Bool(false)),
-                ("e", Json::Arr(vec![])),
-                ("o", Json::Obj(vec![])),
-            ]),
-            Json::Bool(true),
-        ]);
-        assert_eq!(
-            v.pretty(),
-            "[\n  {\n    \"n\": 18446744073709551615,\n    \"z\": null,\n    \"b\": false,\n    \
-             \"e\": [],\n    \"o\": {}\n  },\n  true\n]"
+        assert!(
+            got.contains("\"a\\\\b\\n\\t\\u0000\\u001f\u{7f} héllo 🦀\""),
+            "{got}"
         );
-        assert_eq!(Json::Arr(vec![]).pretty(), "[]");
     }
 
     fn facts() -> Facts {
