@@ -281,6 +281,26 @@ const MODULE_PLAYBOOK: &str = r#"
         restart: false
         config: "{{ good | combine({'HOSTNAME': 'changed-2'}) }}"
       register: no_restart
+    - slurp: {src: "{{ base }}/{{ name }}/config"}
+      register: config_before_bad_change
+    - name: a change whose start fails is undone
+      subhost.fleet.subhost:
+        name: "{{ name }}"
+        state: started
+        config: "{{ good | combine({'BRIDGES': [missing_bridge]}) }}"
+      register: bad_change
+      ignore_errors: true
+    - slurp: {src: "{{ base }}/{{ name }}/config"}
+      register: config_after_bad_change
+    - subhost.fleet.subhost_info: {name: "{{ name }}"}
+      register: info_after_bad_change
+    - assert:
+        that:
+          - bad_change is failed and ('bridge ' ~ missing_bridge ~ ' does not exist') in bad_change.msg
+          - "'previous config was put back' in bad_change.msg"
+          - config_after_bad_change.content == config_before_bad_change.content
+          - info_after_bad_change.subhosts[0].state == 'running'
+          - info_after_bad_change.subhosts[0].cables[0].bridge == bridge
     - assert:
         that:
           - change is changed and change.actions == ['stop', 'write config', 'start --detach']
