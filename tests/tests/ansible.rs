@@ -32,15 +32,6 @@ struct Ansible {
 impl Ansible {
     fn new() -> Ansible {
         require_root();
-        let found = run_timeout(
-            &mut cmd("ansible-playbook", ["--version"]),
-            Duration::from_secs(60),
-        );
-        assert!(
-            found.status.success(),
-            "ansible-playbook is needed: run tests/setup\n{}",
-            found.describe()
-        );
         let a = Ansible {
             tmp: TempDir::new(),
         };
@@ -51,7 +42,38 @@ impl Ansible {
         for d in ["home", "local", "remote", "cp"] {
             std::fs::create_dir_all(a.path().join(d)).unwrap();
         }
+        let found = run_timeout(
+            a.command("ansible-playbook").arg("--version"),
+            Duration::from_secs(60),
+        );
+        assert!(
+            found.status.success(),
+            "ansible-playbook is needed: run tests/setup\n{}",
+            found.describe()
+        );
         a
+    }
+
+    /// PROGRAM with Ansible's environment pointed into the temp dir.
+    fn command(&self, program: &str) -> Command {
+        let p = self.path();
+        let mut c = Command::new(program);
+        c.env("HOME", p.join("home"))
+            .env("ANSIBLE_HOME", p.join("home/.ansible"))
+            .env("ANSIBLE_COLLECTIONS_PATH", p.join("collections"))
+            .env("ANSIBLE_COLLECTIONS_PATHS", p.join("collections"))
+            .env("ANSIBLE_LOCAL_TEMP", p.join("local"))
+            .env("ANSIBLE_REMOTE_TEMP", p.join("remote"))
+            .env("ANSIBLE_SSH_CONTROL_PATH_DIR", p.join("cp"))
+            .env("ANSIBLE_NOCOWS", "1")
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_FORCE_COLOR", "0")
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+            .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3")
+            .env("PATH", path_with_launcher())
+            .current_dir(p);
+        c
     }
 
     fn path(&self) -> &Path {
@@ -67,32 +89,12 @@ impl Ansible {
     /// Runs PLAYBOOK against INVENTORY with EXTRA as `-e` JSON; panics with
     /// the whole output unless it succeeds with no failed host.
     fn play(&self, inventory: &Path, playbook: &Path, extra: &str) -> Finished {
-        let p = self.path();
-        let mut c = cmd(
-            "ansible-playbook",
-            [
-                "-i".as_ref(),
-                inventory.as_os_str(),
-                "-e".as_ref(),
-                extra.as_ref(),
-                playbook.as_os_str(),
-            ],
-        );
-        c.env("HOME", p.join("home"))
-            .env("ANSIBLE_HOME", p.join("home/.ansible"))
-            .env("ANSIBLE_COLLECTIONS_PATH", p.join("collections"))
-            .env("ANSIBLE_COLLECTIONS_PATHS", p.join("collections"))
-            .env("ANSIBLE_LOCAL_TEMP", p.join("local"))
-            .env("ANSIBLE_REMOTE_TEMP", p.join("remote"))
-            .env("ANSIBLE_SSH_CONTROL_PATH_DIR", p.join("cp"))
-            .env("ANSIBLE_NOCOWS", "1")
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
-            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-            .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3")
-            .env("ANSIBLE_FORCE_COLOR", "0")
-            .env("PATH", path_with_launcher())
-            .current_dir(p);
+        let mut c = self.command("ansible-playbook");
+        c.arg("-i")
+            .arg(inventory)
+            .arg("-e")
+            .arg(extra)
+            .arg(playbook);
         let out = run_timeout(&mut c, PLAYBOOK_LIMIT);
         assert!(
             out.status.success() && !out.timed_out,

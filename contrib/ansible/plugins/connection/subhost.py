@@ -203,7 +203,8 @@ class Connection(ConnectionBase):
         # output never starts with the launcher's prefix.
         if rc in (1, 125, 127) and text.startswith("subhost-launch: error:"):
             raise AnsibleConnectionFailure("subhost %s: %s" % (self._name, text))
-        if rc == 127 and self.get_option("subhost_host") and "subhost-launch" in text and "not found" in text:
+        launcher = os.path.basename(self.get_option("launcher"))
+        if rc == 127 and self.get_option("subhost_host") and launcher in text and "not found" in text:
             raise AnsibleConnectionFailure(
                 "subhost %s: no %s on %s: %s"
                 % (self._name, self.get_option("launcher"), self.get_option("subhost_host"), text)
