@@ -324,9 +324,9 @@ class Subhost(object):
     def must(self, action, *args, **undo):
         rc, out, err = self.do(action, *args)
         if rc != 0:
-            self.undo(**undo)
+            note = self.undo(**undo)
             self.launcher.fail(
-                "subhost-launch %s %s failed%s" % (action, self.name, undo_note(**undo)),
+                "subhost-launch %s %s failed%s" % (action, self.name, note),
                 rc,
                 out,
                 err,
@@ -337,23 +337,32 @@ class Subhost(object):
     def undo(self, created=False, old_config=None, restore=False, was_running=False):
         """Puts things back after a launcher failure: a subhost this task
         created goes again; a config this task replaced comes back, and a
-        subhost that was running is started again with it."""
+        subhost that was running is started again with it. Returns what it
+        did, for the task's message."""
         if created:
             self.launcher.run("stop", self.name)
-            if not mounts_below(self.dir):
-                shutil.rmtree(self.dir, ignore_errors=True)
-            return
-        if restore:
-            if old_config is None:
-                try:
-                    os.unlink(self.config_path)
-                except OSError:
-                    pass
-            else:
-                write_config(self.module, self.config_path, old_config)
-            if was_running:
-                self.launcher.run("stop", self.name)
-                self.launcher.run("start", "--detach", self.name)
+            if mounts_below(self.dir):
+                return " (the subhost this task created is still mounted: not removed)"
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return " (the subhost this task created was removed again)"
+        if not restore:
+            return ""
+        if old_config is None:
+            try:
+                os.unlink(self.config_path)
+            except OSError:
+                pass
+        else:
+            write_config(self.module, self.config_path, old_config)
+        if not was_running:
+            return " (the previous config was put back)"
+        self.launcher.run("stop", self.name)
+        rc, out, err = self.launcher.run("start", "--detach", self.name)
+        if rc != 0:
+            return " (the previous config was put back, but starting the subhost with it failed too: %s)" % (
+                (err or out).strip()
+            )
+        return " (the previous config was put back and the subhost started again with it)"
 
     def remove(self):
         self.actions.append("remove %s" % self.dir)
@@ -370,16 +379,6 @@ class Subhost(object):
             shutil.rmtree(self.dir)
         except OSError as e:
             self.module.fail_json(msg="cannot remove %s: %s" % (self.dir, e), actions=self.actions)
-
-
-def undo_note(created=False, restore=False, was_running=False, **_):
-    if created:
-        return " (the subhost this task created was removed again)"
-    if restore:
-        return " (the previous config was put back%s)" % (
-            " and the subhost started again with it" if was_running else ""
-        )
-    return ""
 
 
 def main():
