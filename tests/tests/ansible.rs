@@ -22,24 +22,60 @@ fn collection_dir() -> PathBuf {
 }
 
 /// ansible-playbook with everything of Ansible's under a temp dir: the
-/// collection (a symlink to the source, as `ansible_collections/subhost/fleet`),
-/// HOME, local and remote temp, ssh control sockets. Nothing lands in the
-/// real ~/.ansible.
+/// collection, HOME, local and remote temp, ssh control sockets. Nothing
+/// lands in the real ~/.ansible, nor bytecode in the source tree.
 struct Ansible {
     tmp: TempDir,
 }
 
 impl Ansible {
+    /// The collection is the source tree, symlinked as
+    /// `ansible_collections/subhost/fleet`.
     fn new() -> Ansible {
+        let a = Ansible::empty();
+        let ns = a.collections().join("ansible_collections/subhost");
+        std::fs::create_dir_all(&ns).unwrap();
+        std::os::unix::fs::symlink(collection_dir().canonicalize().unwrap(), ns.join("fleet"))
+            .unwrap();
+        a
+    }
+
+    /// The collection as an operator gets it: `ansible-galaxy collection
+    /// build`, then `install` of the tarball.
+    fn built() -> Ansible {
+        let a = Ansible::empty();
+        let out = run_timeout(
+            a.command("ansible-galaxy")
+                .args(["collection", "build", "--output-path", "build"])
+                .arg(collection_dir()),
+            Duration::from_secs(120),
+        );
+        assert!(out.status.success(), "collection build: {}", out.describe());
+        let out = run_timeout(
+            a.command("ansible-galaxy")
+                .args([
+                    "collection",
+                    "install",
+                    "build/subhost-fleet-0.1.0.tar.gz",
+                    "-p",
+                ])
+                .arg(a.collections()),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "collection install: {}",
+            out.describe()
+        );
+        a
+    }
+
+    fn empty() -> Ansible {
         require_root();
         let a = Ansible {
             tmp: TempDir::new(),
         };
-        let ns = a.path().join("collections/ansible_collections/subhost");
-        std::fs::create_dir_all(&ns).unwrap();
-        std::os::unix::fs::symlink(collection_dir().canonicalize().unwrap(), ns.join("fleet"))
-            .unwrap();
-        for d in ["home", "local", "remote", "cp"] {
+        for d in ["home", "local", "remote", "cp", "collections"] {
             std::fs::create_dir_all(a.path().join(d)).unwrap();
         }
         let found = run_timeout(
@@ -54,11 +90,21 @@ impl Ansible {
         a
     }
 
+    fn collections(&self) -> PathBuf {
+        self.path().join("collections")
+    }
+
+    /// The installed collection.
+    fn collection(&self) -> PathBuf {
+        self.collections().join("ansible_collections/subhost/fleet")
+    }
+
     /// PROGRAM with Ansible's environment pointed into the temp dir.
     fn command(&self, program: &str) -> Command {
         let p = self.path();
         let mut c = Command::new(program);
         c.env("HOME", p.join("home"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("ANSIBLE_HOME", p.join("home/.ansible"))
             .env("ANSIBLE_COLLECTIONS_PATH", p.join("collections"))
             .env("ANSIBLE_COLLECTIONS_PATHS", p.join("collections"))
@@ -633,7 +679,7 @@ impl Drop for Sshd {
     }
 }
 
-/// The example of contrib/ansible (two infrastructure hosts, subhosts
+/// The example of contrib/ansible, from the built and installed collection (two infrastructure hosts, subhosts
 /// cabled to a bridge and started detached, then configured inside with
 /// file, copy, template, service and command) as written, with one
 /// infrastructure host this machine through the local connection and the
@@ -642,7 +688,7 @@ impl Drop for Sshd {
 /// A second run changes nothing.
 #[test]
 fn example_playbook_over_ssh_and_locally() {
-    let ansible = Ansible::new();
+    let ansible = Ansible::built();
     let sshd = Sshd::start(&ansible.path().join("ssh"));
     let bridge = Bridge::new();
     let (base1, base2) = (ansible.path().join("infra1"), ansible.path().join("infra2"));
@@ -712,7 +758,7 @@ fn example_playbook_over_ssh_and_locally() {
             cp = cp.display(),
         ),
     );
-    let site = collection_dir().join("examples/site.yml");
+    let site = ansible.collection().join("examples/site.yml");
     let first = ansible.play(&inventory, &site, "{}");
     for host in [&web1, &web2] {
         assert_eq!(
