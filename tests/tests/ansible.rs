@@ -365,6 +365,13 @@ const MODULE_PLAYBOOK: &str = r#"
     - name: stopped again
       subhost.fleet.subhost: {name: "{{ name }}", state: stopped}
       register: stopped2
+    - name: a foreground session leaves it hibernating
+      command: "{{ launcher }} --subhost-dir {{ base }} start {{ name }} -- /bin/true"
+    - subhost.fleet.subhost_info: {name: "{{ name }}"}
+      register: info_hibernating
+    - name: started wakes a hibernating subhost detached
+      subhost.fleet.subhost: {name: "{{ name }}", state: started}
+      register: woken
     - name: absent, in check mode
       subhost.fleet.subhost: {name: "{{ name }}", state: absent}
       check_mode: true
@@ -385,7 +392,9 @@ const MODULE_PLAYBOOK: &str = r#"
           - stopped1 is changed and stopped1.subhost.state == 'stopped'
           - stopped2 is not changed
           - absent_check is changed and still_there.stat.exists
-          - absent1 is changed and absent1.subhost == {}
+          - info_hibernating.subhosts[0].state == 'hibernating'
+          - woken is changed and woken.actions == ['start --detach'] and woken.subhost.state == 'running'
+          - absent1 is changed and absent1.subhost == {} and absent1.actions[0] == 'stop'
           - absent2 is not changed
           - not gone.stat.exists
 "#;
