@@ -260,5 +260,10 @@ class Connection(ConnectionBase):
                 "failed to fetch %s from subhost %s: %s" % (in_path, self._name, to_native(stderr).strip())
             )
 
+    def reset(self):
+        # Nothing is held open per subhost; a shared ssh connection stays
+        # for the next task.
+        self.close()
+
     def close(self):
         self._connected = False
