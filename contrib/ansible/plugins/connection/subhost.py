@@ -118,6 +118,7 @@ EXAMPLES = r"""
     - ansible.builtin.command: hostname
 """
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -169,10 +170,15 @@ class Connection(ConnectionBase):
             cp_dir = os.path.expanduser(self.get_option("ssh_control_path_dir"))
             if not os.path.isdir(cp_dir):
                 os.makedirs(cp_dir, 0o700)
+            # ssh's own %C is 40 characters: too long for a socket path under
+            # many temp dirs. Ten of a hash of everything that picks the
+            # connection, as Ansible's ssh plugin does.
+            key = "\0".join([host, self.get_option("ssh_args") or "", self.get_option("ssh_executable")])
+            digest = hashlib.sha1(to_bytes(key, errors="surrogate_or_strict")).hexdigest()[:10]
             ssh += [
                 "-o", "ControlMaster=auto",
                 "-o", "ControlPersist=%s" % persist,
-                "-o", "ControlPath=%s" % os.path.join(cp_dir, "subhost-%C"),
+                "-o", "ControlPath=%s" % os.path.join(cp_dir, "subhost-" + digest),
             ]
         ssh += shlex.split(self.get_option("ssh_args") or "")
         # The remote side runs this through the login shell: one quoted word each.
