@@ -210,6 +210,31 @@ fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }
 
+/// The collection's Python unit tests: the config text the module writes
+/// means exactly the given values to bash itself, and the name rule.
+#[test]
+fn module_unit_tests() {
+    let ansible = Ansible::new();
+    let out = run_timeout(
+        ansible
+            .command("/usr/bin/python3")
+            .arg(
+                ansible
+                    .collection()
+                    .join("tests/unit/plugins/modules/test_subhost.py"),
+            )
+            .arg("-v")
+            .env("PYTHONPATH", ansible.collections()),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr_str().contains("Ran 6 tests"),
+        "{}",
+        out.describe()
+    );
+}
+
 const MODULE_PLAYBOOK: &str = r#"
 - hosts: infra
   gather_facts: false

@@ -173,7 +173,6 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_text
-from ansible.module_utils.six import binary_type, integer_types, string_types
 from ansible_collections.subhost.fleet.plugins.module_utils.subhost import (
     Launcher,
     name_problem,
@@ -192,11 +191,11 @@ def scalar(module, key, value):
         module.fail_json(
             msg="config %s: %r is a boolean; give a string (quote it in YAML, e.g. 'yes')" % (key, value)
         )
-    if isinstance(value, binary_type):
+    if isinstance(value, bytes):
         value = to_text(value)
-    if isinstance(value, string_types):
+    if isinstance(value, str):
         return value
-    if isinstance(value, integer_types) or isinstance(value, float):
+    if isinstance(value, (int, float)):
         return str(value)
     module.fail_json(
         msg="config %s: a value must be a string, a number or a list of them, not %s"
