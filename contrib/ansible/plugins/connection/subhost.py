@@ -139,7 +139,7 @@ class Connection(ConnectionBase):
 
     transport = "subhost.fleet.subhost"
     has_pipelining = True
-    # Nothing inside the subhost is a different user to become from root.
+    # Tasks run as the subhost's root; become switches from there.
     default_user = "root"
 
     def __init__(self, play_context, new_stdin, *args, **kwargs):
@@ -205,8 +205,9 @@ class Connection(ConnectionBase):
             raise AnsibleConnectionFailure(
                 "ssh to %s failed: %s" % (self.get_option("subhost_host"), text)
             )
-        # enter's own errors: 1 (cannot enter), 125 (usage); the command's
-        # output never starts with the launcher's prefix.
+        # enter's own errors: 1 (cannot enter), 125 (usage), always with
+        # the launcher's prefix, which a command inside would have to print
+        # itself to be mistaken for one.
         if rc in (1, 125, 127) and text.startswith("subhost-launch: error:"):
             raise AnsibleConnectionFailure("subhost %s: %s" % (self._name, text))
         launcher = os.path.basename(self.get_option("launcher"))
