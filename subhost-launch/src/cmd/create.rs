@@ -243,7 +243,7 @@ pub fn config_text(req: &Request) -> String {
         bridges,
         "BRIDGES=(br0 br1=02:00:00:00:01:01)",
     );
-    let rest: [(&str, &str); 13] = [
+    let rest: [(&str, &str); 15] = [
         (
             "Host name inside (default: the subhost's name).",
             "HOSTNAME=$SUB",
@@ -284,7 +284,7 @@ pub fn config_text(req: &Request) -> String {
         ("Most processes (and threads) at once.", "PIDS_MAX=512"),
         (
             "Cgroup under which the subhost's cgroup is made, from the hierarchy's\n\
-             root (default: the launcher's own cgroup; never the root itself).",
+             root (default: the launcher's own cgroup + /subhost; never the root itself).",
             "CGROUP_PARENT=/subhost",
         ),
         (
@@ -294,6 +294,14 @@ pub fn config_text(req: &Request) -> String {
         (
             "Capabilities to keep although dropped by default.",
             "CAPS_KEEP=(CAP_SYS_TIME)",
+        ),
+        (
+            "The seccomp filter (README: Security model): on, or off.",
+            "SECCOMP=on",
+        ),
+        (
+            "System calls the filter denies that this subhost may make anyway.",
+            "SYSCALLS_ALLOW=(perf_event_open)",
         ),
     ];
     for (doc, example) in rest {
@@ -360,6 +368,11 @@ mod tests {
         for key in config::KEYS {
             assert!(text.contains(&format!("\n#{key}=")), "{key} not documented");
         }
+        // The default parent as cgroup.rs places it, not the bare own cgroup.
+        assert!(
+            text.contains("(default: the launcher's own cgroup + /subhost;"),
+            "{text}"
+        );
     }
 
     #[test]

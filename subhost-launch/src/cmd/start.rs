@@ -109,7 +109,8 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         return Ok(0);
     }
 
-    let lock = state::lock(name)?;
+    // Dropped on an error, it removes the lock file if it made it.
+    let lock = state::lock(name)?.removed_unless_kept(name);
     if let Some(init) = state::running_init(name) {
         bail!(
             "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
@@ -144,6 +145,12 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         Some(console) => Some(detached_streams(&layout, &cfg, console)?),
         None => None,
     };
+    // From here on a detached start has written "starting" to its console:
+    // a failure must be written there too, or the console says nothing.
+    let console_note = match (&detached, &console) {
+        (Some(d), Some(c)) => Some((d.console.try_clone().context("cannot dup the console")?, c)),
+        _ => None,
+    };
     // Any terminal among the standard streams gets a pty in front of it:
     // passed in, it would let the subhost inject input (TIOCSTI).
     let stdin_tty = tty::is_tty(std::io::stdin().as_fd());
@@ -158,7 +165,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
             .context("cannot block signals")?;
     }
-    let child = sandbox::spawn(sandbox::Spawn {
+    let spawned = sandbox::spawn(sandbox::Spawn {
         steps: &inner,
         netns: netns_fd,
         init: init_fd,
@@ -170,7 +177,16 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         detached,
         cgroup: Some(cg),
     })
-    .with_context(|| format!("cannot start subhost {name}"))?;
+    .with_context(|| format!("cannot start subhost {name}"));
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some((fd, c)) = &console_note {
+                detach::note(fd, c, &format!("subhost {name}: failed to start: {e:#}"));
+            }
+            return Err(e);
+        }
+    };
     let id = state::ProcId::of(child.pid.as_raw());
     match &id {
         Ok(id) => state::record_init(name, *id)?,
@@ -181,7 +197,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     let cg = undo.cgroup.take();
     if let Some(console) = &console {
         detach::record_console(name, console)?;
-        drop(lock);
+        lock.keep();
         // The init is not waited for: it is reparented when we exit.
         println!(
             "subhost {name}: started (init PID {}), console: {console}",
@@ -189,7 +205,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         );
         return Ok(0);
     }
-    drop(lock);
+    lock.keep();
     info!("subhost {name} started, init PID {}", child.pid);
 
     let status = supervisor::supervise(child.pid, child.master);
@@ -202,9 +218,24 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     state::clear_init(name, id.ok());
     // The subhost hibernates: no process is left, and its cgroup with them.
     if let Some(cg) = cg {
+        report_oom(name, &cfg, &cg);
         release_cgroup(name, &cg);
     }
     status
+}
+
+/// Says so when the memory limit made the kernel kill processes of the
+/// subhost: otherwise a session killed by it only shows as status 137.
+fn report_oom(name: &str, cfg: &Config, cg: &Cgroup) {
+    if let (Some(max), Some(n)) = (cfg.memory_max, cg.oom_kills()) {
+        if n > 0 {
+            warn!(
+                "subhost {name} hit its memory limit MEMORY_MAX={max} bytes: the kernel \
+                 killed {n} process{} of it; raise MEMORY_MAX in its config",
+                if n == 1 { "" } else { "es" }
+            );
+        }
+    }
 }
 
 /// stdin and console of a detached init. BOOT and START run through the

@@ -128,6 +128,9 @@ fn run_halt(
     }
 }
 
+/// How long past STOP_TIMEOUT the init gets to finish its own shutdown.
+const KILL_AFTER_GRACE: Duration = Duration::from_secs(2);
+
 /// SIGTERM to init (which gives the session and everything else `grace`
 /// seconds), then SIGKILL if it is still there a little after that.
 fn stop_init(name: &str, init: state::ProcId, grace: u32) -> Result<()> {
@@ -141,22 +144,33 @@ fn stop_init(name: &str, init: state::ProcId, grace: u32) -> Result<()> {
     if state::running_init(name) != Some(init) {
         return Ok(());
     }
-    info!("stopping {name}: SIGTERM to init PID {}", init.pid);
-    pidfd
-        .signal(Signal::SIGTERM)
-        .context("cannot signal init")?;
-    if pidfd.wait_exit(Duration::from_secs(grace as u64) + Duration::from_secs(2)) {
+    let waited = Duration::from_secs(grace as u64) + KILL_AFTER_GRACE;
+    crate::logging::step(format_args!("kill -TERM {}", init.pid), || {
+        pidfd.signal(Signal::SIGTERM)
+    })
+    .context("cannot signal init")?;
+    if pidfd.wait_exit(waited) {
         return Ok(());
     }
-    warn!(
-        "init of {name} (PID {}) still there {grace}s after SIGTERM: killing it",
-        init.pid
-    );
-    pidfd.signal(Signal::SIGKILL).context("cannot kill init")?;
+    warn!("{}", still_there(name, init.pid, grace));
+    crate::logging::step(format_args!("kill -KILL {}", init.pid), || {
+        pidfd.signal(Signal::SIGKILL)
+    })
+    .context("cannot kill init")?;
     if !pidfd.wait_exit(Duration::from_secs(5)) {
         bail!("init of {name} (PID {}) survived SIGKILL", init.pid);
     }
     Ok(())
+}
+
+/// The warning before SIGKILL, naming the time really waited.
+fn still_there(name: &str, pid: i32, grace: u32) -> String {
+    let waited = Duration::from_secs(grace.into()) + KILL_AFTER_GRACE;
+    format!(
+        "init of {name} (PID {pid}) still there {}s after SIGTERM (STOP_TIMEOUT {grace}s + {}s): killing it",
+        waited.as_secs(),
+        KILL_AFTER_GRACE.as_secs()
+    )
 }
 
 fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
@@ -182,8 +196,11 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         None => println!("# no init running"),
     }
     if let Some(dirs) = state::recorded_cgroup(name) {
-        for d in dirs {
-            println!("kill every process in {0}; rmdir {0}", d.display());
+        // As Cgroup::kill_all and Cgroup::remove log them.
+        let all: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        println!("kill every process in {}", all.join(" "));
+        for d in dirs.iter().rev() {
+            println!("rmdir {}", d.display());
         }
     }
     if netns::exists(name) {
@@ -202,6 +219,18 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         println!(
             "umount {}   # if mounted; detaches the loop device",
             layout.mnt().display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kill_warning_says_how_long_was_waited() {
+        // It said "1s" after waiting STOP_TIMEOUT=1 plus the 2 s margin.
+        assert_eq!(
+            super::still_there("web", 42, 1),
+            "init of web (PID 42) still there 3s after SIGTERM (STOP_TIMEOUT 1s + 2s): killing it"
         );
     }
 }
