@@ -1,0 +1,839 @@
+//! The `subhost.fleet` Ansible collection (`contrib/ansible`), driven by the
+//! real `ansible-playbook` against real subhosts: the `subhost` module
+//! through all its states, check and diff mode and bad input; the
+//! connection plugin running modules inside a subhost, with and without
+//! pipelining, moving binary files byte for byte; and the example playbook
+//! over ssh, against an sshd this test starts on 127.0.0.1 with throwaway
+//! keys. Scenarios are grouped into few playbook runs: each costs seconds.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use subhost_tests::*;
+
+/// How long one playbook run may take.
+const PLAYBOOK_LIMIT: Duration = Duration::from_secs(300);
+
+fn collection_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/ansible")
+}
+
+/// ansible-playbook with everything of Ansible's under a temp dir: the
+/// collection, HOME, local and remote temp, ssh control sockets. Nothing
+/// lands in the real ~/.ansible, nor bytecode in the source tree.
+struct Ansible {
+    tmp: TempDir,
+}
+
+impl Ansible {
+    /// The collection is the source tree, symlinked as
+    /// `ansible_collections/subhost/fleet`.
+    fn new() -> Ansible {
+        let a = Ansible::empty();
+        let ns = a.collections().join("ansible_collections/subhost");
+        std::fs::create_dir_all(&ns).unwrap();
+        std::os::unix::fs::symlink(collection_dir().canonicalize().unwrap(), ns.join("fleet"))
+            .unwrap();
+        a
+    }
+
+    /// The collection as an operator gets it: `ansible-galaxy collection
+    /// build`, then `install` of the tarball.
+    fn built() -> Ansible {
+        let a = Ansible::empty();
+        let out = run_timeout(
+            a.command("ansible-galaxy")
+                .args(["collection", "build", "--output-path", "build"])
+                .arg(collection_dir()),
+            Duration::from_secs(120),
+        );
+        assert!(out.status.success(), "collection build: {}", out.describe());
+        let out = run_timeout(
+            a.command("ansible-galaxy")
+                .args([
+                    "collection",
+                    "install",
+                    "build/subhost-fleet-0.1.0.tar.gz",
+                    "-p",
+                ])
+                .arg(a.collections()),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "collection install: {}",
+            out.describe()
+        );
+        a
+    }
+
+    fn empty() -> Ansible {
+        require_root();
+        let a = Ansible {
+            tmp: TempDir::new(),
+        };
+        for d in ["home", "local", "remote", "cp", "collections"] {
+            std::fs::create_dir_all(a.path().join(d)).unwrap();
+        }
+        let found = run_timeout(
+            a.command("ansible-playbook").arg("--version"),
+            Duration::from_secs(60),
+        );
+        assert!(
+            found.status.success(),
+            "ansible-playbook is needed: run tests/setup\n{}",
+            found.describe()
+        );
+        a
+    }
+
+    fn collections(&self) -> PathBuf {
+        self.path().join("collections")
+    }
+
+    /// The installed collection.
+    fn collection(&self) -> PathBuf {
+        self.collections().join("ansible_collections/subhost/fleet")
+    }
+
+    /// PROGRAM with Ansible's environment pointed into the temp dir.
+    fn command(&self, program: &str) -> Command {
+        let p = self.path();
+        let mut c = Command::new(program);
+        c.env("HOME", p.join("home"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("ANSIBLE_HOME", p.join("home/.ansible"))
+            .env("ANSIBLE_COLLECTIONS_PATH", p.join("collections"))
+            .env("ANSIBLE_COLLECTIONS_PATHS", p.join("collections"))
+            .env("ANSIBLE_LOCAL_TEMP", p.join("local"))
+            .env("ANSIBLE_REMOTE_TEMP", p.join("remote"))
+            .env("ANSIBLE_SSH_CONTROL_PATH_DIR", p.join("cp"))
+            .env("ANSIBLE_NOCOWS", "1")
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_FORCE_COLOR", "0")
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+            .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3")
+            .env("PATH", path_with_launcher())
+            .current_dir(p);
+        c
+    }
+
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn write(&self, file: &str, text: &str) -> PathBuf {
+        let p = self.path().join(file);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Runs PLAYBOOK against INVENTORY with EXTRA as `-e` JSON; panics with
+    /// the whole output unless it succeeds with no failed host.
+    fn play(&self, inventory: &Path, playbook: &Path, extra: &str) -> Finished {
+        let mut c = self.command("ansible-playbook");
+        c.arg("-i")
+            .arg(inventory)
+            .arg("-e")
+            .arg(extra)
+            .arg(playbook);
+        let out = run_timeout(&mut c, PLAYBOOK_LIMIT);
+        assert!(
+            out.status.success() && !out.timed_out,
+            "ansible-playbook {} failed: {}",
+            playbook.display(),
+            out.describe()
+        );
+        out
+    }
+}
+
+/// PATH with the launcher under test first, so `subhost-launch` as a bare
+/// name (the modules' default) is the one being tested.
+fn path_with_launcher() -> String {
+    format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+    )
+}
+
+/// The PLAY RECAP line of HOST: `ok=N changed=N ...`.
+fn recap(out: &Finished, host: &str) -> String {
+    let text = out.stdout_str();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.split_whitespace().next() == Some(host))
+        .unwrap_or_else(|| panic!("no recap for {host}: {}", out.describe()));
+    line.to_string()
+}
+
+fn recap_count(out: &Finished, host: &str, what: &str) -> u32 {
+    let line = recap(out, host);
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{what}=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {what}= in {line:?}"))
+}
+
+/// Subhosts the module makes under BASE; stopped on drop whatever a failed
+/// test left, before the temp dir (and its mounts) goes.
+struct Made {
+    base: PathBuf,
+    names: Vec<String>,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = run_timeout(
+                Command::new(launch_bin())
+                    .arg("--subhost-dir")
+                    .arg(&self.base)
+                    .args(["stop", name]),
+                LAUNCH_LIMIT,
+            );
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+/// The collection's Python unit tests: the config text the module writes
+/// means exactly the given values to bash itself, and the name rule.
+#[test]
+fn module_unit_tests() {
+    let ansible = Ansible::new();
+    let out = run_timeout(
+        ansible
+            .command("/usr/bin/python3")
+            .arg(
+                ansible
+                    .collection()
+                    .join("tests/unit/plugins/modules/test_subhost.py"),
+            )
+            .arg("-v")
+            .env("PYTHONPATH", ansible.collections()),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr_str().contains("Ran 6 tests"),
+        "{}",
+        out.describe()
+    );
+}
+
+const MODULE_PLAYBOOK: &str = r#"
+- hosts: infra
+  gather_facts: false
+  module_defaults:
+    subhost.fleet.subhost: {subhost_dir: "{{ base }}"}
+    subhost.fleet.subhost_info: {subhost_dir: "{{ base }}"}
+  vars:
+    good: &good
+      LOWER: /
+      BRIDGES: ["{{ bridge }}"]
+      STOP_TIMEOUT: 2
+      # A list element with a quote, spaces and a $: quoted literally.
+      BOOT: [/bin/echo, "it's up,", "$SUB", "(untouched)"]
+  tasks:
+    # Bad input: refused before anything changes on the host.
+    - name: unknown key
+      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: /, NO_SUCH_KEY: x}}
+      register: bad_key
+      ignore_errors: true
+    - name: a list for a single-value key
+      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: [/, /usr]}}
+      register: bad_list
+      ignore_errors: true
+    - name: an invalid name
+      subhost.fleet.subhost: {name: "../{{ name }}", state: started}
+      register: bad_name
+      ignore_errors: true
+    - name: a missing bridge (only the real start finds it)
+      subhost.fleet.subhost:
+        name: "{{ name }}"
+        state: started
+        config: {LOWER: /, BRIDGES: ["{{ missing_bridge }}"]}
+      register: bad_bridge
+      ignore_errors: true
+    - stat: {path: "{{ base }}/{{ name }}"}
+      register: after_bad
+    - assert:
+        that:
+          - bad_key is failed and 'unknown key NO_SUCH_KEY' in bad_key.msg
+          - (base ~ '/' ~ name ~ '/config:') in bad_key.msg
+          - bad_list is failed and 'LOWER: takes a single value, not an array' in bad_list.msg
+          - bad_name is failed and 'invalid subhost name' in bad_name.msg
+          - bad_bridge is failed and ('bridge ' ~ missing_bridge ~ ' does not exist') in bad_bridge.msg
+          - not after_bad.stat.exists
+
+    - name: present, with a config
+      subhost.fleet.subhost: {name: "{{ name }}", config: *good}
+      register: present1
+    - name: present again
+      subhost.fleet.subhost: {name: "{{ name }}", config: *good}
+      register: present2
+    - name: started, in check mode
+      subhost.fleet.subhost: {name: "{{ name }}", state: started, config: *good}
+      check_mode: true
+      register: started_check
+    - subhost.fleet.subhost_info: {name: "{{ name }}"}
+      register: info_check
+    - name: started
+      subhost.fleet.subhost: {name: "{{ name }}", state: started, config: *good}
+      register: started1
+    - name: started again
+      subhost.fleet.subhost: {name: "{{ name }}", state: started, config: *good}
+      register: started2
+    - assert:
+        that:
+          - present1 is changed and present1.subhost.state == 'stopped'
+          - present1.actions == ['create', 'write config']
+          - present2 is not changed
+          - started_check is changed and started_check.actions == ['start --detach']
+          - info_check.subhosts | length == 1 and info_check.subhosts[0].state == 'stopped'
+          - started1 is changed and started1.subhost.state == 'running'
+          - started1.subhost.cables[0].bridge == bridge and started1.subhost.cables[0].present
+          - started2 is not changed and started2.subhost.pid == started1.subhost.pid
+    - name: BOOT ran with its words intact
+      command: cat {{ base }}/{{ name }}/console.log
+      register: console
+      until: "'untouched' in console.stdout"
+      retries: 50
+      delay: 0.1
+      changed_when: false
+    - assert:
+        that: ["\"it's up, $SUB (untouched)\" in console.stdout"]
+
+    - name: a config change, in check and diff mode
+      subhost.fleet.subhost:
+        name: "{{ name }}"
+        state: started
+        config: "{{ good | combine({'HOSTNAME': 'changed-1'}) }}"
+      check_mode: true
+      diff: true
+      register: change_check
+    - slurp: {src: "{{ base }}/{{ name }}/config"}
+      register: config_after_check
+    - subhost.fleet.subhost_info: {name: "{{ name }}"}
+      register: info_after_check
+    - assert:
+        that:
+          - change_check is changed and change_check.config_changed
+          - "'HOSTNAME' not in change_check.diff.before and \"HOSTNAME='changed-1'\" in change_check.diff.after"
+          - (config_after_check.content | b64decode) == change_check.diff.before
+          - info_after_check.subhosts[0].pid == started1.subhost.pid
+
+    - name: a config change restarts it
+      subhost.fleet.subhost:
+        name: "{{ name }}"
+        state: started
+        config: "{{ good | combine({'HOSTNAME': 'changed-1'}) }}"
+      register: change
+    - name: inside, the new hostname
+      command: "{{ launcher }} --subhost-dir {{ base }} enter {{ name }} -- hostname"
+      register: hostname
+      changed_when: false
+    - name: with restart=false a change is only written and reported
+      subhost.fleet.subhost:
+        name: "{{ name }}"
+        state: present
+        restart: false
+        config: "{{ good | combine({'HOSTNAME': 'changed-2'}) }}"
+      register: no_restart
+    - slurp: {src: "{{ base }}/{{ name }}/config"}
+      register: config_before_bad_change
+    - name: a change whose start fails is undone
+      subhost.fleet.subhost:
+        name: "{{ name }}"
+        state: started
+        config: "{{ good | combine({'BRIDGES': [missing_bridge]}) }}"
+      register: bad_change
+      ignore_errors: true
+    - slurp: {src: "{{ base }}/{{ name }}/config"}
+      register: config_after_bad_change
+    - subhost.fleet.subhost_info: {name: "{{ name }}"}
+      register: info_after_bad_change
+    - assert:
+        that:
+          - bad_change is failed and ('bridge ' ~ missing_bridge ~ ' does not exist') in bad_change.msg
+          - "'previous config was put back' in bad_change.msg"
+          - config_after_bad_change.content == config_before_bad_change.content
+          - info_after_bad_change.subhosts[0].state == 'running'
+          - info_after_bad_change.subhosts[0].cables[0].bridge == bridge
+    - assert:
+        that:
+          - change is changed and change.actions == ['stop', 'write config', 'start --detach']
+          - change.subhost.state == 'running' and change.subhost.pid != started1.subhost.pid
+          - hostname.stdout == 'changed-1'
+          - no_restart is changed and no_restart.restart_needed
+          - no_restart.subhost.pid == change.subhost.pid
+
+    - subhost.fleet.subhost_info:
+      register: all_info
+    - name: stopped
+      subhost.fleet.subhost: {name: "{{ name }}", state: stopped}
+      register: stopped1
+    - name: stopped again
+      subhost.fleet.subhost: {name: "{{ name }}", state: stopped}
+      register: stopped2
+    - name: a foreground session leaves it hibernating
+      command: "{{ launcher }} --subhost-dir {{ base }} start {{ name }} -- /bin/true"
+    - subhost.fleet.subhost_info: {name: "{{ name }}"}
+      register: info_hibernating
+    - name: started wakes a hibernating subhost detached
+      subhost.fleet.subhost: {name: "{{ name }}", state: started}
+      register: woken
+    - name: absent, in check mode
+      subhost.fleet.subhost: {name: "{{ name }}", state: absent}
+      check_mode: true
+      register: absent_check
+    - stat: {path: "{{ base }}/{{ name }}/config"}
+      register: still_there
+    - name: absent
+      subhost.fleet.subhost: {name: "{{ name }}", state: absent}
+      register: absent1
+    - name: absent again
+      subhost.fleet.subhost: {name: "{{ name }}", state: absent}
+      register: absent2
+    - stat: {path: "{{ base }}/{{ name }}"}
+      register: gone
+    - assert:
+        that:
+          - all_info.subhosts | map(attribute='name') | list == [name]
+          - stopped1 is changed and stopped1.subhost.state == 'stopped'
+          - stopped2 is not changed
+          - absent_check is changed and still_there.stat.exists
+          - info_hibernating.subhosts[0].state == 'hibernating'
+          - woken is changed and woken.actions == ['start --detach'] and woken.subhost.state == 'running'
+          - absent1 is changed and absent1.subhost == {} and absent1.actions[0] == 'stop'
+          - absent2 is not changed
+          - not gone.stat.exists
+"#;
+
+/// The subhost module through every state, with check and diff mode,
+/// idempotency, restarts on config change, and bad input refused before
+/// anything changes.
+#[test]
+fn module_manages_a_subhost_through_its_states() {
+    let ansible = Ansible::new();
+    let bridge = Bridge::new();
+    let base = ansible.path().join("subhosts");
+    let name = unique_name("anm");
+    let _made = Made {
+        base: base.clone(),
+        names: vec![name.clone()],
+    };
+    let inventory = ansible.write(
+        "inventory.yml",
+        "infra:\n  hosts:\n    localhost:\n      ansible_connection: local\n",
+    );
+    let playbook = ansible.write("module.yml", MODULE_PLAYBOOK);
+    let extra = format!(
+        r#"{{"base": "{}", "name": "{name}", "bridge": "{}", "missing_bridge": "{}", "launcher": "{}"}}"#,
+        base.display(),
+        bridge.name,
+        unique_name("nob"),
+        launch_bin().display(),
+    );
+    let out = ansible.play(&inventory, &playbook, &extra);
+    assert_eq!(
+        recap_count(&out, "localhost", "failed"),
+        0,
+        "{}",
+        out.describe()
+    );
+    // The kernel agrees: nothing of the subhost is left.
+    assert!(!base.join(&name).exists());
+    assert!(!netns_exists(&name), "netns {name} left behind");
+    assert!(
+        !Path::new("/sys/class/net")
+            .join(format!("{name}0"))
+            .exists(),
+        "cable {name}0 left behind"
+    );
+}
+
+const CONNECTION_PLAYBOOK: &str = r#"
+- hosts: subhosts
+  gather_facts: false
+  tasks:
+    - command: hostname
+      register: hostname
+    - name: a binary file in, twice
+      copy: {src: "{{ blob }}", dest: "/root/{{ inventory_hostname }}.bin", mode: "0600"}
+      register: copy1
+    - copy: {src: "{{ blob }}", dest: "/root/{{ inventory_hostname }}.bin", mode: "0600"}
+      register: copy2
+    - name: a name a shell would split
+      copy: {content: "odd\n", dest: "/root/a b'c.txt"}
+    - name: inside, the same bytes
+      command: sha256sum "/root/{{ inventory_hostname }}.bin" "/root/a b'c.txt"
+      register: sums
+    - slurp: {src: "/root/a b'c.txt"}
+      register: slurped
+    - name: the binary file out
+      fetch: {src: "/root/{{ inventory_hostname }}.bin", dest: "{{ fetched }}/{{ inventory_hostname }}.bin", flat: true}
+    - ping:
+    - name: a failing command
+      command: sh -c 'echo out; echo err >&2; exit 3'
+      register: failing
+      ignore_errors: true
+    - name: a raw command's status
+      raw: exit 5
+      register: raw
+      ignore_errors: true
+    - assert:
+        that:
+          - hostname.stdout == subhost
+          - copy1 is changed and copy2 is not changed
+          - sums.stdout_lines[0].split()[0] == blob_sha256
+          - (slurped.content | b64decode) == "odd\n"
+          - failing is failed and failing.rc == 3
+          - failing.stdout == 'out' and failing.stderr == 'err'
+          - raw is failed and raw.rc == 5
+
+- hosts: gone
+  gather_facts: false
+  tasks:
+    - command: "true"
+      ignore_unreachable: true
+      register: unreachable
+    - assert:
+        that:
+          - unreachable is unreachable
+          - "'is not running' in unreachable.msg or 'no subhost' in unreachable.msg"
+"#;
+
+fn sha256(path: &Path) -> String {
+    let out = run_timeout(&mut cmd("sha256sum", [path]), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", out.describe());
+    out.stdout_str()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The connection plugin: modules inside a running subhost with and
+/// without pipelining, files in and out byte for byte, exit statuses, and
+/// an unreachable subhost reported as such.
+#[test]
+fn connection_plugin_runs_modules_inside() {
+    let ansible = Ansible::new();
+    // LOWER=/ gives the subhost the host's python3.
+    let subhost = Subhost::new("anc", "LOWER=/\n");
+    let started = subhost.run(&["start", "--detach", &subhost.name]);
+    assert!(started.status.success(), "{}", started.describe());
+
+    // 5 MiB and a bit of every byte value, so no encoding or buffer
+    // boundary can hide.
+    let blob = ansible.path().join("blob.bin");
+    let mut data: Vec<u8> = (0..=255u8).cycle().take(256 * 1024).collect();
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    let mut rnd = vec![0u8; 5 * 1024 * 1024 + 123];
+    std::io::Read::read_exact(&mut f, &mut rnd).unwrap();
+    data.extend_from_slice(&rnd);
+    std::fs::write(&blob, &data).unwrap();
+    let fetched = ansible.path().join("fetched");
+    std::fs::create_dir_all(&fetched).unwrap();
+
+    let gone = unique_name("ang");
+    let inventory = ansible.write(
+        "inventory.yml",
+        &format!(
+            "all:
+  vars:
+    ansible_connection: subhost.fleet.subhost
+    subhost_dir: {base}
+    subhost_launcher: {launcher}
+  children:
+    subhosts:
+      hosts:
+        piped: {{ansible_host: {name}, ansible_pipelining: true}}
+        unpiped: {{ansible_host: {name}, ansible_pipelining: false}}
+    gone:
+      hosts:
+        {gone}:
+",
+            base = subhost.base().display(),
+            launcher = launch_bin().display(),
+            name = subhost.name,
+            gone = gone,
+        ),
+    );
+    let playbook = ansible.write("connection.yml", CONNECTION_PLAYBOOK);
+    let extra = format!(
+        r#"{{"blob": "{}", "blob_sha256": "{}", "fetched": "{}", "subhost": "{}"}}"#,
+        blob.display(),
+        sha256(&blob),
+        fetched.display(),
+        subhost.name
+    );
+    let out = ansible.play(&inventory, &playbook, &extra);
+    for host in ["piped", "unpiped"] {
+        assert_eq!(recap_count(&out, host, "failed"), 0, "{}", out.describe());
+        let back = std::fs::read(fetched.join(format!("{host}.bin"))).unwrap();
+        assert!(
+            back == data,
+            "{host}: fetched file differs from the one copied in"
+        );
+    }
+    // The unreachable subhost's own assertions ran.
+    assert_eq!(recap_count(&out, &gone, "ok"), 2, "{}", out.describe());
+}
+
+/// An sshd of this test's own on 127.0.0.1: its own port, host key and
+/// client key in a temp dir, in the foreground under `timeout`, killed on
+/// drop with every shared client connection closed first.
+struct Sshd {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    made_privsep: bool,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Sshd {
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd is needed: run tests/setup (openssh-server)");
+        std::fs::create_dir_all(dir).unwrap();
+        for key in ["host", "client"] {
+            let out = run_timeout(
+                cmd("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)),
+                Duration::from_secs(30),
+            );
+            assert!(out.status.success(), "ssh-keygen: {}", out.describe());
+        }
+        std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
+        // sshd refuses to start without its privilege separation directory,
+        // which only the distribution's boot setup makes.
+        let privsep = Path::new("/run/sshd");
+        let made_privsep = !privsep.exists();
+        if made_privsep {
+            std::fs::create_dir(privsep).unwrap();
+            std::fs::set_permissions(privsep, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("sshd_config");
+        let mut f = std::fs::File::create(&config).unwrap();
+        write!(
+            f,
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host\n\
+             AuthorizedKeysFile {dir}/authorized_keys\nPidFile none\nUsePAM no\n\
+             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n",
+            dir = dir.display()
+        )
+        .unwrap();
+        drop(f);
+        let child = spawn_group(
+            Command::new("timeout")
+                .args(["600", sshd, "-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap()),
+        );
+        let s = Sshd {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            made_privsep,
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "sshd did not come up: {}",
+            std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+        );
+        s
+    }
+
+    fn ssh_args(&self) -> String {
+        format!(
+            "-p {} -i {}/client -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR",
+            self.port,
+            self.dir.display()
+        )
+    }
+
+    /// Closes every shared ssh connection whose socket is in DIR, so the
+    /// sshd processes serving them end too.
+    fn close_masters(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let _ = run_timeout(
+                Command::new("ssh")
+                    .arg("-o")
+                    .arg(format!("ControlPath={}", e.path().display()))
+                    .args(["-O", "exit", "x"]),
+                Duration::from_secs(10),
+            );
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+        if self.made_privsep {
+            let _ = std::fs::remove_dir(Path::new("/run/sshd"));
+        }
+    }
+}
+
+/// The example of contrib/ansible, from the built and installed collection (two infrastructure hosts, subhosts
+/// cabled to a bridge and started detached, then configured inside with
+/// file, copy, template, service and command) as written, with one
+/// infrastructure host this machine through the local connection and the
+/// other this machine over ssh: the module runs over ssh, and the
+/// connection plugin reaches the subhosts there through `subhost_host`.
+/// A second run changes nothing.
+#[test]
+fn example_playbook_over_ssh_and_locally() {
+    let ansible = Ansible::built();
+    let sshd = Sshd::start(&ansible.path().join("ssh"));
+    let bridge = Bridge::new();
+    let (base1, base2) = (ansible.path().join("infra1"), ansible.path().join("infra2"));
+    let (web1, web2) = (unique_name("ane"), unique_name("ane"));
+    let _made = (
+        Made {
+            base: base1.clone(),
+            names: vec![web1.clone()],
+        },
+        Made {
+            base: base2.clone(),
+            names: vec![web2.clone()],
+        },
+    );
+    let cp = ansible.path().join("cp");
+    // Declared after the subhosts: dropped first, so shared connections
+    // close before the subhosts stop.
+    struct Masters(PathBuf);
+    impl Drop for Masters {
+        fn drop(&mut self) {
+            Sshd::close_masters(&self.0);
+        }
+    }
+    let _masters = Masters(cp.clone());
+
+    let inventory = ansible.write(
+        "inventory.yml",
+        &format!(
+            "all:
+  vars: {{fleet_bridge: {bridge}}}
+  children:
+    infra:
+      vars: {{ansible_python_interpreter: /usr/bin/python3}}
+      hosts:
+        infra1: {{ansible_connection: local}}
+        infra2:
+          ansible_host: 127.0.0.1
+          ansible_user: root
+          ansible_port: {port}
+          ansible_ssh_private_key_file: {ssh}/client
+          ansible_ssh_common_args: -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no
+    subhosts:
+      vars:
+        ansible_connection: subhost.fleet.subhost
+        ansible_python_interpreter: /usr/bin/python3
+        subhost_launcher: {launcher}
+      children:
+        on_infra1:
+          vars: {{infra: infra1, subhost_dir: {base1}}}
+          hosts: {{{web1}: }}
+        on_infra2:
+          vars:
+            infra: infra2
+            subhost_dir: {base2}
+            subhost_host: root@127.0.0.1
+            subhost_ssh_args: {ssh_args}
+            subhost_ssh_control_path_dir: {cp}
+          hosts: {{{web2}: }}
+",
+            bridge = bridge.name,
+            port = sshd.port,
+            ssh = sshd.dir.display(),
+            launcher = launch_bin().display(),
+            base1 = base1.display(),
+            base2 = base2.display(),
+            ssh_args = sshd.ssh_args(),
+            cp = cp.display(),
+        ),
+    );
+    let site = ansible.collection().join("examples/site.yml");
+    let first = ansible.play(&inventory, &site, "{}");
+    for host in [&web1, &web2] {
+        assert_eq!(
+            recap_count(&first, host, "failed"),
+            0,
+            "{}",
+            first.describe()
+        );
+        assert!(
+            recap_count(&first, host, "changed") >= 6,
+            "{}",
+            first.describe()
+        );
+    }
+    let log = std::fs::read_to_string(sshd.dir.join("sshd.log")).unwrap_or_default();
+    assert!(
+        log.contains("Accepted publickey for root"),
+        "nothing came over ssh: {log}"
+    );
+    // Each subhost is where its inventory says, running, cabled.
+    for (base, name) in [(&base1, &web1), (&base2, &web2)] {
+        let out = run_timeout(
+            Command::new(launch_bin())
+                .arg("--subhost-dir")
+                .arg(base)
+                .args(["status", name]),
+            LAUNCH_LIMIT,
+        );
+        assert!(
+            out.stdout_str().contains("running") && out.stdout_str().contains(&bridge.name),
+            "{}",
+            out.describe()
+        );
+    }
+    let second = ansible.play(&inventory, &site, "{}");
+    for host in [&web1, &web2] {
+        assert_eq!(
+            recap_count(&second, host, "changed"),
+            0,
+            "{}",
+            second.describe()
+        );
+    }
+}
