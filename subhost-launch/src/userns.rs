@@ -26,12 +26,11 @@ use crate::layout::Layout;
 /// Ids of a picked range, and the default COUNT: what a Linux distribution
 /// allocates (uids and gids up to 65535, nobody at 65534).
 pub const SIZE: u32 = 65536;
-/// Where picked ranges start: above what `useradd` hands out in
-/// `/etc/subuid` by default (100000 + 65536 per user) for the first few
-/// users, and what systemd-nspawn picks from (0x80000).
+/// Where picked ranges start, and end (exclusive): the container range of
+/// systemd's UIDS-GIDS.md, 524288…1879048191, which systemd-nspawn picks
+/// from too; `/etc/subuid` entries in it (useradd's from 100000 up reach it
+/// after a few users) are skipped.
 pub const PICK_LOW: u32 = 0x8_0000;
-/// Where picked ranges end (exclusive): systemd's container range ends at
-/// 0x6FFF_FFFF; above are its dynamic users and the 32-bit edge.
 pub const PICK_HIGH: u32 = 0x7000_0000;
 /// Ids below this are the host's own users and groups.
 pub const HOST_IDS: u32 = 65536;
