@@ -4,6 +4,11 @@
 //! `live`, put under the seccomp filter and the capability bounding set, and
 //! replaced by `subhost-init` as PID 1, with no descriptor of its caller.
 //!
+//! With USERNS the child is root of the subhost's user namespace (the one
+//! that owns its netns), and every namespace it makes is owned by that:
+//! the SHAREs come as idmapped copies the launcher made, `/dev` binds the
+//! host's devices, and the bounding set keeps all but CAPS_DROP.
+//!
 //! Everything the child does is planned first as a list of [`Step`]s: plain
 //! data that `--dry-run` prints and tests inspect; `run_step` is the thin
 //! layer that turns each into syscalls.
