@@ -357,11 +357,31 @@ fn remove_mount_point(file: &Path) -> anyhow::Result<()> {
 /// up to `timeout` until no host-side link `NAME<digits>` is left. Returns
 /// whether there was anything to delete. Idempotent.
 pub fn delete(name: &str, timeout: Duration) -> anyhow::Result<bool> {
+    let deleting = begin_delete(name)?;
+    finish_deletes(vec![deleting], timeout)
+        .pop()
+        .expect("one result per deletion")
+}
+
+/// A namespace whose deletion was issued: the host ends of its cables are
+/// still to go, which the kernel does asynchronously, for many namespaces
+/// in one batch (so deleting them all before waiting for any costs about
+/// what one costs).
+#[derive(Debug)]
+pub struct Deleting {
+    name: String,
+    had_file: bool,
+    links: Vec<String>,
+}
+
+/// The first half of [`delete`]: removes `/run/netns/NAME` (and half-made
+/// cables) without waiting for the kernel's cleanup.
+pub fn begin_delete(name: &str) -> anyhow::Result<Deleting> {
     let file = path(name);
     // symlink_metadata: a dangling or odd entry still counts as "there".
     let had_file = file.symlink_metadata().is_ok();
     let candidates = host_links(name);
-    let ours = if candidates.is_empty() {
+    let links = if candidates.is_empty() {
         candidates
     } else {
         sort_out(name, candidates).with_context(|| format!("deleting netns {name}"))?
@@ -369,18 +389,39 @@ pub fn delete(name: &str, timeout: Duration) -> anyhow::Result<bool> {
     if had_file {
         remove_mount_point(&file).with_context(|| format!("deleting netns {name}"))?;
     }
-    if ours.is_empty() {
-        return Ok(had_file);
-    }
-    let left = wait_gone(ours, timeout);
-    if !left.is_empty() {
-        bail!(
-            "host links {} of netns {name} still exist {timeout:?} after deleting it: \
-             a process still holds the namespace (see `lsns -t net`)",
-            left.join(", ")
-        );
-    }
-    Ok(true)
+    Ok(Deleting {
+        name: name.to_string(),
+        had_file,
+        links,
+    })
+}
+
+/// The second half of [`delete`], for many at once: waits up to `timeout`
+/// in all until every cable of every namespace is gone. One result per
+/// deletion, in order: whether there was anything to delete, or which
+/// host ends outlived the wait.
+pub fn finish_deletes(deletions: Vec<Deleting>, timeout: Duration) -> Vec<anyhow::Result<bool>> {
+    let all: Vec<String> = deletions.iter().flat_map(|d| d.links.clone()).collect();
+    let left = wait_gone(all, timeout);
+    deletions
+        .into_iter()
+        .map(|d| {
+            let mine: Vec<&str> = left
+                .iter()
+                .filter(|l| d.links.contains(l))
+                .map(String::as_str)
+                .collect();
+            if !mine.is_empty() {
+                bail!(
+                    "host links {} of netns {} still exist {timeout:?} after deleting it: \
+                     a process still holds the namespace (see `lsns -t net`)",
+                    mine.join(", "),
+                    d.name
+                );
+            }
+            Ok(d.had_file || !d.links.is_empty())
+        })
+        .collect()
 }
 
 /// Of the host links named `NAME<digits>`, returns those to wait for: it

@@ -362,6 +362,16 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
         }
         None => None,
     };
+    // For the child to see whether the launcher died before its
+    // parent-death signal was set: its parent is outside its PID namespace,
+    // so getppid() says 0 either way.
+    let launcher = match s.detached {
+        Some(_) => None,
+        None => Some(
+            crate::state::PidFd::open(std::process::id() as i32)
+                .context("cannot open a pidfd for the launcher")?,
+        ),
+    };
     let (forked, joined) = fork_into_pid_ns(v2_fd.as_ref().map(|f| f.as_fd()))?;
     let joined = if joined { v2 } else { None };
 
@@ -369,7 +379,7 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
         ForkResult::Child => {
             drop(err_r);
             let sock = fd_pair.map(|(_, child)| child);
-            let err = child_main(&s, sock, joined).unwrap_err();
+            let err = child_main(&s, sock, joined, launcher.as_ref()).unwrap_err();
             let mut w = File::from(err_w);
             let _ = write!(w, "{err:#}");
             // SAFETY: _exit skips atexit handlers and destructors that
@@ -466,6 +476,7 @@ fn child_main(
     s: &Spawn<'_>,
     sock: Option<OwnedFd>,
     joined: Option<&Path>,
+    launcher: Option<&crate::state::PidFd>,
 ) -> Result<std::convert::Infallible> {
     match &s.detached {
         Some(d) => detach(d)?,
@@ -475,6 +486,11 @@ fn child_main(
             if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
                 return Err(std::io::Error::last_os_error())
                     .context("cannot set the parent-death signal");
+            }
+            // A launcher killed between the clone and the prctl sent no
+            // signal: then no session may start behind the caller's back.
+            if launcher.is_some_and(|l| l.wait_exit(std::time::Duration::ZERO)) {
+                bail!("the launcher is gone");
             }
         }
     }

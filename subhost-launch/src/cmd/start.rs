@@ -80,6 +80,32 @@ pub enum Mode {
     Detached { console: Option<String> },
 }
 
+/// `start --detach` of several subhosts, one after the other in the order
+/// given (a later one may need an earlier one's service): each on its own,
+/// so one that fails is undone alone and the rest still start. Returns
+/// 0, or 125 when any could not be started (each such one named).
+pub fn start_detached(
+    base: &Path,
+    names: &[String],
+    console: Option<String>,
+    dry_run: bool,
+) -> i32 {
+    let mut status = 0;
+    for name in names {
+        if dry_run && names.len() > 1 {
+            println!("# subhost {name}");
+        }
+        let mode = Mode::Detached {
+            console: console.clone(),
+        };
+        if let Err(e) = start(base, name, mode, dry_run) {
+            crate::outcome::fail(&e);
+            status = 125;
+        }
+    }
+    status
+}
+
 pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> {
     let (layout, cfg) = open_subhost(base, name)?;
     let (argv, console) = match mode {
@@ -109,7 +135,12 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         return Ok(0);
     }
 
-    let lock = state::lock(name)?;
+    // Another start or stop of it finishes first: it takes at most the
+    // grace a stop gives the init, plus a moment.
+    let lock = state::lock(
+        name,
+        Duration::from_secs(cfg.stop_timeout.into()) + Duration::from_secs(2),
+    )?;
     if let Some(init) = state::running_init(name) {
         bail!(
             "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
@@ -138,8 +169,16 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         netns::create(name, &links)?;
     }
     let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
-    let cg = &*undo.cgroup.insert(cgroup::create(&cgroup_plan)?);
-    state::record_cgroup(name, cg.dirs())?;
+    // Recorded before it is made: a launcher killed in between leaves a
+    // cgroup that the next `stop` still finds, from any caller's cgroup.
+    state::record_cgroup(name, &cgroup_plan.dirs)?;
+    let cg = match cgroup::create(&cgroup_plan) {
+        Ok(cg) => &*undo.cgroup.insert(cg),
+        Err(e) => {
+            state::clear_cgroup(name);
+            return Err(e);
+        }
+    };
     let detached = match &console {
         Some(console) => Some(detached_streams(&layout, &cfg, console)?),
         None => None,
@@ -183,10 +222,10 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         detach::record_console(name, console)?;
         drop(lock);
         // The init is not waited for: it is reparented when we exit.
-        println!(
+        crate::outcome::say(&format!(
             "subhost {name}: started (init PID {}), console: {console}",
             child.pid
-        );
+        ));
         return Ok(0);
     }
     drop(lock);
