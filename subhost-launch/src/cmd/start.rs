@@ -34,7 +34,9 @@ pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
     let layout = Layout::new(base, name)?;
     if !layout.dir.is_dir() {
         bail!(
-            "no subhost {name}: {} is not a directory (make it, with root/ inside and a config)",
+            "no subhost {name}: {} is not a directory; make one with \
+             `subhost-launch create {name} --lower /` (an overlay over the host's /: \
+             what it changes stays in its root/), or see `subhost-launch create --help`",
             layout.dir.display()
         );
     }
