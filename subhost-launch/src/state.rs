@@ -136,11 +136,22 @@ pub struct ProcId {
 }
 
 impl ProcId {
+    /// A live process; a zombie is gone (ESRCH).
     pub fn of(pid: i32) -> io::Result<ProcId> {
         Ok(ProcId {
             pid,
             start: start_time(pid)?,
         })
+    }
+
+    /// Our own child, even if it has already exited: unreaped, its PID
+    /// cannot be recycled, and a session as short as `true` is gone before
+    /// its record is written.
+    pub fn of_child(pid: i32) -> io::Result<ProcId> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let (_, start) =
+            parse_stat(&stat).ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+        Ok(ProcId { pid, start })
     }
 }
 

@@ -212,7 +212,7 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         cgroup: Some(cg),
     })
     .with_context(|| format!("cannot start subhost {name}"))?;
-    let id = state::ProcId::of(child.pid.as_raw());
+    let id = state::ProcId::of_child(child.pid.as_raw());
     match &id {
         Ok(id) => state::record_init(name, *id)?,
         Err(e) => warn!("cannot record init PID {}: {e}", child.pid),
