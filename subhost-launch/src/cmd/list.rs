@@ -351,7 +351,6 @@ fn init_fact(name: &str, inits: &Inits) -> InitFact {
         Err(_) => InitFact::Exited,
         // Same start time: the very process recorded, not a recycled PID.
         Ok(id) if id == rec && nspid(rec.pid).last() == Some(&1) => InitFact::OutsideNetns(rec.pid),
-        Ok(id) if id == rec => InitFact::Exited,
         Ok(_) => InitFact::Stale(rec.pid),
     }
 }

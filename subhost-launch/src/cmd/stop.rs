@@ -111,8 +111,10 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
     }
     release_cgroups(&mut held);
     delete_netns(&mut held);
-    for t in &mut held {
-        match mounts::deactivate(&t.layout) {
+    let layouts: Vec<&Layout> = held.iter().map(|t| &t.layout).collect();
+    let unmounted = mounts::deactivate_all(&layouts);
+    for (t, r) in held.iter_mut().zip(unmounted) {
+        match r {
             Ok(d) => t.did |= d,
             Err(e) => t.failed.push(e),
         }
