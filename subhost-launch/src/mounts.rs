@@ -349,6 +349,12 @@ fn current(step: &Step) -> anyhow::Result<Current> {
     let target = target
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", target.display()))?;
+    // The usual case on a cold start: nothing mounted there, which one
+    // statx tells without the mount table (which grows with every subhost
+    // up, and which the kernel formats anew on every read).
+    if is_mount_root(&target) == Some(false) {
+        return Ok(Current::Nothing);
+    }
     let entries = mount_points().context("cannot read /proc/self/mountinfo")?;
     // The last entry at a mount point is the one on top, the one visible.
     let Some(top) = entries.iter().rev().find(|e| e.mount_point == target) else {

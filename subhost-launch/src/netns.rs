@@ -126,12 +126,16 @@ pub fn open(name: &str) -> std::io::Result<OwnedFd> {
 /// or nothing: on error, what this call made is removed again.
 pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
     check_links(links)?;
-    let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
+    // Without cables nothing is asked of the host's netlink: no socket.
+    let mut host = match links.is_empty() {
+        true => None,
+        false => Some(Netlink::open().context("opening a netlink socket in the host namespace")?),
+    };
     let masters = links
         .iter()
         .enumerate()
         .map(|(i, link)| match &link.bridge {
-            Some(br) => bridge_index(&mut host, br, i).map(Some),
+            Some(br) => bridge_index(host.as_mut().expect("opened for cables"), br, i).map(Some),
             None => Ok(None),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -139,7 +143,7 @@ pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
     let file = path(name);
     create_mount_point(name, &file)?;
     let mut made = Vec::new();
-    if let Err(err) = populate(name, &file, &mut host, links, &masters, &mut made) {
+    if let Err(err) = populate(name, &file, host.as_mut(), links, &masters, &mut made) {
         return Err(rollback(name, &file, made, err));
     }
     Ok(())
@@ -151,13 +155,14 @@ pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
 fn populate(
     name: &str,
     file: &Path,
-    host: &mut Netlink,
+    mut host: Option<&mut Netlink>,
     links: &[Link],
     masters: &[Option<u32>],
     made: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let (nsfd, mut inner) = new_netns(file)?;
     for (i, (link, master)) in links.iter().zip(masters).enumerate() {
+        let host = host.as_deref_mut().expect("opened for cables");
         host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
             .map_err(|e| {
                 anyhow!(
