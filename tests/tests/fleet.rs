@@ -164,7 +164,8 @@ fn several_start_and_stop_in_one_call_each_with_its_own_line() {
 
     // A name with no directory: an error line for it, the others stopped.
     let (a, b, c) = (&fleet.names[0], &fleet.names[1], &fleet.names[2]);
-    let out = fleet.run(&["stop", a, "shtnosuch", b, c]);
+    // A name given twice is stopped once.
+    let out = fleet.run(&["stop", a, "shtnosuch", b, a, c]);
     assert_eq!(out.code(), 1, "{}", out.describe());
     let nosuch = fleet.base().join("shtnosuch");
     assert!(

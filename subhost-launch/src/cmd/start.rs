@@ -93,7 +93,10 @@ pub fn start_detached(
     dry_run: bool,
 ) -> i32 {
     let mut status = 0;
-    for name in names {
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            continue;
+        }
         if dry_run && names.len() > 1 {
             println!("# subhost {name}");
         }

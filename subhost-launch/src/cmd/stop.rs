@@ -75,7 +75,12 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
     };
     let mut status = 0;
     let mut targets = Vec::new();
-    for name in &names {
+    for (i, name) in names.iter().enumerate() {
+        // Named twice: once is what was meant (a second lock of it would
+        // wait for the first).
+        if names[..i].contains(name) {
+            continue;
+        }
         match open(base, name) {
             Ok(t) => targets.push(t),
             Err(e) => {
@@ -94,7 +99,12 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
         }
         return Ok(status);
     }
-    for t in &mut targets {
+    // Taken in name order: two stops of overlapping sets, given in other
+    // orders, then never each hold a lock the other waits for.
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by(|&a, &b| targets[a].name().cmp(targets[b].name()));
+    for i in order {
+        let t = &mut targets[i];
         let wait = Duration::from_secs(t.grace.into()) + TERM_SLACK;
         match state::lock(t.name(), wait) {
             Ok(lock) => t.lock = Some(lock),
