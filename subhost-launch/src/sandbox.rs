@@ -333,10 +333,44 @@ pub struct Child {
     pub master: Option<OwnedFd>,
 }
 
-/// Forks the sandbox and waits until its init is exec'd (or setting up
-/// failed: then the child is reaped and the child's own error returned).
-/// The caller must have blocked the signals it will supervise.
-pub fn spawn(s: Spawn<'_>) -> Result<Child> {
+/// A sandbox forked and setting itself up: its parent may do other work
+/// (set up the next subhost) before [`Pending::finish`] waits for it.
+pub struct Pending {
+    pid: Pid,
+    /// Reaches EOF when the init is exec'd; carries the child's error if
+    /// setting up failed.
+    err: OwnedFd,
+    /// Where the session's pty master comes from, when it has one.
+    pty_sock: Option<OwnedFd>,
+}
+
+impl Pending {
+    /// Waits until the init is exec'd (or setting up failed: then the child
+    /// is reaped and the child's own error returned).
+    pub fn finish(self) -> Result<Child> {
+        let mut msg = String::new();
+        let _ = File::from(self.err).read_to_string(&mut msg);
+        if !msg.is_empty() {
+            let _ = nix::sys::wait::waitpid(self.pid, None);
+            bail!("{msg}");
+        }
+        let master = match self.pty_sock {
+            Some(parent) => {
+                Some(tty::recv_fd(parent.as_fd()).context("cannot receive the session's pty")?)
+            }
+            None => None,
+        };
+        Ok(Child {
+            pid: self.pid,
+            master,
+        })
+    }
+}
+
+/// Forks the sandbox and returns at once; [`Pending::finish`] waits for
+/// its init to run. The caller must have blocked the signals it will
+/// supervise.
+pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let fd_pair = if s.pty {
@@ -388,19 +422,11 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
         }
         ForkResult::Parent { child } => {
             drop(err_w);
-            let mut msg = String::new();
-            let _ = File::from(err_r).read_to_string(&mut msg);
-            if !msg.is_empty() {
-                let _ = nix::sys::wait::waitpid(child, None);
-                bail!("{msg}");
-            }
-            let master = match fd_pair {
-                Some((parent, _child)) => {
-                    Some(tty::recv_fd(parent.as_fd()).context("cannot receive the session's pty")?)
-                }
-                None => None,
-            };
-            Ok(Child { pid: child, master })
+            Ok(Pending {
+                pid: child,
+                err: err_r,
+                pty_sock: fd_pair.map(|(parent, _child)| parent),
+            })
         }
     }
 }

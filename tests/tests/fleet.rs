@@ -199,6 +199,45 @@ fn several_start_and_stop_in_one_call_each_with_its_own_line() {
 }
 
 #[test]
+fn one_failed_start_among_several_is_undone_alone() {
+    let fleet = Fleet::new(3, "");
+    let (a, b, c) = (&fleet.names[0], &fleet.names[1], &fleet.names[2]);
+    // b's cable names a bridge that does not exist: its start fails after
+    // its root is mounted, while a's sandbox may still be setting up.
+    std::fs::write(
+        fleet.base().join(b).join("config"),
+        "BRIDGES=(shtnobridge)\n",
+    )
+    .unwrap();
+    let out = fleet.on_all(&["start", "--detach"]);
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    assert!(
+        out.stderr_str()
+            .contains("bridge shtnobridge does not exist"),
+        "{}",
+        out.describe()
+    );
+    for name in [a, c] {
+        assert!(
+            out.stdout_str()
+                .contains(&format!("subhost {name}: started")),
+            "{}",
+            out.describe()
+        );
+    }
+    assert!(!out.stdout_str().contains(b.as_str()), "{}", out.describe());
+    assert_eq!(fleet.states(), ["running", "stopped", "running"]);
+    // Kernel objects and records; whether the lock file goes too is the
+    // single start's business, tested with it.
+    let left: Vec<String> = fleet
+        .left_of(b)
+        .into_iter()
+        .filter(|l| !l.ends_with(".lock"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[test]
 fn stop_all_stops_running_and_hibernating_and_leaves_stopped_alone() {
     let fleet = Fleet::new(3, "");
     let (a, b, c) = (&fleet.names[0], &fleet.names[1], &fleet.names[2]);
