@@ -47,6 +47,9 @@ its own process group and the terminal, and the terminal is handed back
 when it exits. When the session is stopped (Ctrl-Z) and the init is a job
 of a shell, the init stops too, so that the shell's fg/bg work.
 
+Descriptors: those above 2 go to the session; the init closes its own
+copies once the session is started (at start with --no-session).
+
 Exit status: the session's, 128+N when it was killed by signal N, 0 when
 mapped by -e; 127 if COMMAND was not found, 126 if it could not be run;
 2 for bad usage; 125 if the session could not be started at all.

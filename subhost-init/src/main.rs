@@ -1,15 +1,13 @@
 //! subhost-init: a small static PID 1. Runs one session, forwards signals to
 //! it, reaps everything, and shuts down with a grace period. See `--help`.
 //!
-//! The code uses only core, alloc and libc. With the `no-std` feature and
-//! panic=abort (the release profile) std is not linked at all: its panic and
-//! backtrace machinery weigh about 320 KiB though the init never panics.
-//! Without the feature, std is linked only for its runtime pieces (panic
-//! handler, unwinding); the feature cannot be the default because a
-//! dependency that enables `log/std` elsewhere in the same build brings std
-//! back and its panic handler would clash with ours.
+//! The code uses only core, alloc and libc. Built with panic=abort (the
+//! release profile, which is what musl-build ships) std is not linked at
+//! all: its panic and backtrace machinery weigh about 300 KiB though the
+//! init never panics. Builds that unwind (debug builds, unit tests) link
+//! std for its panic runtime, and the tests for their harness.
 
-#![cfg_attr(all(feature = "no-std", panic = "abort", not(test)), no_std)]
+#![cfg_attr(all(panic = "abort", not(test)), no_std)]
 #![cfg_attr(not(test), no_main)]
 // Unit tests run under the std test harness, without our `main`.
 #![cfg_attr(test, allow(dead_code))]
@@ -17,6 +15,7 @@
 extern crate alloc;
 
 mod cli;
+mod descriptors;
 mod logger;
 mod procs;
 mod session;
@@ -31,7 +30,7 @@ use core::ffi::{c_int, CStr};
 #[global_allocator]
 static ALLOCATOR: sys::Malloc = sys::Malloc;
 
-#[cfg(all(feature = "no-std", panic = "abort", not(test)))]
+#[cfg(all(panic = "abort", not(test)))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     // SAFETY: abort has no preconditions.
@@ -71,8 +70,8 @@ fn run(args: Vec<&'static CStr>) -> c_int {
     }
 }
 
-/// Pieces std would otherwise provide, for the `no-std` build.
-#[cfg(all(feature = "no-std", panic = "abort", not(test)))]
+/// Pieces std would otherwise provide, for the panic=abort build.
+#[cfg(all(panic = "abort", not(test)))]
 mod no_std_runtime {
     // libc (musl's libc.a with crt-static) is normally linked through std.
     #[link(name = "c")]
@@ -88,4 +87,15 @@ mod no_std_runtime {
 
     #[no_mangle]
     extern "C" fn rust_eh_personality() {}
+
+    // A static glibc (musl-build's fallback) has C code built with
+    // unwind tables that name GCC's personality routine; only a thread
+    // cancellation or an exception would run it, and the init has neither.
+    // libgcc_eh would bring it, but also a second _Unwind_Resume.
+    #[cfg(all(target_env = "gnu", target_feature = "crt-static"))]
+    #[no_mangle]
+    extern "C" fn __gcc_personality_v0() -> ! {
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() }
+    }
 }

@@ -4,8 +4,7 @@
 use alloc::vec::Vec;
 use core::ffi::CStr;
 
-use log::debug;
-
+use crate::logger::debug;
 use crate::sys::{self, Errno, Pid};
 
 pub fn signal_all(signals: &[i32], pid1: bool) {

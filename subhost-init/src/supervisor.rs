@@ -2,9 +2,9 @@
 //! All signals stay blocked and are taken with sigtimedwait, so there are no
 //! handlers and no races between them and the loop.
 
-use log::{debug, info, trace, warn};
-
 use crate::cli::Options;
+use crate::descriptors;
+use crate::logger::{debug, info, trace, warn};
 use crate::procs;
 use crate::session;
 use crate::signals;
@@ -80,6 +80,8 @@ pub fn run(o: Options) -> i32 {
             }
         }
     }
+    // The session has its copies now; ours would keep its pipes open.
+    descriptors::close_inherited();
     loop {
         if let Some(sig) = signals.wait(sv.timeout()) {
             sv.on_signal(sig);

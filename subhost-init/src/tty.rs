@@ -1,7 +1,6 @@
 //! Handing the controlling terminal to the session and back.
 
-use log::debug;
-
+use crate::logger::debug;
 use crate::sys::{self, Errno, Pid};
 
 /// The controlling terminal, when the init was started in its foreground.

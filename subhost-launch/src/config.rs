@@ -28,7 +28,7 @@
 //!
 //! Shapes of the keys:
 //! - single values: `LOWER`, `HOSTNAME`, `STOP_TIMEOUT`, `MEMORY_MAX`,
-//!   `CPU_MAX`, `PIDS_MAX`, `CGROUP_PARENT`;
+//!   `CPU_MAX`, `PIDS_MAX`, `CGROUP_PARENT`, `SECCOMP`;
 //! - arrays only: `BRIDGES`, `SHARE` (an empty string would be ambiguous
 //!   between "no cable" and "one unattached cable", and paths may hold
 //!   spaces);
@@ -36,7 +36,7 @@
 //!   `BOOT`, `HALT` (a string with quotes or backslashes in it is refused,
 //!   since splitting would not honour them; use the array form);
 //! - names, as an array or a whitespace-separated string: `START`,
-//!   `CAPS_DROP`, `CAPS_KEEP`.
+//!   `CAPS_DROP`, `CAPS_KEEP`, `SYSCALLS_ALLOW`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -96,6 +96,10 @@ pub struct Config {
     pub caps_drop: Vec<String>,
     /// Capabilities to keep although dropped by default, as `CAP_…` names.
     pub caps_keep: Vec<String>,
+    /// Whether the seccomp filter is installed (`SECCOMP=on|off`).
+    pub seccomp: bool,
+    /// Denied system calls the filter lets through (`SYSCALLS_ALLOW`).
+    pub syscalls_allow: Vec<String>,
 }
 
 impl Config {
@@ -117,12 +121,14 @@ impl Config {
             cgroup_parent: None,
             caps_drop: Vec::new(),
             caps_keep: Vec::new(),
+            seccomp: true,
+            syscalls_allow: Vec::new(),
         }
     }
 }
 
 /// Every key a config may assign.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 17] = [
     "LOWER",
     "BRIDGES",
     "HOSTNAME",
@@ -138,6 +144,8 @@ pub const KEYS: [&str; 15] = [
     "CGROUP_PARENT",
     "CAPS_DROP",
     "CAPS_KEEP",
+    "SECCOMP",
+    "SYSCALLS_ALLOW",
 ];
 
 /// Linux capability names, indexed by capability number (0..=40).
@@ -1202,6 +1210,8 @@ fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> At<()> {
         }
         "CAPS_DROP" => cfg.caps_drop = caps(&words(value, line))?,
         "CAPS_KEEP" => cfg.caps_keep = caps(&words(value, line))?,
+        "SECCOMP" => cfg.seccomp = on_off(scalar(value, line, "SECCOMP=off")?).map_err(here)?,
+        "SYSCALLS_ALLOW" => cfg.syscalls_allow = syscalls(&words(value, line))?,
         _ => {
             return Err(here(Bad::new(
                 "unknown key",
@@ -1632,6 +1642,37 @@ fn service(s: &str) -> Result<String, Bad> {
         return bad(format!("{s:?} is not a service name"), usage);
     }
     Ok(s.to_string())
+}
+
+fn on_off(s: &str) -> Result<bool, Bad> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => bad(
+            format!("{s:?} is neither on nor off"),
+            "write SECCOMP=on (the default) or SECCOMP=off",
+        ),
+    }
+}
+
+fn syscalls(elems: &[Elem]) -> At<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for e in elems {
+        if !crate::seccomp::is_denied(&e.text) {
+            let names: Vec<&str> = crate::seccomp::denied_names().collect();
+            return Err((
+                e.line,
+                Bad::new(
+                    format!("{:?} is not a system call the filter denies", e.text),
+                    format!("lift one of: {}", names.join(" ")),
+                ),
+            ));
+        }
+        if !out.contains(&e.text) {
+            out.push(e.text.clone());
+        }
+    }
+    Ok(out)
 }
 
 fn caps(elems: &[Elem]) -> At<Vec<String>> {
@@ -2386,6 +2427,27 @@ mod tests {
         refused("CGROUP_PARENT=/a/../b", 1, "`..`");
         refused("CGROUP_PARENT=/a//b", 1, "empty");
         refused("CGROUP_PARENT=/a/./b", 1, "`.`");
+    }
+
+    #[test]
+    fn seccomp_keys() {
+        let c = ok("SECCOMP=off\nSYSCALLS_ALLOW=(bpf perf_event_open bpf)");
+        assert!(!c.seccomp);
+        assert_eq!(c.syscalls_allow, strs(&["bpf", "perf_event_open"]));
+        assert!(ok("").seccomp);
+        refused("SECCOMP=maybe", 1, "neither on nor off");
+        refused("SECCOMP=(on)", 1, "single value");
+        let e = refused(
+            "SYSCALLS_ALLOW=(\nbpf\nnosuch\n)",
+            3,
+            "\"nosuch\" is not a system call the filter denies",
+        );
+        assert!(e.fix.contains("open_by_handle_at"), "{e}");
+        refused(
+            "SYSCALLS_ALLOW=read",
+            1,
+            "not a system call the filter denies",
+        );
     }
 
     #[test]

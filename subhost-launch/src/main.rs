@@ -12,6 +12,7 @@ mod netns;
 mod outcome;
 mod privileges;
 mod sandbox;
+mod seccomp;
 mod state;
 mod supervisor;
 mod tty;

@@ -1,10 +1,12 @@
 //! What a subhost's root may do: the capability bounding set it keeps.
 //!
-//! By default a subhost keeps what systemd-nspawn keeps for a container with
-//! a private network (so it can configure its own links), minus SYS_BOOT:
-//! root inside can mount, chown, bind low ports and manage its interfaces,
-//! but cannot load kernel modules, set the clock, reboot the host, or touch
-//! raw I/O. `CAPS_KEEP` adds back, `CAPS_DROP` takes away.
+//! By default a subhost keeps the set Docker and Podman give a container
+//! (but MKNOD), plus the few capabilities whose every use stays inside the subhost's own
+//! namespaces (its netns, its IPC namespace). Everything that reaches
+//! host-wide state goes: SYS_ADMIN (mounts, which reopen /proc/sys, cgroup v1
+//! release agents, …), DAC_READ_SEARCH (open_by_handle_at), SYS_MODULE,
+//! SYS_RAWIO, SYS_TIME, BPF, PERFMON, SYS_PTRACE, … `CAPS_KEEP` adds back,
+//! `CAPS_DROP` takes away. README's "Security model" argues each one.
 
 use std::collections::HashSet;
 
@@ -13,35 +15,71 @@ use caps::{CapSet, Capability};
 
 use crate::config::Config;
 
-/// systemd-nspawn's default set plus NET_ADMIN (nspawn adds it with a
-/// private network), without SYS_BOOT.
+/// Docker's and Podman's default set but MKNOD, plus what is confined to
+/// the subhost's own namespaces: NET_ADMIN and NET_BROADCAST act on its own
+/// netns, IPC_OWNER on its own IPC namespace. MKNOD is safe in Docker only
+/// behind its device cgroup, which a subhost does not have: with it, root
+/// inside makes a node of the host's disk and writes to it.
 pub const DEFAULT_KEEP: &[Capability] = &[
-    Capability::CAP_AUDIT_CONTROL,
-    Capability::CAP_AUDIT_WRITE,
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
-    Capability::CAP_DAC_READ_SEARCH,
     Capability::CAP_FOWNER,
     Capability::CAP_FSETID,
-    Capability::CAP_IPC_OWNER,
     Capability::CAP_KILL,
-    Capability::CAP_LEASE,
-    Capability::CAP_LINUX_IMMUTABLE,
-    Capability::CAP_MKNOD,
-    Capability::CAP_NET_ADMIN,
-    Capability::CAP_NET_BIND_SERVICE,
-    Capability::CAP_NET_BROADCAST,
-    Capability::CAP_NET_RAW,
-    Capability::CAP_SETFCAP,
     Capability::CAP_SETGID,
-    Capability::CAP_SETPCAP,
     Capability::CAP_SETUID,
-    Capability::CAP_SYS_ADMIN,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_NET_RAW,
     Capability::CAP_SYS_CHROOT,
-    Capability::CAP_SYS_NICE,
-    Capability::CAP_SYS_PTRACE,
-    Capability::CAP_SYS_RESOURCE,
-    Capability::CAP_SYS_TTY_CONFIG,
+    Capability::CAP_AUDIT_WRITE,
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_NET_BROADCAST,
+    Capability::CAP_IPC_OWNER,
+];
+
+/// Capabilities that let root inside reach the host when it has no user
+/// namespace of its own, and why. `status` warns when one is kept.
+pub const ESCAPES: &[(Capability, &str)] = &[
+    (
+        Capability::CAP_SYS_ADMIN,
+        "mounts a fresh procfs (core_pattern) or a cgroup v1 release_agent",
+    ),
+    (
+        Capability::CAP_DAC_READ_SEARCH,
+        "open_by_handle_at opens any file of a shared filesystem",
+    ),
+    (
+        Capability::CAP_MKNOD,
+        "makes a device node of the host's disk and opens it (there is no device cgroup)",
+    ),
+    (Capability::CAP_SYS_MODULE, "loads kernel code"),
+    (
+        Capability::CAP_SYS_RAWIO,
+        "reads and writes raw memory and I/O ports",
+    ),
+    (
+        Capability::CAP_BPF,
+        "loads BPF programs into the host kernel",
+    ),
+    (
+        Capability::CAP_PERFMON,
+        "observes every process on the host (system-wide perf events)",
+    ),
+    (
+        Capability::CAP_SYS_PTRACE,
+        "ptraces a process that `enter` is still setting up with the host's privileges",
+    ),
+    (
+        Capability::CAP_SYS_BOOT,
+        "kexec_load replaces the host's kernel",
+    ),
+    (Capability::CAP_MAC_ADMIN, "changes the host's LSM policy"),
+    (
+        Capability::CAP_SYSLOG,
+        "reads the host's kernel log and addresses",
+    ),
 ];
 
 /// The capabilities a subhost under `cfg` loses from its bounding set:
@@ -62,6 +100,29 @@ pub fn dropped(cfg: &Config) -> Result<Vec<Capability>> {
         .collect();
     drop.sort_by_key(|c| c.index());
     Ok(drop)
+}
+
+/// The capabilities a subhost under `cfg` keeps in its bounding set,
+/// ordered by number.
+pub fn kept(cfg: &Config) -> Result<Vec<Capability>> {
+    let drop = dropped(cfg)?;
+    let last = last_cap();
+    let mut keep: Vec<Capability> = caps::all()
+        .into_iter()
+        .filter(|c| c.index() <= last && !drop.contains(c))
+        .collect();
+    keep.sort_by_key(|c| c.index());
+    Ok(keep)
+}
+
+/// Of `kept`, those that let root out without a user namespace, each with
+/// a warning that says how.
+pub fn warnings(kept: &[Capability]) -> Vec<String> {
+    ESCAPES
+        .iter()
+        .filter(|(c, _)| kept.contains(c))
+        .map(|(c, why)| format!("{c} is kept: root inside {why}, i.e. can become root on the host"))
+        .collect()
 }
 
 /// The highest capability this kernel knows. One file read, where probing
@@ -110,11 +171,23 @@ mod tests {
             assert!(d.contains(&c), "{c} should be dropped");
         }
         for c in [
-            Capability::CAP_NET_ADMIN,
             Capability::CAP_SYS_ADMIN,
+            Capability::CAP_DAC_READ_SEARCH,
+            Capability::CAP_SYS_PTRACE,
+            Capability::CAP_PERFMON,
+        ] {
+            assert!(d.contains(&c), "{c} should be dropped");
+        }
+        for c in [
+            Capability::CAP_NET_ADMIN,
             Capability::CAP_CHOWN,
+            Capability::CAP_SETUID,
+            Capability::CAP_SYS_CHROOT,
         ] {
             assert!(!d.contains(&c), "{c} should be kept");
+        }
+        for (c, _) in ESCAPES {
+            assert!(!DEFAULT_KEEP.contains(c), "{c} lets root out");
         }
     }
 

@@ -24,13 +24,41 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::cgroup::Cgroup;
 use crate::config::Config;
 use crate::layout::Layout;
+use crate::seccomp::Filter;
 use crate::{privileges, tty};
+
+/// Read-only in the subhost: the OCI runtime defaults. `/proc/sys` holds
+/// host-wide knobs (`kernel.core_pattern` runs a program as host root);
+/// `/proc/sys/net` is the subhost's own netns and stays writable.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "bus", "fs", "irq"];
+const PROC_WRITABLE: &[&str] = &["sys/net"];
+
+/// Hidden in the subhost: the OCI defaults plus Docker's additions; what
+/// they show is the host's (kernel memory, keys, timers, interrupts,
+/// firmware, power capping).
+const PROC_MASKED: &[&str] = &[
+    "acpi",
+    "asound",
+    "interrupts",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "sched_debug",
+    "scsi",
+    "timer_list",
+    "timer_stats",
+];
+const SYS_MASKED: &[&str] = &["firmware", "devices/virtual/powercap"];
 
 /// What the child does inside its new namespaces, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Keep our mounts from propagating back to the host.
     PrivateMounts,
+    /// The root (its own mount only, not the SHAREs) gets nodev: device
+    /// nodes work only in the subhost's own `/dev`, so one left in a root
+    /// or a lower layer cannot open a host disk.
+    NoDevRoot(PathBuf),
     Bind {
         source: PathBuf,
         target: PathBuf,
@@ -49,6 +77,18 @@ pub enum Step {
     DevLinks {
         dev: PathBuf,
     },
+    /// A recursive self bind made read-only (its nosuid, nodev, noexec
+    /// kept); skipped when the path does not exist on this kernel.
+    ReadOnly(PathBuf),
+    /// A plain self bind: a writable island that a later `ReadOnly` of a
+    /// parent carries along (`/proc/sys/net`, the subhost's own netns).
+    Writable(PathBuf),
+    /// Hidden: a file gets `/dev/null` bound over it, a directory an empty
+    /// read-only tmpfs; skipped when the path does not exist.
+    Mask {
+        path: PathBuf,
+        dev_null: PathBuf,
+    },
     Hostname(String),
     /// `pivot_root` into `live`, then detach the old root so the subhost
     /// keeps no copy of host mounts (e.g. `/run/netns/*` binds, which would
@@ -56,6 +96,9 @@ pub enum Step {
     PivotRoot {
         live: PathBuf,
     },
+    /// The seccomp filter, installed while CAP_SYS_ADMIN is still held
+    /// (so without no_new_privs).
+    Seccomp(Box<Filter>),
     /// Shrink the bounding set, last, so no step before is refused.
     DropCaps(Vec<Capability>),
 }
@@ -64,6 +107,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::PrivateMounts => write!(f, "mount --make-rprivate /"),
+            Step::NoDevRoot(p) => write!(f, "mount -o remount,bind,nodev {}", p.display()),
             Step::Bind { source, target } => {
                 write!(f, "mount --rbind {} {}", source.display(), target.display())
             }
@@ -101,6 +145,19 @@ impl fmt::Display for Step {
                 "ln -s {0}/{{ptmx,fd,stdin,stdout,stderr}}; mkdir -m 1777 {0}/shm",
                 dev.display()
             ),
+            Step::ReadOnly(p) => write!(
+                f,
+                "mount --rbind {0} {0}; mount -o remount,bind,ro {0}",
+                p.display()
+            ),
+            Step::Writable(p) => write!(f, "mount --bind {0} {0}", p.display()),
+            Step::Mask { path, dev_null } => write!(
+                f,
+                "mount --bind {} {1} (a file) or mount -t tmpfs -o ro tmpfs {1} (a directory)",
+                dev_null.display(),
+                path.display()
+            ),
+            Step::Seccomp(filter) => write!(f, "{filter}"),
             Step::Hostname(h) => write!(f, "hostname {h}"),
             Step::PivotRoot { live } => {
                 write!(f, "pivot_root {} (old root detached)", live.display())
@@ -120,7 +177,7 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
     let live = layout.live();
     let under = |p: &Path| live.join(p.strip_prefix("/").unwrap_or(p));
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mut steps = vec![Step::PrivateMounts];
+    let mut steps = vec![Step::PrivateMounts, Step::NoDevRoot(live.clone())];
     for share in &cfg.share {
         steps.push(Step::Bind {
             source: share.host.clone(),
@@ -142,6 +199,12 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
             flags: hardened | MsFlags::MS_RDONLY,
             data: None,
         },
+    ]);
+    let proc = live.join("proc");
+    let sys = live.join("sys");
+    steps.extend(PROC_WRITABLE.iter().map(|p| Step::Writable(proc.join(p))));
+    steps.extend(PROC_READ_ONLY.iter().map(|p| Step::ReadOnly(proc.join(p))));
+    steps.extend([
         Step::Mount {
             fstype: "tmpfs",
             target: dev.clone(),
@@ -155,17 +218,29 @@ pub fn plan(layout: &Layout, cfg: &Config) -> Result<Vec<Step>> {
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             data: Some("newinstance,ptmxmode=0666,mode=0620,gid=5".into()),
         },
-        Step::DevLinks { dev },
+        Step::DevLinks { dev: dev.clone() },
         Step::Mount {
             fstype: "tmpfs",
             target: live.join("run"),
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             data: Some("mode=755".into()),
         },
-        Step::Hostname(cfg.hostname.clone()),
-        Step::PivotRoot { live },
-        Step::DropCaps(privileges::dropped(cfg)?),
     ]);
+    let dev_null = dev.join("null");
+    let masked = PROC_MASKED
+        .iter()
+        .map(|p| proc.join(p))
+        .chain(SYS_MASKED.iter().map(|p| sys.join(p)));
+    steps.extend(masked.map(|path| Step::Mask {
+        path,
+        dev_null: dev_null.clone(),
+    }));
+    steps.push(Step::Hostname(cfg.hostname.clone()));
+    steps.push(Step::PivotRoot { live });
+    if let Some(filter) = Filter::for_config(cfg)? {
+        steps.push(Step::Seccomp(Box::new(filter)));
+    }
+    steps.push(Step::DropCaps(privileges::dropped(cfg)?));
     Ok(steps)
 }
 
@@ -230,10 +305,101 @@ fn run_step(step: &Step) -> Result<()> {
         }
         Step::DevNodes { dev } => make_dev_nodes(dev),
         Step::DevLinks { dev } => make_dev_links(dev),
+        Step::NoDevRoot(path) => {
+            let flags =
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | kept_flags(path)?;
+            mount(
+                None::<&str>,
+                path.as_path(),
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+            .with_context(|| format!("cannot remount {} nodev", path.display()))
+        }
+        Step::ReadOnly(path) => read_only(path),
+        Step::Writable(path) => {
+            if !path.exists() {
+                return Ok(());
+            }
+            mount(
+                Some(path.as_path()),
+                path.as_path(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| format!("cannot bind {} on itself", path.display()))
+        }
+        Step::Mask { path, dev_null } => mask(path, dev_null),
+        Step::Seccomp(filter) => filter.install(),
         Step::Hostname(h) => nix::unistd::sethostname(h).context("cannot set the hostname"),
         Step::PivotRoot { live } => pivot_into(live),
         Step::DropCaps(caps) => privileges::apply(caps),
     }
+}
+
+/// The flags a read-only remount must repeat so as not to lose them.
+fn kept_flags(path: &Path) -> Result<MsFlags> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let st = statvfs(path).with_context(|| format!("cannot statvfs {}", path.display()))?;
+    let mut flags = MsFlags::empty();
+    for (from, to) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if st.flags().contains(from) {
+            flags |= to;
+        }
+    }
+    Ok(flags)
+}
+
+fn read_only(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot bind {} on itself", path.display()))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept_flags(path)?;
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("cannot make {} read-only", path.display()))
+}
+
+fn mask(path: &Path, dev_null: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    let r = if meta.is_dir() {
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=0,mode=555"),
+        )
+    } else {
+        // dev_null is the node this plan made in the fresh /dev tmpfs,
+        // which nothing inside could have replaced yet.
+        mount(
+            Some(dev_null),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    r.with_context(|| format!("cannot mask {}", path.display()))
 }
 
 fn make_dev_nodes(dev: &Path) -> Result<()> {
@@ -520,6 +686,7 @@ fn child_main(
             }
         }
     }
+    close_inherited_fds()?;
     if let Some(cg) = s.cgroup {
         cg.join_self_except(joined)
             .context("cannot join the subhost's cgroup")?;
@@ -568,18 +735,22 @@ fn child_main(
     exec_fd(&s.init, &s.argv, &s.env)
 }
 
-/// A session of its own, the console on the std streams, and nothing else
-/// of the launcher's past exec: whatever its caller left open (a service
-/// manager's fds, a test's pipes) must not be held for the subhost's life.
+/// A session of its own and the console on the std streams.
 fn detach(d: &Detached) -> Result<()> {
     nix::unistd::setsid().context("cannot start a session for the init")?;
     install_stdio([
         d.stdin.as_raw_fd(),
         d.console.as_raw_fd(),
         d.console.as_raw_fd(),
-    ])?;
-    // Close-on-exec rather than closed: the netns, init and error-pipe fds
-    // are still needed until the exec.
+    ])
+}
+
+/// Nothing but the std streams (and the pty, which becomes them) may reach
+/// the init: any other fd the caller left open, e.g. a directory of the
+/// host (`8</`), would be a way out of the new root, as runc's
+/// CVE-2024-21626 was. Close-on-exec rather than closed: the netns, init
+/// and error-pipe fds are still needed until the exec.
+fn close_inherited_fds() -> Result<()> {
     // SAFETY: close_range with plain integers; it only sets flags.
     let r = unsafe {
         libc::syscall(
@@ -715,14 +886,17 @@ mod tests {
         });
         let steps = plan(&layout, &cfg).unwrap();
         assert_eq!(steps.first(), Some(&Step::PrivateMounts));
+        assert_eq!(steps[1], Step::NoDevRoot("/opt/subhost/future/live".into()));
         assert_eq!(
-            steps[1],
+            steps[2],
             Step::Bind {
                 source: "/srv/data".into(),
                 target: "/opt/subhost/future/live/data".into()
             }
         );
-        assert!(matches!(steps[steps.len() - 2], Step::PivotRoot { .. }));
+        let n = steps.len();
+        assert!(matches!(steps[n - 3], Step::PivotRoot { .. }));
+        assert!(matches!(steps[n - 2], Step::Seccomp(_)));
         assert!(matches!(steps.last(), Some(Step::DropCaps(_))));
         let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
         assert!(text.contains(&"hostname future".to_string()), "{text:?}");
@@ -731,7 +905,37 @@ mod tests {
             .any(|t| t.starts_with("mount -t devpts -o nosuid,noexec,newinstance")));
         // The pty's devpts must be mounted before the pivot.
         let pts = text.iter().position(|t| t.contains("devpts")).unwrap();
-        assert!(pts < steps.len() - 1);
+        assert!(pts < n - 3);
+        let pos = |want: &Step| steps.iter().position(|s| s == want).unwrap();
+        let live = Path::new("/opt/subhost/future/live");
+        let proc_mount = text
+            .iter()
+            .position(|t| t.starts_with("mount -t proc"))
+            .unwrap();
+        let net = pos(&Step::Writable(live.join("proc/sys/net")));
+        let sys = pos(&Step::ReadOnly(live.join("proc/sys")));
+        // The writable island must exist before its parent's rbind copies it.
+        assert!(proc_mount < net && net < sys, "{text:#?}");
+        let null = text.iter().position(|t| t.starts_with("mknod")).unwrap();
+        let kcore = pos(&Step::Mask {
+            path: live.join("proc/kcore"),
+            dev_null: live.join("dev/null"),
+        });
+        assert!(null < kcore && kcore < n - 3, "{text:#?}");
+        assert!(steps.contains(&Step::Mask {
+            path: live.join("sys/firmware"),
+            dev_null: live.join("dev/null"),
+        }));
+    }
+
+    #[test]
+    fn seccomp_off_leaves_the_filter_out_of_the_plan() {
+        let layout = Layout::new(Path::new("/opt/subhost"), "future").unwrap();
+        let mut cfg = Config::defaults("future");
+        cfg.seccomp = false;
+        let steps = plan(&layout, &cfg).unwrap();
+        assert!(!steps.iter().any(|s| matches!(s, Step::Seccomp(_))));
+        assert!(matches!(steps[steps.len() - 2], Step::PivotRoot { .. }));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! subhost-init as PID 1 of a fresh PID namespace (and as a subreaper when
 //! not PID 1): the real binary, every process bounded by a timeout.
 
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use subhost_tests::{
@@ -428,15 +430,15 @@ while :; do sleep 0.05; done"#
 
 #[test]
 fn sigterm_reaches_a_session_that_ignores_it_with_sigkill_after_grace() {
-    let init = Running::ns(&[
-        "--grace",
-        "1",
-        "sh",
-        "-c",
-        "trap '' TERM; while :; do sleep 0.05; done",
-    ]);
+    let dir = TempDir::new();
+    let out = dir.path().join("out");
+    let script = format!(
+        "trap '' TERM; echo ready >> {}; while :; do sleep 0.05; done",
+        p(&out)
+    );
+    let init = Running::ns(&["--grace", "1", "sh", "-c", &script]);
     let pid = init.init_pid();
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(wait_for_line(&out, "ready"), "the trap was not set");
     let start = Instant::now();
     init.signal(pid, libc::SIGTERM);
     let done = init.finish(LIMIT);
@@ -612,13 +614,19 @@ fn syslog_goes_to_dev_log() {
     assert_eq!(out.code(), 0, "{}", out.describe());
     assert!(out.stderr.is_empty(), "{}", out.describe());
     let mut buf = [0u8; 1024];
-    let n = sock.recv(&mut buf).expect("a syslog message");
-    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-    // <30> = daemon.info
-    assert!(
-        msg.starts_with("<30>") && msg.contains("subhost-init[") && msg.contains("session started"),
-        "{msg}"
-    );
+    let mut msgs = Vec::new();
+    for _ in 0..2 {
+        let n = sock.recv(&mut buf).expect("a syslog message");
+        msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // <30> = daemon.info. The second line comes after the init closed
+    // every descriptor above 2, its syslog socket among them.
+    for (msg, what) in msgs.iter().zip(["session started", "session exited"]) {
+        assert!(
+            msg.starts_with("<30>") && msg.contains("subhost-init[") && msg.contains(what),
+            "{msgs:?}"
+        );
+    }
 }
 
 #[test]
@@ -674,4 +682,91 @@ fn missing_or_non_executable_command() {
     assert_eq!(out.code(), 126, "{}", out.describe());
     assert_eq!(out.stderr_str().lines().count(), 1, "{}", out.describe());
     assert!(out.stderr_str().contains("Permission denied"));
+}
+
+/// Starts the init as PID 1 with the write end of a pipe (a FIFO in `dir`)
+/// on its fd 3; the receiver gets what came through once the pipe reaches
+/// EOF, that is once every copy of the write end is closed. The shell that
+/// becomes the init opens it, so that unshare, which waits outside, holds
+/// no copy.
+fn start_with_pipe_on_fd3(dir: &Path, args: &[&str]) -> (Running, mpsc::Receiver<Vec<u8>>) {
+    let fifo = dir.join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let (tx, rx) = mpsc::channel();
+    let reader = fifo.clone();
+    // Opening blocks until the writer opens its end.
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(reader) {
+            let _ = f.read_to_end(&mut got);
+        }
+        let _ = tx.send(got);
+    });
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+        .args(["sh", "-c", r#"exec 3>"$0" && exec "$@""#])
+        .arg(&fifo)
+        .arg(init_bin())
+        .args(args);
+    (Running::start(&mut cmd), rx)
+}
+
+/// The descriptor numbers open in a process.
+fn fds(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn inherited_descriptors_go_to_the_session_and_leave_the_init() {
+    // The session writes through fd 3 and exits; its orphan (without fd 3)
+    // keeps the init up, as --keep-alive does anyway.
+    let dir = TempDir::new();
+    let (init, through) = start_with_pipe_on_fd3(
+        dir.path(),
+        &[
+            "--keep-alive",
+            "sh",
+            "-c",
+            "sleep 30 3>&- & echo through >&3; exit 0",
+        ],
+    );
+    let pid = init.init_pid();
+    let got = through
+        .recv_timeout(Duration::from_secs(5))
+        .expect("no EOF on a pipe the session closed: the init still holds it");
+    assert_eq!(String::from_utf8_lossy(&got), "through\n");
+    assert_ne!(state(pid), '?', "the init exited");
+    // The session may still be a zombie for a moment.
+    assert!(
+        wait_until(Duration::from_secs(5), || children(pid).len() == 1),
+        "not just the orphan left: {:?}",
+        children(pid)
+    );
+    assert_eq!(fds(pid), [0, 1, 2], "the init keeps descriptors");
+    init.signal(pid, libc::SIGTERM);
+    let done = init.finish(LIMIT);
+    assert_eq!(done.code(), 0, "{}", done.describe());
+}
+
+#[test]
+fn without_a_session_inherited_descriptors_are_closed() {
+    let dir = TempDir::new();
+    let (init, through) = start_with_pipe_on_fd3(dir.path(), &["--no-session"]);
+    let pid = init.init_pid();
+    let got = through
+        .recv_timeout(Duration::from_secs(5))
+        .expect("no EOF: the init holds the pipe");
+    assert!(got.is_empty());
+    assert_ne!(state(pid), '?', "the init exited");
+    assert_eq!(fds(pid), [0, 1, 2]);
+    init.signal(pid, libc::SIGTERM);
+    let done = init.finish(LIMIT);
+    assert_eq!(done.code(), 0, "{}", done.describe());
 }

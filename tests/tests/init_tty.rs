@@ -3,7 +3,7 @@
 //! the terminal of whoever runs the tests: expect makes its own ptys and
 //! runs with stdin from /dev/null.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -114,25 +114,19 @@ exit 0"#;
     assert_eq!(out.code(), 0, "{}", out.describe());
 }
 
-/// The static build: `SUBHOST_BIN_DIR` when set (tests/run sets it to the
-/// musl-build output), else a fresh musl-build.
-fn static_init() -> PathBuf {
-    if std::env::var_os("SUBHOST_BIN_DIR").is_some() {
-        return init_bin();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = run_timeout(
-        &mut Command::new(root.join("musl-build")),
-        Duration::from_secs(600),
-    );
-    assert!(out.status.success(), "musl-build: {}", out.describe());
-    PathBuf::from(out.stdout_str().lines().last().expect("bin dir").trim()).join("subhost-init")
-}
-
 #[test]
 fn static_init_needs_nothing_but_itself() {
     require_root();
-    let init = static_init();
+    // The binary musl-build ships (or SUBHOST_BIN_DIR's): the one every
+    // system test runs.
+    let init = init_bin();
+    let size = std::fs::metadata(&init).expect("the init binary").len();
+    assert!(
+        size <= 128 * 1024,
+        "{} is {size} bytes, over 128 KiB: is std linked again, or is it musl-build's \
+         glibc fallback (static glibc alone is ~850 KiB; tests/setup adds the musl target)?",
+        init.display()
+    );
     let headers = run_timeout(Command::new("readelf").args(["-lW"]).arg(&init), LIMIT);
     assert!(headers.status.success(), "{}", headers.describe());
     assert!(

@@ -243,7 +243,7 @@ pub fn config_text(req: &Request) -> String {
         bridges,
         "BRIDGES=(br0 br1=02:00:00:00:01:01)",
     );
-    let rest: [(&str, &str); 13] = [
+    let rest: [(&str, &str); 15] = [
         (
             "Host name inside (default: the subhost's name).",
             "HOSTNAME=$SUB",
@@ -294,6 +294,14 @@ pub fn config_text(req: &Request) -> String {
         (
             "Capabilities to keep although dropped by default.",
             "CAPS_KEEP=(CAP_SYS_TIME)",
+        ),
+        (
+            "The seccomp filter (README: Security model): on, or off.",
+            "SECCOMP=on",
+        ),
+        (
+            "System calls the filter denies that this subhost may make anyway.",
+            "SYSCALLS_ALLOW=(perf_event_open)",
         ),
     ];
     for (doc, example) in rest {

@@ -34,6 +34,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::layout::Layout;
+use crate::seccomp::Filter;
 use crate::state::{self, PidFd, ProcId};
 use crate::{cgroup, config, mounts, netns, sandbox, supervisor, tty};
 
@@ -144,6 +145,10 @@ struct Target {
     capbnd: u64,
     /// The init's cgroup directories, one per hierarchy, as seen on the host.
     cgroups: Vec<PathBuf>,
+    /// The filter the init runs under, when it runs under one.
+    seccomp: Option<Filter>,
+    /// The init's no_new_privs.
+    no_new_privs: bool,
 }
 
 impl Target {
@@ -158,6 +163,12 @@ impl Target {
             .with_context(|| format!("no CapBnd line in /proc/{pid}/status"))?;
         let cgroups = cgroup::dirs_of(Pid::from_raw(pid))
             .with_context(|| format!("cannot find the cgroups of init PID {pid}"))?;
+        let seccomp = match status_field(&status, "Seccomp:") {
+            Some("0") => None,
+            Some(_) => Some(init_filter(name, pid)?),
+            None => bail!("no Seccomp line in /proc/{pid}/status"),
+        };
+        let no_new_privs = status_field(&status, "NoNewPrivs:") == Some("1");
         // Everything above was opened by PID. The init had that PID before
         // and still has it now, and a PID is not reused while its process
         // lives: so all of it is the init's, not a recycled PID's.
@@ -170,8 +181,38 @@ impl Target {
             root,
             capbnd,
             cgroups,
+            seccomp,
+            no_new_privs,
         })
     }
+}
+
+/// The filter of a subhost whose init runs under one: built from its
+/// config as `start` built it. The config is found through the init's
+/// root, its `live` directory. Should that config have turned the filter
+/// off since, or be unreadable, the default filter is used: never less
+/// than the init has.
+fn init_filter(name: &str, pid: i32) -> Result<Filter> {
+    let live = std::fs::read_link(format!("/proc/{pid}/root")).ok();
+    let dir = live.as_deref().and_then(Path::parent);
+    let mut cfg = match dir {
+        Some(dir) => {
+            let base = dir.parent().unwrap_or(Path::new("/"));
+            config::load(&dir.join("config"), name, base)
+                .unwrap_or_else(|_| config::Config::defaults(name))
+        }
+        None => config::Config::defaults(name),
+    };
+    cfg.seccomp = true;
+    Filter::for_config(&cfg)?.context("no seccomp filter for the entered command")
+}
+
+/// The value of a `/proc/PID/status` line.
+fn status_field<'s>(status: &'s str, key: &str) -> Option<&'s str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {
@@ -281,6 +322,8 @@ struct Command {
     env: Vec<CString>,
     capbnd: u64,
     last_cap: u32,
+    seccomp: Option<Filter>,
+    no_new_privs: bool,
     pty: PtyUse,
     /// Start a session of its own, so that it and what it starts can be
     /// killed together (with a pty, making it controlling does that).
@@ -417,6 +460,8 @@ fn launch(
             env: sandbox::session_env(),
             capbnd: target.capbnd,
             last_cap,
+            seccomp: target.seccomp,
+            no_new_privs: target.no_new_privs,
             pty,
             own_session: stdio_given,
             report: report_raw,
@@ -619,6 +664,18 @@ fn prepare_command(cmd: &Command) -> Result<()> {
             echo_off(0)?;
         }
     }
+    // The init's profile: its filter (installed while CAP_SYS_ADMIN is still
+    // held, as start does, so without no_new_privs), its no_new_privs, its
+    // capabilities.
+    if let Some(filter) = &cmd.seccomp {
+        filter.install()?;
+    }
+    if cmd.no_new_privs {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot set no_new_privs");
+        }
+    }
     limit_caps(cmd.capbnd, cmd.last_cap)?;
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("cannot reset the signal mask")?;
@@ -809,6 +866,13 @@ fn print_plan(target: &Target, session: &Session, pty: PtyUse) {
             "#   drops from its bounding, inheritable and ambient sets: {}",
             dropped.join(" ")
         );
+    }
+    match &target.seccomp {
+        Some(f) => println!("#   installs the init's filter: {f}"),
+        None => println!("#   no seccomp filter (the init runs without one)"),
+    }
+    if target.no_new_privs {
+        println!("#   sets no_new_privs, as the init has it");
     }
     match pty {
         PtyUse::None => println!("#   uses the caller's std streams (no terminal among them)"),

@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 use crate::config::{self, Config};
 use crate::layout::{self, Layout};
 use crate::mounts::{self, MountEntry};
-use crate::{cgroup, netns, state};
+use crate::{cgroup, netns, privileges, state};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -183,6 +183,15 @@ struct Report {
     #[serde(rename = "memory_bytes")]
     memory: Option<u64>,
     pids: Option<u64>,
+    /// The capability bounding set: the init's when it runs, else what
+    /// the config gives; `CAP_…` names.
+    #[serde(rename = "capabilities")]
+    caps: Vec<String>,
+    /// Whether the seccomp filter is on, and what SYSCALLS_ALLOW lifts.
+    seccomp: Option<bool>,
+    syscalls_allow: Vec<String>,
+    /// Kept capabilities that let root out (see privileges::ESCAPES).
+    warnings: Vec<String>,
     problems: Vec<String>,
 }
 
@@ -319,6 +328,12 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         _ => (None, None),
     };
     let usage = cfg.as_ref().ok().and_then(|c| usage(name, c));
+    let caps = match pid {
+        Some(pid) => init_caps(pid),
+        None => cfg.as_ref().ok().and_then(|c| privileges::kept(c).ok()),
+    }
+    .unwrap_or_default();
+    let warnings = privileges::warnings(&caps);
     Report {
         name: name.clone(),
         dir: layout.dir.clone(),
@@ -330,8 +345,28 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         cables,
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),
+        caps: caps.iter().map(|c| c.to_string()).collect(),
+        seccomp: cfg.as_ref().ok().map(|c| c.seccomp),
+        syscalls_allow: cfg
+            .as_ref()
+            .map(|c| c.syscalls_allow.clone())
+            .unwrap_or_default(),
+        warnings,
         problems,
     }
+}
+
+/// The bounding set of a running init.
+fn init_caps(pid: i32) -> Option<Vec<caps::Capability>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    let mask = u64::from_str_radix(hex.trim(), 16).ok()?;
+    let mut set: Vec<caps::Capability> = caps::all()
+        .into_iter()
+        .filter(|c| c.index() < 64 && mask & (1u64 << c.index()) != 0)
+        .collect();
+    set.sort_by_key(|c| c.index());
+    Some(set)
 }
 
 fn init_fact(name: &str, inits: &Inits) -> InitFact {
@@ -526,6 +561,9 @@ fn table(reports: &[Report]) -> String {
         out.push('\n');
     }
     for r in reports {
+        for w in &r.warnings {
+            let _ = writeln!(out, "{}: warning: {w}", r.name);
+        }
         for p in &r.problems {
             let _ = writeln!(out, "{}: {p}", r.name);
         }
@@ -559,6 +597,22 @@ fn block(r: &Report) -> String {
     if r.memory.is_some() || r.pids.is_some() {
         let _ = writeln!(out, "memory:   {}", dash(r.memory.map(human_bytes)));
         let _ = writeln!(out, "pids:     {}", dash(r.pids.map(|p| p.to_string())));
+    }
+    let short: Vec<&str> = r
+        .caps
+        .iter()
+        .map(|c| c.strip_prefix("CAP_").unwrap_or(c))
+        .collect();
+    let _ = writeln!(out, "caps:     {}", short.join(" "));
+    let seccomp = match (r.seccomp, r.syscalls_allow.is_empty()) {
+        (Some(true), true) => "on".to_string(),
+        (Some(true), false) => format!("on, allowing {}", r.syscalls_allow.join(" ")),
+        (Some(false), _) => "off".to_string(),
+        (None, _) => "-".to_string(),
+    };
+    let _ = writeln!(out, "seccomp:  {seccomp}");
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning:  {w}");
     }
     if r.problems.is_empty() {
         let _ = writeln!(out, "problems: none");
@@ -627,6 +681,10 @@ mod tests {
             ],
             memory: None,
             pids: Some(3),
+            caps: vec!["CAP_CHOWN".into(), "CAP_SYS_ADMIN".into()],
+            seccomp: Some(true),
+            syscalls_allow: vec!["bpf".into()],
+            warnings: vec!["CAP_SYS_ADMIN is kept: …".into()],
             problems: vec![],
         }
     }
@@ -658,6 +716,17 @@ mod tests {
   ],
   "memory_bytes": null,
   "pids": 3,
+  "capabilities": [
+    "CAP_CHOWN",
+    "CAP_SYS_ADMIN"
+  ],
+  "seccomp": true,
+  "syscalls_allow": [
+    "bpf"
+  ],
+  "warnings": [
+    "CAP_SYS_ADMIN is kept: …"
+  ],
   "problems": []
 }"#;
         assert_eq!(to_json(&report()), want);

@@ -1,0 +1,501 @@
+//! Root inside a default subhost (overlay over `/`, one SHARE) tries the
+//! well-known ways out to the host, each with `escape-probe` (a helper of
+//! this crate, run inside). Every route must fail by default; and so that
+//! these tests can fail, each is shown to work once the protection that
+//! stops it is lifted (`CAPS_KEEP`, `SYSCALLS_ALLOW`, `SECCOMP=off`), or,
+//! for what no config lifts, the same probe is shown to work on the host.
+//!
+//! The probes are harmless: they write back the values they read, undo
+//! their mounts, make no cgroup, and call swapoff, settimeofday and
+//! finit_module only in forms that change nothing (a file that is no swap,
+//! NULL time, fd -1).
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use subhost_tests::*;
+
+fn probe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_escape-probe"))
+}
+
+/// Capabilities that, kept, open the routes a filter also guards: so the
+/// filter is seen to hold on its own.
+const WIDE_CAPS: &str =
+    "CAPS_KEEP=(SYS_ADMIN DAC_READ_SEARCH BPF PERFMON SYS_MODULE SYS_TIME MKNOD SYSLOG)";
+
+/// Every call the syscall routes make.
+const ALLOW_ALL: &str = "SYSCALLS_ALLOW=(open_by_handle_at bpf perf_event_open swapoff \
+     settimeofday finit_module keyctl userfaultfd)";
+
+/// A subhost over the host's `/` with one SHARE and the probe in its root.
+struct Lab {
+    s: Subhost,
+    share: TempDir,
+    /// A host process the subhost must not see; its `$0` is the marker.
+    marker: String,
+    sleeper: std::process::Child,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let s = Subhost::new(tag, "");
+        let share = TempDir::new();
+        std::fs::copy(probe_bin(), s.root().join("escape-probe")).unwrap();
+        let marker = unique_name("m");
+        let sleeper = spawn_group(&mut cmd("sh", ["-c", "sleep 60", &marker]));
+        let lab = Lab {
+            s,
+            share,
+            marker,
+            sleeper,
+        };
+        lab.config("");
+        lab
+    }
+
+    fn config(&self, extra: &str) {
+        let text = format!(
+            "LOWER=/\nSHARE=({}:/share)\n{extra}\n",
+            self.share.path().display()
+        );
+        std::fs::write(self.s.dir().join("config"), text).unwrap();
+    }
+
+    /// The routes, by id: the probe's arguments.
+    fn routes(&self) -> Vec<(&'static str, String)> {
+        let (maj, min) = host_disk();
+        let rev: String = self.marker.chars().rev().collect();
+        vec![
+            (
+                "core_pattern",
+                "core-pattern /proc/sys/kernel/core_pattern".into(),
+            ),
+            ("core_pattern_umount", "proc-sys-umounted".into()),
+            ("fresh_proc", "fresh-proc /tmp/escape-proc".into()),
+            ("release_agent", "release-agent /tmp/escape-cgroup".into()),
+            ("tracefs", "mount tracefs /tmp/escape-tracefs".into()),
+            ("debugfs", "mount debugfs /tmp/escape-debugfs".into()),
+            ("shocker", "shocker /share".into()),
+            ("bpf", "bpf-map".into()),
+            ("perf", "perf-system".into()),
+            ("swapoff", "swapoff /etc/passwd".into()),
+            ("sys_knob", format!("sys-knob {}", sys_knob())),
+            ("kmsg", "mknod-open /dev/shtkmsg c 1 11".into()),
+            ("disk", format!("mknod-open /dev/shtdisk b {maj} {min}")),
+            // A node in the root, not in /dev: the root is nodev.
+            ("root_node", "mknod-open /root/zero c 1 5".into()),
+            ("chroot", "chroot-escape".into()),
+            ("procs", format!("procs {rev}")),
+            ("clock", "settimeofday".into()),
+            ("module", "finit-module".into()),
+            ("keyctl", "keyctl".into()),
+            ("userfaultfd", "userfaultfd".into()),
+            ("x32", "x32-swapoff /etc/passwd".into()),
+            ("int80", "int80-swapoff /etc/passwd".into()),
+        ]
+    }
+
+    /// Runs every route inside, in one session; returns each id's result:
+    /// the probe's verdict (`ok`, `errno NAME`, `root DEV INO`, …) or
+    /// `killed N` when a signal ended it.
+    fn probe(&self) -> HashMap<&'static str, String> {
+        let routes = self.routes();
+        let script: String = routes
+            .iter()
+            .map(|(id, args)| {
+                format!("r=$(/escape-probe {args} 2>/dev/null); echo \"{id}=$? $r\"\n")
+            })
+            .collect();
+        let out = self.s.sh(&script);
+        assert_eq!(out.code(), 0, "{}", out.describe());
+        let text = out.stdout_str();
+        let mut results = HashMap::new();
+        for (id, _) in routes {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{id}=")))
+                .unwrap_or_else(|| panic!("no result for {id}: {text}"));
+            let (status, rest) = line.split_once(' ').unwrap_or((line, ""));
+            let verdict = match rest.split_once(": ") {
+                Some((_, v)) => v.to_string(),
+                None if status.parse::<i32>().unwrap_or(0) > 128 => {
+                    format!("killed {}", status.parse::<i32>().unwrap() - 128)
+                }
+                None => format!("status {status} {rest}"),
+            };
+            results.insert(id, verdict);
+        }
+        results
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.sleeper.kill();
+        let _ = self.sleeper.wait();
+    }
+}
+
+/// Major and minor of the block device holding the host's root.
+fn host_disk() -> (u64, u64) {
+    let dev = std::fs::metadata("/").unwrap().dev();
+    (libc::major(dev) as u64, libc::minor(dev) as u64)
+}
+
+/// A global sysfs knob whose value can be written back as read.
+fn sys_knob() -> &'static str {
+    [
+        "/sys/kernel/mm/ksm/run",
+        "/sys/module/printk/parameters/time",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("no writable global sysfs knob on this host")
+}
+
+fn expect(results: &HashMap<&str, String>, want: &[(&str, &str)]) {
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(id, v)| results.get(id).map(String::as_str) != Some(v))
+        .map(|(id, v)| format!("{id}: want {v:?}, got {:?}", results.get(id)))
+        .collect();
+    assert!(wrong.is_empty(), "{}\nall: {results:#?}", wrong.join("\n"));
+}
+
+/// The host's view of `/`: device and inode, as the chroot probe prints.
+fn host_root() -> String {
+    let m = std::fs::metadata("/").unwrap();
+    format!("root {} {}", m.dev(), m.ino())
+}
+
+#[test]
+fn a_default_subhost_refuses_every_route() {
+    let lab = Lab::new("esc");
+    let r = lab.probe();
+    expect(
+        &r,
+        &[
+            ("core_pattern", "errno EROFS"),
+            ("core_pattern_umount", "errno EPERM"),
+            ("fresh_proc", "errno EPERM"),
+            ("release_agent", "errno EPERM"),
+            ("tracefs", "errno EPERM"),
+            ("debugfs", "errno EPERM"),
+            ("shocker", "errno EPERM"),
+            ("bpf", "errno EPERM"),
+            ("perf", "errno EPERM"),
+            ("swapoff", "errno EPERM"),
+            ("sys_knob", "errno EPERM"),
+            ("kmsg", "mknod errno EPERM"),
+            ("disk", "mknod errno EPERM"),
+            ("root_node", "mknod errno EPERM"),
+            ("procs", "none"),
+            ("clock", "errno EPERM"),
+            ("module", "errno EPERM"),
+            ("keyctl", "errno EPERM"),
+            ("userfaultfd", "errno EPERM"),
+            ("x32", "errno EPERM"),
+            // SIGSYS: a 32-bit call is not filtered by number, it kills.
+            ("int80", "killed 31"),
+        ],
+    );
+    assert!(r["chroot"].starts_with("root "), "{r:#?}");
+    assert_ne!(
+        r["chroot"],
+        host_root(),
+        "the chroot escape reached the host's /"
+    );
+
+    // What no config lifts is shown to work on the host with the same
+    // probe...
+    // ...the chroot escape works from a plain chroot...
+    let jail = TempDir::new();
+    let out = run_timeout(
+        &mut cmd(
+            probe_bin(),
+            ["chroot-escape", &jail.path().to_string_lossy()],
+        ),
+        LAUNCH_LIMIT,
+    );
+    assert_eq!(
+        out.stdout_str().trim(),
+        format!("chroot-escape: {}", host_root()),
+        "{}",
+        out.describe()
+    );
+    let _ = std::fs::remove_dir(jail.path().join(".escape-probe-chroot"));
+    // ...and the marker process is there to be seen.
+    let rev: String = lab.marker.chars().rev().collect();
+    let out = run_timeout(&mut cmd(probe_bin(), ["procs", &rev]), LAUNCH_LIMIT);
+    assert_eq!(
+        out.stdout_str().trim(),
+        "procs: found",
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn proc_and_sys_are_read_only_and_masked_but_the_netns_sysctls_work() {
+    let lab = Lab::new("esp");
+    let out = lab.s.sh(
+        "echo 1 > /proc/sys/net/ipv4/ip_forward && echo fwd=$(cat /proc/sys/net/ipv4/ip_forward); \
+         echo timer_list=$(wc -c < /proc/timer_list); \
+         echo firmware=$(ls /sys/firmware | wc -l); \
+         echo hostname > /proc/sys/kernel/hostname 2>/dev/null || echo kernel=refused; \
+         echo 1 > /sys/kernel/mm/ksm/run 2>/dev/null || echo sys=refused",
+    );
+    let text = out.stdout_str();
+    for want in [
+        "fwd=1",
+        "timer_list=0",
+        "firmware=0",
+        "kernel=refused",
+        "sys=refused",
+    ] {
+        assert!(text.contains(want), "{want}: {}", out.describe());
+    }
+    // The host's own are not masked: the masks are the subhost's.
+    assert!(!std::fs::read_to_string("/proc/timer_list")
+        .unwrap()
+        .is_empty());
+    assert!(std::fs::read_dir("/sys/firmware").unwrap().count() > 0);
+}
+
+#[test]
+fn sys_admin_kept_reopens_the_mount_routes_and_the_filter_still_holds() {
+    let lab = Lab::new("esa");
+    lab.config(WIDE_CAPS);
+    let r = lab.probe();
+    expect(
+        &r,
+        &[
+            // The read-only /proc/sys is only a mount: root with SYS_ADMIN
+            // removes it, or mounts a procfs of its own.
+            ("core_pattern_umount", "ok"),
+            ("fresh_proc", "ok"),
+            ("release_agent", "ok"),
+            ("tracefs", "ok"),
+            ("debugfs", "ok"),
+            ("sys_knob", "ok"),
+            // With MKNOD (and SYSLOG for kmsg) nodes in /dev open...
+            ("kmsg", "ok"),
+            // ...but not in the root, which is nodev.
+            ("root_node", "open errno EACCES"),
+            // The filter alone keeps these shut, whatever the capabilities.
+            ("shocker", "errno EPERM"),
+            ("bpf", "errno EPERM"),
+            ("perf", "errno EPERM"),
+            ("swapoff", "errno EPERM"),
+            ("clock", "errno EPERM"),
+            ("module", "errno EPERM"),
+            ("keyctl", "errno EPERM"),
+            ("userfaultfd", "errno EPERM"),
+            ("x32", "errno EPERM"),
+            ("int80", "killed 31"),
+        ],
+    );
+    // The node in the root is a real device: the host opens it.
+    let zero = lab.s.root().join("root/zero");
+    std::fs::File::open(&zero)
+        .unwrap_or_else(|e| panic!("the host cannot open {}: {e}", zero.display()));
+    // The disk's node opens where the host itself may open its disk (some
+    // VMs' own device filters forbid even that).
+    let (maj, min) = host_disk();
+    let own = lab.share.path().join("disk");
+    let _ = run_timeout(
+        &mut cmd(
+            "mknod",
+            [
+                &own.to_string_lossy(),
+                "b",
+                &maj.to_string(),
+                &min.to_string(),
+            ],
+        ),
+        LAUNCH_LIMIT,
+    );
+    let host_can = std::fs::File::open(&own).is_ok();
+    let want = if host_can { "ok" } else { "open errno EPERM" };
+    assert_eq!(r["disk"], want, "host opens its disk: {host_can}");
+    // status says so.
+    let out = lab.s.run(&["status", &lab.s.name]);
+    let text = out.stdout_str();
+    assert!(
+        text.contains("warning:  CAP_SYS_ADMIN is kept")
+            && text.contains("warning:  CAP_BPF is kept"),
+        "{}",
+        out.describe()
+    );
+    let out = lab.s.run(&["list", "--json"]);
+    let text = out.stdout_str();
+    assert!(text.contains("\"CAP_SYS_ADMIN\""), "{text}");
+    assert!(text.contains("CAP_DAC_READ_SEARCH is kept"), "{text}");
+}
+
+#[test]
+fn lifting_the_filter_reopens_the_syscall_routes() {
+    let lab = Lab::new("esf");
+    // Names lifted, default capabilities: the capability checks still hold
+    // where there are any.
+    lab.config(ALLOW_ALL);
+    let r = lab.probe();
+    expect(
+        &r,
+        &[
+            ("shocker", "errno EPERM"),
+            ("bpf", "errno EPERM"),
+            // perf_event_paranoid without CAP_PERFMON.
+            ("perf", "errno EACCES"),
+            ("swapoff", "errno EPERM"),
+            ("clock", "errno EPERM"),
+            // No capability guards these: the filter was all there was.
+            ("keyctl", "ok"),
+            ("userfaultfd", "ok"),
+        ],
+    );
+    // EPERM for want of CAP_SYS_MODULE; ENOSYS from a kernel without
+    // module support.
+    assert!(
+        ["errno EPERM", "errno ENOSYS"].contains(&r["module"].as_str()),
+        "{r:#?}"
+    );
+    // Names lifted and capabilities kept: every route goes through.
+    lab.config(&format!("{WIDE_CAPS}\n{ALLOW_ALL}"));
+    let r = lab.probe();
+    expect(
+        &r,
+        &[
+            ("shocker", "ok"),
+            ("bpf", "ok"),
+            ("perf", "ok"),
+            ("swapoff", "errno EINVAL"),
+            ("clock", "ok"),
+            ("keyctl", "ok"),
+            ("userfaultfd", "ok"),
+            // Lifting names does not open other ABIs.
+            ("x32", "errno EPERM"),
+            ("int80", "killed 31"),
+        ],
+    );
+    // A kernel without module support says ENOSYS; either way the call
+    // got past the permission checks.
+    assert!(
+        ["errno EBADF", "errno ENOSYS"].contains(&r["module"].as_str()),
+        "{r:#?}"
+    );
+    // The filter off: the other ABIs reach the kernel.
+    lab.config(&format!("{WIDE_CAPS}\nSECCOMP=off"));
+    let r = lab.probe();
+    expect(
+        &r,
+        &[("swapoff", "errno EINVAL"), ("int80", "errno EINVAL")],
+    );
+    // x32 reaches the kernel: EINVAL where it has the x32 ABI, else ENOSYS.
+    assert!(
+        ["errno EINVAL", "errno ENOSYS"].contains(&r["x32"].as_str()),
+        "{r:#?}"
+    );
+}
+
+/// `/proc/self/status` lines that make up a process's profile.
+const PROFILE: &str = "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status";
+
+#[test]
+fn enter_gets_exactly_the_inits_profile() {
+    let mut lab = Lab::new("ese");
+    lab.config(WIDE_CAPS);
+    lab.s.start_background(&[], &["sleep", "60"]);
+    let init_profile = PROFILE.replace("/proc/self/", "/proc/1/");
+    let out = lab.s.enter_sh(&format!(
+        "{PROFILE}; echo ---; {init_profile}; echo ---; /escape-probe keyctl"
+    ));
+    assert_eq!(out.code(), 0, "{}", out.describe());
+    let text = out.stdout_str();
+    let parts: Vec<&str> = text.split("---\n").collect();
+    assert_eq!(parts.len(), 3, "{text}");
+    assert_eq!(parts[0], parts[1], "entered vs init:\n{text}");
+    assert!(parts[0].contains("Seccomp:\t2"), "{text}");
+    assert!(parts[0].contains("NoNewPrivs:\t0"), "{text}");
+    // The wide set, not the host's full one.
+    assert!(!parts[0].contains("CapBnd:\t000001ffffffffff"), "{text}");
+    assert!(parts[2].contains("keyctl: errno EPERM"), "{text}");
+    let out = lab.s.run(&["enter", "--dry-run", &lab.s.name]);
+    assert!(
+        out.stdout_str()
+            .contains("installs the init's filter: seccomp"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn enter_of_a_subhost_without_filter_gets_none() {
+    let mut lab = Lab::new("esn");
+    lab.config("SECCOMP=off");
+    lab.s.start_background(&[], &["sleep", "60"]);
+    let out = lab.s.enter_sh(&format!("{PROFILE}; /escape-probe keyctl"));
+    let text = out.stdout_str();
+    assert!(text.contains("Seccomp:\t0"), "{}", out.describe());
+    assert!(text.contains("keyctl: ok"), "{}", out.describe());
+}
+
+#[test]
+fn a_foreground_start_hands_no_descriptor_to_the_subhost() {
+    let lab = Lab::new("esd");
+    let secret = TempDir::new();
+    std::fs::write(secret.path().join("secret"), "host-secret\n").unwrap();
+    // The shell opens the directory on fd 8 and shows it is open in the
+    // very process that then becomes the launcher.
+    let script = format!(
+        "exec 8<'{}'; cat /proc/$$/fd/8/secret; exec '{}' start {} -- sh -c \
+         'ls /proc/self/fd | tr \"\\n\" \" \"; echo; cat /proc/self/fd/8/secret'",
+        secret.path().display(),
+        launch_bin().display(),
+        lab.s.name
+    );
+    let out = run_timeout(
+        cmd("sh", ["-c", &script]).env("SUBHOST", lab.s.base()),
+        LAUNCH_LIMIT,
+    );
+    let text = out.stdout_str();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("host-secret"),
+        "fd 8 was not open: {}",
+        out.describe()
+    );
+    let fds = lines.next().unwrap_or_default();
+    // ls's own directory fd is 3.
+    assert_eq!(fds.trim(), "0 1 2 3", "{}", out.describe());
+    assert_eq!(lines.next(), None, "{}", out.describe());
+    assert_ne!(out.code(), 0, "{}", out.describe());
+}
+
+#[test]
+fn bad_seccomp_settings_are_config_errors_before_anything_is_set_up() {
+    let lab = Lab::new("esc");
+    for (extra, line, needle) in [
+        ("SECCOMP=maybe", 3, "neither on nor off"),
+        (
+            "SYSCALLS_ALLOW=(bpf nosuch)",
+            3,
+            "\"nosuch\" is not a system call the filter denies",
+        ),
+    ] {
+        lab.config(extra);
+        let out = lab.s.run(&["start", &lab.s.name, "--", "true"]);
+        assert_eq!(out.code(), 125, "{}", out.describe());
+        let err = out.stderr_str();
+        let config = lab.s.dir().join("config");
+        assert!(
+            err.contains(&format!("{}:{line}:", config.display())) && err.contains(needle),
+            "{err}"
+        );
+        assert!(!lab.s.live_mounted(), "{err}");
+        assert!(!Path::new("/run/netns").join(&lab.s.name).exists(), "{err}");
+    }
+}
