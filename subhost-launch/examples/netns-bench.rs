@@ -8,6 +8,11 @@
 #[path = "../src/netns.rs"]
 mod netns;
 
+// netns logs its steps through it.
+#[allow(dead_code)]
+#[path = "../src/logging.rs"]
+mod logging;
+
 use std::time::{Duration, Instant};
 
 fn peak_rss_kib() -> i64 {

@@ -6,8 +6,12 @@
 //! followed by `/subhost` (so `/subhost` when the launcher sits in a
 //! hierarchy's root). A subhost's cgroup is therefore never a hierarchy's
 //! root, and subhosts do not mix with the launcher's siblings. PARENT
-//! directories are made when missing and never removed: other subhosts may
-//! be using them, and an empty cgroup directory costs nothing.
+//! directories are made when missing and recorded as the launcher's
+//! (`/run/subhost/cgroup-parents`); when the last subhost under one goes,
+//! it is removed again. One made by someone else is never removed. The
+//! record's lock is held from making a parent until the leaf is in it, and
+//! while removing one: a parent is never removed between a `start` making
+//! (or finding) it and making its leaf in it.
 //!
 //! Layouts, detected from /proc/self/mountinfo and /proc/self/cgroup:
 //! - pure cgroup v2: one directory; the controllers a limit needs are
@@ -739,21 +743,32 @@ fn procs_in(dir: &Path) -> Result<Vec<i32>> {
 /// leaf left by a crash is reused when it holds no processes (it is made
 /// anew, so no old setting survives); one with processes is an error.
 pub fn create(plan: &Plan) -> Result<Cgroup> {
+    let parents = Parents::lock()?;
     let mut made = Vec::new();
-    let res = create_steps(plan, &mut made);
-    if res.is_err() {
-        for d in made.iter().rev() {
+    let mut made_parents = Vec::new();
+    let res = create_steps(plan, &mut made, &mut made_parents);
+    if let Err(e) = res {
+        for d in made.iter().rev().chain(made_parents.iter().rev()) {
             let _ = fs::remove_dir(d);
         }
+        return Err(e);
     }
-    res.map(|()| Cgroup::from_plan(plan))
+    parents.add(&made_parents)?;
+    Ok(Cgroup::from_plan(plan))
 }
 
-fn create_steps(plan: &Plan, made: &mut Vec<PathBuf>) -> Result<()> {
+fn create_steps(
+    plan: &Plan,
+    made: &mut Vec<PathBuf>,
+    made_parents: &mut Vec<PathBuf>,
+) -> Result<()> {
     for d in &plan.dirs {
         if let Some(p) = d.parent() {
-            fs::create_dir_all(p)
-                .with_context(|| format!("cannot create cgroup {}", p.display()))?;
+            if !p.is_dir() {
+                crate::logging::step(format_args!("mkdir -p {}", p.display()), || {
+                    make_parents(p, made_parents)
+                })?;
+            }
         }
     }
     for e in &plan.enable {
@@ -763,17 +778,152 @@ fn create_steps(plan: &Plan, made: &mut Vec<PathBuf>) -> Result<()> {
         if d.exists() {
             reuse_leaf(d)?;
         }
-        fs::create_dir(d).with_context(|| format!("cannot create cgroup {}", d.display()))?;
+        crate::logging::step(format_args!("mkdir {}", d.display()), || fs::create_dir(d))
+            .with_context(|| format!("cannot create cgroup {}", d.display()))?;
         made.push(d.clone());
     }
     for w in &plan.writes {
         if w.if_present && !w.file.exists() {
             continue;
         }
-        write_file(&w.file, &w.value)
-            .with_context(|| format!("cannot write {} to {}", w.value, w.file.display()))?;
+        crate::logging::step(
+            format_args!("echo {} > {}", w.value, w.file.display()),
+            || write_file(&w.file, &w.value),
+        )
+        .with_context(|| format!("cannot write {} to {}", w.value, w.file.display()))?;
     }
     Ok(())
+}
+
+/// `mkdir -p dir`, noting in `made` (top-down) each directory this call
+/// made: those, and only those, are removed when they fall empty.
+fn make_parents(dir: &Path, made: &mut Vec<PathBuf>) -> Result<()> {
+    let mut missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.is_dir()).collect();
+    missing.reverse();
+    for d in missing {
+        match fs::create_dir(d) {
+            Ok(()) => made.push(d.to_path_buf()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create cgroup {}", d.display()))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The parent cgroups the launcher made, one path a line, under an
+/// exclusive lock on the record itself (rewritten in place, so the locked
+/// inode stays the record).
+struct Parents {
+    file: nix::fcntl::Flock<fs::File>,
+}
+
+fn parents_record() -> PathBuf {
+    Path::new(crate::state::RUN_DIR).join("cgroup-parents")
+}
+
+impl Parents {
+    fn lock() -> Result<Parents> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = parents_record();
+        fs::create_dir_all(crate::state::RUN_DIR)
+            .with_context(|| format!("cannot create {}", crate::state::RUN_DIR))?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if !file.metadata()?.is_file() {
+            bail!("{} is not a regular file: remove it", path.display());
+        }
+        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(Parents { file })
+    }
+
+    /// Every path in the record, as written.
+    fn lines(&self) -> Vec<PathBuf> {
+        use std::io::{Read, Seek};
+        let mut f: &fs::File = &self.file;
+        let mut text = String::new();
+        let _ = f.rewind();
+        let _ = f.take(crate::files::RECORD_MAX).read_to_string(&mut text);
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .collect()
+    }
+
+    /// The recorded parents that still exist: one removed by hand is
+    /// forgotten, lest a directory someone makes there later be taken for
+    /// the launcher's.
+    fn read(&self) -> Vec<PathBuf> {
+        self.lines().into_iter().filter(|d| d.is_dir()).collect()
+    }
+
+    fn write(&self, dirs: &[PathBuf]) -> Result<()> {
+        use std::io::{Seek, Write as _};
+        let mut text = String::new();
+        for d in dirs {
+            text.push_str(&d.to_string_lossy());
+            text.push('\n');
+        }
+        let mut f: &fs::File = &self.file;
+        f.set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| f.write_all(text.as_bytes()))
+            .with_context(|| format!("cannot write {}", parents_record().display()))
+    }
+
+    fn add(&self, made: &[PathBuf]) -> Result<()> {
+        if made.is_empty() {
+            return Ok(());
+        }
+        let mut all = self.read();
+        for d in made {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        self.write(&all)
+    }
+
+    /// Removes the recorded parents above `leaves` that are empty now,
+    /// deepest first; one still in use (by another subhost) stays
+    /// recorded, for the last one under it to remove.
+    fn remove_empty_above(&self, leaves: &[PathBuf]) -> Result<()> {
+        let mut all = self.read();
+        let before = all.len();
+        let stale = self.lines().len() != before;
+        for leaf in leaves {
+            for p in leaf.ancestors().skip(1) {
+                let Some(i) = all.iter().position(|d| d == p) else {
+                    break;
+                };
+                // Logged when done only: most tries meet another subhost.
+                match fs::remove_dir(p) {
+                    Ok(()) => log::info!("rmdir {}", p.display()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Not empty: another subhost (or anyone) uses it.
+                    Err(e) if matches!(errno_of(&e), Errno::EBUSY | Errno::ENOTEMPTY) => break,
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot remove cgroup {}", p.display()))
+                    }
+                }
+                all.remove(i);
+            }
+        }
+        if stale || all.len() != before {
+            self.write(&all)?;
+        }
+        Ok(())
+    }
 }
 
 fn reuse_leaf(d: &Path) -> Result<()> {
@@ -811,7 +961,9 @@ fn enable_controller(e: &Enable) -> Result<()> {
             avail_file.display()
         );
     }
-    match write_file(&ctl, &format!("+{}", e.controller)) {
+    let value = format!("+{}", e.controller);
+    let what = format_args!("echo {value} > {}", ctl.display());
+    match crate::logging::step(what, || write_file(&ctl, &value)) {
         Ok(()) => Ok(()),
         Err(err) if errno_of(&err) == Errno::EBUSY => bail!(
             "cannot enable cgroup v2 controller {} in {}: that cgroup holds processes, and \
@@ -1034,6 +1186,14 @@ impl Cgroup {
     /// Kills every process in the cgroups, including those that left the
     /// subhost's session or ignore SIGTERM, and waits until they are gone.
     pub fn kill_all(&self, timeout: Duration) -> Result<()> {
+        let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+        crate::logging::step(
+            format_args!("kill every process in {}", dirs.join(" ")),
+            || self.kill_all_now(timeout),
+        )
+    }
+
+    fn kill_all_now(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         match &self.kill {
             KillVia::CgroupKill(d) => {
@@ -1117,13 +1277,30 @@ impl Cgroup {
         }
     }
 
-    /// Removes every directory; removing removed ones is not an error. The
-    /// PARENT directories stay (see the module docs).
+    /// Removes every directory; removing removed ones is not an error.
+    /// Then the PARENT directories the launcher made, when no other subhost
+    /// is left in them (see the module docs).
     pub fn remove(&self) -> Result<()> {
         for d in self.dirs.iter().rev() {
-            remove_dir_retrying(d)?;
+            crate::logging::step(format_args!("rmdir {}", d.display()), || {
+                remove_dir_retrying(d)
+            })?;
         }
-        Ok(())
+        if !parents_record().exists() {
+            return Ok(());
+        }
+        Parents::lock()?.remove_empty_above(&self.dirs)
+    }
+
+    /// How many processes the kernel killed for hitting the memory limit:
+    /// `oom_kill` of `memory.events` (v2) or of `memory.oom_control` (v1).
+    /// `None` without a memory controller.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let dir = self.memory_usage.as_ref()?.parent()?;
+        ["memory.events", "memory.oom_control"]
+            .iter()
+            .find_map(|f| fs::read_to_string(dir.join(f)).ok())
+            .and_then(|t| oom_kill_count(&t))
     }
 
     /// Memory and pids in use, where limits made the kernel account them.
@@ -1138,6 +1315,13 @@ impl Cgroup {
             pids_current: read(&self.pids_usage),
         }
     }
+}
+
+/// The `oom_kill N` line of `memory.events` or `memory.oom_control`.
+fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 fn kill_each(pids: &[i32]) {

@@ -89,7 +89,7 @@ pub struct Config {
     pub pids_max: Option<u64>,
     /// Cgroup under which the subhost's cgroup is made, as a path from the
     /// hierarchy's root like `/proc/self/cgroup` shows it (`/subhost`),
-    /// without a trailing slash; `None` is the launcher's own cgroup.
+    /// without a trailing slash; `None` is the launcher's own cgroup + `/subhost`.
     pub cgroup_parent: Option<String>,
     /// Capabilities to drop from the bounding set on top of the default
     /// ones, as `CAP_…` names.
@@ -237,7 +237,7 @@ impl std::error::Error for ConfigError {}
 /// Reads and parses `path`. `name` and `base` are the values of `SUB` and
 /// `SUBHOST` for expansion. A missing file yields the defaults.
 pub fn load(path: &Path, name: &str, base: &Path) -> anyhow::Result<Config> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::files::read_capped(path, crate::files::CONFIG_MAX) {
         Ok(bytes) => bytes,
         // A dangling symlink reads as missing too, but it is a broken config
         // rather than an absent one.
@@ -245,7 +245,7 @@ pub fn load(path: &Path, name: &str, base: &Path) -> anyhow::Result<Config> {
             return Ok(Config::defaults(name));
         }
         Err(e) => anyhow::bail!(
-            "{}: cannot read the config file: {e} (make it a readable file, or remove it to use the defaults)",
+            "{}: cannot read the config file: {e} (make it a readable regular file of at most 1 MiB, or remove it to use the defaults)",
             path.display()
         ),
     };
@@ -1533,17 +1533,36 @@ fn memory(s: &str) -> Result<Option<u64>, Bad> {
             usage,
         );
     }
+    if bytes < MEMORY_FLOOR {
+        return bad(
+            format!(
+                "{s} is below the floor of 4M: the subhost's processes would be killed \
+                 by the memory limit almost at once (a dynamically linked shell alone \
+                 maps about 3 MiB)"
+            ),
+            "give at least 4M, e.g. 64M, or max for no limit",
+        );
+    }
     Ok(Some(bytes))
 }
+
+/// Smallest MEMORY_MAX accepted. A busybox shell and the init run in about
+/// 0.5 MiB, but bash with the C library maps about 3 MiB, and any service
+/// more: a limit below this only produces sessions killed at start.
+pub const MEMORY_FLOOR: u64 = 4 << 20;
+
+/// Most CPUs a CPU_MAX may allow: more than any host has, so a larger value
+/// is a typo (a missing `%`, extra digits), not a limit.
+pub const CPU_MAX_CPUS: u64 = 1024;
 
 fn pids(s: &str) -> Result<Option<u64>, Bad> {
     if s.is_empty() || s == "max" {
         return Ok(None);
     }
     match number(s) {
-        Some(0) => bad(
-            "0 would not even allow the subhost's init",
-            "give a limit of at least 1, or max",
+        Some(n @ 0..=1) => bad(
+            format!("{n} would not allow the subhost's init and its session, one process each"),
+            "give a limit of at least 2 (a shell and a few commands want 10 or more), or max",
         ),
         Some(n) => Ok(Some(n)),
         None => bad(
@@ -1575,9 +1594,9 @@ fn cpu_max(s: &str) -> Result<Option<String>, Bad> {
         None => bad(format!("{s:?} is not a CPU limit"), usage),
     };
     let words: Vec<&str> = s.split_whitespace().collect();
-    match words.as_slice() {
-        [] | ["max"] => Ok(None),
-        ["max", p] => period(p).map(|_| None),
+    let (q, p) = match words.as_slice() {
+        [] | ["max"] => return Ok(None),
+        ["max", p] => return period(p).map(|_| None),
         [pct] if pct.ends_with('%') => {
             let n = number(&pct[..pct.len() - 1])
                 .ok_or_else(|| Bad::new(format!("{s:?} is not a whole percentage"), usage))?;
@@ -1587,12 +1606,22 @@ fn cpu_max(s: &str) -> Result<Option<String>, Bad> {
             let q = n
                 .checked_mul(CPU_PERIOD / 100)
                 .ok_or_else(|| Bad::new(format!("{s} is too large"), usage))?;
-            Ok(Some(format!("{q} {CPU_PERIOD}")))
+            (q, CPU_PERIOD)
         }
-        [q] => Ok(Some(format!("{} {CPU_PERIOD}", quota(q)?))),
-        [q, p] => Ok(Some(format!("{} {}", quota(q)?, period(p)?))),
-        _ => bad(format!("{s:?} is not a CPU limit"), usage),
+        [q] => (quota(q)?, CPU_PERIOD),
+        [q, p] => (quota(q)?, period(p)?),
+        _ => return bad(format!("{s:?} is not a CPU limit"), usage),
+    };
+    if q / p > CPU_MAX_CPUS {
+        return bad(
+            format!(
+                "{s} allows {} CPUs, more than any host has: it limits nothing",
+                q / p
+            ),
+            "write a percentage like 50% (100% is one CPU), or max for no limit",
+        );
     }
+    Ok(Some(format!("{q} {p}")))
 }
 
 fn cgroup_parent(s: &str) -> Result<Option<String>, Bad> {
@@ -1609,7 +1638,7 @@ fn cgroup_parent(s: &str) -> Result<Option<String>, Bad> {
     if path.is_empty() {
         return bad(
             "/ is the root of the cgroup hierarchy, where no subhost is placed",
-            "name a cgroup below it, e.g. /subhost, or remove the line to use the launcher's own",
+            "name a cgroup below it, e.g. /subhost, or remove the line to use the launcher's own cgroup + /subhost",
         );
     }
     for part in path[1..].split('/') {
@@ -2362,11 +2391,16 @@ mod tests {
         assert_eq!(m("512M"), Some(512 << 20));
         assert_eq!(m("1g"), Some(1 << 30));
         assert_eq!(m("2T"), Some(2 << 40));
-        assert_eq!(m("64k"), Some(64 << 10));
-        assert_eq!(m("1000000"), Some(1_000_000));
+        assert_eq!(m("8192k"), Some(8192 << 10));
+        assert_eq!(m("5000000"), Some(5_000_000));
         assert_eq!(m("max"), None);
         assert_eq!(m(""), None);
         refused("MEMORY_MAX=0", 1, "no memory");
+        // Accepted once and killed at start with no word: now refused.
+        refused("MEMORY_MAX=1", 1, "below the floor of 4M");
+        refused("MEMORY_MAX=1M", 1, "below the floor of 4M");
+        refused("MEMORY_MAX=4095K", 1, "below the floor of 4M");
+        assert_eq!(m("4M"), Some(4 << 20));
         refused("MEMORY_MAX=0G", 1, "no memory");
         for bad in ["12X", "M", "-1", "1.5G", "1 G", "MAX", "1GB"] {
             refused(&format!("MEMORY_MAX='{bad}'"), 1, "is not a size");
@@ -2399,6 +2433,11 @@ mod tests {
         refused("CPU_MAX=half", 1, "not a CPU limit");
         refused("CPU_MAX=99999999999999999999%", 1, "not a whole percentage");
         refused("CPU_MAX=999999999999999999%", 1, "too large");
+        // Absurd but representable: a typo, refused rather than applied.
+        refused("CPU_MAX=200000%", 1, "allows 2000 CPUs");
+        refused("CPU_MAX=2000000000", 1, "allows 20000 CPUs");
+        refused("CPU_MAX='1025000000 1000000'", 1, "allows 1025 CPUs");
+        assert_eq!(c("102400%"), Some("102400000 100000".into()));
     }
 
     #[test]
@@ -2406,7 +2445,9 @@ mod tests {
         assert_eq!(ok("PIDS_MAX=100").pids_max, Some(100));
         assert_eq!(ok("PIDS_MAX=max").pids_max, None);
         assert_eq!(ok("PIDS_MAX=").pids_max, None);
-        refused("PIDS_MAX=0", 1, "at least 1");
+        refused("PIDS_MAX=0", 1, "at least 2");
+        refused("PIDS_MAX=1", 1, "init and its session");
+        assert_eq!(ok("PIDS_MAX=2").pids_max, Some(2));
         refused("PIDS_MAX=lots", 1, "not a number of processes");
         refused("PIDS_MAX=-5", 1, "not a number of processes");
     }

@@ -5,6 +5,7 @@ mod cgroup;
 mod cmd;
 mod config;
 mod docs;
+mod files;
 mod layout;
 mod logging;
 mod mounts;
@@ -35,7 +36,13 @@ killed by signal N), `start --detach` with 0 once the init runs; 125 when
 the subhost could not be started. `enter`
 exits with the command's status (128+N likewise), 127 when the command is
 not found inside, 126 when it cannot be executed, 1 when the subhost cannot
-be entered. Other commands exit 0 on success and 1 on error.";
+be entered. Other commands exit 0 on success and 1 on error. A usage error
+(unknown option, missing argument) exits 125 with every command, as with
+env(1) and timeout(1), so it is never taken for a session's status.";
+
+/// Exit status of a usage error: 2, clap's default, is a common status of
+/// sessions (and of `sh` for its own usage errors).
+const USAGE_ERROR: u8 = 125;
 
 #[derive(Parser)]
 #[command(name = "subhost-launch", version, about = ABOUT, after_help = AFTER)]
@@ -43,7 +50,7 @@ struct Cli {
     /// Where subhosts live [env: SUBHOST] [default: /opt/subhost]
     #[arg(long, global = true, value_name = "DIR")]
     subhost_dir: Option<PathBuf>,
-    /// Log each step (-v), more detail (-vv)
+    /// Log each plan step as it runs (-v), with its duration (-vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Log to syslog instead of stderr
@@ -226,7 +233,18 @@ fn quiet_on_closed_pipe(only_prints: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version print to stdout and are no error.
+            return if e.use_stderr() {
+                ExitCode::from(USAGE_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     logging::init(cli.verbose, cli.syslog);
     let base = layout::base_dir(cli.subhost_dir.as_deref());
     let (result, fail_code) = match cli.command {

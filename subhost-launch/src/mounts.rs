@@ -174,27 +174,24 @@ fn run(step: &Step) -> anyhow::Result<Option<PathBuf>> {
         ),
         Current::Nothing => {}
     }
-    log::info!("{step}");
-    match step {
-        Step::AttachImage { image, mnt } => mount_image(image, mnt)?,
+    crate::logging::step(step, || match step {
+        Step::AttachImage { image, mnt } => mount_image(image, mnt),
         Step::Overlay {
             lower,
             upper,
             work,
             live,
-        } => mount_overlay(lower, upper, work, live)?,
-        Step::Rbind { root, live } => {
-            nix::mount::mount(
-                Some(root.as_path()),
-                live.as_path(),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(io::Error::from)
-            .with_context(|| format!("{step}"))?;
-        }
-    }
+        } => mount_overlay(lower, upper, work, live),
+        Step::Rbind { root, live } => nix::mount::mount(
+            Some(root.as_path()),
+            live.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
+        .with_context(|| format!("{step}")),
+    })?;
     Ok(Some(target.clone()))
 }
 
@@ -590,8 +587,8 @@ pub fn deactivate(layout: &Layout) -> anyhow::Result<bool> {
     let Some(live) = resolved(layout, "live") else {
         return Ok(false);
     };
-    let was_live = unmount_tree(&live)?;
-    let was_mnt = unmount_tree(&layout.dir.canonicalize()?.join("mnt"))?;
+    let was_live = unmount_step(&live)?;
+    let was_mnt = unmount_step(&layout.dir.canonicalize()?.join("mnt"))?;
     Ok(was_live || was_mnt)
 }
 
@@ -611,7 +608,11 @@ pub fn deactivate_all(layouts: &[&Layout]) -> Vec<anyhow::Result<bool>> {
     match unmount_trees(&paths) {
         Ok(had) => {
             let mut out: Vec<anyhow::Result<bool>> = layouts.iter().map(|_| Ok(false)).collect();
-            for ((i, _), had) in dirs.iter().zip(had) {
+            for ((i, dir), had) in dirs.iter().zip(had) {
+                if had {
+                    // What `-v` shows of each, as `deactivate` logs it.
+                    log::info!("umount -R {}", quote(dir));
+                }
                 if let Ok(any) = &mut out[*i] {
                     *any |= had;
                 }
@@ -620,6 +621,20 @@ pub fn deactivate_all(layouts: &[&Layout]) -> Vec<anyhow::Result<bool>> {
         }
         Err(_) => layouts.iter().map(|l| deactivate(l)).collect(),
     }
+}
+
+/// `unmount_tree` as a logged step of `stop`, when anything is mounted there.
+fn unmount_step(dir: &Path) -> anyhow::Result<bool> {
+    let mounted = mount_points()
+        .context("cannot read /proc/self/mountinfo")?
+        .iter()
+        .any(|e| e.is_at_or_below(dir));
+    if !mounted {
+        return Ok(false);
+    }
+    crate::logging::step(format_args!("umount -R {}", quote(dir)), || {
+        unmount_tree(dir)
+    })
 }
 
 /// Passes over mountinfo before giving up: stacked mounts and mounts that

@@ -68,6 +68,15 @@ fn write_link_add(f: &mut fmt::Formatter<'_>, link: &Link, ns: Option<&str>) -> 
     Ok(())
 }
 
+/// A cable's `ip link add` with its namespace, as one step of [`Plan`].
+struct LinkAddIn<'a>(&'a Link, &'a str);
+
+impl fmt::Display for LinkAddIn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_link_add(f, self.0, Some(self.1))
+    }
+}
+
 struct MacDisplay<'a>(&'a [u8; 6]);
 
 impl fmt::Display for MacDisplay<'_> {
@@ -160,26 +169,30 @@ fn populate(
     masters: &[Option<u32>],
     made: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let (nsfd, mut inner) = new_netns(file)?;
+    let (nsfd, mut inner) =
+        crate::logging::step(format_args!("ip netns add {name}"), || new_netns(file))?;
     for (i, (link, master)) in links.iter().zip(masters).enumerate() {
         let host = host.as_deref_mut().expect("opened for cables");
-        host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
-            .map_err(|e| {
-                anyhow!(
-                    "cable {i}: creating veth {} <-> {} in netns {name}: {e}",
-                    link.host_if,
-                    link.inner_if
-                )
-            })?;
+        crate::logging::step(LinkAddIn(link, name), || {
+            host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
+        })
+        .map_err(|e| {
+            anyhow!(
+                "cable {i}: creating veth {} <-> {} in netns {name}: {e}",
+                link.host_if,
+                link.inner_if
+            )
+        })?;
         made.push(link.host_if.clone());
     }
     // The peer cannot be created up (ENOTCONN), so the inner ends are raised
     // from inside, on a socket bound to the new namespace.
     let inner_names = std::iter::once("lo").chain(links.iter().map(|l| l.inner_if.as_str()));
     for ifname in inner_names {
-        inner
-            .request(set_up(ifname), 0)
-            .map_err(|e| anyhow!("setting {ifname} up inside netns {name}: {e}"))?;
+        crate::logging::step(format_args!("ip -n {name} link set {ifname} up"), || {
+            inner.request(set_up(ifname), 0)
+        })
+        .map_err(|e| anyhow!("setting {ifname} up inside netns {name}: {e}"))?;
     }
     Ok(())
 }
@@ -392,7 +405,10 @@ pub fn begin_delete(name: &str) -> anyhow::Result<Deleting> {
         sort_out(name, candidates).with_context(|| format!("deleting netns {name}"))?
     };
     if had_file {
-        remove_mount_point(&file).with_context(|| format!("deleting netns {name}"))?;
+        crate::logging::step(format_args!("ip netns del {name}"), || {
+            remove_mount_point(&file)
+        })
+        .with_context(|| format!("deleting netns {name}"))?;
     }
     Ok(Deleting {
         name: name.to_string(),
@@ -407,7 +423,12 @@ pub fn begin_delete(name: &str) -> anyhow::Result<Deleting> {
 /// host ends outlived the wait.
 pub fn finish_deletes(deletions: Vec<Deleting>, timeout: Duration) -> Vec<anyhow::Result<bool>> {
     let all: Vec<String> = deletions.iter().flat_map(|d| d.links.clone()).collect();
-    let left = wait_gone(all, timeout);
+    let left = if all.is_empty() {
+        all
+    } else {
+        let what = format!("# wait until gone: {}", all.join(" "));
+        crate::logging::step(what, || wait_gone(all, timeout))
+    };
     deletions
         .into_iter()
         .map(|d| {

@@ -718,7 +718,7 @@ fn child_main(
                     .context("cannot make the pty the session's terminal")?;
             }
         }
-        run_step(step).with_context(|| format!("{step}"))?;
+        crate::logging::step(step, || run_step(step)).with_context(|| format!("{step}"))?;
     }
     drop(sock);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
@@ -903,7 +903,8 @@ mod tests {
         assert!(text
             .iter()
             .any(|t| t.starts_with("mount -t devpts -o nosuid,noexec,newinstance")));
-        // The pty's devpts must be mounted before the pivot.
+        // The pty's devpts must be mounted before the pivot (n - 3, asserted
+        // above).
         let pts = text.iter().position(|t| t.contains("devpts")).unwrap();
         assert!(pts < n - 3);
         let pos = |want: &Step| steps.iter().position(|s| s == want).unwrap();

@@ -30,6 +30,11 @@ fn init_path(name: &str) -> PathBuf {
 /// Exclusive hold on one subhost's setup and teardown. Released on drop.
 pub struct Lock {
     _file: Flock<File>,
+    /// This lock made the lock file: a failed `start` removes it again.
+    created: bool,
+    /// Set by `removed_unless_kept`: the name whose lock file a drop
+    /// removes (if this lock made it).
+    remove_on_drop: Option<String>,
 }
 
 /// How often a waiting `lock` tries again: short against the few
@@ -47,11 +52,7 @@ pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
     let deadline = std::time::Instant::now() + wait;
     let mut waited = false;
     loop {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let (file, created) = open_lock_file(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
@@ -79,8 +80,40 @@ pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
         // our flock; a lock on an unlinked inode guards nothing, so retry.
         let held = locked.metadata()?.ino();
         match std::fs::metadata(&path) {
-            Ok(m) if m.ino() == held => return Ok(Lock { _file: locked }),
+            Ok(m) if m.ino() == held => {
+                return Ok(Lock {
+                    _file: locked,
+                    created,
+                    remove_on_drop: None,
+                })
+            }
             _ => continue,
+        }
+    }
+}
+
+/// Opens the lock file, saying whether this call made it. Never blocks (a
+/// FIFO put in its place would) and never follows a symlink.
+fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |create_new: bool| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(create_new)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    loop {
+        match open(true) {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match open(false) {
+            Ok(f) => return Ok((f, false)),
+            // Unlinked by its holder between the two opens.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -90,6 +123,28 @@ impl Lock {
     /// subhost leaves nothing under the run dir.
     pub fn unlock_and_forget(self, name: &str) {
         let _ = std::fs::remove_file(lock_path(name));
+    }
+
+    /// For `start`: until `keep`, dropping the lock (on an error) removes
+    /// the lock file if this lock made it, still holding it, so that a
+    /// failed start leaves nothing. A waiter that opened the file
+    /// meanwhile sees it unlinked and retries.
+    pub fn removed_unless_kept(mut self, name: &str) -> Lock {
+        self.remove_on_drop = Some(name.to_string());
+        self
+    }
+
+    /// Releases the lock and keeps its file: the start succeeded.
+    pub fn keep(mut self) {
+        self.remove_on_drop = None;
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let (true, Some(name)) = (self.created, &self.remove_on_drop) {
+            let _ = std::fs::remove_file(lock_path(name));
+        }
     }
 }
 
@@ -114,7 +169,7 @@ pub fn record_cgroup(name: &str, dirs: &[PathBuf]) -> Result<()> {
 
 /// The cgroup directories recorded for `name`, if any.
 pub fn recorded_cgroup(name: &str) -> Option<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(cgroup_path(name)).ok()?;
+    let text = crate::files::read_text(&cgroup_path(name), crate::files::RECORD_MAX).ok()?;
     Some(
         text.lines()
             .filter(|l| !l.is_empty())
@@ -225,7 +280,7 @@ pub fn uptime(id: ProcId) -> Option<std::time::Duration> {
 }
 
 fn read_record(name: &str) -> Option<ProcId> {
-    let text = std::fs::read_to_string(init_path(name)).ok()?;
+    let text = crate::files::read_text(&init_path(name), crate::files::RECORD_MAX).ok()?;
     let mut it = text.split_whitespace();
     let pid = it.next()?.parse().ok()?;
     let start = it.next()?.parse().ok()?;
@@ -383,6 +438,42 @@ mod tests {
         assert!(a < std::time::Duration::from_secs(3600), "{a:?}");
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(uptime(me).unwrap() > a);
+    }
+
+    #[test]
+    fn a_failed_start_removes_only_a_lock_file_it_made() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root for {RUN_DIR}: run cargo test as root"
+        );
+        let name = format!("shtlk{}", std::process::id() % 100_000);
+        let path = lock_path(&name);
+        let _ = std::fs::remove_file(&path);
+        // Made by this lock and dropped on an error path: gone.
+        drop(
+            lock(&name, std::time::Duration::ZERO)
+                .unwrap()
+                .removed_unless_kept(&name),
+        );
+        assert!(!path.exists());
+        // Kept on success: stays, and a second holder is refused meanwhile.
+        let held = lock(&name, std::time::Duration::ZERO)
+            .unwrap()
+            .removed_unless_kept(&name);
+        assert!(lock(&name, std::time::Duration::ZERO).is_err());
+        held.keep();
+        assert!(path.exists());
+        // Not made by this lock (a hibernating subhost's): stays.
+        drop(
+            lock(&name, std::time::Duration::ZERO)
+                .unwrap()
+                .removed_unless_kept(&name),
+        );
+        assert!(path.exists());
+        lock(&name, std::time::Duration::ZERO)
+            .unwrap()
+            .unlock_and_forget(&name);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -512,9 +512,9 @@ fn dry_run_and_refusals() {
     assert!(!Path::new(&format!("/run/netns/{}", s.name)).exists());
 
     let out = s.run(&["start", "--console", "syslog", &s.name]);
-    assert_eq!(out.code(), 2, "{}", out.describe());
+    assert_eq!(out.code(), 125, "{}", out.describe());
     let out = s.run(&["start", "--detach", &s.name, "--", "/bin/true"]);
-    assert_eq!(out.code(), 2, "{}", out.describe());
+    assert_eq!(out.code(), 125, "{}", out.describe());
 
     // BOOT needs the subhost's /bin/sh: refused, with nothing left behind.
     std::fs::remove_file(s.root().join("bin/sh")).unwrap();

@@ -227,14 +227,7 @@ fn one_failed_start_among_several_is_undone_alone() {
     }
     assert!(!out.stdout_str().contains(b.as_str()), "{}", out.describe());
     assert_eq!(fleet.states(), ["running", "stopped", "running"]);
-    // Kernel objects and records; whether the lock file goes too is the
-    // single start's business, tested with it.
-    let left: Vec<String> = fleet
-        .left_of(b)
-        .into_iter()
-        .filter(|l| !l.ends_with(".lock"))
-        .collect();
-    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(fleet.left_of(b), Vec::<String>::new());
 }
 
 #[test]

@@ -26,6 +26,25 @@ fn has_link(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
+/// The lines of `out` as they come, from a thread; the channel closes at
+/// end of file.
+fn read_lines(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn lock_file(s: &Subhost) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/run/subhost/{}.lock", s.name))
+}
+
 fn assert_ok(out: &Finished) {
     assert!(out.status.success(), "{}", out.describe());
 }
@@ -37,11 +56,15 @@ fn overlay_over_host_root_runs_init_as_pid1() {
         "",
         &format!("LOWER=/\nBRIDGES=({}=02:5a:00:00:00:07)\n", br.name),
     );
-    let out = s.sh("echo pid1=$(tr '\\0' ' ' </proc/1/cmdline); \
+    let note = format!("/var/tmp/{}-note", s.name);
+    let out = s.sh(&format!(
+        "echo pid1=$(tr '\\0' ' ' </proc/1/cmdline); \
          echo host=$(hostname); \
          echo mac=$(cat /sys/class/net/eth0/address); \
          echo procs=$(ls /proc | grep -c '^[0-9]'); \
-         echo me=$$; exit 7");
+         echo upper > {note}; \
+         echo me=$$; exit 7"
+    ));
     assert_eq!(out.code(), 7, "{}", out.describe());
     let text = out.stdout_str();
     assert!(
@@ -59,7 +82,11 @@ fn overlay_over_host_root_runs_init_as_pid1() {
         .expect("procs line");
     assert!(procs <= 8, "host processes visible inside: {text}");
     // The write went to the upper layer, not to the host.
-    assert!(!s.root().join("proc").join("1").exists());
+    assert_eq!(
+        std::fs::read_to_string(s.root().join(&note[1..])).unwrap(),
+        "upper\n"
+    );
+    assert!(!Path::new(&note).exists(), "{note} written on the host");
     assert!(has_link(&format!("{}0", s.name)));
 }
 
@@ -87,6 +114,9 @@ fn rbind_of_busybox_root_with_shares() {
     assert!(text.contains("from the host"), "{text}");
     assert!(text.contains("one file"), "{text}");
     assert!(text.contains("inner-x"), "{text}");
+    assert!(text.lines().any(|l| l == "/bin/busybox"), "{text}");
+    // The header, init, the shell, ps and wc: no host process.
+    assert_eq!(text.lines().last(), Some("5"), "{text}");
 }
 
 #[test]
@@ -244,13 +274,26 @@ fn sigterm_to_start_shuts_the_subhost_down_gracefully() {
         "-c",
         "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
     ]);
+    let mut child = child;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    assert!(wait_until(LIMIT, || s.init_record().exists()));
-    std::thread::sleep(Duration::from_millis(300));
+    // The trap is set once "ready" is out; the rest of the output is read
+    // on, for the trap's line.
+    let lines = read_lines(child.stdout.take().unwrap());
+    let ready = lines.recv_timeout(LIMIT);
+    assert_eq!(ready.as_deref(), Ok("ready"), "no ready line");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = wait_timeout(child, LIMIT);
     assert_eq!(out.code(), 9, "{}", out.describe());
-    assert!(out.stdout_str().contains("got-term"), "{}", out.describe());
+    // Read to the end: the reader may still be behind the exit.
+    let mut rest = Vec::new();
+    while let Ok(line) = lines.recv_timeout(LIMIT) {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter().any(|l| l == "got-term"),
+        "{rest:?} {}",
+        out.describe()
+    );
 }
 
 #[test]
@@ -339,6 +382,30 @@ fn dry_run_prints_the_plan_and_does_nothing() {
     assert!(!netns_list().contains(&s.name));
     let out = s.run(&["stop", "--dry-run", &s.name]);
     assert_ok(&out);
+    assert!(
+        out.stdout_str().contains("# no init running"),
+        "{}",
+        out.describe()
+    );
+
+    // Of a hibernating subhost: the netns and unmount steps, none done.
+    assert_ok(&s.sh("true"));
+    let out = s.run(&["stop", "--dry-run", &s.name]);
+    assert_ok(&out);
+    let text = out.stdout_str();
+    for want in [
+        format!("ip netns del {}\n", s.name),
+        format!("# wait until gone: {}0\n", s.name),
+        format!("umount -R {}\n", s.live().display()),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    assert!(s.live_mounted(), "stop --dry-run unmounted live");
+    assert!(
+        netns_list().contains(&s.name),
+        "stop --dry-run deleted the netns"
+    );
+    assert!(has_link(&format!("{}0", s.name)));
 }
 
 #[test]
@@ -351,6 +418,8 @@ fn failures_leave_nothing_behind() {
     assert!(out.stderr_str().contains("shtnobr0"), "{}", out.describe());
     assert!(!s.live_mounted(), "live left mounted");
     assert!(!netns_list().contains(&s.name), "netns left");
+    // Nor its lock file: the failed start made it, and removed it.
+    assert!(!lock_file(&s).exists(), "{} left", lock_file(&s).display());
 
     // Missing root.
     let s = Subhost::new("", "");
@@ -360,6 +429,7 @@ fn failures_leave_nothing_behind() {
     assert!(out.stderr_str().contains("root"), "{}", out.describe());
     assert!(!s.live_mounted());
     assert!(!netns_list().contains(&s.name));
+    assert!(!lock_file(&s).exists(), "{} left", lock_file(&s).display());
 
     // A session that cannot be executed: init reports it, exit 127.
     let s = Subhost::busybox("", "");
@@ -392,7 +462,7 @@ fn bad_names_and_configs_are_refused_clearly() {
         ("HOSTNAME=a; rm -rf /\n", ";"),
         ("NOSUCHKEY=1\n", "NOSUCHKEY"),
         ("HOSTNAME=\"unterminated\n", "unterminated"),
-        ("f() { :; }\n", ""),
+        ("f() { :; }\n", "functions are not supported"),
         ("BRIDGES=(br0=zz:00:00:00:00:00)\n", "zz:00"),
     ] {
         std::fs::write(s.dir().join("config"), format!("# ok\n{config}")).unwrap();
@@ -435,4 +505,263 @@ exit [lindex $result 3]
     c.env("SUBHOST", s.base());
     let out = run_timeout(&mut c, LIMIT);
     assert_eq!(out.code(), 0, "{}", out.describe());
+}
+
+/// The dry-run plan's command lines, without comments and the final exec.
+fn plan_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("exec "))
+        .map(|l| l.split("   #").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn verbose_logs_every_plan_step_and_very_verbose_its_duration() {
+    let br = Bridge::new();
+    let s = Subhost::busybox(
+        "",
+        &format!("BRIDGES=({0} {0}=02:00:00:00:02:02 =)\n", br.name),
+    );
+    let plan = s.run(&["start", "--dry-run", &s.name, "--", "/bin/true"]);
+    assert_ok(&plan);
+    let steps = plan_lines(&plan.stdout_str());
+    assert!(steps.len() >= 15, "{steps:?}");
+
+    let out = s.run(&["-v", "start", &s.name, "--", "/bin/true"]);
+    assert_ok(&out);
+    let err = out.stderr_str();
+    let logged: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("subhost-launch: info: "))
+        .collect();
+    for step in &steps {
+        // Parents and controllers of the cgroup are made only when missing,
+        // and other subhosts of this host may have made them already.
+        if step.starts_with("mkdir -p ") || step.starts_with("echo +") {
+            continue;
+        }
+        assert!(
+            logged.contains(&step.as_str()),
+            "{step:?} not logged:\n{err}"
+        );
+    }
+    assert!(!err.contains("subhost-launch: debug: "), "{err}");
+
+    // -v stop: each step of its plan.
+    let stop_plan = s.run(&["stop", "--dry-run", &s.name]);
+    let out = s.run(&["-v", "stop", &s.name]);
+    assert_ok(&out);
+    let err = out.stderr_str();
+    for step in plan_lines(&stop_plan.stdout_str()) {
+        assert!(
+            err.contains(&format!("subhost-launch: info: {step}\n")),
+            "{step:?} not logged:\n{err}"
+        );
+    }
+    assert!(
+        err.contains(&format!("info: ip netns del {}\n", s.name)),
+        "{err}"
+    );
+
+    // -vv: the same steps, each with how long it took.
+    let out = s.run(&["-vv", "start", &s.name, "--", "/bin/true"]);
+    assert_ok(&out);
+    let err = out.stderr_str();
+    for step in [
+        format!("ip netns add {}", s.name),
+        format!(
+            "ip link add {}0 master {} up type veth peer name eth0 netns {}",
+            s.name, br.name, s.name
+        ),
+        "mount -t proc -o nosuid,nodev,noexec proc".to_string(),
+    ] {
+        let timed = err.lines().any(|l| {
+            l.starts_with("subhost-launch: debug: ") && l.contains(" ms: ") && l.contains(&step)
+        });
+        assert!(timed, "no duration for {step:?}:\n{err}");
+    }
+
+    // Detached, the sandbox's steps still go to the caller, not the console.
+    assert_ok(&s.stop());
+    let out = s.run(&["-v", "start", "--detach", &s.name]);
+    assert_ok(&out);
+    assert!(
+        out.stderr_str()
+            .contains("subhost-launch: info: pivot_root "),
+        "{}",
+        out.describe()
+    );
+    let console = std::fs::read_to_string(s.dir().join("console.log")).unwrap();
+    assert!(!console.contains("subhost-launch: "), "{console}");
+
+    // -v stop of a running subhost: its init and cgroup steps too.
+    let stop_plan = s.run(&["stop", "--dry-run", &s.name]);
+    let steps = plan_lines(&stop_plan.stdout_str());
+    assert!(
+        steps
+            .iter()
+            .any(|l| l.starts_with("kill every process in ")),
+        "{steps:?}"
+    );
+    let out = s.run(&["-v", "stop", &s.name]);
+    assert_ok(&out);
+    let err = out.stderr_str();
+    for step in steps {
+        assert!(
+            err.contains(&format!("subhost-launch: info: {step}\n")),
+            "{step:?} not logged:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_125_unlike_a_session_exiting_2() {
+    let s = Subhost::busybox("", "");
+    for args in [
+        &["start"][..],
+        &["--bogus", "list"],
+        &["start", "--nosuch", &s.name],
+        &["nosuch"],
+    ] {
+        let out = s.run(args);
+        assert_eq!(out.code(), 125, "{args:?}: {}", out.describe());
+        assert!(out.stderr_str().contains("Usage:"), "{}", out.describe());
+    }
+    let out = s.run(&["--help"]);
+    assert_ok(&out);
+    assert!(
+        out.stdout_str().contains("A usage error"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(s.sh("exit 2").code(), 2);
+}
+
+#[test]
+fn a_config_that_is_no_regular_file_or_too_large_is_refused_at_once() {
+    // Another subhost beside it, which `list` must still show.
+    let s = Subhost::busybox("", "");
+    let other = s.base().join(unique_name("o"));
+    std::fs::create_dir_all(other.join("root")).unwrap();
+    let config = s.dir().join("config");
+    let quick = Duration::from_secs(10);
+    let check = |what: &str| {
+        for args in [
+            vec!["start", &s.name, "--", "/bin/true"],
+            vec!["stop", &s.name],
+            vec!["status", &s.name],
+            vec!["list"],
+        ] {
+            let out = run_timeout(s.launch().args(&args), quick);
+            assert!(!out.timed_out, "{what}: {args:?} hangs: {}", out.describe());
+            // status and list name it among the problems, on stdout.
+            let err = out.stderr_str() + &out.stdout_str();
+            assert!(
+                err.contains(&config.display().to_string()) && err.contains(what),
+                "{args:?}: {}",
+                out.describe()
+            );
+            if args[0] == "start" {
+                assert_eq!(out.code(), 125, "{}", out.describe());
+                assert!(!s.live_mounted());
+                assert!(!lock_file(&s).exists());
+            }
+            if args[0] == "list" {
+                let name = other.file_name().unwrap().to_str().unwrap();
+                assert!(out.stdout_str().contains(name), "{}", out.describe());
+            }
+        }
+    };
+    std::fs::remove_file(&config).unwrap();
+    nix::unistd::mkfifo(&config, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    check("a FIFO, not a regular file");
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    check("a character device, not a regular file");
+    std::fs::remove_file(&config).unwrap();
+    // Valid text, just too much of it.
+    std::fs::write(&config, "# padding\n".repeat(110_000)).unwrap();
+    check("larger than 1 MiB");
+
+    // The records under /run/subhost are read the same way.
+    std::fs::remove_file(&config).unwrap();
+    for ext in ["init", "cgroup", "console"] {
+        let record = format!("/run/subhost/{}.{ext}", s.name);
+        nix::unistd::mkfifo(
+            record.as_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+    }
+    for args in [vec!["status", &s.name], vec!["list"], vec!["stop", &s.name]] {
+        let out = run_timeout(s.launch().args(&args), quick);
+        assert!(
+            !out.timed_out,
+            "{args:?} hangs on a FIFO record: {}",
+            out.describe()
+        );
+        assert_ok(&out);
+    }
+}
+
+#[test]
+fn console_file_gets_boot_output_and_a_failed_start_says_why() {
+    let s = Subhost::busybox("", "BOOT=(sh -c 'echo boot-marker; sleep 1000')\n");
+    let cwd = TempDir::new();
+    let mut c = s.launch();
+    c.current_dir(cwd.path())
+        .args(["start", "--detach", "--console", "my.log", &s.name]);
+    let out = run_timeout(&mut c, LIMIT);
+    assert_ok(&out);
+    let file = cwd.path().join("my.log");
+    assert!(
+        out.stdout_str()
+            .ends_with(&format!("console: {}\n", file.display())),
+        "{}",
+        out.describe()
+    );
+    let text = || std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        wait_until(LIMIT, || text().contains("boot-marker\n")),
+        "{}",
+        text()
+    );
+    assert!(
+        text().contains(&format!(" subhost {}: starting\n", s.name)),
+        "{}",
+        text()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    assert!(!s.dir().join("console.log").exists());
+    assert_ok(&s.stop());
+    assert!(
+        text().ends_with(&format!(" subhost {}: stopped\n", s.name)),
+        "{}",
+        text()
+    );
+
+    // A BOOT too long for execve: the start fails after the console got
+    // its "starting" line, and the console says so too.
+    let big = "x".repeat(140_000);
+    std::fs::write(s.dir().join("config"), format!("BOOT=(echo {big})\n")).unwrap();
+    let out = s.run(&["start", "--detach", &s.name]);
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    assert!(
+        out.stderr_str().contains("Argument list too long"),
+        "{}",
+        out.describe()
+    );
+    let console = std::fs::read_to_string(s.dir().join("console.log")).unwrap();
+    let last = console.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!(" subhost {}: failed to start: ", s.name))
+            && last.contains("Argument list too long"),
+        "{console}"
+    );
+    assert!(!s.live_mounted());
+    assert!(!lock_file(&s).exists());
 }

@@ -831,3 +831,73 @@ fn the_quick_probe_plans_what_the_mount_table_plans() {
         plan_on(&full, "shtcgq", None, &limits).unwrap()
     );
 }
+
+#[test]
+fn oom_kill_count_reads_v2_events_and_v1_oom_control() {
+    let v2 = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n";
+    assert_eq!(oom_kill_count(v2), Some(2));
+    let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n";
+    assert_eq!(oom_kill_count(v1), Some(1));
+    assert_eq!(oom_kill_count("oom 3\n"), None);
+}
+
+/// Two subhosts come and go under one parent the launcher makes: the one
+/// leaving removes the parent when it is empty, and must never do so
+/// between the other's making (or finding) it and making its leaf in it.
+#[test]
+fn parents_come_and_go_without_breaking_a_concurrent_create() {
+    require_root();
+    let parent = format!("{}/p", test_parent("race"));
+    let limits = Limits {
+        pids_max: Some(10),
+        ..Limits::default()
+    };
+    let plans: Vec<Plan> = ["a", "b"]
+        .iter()
+        .map(|n| plan(&format!("shtcg-race{n}"), Some(&parent), &limits).unwrap())
+        .collect();
+    let top: Vec<PathBuf> = plans[0]
+        .dirs
+        .iter()
+        .map(|d| d.parent().unwrap().parent().unwrap().to_path_buf())
+        .collect();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = plans
+            .iter()
+            .map(|plan| {
+                scope.spawn(move || {
+                    let mut failed = Vec::new();
+                    for _ in 0..150 {
+                        match create(plan) {
+                            Ok(cg) => {
+                                if let Err(e) = cg.remove() {
+                                    failed.push(format!("remove: {e:#}"));
+                                }
+                            }
+                            Err(e) => failed.push(format!("create: {e:#}")),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        runs.into_iter().flat_map(|r| r.join().unwrap()).collect()
+    });
+    // Whatever happened, leave nothing.
+    for p in &plans {
+        let _ = Cgroup::from_plan(p).remove();
+    }
+    let left: Vec<&PathBuf> = top.iter().filter(|t| t.exists()).collect();
+    for t in &top {
+        let _ = fs::remove_dir(t.join("p"));
+        let _ = fs::remove_dir(t);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    // The last one out removed both levels the launcher made.
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -284,7 +284,7 @@ pub fn config_text(req: &Request) -> String {
         ("Most processes (and threads) at once.", "PIDS_MAX=512"),
         (
             "Cgroup under which the subhost's cgroup is made, from the hierarchy's\n\
-             root (default: the launcher's own cgroup; never the root itself).",
+             root (default: the launcher's own cgroup + /subhost; never the root itself).",
             "CGROUP_PARENT=/subhost",
         ),
         (
@@ -368,6 +368,11 @@ mod tests {
         for key in config::KEYS {
             assert!(text.contains(&format!("\n#{key}=")), "{key} not documented");
         }
+        // The default parent as cgroup.rs places it, not the bare own cgroup.
+        assert!(
+            text.contains("(default: the launcher's own cgroup + /subhost;"),
+            "{text}"
+        );
     }
 
     #[test]

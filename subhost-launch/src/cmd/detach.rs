@@ -193,10 +193,13 @@ pub fn note(fd: &OwnedFd, console: &Console, text: &str) {
 
 /// The local time broken down, if the C library can tell.
 fn local_tm() -> Option<libc::tm> {
-    let now = std::time::SystemTime::now()
+    let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0) as libc::time_t;
+        .unwrap_or(0);
+    // The C library's time_t, inferred from localtime_r: the libc crate
+    // deprecates naming it on musl, where its width is changing.
+    let now = secs as _;
     // SAFETY: tm is plain data (a null tm_zone pointer is valid); the call
     // fills it from `now` and returns null on failure.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -389,7 +392,7 @@ pub fn clear_console(name: &str) {
 
 /// The console of `name` as recorded at its detached start.
 pub fn recorded_console(name: &str) -> Option<Console> {
-    let text = std::fs::read_to_string(record_path(name)).ok()?;
+    let text = crate::files::read_text(&record_path(name), crate::files::RECORD_MAX).ok()?;
     let text = text.strip_suffix('\n').unwrap_or(&text);
     match text.split_once(' ') {
         Some(("file", p)) => Some(Console::File(PathBuf::from(p))),

@@ -195,10 +195,13 @@ fn prepare(base: &Path, name: &str, mode: Mode) -> Result<Prepared> {
 /// is undone on drop unless `finish` sees the init run.
 struct Launching {
     name: String,
+    cfg: Config,
     lock: state::Lock,
     undo: Undo,
     pending: sandbox::Pending,
     console: Option<detach::Console>,
+    /// The console, still open for a line saying the start failed.
+    console_note: Option<std::os::fd::OwnedFd>,
 }
 
 impl Prepared {
@@ -233,10 +236,12 @@ impl Prepared {
         let name = name.as_str();
         // Another start or stop of it finishes first: it takes at most the
         // grace a stop gives the init, plus a moment.
+        // Dropped on an error, it removes the lock file if it made it.
         let lock = state::lock(
             name,
             Duration::from_secs(cfg.stop_timeout.into()) + Duration::from_secs(2),
-        )?;
+        )?
+        .removed_unless_kept(name);
         if let Some(init) = state::running_init(name) {
             bail!(
                 "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
@@ -279,6 +284,13 @@ impl Prepared {
             Some(console) => Some(detached_streams(&layout, &cfg, console)?),
             None => None,
         };
+        // From here on a detached start has written "starting" to its
+        // console: a failure must be written there too, or the console
+        // says nothing.
+        let console_note = match &detached {
+            Some(d) => Some(d.console.try_clone().context("cannot dup the console")?),
+            None => None,
+        };
         // Any terminal among the standard streams gets a pty in front of it:
         // passed in, it would let the subhost inject input (TIOCSTI).
         let stdin_tty = tty::is_tty(std::io::stdin().as_fd());
@@ -312,10 +324,12 @@ impl Prepared {
         .with_context(|| format!("cannot start subhost {name}"))?;
         Ok(Launching {
             name: name.to_string(),
+            cfg,
             lock,
             undo,
             pending,
             console,
+            console_note,
         })
     }
 }
@@ -326,15 +340,27 @@ impl Launching {
     fn finish(self) -> Result<i32> {
         let Launching {
             name,
+            cfg,
             lock,
             mut undo,
             pending,
             console,
+            console_note,
         } = self;
         let name = name.as_str();
-        let child = pending
+        let spawned = pending
             .finish()
-            .with_context(|| format!("cannot start subhost {name}"))?;
+            .with_context(|| format!("cannot start subhost {name}"));
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let (Some(fd), Some(c)) = (&console_note, &console) {
+                    detach::note(fd, c, &format!("subhost {name}: failed to start: {e:#}"));
+                }
+                return Err(e);
+            }
+        };
+        drop(console_note);
         let id = state::ProcId::of_child(child.pid.as_raw());
         match &id {
             Ok(id) => state::record_init(name, *id)?,
@@ -345,7 +371,7 @@ impl Launching {
         let cg = undo.cgroup.take();
         if let Some(console) = &console {
             detach::record_console(name, console)?;
-            drop(lock);
+            lock.keep();
             // The init is not waited for: it is reparented when we exit.
             crate::outcome::say(&format!(
                 "subhost {name}: started (init PID {}), console: {console}",
@@ -353,7 +379,7 @@ impl Launching {
             ));
             return Ok(0);
         }
-        drop(lock);
+        lock.keep();
         info!("subhost {name} started, init PID {}", child.pid);
 
         let status = supervisor::supervise(child.pid, child.master);
@@ -368,9 +394,24 @@ impl Launching {
         // The subhost hibernates: no process is left, and its cgroup with
         // them.
         if let Some(cg) = cg {
+            report_oom(name, &cfg, &cg);
             release_cgroup(name, &cg);
         }
         status
+    }
+}
+
+/// Says so when the memory limit made the kernel kill processes of the
+/// subhost: otherwise a session killed by it only shows as status 137.
+fn report_oom(name: &str, cfg: &Config, cg: &Cgroup) {
+    if let (Some(max), Some(n)) = (cfg.memory_max, cg.oom_kills()) {
+        if n > 0 {
+            warn!(
+                "subhost {name} hit its memory limit MEMORY_MAX={max} bytes: the kernel \
+                 killed {n} process{} of it; raise MEMORY_MAX in its config",
+                if n == 1 { "" } else { "es" }
+            );
+        }
     }
 }
 

@@ -260,13 +260,11 @@ fn stop_inits(targets: &mut [Target]) {
                 t.failed
                     .push(anyhow!("init of {} (PID {pid}) survived SIGKILL", t.name()));
             } else {
-                warn!(
-                    "init of {} (PID {pid}) still there {}s + {}s after SIGTERM: killing it",
-                    t.name(),
-                    t.grace,
-                    TERM_SLACK.as_secs()
-                );
-                match pidfd.signal(Signal::SIGKILL) {
+                warn!("{}", still_there(t.name(), pid, t.grace));
+                let kill = crate::logging::step(format_args!("kill -KILL {pid}"), || {
+                    pidfd.signal(Signal::SIGKILL)
+                });
+                match kill {
                     Ok(()) => still.push((i, pidfd, now + KILL_WAIT, true)),
                     Err(e) => t.failed.push(anyhow!(e).context("cannot kill init")),
                 }
@@ -294,10 +292,10 @@ fn term(name: &str, init: state::ProcId) -> Result<Option<state::PidFd>> {
     if state::running_init(name) != Some(init) {
         return Ok(None);
     }
-    info!("stopping {name}: SIGTERM to init PID {}", init.pid);
-    pidfd
-        .signal(Signal::SIGTERM)
-        .context("cannot signal init")?;
+    crate::logging::step(format_args!("kill -TERM {}", init.pid), || {
+        pidfd.signal(Signal::SIGTERM)
+    })
+    .context("cannot signal init")?;
     Ok(Some(pidfd))
 }
 
@@ -440,6 +438,19 @@ fn delete_netns(targets: &mut [Target]) {
     }
 }
 
+/// How long past STOP_TIMEOUT the init gets to finish its own shutdown.
+const KILL_AFTER_GRACE: Duration = TERM_SLACK;
+
+/// The warning before SIGKILL, naming the time really waited.
+fn still_there(name: &str, pid: i32, grace: u32) -> String {
+    let waited = Duration::from_secs(grace.into()) + KILL_AFTER_GRACE;
+    format!(
+        "init of {name} (PID {pid}) still there {}s after SIGTERM (STOP_TIMEOUT {grace}s + {}s): killing it",
+        waited.as_secs(),
+        KILL_AFTER_GRACE.as_secs()
+    )
+}
+
 fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
     let name = &layout.name;
     match state::running_init(name) {
@@ -463,8 +474,11 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         None => println!("# no init running"),
     }
     if let Some(dirs) = state::recorded_cgroup(name) {
-        for d in dirs {
-            println!("kill every process in {0}; rmdir {0}", d.display());
+        // As Cgroup::kill_all and Cgroup::remove log them.
+        let all: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        println!("kill every process in {}", all.join(" "));
+        for d in dirs.iter().rev() {
+            println!("rmdir {}", d.display());
         }
     }
     if netns::exists(name) {
@@ -483,6 +497,18 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         println!(
             "umount {}   # if mounted; detaches the loop device",
             layout.mnt().display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kill_warning_says_how_long_was_waited() {
+        // It said "1s" after waiting STOP_TIMEOUT=1 plus the 2 s margin.
+        assert_eq!(
+            super::still_there("web", 42, 1),
+            "init of web (PID 42) still there 3s after SIGTERM (STOP_TIMEOUT 1s + 2s): killing it"
         );
     }
 }

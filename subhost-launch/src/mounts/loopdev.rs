@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 
 // <linux/loop.h>: these are plain numbers, not _IOC-encoded.
 const LOOP_SET_FD: u32 = 0x4C00;
@@ -88,12 +88,22 @@ const RACE_RETRIES: usize = 32;
 
 /// Binds `image` (opened read-write) to a free loop device with autoclear.
 pub fn attach(image: &Path) -> anyhow::Result<Attached> {
+    // Not blocking on a FIFO swapped in for the image, and checked once
+    // open: the path was only stat'ed before.
     let backing = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(image)
         .with_context(|| format!("cannot open image {} read-write", image.display()))?;
+    if !backing.metadata()?.file_type().is_file() {
+        bail!("image {} is not a regular file", image.display());
+    }
+    nix::fcntl::fcntl(
+        &backing,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .with_context(|| format!("cannot clear O_NONBLOCK on image {}", image.display()))?;
     let ctl = OpenOptions::new()
         .read(true)
         .write(true)
@@ -209,7 +219,8 @@ pub fn file_id(path: &Path) -> io::Result<(u64, u64)> {
 /// The filesystem type in `image`, read from its superblock, as mount(2)
 /// wants it.
 pub fn probe_fs(image: &Path) -> anyhow::Result<&'static str> {
-    let f = File::open(image).with_context(|| format!("cannot read image {}", image.display()))?;
+    let f = crate::files::open_regular(image)
+        .with_context(|| format!("cannot read image {}", image.display()))?;
     probe(&f).ok_or_else(|| {
         anyhow!(
             "image {} holds no ext2/3/4, xfs or btrfs filesystem: format it \
