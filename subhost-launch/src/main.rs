@@ -256,12 +256,13 @@ fn main() -> ExitCode {
             command,
         } => {
             if names.len() > 1 && !detach {
-                Cli::command()
+                let _ = Cli::command()
                     .error(
                         clap::error::ErrorKind::ArgumentConflict,
                         "several subhosts start only with --detach (a session needs the terminal)",
                     )
-                    .exit();
+                    .print();
+                return ExitCode::from(USAGE_ERROR);
             }
             quiet_on_closed_pipe(dry_run);
             if detach {

@@ -256,10 +256,19 @@ fn stop_all_stops_running_and_hibernating_and_leaves_stopped_alone() {
     );
     assert_eq!(fleet.states(), ["stopped", "stopped", "stopped"]);
 
+    // Usage errors, with the launcher's usage status.
     let out = fleet.run(&["start", a, b]);
-    assert_eq!(out.code(), 2, "several need --detach: {}", out.describe());
+    assert_eq!(out.code(), 125, "several need --detach: {}", out.describe());
+    assert!(out.stderr_str().contains("--detach"), "{}", out.describe());
     let out = fleet.run(&["stop", "--all", a]);
-    assert_eq!(out.code(), 2, "--all with names: {}", out.describe());
+    assert_eq!(out.code(), 125, "--all with names: {}", out.describe());
+    let out = fleet.run(&["stop"]);
+    assert_eq!(
+        out.code(),
+        125,
+        "neither names nor --all: {}",
+        out.describe()
+    );
 }
 
 /// Holds the lock of `name` as a start or stop in progress would.
