@@ -204,7 +204,7 @@ impl ProcId {
     /// its record is written.
     pub fn of_child(pid: i32) -> io::Result<ProcId> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let (_, start) =
+        let (_, _, start) =
             parse_stat(&stat).ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
         Ok(ProcId { pid, start })
     }
@@ -215,22 +215,29 @@ impl ProcId {
 /// A zombie (state Z, or X while being reaped) has exited: it holds no
 /// namespace and runs nothing, and on a host whose PID 1 never reaps it
 /// stays that way, so it counts as gone (ESRCH) like a reaped process.
+/// So does a process already on its way out (PF_EXITING): it has dropped
+/// its namespaces, and an init may stay that way for a while, until every
+/// process of its PID namespace is gone.
 fn start_time(pid: i32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let (state, start) =
+    let (state, flags, start) =
         parse_stat(&stat).ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
-    if state == "Z" || state == "X" {
+    if state == "Z" || state == "X" || flags & PF_EXITING != 0 {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     Ok(start)
 }
 
-/// (state, start time) from the text of `/proc/PID/stat`.
-fn parse_stat(stat: &str) -> Option<(&str, u64)> {
+/// The kernel's "getting shut down" task flag (include/linux/sched.h).
+const PF_EXITING: u64 = 0x4;
+
+/// (state, flags, start time) from the text of `/proc/PID/stat`.
+fn parse_stat(stat: &str) -> Option<(&str, u64, u64)> {
     let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
     let state = after.next()?;
-    let start = after.nth(18)?.parse().ok()?;
-    Some((state, start))
+    let flags = after.nth(5)?.parse().ok()?;
+    let start = after.nth(12)?.parse().ok()?;
+    Some((state, flags, start))
 }
 
 /// Records that `init` is the init of `name`.
@@ -396,9 +403,11 @@ mod tests {
     #[test]
     fn stat_fields_are_counted_after_the_last_paren() {
         let line = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 1";
-        assert_eq!(parse_stat(line), Some(("S", 98765)));
+        assert_eq!(parse_stat(line), Some(("S", 4194560, 98765)));
         let zombie = line.replace(") S ", ") Z ");
-        assert_eq!(parse_stat(&zombie), Some(("Z", 98765)));
+        assert_eq!(parse_stat(&zombie), Some(("Z", 4194560, 98765)));
+        let exiting = line.replace(" 4194560 ", " 4194564 ");
+        assert_eq!(parse_stat(&exiting).unwrap().1 & PF_EXITING, PF_EXITING);
         assert_eq!(parse_stat("42 (x) S 1"), None);
     }
 
