@@ -109,7 +109,8 @@ enum Command {
     ///
     /// The command joins all of the subhost's namespaces (pid, mount, net,
     /// uts, ipc, cgroup) and its cgroups, runs under its root with its
-    /// hostname, and gets no capability outside its init's bounding set.
+    /// hostname, gets no capability outside its init's bounding set, and
+    /// runs under the init's seccomp filter.
     /// Default command: the config's SESSION (/bin/bash -l), or /bin/sh -l
     /// when SESSION's program does not exist inside. When stdin is a
     /// terminal the command gets a pty of the subhost's own devpts, relayed

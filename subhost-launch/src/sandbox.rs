@@ -1,6 +1,8 @@
 //! The subhost's own process: forked into new PID, mount, UTS and IPC
-//! namespaces, joined to the subhost's netns, given its filesystems, pivoted
-//! into `live`, and replaced by `subhost-init` as PID 1.
+//! namespaces, joined to the subhost's netns, given its filesystems (with
+//! the host-wide parts of /proc and /sys read-only or masked), pivoted into
+//! `live`, put under the seccomp filter and the capability bounding set, and
+//! replaced by `subhost-init` as PID 1, with no descriptor of its caller.
 //!
 //! Everything the child does is planned first as a list of [`Step`]s: plain
 //! data that `--dry-run` prints and tests inspect; `run_step` is the thin
@@ -153,7 +155,7 @@ impl fmt::Display for Step {
             Step::Writable(p) => write!(f, "mount --bind {0} {0}", p.display()),
             Step::Mask { path, dev_null } => write!(
                 f,
-                "mount --bind {} {1} (a file) or mount -t tmpfs -o ro tmpfs {1} (a directory)",
+                "mount --bind {} {} (a directory: an empty read-only tmpfs; absent: skipped)",
                 dev_null.display(),
                 path.display()
             ),

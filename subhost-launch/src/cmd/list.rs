@@ -334,6 +334,12 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     }
     .unwrap_or_default();
     let warnings = privileges::warnings(&caps);
+    // A running init's own state, else what the config asks for.
+    let seccomp = match pid {
+        Some(pid) => init_seccomp(pid),
+        None => None,
+    }
+    .or_else(|| cfg.as_ref().ok().map(|c| c.seccomp));
     Report {
         name: name.clone(),
         dir: layout.dir.clone(),
@@ -346,7 +352,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),
         caps: caps.iter().map(|c| c.to_string()).collect(),
-        seccomp: cfg.as_ref().ok().map(|c| c.seccomp),
+        seccomp,
         syscalls_allow: cfg
             .as_ref()
             .map(|c| c.syscalls_allow.clone())
@@ -354,6 +360,13 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         warnings,
         problems,
     }
+}
+
+/// Whether a running init has a seccomp filter.
+fn init_seccomp(pid: i32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mode = status.lines().find_map(|l| l.strip_prefix("Seccomp:"))?;
+    Some(mode.trim() != "0")
 }
 
 /// The bounding set of a running init.
