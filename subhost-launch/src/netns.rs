@@ -135,12 +135,16 @@ pub fn open(name: &str) -> std::io::Result<OwnedFd> {
 /// or nothing: on error, what this call made is removed again.
 pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
     check_links(links)?;
-    let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
+    // Without cables nothing is asked of the host's netlink: no socket.
+    let mut host = match links.is_empty() {
+        true => None,
+        false => Some(Netlink::open().context("opening a netlink socket in the host namespace")?),
+    };
     let masters = links
         .iter()
         .enumerate()
         .map(|(i, link)| match &link.bridge {
-            Some(br) => bridge_index(&mut host, br, i).map(Some),
+            Some(br) => bridge_index(host.as_mut().expect("opened for cables"), br, i).map(Some),
             None => Ok(None),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -148,7 +152,7 @@ pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
     let file = path(name);
     create_mount_point(name, &file)?;
     let mut made = Vec::new();
-    if let Err(err) = populate(name, &file, &mut host, links, &masters, &mut made) {
+    if let Err(err) = populate(name, &file, host.as_mut(), links, &masters, &mut made) {
         return Err(rollback(name, &file, made, err));
     }
     Ok(())
@@ -160,7 +164,7 @@ pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
 fn populate(
     name: &str,
     file: &Path,
-    host: &mut Netlink,
+    mut host: Option<&mut Netlink>,
     links: &[Link],
     masters: &[Option<u32>],
     made: &mut Vec<String>,
@@ -168,6 +172,7 @@ fn populate(
     let (nsfd, mut inner) =
         crate::logging::step(format_args!("ip netns add {name}"), || new_netns(file))?;
     for (i, (link, master)) in links.iter().zip(masters).enumerate() {
+        let host = host.as_deref_mut().expect("opened for cables");
         crate::logging::step(LinkAddIn(link, name), || {
             host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
         })
@@ -370,11 +375,31 @@ fn remove_mount_point(file: &Path) -> anyhow::Result<()> {
 /// up to `timeout` until no host-side link `NAME<digits>` is left. Returns
 /// whether there was anything to delete. Idempotent.
 pub fn delete(name: &str, timeout: Duration) -> anyhow::Result<bool> {
+    let deleting = begin_delete(name)?;
+    finish_deletes(vec![deleting], timeout)
+        .pop()
+        .expect("one result per deletion")
+}
+
+/// A namespace whose deletion was issued: the host ends of its cables are
+/// still to go, which the kernel does asynchronously, for many namespaces
+/// in one batch (so deleting them all before waiting for any costs about
+/// what one costs).
+#[derive(Debug)]
+pub struct Deleting {
+    name: String,
+    had_file: bool,
+    links: Vec<String>,
+}
+
+/// The first half of [`delete`]: removes `/run/netns/NAME` (and half-made
+/// cables) without waiting for the kernel's cleanup.
+pub fn begin_delete(name: &str) -> anyhow::Result<Deleting> {
     let file = path(name);
     // symlink_metadata: a dangling or odd entry still counts as "there".
     let had_file = file.symlink_metadata().is_ok();
     let candidates = host_links(name);
-    let ours = if candidates.is_empty() {
+    let links = if candidates.is_empty() {
         candidates
     } else {
         sort_out(name, candidates).with_context(|| format!("deleting netns {name}"))?
@@ -385,19 +410,44 @@ pub fn delete(name: &str, timeout: Duration) -> anyhow::Result<bool> {
         })
         .with_context(|| format!("deleting netns {name}"))?;
     }
-    if ours.is_empty() {
-        return Ok(had_file);
-    }
-    let what = format!("# wait until gone: {}", ours.join(" "));
-    let left = crate::logging::step(what, || wait_gone(ours, timeout));
-    if !left.is_empty() {
-        bail!(
-            "host links {} of netns {name} still exist {timeout:?} after deleting it: \
-             a process still holds the namespace (see `lsns -t net`)",
-            left.join(", ")
-        );
-    }
-    Ok(true)
+    Ok(Deleting {
+        name: name.to_string(),
+        had_file,
+        links,
+    })
+}
+
+/// The second half of [`delete`], for many at once: waits up to `timeout`
+/// in all until every cable of every namespace is gone. One result per
+/// deletion, in order: whether there was anything to delete, or which
+/// host ends outlived the wait.
+pub fn finish_deletes(deletions: Vec<Deleting>, timeout: Duration) -> Vec<anyhow::Result<bool>> {
+    let all: Vec<String> = deletions.iter().flat_map(|d| d.links.clone()).collect();
+    let left = if all.is_empty() {
+        all
+    } else {
+        let what = format!("# wait until gone: {}", all.join(" "));
+        crate::logging::step(what, || wait_gone(all, timeout))
+    };
+    deletions
+        .into_iter()
+        .map(|d| {
+            let mine: Vec<&str> = left
+                .iter()
+                .filter(|l| d.links.contains(l))
+                .map(String::as_str)
+                .collect();
+            if !mine.is_empty() {
+                bail!(
+                    "host links {} of netns {} still exist {timeout:?} after deleting it: \
+                     a process still holds the namespace (see `lsns -t net`)",
+                    mine.join(", "),
+                    d.name
+                );
+            }
+            Ok(d.had_file || !d.links.is_empty())
+        })
+        .collect()
 }
 
 /// Of the host links named `NAME<digits>`, returns those to wait for: it
