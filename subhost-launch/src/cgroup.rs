@@ -263,12 +263,29 @@ struct Host {
     v2_kill: bool,
 }
 
+/// The cgroup lines of the mount table, read once per process: no
+/// hierarchy is mounted or unmounted while a command runs, and a `stop` of
+/// many subhosts would otherwise have the kernel format the whole table,
+/// which grows with every subhost, once per subhost.
+fn cgroup_mount_lines() -> Result<&'static str> {
+    static LINES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(lines) = LINES.get() {
+        return Ok(lines);
+    }
+    let text =
+        fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    let lines: String = text
+        .lines()
+        .filter(|l| l.contains(" - cgroup"))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    Ok(LINES.get_or_init(|| lines))
+}
+
 impl Host {
     fn probe() -> Result<Host> {
         let own = read_proc_cgroup(Pid::this())?;
-        let text = fs::read_to_string("/proc/self/mountinfo")
-            .context("cannot read /proc/self/mountinfo")?;
-        let mounts = parse_mountinfo(&text);
+        let mounts = parse_mountinfo(cgroup_mount_lines()?);
         Host::with_mounts(mounts, own)
     }
 

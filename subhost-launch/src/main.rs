@@ -12,6 +12,7 @@ mod layout;
 mod logging;
 mod mounts;
 mod netns;
+mod outcome;
 mod privileges;
 mod sandbox;
 mod seccomp;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use nix::sys::signal::{SigHandler, Signal};
 
 const ABOUT: &str = "Start and stop subhosts: sandboxed machines on this host, without VMs.
 
@@ -81,7 +83,12 @@ enum Command {
     /// reaping, until `stop`. stdin is /dev/null; stdout and stderr go to
     /// the console. The launcher exits once the init runs; the subhost
     /// outlives it. A failing BOOT or service is reported in the console
-    /// and the subhost stays up.
+    /// and the subhost stays up. Several NAMEs start one after the other in
+    /// the order given, each on its own: one that fails is undone and named,
+    /// the others still start, and the exit status is 125.
+    ///
+    /// A start or stop of the same subhost already in progress is waited
+    /// for (up to STOP_TIMEOUT + 2 s).
     Start {
         /// Print what would be done, and do nothing
         #[arg(long)]
@@ -94,8 +101,9 @@ enum Command {
         /// `syslog` for lines under the ident subhost/NAME (daemon.info)
         #[arg(long, value_name = "FILE|syslog", requires = "detach")]
         console: Option<String>,
-        /// The subhost
-        name: String,
+        /// The subhost; several with --detach
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
         /// The session to run instead of SESSION
         #[arg(last = true, value_name = "COMMAND", conflicts_with = "detach")]
         command: Vec<String>,
@@ -123,10 +131,15 @@ enum Command {
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
-    /// Stop a subhost: end its processes, remove its netns, cables and mounts
+    /// Stop subhosts: end their processes, remove their netns, cables and mounts
     ///
     /// Never deletes `root`, `work` or the image. Stopping a stopped subhost
-    /// is not an error.
+    /// is not an error; a NAME with no directory is. Several subhosts stop
+    /// together: every init is signalled, every netns deleted, and one wait
+    /// covers all, so the whole takes about as long as the slowest. Each
+    /// gets its own line; the exit status is 1 when any could not be
+    /// stopped, and the others are stopped all the same. A start or stop of
+    /// the same subhost in progress is waited for (up to STOP_TIMEOUT + 2 s).
     ///
     /// When it runs and its config has START or HALT, first runs inside (as
     /// `enter` would) each START service's `stop` in reverse order, then
@@ -137,8 +150,12 @@ enum Command {
         /// Print what would be done, and do nothing
         #[arg(long)]
         dry_run: bool,
-        /// The subhost
-        name: String,
+        /// Every subhost that `list` shows as not stopped
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// The subhosts
+        #[arg(value_name = "NAME", required_unless_present = "all")]
+        names: Vec<String>,
     },
     /// Make a new subhost directory with a commented config
     ///
@@ -212,6 +229,18 @@ enum Command {
     Man,
 }
 
+/// For a command that only prints: a closed stdout ends it quietly, by the
+/// default SIGPIPE, as it ends `ls` (Rust ignores SIGPIPE, and its print
+/// macros would panic on EPIPE instead). Commands that change the host keep
+/// SIGPIPE ignored and drop what they cannot print (see `outcome`), so that
+/// a closed pipe never leaves a subhost half started or half stopped.
+fn quiet_on_closed_pipe(only_prints: bool) {
+    if only_prints {
+        // SAFETY: restoring the default disposition installs no handler.
+        let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -232,22 +261,48 @@ fn main() -> ExitCode {
             dry_run,
             detach,
             console,
-            name,
+            names,
             command,
         } => {
-            let mode = if detach {
-                cmd::start::Mode::Detached { console }
+            if names.len() > 1 && !detach {
+                let _ = Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "several subhosts start only with --detach (a session needs the terminal)",
+                    )
+                    .print();
+                return ExitCode::from(USAGE_ERROR);
+            }
+            quiet_on_closed_pipe(dry_run);
+            if detach {
+                let code = cmd::start::start_detached(&base, &names, console, dry_run);
+                (Ok(code), 125)
             } else {
-                cmd::start::Mode::Foreground { command }
-            };
-            (cmd::start::start(&base, &name, mode, dry_run), 125)
+                let mode = cmd::start::Mode::Foreground { command };
+                (cmd::start::start(&base, &names[0], mode, dry_run), 125)
+            }
         }
         Command::Enter {
             dry_run,
             name,
             command,
-        } => (cmd::enter::enter(&base, &name, command, dry_run), 1),
-        Command::Stop { dry_run, name } => (cmd::stop::stop(&base, &name, dry_run).map(|()| 0), 1),
+        } => {
+            quiet_on_closed_pipe(dry_run);
+            (cmd::enter::enter(&base, &name, command, dry_run), 1)
+        }
+        Command::Stop {
+            dry_run,
+            all,
+            names,
+        } => {
+            quiet_on_closed_pipe(dry_run);
+            let which = if all {
+                cmd::stop::Which::All
+            } else {
+                cmd::stop::Which::Names(names)
+            };
+            (cmd::stop::stop(&base, which, dry_run), 1)
+        }
         Command::Create {
             name,
             lower,
@@ -263,15 +318,27 @@ fn main() -> ExitCode {
             };
             (cmd::create::create(&base, &name, &req).map(|()| 0), 1)
         }
-        Command::List { json } => (cmd::list::list(&base, json).map(|()| 0), 1),
-        Command::Status { name, json } => (cmd::list::status(&base, &name, json).map(|()| 0), 1),
-        Command::Completions { shell } => (docs::completions(Cli::command(), shell).map(|()| 0), 1),
-        Command::Man => (docs::man(Cli::command()).map(|()| 0), 1),
+        Command::List { json } => {
+            quiet_on_closed_pipe(true);
+            (cmd::list::list(&base, json).map(|()| 0), 1)
+        }
+        Command::Status { name, json } => {
+            quiet_on_closed_pipe(true);
+            (cmd::list::status(&base, &name, json).map(|()| 0), 1)
+        }
+        Command::Completions { shell } => {
+            quiet_on_closed_pipe(true);
+            (docs::completions(Cli::command(), shell).map(|()| 0), 1)
+        }
+        Command::Man => {
+            quiet_on_closed_pipe(true);
+            (docs::man(Cli::command()).map(|()| 0), 1)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("subhost-launch: error: {e:#}");
+            outcome::fail(&e);
             ExitCode::from(fail_code)
         }
     }

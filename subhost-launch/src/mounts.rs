@@ -496,6 +496,12 @@ fn current(step: &Step) -> anyhow::Result<Current> {
     let target = target
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", target.display()))?;
+    // The usual case on a cold start: nothing mounted there, which one
+    // statx tells without the mount table (which grows with every subhost
+    // up, and which the kernel formats anew on every read).
+    if is_mount_root(&target) == Some(false) {
+        return Ok(Current::Nothing);
+    }
     let entries = mount_points().context("cannot read /proc/self/mountinfo")?;
     // The last entry at a mount point is the one on top, the one visible.
     let Some(top) = entries.iter().rev().find(|e| e.mount_point == target) else {
@@ -811,6 +817,37 @@ pub fn deactivate(layout: &Layout) -> anyhow::Result<bool> {
     Ok(was_live || was_mnt)
 }
 
+/// [`deactivate`] for many subhosts, with one read of the mount table for
+/// all of them instead of a few each (the table grows with every subhost,
+/// so reading it per subhost costs the square of their number). One result
+/// per layout; when the shared pass fails, each is done on its own so the
+/// failure is told of the subhost it belongs to.
+pub fn deactivate_all(layouts: &[&Layout]) -> Vec<anyhow::Result<bool>> {
+    let dirs: Vec<(usize, PathBuf)> = layouts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((i, resolved(l, "live")?, resolved(l, "mnt")?)))
+        .flat_map(|(i, live, mnt)| [(i, live), (i, mnt)])
+        .collect();
+    let paths: Vec<&Path> = dirs.iter().map(|(_, d)| d.as_path()).collect();
+    match unmount_trees(&paths) {
+        Ok(had) => {
+            let mut out: Vec<anyhow::Result<bool>> = layouts.iter().map(|_| Ok(false)).collect();
+            for ((i, dir), had) in dirs.iter().zip(had) {
+                if had {
+                    // What `-v` shows of each, as `deactivate` logs it.
+                    log::info!("umount -R {}", quote(dir));
+                }
+                if let Ok(any) = &mut out[*i] {
+                    *any |= had;
+                }
+            }
+            out
+        }
+        Err(_) => layouts.iter().map(|l| deactivate(l)).collect(),
+    }
+}
+
 /// `unmount_tree` as a logged step of `stop`, when anything is mounted there.
 fn unmount_step(dir: &Path) -> anyhow::Result<bool> {
     let mounted = mount_points()
@@ -833,13 +870,28 @@ const UNMOUNT_ROUNDS: usize = 8;
 /// after the others are gone is detached lazily, with a warning. Returns
 /// whether anything was mounted.
 pub fn unmount_tree(dir: &Path) -> anyhow::Result<bool> {
-    let mut any = false;
+    unmount_trees(&[dir]).map(|had| had[0])
+}
+
+/// [`unmount_tree`] for several directories at once; says for each whether
+/// anything was mounted at or below it.
+fn unmount_trees(dirs: &[&Path]) -> anyhow::Result<Vec<bool>> {
+    let mut any = vec![false; dirs.len()];
     for _ in 0..UNMOUNT_ROUNDS {
         let mut below: Vec<(usize, MountEntry)> = mount_points()
             .context("cannot read /proc/self/mountinfo")?
             .into_iter()
             .enumerate()
-            .filter(|(_, e)| e.is_at_or_below(dir))
+            .filter(|(_, e)| {
+                let mut hit = false;
+                for (k, d) in dirs.iter().enumerate() {
+                    if e.is_at_or_below(d) {
+                        any[k] = true;
+                        hit = true;
+                    }
+                }
+                hit
+            })
             .collect();
         if below.is_empty() {
             return Ok(any);
@@ -860,7 +912,6 @@ pub fn unmount_tree(dir: &Path) -> anyhow::Result<bool> {
                 }
             }
         }
-        any = true;
         if !progress {
             for p in busy {
                 log::warn!(
@@ -877,6 +928,9 @@ pub fn unmount_tree(dir: &Path) -> anyhow::Result<bool> {
     Err(anyhow!(
         "mounts below {} remain after {UNMOUNT_ROUNDS} attempts to unmount them: \
          see /proc/self/mountinfo",
-        dir.display()
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
 }

@@ -185,12 +185,16 @@ pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
 /// The cables are still made from the host.
 pub fn create_from(name: &str, links: &[Link], made: Option<OwnedFd>) -> anyhow::Result<()> {
     check_links(links)?;
-    let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
+    // Without cables nothing is asked of the host's netlink: no socket.
+    let mut host = match links.is_empty() {
+        true => None,
+        false => Some(Netlink::open().context("opening a netlink socket in the host namespace")?),
+    };
     let masters = links
         .iter()
         .enumerate()
         .map(|(i, link)| match &link.bridge {
-            Some(br) => bridge_index(&mut host, br, i).map(Some),
+            Some(br) => bridge_index(host.as_mut().expect("opened for cables"), br, i).map(Some),
             None => Ok(None),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -198,7 +202,15 @@ pub fn create_from(name: &str, links: &[Link], made: Option<OwnedFd>) -> anyhow:
     let file = path(name);
     create_mount_point(name, &file)?;
     let mut cables = Vec::new();
-    if let Err(err) = populate(name, &file, made, &mut host, links, &masters, &mut cables) {
+    if let Err(err) = populate(
+        name,
+        &file,
+        made,
+        host.as_mut(),
+        links,
+        &masters,
+        &mut cables,
+    ) {
         return Err(rollback(name, &file, cables, err));
     }
     Ok(())
@@ -211,7 +223,7 @@ fn populate(
     name: &str,
     file: &Path,
     ns: Option<OwnedFd>,
-    host: &mut Netlink,
+    mut host: Option<&mut Netlink>,
     links: &[Link],
     masters: &[Option<u32>],
     made: &mut Vec<String>,
@@ -221,6 +233,7 @@ fn populate(
         Some(ns) => crate::logging::step(NameOwned(name), || name_netns(ns, file))?,
     };
     for (i, (link, master)) in links.iter().zip(masters).enumerate() {
+        let host = host.as_deref_mut().expect("opened for cables");
         crate::logging::step(LinkAddIn(link, name), || {
             host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
         })
@@ -463,11 +476,31 @@ fn remove_mount_point(file: &Path) -> anyhow::Result<()> {
 /// up to `timeout` until no host-side link `NAME<digits>` is left. Returns
 /// whether there was anything to delete. Idempotent.
 pub fn delete(name: &str, timeout: Duration) -> anyhow::Result<bool> {
+    let deleting = begin_delete(name)?;
+    finish_deletes(vec![deleting], timeout)
+        .pop()
+        .expect("one result per deletion")
+}
+
+/// A namespace whose deletion was issued: the host ends of its cables are
+/// still to go, which the kernel does asynchronously, for many namespaces
+/// in one batch (so deleting them all before waiting for any costs about
+/// what one costs).
+#[derive(Debug)]
+pub struct Deleting {
+    name: String,
+    had_file: bool,
+    links: Vec<String>,
+}
+
+/// The first half of [`delete`]: removes `/run/netns/NAME` (and half-made
+/// cables) without waiting for the kernel's cleanup.
+pub fn begin_delete(name: &str) -> anyhow::Result<Deleting> {
     let file = path(name);
     // symlink_metadata: a dangling or odd entry still counts as "there".
     let had_file = file.symlink_metadata().is_ok();
     let candidates = host_links(name);
-    let ours = if candidates.is_empty() {
+    let links = if candidates.is_empty() {
         candidates
     } else {
         sort_out(name, candidates).with_context(|| format!("deleting netns {name}"))?
@@ -478,19 +511,44 @@ pub fn delete(name: &str, timeout: Duration) -> anyhow::Result<bool> {
         })
         .with_context(|| format!("deleting netns {name}"))?;
     }
-    if ours.is_empty() {
-        return Ok(had_file);
-    }
-    let what = format!("# wait until gone: {}", ours.join(" "));
-    let left = crate::logging::step(what, || wait_gone(ours, timeout));
-    if !left.is_empty() {
-        bail!(
-            "host links {} of netns {name} still exist {timeout:?} after deleting it: \
-             a process still holds the namespace (see `lsns -t net`)",
-            left.join(", ")
-        );
-    }
-    Ok(true)
+    Ok(Deleting {
+        name: name.to_string(),
+        had_file,
+        links,
+    })
+}
+
+/// The second half of [`delete`], for many at once: waits up to `timeout`
+/// in all until every cable of every namespace is gone. One result per
+/// deletion, in order: whether there was anything to delete, or which
+/// host ends outlived the wait.
+pub fn finish_deletes(deletions: Vec<Deleting>, timeout: Duration) -> Vec<anyhow::Result<bool>> {
+    let all: Vec<String> = deletions.iter().flat_map(|d| d.links.clone()).collect();
+    let left = if all.is_empty() {
+        all
+    } else {
+        let what = format!("# wait until gone: {}", all.join(" "));
+        crate::logging::step(what, || wait_gone(all, timeout))
+    };
+    deletions
+        .into_iter()
+        .map(|d| {
+            let mine: Vec<&str> = left
+                .iter()
+                .filter(|l| d.links.contains(l))
+                .map(String::as_str)
+                .collect();
+            if !mine.is_empty() {
+                bail!(
+                    "host links {} of netns {} still exist {timeout:?} after deleting it: \
+                     a process still holds the namespace (see `lsns -t net`)",
+                    mine.join(", "),
+                    d.name
+                );
+            }
+            Ok(d.had_file || !d.links.is_empty())
+        })
+        .collect()
 }
 
 /// Of the host links named `NAME<digits>`, returns those to wait for: it

@@ -608,10 +608,44 @@ pub struct Child {
     pub master: Option<OwnedFd>,
 }
 
-/// Forks the sandbox and waits until its init is exec'd (or setting up
-/// failed: then the child is reaped and the child's own error returned).
-/// The caller must have blocked the signals it will supervise.
-pub fn spawn(s: Spawn<'_>) -> Result<Child> {
+/// A sandbox forked and setting itself up: its parent may do other work
+/// (set up the next subhost) before [`Pending::finish`] waits for it.
+pub struct Pending {
+    pid: Pid,
+    /// Reaches EOF when the init is exec'd; carries the child's error if
+    /// setting up failed.
+    err: OwnedFd,
+    /// Where the session's pty master comes from, when it has one.
+    pty_sock: Option<OwnedFd>,
+}
+
+impl Pending {
+    /// Waits until the init is exec'd (or setting up failed: then the child
+    /// is reaped and the child's own error returned).
+    pub fn finish(self) -> Result<Child> {
+        let mut msg = String::new();
+        let _ = File::from(self.err).read_to_string(&mut msg);
+        if !msg.is_empty() {
+            let _ = nix::sys::wait::waitpid(self.pid, None);
+            bail!("{msg}");
+        }
+        let master = match self.pty_sock {
+            Some(parent) => {
+                Some(tty::recv_fd(parent.as_fd()).context("cannot receive the session's pty")?)
+            }
+            None => None,
+        };
+        Ok(Child {
+            pid: self.pid,
+            master,
+        })
+    }
+}
+
+/// Forks the sandbox and returns at once; [`Pending::finish`] waits for
+/// its init to run. The caller must have blocked the signals it will
+/// supervise.
+pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let fd_pair = if s.pty {
@@ -637,6 +671,16 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
         }
         None => None,
     };
+    // For the child to see whether the launcher died before its
+    // parent-death signal was set: its parent is outside its PID namespace,
+    // so getppid() says 0 either way.
+    let launcher = match s.detached {
+        Some(_) => None,
+        None => Some(
+            crate::state::PidFd::open(std::process::id() as i32)
+                .context("cannot open a pidfd for the launcher")?,
+        ),
+    };
     let cgroup_fd = v2_fd.as_ref().map(|f| f.as_fd());
     // `joined`: the cgroups the child is in already, all of them when None.
     let (forked, joined) = match &s.userns {
@@ -654,7 +698,7 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
         ForkResult::Child => {
             drop(err_r);
             let sock = fd_pair.map(|(_, child)| child);
-            let err = child_main(&s, sock, joined).unwrap_err();
+            let err = child_main(&s, sock, joined, launcher.as_ref()).unwrap_err();
             let mut w = File::from(err_w);
             let _ = write!(w, "{err:#}");
             // SAFETY: _exit skips atexit handlers and destructors that
@@ -663,19 +707,11 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child> {
         }
         ForkResult::Parent { child } => {
             drop(err_w);
-            let mut msg = String::new();
-            let _ = File::from(err_r).read_to_string(&mut msg);
-            if !msg.is_empty() {
-                let _ = nix::sys::wait::waitpid(child, None);
-                bail!("{msg}");
-            }
-            let master = match fd_pair {
-                Some((parent, _child)) => {
-                    Some(tty::recv_fd(parent.as_fd()).context("cannot receive the session's pty")?)
-                }
-                None => None,
-            };
-            Ok(Child { pid: child, master })
+            Ok(Pending {
+                pid: child,
+                err: err_r,
+                pty_sock: fd_pair.map(|(parent, _child)| parent),
+            })
         }
     }
 }
@@ -848,6 +884,7 @@ fn child_main(
     s: &Spawn<'_>,
     sock: Option<OwnedFd>,
     joined: Option<Option<&Path>>,
+    launcher: Option<&crate::state::PidFd>,
 ) -> Result<std::convert::Infallible> {
     match &s.detached {
         Some(d) => detach(d)?,
@@ -857,6 +894,11 @@ fn child_main(
             if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
                 return Err(std::io::Error::last_os_error())
                     .context("cannot set the parent-death signal");
+            }
+            // A launcher killed between the clone and the prctl sent no
+            // signal: then no session may start behind the caller's back.
+            if launcher.is_some_and(|l| l.wait_exit(std::time::Duration::ZERO)) {
+                bail!("the launcher is gone");
             }
         }
     }

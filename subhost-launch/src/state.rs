@@ -37,21 +37,41 @@ pub struct Lock {
     remove_on_drop: Option<String>,
 }
 
-/// Takes the lock of `name` without waiting: a second `start` or `stop` of
-/// the same subhost fails fast instead of queueing behind the first.
-pub fn lock(name: &str) -> Result<Lock> {
+/// How often a waiting `lock` tries again: short against the few
+/// milliseconds a start takes, long enough to cost nothing.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Takes the lock of `name`, waiting up to `wait` for another `start` or
+/// `stop` of it to finish: a stop queued behind a start (a boot script
+/// and an operator, a shutdown during boot) then does its job instead of
+/// failing. A holder that died released the lock with its last fd, so
+/// only a live one is waited for.
+pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
     std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot create {RUN_DIR}"))?;
     let path = lock_path(name);
+    let deadline = std::time::Instant::now() + wait;
+    let mut waited = false;
     loop {
         let (file, created) = open_lock_file(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
-                "subhost {name} is busy: another start or stop of it is in progress \
-                 (lock {} is held); try again when it has finished",
-                path.display()
-            ),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                if std::time::Instant::now() >= deadline {
+                    bail!(
+                        "subhost {name} is busy: another start or stop of it is still in \
+                         progress after {:.1}s (lock {} is held); try again when it has finished",
+                        wait.as_secs_f64(),
+                        path.display()
+                    );
+                }
+                if !waited {
+                    log::info!("{name}: another start or stop is in progress; waiting for it");
+                    waited = true;
+                }
+                std::thread::sleep(LOCK_POLL);
+                continue;
+            }
             Err((_, e)) => {
                 return Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }
@@ -171,27 +191,53 @@ pub struct ProcId {
 }
 
 impl ProcId {
+    /// A live process; a zombie is gone (ESRCH).
     pub fn of(pid: i32) -> io::Result<ProcId> {
         Ok(ProcId {
             pid,
             start: start_time(pid)?,
         })
     }
+
+    /// Our own child, even if it has already exited: unreaped, its PID
+    /// cannot be recycled, and a session as short as `true` is gone before
+    /// its record is written.
+    pub fn of_child(pid: i32) -> io::Result<ProcId> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let (_, _, start) =
+            parse_stat(&stat).ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+        Ok(ProcId { pid, start })
+    }
 }
 
 /// Field 22 of `/proc/PID/stat`; the command name in field 2 may contain
 /// spaces and parentheses, so fields are counted after the last `)`.
+/// A zombie (state Z, or X while being reaped) has exited: it holds no
+/// namespace and runs nothing, and on a host whose PID 1 never reaps it
+/// stays that way, so it counts as gone (ESRCH) like a reaped process.
+/// So does a process already on its way out (PF_EXITING): it has dropped
+/// its namespaces, and an init may stay that way for a while, until every
+/// process of its PID namespace is gone.
 fn start_time(pid: i32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat
-        .rfind(')')
-        .map(|i| &stat[i + 1..])
-        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
-    after
-        .split_whitespace()
-        .nth(19)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))
+    let (state, flags, start) =
+        parse_stat(&stat).ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+    if state == "Z" || state == "X" || flags & PF_EXITING != 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(start)
+}
+
+/// The kernel's "getting shut down" task flag (include/linux/sched.h).
+const PF_EXITING: u64 = 0x4;
+
+/// (state, flags, start time) from the text of `/proc/PID/stat`.
+fn parse_stat(stat: &str) -> Option<(&str, u64, u64)> {
+    let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = after.next()?;
+    let flags = after.nth(5)?.parse().ok()?;
+    let start = after.nth(12)?.parse().ok()?;
+    Some((state, flags, start))
 }
 
 /// Records that `init` is the init of `name`.
@@ -355,6 +401,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stat_fields_are_counted_after_the_last_paren() {
+        let line = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 1";
+        assert_eq!(parse_stat(line), Some(("S", 4194560, 98765)));
+        let zombie = line.replace(") S ", ") Z ");
+        assert_eq!(parse_stat(&zombie), Some(("Z", 4194560, 98765)));
+        let exiting = line.replace(" 4194560 ", " 4194564 ");
+        assert_eq!(parse_stat(&exiting).unwrap().1 & PF_EXITING, PF_EXITING);
+        assert_eq!(parse_stat("42 (x) S 1"), None);
+    }
+
+    /// A child that has exited and is not reaped yet is gone, as after a
+    /// SIGKILLed launcher on a host whose PID 1 does not reap.
+    #[test]
+    fn a_zombie_is_gone() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            if parse_stat(&stat).unwrap().0 == "Z" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "child never exited");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let err = start_time(pid).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ESRCH));
+        assert!(ProcId::of(pid).is_err());
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn start_time_of_self() {
         let me = std::process::id() as i32;
         let a = start_time(me).unwrap();
@@ -381,17 +459,29 @@ mod tests {
         let path = lock_path(&name);
         let _ = std::fs::remove_file(&path);
         // Made by this lock and dropped on an error path: gone.
-        drop(lock(&name).unwrap().removed_unless_kept(&name));
+        drop(
+            lock(&name, std::time::Duration::ZERO)
+                .unwrap()
+                .removed_unless_kept(&name),
+        );
         assert!(!path.exists());
         // Kept on success: stays, and a second holder is refused meanwhile.
-        let held = lock(&name).unwrap().removed_unless_kept(&name);
-        assert!(lock(&name).is_err());
+        let held = lock(&name, std::time::Duration::ZERO)
+            .unwrap()
+            .removed_unless_kept(&name);
+        assert!(lock(&name, std::time::Duration::ZERO).is_err());
         held.keep();
         assert!(path.exists());
         // Not made by this lock (a hibernating subhost's): stays.
-        drop(lock(&name).unwrap().removed_unless_kept(&name));
+        drop(
+            lock(&name, std::time::Duration::ZERO)
+                .unwrap()
+                .removed_unless_kept(&name),
+        );
         assert!(path.exists());
-        lock(&name).unwrap().unlock_and_forget(&name);
+        lock(&name, std::time::Duration::ZERO)
+            .unwrap()
+            .unlock_and_forget(&name);
         assert!(!path.exists());
     }
 

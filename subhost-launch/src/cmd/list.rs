@@ -52,9 +52,12 @@ pub enum InitFact {
     /// The recorded process still runs as PID 1 of its PID namespace, but
     /// is not in netns NAME (the netns was deleted under it).
     OutsideNetns(i32),
-    /// The record names a process that is gone, or a PID now used by
-    /// another process.
+    /// The record names a PID now used by another process.
     Stale(i32),
+    /// The recorded init has exited (a zombie left unreaped counts: it
+    /// runs nothing and holds no namespace): nothing to report, the rest
+    /// of the facts tell the state.
+    Exited,
 }
 
 /// What the kernel shows of one subhost: the input of `classify`.
@@ -94,7 +97,7 @@ pub fn classify(f: &Facts) -> (State, Vec<String>) {
             id.pid,
             state::RUN_DIR
         )),
-        InitFact::None | InitFact::Verified(_) => {}
+        InitFact::None | InitFact::Exited | InitFact::Verified(_) => {}
     }
     let missing = || f.cables.iter().filter(|c| !c.1).map(|c| &c.0);
     if let InitFact::Verified(_) | InitFact::Unrecorded(_) = f.init {
@@ -215,12 +218,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 pub fn list(base: &Path, json: bool) -> Result<()> {
-    let names = subhosts(base)?;
-    let mounts = mount_table()?;
-    let reports: Vec<Report> = names
-        .iter()
-        .map(|n| observe(&Layout::new(base, n).expect("names are validated"), &mounts))
-        .collect();
+    let reports = observe_all(base)?;
     if json {
         println!("{}", to_json(&reports));
     } else if reports.is_empty() {
@@ -240,13 +238,37 @@ pub fn status(base: &Path, name: &str, json: bool) -> Result<()> {
             layout.dir.display()
         );
     }
-    let report = observe(&layout, &mount_table()?);
+    let report = observe(&layout, &mount_table()?, &Inits::default());
     if json {
         println!("{}", to_json(&report));
     } else {
         print!("{}", block(&report));
     }
     Ok(())
+}
+
+/// Every subhost under `base`, observed.
+fn observe_all(base: &Path) -> Result<Vec<Report>> {
+    let names = subhosts(base)?;
+    let mounts = mount_table()?;
+    let inits = Inits::default();
+    Ok(names
+        .iter()
+        .map(|n| {
+            let layout = Layout::new(base, n).expect("names are validated");
+            observe(&layout, &mounts, &inits)
+        })
+        .collect())
+}
+
+/// The subhosts under `base` that are not stopped (running, hibernating or
+/// broken), in `list` order: what `stop --all` stops.
+pub fn not_stopped(base: &Path) -> Result<Vec<String>> {
+    Ok(observe_all(base)?
+        .into_iter()
+        .filter(|r| r.state != State::Stopped)
+        .map(|r| r.name)
+        .collect())
 }
 
 fn mount_table() -> Result<Vec<MountEntry>> {
@@ -273,7 +295,7 @@ fn subhosts(base: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn observe(layout: &Layout, mounts: &[MountEntry]) -> Report {
+fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     let name = &layout.name;
     let cfg = config::load(&layout.config(), name, &layout.base);
     // mountinfo has real paths.
@@ -290,7 +312,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry]) -> Report {
         image: layout.image_present(),
         mnt: mount_at("mnt").is_some(),
         netns: netns::exists(name),
-        init: init_fact(name),
+        init: init_fact(name, inits),
         cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
     };
     let (state, mut problems) = classify(&facts);
@@ -382,23 +404,24 @@ fn init_caps(pid: i32) -> Option<Vec<caps::Capability>> {
     Some(set)
 }
 
-fn init_fact(name: &str) -> InitFact {
+fn init_fact(name: &str, inits: &Inits) -> InitFact {
     if let Some(id) = state::running_init(name) {
         return InitFact::Verified(id);
     }
     // The record is only a hint: a crash or a cleaned /run can lose it
     // while the init runs on.
-    if let Some(id) = init_in_netns(name) {
+    if let Some(id) = inits.in_netns(name) {
         return InitFact::Unrecorded(id);
     }
     let Some(rec) = state::init_record(name) else {
         return InitFact::None;
     };
-    // Same start time: the very process recorded, not a recycled PID.
-    if state::ProcId::of(rec.pid).ok() == Some(rec) && nspid(rec.pid).last() == Some(&1) {
-        InitFact::OutsideNetns(rec.pid)
-    } else {
-        InitFact::Stale(rec.pid)
+    match state::ProcId::of(rec.pid) {
+        // Gone, or a zombie: either way it has exited.
+        Err(_) => InitFact::Exited,
+        // Same start time: the very process recorded, not a recycled PID.
+        Ok(id) if id == rec && nspid(rec.pid).last() == Some(&1) => InitFact::OutsideNetns(rec.pid),
+        Ok(_) => InitFact::Stale(rec.pid),
     }
 }
 
@@ -416,29 +439,50 @@ fn nspid(pid: i32) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// The process in netns NAME that is PID 1 of a PID namespace directly
-/// below ours: what `start` makes the subhost's init. Deeper ones are
-/// containers inside the subhost.
-fn init_in_netns(name: &str) -> Option<state::ProcId> {
-    use std::os::unix::fs::MetadataExt;
-    let ns = std::fs::metadata(netns::path(name)).ok()?;
-    let depth = nspid(std::process::id() as i32).len();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
-            continue;
-        };
-        if m.ino() != ns.ino() || m.dev() != ns.dev() {
-            continue;
-        }
-        let ids = nspid(pid);
-        if ids.len() == depth + 1 && ids.last() == Some(&1) {
-            return state::ProcId::of(pid).ok();
-        }
+/// Inits of PID namespaces directly below ours, by network namespace:
+/// what `start` makes a subhost's init (deeper ones are containers inside
+/// a subhost). Read from /proc once, and only when a subhost's init is
+/// not found through its record, so that `list` of many is one pass.
+#[derive(Default)]
+struct Inits {
+    by_netns: std::cell::OnceCell<std::collections::HashMap<(u64, u64), Vec<i32>>>,
+}
+
+impl Inits {
+    fn in_netns(&self, name: &str) -> Option<state::ProcId> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::metadata(netns::path(name)).ok()?;
+        let pids = self.scan().get(&(ns.dev(), ns.ino()))?;
+        let depth = nspid(std::process::id() as i32).len();
+        pids.iter().find_map(|&pid| {
+            let ids = nspid(pid);
+            if ids.len() == depth + 1 && ids.last() == Some(&1) {
+                state::ProcId::of(pid).ok()
+            } else {
+                None
+            }
+        })
     }
-    None
+
+    fn scan(&self) -> &std::collections::HashMap<(u64, u64), Vec<i32>> {
+        use std::os::unix::fs::MetadataExt;
+        self.by_netns.get_or_init(|| {
+            let mut map: std::collections::HashMap<(u64, u64), Vec<i32>> = Default::default();
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return map;
+            };
+            for entry in dir.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                // A zombie has no namespaces: it fails here and is skipped.
+                if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+                    map.entry((m.dev(), m.ino())).or_default().push(pid);
+                }
+            }
+            map
+        })
+    }
 }
 
 fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {

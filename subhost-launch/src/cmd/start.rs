@@ -34,7 +34,9 @@ pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
     let layout = Layout::new(base, name)?;
     if !layout.dir.is_dir() {
         bail!(
-            "no subhost {name}: {} is not a directory (make it, with root/ inside and a config)",
+            "no subhost {name}: {} is not a directory; make one with \
+             `subhost-launch create {name} --lower /` (an overlay over the host's /: \
+             what it changes stays in its root/), or see `subhost-launch create --help`",
             layout.dir.display()
         );
     }
@@ -43,14 +45,14 @@ pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
 }
 
 /// Undoes the host-side setup of a `start` that failed, unless disarmed.
-struct Undo<'a> {
-    layout: &'a Layout,
+struct Undo {
+    layout: Layout,
     mounts: bool,
     netns: bool,
     cgroup: Option<Cgroup>,
 }
 
-impl Drop for Undo<'_> {
+impl Drop for Undo {
     fn drop(&mut self) {
         if let Some(cg) = self.cgroup.take() {
             info!("undo: removing the cgroup of {}", self.layout.name);
@@ -64,7 +66,7 @@ impl Drop for Undo<'_> {
         }
         if self.mounts {
             info!("undo: unmounting {}", self.layout.live().display());
-            if let Err(e) = mounts::deactivate(self.layout) {
+            if let Err(e) = mounts::deactivate(&self.layout) {
                 warn!("undo: {e:#}");
             }
         }
@@ -80,7 +82,90 @@ pub enum Mode {
     Detached { console: Option<String> },
 }
 
+/// `start --detach` of several subhosts, begun one after the other in the
+/// order given, each on its own: one that fails is undone alone and the
+/// rest still start. While one's sandbox sets itself up, the next one's
+/// host side is made (the two run on different CPUs), and its outcome
+/// line follows once its init runs. Returns 0, or 125 when any could not
+/// be started (each such one named).
+pub fn start_detached(
+    base: &Path,
+    names: &[String],
+    console: Option<String>,
+    dry_run: bool,
+) -> i32 {
+    let mut status = 0;
+    let mut waiting: Option<Launching> = None;
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            continue;
+        }
+        if dry_run && names.len() > 1 {
+            println!("# subhost {name}");
+        }
+        let mode = Mode::Detached {
+            console: console.clone(),
+        };
+        let next = match prepare(base, name, mode, dry_run) {
+            Ok(p) if dry_run => {
+                p.print();
+                continue;
+            }
+            Ok(p) => p.launch(),
+            Err(e) => Err(e),
+        };
+        if let Some(prev) = waiting.take() {
+            if let Err(e) = prev.finish() {
+                crate::outcome::fail(&e);
+                status = 125;
+            }
+        }
+        match next {
+            Ok(l) => waiting = Some(l),
+            Err(e) => {
+                crate::outcome::fail(&e);
+                status = 125;
+            }
+        }
+    }
+    if let Some(last) = waiting {
+        if let Err(e) = last.finish() {
+            crate::outcome::fail(&e);
+            status = 125;
+        }
+    }
+    status
+}
+
 pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> {
+    let prepared = prepare(base, name, mode, dry_run)?;
+    if dry_run {
+        prepared.print();
+        return Ok(0);
+    }
+    prepared.launch()?.finish()
+}
+
+/// Everything a start will do, as data: what `--dry-run` prints.
+struct Prepared {
+    layout: Layout,
+    cfg: Config,
+    argv: Vec<std::ffi::CString>,
+    /// Set for a detached start.
+    console: Option<detached::Console>,
+    mount_steps: Vec<mounts::Step>,
+    links: Vec<netns::Link>,
+    inner: Vec<sandbox::Step>,
+    cgroup_plan: cgroup::Plan,
+    /// With USERNS: the range of its user namespace, and the delegation of
+    /// its cgroup to root of it.
+    userns: Option<userns::Range>,
+    delegation: Option<cgroup::Delegation>,
+}
+
+/// The plan of a start. The USERNS range is checked (FILE:LINE) before
+/// anything is set up, and recorded unless `dry_run`.
+fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Prepared> {
     let (layout, cfg) = open_subhost(base, name)?;
     let (argv, console) = match mode {
         Mode::Foreground { command } => {
@@ -96,8 +181,6 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
             Some(detached::Console::from_arg(&layout, console.as_deref())?),
         ),
     };
-    // Checked (FILE:LINE) before anything is set up; recorded when the
-    // subhost really starts with it.
     let userns = match cfg.userns {
         Some(req) => {
             mounts::idmap::check_running_kernel()?;
@@ -111,160 +194,256 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
     let inner = sandbox::plan(&layout, &cfg, userns)?;
     let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
     let delegation = userns.and_then(|r| cgroup::delegation(&cgroup_plan, r.base));
-    if dry_run {
-        let net = match userns {
-            Some(r) => netns::plan(name, &links).owned_by(r.base, r.count),
-            None => netns::plan(name, &links),
+    Ok(Prepared {
+        layout,
+        cfg,
+        argv,
+        console,
+        mount_steps,
+        links,
+        inner,
+        cgroup_plan,
+        userns,
+        delegation,
+    })
+}
+
+/// A start whose sandbox is forked and setting itself up; its host side
+/// is undone on drop unless `finish` sees the init run.
+struct Launching {
+    name: String,
+    cfg: Config,
+    lock: state::Lock,
+    undo: Undo,
+    pending: sandbox::Pending,
+    console: Option<detached::Console>,
+    /// The console, still open for a line saying the start failed.
+    console_note: Option<std::os::fd::OwnedFd>,
+}
+
+impl Prepared {
+    fn print(&self) {
+        let name = &self.layout.name;
+        let net = match self.userns {
+            Some(r) => netns::plan(name, &self.links).owned_by(r.base, r.count),
+            None => netns::plan(name, &self.links),
         };
         print_start_plan(
-            &layout,
-            &mount_steps,
+            &self.layout,
+            &self.mount_steps,
             &net,
-            &cgroup_plan,
-            delegation.as_ref(),
-            &inner,
-            &argv,
+            &self.cgroup_plan,
+            self.delegation.as_ref(),
+            &self.inner,
+            &self.argv,
         );
-        if let Some(console) = &console {
+        if let Some(console) = &self.console {
             println!("# detached: a session of its own, no parent-death signal;");
             println!("# stdin /dev/null, stdout and stderr appended to console: {console}");
         }
-        return Ok(0);
     }
 
-    // Dropped on an error, it removes the lock file if it made it.
-    let lock = state::lock(name)?.removed_unless_kept(name);
-    if let Some(init) = state::running_init(name) {
-        bail!(
-            "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
-            init.pid
-        );
-    }
-    // Left by a detached init that died without `stop`.
-    detached::clear_console(name);
-    let (_, init_fd) = sandbox::open_init()?;
-    let mut undo = Undo {
-        layout: &layout,
-        mounts: false,
-        netns: false,
-        cgroup: None,
-    };
-    if let Some(range) = userns {
-        userns::check_reachable(&layout.live(), range)?;
-    }
-    let (user, made_net) = user_namespace(name, userns)?;
-    if mounts::is_active(&layout) {
-        info!("{} is mounted: reusing it", layout.live().display());
-    } else {
-        undo.mounts = true;
-        mounts::activate(&mount_steps, user.as_ref().map(|u| u.as_fd()))?;
-    }
-    if netns::exists(name) {
-        info!("netns {name} exists: reusing it");
-    } else {
-        undo.netns = true;
-        netns::create_from(name, &links, made_net)?;
-    }
-    let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
-    let cg = &*undo.cgroup.insert(cgroup::create(&cgroup_plan)?);
-    state::record_cgroup(name, cg.dirs())?;
-    if let Some(d) = &delegation {
-        crate::logging::step(d, || d.apply())?;
-    }
-    let userns = match user {
-        Some(user) => Some(sandbox::Userns {
-            trees: cfg
-                .share
-                .iter()
-                .map(|s| mounts::idmap::clone_mapped(&s.host, user.as_fd(), true))
-                .collect::<Result<_>>()
-                .context("SHARE")?,
-            user,
-        }),
-        None => None,
-    };
-    let detached = match &console {
-        Some(console) => Some(detached_streams(&layout, &cfg, console)?),
-        None => None,
-    };
-    // From here on a detached start has written "starting" to its console:
-    // a failure must be written there too, or the console says nothing.
-    let console_note = match (&detached, &console) {
-        (Some(d), Some(c)) => Some((d.console.try_clone().context("cannot dup the console")?, c)),
-        _ => None,
-    };
-    // Any terminal among the standard streams gets a pty in front of it:
-    // passed in, it would let the subhost inject input (TIOCSTI).
-    let stdin_tty = tty::is_tty(std::io::stdin().as_fd());
-    let pty = detached.is_none()
-        && (stdin_tty
-            || tty::is_tty(std::io::stdout().as_fd())
-            || tty::is_tty(std::io::stderr().as_fd()));
-
-    if detached.is_none() {
-        // Signals stay blocked from here on: the supervisor takes them from
-        // a signalfd, and the child unblocks them just before exec.
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
-            .context("cannot block signals")?;
-    }
-    let spawned = sandbox::spawn(sandbox::Spawn {
-        steps: &inner,
-        netns: netns_fd,
-        init: init_fd,
-        argv,
-        env: sandbox::session_env(),
-        pty,
-        echo: stdin_tty,
-        live: layout.live(),
-        detached,
-        cgroup: Some(cg),
-        userns,
-    })
-    .with_context(|| format!("cannot start subhost {name}"));
-    let child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            if let Some((fd, c)) = &console_note {
-                detached::note(fd, c, &format!("subhost {name}: failed to start: {e:#}"));
-            }
-            return Err(e);
+    /// Takes the lock, sets up the host side and forks the sandbox.
+    fn launch(self) -> Result<Launching> {
+        let Prepared {
+            layout,
+            cfg,
+            argv,
+            console,
+            mount_steps,
+            links,
+            inner,
+            cgroup_plan,
+            userns,
+            delegation,
+        } = self;
+        let name = layout.name.clone();
+        let name = name.as_str();
+        // Another start or stop of it finishes first: it takes at most the
+        // grace a stop gives the init, plus a moment.
+        // Dropped on an error, it removes the lock file if it made it.
+        let lock = state::lock(
+            name,
+            Duration::from_secs(cfg.stop_timeout.into()) + Duration::from_secs(2),
+        )?
+        .removed_unless_kept(name);
+        if let Some(init) = state::running_init(name) {
+            bail!(
+                "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
+                init.pid
+            );
         }
-    };
-    let id = state::ProcId::of(child.pid.as_raw());
-    match &id {
-        Ok(id) => state::record_init(name, *id)?,
-        Err(e) => warn!("cannot record init PID {}: {e}", child.pid),
-    }
-    undo.mounts = false;
-    undo.netns = false;
-    let cg = undo.cgroup.take();
-    if let Some(console) = &console {
-        detached::record_console(name, console)?;
-        lock.keep();
-        // The init is not waited for: it is reparented when we exit.
-        println!(
-            "subhost {name}: started (init PID {}), console: {console}",
-            child.pid
-        );
-        return Ok(0);
-    }
-    lock.keep();
-    info!("subhost {name} started, init PID {}", child.pid);
+        // Left by a detached init that died without `stop`.
+        detached::clear_console(name);
+        let (_, init_fd) = sandbox::open_init()?;
+        let mut undo = Undo {
+            layout: layout.clone(),
+            mounts: false,
+            netns: false,
+            cgroup: None,
+        };
+        if let Some(range) = userns {
+            userns::check_reachable(&layout.live(), range)?;
+        }
+        let (user, made_net) = user_namespace(name, userns)?;
+        if mounts::is_active(&layout) {
+            info!("{} is mounted: reusing it", layout.live().display());
+        } else {
+            undo.mounts = true;
+            mounts::activate(&mount_steps, user.as_ref().map(|u| u.as_fd()))?;
+        }
+        if netns::exists(name) {
+            info!("netns {name} exists: reusing it");
+        } else {
+            undo.netns = true;
+            netns::create_from(name, &links, made_net)?;
+        }
+        let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
+        // Recorded before it is made: a launcher killed in between leaves a
+        // cgroup that the next `stop` still finds, from any caller's cgroup.
+        state::record_cgroup(name, &cgroup_plan.dirs)?;
+        let cg = match cgroup::create(&cgroup_plan) {
+            Ok(cg) => &*undo.cgroup.insert(cg),
+            Err(e) => {
+                state::clear_cgroup(name);
+                return Err(e);
+            }
+        };
+        if let Some(d) = &delegation {
+            crate::logging::step(d, || d.apply())?;
+        }
+        let userns = match user {
+            Some(user) => Some(sandbox::Userns {
+                trees: cfg
+                    .share
+                    .iter()
+                    .map(|s| mounts::idmap::clone_mapped(&s.host, user.as_fd(), true))
+                    .collect::<Result<_>>()
+                    .context("SHARE")?,
+                user,
+            }),
+            None => None,
+        };
+        let detached = match &console {
+            Some(console) => Some(detached_streams(&layout, &cfg, console)?),
+            None => None,
+        };
+        // From here on a detached start has written "starting" to its
+        // console: a failure must be written there too, or the console
+        // says nothing.
+        let console_note = match &detached {
+            Some(d) => Some(d.console.try_clone().context("cannot dup the console")?),
+            None => None,
+        };
+        // Any terminal among the standard streams gets a pty in front of it:
+        // passed in, it would let the subhost inject input (TIOCSTI).
+        let stdin_tty = tty::is_tty(std::io::stdin().as_fd());
+        let pty = detached.is_none()
+            && (stdin_tty
+                || tty::is_tty(std::io::stdout().as_fd())
+                || tty::is_tty(std::io::stderr().as_fd()));
 
-    let status = supervisor::supervise(child.pid, child.master);
-    if status.is_err() {
-        // Without its launcher a foreground subhost has no one to wait for
-        // it or relay its terminal: take it down rather than orphan it.
-        let _ = nix::sys::signal::kill(child.pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(child.pid, None);
+        if detached.is_none() {
+            // Signals stay blocked from here on: the supervisor takes them
+            // from a signalfd, and the child unblocks them just before exec.
+            nix::sys::signal::sigprocmask(
+                SigmaskHow::SIG_BLOCK,
+                Some(&supervisor::signals()),
+                None,
+            )
+            .context("cannot block signals")?;
+        }
+        let pending = sandbox::spawn_begin(sandbox::Spawn {
+            steps: &inner,
+            netns: netns_fd,
+            init: init_fd,
+            argv,
+            env: sandbox::session_env(),
+            pty,
+            echo: stdin_tty,
+            live: layout.live(),
+            detached,
+            cgroup: Some(cg),
+            userns,
+        })
+        .with_context(|| format!("cannot start subhost {name}"))?;
+        Ok(Launching {
+            name: name.to_string(),
+            cfg,
+            lock,
+            undo,
+            pending,
+            console,
+            console_note,
+        })
     }
-    state::clear_init(name, id.ok());
-    // The subhost hibernates: no process is left, and its cgroup with them.
-    if let Some(cg) = cg {
-        report_oom(name, &cfg, &cg);
-        release_cgroup(name, &cg);
+}
+
+impl Launching {
+    /// Waits until the init runs, records it, and then returns (detached)
+    /// or supervises the session to its end (foreground).
+    fn finish(self) -> Result<i32> {
+        let Launching {
+            name,
+            cfg,
+            lock,
+            mut undo,
+            pending,
+            console,
+            console_note,
+        } = self;
+        let name = name.as_str();
+        let spawned = pending
+            .finish()
+            .with_context(|| format!("cannot start subhost {name}"));
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let (Some(fd), Some(c)) = (&console_note, &console) {
+                    detached::note(fd, c, &format!("subhost {name}: failed to start: {e:#}"));
+                }
+                return Err(e);
+            }
+        };
+        drop(console_note);
+        let id = state::ProcId::of_child(child.pid.as_raw());
+        match &id {
+            Ok(id) => state::record_init(name, *id)?,
+            Err(e) => warn!("cannot record init PID {}: {e}", child.pid),
+        }
+        undo.mounts = false;
+        undo.netns = false;
+        let cg = undo.cgroup.take();
+        if let Some(console) = &console {
+            detached::record_console(name, console)?;
+            lock.keep();
+            // The init is not waited for: it is reparented when we exit.
+            crate::outcome::say(&format!(
+                "subhost {name}: started (init PID {}), console: {console}",
+                child.pid
+            ));
+            return Ok(0);
+        }
+        lock.keep();
+        info!("subhost {name} started, init PID {}", child.pid);
+
+        let status = supervisor::supervise(child.pid, child.master);
+        if status.is_err() {
+            // Without its launcher a foreground subhost has no one to wait
+            // for it or relay its terminal: take it down rather than orphan
+            // it.
+            let _ = nix::sys::signal::kill(child.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child.pid, None);
+        }
+        state::clear_init(name, id.ok());
+        // The subhost hibernates: no process is left, and its cgroup with
+        // them.
+        if let Some(cg) = cg {
+            report_oom(name, &cfg, &cg);
+            release_cgroup(name, &cg);
+        }
+        status
     }
-    status
 }
 
 /// A hibernating subhost keeps the user namespace (and idmapped mounts)

@@ -1,109 +1,377 @@
-//! `stop`: end a subhost's processes, delete its netns and cables, unmount
-//! its root. Idempotent; never deletes data.
+//! `stop`: end subhosts' processes, delete their netns and cables, unmount
+//! their roots. Idempotent; never deletes data.
+//!
+//! Several subhosts are stopped together, step by step: every init is
+//! told to stop before any is waited for, and every netns is deleted
+//! before the kernel's cleanup of their cables is waited for once, so a
+//! stop of many takes about as long as the slowest one, not their sum.
+//! Each subhost still has its own lock, its own outcome line, and every
+//! step of its own runs even when a step of it or of another one failed.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::Signal;
 
+use crate::cmd::list;
 use crate::config::{self, Config};
 use crate::layout::Layout;
-use crate::{cgroup, detached, join, mounts, netns, state};
+use crate::{cgroup, detached, join, mounts, netns, outcome, state};
 
-pub fn stop(base: &Path, name: &str, dry_run: bool) -> Result<()> {
+/// Which subhosts `stop` is for.
+pub enum Which {
+    /// These, in this order (the order of the outcome lines).
+    Names(Vec<String>),
+    /// Every subhost `list` shows that is not stopped.
+    All,
+}
+
+/// Extra time the init gets beyond its STOP_TIMEOUT: it gives the others
+/// that much grace, and needs a moment to exit after them.
+const TERM_SLACK: Duration = Duration::from_secs(2);
+/// How long SIGKILL is given to take a process down.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// One subhost being stopped.
+struct Target {
+    layout: Layout,
+    grace: u32,
+    halt: Option<Vec<String>>,
+    cgroup_parent: Option<String>,
+    lock: Option<state::Lock>,
+    /// Something was set up: the outcome is "stopped", not "already".
+    did: bool,
+    failed: Vec<anyhow::Error>,
+    init: Option<state::ProcId>,
+    console: Option<(OwnedFd, detached::Console)>,
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        &self.layout.name
+    }
+}
+
+/// Stops `which`; prints one outcome line per subhost and returns the exit
+/// status: 0 when every one is stopped, 1 when any is not (those are
+/// named, the others are stopped all the same).
+pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
+    let names = match which {
+        Which::Names(names) => names,
+        Which::All => {
+            let names = list::not_stopped(base)?;
+            if names.is_empty() {
+                outcome::say(&format!(
+                    "no subhost in {} is running, hibernating or broken: nothing to stop",
+                    base.display()
+                ));
+                return Ok(0);
+            }
+            names
+        }
+    };
+    let mut status = 0;
+    let mut targets = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        // Named twice: once is what was meant (a second lock of it would
+        // wait for the first).
+        if names[..i].contains(name) {
+            continue;
+        }
+        match open(base, name) {
+            Ok(t) => targets.push(t),
+            Err(e) => {
+                outcome::fail(&e);
+                status = 1;
+            }
+        }
+    }
+    if dry_run {
+        let several = targets.len() > 1;
+        for t in &targets {
+            if several {
+                println!("# subhost {}", t.name());
+            }
+            print_stop_plan(&t.layout, t.grace, t.halt.as_deref());
+        }
+        return Ok(status);
+    }
+    // Taken in name order: two stops of overlapping sets, given in other
+    // orders, then never each hold a lock the other waits for.
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by(|&a, &b| targets[a].name().cmp(targets[b].name()));
+    for i in order {
+        let t = &mut targets[i];
+        let wait = Duration::from_secs(t.grace.into()) + TERM_SLACK;
+        match state::lock(t.name(), wait) {
+            Ok(lock) => t.lock = Some(lock),
+            Err(e) => t.failed.push(e),
+        }
+    }
+    // A subhost whose lock could not be had is not touched at all.
+    let (mut held, busy): (Vec<Target>, Vec<Target>) =
+        targets.into_iter().partition(|t| t.lock.is_some());
+    stop_inits(&mut held);
+    for t in &mut held {
+        state::clear_init(t.name(), None);
+        detached::clear_console(t.name());
+    }
+    release_cgroups(&mut held);
+    delete_netns(&mut held);
+    let layouts: Vec<&Layout> = held.iter().map(|t| &t.layout).collect();
+    let unmounted = mounts::deactivate_all(&layouts);
+    for (t, r) in held.iter_mut().zip(unmounted) {
+        match r {
+            Ok(d) => t.did |= d,
+            Err(e) => t.failed.push(e),
+        }
+    }
+    for t in held.into_iter().chain(busy) {
+        if !report(t) {
+            status = 1;
+        }
+    }
+    Ok(status)
+}
+
+/// The subhost `name` with its config: a broken config must not keep it
+/// from being stopped. A NAME with no directory is an error (a typo must
+/// not read as success), unless something of it is still set up on the
+/// host: then that is cleaned up.
+fn open(base: &Path, name: &str) -> Result<Target> {
     let layout = Layout::new(base, name)?;
-    // A broken config must not keep a subhost from being stopped.
+    if !layout.dir.is_dir() {
+        if !leftovers(name) {
+            bail!(
+                "no subhost {name}: {} is not a directory (`subhost-launch list` shows the \
+                 subhosts in {})",
+                layout.dir.display(),
+                base.display()
+            );
+        }
+        warn!(
+            "{} is gone, but netns, cables or records of {name} are left: removing them",
+            layout.dir.display()
+        );
+    }
     let cfg = match config::load(&layout.config(), name, base) {
         Ok(cfg) => cfg,
-        Err(e) => {
+        Err(e) if layout.dir.is_dir() => {
             warn!("{e:#}; stopping with the default grace period and no HALT");
             Config::defaults(name)
         }
+        Err(_) => Config::defaults(name),
     };
-    let grace = cfg.stop_timeout;
-    let halt = detached::halt_command(&cfg);
-    if dry_run {
-        print_stop_plan(&layout, grace, halt.as_deref());
-        return Ok(());
+    Ok(Target {
+        layout,
+        grace: cfg.stop_timeout,
+        halt: detached::halt_command(&cfg),
+        cgroup_parent: cfg.cgroup_parent.clone(),
+        lock: None,
+        did: false,
+        failed: Vec::new(),
+        init: None,
+        console: None,
+    })
+}
+
+/// Whether anything of subhost `name` is set up on the host, whatever its
+/// directory says.
+fn leftovers(name: &str) -> bool {
+    netns::path(name).symlink_metadata().is_ok()
+        || state::init_record(name).is_some()
+        || state::recorded_cgroup(name).is_some()
+        || !netns::host_links(name).is_empty()
+}
+
+/// Prints the outcome of `t`; true when it is stopped.
+fn report(t: Target) -> bool {
+    let name = t.layout.name.clone();
+    if !t.failed.is_empty() {
+        let what: Vec<String> = t.failed.iter().map(|e| format!("{e:#}")).collect();
+        let e = if t.lock.is_none() {
+            // Nothing was done: the one failure says why.
+            anyhow!("{}", what.join("; "))
+        } else {
+            anyhow!(
+                "subhost {name} is only partly stopped: {}; fix that and run stop again",
+                what.join("; ")
+            )
+        };
+        outcome::fail(&e);
+        return false;
     }
-    let lock = state::lock(name)?;
-    let mut did = false;
-    // Every step runs even when one before it failed: a stop that gives up
-    // halfway leaves more behind than one that reports what it could not do.
-    let mut failed: Vec<anyhow::Error> = Vec::new();
-    if let Some(init) = state::running_init(name) {
-        did = true;
-        let console = detached::reopen_console(name, init.pid);
-        if let Some((fd, c)) = &console {
-            detached::note(fd, c, &format!("subhost {name}: stopping"));
-        }
-        if let Some(halt) = &halt {
-            run_halt(name, init, halt, grace, console.as_ref().map(|(fd, _)| fd));
-        }
-        if let Err(e) = stop_init(name, init, grace) {
-            failed.push(e);
-        }
-        if let Some((fd, c)) = &console {
-            detached::note(fd, c, &format!("subhost {name}: stopped"));
-        }
+    if let Some(lock) = t.lock {
+        lock.unlock_and_forget(&name);
     }
-    state::clear_init(name, None);
-    detached::clear_console(name);
-    // Whatever is still in the subhost's cgroup goes now: processes the
-    // init could not take down, or an init the record lost track of.
-    let cg = state::recorded_cgroup(name)
-        .and_then(|dirs| cgroup::open_dirs(&dirs))
-        .or_else(|| cgroup::open(name, cfg.cgroup_parent.as_deref()));
-    if let Some(cg) = cg {
-        did = true;
-        match cg
-            .kill_all(Duration::from_secs(5))
-            .and_then(|()| cg.remove())
-        {
-            Ok(()) => state::clear_cgroup(name),
-            Err(e) => failed.push(e),
-        }
+    if t.did {
+        outcome::say(&format!("subhost {name}: stopped"));
     } else {
-        state::clear_cgroup(name);
+        outcome::say(&format!("subhost {name}: already stopped"));
     }
-    match netns::delete(name, Duration::from_secs(5)) {
-        Ok(d) => did |= d,
-        Err(e) => failed.push(e),
+    true
+}
+
+/// Runs every running subhost's stop commands, then signals every init
+/// and waits for them together: each gets its own STOP_TIMEOUT + 2 s
+/// before SIGKILL, counted from the same moment.
+fn stop_inits(targets: &mut [Target]) {
+    for t in targets.iter_mut() {
+        if let Some(init) = state::running_init(t.name()) {
+            t.did = true;
+            t.init = Some(init);
+            t.console = detached::reopen_console(t.name(), init.pid);
+            if let Some((fd, c)) = &t.console {
+                detached::note(fd, c, &format!("subhost {}: stopping", t.name()));
+            }
+        }
     }
-    match mounts::deactivate(&layout) {
-        Ok(d) => did |= d,
-        Err(e) => failed.push(e),
+    run_halts(targets);
+    let mut waiting: Vec<(usize, state::PidFd, Instant, bool)> = Vec::new();
+    for (i, t) in targets.iter_mut().enumerate() {
+        let Some(init) = t.init else { continue };
+        match term(t.name(), init) {
+            Ok(Some(pidfd)) => {
+                let deadline = Instant::now() + Duration::from_secs(t.grace.into()) + TERM_SLACK;
+                waiting.push((i, pidfd, deadline, false));
+            }
+            Ok(None) => {}
+            Err(e) => t.failed.push(e),
+        }
     }
-    if !failed.is_empty() {
-        let what: Vec<String> = failed.iter().map(|e| format!("{e:#}")).collect();
-        bail!(
-            "subhost {name} is only partly stopped: {}; fix that and run stop again",
-            what.join("; ")
-        );
+    while !waiting.is_empty() {
+        let now = Instant::now();
+        let next = waiting.iter().map(|w| w.2).min().expect("not empty");
+        let exited = wait_any(&waiting, next.saturating_duration_since(now));
+        let now = Instant::now();
+        let mut still = Vec::new();
+        for (k, (i, pidfd, deadline, killed)) in waiting.into_iter().enumerate() {
+            let t = &mut targets[i];
+            let pid = t.init.map_or(0, |p| p.pid);
+            if exited.contains(&k) {
+                continue;
+            }
+            if now < deadline {
+                still.push((i, pidfd, deadline, killed));
+            } else if killed {
+                t.failed
+                    .push(anyhow!("init of {} (PID {pid}) survived SIGKILL", t.name()));
+            } else {
+                warn!("{}", still_there(t.name(), pid, t.grace));
+                let kill = crate::logging::step(format_args!("kill -KILL {pid}"), || {
+                    pidfd.signal(Signal::SIGKILL)
+                });
+                match kill {
+                    Ok(()) => still.push((i, pidfd, now + KILL_WAIT, true)),
+                    Err(e) => t.failed.push(anyhow!(e).context("cannot kill init")),
+                }
+            }
+        }
+        waiting = still;
     }
-    lock.unlock_and_forget(name);
-    if did {
-        println!("subhost {name}: stopped");
-    } else {
-        println!("subhost {name}: already stopped");
+    for t in targets.iter() {
+        if let (Some((fd, c)), Some(_)) = (&t.console, t.init) {
+            detached::note(fd, c, &format!("subhost {}: stopped", t.name()));
+        }
     }
-    Ok(())
+}
+
+/// SIGTERM to the init `init` of `name`, through a pidfd that is returned
+/// to wait on; `None` when it is gone already.
+fn term(name: &str, init: state::ProcId) -> Result<Option<state::PidFd>> {
+    let pidfd = match state::PidFd::open(init.pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e).context("cannot open a pidfd for init"),
+    };
+    // The pidfd pins the process; check again that it is still our init so a
+    // PID recycled in between is never signalled.
+    if state::running_init(name) != Some(init) {
+        return Ok(None);
+    }
+    crate::logging::step(format_args!("kill -TERM {}", init.pid), || {
+        pidfd.signal(Signal::SIGTERM)
+    })
+    .context("cannot signal init")?;
+    Ok(Some(pidfd))
+}
+
+/// Polls every pidfd in `waiting` once, for up to `timeout`; returns the
+/// positions of those whose process has exited.
+fn wait_any(waiting: &[(usize, state::PidFd, Instant, bool)], timeout: Duration) -> Vec<usize> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    let mut fds: Vec<PollFd> = waiting
+        .iter()
+        .map(|w| PollFd::new(w.1.as_fd(), PollFlags::POLLIN))
+        .collect();
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(n) if n > 0 => fds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(k, _)| k)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs the stop commands of every running subhost that has them, all at
+/// once: each in a worker process of its own, since each blocks for up to
+/// its STOP_TIMEOUT. One subhost alone needs no worker.
+fn run_halts(targets: &[Target]) {
+    let with_halt: Vec<&Target> = targets
+        .iter()
+        .filter(|t| t.init.is_some() && t.halt.is_some())
+        .collect();
+    if let [t] = with_halt[..] {
+        run_halt(t);
+        return;
+    }
+    let mut workers = Vec::new();
+    for t in with_halt {
+        // SAFETY: the launcher is single-threaded; the worker runs the
+        // halt and _exits without returning into the caller's state.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                run_halt(t);
+                // SAFETY: _exit skips the parent's atexit handlers and
+                // destructors, which are not the worker's to run.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => workers.push(child),
+            Err(e) => {
+                warn!(
+                    "cannot fork for the stop commands of {}: {e}; running them here",
+                    t.name()
+                );
+                run_halt(t);
+            }
+        }
+    }
+    for w in workers {
+        let _ = nix::sys::wait::waitpid(w, None);
+    }
 }
 
 /// Runs the stop commands (START stopped in reverse, then HALT) inside,
-/// as `enter` would, for at most `grace` seconds; their output goes to the
-/// console, or to our stderr when there is none. A failure is reported and
-/// the stop goes on: the TERM/KILL sequence comes next either way.
-fn run_halt(
-    name: &str,
-    init: state::ProcId,
-    argv: &[String],
-    grace: u32,
-    console: Option<&OwnedFd>,
-) {
+/// as `enter` would, for at most STOP_TIMEOUT seconds; their output goes
+/// to the console, or to our stderr when there is none. A failure is
+/// reported and the stop goes on: the TERM/KILL sequence comes next either
+/// way.
+fn run_halt(t: &Target) {
+    let (Some(init), Some(argv)) = (t.init, &t.halt) else {
+        return;
+    };
+    let name = t.name();
+    let grace = t.grace;
+    let console = t.console.as_ref().map(|(fd, _)| fd);
     let run = || -> Result<i32> {
         let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
         let stderr = std::io::stderr();
@@ -127,40 +395,51 @@ fn run_halt(
     }
 }
 
-/// How long past STOP_TIMEOUT the init gets to finish its own shutdown.
-const KILL_AFTER_GRACE: Duration = Duration::from_secs(2);
-
-/// SIGTERM to init (which gives the session and everything else `grace`
-/// seconds), then SIGKILL if it is still there a little after that.
-fn stop_init(name: &str, init: state::ProcId, grace: u32) -> Result<()> {
-    let pidfd = match state::PidFd::open(init.pid) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
-        Err(e) => return Err(e).context("cannot open a pidfd for init"),
-    };
-    // The pidfd pins the process; check again that it is still our init so a
-    // PID recycled in between is never signalled.
-    if state::running_init(name) != Some(init) {
-        return Ok(());
+/// Whatever is still in each subhost's cgroup goes now: processes the init
+/// could not take down, an init the record lost track of, or one a killed
+/// `start` left behind.
+fn release_cgroups(targets: &mut [Target]) {
+    for t in targets {
+        let name = &t.layout.name;
+        let cg = state::recorded_cgroup(name)
+            .and_then(|dirs| cgroup::open_dirs(&dirs))
+            .or_else(|| cgroup::open(name, t.cgroup_parent.as_deref()));
+        let Some(cg) = cg else {
+            state::clear_cgroup(name);
+            continue;
+        };
+        t.did = true;
+        match cg.kill_all(KILL_WAIT).and_then(|()| cg.remove()) {
+            Ok(()) => state::clear_cgroup(name),
+            Err(e) => t.failed.push(e),
+        }
     }
-    let waited = Duration::from_secs(grace as u64) + KILL_AFTER_GRACE;
-    crate::logging::step(format_args!("kill -TERM {}", init.pid), || {
-        pidfd.signal(Signal::SIGTERM)
-    })
-    .context("cannot signal init")?;
-    if pidfd.wait_exit(waited) {
-        return Ok(());
-    }
-    warn!("{}", still_there(name, init.pid, grace));
-    crate::logging::step(format_args!("kill -KILL {}", init.pid), || {
-        pidfd.signal(Signal::SIGKILL)
-    })
-    .context("cannot kill init")?;
-    if !pidfd.wait_exit(Duration::from_secs(5)) {
-        bail!("init of {name} (PID {}) survived SIGKILL", init.pid);
-    }
-    Ok(())
 }
+
+/// Deletes every netns, then waits once for the kernel to remove all their
+/// cables.
+fn delete_netns(targets: &mut [Target]) {
+    let mut issued = Vec::new();
+    for (i, t) in targets.iter_mut().enumerate() {
+        match netns::begin_delete(t.name()) {
+            Ok(d) => issued.push((i, d)),
+            Err(e) => t.failed.push(e),
+        }
+    }
+    let (which, deletions): (Vec<usize>, Vec<netns::Deleting>) = issued.into_iter().unzip();
+    for (i, r) in which
+        .into_iter()
+        .zip(netns::finish_deletes(deletions, KILL_WAIT))
+    {
+        match r {
+            Ok(d) => targets[i].did |= d,
+            Err(e) => targets[i].failed.push(e),
+        }
+    }
+}
+
+/// How long past STOP_TIMEOUT the init gets to finish its own shutdown.
+const KILL_AFTER_GRACE: Duration = TERM_SLACK;
 
 /// The warning before SIGKILL, naming the time really waited.
 fn still_there(name: &str, pid: i32, grace: u32) -> String {
