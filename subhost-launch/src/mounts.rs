@@ -16,6 +16,7 @@ use std::fmt;
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use nix::errno::Errno;
@@ -621,6 +622,79 @@ pub fn deactivate_all(layouts: &[&Layout]) -> Vec<anyhow::Result<bool>> {
         }
         Err(_) => layouts.iter().map(|l| deactivate(l)).collect(),
     }
+}
+
+/// The loop devices (`loop3`, …) bound to the image of `layout` now.
+pub fn image_devices(layout: &Layout) -> Vec<String> {
+    if !layout.image_present() {
+        return Vec::new();
+    }
+    loopdev::bound_to(&layout.image())
+}
+
+/// How often the wait for images' loop devices looks again.
+const RELEASE_POLL: Duration = Duration::from_millis(5);
+
+/// Waits up to `timeout` in all until no loop device is bound to the image
+/// of any of `layouts`; one result per layout.
+///
+/// Unmounting `mnt` releases the device only when that was the last mount
+/// of the image's filesystem: a mount namespace copied from the host while
+/// it was mounted (another subhost's start, any `unshare -m`) keeps a copy
+/// until that namespace drops it, and a process with the device open (a
+/// `losetup`, `blkid`) keeps it bound until it closes it. Autoclear then
+/// detaches it later, on its own; until then a new `start` would mount the
+/// same filesystem a second time through another device.
+pub fn wait_images_released(layouts: &[&Layout], timeout: Duration) -> Vec<anyhow::Result<()>> {
+    let mut bound: Vec<(usize, Vec<String>)> = layouts
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i, image_devices(l)))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    if !bound.is_empty() {
+        let all: Vec<&str> = bound
+            .iter()
+            .flat_map(|(_, d)| d)
+            .map(String::as_str)
+            .collect();
+        let what = format!("# wait until detached: {}", all.join(" "));
+        crate::logging::step(what, || {
+            let end = Instant::now() + timeout;
+            loop {
+                for (i, devs) in bound.iter_mut() {
+                    *devs = image_devices(layouts[*i]);
+                }
+                bound.retain(|(_, d)| !d.is_empty());
+                if bound.is_empty() || Instant::now() >= end {
+                    break;
+                }
+                std::thread::sleep(RELEASE_POLL);
+            }
+        });
+    }
+    let mut out: Vec<anyhow::Result<()>> = layouts.iter().map(|_| Ok(())).collect();
+    for (i, devs) in bound {
+        let held: Vec<String> = devs
+            .iter()
+            .map(|d| {
+                let who = loopdev::holders(d);
+                if who.is_empty() {
+                    format!("/dev/{d}")
+                } else {
+                    format!("/dev/{d} ({})", who.join(", "))
+                }
+            })
+            .collect();
+        out[i] = Err(anyhow!(
+            "image {} is still attached to {} {timeout:?} after its last mount here \
+             was unmounted: the holder must let go (`losetup -j {}` shows when it has)",
+            layouts[i].image().display(),
+            held.join(", "),
+            quote(layouts[i].image())
+        ));
+    }
+    out
 }
 
 /// `unmount_tree` as a logged step of `stop`, when anything is mounted there.

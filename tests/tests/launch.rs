@@ -168,8 +168,30 @@ fn stop_then_start_immediately_reuses_the_cable_names() {
 
 #[test]
 fn image_file_root() {
+    let (s, img) = image_subhost();
+    let out = s.sh("cat /etc/motd; echo new > /root/w");
+    assert_ok(&out);
+    assert!(
+        out.stdout_str().contains("in the image"),
+        "{}",
+        out.describe()
+    );
+    assert!(mount_points().contains(&s.dir().join("mnt").to_string_lossy().into_owned()));
+    assert_ok(&s.stop());
+    assert!(!mount_points()
+        .iter()
+        .any(|m| m.starts_with(&*s.dir().to_string_lossy())));
+    let loops = run_timeout(&mut cmd("losetup", ["-j", &img.to_string_lossy()]), LIMIT);
+    assert!(
+        loops.stdout_str().trim().is_empty(),
+        "loop device left: {}",
+        loops.stdout_str()
+    );
+}
+
+/// An image subhost with an `etc/motd`, its image formatted and ready.
+fn image_subhost() -> (Subhost, std::path::PathBuf) {
     let s = Subhost::new("", "");
-    // Build the image's content in a scratch tree, then mkfs from it.
     let scratch = TempDir::new();
     busybox_root(&scratch.path().join("root"));
     std::fs::create_dir_all(scratch.path().join("work")).unwrap();
@@ -190,18 +212,58 @@ fn image_file_root() {
         LIMIT,
     );
     assert_ok(&out);
-    let out = s.sh("cat /etc/motd; echo new > /root/w");
-    assert_ok(&out);
+    (s, img)
+}
+
+/// A mount namespace copied from the host while the image was mounted (as
+/// another subhost's start or any `unshare -m` makes one) keeps the
+/// image's filesystem, and so its loop device, after the host unmounts it.
+/// `stop` must not call that stopped: a `start` would mount the filesystem
+/// a second time through another device. It says who holds it, and the
+/// next `stop` after the holder is gone finishes.
+#[test]
+fn stop_waits_for_the_image_to_be_released_and_names_who_holds_it() {
+    let (s, img) = image_subhost();
+    assert_ok(&s.sh("cat /etc/motd"));
+    struct Holder(Option<std::process::Child>);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.take() {
+                let _ = wait_timeout(c, Duration::ZERO);
+            }
+        }
+    }
+    let mut holder = Holder(Some(spawn_group(
+        cmd("unshare", ["-m", "--propagation", "private", "sleep", "60"])
+            .stdin(std::process::Stdio::null()),
+    )));
+    let pid = holder.0.as_ref().unwrap().id();
+    // Running `sleep`: its namespace is made and private.
+    assert!(wait_until(LIMIT, || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    }));
+    let out = s.stop();
+    assert_eq!(out.code(), 1, "{}", out.describe());
+    let err = out.stderr_str();
     assert!(
-        out.stdout_str().contains("in the image"),
+        err.contains("still attached to /dev/loop"),
         "{}",
         out.describe()
     );
-    assert!(mount_points().contains(&s.dir().join("mnt").to_string_lossy().into_owned()));
-    assert_ok(&s.stop());
+    assert!(
+        err.contains(&format!(
+            "mounted in the mount namespace of PID {pid} (sleep)"
+        )),
+        "{}",
+        out.describe()
+    );
     assert!(!mount_points()
         .iter()
         .any(|m| m.starts_with(&*s.dir().to_string_lossy())));
+
+    drop(holder.0.take().map(|c| wait_timeout(c, Duration::ZERO)));
+    let out = s.stop();
+    assert_ok(&out);
     let loops = run_timeout(&mut cmd("losetup", ["-j", &img.to_string_lossy()]), LIMIT);
     assert!(
         loops.stdout_str().trim().is_empty(),

@@ -129,6 +129,14 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
             Err(e) => t.failed.push(e),
         }
     }
+    // Only then is the image free for the next start or for a host tool.
+    let layouts: Vec<&Layout> = held.iter().map(|t| &t.layout).collect();
+    let released = mounts::wait_images_released(&layouts, KILL_WAIT);
+    for (t, r) in held.iter_mut().zip(released) {
+        if let Err(e) = r {
+            t.failed.push(e);
+        }
+    }
     for t in held.into_iter().chain(busy) {
         if !report(t) {
             status = 1;
@@ -497,6 +505,18 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         println!(
             "umount {}   # if mounted; detaches the loop device",
             layout.mnt().display()
+        );
+        // Another mount namespace's copy of the mount, or an open of the
+        // device, keeps it bound after the umount.
+        let devs = mounts::image_devices(layout);
+        let devs = if devs.is_empty() {
+            String::new()
+        } else {
+            format!(" (now: {})", devs.join(" "))
+        };
+        println!(
+            "# wait until detached: losetup -j {} shows no device{devs}",
+            layout.image().display()
         );
     }
 }
