@@ -827,3 +827,26 @@ fn console_file_gets_boot_output_and_a_failed_start_says_why() {
     assert!(!s.live_mounted());
     assert!(!lock_file(&s).exists());
 }
+
+/// Cables are `NAME0`…`NAME99`, so `ab1`'s cable `ab10` also reads as cable
+/// 10 of `ab`. `stop ab` of an `ab` that does not exist must not take
+/// `ab1`'s cables for leftovers of `ab` (and report success): it says
+/// there is no such subhost, and leaves `ab1` alone.
+#[test]
+fn stop_of_a_missing_name_does_not_take_a_longer_name_s_cables_for_its_own() {
+    let br = Bridge::new();
+    let long = Subhost::busybox("pfx", &format!("BRIDGES=({})\n", br.name));
+    assert_ok(&long.sh("true"));
+    let short = &long.name[..long.name.len() - 1];
+    let cable = format!("{}0", long.name);
+    assert!(has_link(&cable));
+    let out = long.run(&["stop", short]);
+    assert_eq!(out.code(), 1, "{}", out.describe());
+    assert!(
+        out.stderr_str().contains(&format!("no subhost {short}")),
+        "{}",
+        out.describe()
+    );
+    assert!(has_link(&cable), "the cable of {} went", long.name);
+    assert!(netns_list().contains(&long.name));
+}

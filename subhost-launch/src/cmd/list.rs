@@ -502,7 +502,7 @@ fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
             })
             .collect(),
         // Without a config, the links that exist are all there is to show.
-        None => netns::host_links(&layout.name)
+        None => netns::cables_of(&layout.name)
             .into_iter()
             .map(|host| Cable {
                 bridge: master(&host),

@@ -192,7 +192,7 @@ fn leftovers(name: &str) -> bool {
     netns::path(name).symlink_metadata().is_ok()
         || state::init_record(name).is_some()
         || state::recorded_cgroup(name).is_some()
-        || !netns::host_links(name).is_empty()
+        || !netns::cables_of(name).is_empty()
 }
 
 /// Prints the outcome of `t`; true when it is stopped.
@@ -491,7 +491,7 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
     }
     if netns::exists(name) {
         println!("ip netns del {name}");
-        let left = netns::host_links(name);
+        let left = netns::cables_of(name);
         if !left.is_empty() {
             println!("# wait until gone: {}", left.join(" "));
         }
