@@ -123,18 +123,23 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
     delete_netns(&mut held);
     let layouts: Vec<&Layout> = held.iter().map(|t| &t.layout).collect();
     let unmounted = mounts::deactivate_all(&layouts);
-    for (t, r) in held.iter_mut().zip(unmounted) {
+    let mut unmounted_ok = Vec::new();
+    for (i, (t, r)) in held.iter_mut().zip(unmounted).enumerate() {
         match r {
-            Ok(d) => t.did |= d,
+            Ok(d) => {
+                t.did |= d;
+                unmounted_ok.push(i);
+            }
             Err(e) => t.failed.push(e),
         }
     }
-    // Only then is the image free for the next start or for a host tool.
-    let layouts: Vec<&Layout> = held.iter().map(|t| &t.layout).collect();
+    // Only then is the image free for the next start or for a host tool
+    // (one still mounted here has its failure told already).
+    let layouts: Vec<&Layout> = unmounted_ok.iter().map(|&i| &held[i].layout).collect();
     let released = mounts::wait_images_released(&layouts, KILL_WAIT);
-    for (t, r) in held.iter_mut().zip(released) {
+    for (i, r) in unmounted_ok.into_iter().zip(released) {
         if let Err(e) = r {
-            t.failed.push(e);
+            held[i].failed.push(e);
         }
     }
     for t in held.into_iter().chain(busy) {
