@@ -50,7 +50,12 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::AttachImage { image, mnt } => {
-                write!(f, "mount -o loop {} {}", quote(image), quote(mnt))
+                write!(
+                    f,
+                    "mount -o loop {} {}   # refused while losetup -j shows it attached",
+                    quote(image),
+                    quote(mnt)
+                )
             }
             Step::Overlay {
                 lower,
@@ -174,6 +179,9 @@ fn run(step: &Step) -> anyhow::Result<Option<PathBuf>> {
             quote(target)
         ),
         Current::Nothing => {}
+    }
+    if let Step::AttachImage { image, .. } = step {
+        refuse_attached(image)?;
     }
     crate::logging::step(step, || match step {
         Step::AttachImage { image, mnt } => mount_image(image, mnt),
@@ -675,26 +683,47 @@ pub fn wait_images_released(layouts: &[&Layout], timeout: Duration) -> Vec<anyho
     }
     let mut out: Vec<anyhow::Result<()>> = layouts.iter().map(|_| Ok(())).collect();
     for (i, devs) in bound {
-        let held: Vec<String> = devs
-            .iter()
-            .map(|d| {
-                let who = loopdev::holders(d);
-                if who.is_empty() {
-                    format!("/dev/{d}")
-                } else {
-                    format!("/dev/{d} ({})", who.join(", "))
-                }
-            })
-            .collect();
         out[i] = Err(anyhow!(
             "image {} is still attached to {} {timeout:?} after its last mount here \
              was unmounted: the holder must let go (`losetup -j {}` shows when it has)",
             layouts[i].image().display(),
-            held.join(", "),
+            with_holders(&devs),
             quote(layouts[i].image())
         ));
     }
     out
+}
+
+/// Loop devices with who holds each, for a message.
+fn with_holders(devs: &[String]) -> String {
+    let held: Vec<String> = devs
+        .iter()
+        .map(|d| {
+            let who = loopdev::holders(d);
+            if who.is_empty() {
+                format!("/dev/{d}")
+            } else {
+                format!("/dev/{d} ({})", who.join(", "))
+            }
+        })
+        .collect();
+    held.join(", ")
+}
+
+/// An image still attached to a loop device (its holder outlived a
+/// `stop`, or a `losetup` by hand) is not mounted again through another
+/// device: two mounts of one ext4 at once corrupt it.
+fn refuse_attached(image: &Path) -> anyhow::Result<()> {
+    let devs = loopdev::bound_to(image);
+    if devs.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "image {} is already attached to {}: a second device would mount its filesystem \
+         twice; let the holder go (or `losetup -d` a device set up by hand), then start again",
+        image.display(),
+        with_holders(&devs)
+    )
 }
 
 /// `unmount_tree` as a logged step of `stop`, when anything is mounted there.

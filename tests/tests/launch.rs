@@ -264,6 +264,45 @@ fn stop_waits_for_the_image_to_be_released_and_names_who_holds_it() {
     );
 }
 
+/// An image attached already (its holder outlived a stop, or a `losetup`
+/// by hand) is not mounted a second time through another device, which
+/// would mount one ext4 twice: `start` refuses and says where it is.
+#[test]
+fn start_refuses_an_image_attached_elsewhere() {
+    let (s, img) = image_subhost();
+    let out = run_timeout(
+        &mut cmd("losetup", ["--find", "--show", &*img.to_string_lossy()]),
+        LIMIT,
+    );
+    assert_ok(&out);
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = run_timeout(&mut cmd("losetup", ["-d", &self.0]), LIMIT);
+        }
+    }
+    let attached = Detach(out.stdout_str().trim().to_string());
+    let out = s.sh("true");
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    assert!(
+        out.stderr_str()
+            .contains(&format!("is already attached to {}", attached.0)),
+        "{}",
+        out.describe()
+    );
+    assert!(!mount_points()
+        .iter()
+        .any(|m| m.starts_with(&*s.dir().to_string_lossy())));
+    drop(attached);
+    let out = s.sh("cat /etc/motd");
+    assert_ok(&out);
+    assert!(
+        out.stdout_str().contains("in the image"),
+        "{}",
+        out.describe()
+    );
+}
+
 #[test]
 fn two_subhosts_on_one_bridge_ping_each_other() {
     let br = Bridge::new();
