@@ -19,6 +19,7 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use nix::errno::Errno;
@@ -84,7 +85,12 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::AttachImage { image, mnt } => {
-                write!(f, "mount -o loop {} {}", quote(image), quote(mnt))
+                write!(
+                    f,
+                    "mount -o loop {} {}   # refused while losetup -j shows it attached",
+                    quote(image),
+                    quote(mnt)
+                )
             }
             Step::Overlay {
                 lower,
@@ -300,6 +306,9 @@ fn run(step: &Step, userns: Option<BorrowedFd<'_>>) -> anyhow::Result<Option<Pat
             quote(target)
         ),
         Current::Nothing => {}
+    }
+    if let Step::AttachImage { image, .. } = step {
+        refuse_attached(image)?;
     }
     crate::logging::step(step, || match step {
         Step::AttachImage { image, mnt } => mount_image(image, mnt),
@@ -846,6 +855,100 @@ pub fn deactivate_all(layouts: &[&Layout]) -> Vec<anyhow::Result<bool>> {
         }
         Err(_) => layouts.iter().map(|l| deactivate(l)).collect(),
     }
+}
+
+/// The loop devices (`loop3`, …) bound to the image of `layout` now.
+pub fn image_devices(layout: &Layout) -> Vec<String> {
+    if !layout.image_present() {
+        return Vec::new();
+    }
+    loopdev::bound_to(&layout.image())
+}
+
+/// How often the wait for images' loop devices looks again.
+const RELEASE_POLL: Duration = Duration::from_millis(5);
+
+/// Waits up to `timeout` in all until no loop device is bound to the image
+/// of any of `layouts`; one result per layout.
+///
+/// Unmounting `mnt` releases the device only when that was the last mount
+/// of the image's filesystem: a mount namespace copied from the host while
+/// it was mounted (another subhost's start, any `unshare -m`) keeps a copy
+/// until that namespace drops it, and a process with the device open (a
+/// `losetup`, `blkid`) keeps it bound until it closes it. Autoclear then
+/// detaches it later, on its own; until then a new `start` would mount the
+/// same filesystem a second time through another device.
+pub fn wait_images_released(layouts: &[&Layout], timeout: Duration) -> Vec<anyhow::Result<()>> {
+    let mut bound: Vec<(usize, Vec<String>)> = layouts
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i, image_devices(l)))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    if !bound.is_empty() {
+        let all: Vec<&str> = bound
+            .iter()
+            .flat_map(|(_, d)| d)
+            .map(String::as_str)
+            .collect();
+        let what = format!("# wait until detached: {}", all.join(" "));
+        crate::logging::step(what, || {
+            let end = Instant::now() + timeout;
+            loop {
+                for (i, devs) in bound.iter_mut() {
+                    *devs = image_devices(layouts[*i]);
+                }
+                bound.retain(|(_, d)| !d.is_empty());
+                if bound.is_empty() || Instant::now() >= end {
+                    break;
+                }
+                std::thread::sleep(RELEASE_POLL);
+            }
+        });
+    }
+    let mut out: Vec<anyhow::Result<()>> = layouts.iter().map(|_| Ok(())).collect();
+    for (i, devs) in bound {
+        out[i] = Err(anyhow!(
+            "image {} is still attached to {} {timeout:?} after its last mount here \
+             was unmounted: the holder must let go (`losetup -j {}` shows when it has)",
+            layouts[i].image().display(),
+            with_holders(&devs),
+            quote(layouts[i].image())
+        ));
+    }
+    out
+}
+
+/// Loop devices with who holds each, for a message.
+fn with_holders(devs: &[String]) -> String {
+    let held: Vec<String> = devs
+        .iter()
+        .map(|d| {
+            let who = loopdev::holders(d);
+            if who.is_empty() {
+                format!("/dev/{d}")
+            } else {
+                format!("/dev/{d} ({})", who.join(", "))
+            }
+        })
+        .collect();
+    held.join(", ")
+}
+
+/// An image still attached to a loop device (its holder outlived a
+/// `stop`, or a `losetup` by hand) is not mounted again through another
+/// device: two mounts of one ext4 at once corrupt it.
+fn refuse_attached(image: &Path) -> anyhow::Result<()> {
+    let devs = loopdev::bound_to(image);
+    if devs.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "image {} is already attached to {}: a second device would mount its filesystem \
+         twice; let the holder go (or `losetup -d` a device set up by hand), then start again",
+        image.display(),
+        with_holders(&devs)
+    )
 }
 
 /// `unmount_tree` as a logged step of `stop`, when anything is mounted there.

@@ -557,14 +557,7 @@ pub fn finish_deletes(deletions: Vec<Deleting>, timeout: Duration) -> Vec<anyhow
 /// name extends this one (`web10`'s cable `web100` also reads as `web1`
 /// cable 00).
 fn sort_out(name: &str, candidates: Vec<String>) -> anyhow::Result<Vec<String>> {
-    let rivals: Vec<String> = std::fs::read_dir(NETNS_RUN_DIR)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|m| m != name && m.starts_with(name))
-                .filter(|m| candidates.iter().any(|l| is_cable_of(m, l)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let rivals = rivals(name, &candidates);
     let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
     let mut ours = Vec::new();
     for ifname in candidates {
@@ -575,11 +568,7 @@ fn sort_out(name: &str, candidates: Vec<String>) -> anyhow::Result<Vec<String>> 
             Err(e) if e.errno == libc::ENODEV => continue,
             Err(e) => bail!("looking up host link {ifname}: {e}"),
         };
-        let peer_ns = msg.attributes.iter().find_map(|a| match a {
-            LinkAttribute::LinkNetNsId(id) => Some(*id),
-            _ => None,
-        });
-        match peer_ns {
+        match peer_nsid(&msg) {
             None if matches!(link_kind(&msg), Some(InfoKind::Veth)) => {
                 match host.request(del_link(&ifname), 0) {
                     Ok(_) => {}
@@ -647,10 +636,65 @@ pub fn host_links(name: &str) -> Vec<String> {
     links
 }
 
+/// Cable indices are below this, the config's MAX_CABLES (a test checks;
+/// this file is also built alone, in a benchmark).
+const CABLE_INDICES: usize = 100;
+
+/// Whether `ifname` is a cable name of subhost `name`: `NAME` and an index
+/// as `host_if` writes it, 0 to 99. `ab100` is no cable of `ab` (cable
+/// "00"), only of `ab10`; `ab10` still reads as cable 10 of `ab` or cable
+/// 0 of `ab1`, which only the peer's namespace tells apart ([`cables_of`]).
 fn is_cable_of(name: &str, ifname: &str) -> bool {
-    ifname
-        .strip_prefix(name)
-        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+    ifname.strip_prefix(name).is_some_and(|rest| {
+        rest.parse::<usize>()
+            .is_ok_and(|i| i < CABLE_INDICES && i.to_string() == rest)
+    })
+}
+
+/// [`host_links`] of `name`, less the cables of another namespace whose
+/// name extends it (`ab1`'s `ab10`, with `ab1` up), told apart by the
+/// namespace their peer end is in: what is `name`'s own to report or
+/// clean up.
+pub fn cables_of(name: &str) -> Vec<String> {
+    let links = host_links(name);
+    let rivals = rivals(name, &links);
+    if rivals.is_empty() {
+        return links;
+    }
+    let Ok(mut host) = Netlink::open() else {
+        return links;
+    };
+    links
+        .into_iter()
+        .filter(|ifname| {
+            let peer = match host.request(get_link(ifname), 0) {
+                Ok(Some(RouteNetlinkMessage::NewLink(msg))) => peer_nsid(&msg),
+                _ => None,
+            };
+            !peer.is_some_and(|id| id >= 0 && owned_by_rival(&mut host, &rivals, ifname, id))
+        })
+        .collect()
+}
+
+/// Namespaces other than `name` whose name extends it and that some of
+/// `links` are a cable name of.
+fn rivals(name: &str, links: &[String]) -> Vec<String> {
+    std::fs::read_dir(NETNS_RUN_DIR)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|m| m != name && m.starts_with(name))
+                .filter(|m| links.iter().any(|l| is_cable_of(m, l)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The id the host gives the namespace of a link's peer end.
+fn peer_nsid(msg: &LinkMessage) -> Option<i32> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkNetNsId(id) => Some(*id),
+        _ => None,
+    })
 }
 
 // ---- messages ----
@@ -1188,6 +1232,9 @@ mod tests {
         create(&short, &[cable(format!("{short}0"), "eth0", None, None)]).expect("create");
         // `{long}0` also reads as cable 10 of `short`.
         create(&long, &[cable(format!("{long}0"), "eth0", None, None)]).expect("create");
+        // `{long}0` reads as a cable of `short`, but its peer is in `long`.
+        assert_eq!(cables_of(&short), vec![format!("{short}0")]);
+        assert_eq!(cables_of(&long), vec![format!("{long}0")]);
         assert!(delete(&short, WAIT).expect("delete of the shorter name"));
         assert_eq!(host_links(&short), vec![format!("{long}0")]);
         assert!(exists(&long));
@@ -1255,6 +1302,15 @@ mod tests {
         assert!(!is_cable_of("web", "webx0"));
         assert!(!is_cable_of("web", "web1a"));
         assert!(!is_cable_of("we", "web0"));
+        assert!(is_cable_of("web", "web99"));
+        // Not indices host_if writes: another subhost's, or no cable.
+        assert!(!is_cable_of("web", "web00"));
+        assert!(!is_cable_of("web", "web01"));
+        assert!(!is_cable_of("web", "web100"));
+        assert!(!is_cable_of("web", "web+1"));
+        assert!(!is_cable_of("ab", "ab100"), "cable 0 of ab10");
+        assert!(is_cable_of("ab10", "ab100"));
+        assert_eq!(CABLE_INDICES, crate::config::MAX_CABLES);
     }
 
     #[test]

@@ -92,6 +92,43 @@ pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
     }
 }
 
+/// Waits up to `wait` while a `start` or `stop` of `name` holds its lock;
+/// returns at once when none does. For readers: a start holds the lock
+/// from before it forks the init until its record is written, so once the
+/// lock is free, a running init has its record. Never creates the lock
+/// file, and holds it only for the instant of each look.
+pub fn wait_unlocked(name: &str, wait: std::time::Duration) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = lock_path(name);
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+    else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + wait;
+    let mut file = file;
+    let mut waited = false;
+    loop {
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_) => return,
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                if std::time::Instant::now() >= deadline {
+                    return;
+                }
+                if !waited {
+                    log::info!("{name}: a start or stop is in progress; waiting for it");
+                    waited = true;
+                }
+                file = f;
+                std::thread::sleep(LOCK_POLL);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// Opens the lock file, saying whether this call made it. Never blocks (a
 /// FIFO put in its place would) and never follows a symlink.
 fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {

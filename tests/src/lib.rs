@@ -58,16 +58,37 @@ pub fn require_root() {
     );
 }
 
-/// A name unique to this process and call, `sht` + `tag` + a counter,
-/// short enough for interface names (`NAME99` ≤ 15 bytes) when `tag` is
-/// at most 3 characters.
+/// A name unique on the host while this process lives, `sht`, `tag`, pid
+/// and a counter, short enough for interface names (`NAME99` ≤ 15 bytes)
+/// when `tag` is at most 3 characters.
+///
+/// The parts run together, so two test processes can spell the same name
+/// (pids `1a2` and `1a21`: `sht1a2` + `10` and `sht1a21` + `0`; tags `o` and
+/// `oa`), and netns, cables and records are host-wide. So each name is
+/// claimed as an abstract socket, which the kernel frees when the process
+/// ends however it ends; a name taken goes to the next counter.
 pub fn unique_name(tag: &str) -> String {
+    use std::os::linux::net::SocketAddrExt;
     static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id() % 100_000;
-    let name = format!("sht{tag}{pid:x}{n}");
-    assert!(name.len() <= 12, "test name {name} too long");
-    name
+    static CLAIMS: std::sync::Mutex<Vec<std::os::unix::net::UnixDatagram>> =
+        std::sync::Mutex::new(Vec::new());
+    loop {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id() % 100_000;
+        let name = format!("sht{tag}{pid:x}{n}");
+        assert!(name.len() <= 12, "test name {name} too long");
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(format!("subhost-test-name/{name}"))
+                .expect("abstract socket name");
+        match std::os::unix::net::UnixDatagram::bind_addr(&addr) {
+            Ok(claim) => {
+                CLAIMS.lock().unwrap_or_else(|e| e.into_inner()).push(claim);
+                return name;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("cannot claim test name {name}: {e}"),
+        }
+    }
 }
 
 /// A temp directory removed on drop, after unmounting anything still
@@ -546,5 +567,20 @@ impl Drop for Subhost {
         for ext in ["lock", "init", "cgroup", "console"] {
             let _ = std::fs::remove_file(format!("/run/subhost/{}.{ext}", self.name));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_unique_name_is_claimed_host_wide_until_exit() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = super::unique_name("u");
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(format!("subhost-test-name/{name}"))
+                .unwrap();
+        let again = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+        assert_ne!(super::unique_name("u"), name);
     }
 }

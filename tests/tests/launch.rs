@@ -170,8 +170,30 @@ fn stop_then_start_immediately_reuses_the_cable_names() {
 
 #[test]
 fn image_file_root() {
+    let (s, img) = image_subhost();
+    let out = s.sh("cat /etc/motd; echo new > /root/w");
+    assert_ok(&out);
+    assert!(
+        out.stdout_str().contains("in the image"),
+        "{}",
+        out.describe()
+    );
+    assert!(mount_points().contains(&s.dir().join("mnt").to_string_lossy().into_owned()));
+    assert_ok(&s.stop());
+    assert!(!mount_points()
+        .iter()
+        .any(|m| m.starts_with(&*s.dir().to_string_lossy())));
+    let loops = run_timeout(&mut cmd("losetup", ["-j", &img.to_string_lossy()]), LIMIT);
+    assert!(
+        loops.stdout_str().trim().is_empty(),
+        "loop device left: {}",
+        loops.stdout_str()
+    );
+}
+
+/// An image subhost with an `etc/motd`, its image formatted and ready.
+fn image_subhost() -> (Subhost, std::path::PathBuf) {
     let s = Subhost::new("", "");
-    // Build the image's content in a scratch tree, then mkfs from it.
     let scratch = TempDir::new();
     busybox_root(&scratch.path().join("root"));
     std::fs::create_dir_all(scratch.path().join("work")).unwrap();
@@ -192,23 +214,94 @@ fn image_file_root() {
         LIMIT,
     );
     assert_ok(&out);
-    let out = s.sh("cat /etc/motd; echo new > /root/w");
-    assert_ok(&out);
+    (s, img)
+}
+
+/// After its last mount goes, an image's loop device stays bound while
+/// anything else holds it: a process with the device open (a `losetup`,
+/// `blkid`), or a mount namespace copied from the host while the image was
+/// mounted (another subhost's start, any `unshare -m`). `stop` must not
+/// call that stopped, as a `start` would then mount the filesystem a
+/// second time through another device: it waits, says who holds it, and
+/// the next `stop` after the holder let go finishes. The holder here is
+/// this test with the device open (a mount namespace would also hold the
+/// images of the tests running alongside).
+#[test]
+fn stop_waits_for_the_image_to_be_released_and_names_who_holds_it() {
+    let (s, img) = image_subhost();
+    assert_ok(&s.sh("cat /etc/motd"));
+    let mnt = s.dir().join("mnt");
+    let device = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy()))
+        .and_then(|l| l.split(" - ").nth(1)?.split(' ').nth(1).map(str::to_string))
+        .expect("mnt mounted from a loop device");
+    assert!(device.starts_with("/dev/loop"), "{device}");
+    let held = std::fs::File::open(&device).unwrap();
+    let out = s.stop();
+    assert_eq!(out.code(), 1, "{}", out.describe());
+    let err = out.stderr_str();
     assert!(
-        out.stdout_str().contains("in the image"),
+        err.contains(&format!(
+            "still attached to {device} (open by PID {}",
+            std::process::id()
+        )),
         "{}",
         out.describe()
     );
-    assert!(mount_points().contains(&s.dir().join("mnt").to_string_lossy().into_owned()));
-    assert_ok(&s.stop());
     assert!(!mount_points()
         .iter()
         .any(|m| m.starts_with(&*s.dir().to_string_lossy())));
+
+    // The last close detaches it (autoclear).
+    drop(held);
+    let out = s.stop();
+    assert_ok(&out);
     let loops = run_timeout(&mut cmd("losetup", ["-j", &img.to_string_lossy()]), LIMIT);
     assert!(
         loops.stdout_str().trim().is_empty(),
         "loop device left: {}",
         loops.stdout_str()
+    );
+}
+
+/// An image attached already (its holder outlived a stop, or a `losetup`
+/// by hand) is not mounted a second time through another device, which
+/// would mount one ext4 twice: `start` refuses and says where it is.
+#[test]
+fn start_refuses_an_image_attached_elsewhere() {
+    let (s, img) = image_subhost();
+    let out = run_timeout(
+        &mut cmd("losetup", ["--find", "--show", &*img.to_string_lossy()]),
+        LIMIT,
+    );
+    assert_ok(&out);
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = run_timeout(&mut cmd("losetup", ["-d", &self.0]), LIMIT);
+        }
+    }
+    let attached = Detach(out.stdout_str().trim().to_string());
+    let out = s.sh("true");
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    assert!(
+        out.stderr_str()
+            .contains(&format!("is already attached to {}", attached.0)),
+        "{}",
+        out.describe()
+    );
+    assert!(!mount_points()
+        .iter()
+        .any(|m| m.starts_with(&*s.dir().to_string_lossy())));
+    drop(attached);
+    let out = s.sh("cat /etc/motd");
+    assert_ok(&out);
+    assert!(
+        out.stdout_str().contains("in the image"),
+        "{}",
+        out.describe()
     );
 }
 
@@ -782,4 +875,27 @@ fn console_file_gets_boot_output_and_a_failed_start_says_why() {
     );
     assert!(!s.live_mounted());
     assert!(!lock_file(&s).exists());
+}
+
+/// Cables are `NAME0`…`NAME99`, so `ab1`'s cable `ab10` also reads as cable
+/// 10 of `ab`. `stop ab` of an `ab` that does not exist must not take
+/// `ab1`'s cables for leftovers of `ab` (and report success): it says
+/// there is no such subhost, and leaves `ab1` alone.
+#[test]
+fn stop_of_a_missing_name_does_not_take_a_longer_name_s_cables_for_its_own() {
+    let br = Bridge::new();
+    let long = Subhost::busybox("pfx", &format!("BRIDGES=({})\n", br.name));
+    assert_ok(&long.sh("true"));
+    let short = &long.name[..long.name.len() - 1];
+    let cable = format!("{}0", long.name);
+    assert!(has_link(&cable));
+    let out = long.run(&["stop", short]);
+    assert_eq!(out.code(), 1, "{}", out.describe());
+    assert!(
+        out.stderr_str().contains(&format!("no subhost {short}")),
+        "{}",
+        out.describe()
+    );
+    assert!(has_link(&cable), "the cable of {} went", long.name);
+    assert!(netns_list().contains(&long.name));
 }

@@ -501,3 +501,74 @@ fn a_running_subhost_shows_its_verified_init_and_breaks_without_its_netns() {
         s.listed().get("state").str() == "stopped"
     }));
 }
+
+/// A start records its init only after forking it, so for a moment the
+/// init runs in its netns without a record. `status` must not answer
+/// `running` with "the record does not name it" then (a caller reading the
+/// record next finds none): it waits while a start holds the lock. The
+/// start in progress is played by the test holding the lock with the
+/// record removed; `-v` says when `status` waits.
+#[test]
+fn status_waits_for_a_start_in_progress_to_record_its_init() {
+    use std::io::BufRead;
+    let s = Sub::new();
+    assert_ok(&s.create(&[]));
+    busybox_root(&s.dir().join("root"));
+    let bg = Background {
+        child: Some(spawn_group(
+            s.launch()
+                .args(["start", &s.name, "--", "sleep", "30"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )),
+    };
+    assert!(wait_until(Duration::from_secs(10), || {
+        s.listed().get("state").str() == "running"
+    }));
+    let record_path = format!("/run/subhost/{}.init", s.name);
+    let record = std::fs::read_to_string(&record_path).unwrap();
+    let lock_file = std::fs::File::open(format!("/run/subhost/{}.lock", s.name)).unwrap();
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    std::fs::remove_file(&record_path).unwrap();
+
+    let mut status = spawn_group(
+        s.launch()
+            .args(["-v", "status", &s.name, "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = status.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let waiting = loop {
+        match rx.recv_timeout(LIMIT) {
+            Ok(l) if l.contains("in progress; waiting") => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
+    // The start "finishes": record written, lock released.
+    std::fs::write(&record_path, &record).unwrap();
+    drop(lock);
+    let out = wait_timeout(status, LIMIT);
+    assert!(waiting, "status did not wait: {seen:?} {}", out.describe());
+    assert_ok(&out);
+    let o = parse_json(&out.stdout_str());
+    assert_eq!(o.get("state").str(), "running", "{o:?}");
+    assert_eq!(o.get("problems"), &J::Arr(vec![]), "{o:?}");
+
+    let done = bg.terminate();
+    assert!(!done.timed_out, "{}", done.describe());
+}

@@ -404,6 +404,9 @@ fn init_caps(pid: i32) -> Option<Vec<caps::Capability>> {
     Some(set)
 }
 
+/// How long `list` waits for a start in progress to record its init.
+const START_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn init_fact(name: &str, inits: &Inits) -> InitFact {
     if let Some(id) = state::running_init(name) {
         return InitFact::Verified(id);
@@ -411,6 +414,13 @@ fn init_fact(name: &str, inits: &Inits) -> InitFact {
     // The record is only a hint: a crash or a cleaned /run can lose it
     // while the init runs on.
     if let Some(id) = inits.in_netns(name) {
+        // A start records its init only after forking it: while it still
+        // holds the lock, the record is on its way, not lost. Waited for,
+        // so that `running` always comes with the record callers read.
+        state::wait_unlocked(name, START_RECORD_WAIT);
+        if let Some(id) = state::running_init(name) {
+            return InitFact::Verified(id);
+        }
         return InitFact::Unrecorded(id);
     }
     let Some(rec) = state::init_record(name) else {
@@ -514,7 +524,7 @@ fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
             })
             .collect(),
         // Without a config, the links that exist are all there is to show.
-        None => netns::host_links(&layout.name)
+        None => netns::cables_of(&layout.name)
             .into_iter()
             .map(|host| Cable {
                 bridge: master(&host),

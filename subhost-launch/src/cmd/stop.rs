@@ -123,10 +123,23 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
     delete_netns(&mut held);
     let layouts: Vec<&Layout> = held.iter().map(|t| &t.layout).collect();
     let unmounted = mounts::deactivate_all(&layouts);
-    for (t, r) in held.iter_mut().zip(unmounted) {
+    let mut unmounted_ok = Vec::new();
+    for (i, (t, r)) in held.iter_mut().zip(unmounted).enumerate() {
         match r {
-            Ok(d) => t.did |= d,
+            Ok(d) => {
+                t.did |= d;
+                unmounted_ok.push(i);
+            }
             Err(e) => t.failed.push(e),
+        }
+    }
+    // Only then is the image free for the next start or for a host tool
+    // (one still mounted here has its failure told already).
+    let layouts: Vec<&Layout> = unmounted_ok.iter().map(|&i| &held[i].layout).collect();
+    let released = mounts::wait_images_released(&layouts, KILL_WAIT);
+    for (i, r) in unmounted_ok.into_iter().zip(released) {
+        if let Err(e) = r {
+            held[i].failed.push(e);
         }
     }
     for t in held.into_iter().chain(busy) {
@@ -184,7 +197,7 @@ fn leftovers(name: &str) -> bool {
     netns::path(name).symlink_metadata().is_ok()
         || state::init_record(name).is_some()
         || state::recorded_cgroup(name).is_some()
-        || !netns::host_links(name).is_empty()
+        || !netns::cables_of(name).is_empty()
 }
 
 /// Prints the outcome of `t`; true when it is stopped.
@@ -483,7 +496,7 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
     }
     if netns::exists(name) {
         println!("ip netns del {name}");
-        let left = netns::host_links(name);
+        let left = netns::cables_of(name);
         if !left.is_empty() {
             println!("# wait until gone: {}", left.join(" "));
         }
@@ -497,6 +510,18 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         println!(
             "umount {}   # if mounted; detaches the loop device",
             layout.mnt().display()
+        );
+        // Another mount namespace's copy of the mount, or an open of the
+        // device, keeps it bound after the umount.
+        let devs = mounts::image_devices(layout);
+        let devs = if devs.is_empty() {
+            String::new()
+        } else {
+            format!(" (now: {})", devs.join(" "))
+        };
+        println!(
+            "# wait until detached: losetup -j {} shows no device{devs}",
+            layout.image().display()
         );
     }
 }

@@ -7,6 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -210,6 +211,90 @@ pub fn backing_id(device: &Path) -> io::Result<Option<(u64, u64)>> {
     Ok(Some((info.lo_device, info.lo_inode)))
 }
 
+/// Where the kernel lists block devices, each loop device with its backing
+/// file in `loop/backing_file`.
+const SYS_BLOCK: &str = "/sys/block";
+
+/// The loop devices (`loop3`, …) bound to `image` now. Read from sysfs
+/// alone: opening a device to ask would itself hold an autoclear device
+/// a moment longer, for another `stop` waiting on it.
+pub fn bound_to(image: &Path) -> Vec<String> {
+    let Ok(image) = image.canonicalize() else {
+        return Vec::new();
+    };
+    bound_in(Path::new(SYS_BLOCK), &image)
+}
+
+/// [`bound_to`] over the sysfs tree at `sys_block`, for `image` resolved.
+fn bound_in(sys_block: &Path, image: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(sys_block) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("loop"))
+        .filter(|n| {
+            std::fs::read(sys_block.join(n).join("loop/backing_file"))
+                .is_ok_and(|b| b.strip_suffix(b"\n").unwrap_or(&b) == image.as_os_str().as_bytes())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Who keeps loop device `dev` (`loop3`) bound, as far as /proc tells: the
+/// processes that have it open, and one process of each mount namespace
+/// that still has its filesystem mounted (a namespace copied from the host
+/// while the image was mounted keeps its own copy of that mount).
+pub fn holders(dev: &str) -> Vec<String> {
+    let Ok(majmin) = std::fs::read_to_string(Path::new(SYS_BLOCK).join(dev).join("dev")) else {
+        return Vec::new();
+    };
+    let majmin = majmin.trim_end();
+    let node = Path::new("/dev").join(dev);
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut seen_ns = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for pid in procs.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let proc = Path::new("/proc").join(&pid);
+        let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+        let who = format!("PID {pid} ({})", comm.trim_end());
+        let open = std::fs::read_dir(proc.join("fd")).is_ok_and(|fds| {
+            fds.filter_map(|e| e.ok())
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == node))
+        });
+        if open {
+            out.push(format!("open by {who}"));
+        }
+        let Ok(ns) = std::fs::metadata(proc.join("ns/mnt")) else {
+            continue;
+        };
+        if !seen_ns.insert((ns.dev(), ns.ino())) {
+            continue;
+        }
+        let mounted = std::fs::read_to_string(proc.join("mountinfo"))
+            .is_ok_and(|m| mountinfo_has_device(&m, majmin));
+        if mounted {
+            out.push(format!("mounted in the mount namespace of {who}"));
+        }
+    }
+    out
+}
+
+/// Whether a mountinfo text has a mount of device `majmin` (`7:3`, its
+/// third field).
+fn mountinfo_has_device(mountinfo: &str, majmin: &str) -> bool {
+    mountinfo
+        .lines()
+        .any(|l| l.split(' ').nth(2) == Some(majmin))
+}
+
 /// The (st_dev, st_ino) of a file, comparable with `backing_id`.
 pub fn file_id(path: &Path) -> io::Result<(u64, u64)> {
     let m = std::fs::metadata(path)?;
@@ -351,6 +436,38 @@ mod tests {
             assert!(std::time::Instant::now() < end, "still bound");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn bound_devices_are_found_by_backing_file() {
+        let sys =
+            std::env::temp_dir().join(format!("subhost-test-sysblock-{}", std::process::id()));
+        let dev = |n: &str, backing: Option<&str>| {
+            std::fs::create_dir_all(sys.join(n).join("loop")).unwrap();
+            if let Some(b) = backing {
+                std::fs::write(sys.join(n).join("loop/backing_file"), format!("{b}\n")).unwrap();
+            }
+        };
+        dev("loop0", Some("/srv/a/a.img"));
+        dev("loop1", None); // unbound: no backing_file
+        dev("loop2", Some("/srv/a/a.img.old"));
+        dev("loop10", Some("/srv/a/a.img"));
+        dev("sda", None);
+        let found = bound_in(&sys, Path::new("/srv/a/a.img"));
+        let none = bound_in(&sys, Path::new("/srv/a/a.im"));
+        std::fs::remove_dir_all(&sys).unwrap();
+        assert_eq!(found, ["loop0", "loop10"]);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn mountinfo_is_matched_on_the_device_field() {
+        let m = "36 35 98:0 / /mnt1 rw - ext4 /dev/loop7 rw\n\
+                 37 35 7:30 / /mnt2 rw - ext4 /dev/loop30 rw\n";
+        assert!(mountinfo_has_device(m, "98:0"));
+        assert!(mountinfo_has_device(m, "7:30"));
+        assert!(!mountinfo_has_device(m, "7:3"));
+        assert!(!mountinfo_has_device(m, "35"));
     }
 
     #[test]

@@ -177,7 +177,10 @@ fn display_is_the_shell_command() {
         image: "/a b/x.img".into(),
         mnt: "/a b/mnt".into(),
     };
-    assert_eq!(s.to_string(), "mount -o loop '/a b/x.img' '/a b/mnt'");
+    assert_eq!(
+        s.to_string(),
+        "mount -o loop '/a b/x.img' '/a b/mnt'   # refused while losetup -j shows it attached"
+    );
     let s = Step::Overlay {
         lower: vec!["/l,1".into(), "/l:2".into()],
         upper: "/u\\p".into(),
