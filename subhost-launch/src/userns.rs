@@ -443,6 +443,8 @@ pub struct Namespaces {
 pub fn acquire(range: Range, net: bool) -> Result<Namespaces> {
     let (go_r, go_w) = pipe()?;
     let (ready_r, ready_w) = pipe()?;
+    // SAFETY: getpid has no preconditions.
+    let launcher = unsafe { libc::getpid() };
     // SAFETY: a raw clone without CLONE_VM behaves like fork; the child only
     // makes async-signal-safe calls (read, unshare, write, pause, _exit), so
     // this is sound even from a multi-threaded process (tests).
@@ -464,6 +466,14 @@ pub fn acquire(range: Range, net: bool) -> Result<Namespaces> {
         let mut b = [0u8; 1];
         // SAFETY: plain syscalls on fds this process owns; never returns.
         unsafe {
+            // Dies with the launcher, should it be killed before it kills
+            // this helper: nothing may be left holding the launcher's fds
+            // (its lock among them) or the namespaces.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                || libc::getppid() != launcher
+            {
+                libc::_exit(4);
+            }
             libc::close(go_w.as_raw_fd());
             libc::close(ready_r.as_raw_fd());
             if libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) != 1 {
@@ -475,6 +485,8 @@ pub fn acquire(range: Range, net: bool) -> Result<Namespaces> {
             if libc::write(ready_w.as_raw_fd(), b.as_ptr().cast(), 1) != 1 {
                 libc::_exit(3);
             }
+            // Its namespaces are all it is kept for.
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
             loop {
                 libc::pause();
             }

@@ -34,7 +34,7 @@ impl Fleet {
             busybox_root(&dir.join("root"));
             std::fs::write(
                 dir.join("config"),
-                format!("BRIDGES=({})\n{config}", fleet.bridge.name),
+                mode_config(&format!("BRIDGES=({})\n{config}", fleet.bridge.name)),
             )
             .unwrap();
         }
@@ -206,7 +206,7 @@ fn one_failed_start_among_several_is_undone_alone() {
     // its root is mounted, while a's sandbox may still be setting up.
     std::fs::write(
         fleet.base().join(b).join("config"),
-        "BRIDGES=(shtnobridge)\n",
+        mode_config("BRIDGES=(shtnobridge)\n"),
     )
     .unwrap();
     let out = fleet.on_all(&["start", "--detach"]);
@@ -354,10 +354,10 @@ fn a_start_killed_at_any_moment_leaves_nothing_stop_cannot_clean() {
                 // BOOT starts a marked sleeper that stays up.
                 std::fs::write(
                     fleet.base().join(name).join("config"),
-                    format!(
+                    mode_config(&format!(
                         "BRIDGES=({})\nBOOT=(sh -c 'sleep {marker} &')\n",
                         fleet.bridge.name
-                    ),
+                    )),
                 )
                 .unwrap();
                 args.extend(["--detach", name]);
