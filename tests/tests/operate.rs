@@ -3,6 +3,7 @@
 //! and over the cable, see both in `list --json`, and stop them (HALT before
 //! SIGTERM) until `list` says stopped.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -140,4 +141,54 @@ fn create_boot_serve_list_and_stop() {
         listed(tmp.path(), &b.name),
         format!("stopped {}0:{}", b.name, br.name)
     );
+}
+
+/// Root inside a privileged subhost is the host's root: a setuid copy of
+/// `id` it leaves in its root runs as host root for any host user who can
+/// reach the file. `create` makes the subhost's directory 0700 so that none
+/// can; opened up, the same file is shown to give a host user euid 0.
+#[test]
+fn a_setuid_file_made_inside_runs_for_no_host_user() {
+    require_root();
+    if userns_mode() {
+        // Its root is an ordinary host uid: the file gives nobody root.
+        return;
+    }
+    let tmp = TempDir::new();
+    let h = Host {
+        base: tmp.path(),
+        name: unique_name("suid"),
+    };
+    ok(h.launch(&["create", &h.name, "--lower", "/"]));
+    let dir = tmp.path().join(&h.name);
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", dir.display());
+    ok(h.launch(&[
+        "start",
+        &h.name,
+        "--",
+        "sh",
+        "-c",
+        "cp /usr/bin/id /tmp/suid-id && chmod 4755 /tmp/suid-id",
+    ]));
+    let file = h.root().join("tmp/suid-id");
+    let as_nobody = || {
+        let mut c = Command::new("setpriv");
+        // Through a shell: setpriv itself finds its program as root.
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["sh", "-c", "exec \"$0\" -u"])
+            .arg(&file);
+        run_timeout(&mut c, LIMIT)
+    };
+    let out = as_nobody();
+    assert!(
+        !out.status.success() && out.stderr_str().contains("Permission denied"),
+        "{}",
+        out.describe()
+    );
+    // The directory opened up: the same file makes a host user root.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = as_nobody();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(out.stdout_str().trim(), "0", "{}", out.describe());
 }

@@ -28,6 +28,19 @@ pub struct Request {
 /// Smallest image `mkfs.ext4` formats without trouble.
 const IMAGE_MIN: u64 = 1 << 20;
 
+/// Mode of `$SUBHOST/NAME`. A privileged subhost's root is the host's uid
+/// 0: a setuid file it makes in `root/` would run as host root for any host
+/// user who can reach it, so nobody but root may. With USERNS the root
+/// inside is an ordinary host uid, which the sandbox reaches `live` as: it
+/// needs the search bit, and a setuid file inside only gives that uid.
+fn dir_mode(cfg: &config::Config) -> u32 {
+    if cfg.userns.is_some() {
+        0o711
+    } else {
+        0o700
+    }
+}
+
 pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
     let layout = Layout::new(base, name)?;
     let image_size = req.image.as_deref().map(parse_size).transpose()?;
@@ -42,7 +55,10 @@ pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
     check_lower(&cfg.lower)?;
 
     let made_base = make_base(base)?;
-    match fs::DirBuilder::new().mode(0o755).create(&layout.dir) {
+    match fs::DirBuilder::new()
+        .mode(dir_mode(&cfg))
+        .create(&layout.dir)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(
             "{} exists already: not overwriting it (choose another name, or `subhost-launch \
