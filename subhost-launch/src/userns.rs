@@ -400,10 +400,15 @@ pub fn check_reachable(live: &Path, range: Range) -> Result<()> {
         if !through {
             bail!(
                 "{} (mode {:o}) does not let others through, and root of the subhost's user \
-                 namespace is host uid {}: chmod o+x {}",
+                 namespace is host uid {}: chmod o+x {}, or, for the subhost's own directory, \
+                 chgrp {} {} && chmod 710 {} (as `create --userns` makes it: a setuid file made \
+                 inside stays out of host users' reach)",
                 dir.display(),
                 m.mode() & 0o7777,
                 range.base,
+                dir.display(),
+                range.base,
+                dir.display(),
                 dir.display()
             );
         }

@@ -145,24 +145,38 @@ fn create_boot_serve_list_and_stop() {
 
 /// Root inside a privileged subhost is the host's root: a setuid copy of
 /// `id` it leaves in its root runs as host root for any host user who can
-/// reach the file. `create` makes the subhost's directory 0700 so that none
-/// can; opened up, the same file is shown to give a host user euid 0.
+/// reach the file. `create` makes the subhost's directory 0700 (with
+/// `--userns`, 0710 and the group of the namespace's root, which must get
+/// through) so that none can; opened up, the same file is shown to give a
+/// host user the file owner's euid: host root, or with USERNS the range's
+/// root.
 #[test]
 fn a_setuid_file_made_inside_runs_for_no_host_user() {
+    use std::os::unix::fs::MetadataExt;
     require_root();
-    if userns_mode() {
-        // Its root is an ordinary host uid: the file gives nobody root.
-        return;
-    }
     let tmp = TempDir::new();
     let h = Host {
         base: tmp.path(),
         name: unique_name("suid"),
     };
-    ok(h.launch(&["create", &h.name, "--lower", "/"]));
+    let mut args = vec!["create", &h.name, "--lower", "/"];
+    args.extend(mode_create_args());
+    ok(h.launch(&args));
     let dir = tmp.path().join(&h.name);
-    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700, "{}", dir.display());
+    let meta = std::fs::metadata(&dir).unwrap();
+    // The owner the file gets on the host, and the directory it sits in.
+    let owner = if userns_mode() {
+        let record = std::fs::read_to_string(dir.join("userns")).unwrap();
+        let base: u32 = record.trim().split(':').next().unwrap().parse().unwrap();
+        assert_eq!(
+            (meta.mode() & 0o777, meta.uid(), meta.gid()),
+            (0o710, 0, base)
+        );
+        base
+    } else {
+        assert_eq!((meta.mode() & 0o777, meta.uid(), meta.gid()), (0o700, 0, 0));
+        0
+    };
     ok(h.launch(&[
         "start",
         &h.name,
@@ -186,9 +200,15 @@ fn a_setuid_file_made_inside_runs_for_no_host_user() {
         "{}",
         out.describe()
     );
-    // The directory opened up: the same file makes a host user root.
+    // The directory opened up: the same file gives a host user its owner.
+    let mode = meta.permissions().mode();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = as_nobody();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    assert_eq!(out.stdout_str().trim(), "0", "{}", out.describe());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    assert_eq!(
+        out.stdout_str().trim(),
+        owner.to_string(),
+        "{}",
+        out.describe()
+    );
 }

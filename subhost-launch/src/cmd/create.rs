@@ -28,17 +28,19 @@ pub struct Request {
 /// Smallest image `mkfs.ext4` formats without trouble.
 const IMAGE_MIN: u64 = 1 << 20;
 
-/// Mode of `$SUBHOST/NAME`. A privileged subhost's root is the host's uid
-/// 0: a setuid file it makes in `root/` would run as host root for any host
-/// user who can reach it, so nobody but root may. With USERNS the root
-/// inside is an ordinary host uid, which the sandbox reaches `live` as: it
-/// needs the search bit, and a setuid file inside only gives that uid.
-fn dir_mode(cfg: &config::Config) -> u32 {
-    if cfg.userns.is_some() {
-        0o711
-    } else {
-        0o700
-    }
+/// `$SUBHOST/NAME` is made 0700: a privileged subhost's root is the host's
+/// uid 0, so a setuid file it leaves in `root/` (or `live/`) would run as
+/// host root for any host user who could reach it. With USERNS the
+/// sandbox reaches `live` as root of the subhost's user namespace, an
+/// ordinary host user: the directory then goes to that root's group, with
+/// the search bit for it alone (0710). Not to others: what root inside
+/// writes in an rbind or image root, or a SHARE, is owned on disk by its
+/// ids inside, so a setuid-root file made there is the host's root's.
+fn open_to_range(dir: &Path, range: crate::userns::Range) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, None, Some(range.base))
+        .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o710)))
+        .with_context(|| format!("cannot give {} to the user namespace's root", dir.display()))
 }
 
 pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
@@ -55,10 +57,7 @@ pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
     check_lower(&cfg.lower)?;
 
     let made_base = make_base(base)?;
-    match fs::DirBuilder::new()
-        .mode(dir_mode(&cfg))
-        .create(&layout.dir)
-    {
+    match fs::DirBuilder::new().mode(0o700).create(&layout.dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(
             "{} exists already: not overwriting it (choose another name, or `subhost-launch \
@@ -71,9 +70,11 @@ pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
         }
     }
     let populated = populate(&layout, &text, image_size).and_then(|()| match cfg.userns {
-        Some(u) => crate::userns::resolve(&layout, u.setting)?
-            .map(Some)
-            .map_err(anyhow::Error::msg),
+        Some(u) => {
+            let range = crate::userns::resolve(&layout, u.setting)?.map_err(anyhow::Error::msg)?;
+            open_to_range(&layout.dir, range)?;
+            Ok(Some(range))
+        }
         None => Ok(None),
     });
     let range = match populated {
