@@ -468,7 +468,7 @@ mod tests {
     }
     impl Drop for Bin {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = crate::files::tree::remove_tree_mount_free(&self.0);
         }
     }
 

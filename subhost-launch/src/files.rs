@@ -6,6 +6,9 @@
 //! such read goes through here: opened without blocking, refused unless it
 //! is a regular file once open, and capped in size.
 
+#[cfg(test)]
+pub mod tree;
+
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -88,7 +91,7 @@ mod tests {
 
     fn tmp(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("subhost-files-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let _ = tree::remove_tree_mount_free(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -102,7 +105,7 @@ mod tests {
         // One byte over the cap is refused, not cut.
         let e = read_text(&f, 3).unwrap_err();
         assert!(e.to_string().contains("larger than 3 bytes"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
+        tree::remove_tree_mount_free(&d).unwrap();
     }
 
     #[test]
@@ -114,7 +117,7 @@ mod tests {
         let e = read_capped(&f, CONFIG_MAX).unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(2));
         assert!(e.to_string().contains("a FIFO, not a regular file"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
+        tree::remove_tree_mount_free(&d).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod idmap;
 mod loopdev;
 mod mountinfo;
+mod overlay;
 #[cfg(test)]
 mod tests;
 
@@ -17,7 +18,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -120,7 +121,19 @@ impl fmt::Display for Step {
                 )?;
                 if let Some(m) = idmap {
                     let staged: Vec<String> = (0..lower.len()).map(|i| quote(m.layer(i))).collect();
-                    write!(f, " && umount -l {}", staged.join(" "))?;
+                    write!(
+                        f,
+                        " && umount -l {0} && rmdir {0} {1}",
+                        staged.join(" "),
+                        quote(&m.staging)
+                    )?;
+                    // What runs where the kernel allows: nothing attached,
+                    // so nothing a killed start could leave mounted.
+                    write!(
+                        f,
+                        "   # in-process: the idmapped copies go to overlayfs as file \
+                         descriptors, unattached, where the kernel takes them"
+                    )?;
                 }
                 Ok(())
             }
@@ -294,6 +307,11 @@ fn run(step: &Step, userns: Option<BorrowedFd<'_>>) -> anyhow::Result<Option<Pat
     if let Step::Overlay { upper, work, .. } = step {
         same_mount(upper, work)?;
     }
+    if let Step::Overlay { idmap: Some(m), .. } = step {
+        // Left by a start killed while its layers were attached: detached
+        // and its directories removed before anything else is done here.
+        clear_staging(&m.staging)?;
+    }
     match current(step)? {
         Current::Matches => {
             log::info!("already mounted, reusing: {step}");
@@ -398,9 +416,22 @@ fn check(step: &Step, deferred: &[&Path]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The subhost's own filesystem must be a directory of its own: a symlink
+/// there would make whatever it points to on the host the subhost's
+/// writable root (and, with USERNS, have it chowned), so it is refused,
+/// never followed.
 fn check_root(root: &Path) -> anyhow::Result<()> {
-    match std::fs::metadata(root) {
+    match std::fs::symlink_metadata(root) {
         Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{} is a symlink{}: the subhost's filesystem must be a directory there, never a \
+             link to elsewhere on the host; replace the link with the directory itself (or \
+             move the whole subhost directory there)",
+            root.display(),
+            std::fs::read_link(root)
+                .map(|t| format!(" to {}", t.display()))
+                .unwrap_or_default()
+        ),
         Ok(_) => bail!(
             "{} is not a directory: the subhost's filesystem must be a directory there",
             root.display()
@@ -567,11 +598,20 @@ fn overlay_matches(
             (Ok(a), Ok(b)) if a == b
         )
     };
-    let (Some(l), Some(u), Some(w)) = (get("lowerdir"), get("upperdir"), get("workdir")) else {
+    let (Some(u), Some(w)) = (get("upperdir"), get("workdir")) else {
         return false;
     };
-    let layers = split_escaped(l, b':');
-    layers.len() == lower.len()
+    // Layers given as fds are listed one `lowerdir+=` each, by the path
+    // of a copy that is attached nowhere.
+    let layers = match get("lowerdir") {
+        Some(l) => split_escaped(l, b':'),
+        None => opts
+            .iter()
+            .filter_map(|o| o.strip_prefix(b"lowerdir+=".as_slice()))
+            .collect(),
+    };
+    !layers.is_empty()
+        && layers.len() == lower.len()
         && (mapped || layers.iter().zip(lower).all(|(s, p)| same(s, p)))
         && same(u, upper)
         && same(w, work)
@@ -669,9 +709,12 @@ fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, live: &Path) -> a
     })
 }
 
-/// An overlay over idmapped copies of `lower`: each is attached on its
-/// staging dir, the overlay mounted over those, and the staged copies
-/// detached again whether that worked or not.
+/// An overlay over idmapped copies of `lower`. Where the kernel takes
+/// layers as file descriptors (Linux 6.15: detached mounts as layers), the
+/// copies go to overlayfs unattached: nothing is ever mounted but the
+/// overlay, and a start killed half-way leaves no copy behind (the copies
+/// die with the launcher's fds). Elsewhere each copy is attached on its
+/// staging directory for the overlay's mount, then detached again.
 fn mount_mapped_overlay(
     lower: &[PathBuf],
     upper: &Path,
@@ -680,46 +723,242 @@ fn mount_mapped_overlay(
     m: &Idmap,
     userns: BorrowedFd<'_>,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&m.staging)
-        .with_context(|| format!("cannot create {}", m.staging.display()))?;
-    let mut staged = Vec::new();
-    let mut result = Ok(());
-    for (i, l) in lower.iter().enumerate() {
-        let at = m.layer(i);
+    let mut trees = Vec::with_capacity(lower.len());
+    for l in lower {
         // Whole layers only, as overlayfs takes them: no mounts below.
-        let attached = ensure_dir(&at, "staging")
-            .and_then(|()| idmap::clone_mapped(l, userns, false))
-            .and_then(|tree| idmap::attach(&tree, &at));
-        match attached {
-            Ok(()) => staged.push(at),
+        let tree = idmap::clone_mapped(l, userns, false)
+            .and_then(|t| idmap::make_private(&t).map(|()| t))
+            .with_context(|| format!("lower layer {}", l.display()))?;
+        trees.push(tree);
+    }
+    // The tests take the older kernels' way here too.
+    if std::env::var_os(STAGED_LAYERS).is_some_and(|v| v == "1") {
+        log::info!(
+            "{STAGED_LAYERS}=1: attaching the layers on {}",
+            m.staging.display()
+        );
+        return mount_staged_overlay(&trees, lower, upper, work, live, m);
+    }
+    match overlay::mount_from_fds(&trees, upper, work, live) {
+        Ok(()) => Ok(()),
+        Err(overlay::FdError::Unsupported(why)) => {
+            log::info!(
+                "overlayfs takes no unattached layers here ({why}): attaching them on {}",
+                m.staging.display()
+            );
+            mount_staged_overlay(&trees, lower, upper, work, live, m)
+        }
+        Err(overlay::FdError::Failed(e)) => Err(e),
+    }
+}
+
+/// Set to 1, the idmapped layers are attached on their staging directory
+/// even where the kernel takes them as fds: how the tests cover the way
+/// older kernels go.
+const STAGED_LAYERS: &str = "SUBHOST_STAGED_LAYERS";
+
+/// The overlay over `trees` attached on `staging/N`: the staging levels are
+/// made here, and removed again with rmdir once the copies are detached.
+/// Whatever cannot be detached or removed stays, with a warning: `status`
+/// reports it and `stop` clears it.
+fn mount_staged_overlay(
+    trees: &[std::os::fd::OwnedFd],
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    live: &Path,
+    m: &Idmap,
+) -> anyhow::Result<()> {
+    let mut made = Vec::new();
+    let mut staged = Vec::new();
+    let mut result = make_staging_dir(&m.staging);
+    if result.is_ok() {
+        made.push(m.staging.clone());
+    }
+    for (i, tree) in trees.iter().enumerate() {
+        if result.is_err() {
+            break;
+        }
+        let at = m.layer(i);
+        match std::fs::create_dir(&at) {
+            Ok(()) => made.push(at.clone()),
             Err(e) => {
-                result = Err(e.context(format!("lower layer {}", l.display())));
+                result =
+                    Err(anyhow::Error::new(e).context(format!("cannot create {}", at.display())));
                 break;
             }
+        }
+        match idmap::attach(tree, &at) {
+            Ok(()) => staged.push(at),
+            Err(e) => result = Err(e.context(format!("lower layer {}", lower[i].display()))),
         }
     }
     if result.is_ok() {
         result = mount_overlay(&mapped_layers(lower, Some(m)), upper, work, live);
     }
+    let mut detached = true;
     for at in &staged {
         if let Err(e) = nix::mount::umount2(at, MntFlags::MNT_DETACH) {
             log::warn!("cannot detach the staged layer {}: {e}", at.display());
+            detached = false;
         }
     }
-    let _ = std::fs::remove_dir_all(&m.staging);
+    if detached {
+        for d in made.iter().rev() {
+            if let Err(e) = std::fs::remove_dir(d) {
+                log::warn!("cannot remove {}: {e}", d.display());
+            }
+        }
+    } else {
+        log::warn!(
+            "{} is left in place: `subhost-launch status` reports it, `stop` clears it",
+            m.staging.display()
+        );
+    }
     result
+}
+
+/// Makes the staging directory, which must not exist: `clear_staging` has
+/// removed a leftover, so one there now was put there meanwhile.
+fn make_staging_dir(staging: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(staging)
+        .with_context(|| format!("cannot create the staging directory {}", staging.display()))
+}
+
+/// What a start left under `staging`: the mounts at or below it, and
+/// whether the directory is there at all. None when nothing is.
+pub fn staged_leftover(staging: &Path, mounts: &[MountEntry]) -> Option<String> {
+    let n = mounts.iter().filter(|e| e.is_at_or_below(staging)).count();
+    let there = staging.symlink_metadata().is_ok();
+    match (there, n) {
+        (false, 0) => None,
+        (_, 0) => Some(format!(
+            "leftover staging directory {} (from an interrupted start)",
+            staging.display()
+        )),
+        (_, n) => Some(format!(
+            "{n} staged lower layer{} still mounted under {} (from an interrupted start)",
+            if n == 1 { "" } else { "s" },
+            staging.display()
+        )),
+    }
+}
+
+/// Clears what an interrupted start left under `staging`: every mount at
+/// or below it is made private (a staged copy of `/` shares the host's
+/// propagation, and unmounting a mount below it would unmount the host's
+/// own mount at the same place) and unmounted, the newest first; then the
+/// directories a start makes there (`N/` for each layer, and `staging`)
+/// are removed with rmdir. Anything else found there is reported, never
+/// deleted. Returns whether anything was there.
+pub fn clear_staging(staging: &Path) -> anyhow::Result<bool> {
+    let meta = match staging.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", staging.display())),
+    };
+    if !meta.is_dir() {
+        bail!(
+            "{} is not a directory (a start stages layers in a directory there): look at \
+             what it is and remove it (rm {}) if nothing of yours needs it",
+            staging.display(),
+            quote(staging)
+        );
+    }
+    let below: Vec<MountEntry> = mount_points()
+        .context("cannot read /proc/self/mountinfo")?
+        .into_iter()
+        .filter(|e| e.is_at_or_below(staging))
+        .collect();
+    if !below.is_empty() {
+        crate::logging::step(
+            format_args!(
+                "mount --make-rprivate {0} && umount -R {0}   # staged layers of an interrupted start",
+                quote(staging)
+            ),
+            || {
+                for e in &below {
+                    match nix::mount::mount(
+                        None::<&str>,
+                        &e.mount_point,
+                        None::<&str>,
+                        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+                        None::<&str>,
+                    ) {
+                        // Gone already, with a parent or by propagation.
+                        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+                        Err(err) => {
+                            return Err(io::Error::from(err)).with_context(|| {
+                                format!(
+                                    "cannot make {} private before unmounting it",
+                                    e.mount_point.display()
+                                )
+                            })
+                        }
+                    }
+                }
+                unmount_tree(staging).map(|_| ())
+            },
+        )?;
+    }
+    let mut unexpected = Vec::new();
+    let entries =
+        std::fs::read_dir(staging).with_context(|| format!("cannot read {}", staging.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", staging.display()))?;
+        let name = entry.file_name();
+        let layer = name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if !(layer && is_dir) || std::fs::remove_dir(entry.path()).is_err() {
+            unexpected.push(entry.path());
+        }
+    }
+    if !unexpected.is_empty() {
+        bail!(
+            "{} holds what a start does not leave there ({}): left in place; look at it and \
+             remove it yourself when nothing needs it",
+            staging.display(),
+            unexpected
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    std::fs::remove_dir(staging).with_context(|| format!("cannot remove {}", staging.display()))?;
+    Ok(true)
 }
 
 /// Gives the upper layer's top directory to root inside, unless an id of
 /// the range owns it already.
 fn own_upper(upper: &Path, range: &Range) -> anyhow::Result<()> {
-    let meta =
-        std::fs::metadata(upper).with_context(|| format!("cannot inspect {}", upper.display()))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened without following a link, and chowned through that very fd:
+    // a symlink swapped in after the check gives nothing of the host away.
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(upper)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => anyhow!(
+                "{} is not a directory (a symlink?): the subhost's filesystem must be a \
+                 directory there; replace it with the directory itself",
+                upper.display()
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot open {}", upper.display())),
+        })?;
+    let meta = dir
+        .metadata()
+        .with_context(|| format!("cannot inspect {}", upper.display()))?;
     let inside = |id: u32| id >= range.base && u64::from(id) < range.end();
     if inside(meta.uid()) && inside(meta.gid()) {
         return Ok(());
     }
-    std::os::unix::fs::chown(upper, Some(range.base), Some(range.base)).with_context(|| {
+    std::os::unix::fs::fchown(&dir, Some(range.base), Some(range.base)).with_context(|| {
         format!(
             "cannot give {} to root of the subhost's user namespace (host id {})",
             upper.display(),
@@ -815,15 +1054,11 @@ fn resolved(layout: &Layout, leaf: &str) -> Option<PathBuf> {
 }
 
 /// Unmounts `live` (and everything below it) and `mnt` (detaching the loop
-/// device). Returns whether anything was mounted. Idempotent; never deletes
-/// data.
+/// device), and clears layers a start left staged. Returns whether anything
+/// was mounted. Idempotent; never deletes data, and never unmounts a mount
+/// at `live` or `mnt` that is not this subhost's own (see [`foreign`]).
 pub fn deactivate(layout: &Layout) -> anyhow::Result<bool> {
-    let Some(live) = resolved(layout, "live") else {
-        return Ok(false);
-    };
-    let was_live = unmount_step(&live)?;
-    let was_mnt = unmount_step(&layout.dir.canonicalize()?.join("mnt"))?;
-    Ok(was_live || was_mnt)
+    deactivate_all(&[layout]).remove(0)
 }
 
 /// [`deactivate`] for many subhosts, with one read of the mount table for
@@ -832,29 +1067,118 @@ pub fn deactivate(layout: &Layout) -> anyhow::Result<bool> {
 /// per layout; when the shared pass fails, each is done on its own so the
 /// failure is told of the subhost it belongs to.
 pub fn deactivate_all(layouts: &[&Layout]) -> Vec<anyhow::Result<bool>> {
-    let dirs: Vec<(usize, PathBuf)> = layouts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| Some((i, resolved(l, "live")?, resolved(l, "mnt")?)))
-        .flat_map(|(i, live, mnt)| [(i, live), (i, mnt)])
-        .collect();
+    let mut out: Vec<anyhow::Result<bool>> = layouts.iter().map(|_| Ok(false)).collect();
+    let table = match mount_points().context("cannot read /proc/self/mountinfo") {
+        Ok(t) => t,
+        Err(e) => {
+            let e = format!("{e:#}");
+            return layouts.iter().map(|_| Err(anyhow!("{e}"))).collect();
+        }
+    };
+    let mut dirs: Vec<(usize, PathBuf)> = Vec::new();
+    for (i, l) in layouts.iter().enumerate() {
+        let (Some(live), Some(mnt)) = (resolved(l, "live"), resolved(l, "mnt")) else {
+            continue;
+        };
+        let theirs = foreign(l, &table);
+        if !theirs.is_empty() {
+            out[i] = Err(anyhow!(
+                "{}: left mounted, as it is not this subhost's; unmount it yourself once \
+                 nothing needs it",
+                theirs.join("; ")
+            ));
+            continue;
+        }
+        dirs.push((i, live));
+        dirs.push((i, mnt));
+    }
     let paths: Vec<&Path> = dirs.iter().map(|(_, d)| d.as_path()).collect();
     match unmount_trees(&paths) {
         Ok(had) => {
-            let mut out: Vec<anyhow::Result<bool>> = layouts.iter().map(|_| Ok(false)).collect();
             for ((i, dir), had) in dirs.iter().zip(had) {
                 if had {
-                    // What `-v` shows of each, as `deactivate` logs it.
+                    // What `-v` shows of each.
                     log::info!("umount -R {}", quote(dir));
                 }
                 if let Ok(any) = &mut out[*i] {
                     *any |= had;
                 }
             }
-            out
         }
-        Err(_) => layouts.iter().map(|l| deactivate(l)).collect(),
+        Err(_) => {
+            // One by one, so that each failure is told of its subhost.
+            for (i, dir) in &dirs {
+                let r = unmount_step(dir);
+                out[*i] = match (std::mem::replace(&mut out[*i], Ok(false)), r) {
+                    (Ok(a), Ok(b)) => Ok(a || b),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+            }
+        }
     }
+    for (i, l) in layouts.iter().enumerate() {
+        let cleared = clear_staging(&staging_dir(&l.name));
+        out[i] = match (std::mem::replace(&mut out[i], Ok(false)), cleared) {
+            (Ok(a), Ok(b)) => Ok(a || b),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(a), Err(b)) => Err(anyhow!("{a:#}; {b:#}")),
+        };
+    }
+    out
+}
+
+/// What is mounted on top at `live` and `mnt` of `layout` that this
+/// subhost's start does not make, each described: at `live` only an overlay
+/// whose upper and work are this subhost's, or a bind of its own root; at
+/// `mnt` only a loop device of its own image. Someone else's mount there
+/// is neither reused by `start` nor unmounted by `stop`.
+pub fn foreign(layout: &Layout, table: &[MountEntry]) -> Vec<String> {
+    let mut out = Vec::new();
+    let image = layout.image_present();
+    let top = |leaf: &str| {
+        let p = resolved(layout, leaf)?;
+        table.iter().rev().find(|e| e.mount_point == p).cloned()
+    };
+    let same = |a: &Path, b: &Path| matches!((loopdev::file_id(a), loopdev::file_id(b)), (Ok(x), Ok(y)) if x == y);
+    if let Some(e) = top("live") {
+        let (root, work) = (layout.root(image), layout.work(image));
+        let ours = if e.fs_type == "overlay" {
+            let opts = split_escaped(e.super_options.as_bytes(), b',');
+            let get = |key: &str| {
+                opts.iter()
+                    .find_map(|o| o.strip_prefix(format!("{key}=").as_bytes()))
+                    .map(|v| PathBuf::from(OsString::from_vec(unescape_backslash(v))))
+            };
+            matches!((get("upperdir"), get("workdir")), (Some(u), Some(w))
+                if same(&u, &root) && same(&w, &work))
+        } else {
+            same(&e.mount_point, &root)
+        };
+        if !ours {
+            out.push(format!(
+                "{} holds a mount that is not this subhost's ({} from {})",
+                e.mount_point.display(),
+                e.fs_type,
+                e.source
+            ));
+        }
+    }
+    if let Some(e) = top("mnt") {
+        let ours = image
+            && e.source.starts_with("/dev/loop")
+            && loopdev::backing_id(Path::new(&e.source)).ok().flatten()
+                == loopdev::file_id(&layout.image()).ok();
+        if !ours {
+            out.push(format!(
+                "{} holds a mount that is not this subhost's image ({} from {})",
+                e.mount_point.display(),
+                e.fs_type,
+                e.source
+            ));
+        }
+    }
+    out
 }
 
 /// The loop devices (`loop3`, …) bound to the image of `layout` now.

@@ -7,6 +7,12 @@
 
 pub mod json;
 
+/// The launcher's own mount-free removal, so the tests delete the way it
+/// does: never into a mount a failed test left below a temp dir.
+#[path = "../../subhost-launch/src/files/tree.rs"]
+mod tree;
+pub use tree::remove_tree_mount_free;
+
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -129,7 +135,9 @@ impl Default for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         unmount_below(&self.path);
-        let _ = std::fs::remove_dir_all(&self.path);
+        if let Err(e) = remove_tree_mount_free(&self.path) {
+            eprintln!("leaving the rest of {} in place: {e}", self.path.display());
+        }
     }
 }
 

@@ -229,7 +229,7 @@ fn module_unit_tests() {
     );
     assert!(out.status.success(), "{}", out.describe());
     assert!(
-        out.stderr_str().contains("Ran 6 tests"),
+        out.stderr_str().contains("Ran 8 tests"),
         "{}",
         out.describe()
     );

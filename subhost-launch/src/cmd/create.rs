@@ -80,15 +80,59 @@ pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
     let range = match populated {
         Ok(range) => range,
         Err(e) => {
-            // Everything under the directory is ours: this call made it.
-            let _ = fs::remove_dir_all(&layout.dir);
+            let left = unmake(&layout);
             remove_base(base, made_base);
+            if !left.is_empty() {
+                return Err(e.context(format!(
+                    "after that, {} was left in place, holding what this create did not \
+                     make: {}",
+                    layout.dir.display(),
+                    left.join(", ")
+                )));
+            }
             return Err(e);
         }
     };
     report(&layout, &cfg, image_size, range);
     Ok(())
 }
+
+/// Removes what a failed `create` made in the subhost's directory, and the
+/// directory: each file it writes is unlinked and each directory it makes
+/// removed with rmdir, so anything else found there (or put there
+/// meanwhile, a mount among them) stays, and is returned for the message.
+fn unmake(layout: &Layout) -> Vec<String> {
+    let tree = layout.dir.join(IMAGE_TREE);
+    let files = [layout.config(), layout.userns_record(), layout.image()];
+    let dirs = [
+        tree.join("root"),
+        tree.join("work"),
+        tree,
+        layout.root(false),
+        layout.work(false),
+        layout.mnt(),
+        layout.live(),
+    ];
+    for f in &files {
+        let _ = fs::remove_file(f);
+    }
+    for d in &dirs {
+        let _ = fs::remove_dir(d);
+    }
+    match fs::remove_dir(&layout.dir) {
+        Ok(()) => Vec::new(),
+        Err(_) => fs::read_dir(&layout.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| Some(e.ok()?.path().display().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Where `make_image` lays out the image's top directories for mkfs.
+const IMAGE_TREE: &str = ".image-tree";
 
 /// Creates `$SUBHOST` if missing; returns whether this call made it.
 fn make_base(base: &Path) -> Result<bool> {
@@ -147,17 +191,21 @@ fn make_image(layout: &Layout, size: u64) -> Result<()> {
     file.set_len(size)
         .with_context(|| format!("cannot size {} to {size} bytes", image.display()))?;
     drop(file);
-    let tree = layout.dir.join(".image-tree");
-    mkdir(&tree, 0o755)?;
-    mkdir(&tree.join("root"), 0o755)?;
-    mkdir(&tree.join("work"), 0o755)?;
+    let tree = layout.dir.join(IMAGE_TREE);
+    let levels = [tree.clone(), tree.join("root"), tree.join("work")];
+    for d in &levels {
+        mkdir(d, 0o755)?;
+    }
     let out = Command::new("mkfs.ext4")
         .arg("-q")
         .arg("-d")
         .arg(&tree)
         .arg(&image)
         .output();
-    let _ = fs::remove_dir_all(&tree);
+    // Each level made above, with rmdir: anything else there is kept.
+    for d in levels.iter().rev() {
+        fs::remove_dir(d).with_context(|| format!("cannot remove {}", d.display()))?;
+    }
     let out = out.context("cannot run mkfs.ext4 (install e2fsprogs)")?;
     if !out.status.success() {
         bail!(

@@ -315,7 +315,22 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         init: init_fact(name, inits),
         cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
     };
-    let (state, mut problems) = classify(&facts);
+    let (mut state, mut problems) = classify(&facts);
+    // What is left on the host where the subhost's own pieces go: layers
+    // staged by an interrupted start, someone else's mount on live or mnt.
+    let mut left: Vec<String> = mounts::foreign(layout, mounts)
+        .into_iter()
+        .map(|f| format!("{f}: start refuses it and stop leaves it; unmount it yourself"))
+        .collect();
+    if let Some(s) = mounts::staged_leftover(&mounts::staging_dir(name), mounts) {
+        left.push(format!("{s}: `subhost-launch stop {name}` clears it"));
+    }
+    if !left.is_empty() {
+        if state != State::Running {
+            state = State::Broken;
+        }
+        problems.extend(left);
+    }
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));
     }

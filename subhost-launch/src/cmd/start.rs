@@ -286,12 +286,15 @@ impl Prepared {
             userns::check_reachable(&layout.live(), range)?;
         }
         let (user, made_net) = user_namespace(name, userns)?;
-        if mounts::is_active(&layout) {
+        // A hibernating subhost's mounts are reused only when they are its
+        // own (their sources checked): `activate` skips those, and refuses
+        // someone else's mount where its own would go.
+        let was_active = mounts::is_active(&layout);
+        if was_active {
             info!("{} is mounted: reusing it", layout.live().display());
-        } else {
-            undo.mounts = true;
-            mounts::activate(&mount_steps, user.as_ref().map(|u| u.as_fd()))?;
         }
+        undo.mounts = !was_active;
+        mounts::activate(&mount_steps, user.as_ref().map(|u| u.as_fd()))?;
         if netns::exists(name) {
             info!("netns {name} exists: reusing it");
         } else {

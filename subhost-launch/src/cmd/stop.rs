@@ -198,6 +198,7 @@ fn leftovers(name: &str) -> bool {
         || state::init_record(name).is_some()
         || state::recorded_cgroup(name).is_some()
         || !netns::cables_of(name).is_empty()
+        || mounts::staging_dir(name).symlink_metadata().is_ok()
 }
 
 /// Prints the outcome of `t`; true when it is stopped.

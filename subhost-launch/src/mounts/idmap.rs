@@ -23,6 +23,8 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+/// `MS_PRIVATE` as `struct mount_attr` takes it, a u64 on every target.
+const MS_PRIVATE: u64 = 1 << 18;
 
 /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
 #[repr(C)]
@@ -109,6 +111,34 @@ pub fn clone_mapped(path: &Path, userns: BorrowedFd<'_>, recursive: bool) -> Res
             .with_context(|| format!("cannot idmap the mount at {}{why}", path.display()));
     }
     Ok(tree)
+}
+
+/// Takes the detached mount `tree` out of any peer group: a copy of `/`
+/// would otherwise receive every mount made on the host meanwhile, and an
+/// unmount below it would reach the host's own mounts.
+pub fn make_private(tree: &OwnedFd) -> Result<()> {
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr on our fd with the empty path and a mount_attr
+    // that lives across the call, its size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error()).context("cannot make an idmapped copy private");
+    }
+    Ok(())
 }
 
 /// Attaches a detached mount `tree` on `target`.

@@ -455,7 +455,7 @@ mod tests {
         dev("sda", None);
         let found = bound_in(&sys, Path::new("/srv/a/a.img"));
         let none = bound_in(&sys, Path::new("/srv/a/a.im"));
-        std::fs::remove_dir_all(&sys).unwrap();
+        crate::files::tree::remove_tree_mount_free(&sys).unwrap();
         assert_eq!(found, ["loop0", "loop10"]);
         assert!(none.is_empty());
     }

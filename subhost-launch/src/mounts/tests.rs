@@ -48,7 +48,7 @@ impl Drop for TestDir {
                 .map(|e| e.mount_point)
                 .collect();
             if below.is_empty() {
-                let _ = fs::remove_dir_all(&self.0);
+                let _ = crate::files::tree::remove_tree_mount_free(&self.0);
                 return;
             }
             below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -124,7 +124,7 @@ fn make_image(t: &TestDir, image: &Path, dirs: &[&str]) {
             .arg(image),
         30,
     );
-    fs::remove_dir_all(&src).unwrap();
+    crate::files::tree::remove_tree_mount_free(&src).unwrap();
 }
 
 /// Loop devices whose backing file is `image` (per sysfs, like losetup -a).
@@ -741,6 +741,82 @@ fn idmapped_overlay_shows_the_host_base_as_root_inside() {
         "{e:#}"
     );
     assert!(!is_active(&l));
+}
+
+/// The way kernels without unattached overlay layers go: each copy is
+/// attached on its staging level for the mount, then detached, and the
+/// levels are removed with rmdir; the overlay is recognised on reuse, and
+/// it is the one the fd way makes.
+#[test]
+fn staged_idmapped_layers_leave_nothing_staged() {
+    let t = TestDir::new("staged");
+    let l = unique_subhost(&t, 's');
+    let lower = t.0.join("base");
+    fs::create_dir_all(lower.join("etc")).unwrap();
+    let range = Range {
+        base: 3_080_192,
+        count: 65536,
+    };
+    let ns = crate::userns::acquire(range, false).unwrap();
+    let steps = plan(&l, &cfg(&[&lower]), Some(range));
+    let Some(Step::Overlay {
+        lower: layers,
+        upper,
+        work,
+        live,
+        idmap: Some(m),
+    }) = steps.iter().find(|s| matches!(s, Step::Overlay { .. }))
+    else {
+        panic!("no idmapped overlay step: {steps:?}");
+    };
+    fs::create_dir_all(work).unwrap();
+    fs::create_dir_all(live).unwrap();
+    let trees: Vec<_> = layers
+        .iter()
+        .map(|p| idmap::clone_mapped(p, ns.user.as_fd(), false).unwrap())
+        .collect();
+    mount_staged_overlay(&trees, layers, upper, work, live, m).unwrap();
+    assert_eq!(mounts_at(live), 1);
+    assert!(!m.staging.exists(), "the staging levels stay");
+    assert!(mounts_below(&m.staging).is_empty());
+    assert_eq!(
+        fs::metadata(live.join("etc")).unwrap().uid(),
+        range.base,
+        "not idmapped"
+    );
+    // Recognised as this subhost's own on reuse: nothing mounted twice.
+    activate(&steps, Some(ns.user.as_fd())).unwrap();
+    assert_eq!(mounts_at(live), 1);
+    assert!(foreign(&l, &mount_points().unwrap()).is_empty());
+    assert!(deactivate(&l).unwrap());
+    assert!(!is_active(&l));
+}
+
+/// A leftover staging directory with an unexpected entry is reported and
+/// kept; the layers' own levels go.
+#[test]
+fn clearing_staging_keeps_what_a_start_does_not_leave() {
+    let t = TestDir::new("clear");
+    let staging = t.0.join("x.lower");
+    fs::create_dir_all(staging.join("0")).unwrap();
+    fs::create_dir_all(staging.join("1")).unwrap();
+    assert!(clear_staging(&staging).unwrap());
+    assert!(!staging.exists());
+    assert!(!clear_staging(&staging).unwrap());
+    fs::create_dir_all(staging.join("0")).unwrap();
+    fs::write(staging.join("notes"), "mine").unwrap();
+    let e = clear_staging(&staging).unwrap_err();
+    assert!(format!("{e:#}").contains("notes"), "{e:#}");
+    assert_eq!(fs::read_to_string(staging.join("notes")).unwrap(), "mine");
+    assert!(!staging.join("0").exists());
+    fs::remove_file(staging.join("notes")).unwrap();
+    // A symlink in its place is never followed.
+    fs::remove_dir(&staging).unwrap();
+    std::os::unix::fs::symlink(&t.0, &staging).unwrap();
+    let e = clear_staging(&staging).unwrap_err();
+    assert!(format!("{e:#}").contains("is not a directory"), "{e:#}");
+    assert!(t.0.exists());
+    fs::remove_file(&staging).unwrap();
 }
 
 #[test]

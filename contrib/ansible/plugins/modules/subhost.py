@@ -167,8 +167,8 @@ actions:
   sample: [create, write config, start --detach]
 """
 
+import errno
 import os
-import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -275,7 +275,47 @@ def validate(module, launcher, name, text, detach, real_config):
                 rc=rc,
             )
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            remove_tree_mount_free(scratch)
+        except OSError as e:
+            module.warn("scratch directory %s left in place: %s" % (scratch, e))
+
+
+def remove_tree_mount_free(path):
+    """Removes PATH and everything in it without ever entering another
+    mount. Every directory is opened relative to its parent without
+    following a link, and one on another device or listed in this mount
+    namespace's table stops the removal with an OSError: nothing from that
+    mount down is touched (a bind of / left there would otherwise be
+    emptied)."""
+    points = set(mounts_below(path))
+    real = os.path.realpath(path)
+    top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if real in points:
+            raise OSError(errno.EBUSY, "%s is a mount point: nothing was removed" % real)
+        _empty_dir(top, os.fstat(top).st_dev, real, points)
+    finally:
+        os.close(top)
+    os.rmdir(path)
+
+
+def _empty_dir(fd, dev, where, points):
+    for entry in list(os.scandir(fd)):
+        here = os.path.join(where, entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                if os.fstat(sub).st_dev != dev or here in points:
+                    raise OSError(
+                        errno.EBUSY, "%s is a mount point: nothing from it down was removed" % here
+                    )
+                _empty_dir(sub, dev, here, points)
+            finally:
+                os.close(sub)
+            os.rmdir(entry.name, dir_fd=fd)
+        else:
+            os.unlink(entry.name, dir_fd=fd)
 
 
 def mounts_below(path):
@@ -342,7 +382,10 @@ class Subhost(object):
             self.launcher.run("stop", self.name)
             if mounts_below(self.dir):
                 return " (the subhost this task created is still mounted: not removed)"
-            shutil.rmtree(self.dir, ignore_errors=True)
+            try:
+                remove_tree_mount_free(self.dir)
+            except OSError as e:
+                return " (the subhost this task created could not be removed: %s)" % e
             return " (the subhost this task created was removed again)"
         if not restore:
             return ""
@@ -375,7 +418,7 @@ class Subhost(object):
                 actions=self.actions,
             )
         try:
-            shutil.rmtree(self.dir)
+            remove_tree_mount_free(self.dir)
         except OSError as e:
             self.module.fail_json(msg="cannot remove %s: %s" % (self.dir, e), actions=self.actions)
 

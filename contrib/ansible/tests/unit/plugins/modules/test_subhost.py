@@ -101,5 +101,45 @@ class RenderTest(unittest.TestCase):
             self.assertIsNotNone(name_problem(bad), bad)
 
 
+class RemoveTree(unittest.TestCase):
+    """What `state: absent` and the scratch check remove: never anything
+    below a mount found in the tree."""
+
+    def setUp(self):
+        self.top = tempfile.mkdtemp(prefix="subhost-test-tree-")
+        self.victim = tempfile.mkdtemp(prefix="subhost-test-victim-")
+        os.makedirs(os.path.join(self.victim, "sub"))
+        with open(os.path.join(self.victim, "a"), "w") as f:
+            f.write("x")
+
+    def tearDown(self):
+        for d in (self.top, self.victim):
+            if os.path.isdir(d):
+                subhost.remove_tree_mount_free(d)
+
+    def test_removes_a_plain_tree_without_following_links(self):
+        os.makedirs(os.path.join(self.top, "d", "e"))
+        with open(os.path.join(self.top, "d", "f"), "w") as f:
+            f.write("x")
+        os.symlink(self.victim, os.path.join(self.top, "d", "link"))
+        subhost.remove_tree_mount_free(self.top)
+        self.assertFalse(os.path.exists(self.top))
+        self.assertTrue(os.path.exists(os.path.join(self.victim, "a")))
+
+    @unittest.skipUnless(os.geteuid() == 0, "a bind mount needs root")
+    def test_stops_at_a_mount_and_deletes_nothing_below_it(self):
+        point = os.path.join(self.top, "stage", "0")
+        os.makedirs(point)
+        subprocess.run(["mount", "--bind", self.victim, point], check=True, timeout=30)
+        try:
+            with self.assertRaises(OSError) as e:
+                subhost.remove_tree_mount_free(self.top)
+        finally:
+            subprocess.run(["umount", "-l", point], check=True, timeout=30)
+        self.assertIn("mount point", str(e.exception))
+        self.assertTrue(os.path.exists(os.path.join(self.victim, "a")))
+        self.assertTrue(os.path.isdir(os.path.join(self.victim, "sub")))
+
+
 if __name__ == "__main__":
     unittest.main()
