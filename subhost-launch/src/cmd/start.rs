@@ -17,7 +17,7 @@ use crate::{mounts, netns, sandbox, state, supervisor, tty, userns};
 
 /// The cables of a subhost as netns links: `NAMEi` on the host, `ethi`
 /// inside.
-fn links(layout: &Layout, cfg: &Config) -> Vec<netns::Link> {
+pub(crate) fn links(layout: &Layout, cfg: &Config) -> Vec<netns::Link> {
     cfg.bridges
         .iter()
         .enumerate()
@@ -232,6 +232,7 @@ impl Prepared {
             &self.layout,
             &self.mount_steps,
             &net,
+            &self.links,
             &self.cgroup_plan,
             self.delegation.as_ref(),
             &self.inner,
@@ -273,6 +274,10 @@ impl Prepared {
                 init.pid
             );
         }
+        // Left by an interrupted start: for `stop` to clear, never reused.
+        if let Some(stray) = netns::stray(name) {
+            bail!("cannot start subhost {name}: {stray}");
+        }
         // Left by a detached init that died without `stop`.
         detached::clear_console(name);
         let (_, init_fd) = sandbox::open_init()?;
@@ -294,9 +299,12 @@ impl Prepared {
         }
         if netns::exists(name) {
             info!("netns {name} exists: reusing it");
+            netns::replug(name, &netns::unplugged(&links))?;
         } else {
-            undo.netns = true;
+            // All or nothing: a failed create removes what it made, and only
+            // that (a link that holds a cable's name is not the start's).
             netns::create_from(name, &links, made_net)?;
+            undo.netns = true;
         }
         let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
         // Recorded before it is made: a launcher killed in between leaves a
@@ -574,6 +582,7 @@ fn print_start_plan(
     layout: &Layout,
     mount_steps: &[mounts::Step],
     net: &netns::Plan<'_>,
+    links: &[netns::Link],
     cgroup_plan: &cgroup::Plan,
     delegation: Option<&cgroup::Delegation>,
     inner: &[sandbox::Step],
@@ -587,6 +596,11 @@ fn print_start_plan(
     }
     println!("# network{}", reuse(netns::exists(name)));
     println!("{net}");
+    if netns::exists(name) {
+        for plug in netns::unplugged(links) {
+            println!("{plug}   # out of its bridge: plugged back in");
+        }
+    }
     println!("# cgroup");
     println!("{cgroup_plan}");
     if let Some(d) = delegation {
