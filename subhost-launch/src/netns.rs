@@ -1516,6 +1516,96 @@ mod tests {
     }
 
     #[test]
+    fn only_an_empty_file_in_place_of_a_netns_is_removed() {
+        require_root();
+        let name = unique("f");
+        let _guard = NsGuard(name.clone());
+        assert_eq!(entry(&name), Entry::Absent);
+        create(&name, &[]).unwrap();
+        assert_eq!(entry(&name), Entry::Netns);
+        assert!(exists(&name) && stray(&name).is_none());
+        assert!(delete(&name, WAIT).unwrap());
+
+        std::fs::write(path(&name), "").unwrap();
+        assert_eq!(entry(&name), Entry::Empty);
+        assert!(!exists(&name));
+        let why = stray(&name).unwrap();
+        assert!(
+            why.contains("an empty file left by an interrupted start"),
+            "{why}"
+        );
+        let err = format!("{:#}", owner(&name).unwrap_err());
+        assert!(
+            err.contains("an empty file left by an interrupted start"),
+            "{err}"
+        );
+        assert!(!err.contains("tty"), "{err}");
+        assert!(delete(&name, WAIT).unwrap());
+        assert_eq!(entry(&name), Entry::Absent);
+
+        std::fs::write(path(&name), "data").unwrap();
+        assert_eq!(entry(&name), Entry::Other("a non-empty file"));
+        let err = format!("{:#}", delete(&name, WAIT).unwrap_err());
+        assert!(
+            err.contains("is not a network namespace but a non-empty file"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(path(&name)).unwrap(), "data");
+        std::fs::remove_file(path(&name)).unwrap();
+    }
+
+    #[test]
+    fn a_cable_out_of_its_bridge_is_found_and_plugged_back_in() {
+        require_root();
+        let br = Bridge::new();
+        let name = unique("g");
+        let _guard = NsGuard(name.clone());
+        let links = [
+            cable(format!("{name}0"), "eth0", Some(&br.0), None),
+            cable(format!("{name}1"), "eth1", None, None),
+        ];
+        create(&name, &links).unwrap();
+        assert_eq!(unplugged(&links), vec![]);
+        run_ok(&["ip", "link", "del", &br.0]);
+        let out = unplugged(&links);
+        assert_eq!(
+            out,
+            vec![Plug {
+                cable: 0,
+                host_if: format!("{name}0"),
+                bridge: br.0.clone(),
+                master: None,
+                up: true,
+            }]
+        );
+        assert_eq!(
+            out[0].to_string(),
+            format!("ip link set {name}0 master {} up", br.0)
+        );
+        assert!(out[0].problem(&name).contains("does not exist"));
+        let err = format!("{:#}", replug(&name, &out).unwrap_err());
+        assert!(
+            err.contains(&format!("ip link add {} type bridge", br.0)),
+            "{err}"
+        );
+        run_ok(&["ip", "link", "add", &br.0, "type", "bridge"]);
+        let out = unplugged(&links);
+        assert!(
+            out[0]
+                .problem(&name)
+                .contains(&format!("not in its bridge {} (in no bridge)", br.0)),
+            "{out:?}"
+        );
+        run_ok(&["ip", "link", "set", &format!("{name}0"), "down"]);
+        replug(&name, &unplugged(&links)).unwrap();
+        assert_eq!(unplugged(&links), vec![]);
+        let h0 = run_ok(&["ip", "-o", "link", "show", &format!("{name}0")]);
+        assert!(h0.contains(&format!("master {} ", br.0)), "{h0}");
+        assert!(flags(&h0).contains(&"UP"), "{h0}");
+        assert!(delete(&name, WAIT).unwrap());
+    }
+
+    #[test]
     fn not_a_bridge_is_refused() {
         require_root();
         let name = unique("n");
