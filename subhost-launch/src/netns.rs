@@ -99,6 +99,8 @@ pub struct Plan<'a> {
     links: &'a [Link],
     /// `(BASE, COUNT)` of the user namespace that makes the netns.
     owner: Option<(u32, u32)>,
+    /// Cables of the existing netns a wake plugs back in.
+    plugs: Vec<Plug>,
 }
 
 /// The plan of `create(name, links)`, for `--dry-run`.
@@ -107,6 +109,7 @@ pub fn plan<'a>(name: &'a str, links: &'a [Link]) -> Plan<'a> {
         name,
         links,
         owner: None,
+        plugs: Vec::new(),
     }
 }
 
@@ -115,6 +118,12 @@ impl Plan<'_> {
     /// mapping 0 to host id `base`, `count` ids.
     pub fn owned_by(mut self, base: u32, count: u32) -> Self {
         self.owner = Some((base, count));
+        self
+    }
+
+    /// With the cables of an existing netns that a wake plugs back in.
+    pub fn replugging(mut self, plugs: Vec<Plug>) -> Self {
+        self.plugs = plugs;
         self
     }
 }
@@ -142,6 +151,9 @@ impl fmt::Display for Plan<'_> {
         write!(f, "ip -n {} link set lo up", self.name)?;
         for link in self.links {
             write!(f, "\nip -n {} link set {} up", self.name, link.inner_if)?;
+        }
+        for plug in &self.plugs {
+            write!(f, "\n{plug}   # out of its bridge: plugged back in")?;
         }
         Ok(())
     }

@@ -228,11 +228,15 @@ impl Prepared {
             Some(r) => netns::plan(name, &self.links).owned_by(r.base, r.count),
             None => netns::plan(name, &self.links),
         };
+        // Woken, it plugs back in what is out of its bridge now.
+        let net = match netns::exists(name) {
+            true => net.replugging(netns::unplugged(&self.links)),
+            false => net,
+        };
         print_start_plan(
             &self.layout,
             &self.mount_steps,
             &net,
-            &self.links,
             &self.cgroup_plan,
             self.delegation.as_ref(),
             &self.inner,
@@ -582,7 +586,6 @@ fn print_start_plan(
     layout: &Layout,
     mount_steps: &[mounts::Step],
     net: &netns::Plan<'_>,
-    links: &[netns::Link],
     cgroup_plan: &cgroup::Plan,
     delegation: Option<&cgroup::Delegation>,
     inner: &[sandbox::Step],
@@ -596,11 +599,6 @@ fn print_start_plan(
     }
     println!("# network{}", reuse(netns::exists(name)));
     println!("{net}");
-    if netns::exists(name) {
-        for plug in netns::unplugged(links) {
-            println!("{plug}   # out of its bridge: plugged back in");
-        }
-    }
     println!("# cgroup");
     println!("{cgroup_plan}");
     if let Some(d) = delegation {
