@@ -34,7 +34,8 @@ const IFNAME_MAX: usize = 15;
 const ROLLBACK_WAIT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(2);
 /// How long a start waits for the host ends of a deleted netns's cables to
-/// go (the kernel takes some 20-40 ms) before it names them.
+/// go (the kernel takes milliseconds, tens of them under load) before it
+/// names them.
 const HOST_END_WAIT: Duration = Duration::from_secs(1);
 
 /// One veth cable as planned: host end `host_if` (on `bridge` if any), inner
@@ -483,7 +484,7 @@ fn rollback(name: &str, file: &Path, made: Vec<String>, err: anyhow::Error) -> a
 enum Holder {
     /// A veth whose other end is in a namespace without a name in
     /// `/run/netns`: the host end of a deleted netns's cable, which the
-    /// kernel removes a few tens of milliseconds after the netns.
+    /// kernel removes milliseconds after the netns.
     Deleted,
     /// Anything else (the text says what): not provably a cable of ours.
     Other(String),
