@@ -33,6 +33,10 @@ const IFNAME_MAX: usize = 15;
 /// so that "nothing is left" holds when it returns.
 const ROLLBACK_WAIT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(2);
+/// How long a start waits for the host ends of a deleted netns's cables to
+/// go (the kernel takes milliseconds, tens of them under load) before it
+/// names them.
+const HOST_END_WAIT: Duration = Duration::from_secs(1);
 
 /// One veth cable as planned: host end `host_if` (on `bridge` if any), inner
 /// end `inner_if` inside the namespace, with `mac` on the inner end.
@@ -96,6 +100,8 @@ pub struct Plan<'a> {
     links: &'a [Link],
     /// `(BASE, COUNT)` of the user namespace that makes the netns.
     owner: Option<(u32, u32)>,
+    /// Cables of the existing netns a wake plugs back in.
+    plugs: Vec<Plug>,
 }
 
 /// The plan of `create(name, links)`, for `--dry-run`.
@@ -104,6 +110,7 @@ pub fn plan<'a>(name: &'a str, links: &'a [Link]) -> Plan<'a> {
         name,
         links,
         owner: None,
+        plugs: Vec::new(),
     }
 }
 
@@ -112,6 +119,12 @@ impl Plan<'_> {
     /// mapping 0 to host id `base`, `count` ids.
     pub fn owned_by(mut self, base: u32, count: u32) -> Self {
         self.owner = Some((base, count));
+        self
+    }
+
+    /// With the cables of an existing netns that a wake plugs back in.
+    pub fn replugging(mut self, plugs: Vec<Plug>) -> Self {
+        self.plugs = plugs;
         self
     }
 }
@@ -140,6 +153,9 @@ impl fmt::Display for Plan<'_> {
         for link in self.links {
             write!(f, "\nip -n {} link set {} up", self.name, link.inner_if)?;
         }
+        for plug in &self.plugs {
+            write!(f, "\n{plug}   # out of its bridge: plugged back in")?;
+        }
         Ok(())
     }
 }
@@ -163,9 +179,80 @@ pub fn path(name: &str) -> PathBuf {
     PathBuf::from(NETNS_RUN_DIR).join(name)
 }
 
-/// Whether the named namespace exists (its bind mount is in place).
+/// Whether the named namespace exists (a netns is mounted on its file).
 pub fn exists(name: &str) -> bool {
-    path(name).exists()
+    entry(name) == Entry::Netns
+}
+
+/// What `/run/netns/NAME` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Absent,
+    /// A network namespace is mounted on it.
+    Netns,
+    /// An empty regular file with nothing mounted on it: what a start
+    /// interrupted between creating the file and mounting the netns on it
+    /// leaves. The only thing besides a netns that `delete` removes.
+    Empty,
+    /// Anything else (the text says what): not made by the launcher, so
+    /// not its to remove.
+    Other(&'static str),
+}
+
+/// What `/run/netns/NAME` is now. A mount point is told by its device,
+/// which differs from its directory's; a netns by its filesystem, nsfs.
+pub fn entry(name: &str) -> Entry {
+    use std::os::unix::fs::MetadataExt;
+    let file = path(name);
+    let meta = match file.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Entry::Absent,
+        Err(_) => return Entry::Other("an entry that cannot be examined"),
+    };
+    let dir_dev = Path::new(NETNS_RUN_DIR).metadata().map(|m| m.dev()).ok();
+    if dir_dev != Some(meta.dev()) && !meta.file_type().is_symlink() {
+        let nsfs = nix::sys::statfs::statfs(&file)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+        return match nsfs {
+            true => Entry::Netns,
+            false => Entry::Other("a mount of another filesystem"),
+        };
+    }
+    let kind = meta.file_type();
+    if kind.is_file() && meta.len() == 0 {
+        Entry::Empty
+    } else if kind.is_file() {
+        Entry::Other("a non-empty file")
+    } else if kind.is_dir() {
+        Entry::Other("a directory")
+    } else if kind.is_symlink() {
+        Entry::Other("a symbolic link")
+    } else {
+        Entry::Other("a special file")
+    }
+}
+
+/// What is wrong with `/run/netns/NAME` when it is there but no netns:
+/// what `status` reports and `start` refuses.
+pub fn stray(name: &str) -> Option<String> {
+    stray_text(name, entry(name))
+}
+
+fn stray_text(name: &str, entry: Entry) -> Option<String> {
+    let file = path(name);
+    match entry {
+        Entry::Absent | Entry::Netns => None,
+        Entry::Empty => Some(format!(
+            "{} is not a network namespace (an empty file left by an interrupted start); \
+             `subhost-launch stop {name}` removes it",
+            file.display()
+        )),
+        Entry::Other(what) => Some(format!(
+            "{} is not a network namespace but {what}, which subhost-launch did not make \
+             and does not remove: see what it is and move it away",
+            file.display()
+        )),
+    }
 }
 
 /// Opens the named namespace for `setns`.
@@ -198,6 +285,9 @@ pub fn create_from(name: &str, links: &[Link], made: Option<OwnedFd>) -> anyhow:
             None => Ok(None),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(host) = host.as_mut() {
+        free_host_names(name, links, host)?;
+    }
     ensure_run_dir_shared()?;
     let file = path(name);
     create_mount_point(name, &file)?;
@@ -212,6 +302,122 @@ pub fn create_from(name: &str, links: &[Link], made: Option<OwnedFd>) -> anyhow:
         &mut cables,
     ) {
         return Err(rollback(name, &file, cables, err));
+    }
+    Ok(())
+}
+
+/// A cable of a netns that exists whose host end is not in its bridge (the
+/// bridge was deleted, or made again, since), or is down: plugged back in
+/// and set up by a start that reuses the netns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plug {
+    pub cable: usize,
+    pub host_if: String,
+    pub bridge: String,
+    /// The bridge the host end is in now, if any.
+    pub master: Option<String>,
+    pub up: bool,
+}
+
+/// The `ip` command a [`Plug`] replaces.
+impl fmt::Display for Plug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ip link set {} master {} up", self.host_if, self.bridge)
+    }
+}
+
+impl Plug {
+    /// What is off, and how to fix it, as `status` of subhost `name`
+    /// reports it.
+    pub fn problem(&self, name: &str) -> String {
+        let (host, br) = (&self.host_if, &self.bridge);
+        let fix = format!("`{self}` (a `subhost-launch start {name}` that wakes it does too)");
+        if !Path::new("/sys/class/net").join(br).exists() {
+            return format!(
+                "cable {host}: bridge {br} does not exist, so the cable is unplugged; make it \
+                 (`ip link add {br} type bridge && ip link set {br} up`), then plug the cable \
+                 back in: {fix}"
+            );
+        }
+        if !is_bridge(br) {
+            return format!(
+                "cable {host}: {br} is not a bridge; name a bridge for this cable in the config"
+            );
+        }
+        if self.master.as_deref() == Some(br.as_str()) {
+            return format!("cable {host}: the host end is down; set it up: {fix}");
+        }
+        let now = match &self.master {
+            Some(m) => format!("in {m}"),
+            None => "in no bridge".to_string(),
+        };
+        format!("cable {host}: not in its bridge {br} ({now}); plug it back in: {fix}")
+    }
+}
+
+fn is_bridge(ifname: &str) -> bool {
+    Path::new("/sys/class/net")
+        .join(ifname)
+        .join("bridge")
+        .is_dir()
+}
+
+/// The cables among `links` whose host end exists but is not up in its
+/// configured bridge, as sysfs shows them now. Host ends that are missing
+/// are not here: a wake cannot make them.
+pub fn unplugged(links: &[Link]) -> Vec<Plug> {
+    let net = Path::new("/sys/class/net");
+    links
+        .iter()
+        .enumerate()
+        .filter_map(|(cable, link)| {
+            let bridge = link.bridge.as_ref()?;
+            let dir = net.join(&link.host_if);
+            let flags = std::fs::read_to_string(dir.join("flags")).ok()?;
+            let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+            let up = flags & libc::IFF_UP as u32 != 0;
+            let master = std::fs::read_link(dir.join("master"))
+                .ok()
+                .and_then(|p| p.file_name()?.to_str().map(str::to_string));
+            if up && master.as_ref() == Some(bridge) {
+                return None;
+            }
+            Some(Plug {
+                cable,
+                host_if: link.host_if.clone(),
+                bridge: bridge.clone(),
+                master,
+                up,
+            })
+        })
+        .collect()
+}
+
+/// Plugs each cable of `plugs` back into its bridge and sets it up. A
+/// bridge that does not exist is an error naming it, as it is when a
+/// subhost is set up.
+pub fn replug(name: &str, plugs: &[Plug]) -> anyhow::Result<()> {
+    if plugs.is_empty() {
+        return Ok(());
+    }
+    let mut host = Netlink::open().context("opening a netlink socket in the host namespace")?;
+    for plug in plugs {
+        let context = || {
+            format!(
+                "cannot plug cable {} of subhost {name} back into bridge {}",
+                plug.host_if, plug.bridge
+            )
+        };
+        let index = bridge_index(&mut host, &plug.bridge, plug.cable).with_context(context)?;
+        crate::logging::step(plug, || {
+            let mut msg = link_message(&plug.host_if);
+            msg.header.flags = LinkFlags::Up;
+            msg.header.change_mask = LinkFlags::Up;
+            msg.attributes.push(LinkAttribute::Controller(index));
+            host.request(RouteNetlinkMessage::SetLink(msg), 0)
+        })
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(context)?;
     }
     Ok(())
 }
@@ -272,6 +478,126 @@ fn rollback(name: &str, file: &Path, made: Vec<String>, err: anyhow::Error) -> a
         ));
     }
     err
+}
+
+/// What holds the name of a cable's host end before the cable is made.
+enum Holder {
+    /// A veth whose other end is in a namespace without a name in
+    /// `/run/netns`: the host end of a deleted netns's cable, which the
+    /// kernel removes milliseconds after the netns.
+    Deleted,
+    /// Anything else (the text says what): not provably a cable of ours.
+    Other(String),
+}
+
+/// Waits (up to [`HOST_END_WAIT`]) for host ends of a deleted netns of
+/// `name` that still hold its cables' names, as after a `stop` killed right
+/// after deleting the netns. Any other link holding a name is named, with
+/// how to remove it, and left alone.
+fn free_host_names(name: &str, links: &[Link], host: &mut Netlink) -> anyhow::Result<()> {
+    let taken: Vec<(usize, &Link)> = links
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| Path::new("/sys/class/net").join(&l.host_if).exists())
+        .collect();
+    let mut deleted = Vec::new();
+    for (i, link) in taken {
+        let ifname = &link.host_if;
+        match holder(host, ifname)? {
+            None => {}
+            Some(Holder::Deleted) => deleted.push(ifname.clone()),
+            Some(Holder::Other(what)) => bail!(
+                "cable {i}: the name {ifname} is taken by host link {ifname} ({what}), which is \
+                 not a cable of subhost {name}; if nothing uses it, remove it with \
+                 `ip link del {ifname}`"
+            ),
+        }
+    }
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let what = format!(
+        "# wait until gone: {} (host ends of a deleted netns)",
+        deleted.join(" ")
+    );
+    let left = crate::logging::step(what, || wait_gone(deleted, HOST_END_WAIT));
+    if !left.is_empty() {
+        let del: Vec<String> = left.iter().map(|l| format!("`ip link del {l}`")).collect();
+        bail!(
+            "the names {} are still taken {HOST_END_WAIT:?} later by veths whose other end is in a network \
+             namespace without a name (a deleted netns {name} leaves them until the kernel \
+             removes them): a process still holds that namespace (`lsns -t net` finds it); \
+             when nothing uses them, remove them with {}",
+            left.join(", "),
+            del.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What holds `ifname` on the host now, if anything.
+fn holder(host: &mut Netlink, ifname: &str) -> anyhow::Result<Option<Holder>> {
+    let msg = match host.request(get_link(ifname), 0) {
+        Ok(Some(RouteNetlinkMessage::NewLink(msg))) => msg,
+        Ok(_) => return Ok(None),
+        Err(e) if e.errno == libc::ENODEV => return Ok(None),
+        Err(e) => bail!("looking up host link {ifname}: {e}"),
+    };
+    match link_kind(&msg) {
+        Some(InfoKind::Veth) => {}
+        Some(kind) => {
+            let kind = format!("{kind:?}").to_lowercase();
+            return Ok(Some(Holder::Other(format!("a {kind} link"))));
+        }
+        None => return Ok(Some(Holder::Other("a plain device".into()))),
+    }
+    let Some(id) = peer_nsid(&msg) else {
+        let peer = peer_index(&msg)
+            .and_then(|i| link_name(host, i))
+            .map_or_else(String::new, |n| format!(" {n}"));
+        return Ok(Some(Holder::Other(format!(
+            "a veth whose other end{peer} is in the host's network namespace"
+        ))));
+    };
+    // The id of a namespace being destroyed may still be the one it had,
+    // or already none (-1): a live named one shows its own.
+    if id >= 0 {
+        let named = std::fs::read_dir(NETNS_RUN_DIR)
+            .map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if let Some(ns) = named.into_iter().find(|m| nsid(host, m) == Some(id)) {
+            return Ok(Some(Holder::Other(format!(
+                "a veth whose other end is in netns {ns}"
+            ))));
+        }
+    }
+    Ok(Some(Holder::Deleted))
+}
+
+/// The index of a link's peer (`IFLA_LINK`).
+fn peer_index(msg: &LinkMessage) -> Option<u32> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Link(i) => Some(*i),
+        _ => None,
+    })
+}
+
+/// The name of the host link with index `index`.
+fn link_name(host: &mut Netlink, index: u32) -> Option<String> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    match host.request(RouteNetlinkMessage::GetLink(msg), 0) {
+        Ok(Some(RouteNetlinkMessage::NewLink(reply))) => {
+            reply.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
 }
 
 fn check_links(links: &[Link]) -> anyhow::Result<()> {
@@ -368,11 +694,14 @@ fn create_mount_point(name: &str, file: &Path) -> anyhow::Result<()> {
         .open(file)
     {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-            "network namespace {name} already exists ({}); remove it with \
-             `subhost-launch stop {name}` or `ip netns del {name}`",
-            file.display()
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match stray(name) {
+            Some(what) => bail!("{what}"),
+            None => bail!(
+                "network namespace {name} already exists ({}); remove it with \
+                 `subhost-launch stop {name}` or `ip netns del {name}`",
+                file.display()
+            ),
+        },
         Err(e) => Err(e).context(format!("creating {}", file.display())),
     }
 }
@@ -419,6 +748,15 @@ fn name_netns(ns: OwnedFd, file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
 /// USERNS, its own, pinned by the netns while it hibernates.
 pub fn owner(name: &str) -> anyhow::Result<OwnedFd> {
     let ns = open(name).with_context(|| format!("cannot open netns {name}"))?;
+    // Checked on what was opened: the ioctl on a plain file says only
+    // "Not a tty".
+    let nsfs = nix::sys::statfs::fstatfs(&ns)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+    if !nsfs {
+        let what = stray(name)
+            .unwrap_or_else(|| format!("{} is not a network namespace", path(name).display()));
+        bail!("cannot find the user namespace that owns netns {name}: {what}");
+    }
     /// `NS_GET_USERNS`: `_IO(0xb7, 0x1)`.
     const NS_GET_USERNS: libc::c_ulong = 0xb701;
     // SAFETY: the ioctl takes no argument and returns a new fd or -1.
@@ -472,6 +810,37 @@ fn remove_mount_point(file: &Path) -> anyhow::Result<()> {
     unreachable!("the last attempt returns")
 }
 
+/// How the removal of a leftover empty netns file reads in a plan and in
+/// `-v`.
+pub struct RemoveEmpty<'a>(pub &'a str);
+
+impl fmt::Display for RemoveEmpty<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rm {}   # empty, no netns: left by an interrupted start",
+            path(self.0).display()
+        )
+    }
+}
+
+/// Unlinks `file` if it is still an empty regular file. Something mounted
+/// on it meanwhile makes the unlink fail (EBUSY), so a netns made since is
+/// never removed this way.
+fn remove_empty(file: &Path) -> anyhow::Result<()> {
+    match file.symlink_metadata() {
+        Ok(m) if m.file_type().is_file() && m.len() == 0 => {}
+        Ok(_) => bail!("{} changed while it was being removed", file.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context(format!("examining {}", file.display())),
+    }
+    match std::fs::remove_file(file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).context(format!("removing {}", file.display())),
+    }
+}
+
 /// Deletes namespace `name` (the kernel removes its cables with it) and waits
 /// up to `timeout` until no host-side link `NAME<digits>` is left. Returns
 /// whether there was anything to delete. Idempotent.
@@ -497,19 +866,28 @@ pub struct Deleting {
 /// cables) without waiting for the kernel's cleanup.
 pub fn begin_delete(name: &str) -> anyhow::Result<Deleting> {
     let file = path(name);
-    // symlink_metadata: a dangling or odd entry still counts as "there".
-    let had_file = file.symlink_metadata().is_ok();
+    let entry = entry(name);
+    if let Entry::Other(_) = entry {
+        bail!(
+            "deleting netns {name}: {}",
+            stray_text(name, entry).expect("an Other entry is a stray")
+        );
+    }
+    let had_file = entry != Entry::Absent;
     let candidates = host_links(name);
     let links = if candidates.is_empty() {
         candidates
     } else {
         sort_out(name, candidates).with_context(|| format!("deleting netns {name}"))?
     };
-    if had_file {
-        crate::logging::step(format_args!("ip netns del {name}"), || {
+    match entry {
+        Entry::Netns => crate::logging::step(format_args!("ip netns del {name}"), || {
             remove_mount_point(&file)
         })
-        .with_context(|| format!("deleting netns {name}"))?;
+        .with_context(|| format!("deleting netns {name}"))?,
+        Entry::Empty => crate::logging::step(RemoveEmpty(name), || remove_empty(&file))
+            .with_context(|| format!("deleting netns {name}"))?,
+        Entry::Absent | Entry::Other(_) => {}
     }
     Ok(Deleting {
         name: name.to_string(),
@@ -1151,6 +1529,96 @@ mod tests {
     }
 
     #[test]
+    fn only_an_empty_file_in_place_of_a_netns_is_removed() {
+        require_root();
+        let name = unique("f");
+        let _guard = NsGuard(name.clone());
+        assert_eq!(entry(&name), Entry::Absent);
+        create(&name, &[]).unwrap();
+        assert_eq!(entry(&name), Entry::Netns);
+        assert!(exists(&name) && stray(&name).is_none());
+        assert!(delete(&name, WAIT).unwrap());
+
+        std::fs::write(path(&name), "").unwrap();
+        assert_eq!(entry(&name), Entry::Empty);
+        assert!(!exists(&name));
+        let why = stray(&name).unwrap();
+        assert!(
+            why.contains("an empty file left by an interrupted start"),
+            "{why}"
+        );
+        let err = format!("{:#}", owner(&name).unwrap_err());
+        assert!(
+            err.contains("an empty file left by an interrupted start"),
+            "{err}"
+        );
+        assert!(!err.contains("tty"), "{err}");
+        assert!(delete(&name, WAIT).unwrap());
+        assert_eq!(entry(&name), Entry::Absent);
+
+        std::fs::write(path(&name), "data").unwrap();
+        assert_eq!(entry(&name), Entry::Other("a non-empty file"));
+        let err = format!("{:#}", delete(&name, WAIT).unwrap_err());
+        assert!(
+            err.contains("is not a network namespace but a non-empty file"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(path(&name)).unwrap(), "data");
+        std::fs::remove_file(path(&name)).unwrap();
+    }
+
+    #[test]
+    fn a_cable_out_of_its_bridge_is_found_and_plugged_back_in() {
+        require_root();
+        let br = Bridge::new();
+        let name = unique("g");
+        let _guard = NsGuard(name.clone());
+        let links = [
+            cable(format!("{name}0"), "eth0", Some(&br.0), None),
+            cable(format!("{name}1"), "eth1", None, None),
+        ];
+        create(&name, &links).unwrap();
+        assert_eq!(unplugged(&links), vec![]);
+        run_ok(&["ip", "link", "del", &br.0]);
+        let out = unplugged(&links);
+        assert_eq!(
+            out,
+            vec![Plug {
+                cable: 0,
+                host_if: format!("{name}0"),
+                bridge: br.0.clone(),
+                master: None,
+                up: true,
+            }]
+        );
+        assert_eq!(
+            out[0].to_string(),
+            format!("ip link set {name}0 master {} up", br.0)
+        );
+        assert!(out[0].problem(&name).contains("does not exist"));
+        let err = format!("{:#}", replug(&name, &out).unwrap_err());
+        assert!(
+            err.contains(&format!("ip link add {} type bridge", br.0)),
+            "{err}"
+        );
+        run_ok(&["ip", "link", "add", &br.0, "type", "bridge"]);
+        let out = unplugged(&links);
+        assert!(
+            out[0]
+                .problem(&name)
+                .contains(&format!("not in its bridge {} (in no bridge)", br.0)),
+            "{out:?}"
+        );
+        run_ok(&["ip", "link", "set", &format!("{name}0"), "down"]);
+        replug(&name, &unplugged(&links)).unwrap();
+        assert_eq!(unplugged(&links), vec![]);
+        let h0 = run_ok(&["ip", "-o", "link", "show", &format!("{name}0")]);
+        assert!(h0.contains(&format!("master {} ", br.0)), "{h0}");
+        assert!(flags(&h0).contains(&"UP"), "{h0}");
+        assert!(delete(&name, WAIT).unwrap());
+    }
+
+    #[test]
     fn not_a_bridge_is_refused() {
         require_root();
         let name = unique("n");
@@ -1167,11 +1635,11 @@ mod tests {
         let br = Bridge::new();
         let name = unique("r");
         let _guard = NsGuard(name.clone());
-        // The second host end collides with the bridge's name: EEXIST after
-        // the namespace and the first cable exist.
+        // The second host end collides with the first one's name: EEXIST
+        // after the namespace and the first cable exist.
         let links = [
             cable(format!("{name}0"), "eth0", Some(&br.0), None),
-            cable(br.0.clone(), "eth1", None, None),
+            cable(format!("{name}0"), "eth1", None, None),
         ];
         let err = format!("{:#}", create(&name, &links).unwrap_err());
         assert!(

@@ -70,8 +70,11 @@ pub struct Facts {
     pub image: bool,
     /// `mnt` is a mount point.
     pub mnt: bool,
-    /// `/run/netns/NAME` exists.
+    /// A netns is mounted on `/run/netns/NAME`.
     pub netns: bool,
+    /// What is wrong with `/run/netns/NAME` when it is there but no netns
+    /// (an empty file left by an interrupted start, or something else).
+    pub netns_stray: Option<String>,
     pub init: InitFact,
     /// Host ends of the cables (configured ones, or the `NAMEi` links found
     /// when the config is unreadable), and whether each exists.
@@ -99,6 +102,7 @@ pub fn classify(f: &Facts) -> (State, Vec<String>) {
         )),
         InitFact::None | InitFact::Exited | InitFact::Verified(_) => {}
     }
+    problems.extend(f.netns_stray.clone());
     let missing = || f.cables.iter().filter(|c| !c.1).map(|c| &c.0);
     if let InitFact::Verified(_) | InitFact::Unrecorded(_) = f.init {
         // A running subhost stays `running`; what is off is still reported.
@@ -312,6 +316,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         image: layout.image_present(),
         mnt: mount_at("mnt").is_some(),
         netns: netns::exists(name),
+        netns_stray: netns::stray(name),
         init: init_fact(name, inits),
         cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
     };
@@ -333,6 +338,11 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     }
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));
+    }
+    // Said, but the state stays: a wake plugs them back in.
+    if let (true, Ok(c)) = (facts.netns, &cfg) {
+        let links = crate::cmd::start::links(layout, c);
+        problems.extend(netns::unplugged(&links).iter().map(|p| p.problem(name)));
     }
     let root = match (live, &cfg) {
         (Some(m), _) if m.fs_type == "overlay" => Some("overlay"),
@@ -851,6 +861,7 @@ mod tests {
             image: false,
             mnt: false,
             netns: false,
+            netns_stray: None,
             init: InitFact::None,
             cables: vec![("web0".into(), false), ("web1".into(), false)],
         }
@@ -983,6 +994,16 @@ mod tests {
         let (state, problems) = classify(&f);
         assert_eq!(state, State::Running);
         assert!(has(&problems, "does not name it"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_netns_file_that_is_no_netns_is_broken() {
+        let stray = "/run/netns/web is not a network namespace (an empty file …)";
+        let f = Facts {
+            netns_stray: Some(stray.into()),
+            ..facts()
+        };
+        assert_eq!(classify(&f), (State::Broken, vec![stray.to_string()]));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::{mounts, netns, sandbox, state, supervisor, tty, userns};
 
 /// The cables of a subhost as netns links: `NAMEi` on the host, `ethi`
 /// inside.
-fn links(layout: &Layout, cfg: &Config) -> Vec<netns::Link> {
+pub(crate) fn links(layout: &Layout, cfg: &Config) -> Vec<netns::Link> {
     cfg.bridges
         .iter()
         .enumerate()
@@ -228,6 +228,11 @@ impl Prepared {
             Some(r) => netns::plan(name, &self.links).owned_by(r.base, r.count),
             None => netns::plan(name, &self.links),
         };
+        // Woken, it plugs back in what is out of its bridge now.
+        let net = match netns::exists(name) {
+            true => net.replugging(netns::unplugged(&self.links)),
+            false => net,
+        };
         print_start_plan(
             &self.layout,
             &self.mount_steps,
@@ -273,6 +278,10 @@ impl Prepared {
                 init.pid
             );
         }
+        // Left by an interrupted start: for `stop` to clear, never reused.
+        if let Some(stray) = netns::stray(name) {
+            bail!("cannot start subhost {name}: {stray}");
+        }
         // Left by a detached init that died without `stop`.
         detached::clear_console(name);
         let (_, init_fd) = sandbox::open_init()?;
@@ -297,9 +306,12 @@ impl Prepared {
         mounts::activate(&mount_steps, user.as_ref().map(|u| u.as_fd()))?;
         if netns::exists(name) {
             info!("netns {name} exists: reusing it");
+            netns::replug(name, &netns::unplugged(&links))?;
         } else {
-            undo.netns = true;
+            // All or nothing: a failed create removes what it made, and only
+            // that (a link that holds a cable's name is not the start's).
             netns::create_from(name, &links, made_net)?;
+            undo.netns = true;
         }
         let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
         // Recorded before it is made: a launcher killed in between leaves a

@@ -501,6 +501,8 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         if !left.is_empty() {
             println!("# wait until gone: {}", left.join(" "));
         }
+    } else if netns::entry(name) == netns::Entry::Empty {
+        println!("{}", netns::RemoveEmpty(name));
     } else {
         println!("# no netns {name}");
     }
