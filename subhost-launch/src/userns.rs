@@ -821,12 +821,12 @@ mod tests {
         // Owned by the range's root, its owner bits count.
         std::os::unix::fs::chown(base.join("web"), Some(r.base), None).unwrap();
         check_reachable(&live, r).unwrap();
-        std::fs::remove_dir_all(&base).unwrap();
+        crate::files::tree::remove_tree_mount_free(&base).unwrap();
     }
 
     fn temp_base(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("sht-userns-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let _ = crate::files::tree::remove_tree_mount_free(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -856,6 +856,6 @@ mod tests {
         std::fs::write(web.userns_record(), "garbage\n").unwrap();
         let e = resolve(&web, Setting::Pick).unwrap_err();
         assert!(format!("{e:#}").contains("not a recorded range"), "{e:#}");
-        std::fs::remove_dir_all(&base).unwrap();
+        crate::files::tree::remove_tree_mount_free(&base).unwrap();
     }
 }
