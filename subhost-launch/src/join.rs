@@ -506,6 +506,9 @@ fn join_and_clone(j: &Joiner) -> Result<Pid> {
     ];
     keep.extend(j.userns.as_ref().map(|u| u.as_raw_fd()));
     close_all_but(&keep)?;
+    // The command is cloned from here: it must not carry the caller's
+    // login session, and only the host's root may unset it.
+    sandbox::reset_loginuid();
     // As the host's root: cgroup v1 hierarchies are not delegated.
     join_cgroups(&j.procs)?;
     if let Some(user) = &j.userns {
@@ -828,6 +831,7 @@ pub fn print_plan(target: &Target, session: &Session, pty: PtyUse) {
     let pid = target.init.pid;
     println!("# running: init PID {pid}");
     println!("# fork a joiner; it closes every fd but the few below, then:");
+    println!("{}", sandbox::Step::ResetLoginuid);
     for d in &target.cgroups {
         println!("echo $$ > {}/cgroup.procs", d.display());
     }

@@ -143,6 +143,47 @@ pub fn warnings(kept: &[Capability]) -> Vec<String> {
         .collect()
 }
 
+/// Of `want`, those missing from `have`, in `want`'s order: what a
+/// subhost should keep but does not (or cannot) get.
+pub fn lacking(want: &[Capability], have: &HashSet<Capability>) -> Vec<Capability> {
+    want.iter().filter(|c| !have.contains(c)).copied().collect()
+}
+
+/// The launcher's own capability bounding set, which the sandbox inherits
+/// and can only shrink.
+pub fn own_bounding_set() -> Result<HashSet<Capability>> {
+    caps::read(None, CapSet::Bounding).context("cannot read the launcher's bounding set")
+}
+
+fn names(caps: &[Capability]) -> String {
+    caps.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The warning of a start whose subhost `name` cannot get `lacking`.
+pub fn not_granted_at_start(name: &str, lacking: &[Capability]) -> String {
+    format!(
+        "subhost {name} runs without {}: the launcher's own capability bounding set lacks \
+         them (it runs under `capsh --drop`, `setpriv --bounding-set` or a service's \
+         CapabilityBoundingSet=), and a process can only shrink the set it inherits; \
+         run subhost-launch with them to grant them",
+        names(lacking)
+    )
+}
+
+/// The warning of `status` for a running init that lacks `lacking`, which
+/// its config keeps.
+pub fn not_granted_to_init(lacking: &[Capability]) -> String {
+    format!(
+        "{} kept by the config but not granted: the init does not have them (the \
+         launcher's bounding set lacked them at start, or the config changed since: \
+         stop and start it to apply)",
+        names(lacking)
+    )
+}
+
 /// The highest capability this kernel knows. One file read, where probing
 /// each capability would take a syscall apiece.
 fn last_cap() -> u8 {
@@ -207,6 +248,27 @@ mod tests {
         for (c, _) in ESCAPES {
             assert!(!DEFAULT_KEEP.contains(c), "{c} lets root out");
         }
+    }
+
+    #[test]
+    fn what_the_launcher_lacks_is_not_granted_and_named() {
+        let mut cfg = Config::defaults("x");
+        cfg.caps_keep = vec!["CAP_SYS_RESOURCE".into()];
+        let want = kept(&cfg).unwrap();
+        let mut have: HashSet<Capability> = caps::all();
+        have.remove(&Capability::CAP_SYS_RESOURCE);
+        have.remove(&Capability::CAP_SYS_MODULE);
+        // SYS_MODULE is dropped anyway: only what the subhost keeps counts.
+        assert_eq!(lacking(&want, &have), [Capability::CAP_SYS_RESOURCE]);
+        assert!(lacking(&want, &caps::all()).is_empty());
+        let text = not_granted_at_start("web", &[Capability::CAP_SYS_RESOURCE]);
+        assert!(
+            text.starts_with("subhost web runs without CAP_SYS_RESOURCE"),
+            "{text}"
+        );
+        assert!(text.contains("bounding set lacks"), "{text}");
+        let text = not_granted_to_init(&[Capability::CAP_SYS_RESOURCE]);
+        assert!(text.starts_with("CAP_SYS_RESOURCE kept by the config but not granted"));
     }
 
     #[test]

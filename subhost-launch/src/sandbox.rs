@@ -61,6 +61,12 @@ const SYS_MASKED: &[&str] = &["firmware", "devices/virtual/powercap"];
 /// What the child does inside its new namespaces, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Forget the caller's audit login session: a subhost started from a
+    /// login shell would otherwise carry its loginuid, which only
+    /// CAP_AUDIT_CONTROL of the host may change, and `pam_loginuid` (sshd,
+    /// cron) fails inside. Done as the host's root, so with USERNS before
+    /// the user namespace is joined (see [`reset_loginuid`]).
+    ResetLoginuid,
     /// Keep our mounts from propagating back to the host.
     PrivateMounts,
     /// The root (its own mount only, not the SHAREs) gets nodev: device
@@ -120,12 +126,23 @@ pub enum Step {
     /// (so without no_new_privs).
     Seccomp(Box<Filter>),
     /// Shrink the bounding set, last, so no step before is refused.
-    DropCaps(Vec<Capability>),
+    /// `lacking`: what the subhost should keep but cannot get, because
+    /// the launcher's own bounding set (which the child inherits) lacks
+    /// it; said as a warning.
+    DropCaps {
+        drop: Vec<Capability>,
+        lacking: Vec<Capability>,
+    },
 }
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Step::ResetLoginuid => write!(
+                f,
+                "echo {LOGINUID_UNSET} > /proc/self/loginuid  # the caller's audit loginuid unset, \
+                 as the host's root (no file: no audit)"
+            ),
             Step::PrivateMounts => write!(f, "mount --make-rprivate /"),
             Step::NoDevRoot(p) => write!(f, "mount -o remount,bind,nodev {}", p.display()),
             Step::Bind { source, target } => {
@@ -201,10 +218,22 @@ impl fmt::Display for Step {
             Step::PivotRoot { live } => {
                 write!(f, "pivot_root {} (old root detached)", live.display())
             }
-            Step::DropCaps(caps) => {
-                let names: Vec<String> =
-                    caps.iter().map(|c| c.to_string().to_lowercase()).collect();
-                write!(f, "capsh --drop={}", names.join(","))
+            Step::DropCaps { drop, lacking } => {
+                let names = |caps: &[Capability]| {
+                    caps.iter()
+                        .map(|c| c.to_string().to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                write!(f, "capsh --drop={}", names(drop))?;
+                if !lacking.is_empty() {
+                    write!(
+                        f,
+                        "  # not granted: {} (the launcher's bounding set lacks them)",
+                        names(lacking)
+                    )?;
+                }
+                Ok(())
             }
         }
     }
@@ -227,7 +256,7 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     let live = layout.live();
     let under = |p: &Path| live.join(p.strip_prefix("/").unwrap_or(p));
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mut steps = vec![Step::PrivateMounts];
+    let mut steps = vec![Step::ResetLoginuid, Step::PrivateMounts];
     if userns.is_some() {
         // Mounts inherited from the host's namespace are locked in one
         // owned by a user namespace, and pivot_root refuses a locked new
@@ -311,10 +340,16 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     if let Some(filter) = Filter::for_config(cfg)? {
         steps.push(Step::Seccomp(Box::new(filter)));
     }
-    steps.push(Step::DropCaps(match userns {
-        None => privileges::dropped(cfg)?,
-        Some(_) => privileges::dropped_in_userns(cfg)?,
-    }));
+    let (drop, lacking) = match userns {
+        None => (
+            privileges::dropped(cfg)?,
+            privileges::lacking(&privileges::kept(cfg)?, &privileges::own_bounding_set()?),
+        ),
+        // Joining the user namespace gives the child a full bounding set
+        // of it, whatever the launcher's.
+        Some(_) => (privileges::dropped_in_userns(cfg)?, Vec::new()),
+    };
+    steps.push(Step::DropCaps { drop, lacking });
     Ok(steps)
 }
 
@@ -423,7 +458,55 @@ fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
         Step::Seccomp(filter) => filter.install(),
         Step::Hostname(h) => nix::unistd::sethostname(h).context("cannot set the hostname"),
         Step::PivotRoot { live } => pivot_into(live),
-        Step::DropCaps(caps) => privileges::apply(caps),
+        Step::ResetLoginuid => {
+            reset_loginuid();
+            Ok(())
+        }
+        Step::DropCaps { drop, .. } => privileges::apply(drop),
+    }
+}
+
+/// What `/proc/self/loginuid` holds when no login session is recorded.
+const LOGINUID_UNSET: &str = "4294967295";
+
+/// Unsets the audit loginuid this process inherited from its caller, as
+/// systemd-nspawn does: a service inside that starts sessions of its own
+/// (sshd, cron through `pam_loginuid`) must be free to set it. Changing a
+/// set loginuid takes CAP_AUDIT_CONTROL of the host: a root of a user
+/// namespace gets EPERM, so this runs before one is joined. A kernel
+/// without audit has no such file. Never fatal: a subhost that cannot
+/// have it reset still runs, and the warning says what will fail in it.
+pub fn reset_loginuid() {
+    let path = "/proc/self/loginuid";
+    let current = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            log::warn!("cannot read {path}: {e}; the caller's audit loginuid may stay set");
+            return;
+        }
+    };
+    if current.trim() == LOGINUID_UNSET {
+        return;
+    }
+    // One write(2) of the whole value: the kernel takes it only so.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(LOGINUID_UNSET.as_bytes()));
+    if let Err(e) = written {
+        let why = if e.raw_os_error() == Some(libc::EPERM) {
+            " (changing a set loginuid takes CAP_AUDIT_CONTROL, which the launcher lacks, \
+             or the host made it immutable with `auditctl --loginuid-immutable`)"
+        } else {
+            ""
+        };
+        log::warn!(
+            "cannot unset the audit loginuid {} inherited from the caller: {e}{why}; \
+             pam_loginuid inside (sshd, cron) will fail: start the subhost from outside a \
+             login session, e.g. a system service",
+            current.trim()
+        );
     }
 }
 
@@ -646,6 +729,17 @@ impl Pending {
 /// its init to run. The caller must have blocked the signals it will
 /// supervise.
 pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
+    // Said here, by the launcher: a detached sandbox's stderr is its
+    // console.
+    for step in s.steps {
+        if let Step::DropCaps { lacking, .. } = step {
+            if !lacking.is_empty() {
+                let name = s.live.parent().and_then(Path::file_name);
+                let name = name.unwrap_or_default().to_string_lossy();
+                log::warn!("{}", privileges::not_granted_at_start(&name, lacking));
+            }
+        }
+    }
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let fd_pair = if s.pty {
@@ -690,7 +784,8 @@ pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
         }
         Some(u) => {
             let v2 = cgroup_fd.zip(v2);
-            (fork_into_userns(s.cgroup, v2, u.user.as_fd())?, None)
+            let reset = s.steps.contains(&Step::ResetLoginuid);
+            (fork_into_userns(s.cgroup, v2, u.user.as_fd(), reset)?, None)
         }
     };
 
@@ -727,6 +822,7 @@ fn fork_into_userns(
     cgroup: Option<&Cgroup>,
     v2: Option<(BorrowedFd<'_>, &Path)>,
     user: BorrowedFd<'_>,
+    reset_loginuid_first: bool,
 ) -> Result<ForkResult> {
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
@@ -751,6 +847,9 @@ fn fork_into_userns(
             // SAFETY: writes 4 bytes from a local to our pipe.
             unsafe { libc::write(w.as_raw_fd(), (&v as *const i32).cast(), 4) };
         };
+        if reset_loginuid_first {
+            crate::logging::step(&Step::ResetLoginuid, reset_loginuid);
+        }
         let init = crate::userns::become_root_of(user)
             .and_then(|()| {
                 // SAFETY: unshare with a flag.
@@ -886,6 +985,12 @@ fn child_main(
     joined: Option<Option<&Path>>,
     launcher: Option<&crate::state::PidFd>,
 ) -> Result<std::convert::Infallible> {
+    // First, while stderr is still the caller's (a detached init's is its
+    // console), so a warning reaches whoever started it. With USERNS the
+    // sandbox's first process did it, as the host's root.
+    if s.userns.is_none() && s.steps.contains(&Step::ResetLoginuid) {
+        crate::logging::step(&Step::ResetLoginuid, reset_loginuid);
+    }
     match &s.detached {
         Some(d) => detach(d)?,
         None => {
@@ -933,6 +1038,10 @@ fn child_main(
                 tty::make_controlling(pty.slave)
                     .context("cannot make the pty the session's terminal")?;
             }
+        }
+        // Done first, above.
+        if matches!(step, Step::ResetLoginuid) {
+            continue;
         }
         let trees = s.userns.as_ref().map_or(&[][..], |u| &u.trees[..]);
         crate::logging::step(step, || run_step(step, trees)).with_context(|| format!("{step}"))?;
@@ -1102,10 +1211,11 @@ mod tests {
             inner: "/data".into(),
         });
         let steps = plan(&layout, &cfg, None).unwrap();
-        assert_eq!(steps.first(), Some(&Step::PrivateMounts));
-        assert_eq!(steps[1], Step::NoDevRoot("/opt/subhost/future/live".into()));
+        assert_eq!(steps.first(), Some(&Step::ResetLoginuid));
+        assert_eq!(steps[1], Step::PrivateMounts);
+        assert_eq!(steps[2], Step::NoDevRoot("/opt/subhost/future/live".into()));
         assert_eq!(
-            steps[2],
+            steps[3],
             Step::Bind {
                 source: "/srv/data".into(),
                 target: "/opt/subhost/future/live/data".into()
@@ -1114,9 +1224,13 @@ mod tests {
         let n = steps.len();
         assert!(matches!(steps[n - 3], Step::PivotRoot { .. }));
         assert!(matches!(steps[n - 2], Step::Seccomp(_)));
-        assert!(matches!(steps.last(), Some(Step::DropCaps(_))));
+        assert!(matches!(steps.last(), Some(Step::DropCaps { .. })));
         let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
         assert!(text.contains(&"hostname future".to_string()), "{text:?}");
+        assert!(
+            text[0].starts_with("echo 4294967295 > /proc/self/loginuid"),
+            "{text:?}"
+        );
         assert!(text
             .iter()
             .any(|t| t.starts_with("mount -t devpts -o nosuid,noexec,newinstance")));
@@ -1171,17 +1285,20 @@ mod tests {
         };
         let steps = plan(&layout, &cfg, Some(range)).unwrap();
         let live = PathBuf::from("/opt/subhost/future/live");
+        // The loginuid goes first: the first process does it as the
+        // host's root, before it joins the user namespace.
+        assert_eq!(steps[0], Step::ResetLoginuid);
         // live bound on itself first: pivot_root refuses a locked mount.
         assert_eq!(
-            steps[1],
+            steps[2],
             Step::Bind {
                 source: live.clone(),
                 target: live.clone()
             }
         );
-        assert_eq!(steps[2], Step::NoDevRoot(live.clone()));
+        assert_eq!(steps[3], Step::NoDevRoot(live.clone()));
         assert_eq!(
-            steps[3],
+            steps[4],
             Step::AttachTree {
                 tree: 0,
                 source: "/srv/data".into(),
@@ -1195,15 +1312,56 @@ mod tests {
         assert!(!steps.iter().any(|s| matches!(s, Step::DevNodes { .. })));
         assert_eq!(
             steps.last(),
-            Some(&Step::DropCaps(vec![Capability::CAP_NET_RAW]))
+            Some(&Step::DropCaps {
+                drop: vec![Capability::CAP_NET_RAW],
+                lacking: Vec::new()
+            })
         );
         let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
         assert!(
-            text[3].contains("X-mount.idmap=0:524288:65536 /srv/data"),
+            text[4].contains("X-mount.idmap=0:524288:65536 /srv/data"),
             "{text:?}"
         );
         // The filter still applies.
         assert!(steps.iter().any(|s| matches!(s, Step::Seccomp(_))));
+    }
+
+    #[test]
+    fn caps_the_launcher_lacks_show_in_the_plan() {
+        let step = Step::DropCaps {
+            drop: vec![Capability::CAP_SYS_MODULE],
+            lacking: vec![Capability::CAP_SYS_RESOURCE],
+        };
+        assert_eq!(
+            step.to_string(),
+            "capsh --drop=cap_sys_module  # not granted: cap_sys_resource \
+             (the launcher's bounding set lacks them)"
+        );
+    }
+
+    #[test]
+    fn reset_loginuid_unsets_it_and_tolerates_an_unset_one() {
+        let _one = crate::tty::test_support::serial();
+        let path = Path::new("/proc/self/loginuid");
+        if !path.exists() {
+            return; // a kernel without audit: nothing to reset
+        }
+        let mut child = crate::tty::test_support::fork_with(|| {
+            // This forked test process only, never the test runner.
+            if std::fs::write("/proc/self/loginuid", "1000").is_err() {
+                return 2;
+            }
+            reset_loginuid();
+            let once = std::fs::read_to_string("/proc/self/loginuid").unwrap_or_default();
+            reset_loginuid();
+            let twice = std::fs::read_to_string("/proc/self/loginuid").unwrap_or_default();
+            if once == LOGINUID_UNSET && twice == LOGINUID_UNSET {
+                0
+            } else {
+                3
+            }
+        });
+        assert_eq!(child.code(crate::tty::test_support::LIMIT), 0);
     }
 
     #[test]

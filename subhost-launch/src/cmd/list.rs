@@ -376,10 +376,21 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     }
     .unwrap_or_default();
     // In its own user namespace no capability reaches the host.
-    let warnings = match cfg.as_ref().ok().and_then(|c| c.userns) {
+    let mut warnings = match cfg.as_ref().ok().and_then(|c| c.userns) {
         Some(_) => Vec::new(),
         None => privileges::warnings(&caps),
     };
+    // `caps` is what the init really has: what the config keeps beyond
+    // that was never granted (the launcher's bounding set lacked it).
+    if let (Some(_), false, Ok(c)) = (pid, caps.is_empty(), &cfg) {
+        let have = caps.iter().copied().collect();
+        let lacking = privileges::kept(c).map(|want| privileges::lacking(&want, &have));
+        if let Ok(lacking) = lacking.as_deref() {
+            if !lacking.is_empty() {
+                warnings.push(privileges::not_granted_to_init(lacking));
+            }
+        }
+    }
     // A running init's own state, else what the config asks for.
     let seccomp = match pid {
         Some(pid) => init_seccomp(pid),
