@@ -305,17 +305,44 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         mounts.iter().rev().find(|m| m.mount_point == p)
     };
     let live = mount_at("live");
-    let cables = cables(layout, cfg.as_ref().ok());
+    let mut cables = cables(layout, cfg.as_ref().ok());
+    // NAME's netns, cables, init and cgroup are host-wide: another
+    // directory's subhost of that name may hold them.
+    let owner = state::owner(name, &layout.dir);
+    let other = match &owner {
+        Ok(state::Owner::Other(other)) => Some(other),
+        _ => None,
+    };
+    if other.is_some() {
+        for c in &mut cables {
+            c.present = false;
+        }
+    }
     let facts = Facts {
         name: name.clone(),
         live: live.is_some(),
         image: layout.image_present(),
         mnt: mount_at("mnt").is_some(),
-        netns: netns::exists(name),
-        init: init_fact(name, inits),
+        netns: other.is_none() && netns::exists(name),
+        init: match other {
+            None => init_fact(name, inits),
+            Some(_) => InitFact::None,
+        },
         cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
     };
-    let (state, mut problems) = classify(&facts);
+    let (mut state, mut problems) = classify(&facts);
+    match &owner {
+        Ok(state::Owner::Other(other)) => problems.push(state::in_use_note(name, other)),
+        Ok(_) => {
+            let bad = state::bad_records(name);
+            // `stop` removes them: `stop --all` must see it.
+            if !bad.is_empty() && state == State::Stopped {
+                state = State::Broken;
+            }
+            problems.extend(bad);
+        }
+        Err(e) => problems.push(format!("{e:#}")),
+    }
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));
     }
@@ -330,7 +357,10 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         InitFact::Verified(id) | InitFact::Unrecorded(id) => (Some(id.pid), state::uptime(id)),
         _ => (None, None),
     };
-    let usage = cfg.as_ref().ok().and_then(|c| usage(name, c));
+    let usage = match other {
+        None => cfg.as_ref().ok().and_then(|c| usage(name, c)),
+        Some(_) => None,
+    };
     let userns = match cfg.as_ref().ok().and_then(|c| c.userns) {
         None => None,
         Some(u) => match crate::userns::read_record(layout) {

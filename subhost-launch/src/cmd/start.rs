@@ -96,6 +96,12 @@ pub fn start_detached(
 ) -> i32 {
     let mut status = 0;
     let mut waiting: Option<Launching> = None;
+    let finish = |l: Launching, status: &mut i32| {
+        if let Err(e) = l.finish() {
+            crate::outcome::fail(&e);
+            *status = 125;
+        }
+    };
     for (i, name) in names.iter().enumerate() {
         if names[..i].contains(name) {
             continue;
@@ -111,14 +117,24 @@ pub fn start_detached(
                 p.print();
                 continue;
             }
-            Ok(p) => p.launch(),
+            // The previous one still holds its lock until it has finished:
+            // a lock taken meanwhile is only taken if free, never waited
+            // for, or a `start --detach y x` holding y and waiting for x
+            // would wait for this one, holding x and waiting for y.
+            Ok(p) => match state::try_lock(name) {
+                Ok(Some(lock)) => p.launch(lock),
+                Ok(None) => {
+                    if let Some(prev) = waiting.take() {
+                        finish(prev, &mut status);
+                    }
+                    state::lock(name, p.lock_wait()).and_then(|lock| p.launch(lock))
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Some(prev) = waiting.take() {
-            if let Err(e) = prev.finish() {
-                crate::outcome::fail(&e);
-                status = 125;
-            }
+            finish(prev, &mut status);
         }
         match next {
             Ok(l) => waiting = Some(l),
@@ -129,10 +145,7 @@ pub fn start_detached(
         }
     }
     if let Some(last) = waiting {
-        if let Err(e) = last.finish() {
-            crate::outcome::fail(&e);
-            status = 125;
-        }
+        finish(last, &mut status);
     }
     status
 }
@@ -143,7 +156,8 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         prepared.print();
         return Ok(0);
     }
-    prepared.launch()?.finish()
+    let lock = state::lock(name, prepared.lock_wait())?;
+    prepared.launch(lock)?.finish()
 }
 
 /// Everything a start will do, as data: what `--dry-run` prints.
@@ -243,8 +257,15 @@ impl Prepared {
         }
     }
 
-    /// Takes the lock, sets up the host side and forks the sandbox.
-    fn launch(self) -> Result<Launching> {
+    /// How long a start waits for another start or stop of it: at most
+    /// the grace a stop gives the init, plus a moment.
+    fn lock_wait(&self) -> Duration {
+        Duration::from_secs(self.cfg.stop_timeout.into()) + Duration::from_secs(2)
+    }
+
+    /// Under `lock`, the subhost's: sets up the host side and forks the
+    /// sandbox.
+    fn launch(self, lock: state::Lock) -> Result<Launching> {
         let Prepared {
             layout,
             cfg,
@@ -259,14 +280,13 @@ impl Prepared {
         } = self;
         let name = layout.name.clone();
         let name = name.as_str();
-        // Another start or stop of it finishes first: it takes at most the
-        // grace a stop gives the init, plus a moment.
-        // Dropped on an error, it removes the lock file if it made it.
-        let lock = state::lock(
-            name,
-            Duration::from_secs(cfg.stop_timeout.into()) + Duration::from_secs(2),
-        )?
-        .removed_unless_kept(name);
+        // Dropped on an error, it removes the lock file if it made it, and
+        // the directory record if it wrote it.
+        let mut lock = lock.removed_unless_kept(name);
+        state::check_records(name)?;
+        // Before anything host-wide of NAME is touched: it may be another
+        // directory's subhost's.
+        lock.claim(&layout.dir)?;
         if let Some(init) = state::running_init(name) {
             bail!(
                 "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
