@@ -157,8 +157,9 @@ pub fn read_text(path: &Path, max: u64) -> io::Result<String> {
             return Err(io::Error::new(
                 e.kind(),
                 format!(
-                    "{}: {e}: remove it ({}) and try again",
+                    "{} is {}: remove it ({}) and try again",
                     path.display(),
+                    describe(path),
                     removal(path)
                 ),
             ))

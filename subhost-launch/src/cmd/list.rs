@@ -331,17 +331,16 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
     };
     let (mut state, mut problems) = classify(&facts);
+    let facts_problems = problems.len();
     match &owner {
         Ok(state::Owner::Other(other)) => problems.push(state::in_use_note(name, other)),
-        Ok(_) => {
-            let bad = state::bad_records(name);
-            // `stop` removes them: `stop --all` must see it.
-            if !bad.is_empty() && state == State::Stopped {
-                state = State::Broken;
-            }
-            problems.extend(bad);
-        }
+        Ok(_) => problems.extend(state::bad_records(name)),
         Err(e) => problems.push(format!("{e:#}")),
+    }
+    // A record that is no regular file is a problem `stop` names (and
+    // mostly removes): `stop --all` must see it.
+    if state == State::Stopped && other.is_none() && problems.len() > facts_problems {
+        state = State::Broken;
     }
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));

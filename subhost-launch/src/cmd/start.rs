@@ -137,7 +137,7 @@ pub fn start_detached(
             finish(prev, &mut status);
         }
         match next {
-            Ok(l) => waiting = Some(l),
+            Ok(l) => waiting = l,
             Err(e) => {
                 crate::outcome::fail(&e);
                 status = 125;
@@ -157,7 +157,10 @@ pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> 
         return Ok(0);
     }
     let lock = state::lock(name, prepared.lock_wait())?;
-    prepared.launch(lock)?.finish()
+    match prepared.launch(lock)? {
+        Some(launching) => launching.finish(),
+        None => Ok(0),
+    }
 }
 
 /// Everything a start will do, as data: what `--dry-run` prints.
@@ -264,8 +267,10 @@ impl Prepared {
     }
 
     /// Under `lock`, the subhost's: sets up the host side and forks the
-    /// sandbox.
-    fn launch(self, lock: state::Lock) -> Result<Launching> {
+    /// sandbox. `None` when there is nothing to do: a detached start finds
+    /// the subhost started by another start since this command began (as
+    /// two `start --detach` naming the same subhosts do).
+    fn launch(self, lock: state::Lock) -> Result<Option<Launching>> {
         let Prepared {
             layout,
             cfg,
@@ -288,6 +293,14 @@ impl Prepared {
         // directory's subhost's.
         lock.claim(&layout.dir)?;
         if let Some(init) = state::running_init(name) {
+            if console.is_some() && started_since_we_began(init) {
+                crate::outcome::say(&format!(
+                    "subhost {name}: already running (init PID {}), started meanwhile by \
+                     another start",
+                    init.pid
+                ));
+                return Ok(None);
+            }
             bail!(
                 "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
                 init.pid
@@ -387,7 +400,7 @@ impl Prepared {
             userns,
         })
         .with_context(|| format!("cannot start subhost {name}"))?;
-        Ok(Launching {
+        Ok(Some(Launching {
             name: name.to_string(),
             cfg,
             lock,
@@ -395,7 +408,7 @@ impl Prepared {
             pending,
             console,
             console_note,
-        })
+        }))
     }
 }
 
@@ -464,6 +477,12 @@ impl Launching {
         }
         status
     }
+}
+
+/// Whether `init` started after this process did: then another start
+/// brought it up while this one was under way.
+fn started_since_we_began(init: state::ProcId) -> bool {
+    state::ProcId::of(std::process::id() as i32).is_ok_and(|me| init.start >= me.start)
 }
 
 /// A hibernating subhost keeps the user namespace (and idmapped mounts)
