@@ -96,6 +96,9 @@ pub fn start_detached(
 ) -> i32 {
     let mut status = 0;
     let mut waiting: Option<Launching> = None;
+    // What runs already, before any of them is started: one started
+    // meanwhile by another command was not.
+    let before: Vec<Option<state::ProcId>> = names.iter().map(|n| state::running_init(n)).collect();
     let finish = |l: Launching, status: &mut i32| {
         if let Err(e) = l.finish() {
             crate::outcome::fail(&e);
@@ -122,12 +125,12 @@ pub fn start_detached(
             // for, or a `start --detach y x` holding y and waiting for x
             // would wait for this one, holding x and waiting for y.
             Ok(p) => match state::try_lock(name) {
-                Ok(Some(lock)) => p.launch(lock),
+                Ok(Some(lock)) => p.launch(lock, before[i]),
                 Ok(None) => {
                     if let Some(prev) = waiting.take() {
                         finish(prev, &mut status);
                     }
-                    state::lock(name, p.lock_wait()).and_then(|lock| p.launch(lock))
+                    state::lock(name, p.lock_wait()).and_then(|lock| p.launch(lock, before[i]))
                 }
                 Err(e) => Err(e),
             },
@@ -151,13 +154,14 @@ pub fn start_detached(
 }
 
 pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> {
+    let before = state::running_init(name);
     let prepared = prepare(base, name, mode, dry_run)?;
     if dry_run {
         prepared.print();
         return Ok(0);
     }
     let lock = state::lock(name, prepared.lock_wait())?;
-    match prepared.launch(lock)? {
+    match prepared.launch(lock, before)? {
         Some(launching) => launching.finish(),
         None => Ok(0),
     }
@@ -268,9 +272,10 @@ impl Prepared {
 
     /// Under `lock`, the subhost's: sets up the host side and forks the
     /// sandbox. `None` when there is nothing to do: a detached start finds
-    /// the subhost started by another start since this command began (as
-    /// two `start --detach` naming the same subhosts do).
-    fn launch(self, lock: state::Lock) -> Result<Option<Launching>> {
+    /// the subhost started by another command since this one began (as two
+    /// `start --detach` naming the same subhosts do), not the init that
+    /// ran `before`.
+    fn launch(self, lock: state::Lock, before: Option<state::ProcId>) -> Result<Option<Launching>> {
         let Prepared {
             layout,
             cfg,
@@ -293,7 +298,7 @@ impl Prepared {
         // directory's subhost's.
         lock.claim(&layout.dir)?;
         if let Some(init) = state::running_init(name) {
-            if console.is_some() && started_since_we_began(init) {
+            if console.is_some() && before != Some(init) {
                 crate::outcome::say(&format!(
                     "subhost {name}: already running (init PID {}), started meanwhile by \
                      another start",
@@ -477,12 +482,6 @@ impl Launching {
         }
         status
     }
-}
-
-/// Whether `init` started after this process did: then another start
-/// brought it up while this one was under way.
-fn started_since_we_began(init: state::ProcId) -> bool {
-    state::ProcId::of(std::process::id() as i32).is_ok_and(|me| init.start >= me.start)
 }
 
 /// A hibernating subhost keeps the user namespace (and idmapped mounts)
