@@ -240,7 +240,7 @@ mod tests {
         assert!(e.contains(&format!("(`rm {}`)", link.display())), "{e}");
         let fifo = d.join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        std::os::unix::fs::symlink(&fifo, &link.with_extension("f")).unwrap();
+        std::os::unix::fs::symlink(&fifo, link.with_extension("f")).unwrap();
         assert_eq!(
             describe(&link.with_extension("f")),
             format!(
