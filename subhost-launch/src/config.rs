@@ -241,19 +241,52 @@ impl std::error::Error for ConfigError {}
 
 /// Reads and parses `path`. `name` and `base` are the values of `SUB` and
 /// `SUBHOST` for expansion. A missing file yields the defaults.
+///
+/// Errors quote the config's lines, so only a file that is the config is
+/// read: a regular file (a symlink is not followed: one to `/etc/shadow`
+/// would have its first line quoted) owned by the owner of the subhost's
+/// directory.
 pub fn load(path: &Path, name: &str, base: &Path) -> anyhow::Result<Config> {
-    let bytes = match crate::files::read_capped(path, crate::files::CONFIG_MAX) {
-        Ok(bytes) => bytes,
-        // A dangling symlink reads as missing too, but it is a broken config
-        // rather than an absent one.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_err() => {
-            return Ok(Config::defaults(name));
+    use anyhow::Context as _;
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |what: String| {
+        anyhow::anyhow!(
+            "config {} is {what}: replace it with a regular file (or remove it to use the defaults)",
+            path.display()
+        )
+    };
+    let file = match crate::files::open_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::defaults(name)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(refuse(crate::files::describe(path)))
         }
         Err(e) => anyhow::bail!(
             "{}: cannot read the config file: {e} (make it a readable regular file of at most 1 MiB, or remove it to use the defaults)",
             path.display()
         ),
     };
+    let owner = file.metadata()?.uid();
+    let dir = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
+    let dir_owner = std::fs::metadata(dir)
+        .with_context(|| format!("cannot stat {}", dir.display()))?
+        .uid();
+    if owner != dir_owner {
+        return Err(refuse(format!(
+            "owned by uid {owner}, not by the owner of {} (uid {dir_owner})",
+            dir.display()
+        )));
+    }
+    let bytes = crate::files::read_file_capped(file, crate::files::CONFIG_MAX).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot read the config file: {e} (make it a readable regular file of at most 1 MiB, or remove it to use the defaults)",
+            path.display()
+        )
+    })?;
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
@@ -2630,7 +2663,10 @@ mod tests {
         std::fs::create_dir(&file).unwrap();
         let e = load(&file, "web", &t.0).unwrap_err().to_string();
         assert!(
-            e.starts_with(&format!("{}: cannot read", file.display())),
+            e.starts_with(&format!(
+                "config {} is a directory, not a regular file: replace it",
+                file.display()
+            )),
             "{e}"
         );
         // A dangling symlink is a broken config, not a missing one.
@@ -2638,9 +2674,31 @@ mod tests {
         std::os::unix::fs::symlink(t.0.join("nowhere"), &link).unwrap();
         let e = load(&link, "web", &t.0).unwrap_err().to_string();
         assert!(
-            e.starts_with(&format!("{}: cannot read", link.display())),
+            e.starts_with(&format!("config {} is a symbolic link", link.display())),
             "{e}"
         );
+    }
+
+    #[test]
+    fn load_never_quotes_a_file_that_is_not_the_config() {
+        let t = TempDir::new("notours");
+        let secret = t.0.join("secret");
+        std::fs::write(&secret, "s3cret:line one\n").unwrap();
+        let link = t.0.join("config");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let e = format!("{:#}", load(&link, "web", &t.0).unwrap_err());
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(
+            e.contains(&format!("is a symbolic link to {}", secret.display())),
+            "{e}"
+        );
+        // A regular file of another owner than the directory's.
+        std::fs::remove_file(&link).unwrap();
+        std::fs::write(&link, "s3cret:line one\n").unwrap();
+        std::os::unix::fs::chown(&link, Some(12345), None).unwrap();
+        let e = format!("{:#}", load(&link, "web", &t.0).unwrap_err());
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains("owned by uid 12345, not by the owner of"), "{e}");
     }
 
     #[test]

@@ -383,7 +383,7 @@ pub fn record_console(name: &str, console: &Console) -> Result<()> {
         Console::File(p) => format!("file {}\n", p.display()),
         Console::Syslog => "syslog\n".to_string(),
     };
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    state::write_record(&path, &text)
 }
 
 pub fn clear_console(name: &str) {

@@ -38,6 +38,76 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Opens `path` for reading without following a symlink in its last
+/// component, and checks on the open file that it is a regular file: what
+/// a symlink points at (`/etc/shadow`, a FIFO) is never opened. A missing
+/// file is `NotFound`; anything else not a regular file is `InvalidInput`,
+/// saying what it is.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("it is {}", describe(path)),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {}, not a regular file", kind_name(&kind)),
+        ));
+    }
+    Ok(file)
+}
+
+/// What is at `path`, itself (a symlink is described, with where it
+/// points and what is there, but never opened): "a FIFO", "a symbolic
+/// link to /etc/shadow, not a regular file", … For messages.
+pub fn describe(path: &Path) -> String {
+    let Ok(meta) = path.symlink_metadata() else {
+        return "missing".to_string();
+    };
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let to = std::fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        // stat only: nothing of the target is read.
+        return match path.metadata() {
+            Ok(m) if m.file_type().is_file() => {
+                format!("a symbolic link to {to}, not a regular file")
+            }
+            Ok(m) => format!(
+                "a symbolic link to {to}, {}, not a regular file",
+                kind_name(&m.file_type())
+            ),
+            Err(_) => format!("a symbolic link to {to} (dangling), not a regular file"),
+        };
+    }
+    if kind.is_file() {
+        return "a regular file".to_string();
+    }
+    format!("{}, not a regular file", kind_name(&kind))
+}
+
+/// The command that removes what is at `path`: `rmdir` for a directory,
+/// `rm` for anything else (a symlink itself, not its target).
+pub fn removal(path: &Path) -> String {
+    let dir = path
+        .symlink_metadata()
+        .map(|m| m.file_type().is_dir())
+        .unwrap_or(false);
+    format!("`{} {}`", if dir { "rmdir" } else { "rm" }, path.display())
+}
+
 fn kind_name(kind: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if kind.is_dir() {
@@ -50,15 +120,18 @@ fn kind_name(kind: &std::fs::FileType) -> &'static str {
         "a block device"
     } else if kind.is_socket() {
         "a socket"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_file() {
+        "a regular file"
     } else {
         "a special file"
     }
 }
 
-/// The contents of the regular file `path`, at most `max` bytes: a larger
-/// one is an error, not a truncated read.
-pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let file = open_regular(path)?;
+/// The contents of `file`, at most `max` bytes: a larger one is an error,
+/// not a truncated read.
+pub fn read_file_capped(file: File, max: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
@@ -70,10 +143,38 @@ pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// `read_capped` as UTF-8 text.
+/// The contents of the regular file `path` (not a symlink), at most `max`
+/// bytes.
+pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    read_file_capped(open_nofollow(path)?, max)
+}
+
+/// A record under `/run/subhost` as UTF-8 text, through `read_capped`. A
+/// missing record is `NotFound`; every other error names the path and,
+/// for what is not a regular file, how to remove it.
 pub fn read_text(path: &Path, max: u64) -> io::Result<String> {
-    String::from_utf8(read_capped(path, max)?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+    let bytes = match read_capped(path, max) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is {}: remove it ({}) and try again",
+                    path.display(),
+                    describe(path),
+                    removal(path)
+                ),
+            ))
+        }
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    String::from_utf8(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: it is not UTF-8 text", path.display()),
+        )
+    })
 }
 
 fn human(n: u64) -> String {
@@ -105,6 +206,7 @@ mod tests {
         // One byte over the cap is refused, not cut.
         let e = read_text(&f, 3).unwrap_err();
         assert!(e.to_string().contains("larger than 3 bytes"), "{e}");
+        assert!(e.to_string().starts_with(&f.display().to_string()), "{e}");
         tree::remove_tree_mount_free(&d).unwrap();
     }
 
@@ -117,6 +219,41 @@ mod tests {
         let e = read_capped(&f, CONFIG_MAX).unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(2));
         assert!(e.to_string().contains("a FIFO, not a regular file"), "{e}");
+        let e = read_text(&f, RECORD_MAX).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("remove it (`rm {}`)", f.display())),
+            "{e}"
+        );
+        tree::remove_tree_mount_free(&d).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_is_never_followed() {
+        let d = tmp("link");
+        let secret = d.join("secret");
+        std::fs::write(&secret, "root:s3cret\n").unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let e = read_text(&link, RECORD_MAX).unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(
+            e.contains(&format!("a symbolic link to {}", secret.display())),
+            "{e}"
+        );
+        assert!(e.contains(&format!("(`rm {}`)", link.display())), "{e}");
+        let fifo = d.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink(&fifo, link.with_extension("f")).unwrap();
+        assert_eq!(
+            describe(&link.with_extension("f")),
+            format!(
+                "a symbolic link to {}, a FIFO, not a regular file",
+                fifo.display()
+            )
+        );
+        let sub = d.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert_eq!(removal(&sub), format!("`rmdir {}`", sub.display()));
         tree::remove_tree_mount_free(&d).unwrap();
     }
 

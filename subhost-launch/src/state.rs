@@ -1,9 +1,13 @@
 //! What the host knows about a subhost between commands: a lock that keeps
-//! two `start`/`stop` of one NAME apart, and a record of its init that is
-//! believed only after the kernel confirms it.
+//! two `start`/`stop` of one NAME apart, a record of the directory whose
+//! subhost holds NAME, and a record of its init that is believed only
+//! after the kernel confirms it.
 //!
-//! Both live under `/run/subhost`, which a reboot clears along with the
-//! mounts and namespaces they describe.
+//! They live under `/run/subhost`, which a reboot clears along with the
+//! mounts and namespaces they describe. NAME is host-wide there (as its
+//! netns is), while subhost directories are not: two `$SUBHOST`s may each
+//! have an `x`, and only the one recorded in `x.dir` may act on what is
+//! set up under that name.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -19,19 +23,112 @@ use crate::netns;
 /// Host-wide: NAME is host-wide already through its netns.
 pub const RUN_DIR: &str = "/run/subhost";
 
+/// The record `NAME.EXT` under the run dir.
+pub fn record_path(name: &str, ext: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{name}.{ext}"))
+}
+
+/// Every record a subhost may have (`console`: `detached`'s).
+const RECORDS: [&str; 5] = ["lock", "dir", "init", "cgroup", "console"];
+
 fn lock_path(name: &str) -> PathBuf {
-    PathBuf::from(RUN_DIR).join(format!("{name}.lock"))
+    record_path(name, "lock")
 }
 
 fn init_path(name: &str) -> PathBuf {
-    PathBuf::from(RUN_DIR).join(format!("{name}.init"))
+    record_path(name, "init")
+}
+
+fn dir_path(name: &str) -> PathBuf {
+    record_path(name, "dir")
+}
+
+/// One message per record of `name` that exists but is not a regular
+/// file (a FIFO, a directory, a symlink…): what it is and how to remove
+/// it. Such a record is never opened for what it points at.
+pub fn bad_records(name: &str) -> Vec<String> {
+    RECORDS
+        .iter()
+        .map(|ext| record_path(name, ext))
+        .filter(|p| p.symlink_metadata().is_ok_and(|m| !m.file_type().is_file()))
+        .map(|p| not_a_record(&p))
+        .collect()
+}
+
+fn not_a_record(path: &std::path::Path) -> String {
+    format!(
+        "record {} is {}: remove it ({}) and try again",
+        path.display(),
+        crate::files::describe(path),
+        crate::files::removal(path)
+    )
+}
+
+/// Fails with the first of `bad_records`.
+pub fn check_records(name: &str) -> Result<()> {
+    match bad_records(name).into_iter().next() {
+        Some(e) => bail!("subhost {name}: {e}"),
+        None => Ok(()),
+    }
+}
+
+/// Writes the record `path` whole or not at all: through a temporary file
+/// renamed over it, made afresh and never followed, so that a FIFO or a
+/// symlink in either place can neither block the write nor redirect it.
+/// Anything but a regular file at `path` is refused, not replaced.
+pub fn write_record(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| !m.file_type().is_file())
+    {
+        bail!("{}", not_a_record(path));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    // Only a writer holding the subhost's lock gets here: a file at the
+    // temporary name is one a killed writer left.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot remove {} ({})",
+                    tmp.display(),
+                    crate::files::removal(&tmp)
+                )
+            })
+        }
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let written = f.write_all(text.as_bytes()).and_then(|()| {
+        drop(f);
+        std::fs::rename(&tmp, path)
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
 }
 
 /// Exclusive hold on one subhost's setup and teardown. Released on drop.
 pub struct Lock {
     _file: Flock<File>,
+    name: String,
     /// This lock made the lock file: a failed `start` removes it again.
     created: bool,
+    /// `claim` wrote the directory record: a failed `start` removes it
+    /// again.
+    claimed: bool,
     /// Set by `removed_unless_kept`: the name whose lock file a drop
     /// removes (if this lock made it).
     remove_on_drop: Option<String>,
@@ -45,25 +142,39 @@ const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 /// `stop` of it to finish: a stop queued behind a start (a boot script
 /// and an operator, a shutdown during boot) then does its job instead of
 /// failing. A holder that died released the lock with its last fd, so
-/// only a live one is waited for.
+/// only a live one is waited for. Whoever holds one lock and takes
+/// another takes them in name order, or does not wait (`try_lock`):
+/// two commands naming the same subhosts in other orders would each hold
+/// a lock the other waits for.
 pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
+    match lock_within(name, wait)? {
+        Some(l) => Ok(l),
+        None => bail!(
+            "subhost {name} is busy: another start or stop of it is still in \
+             progress after {:.1}s (lock {} is held); try again when it has finished",
+            wait.as_secs_f64(),
+            lock_path(name).display()
+        ),
+    }
+}
+
+/// The lock of `name` if it is free now; `None` when another holds it.
+pub fn try_lock(name: &str) -> Result<Option<Lock>> {
+    lock_within(name, std::time::Duration::ZERO)
+}
+
+fn lock_within(name: &str, wait: std::time::Duration) -> Result<Option<Lock>> {
     std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot create {RUN_DIR}"))?;
     let path = lock_path(name);
     let deadline = std::time::Instant::now() + wait;
     let mut waited = false;
     loop {
-        let (file, created) = open_lock_file(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let (file, created) = open_lock_file(&path).map_err(|e| bad_lock(&path, e))?;
         let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 if std::time::Instant::now() >= deadline {
-                    bail!(
-                        "subhost {name} is busy: another start or stop of it is still in \
-                         progress after {:.1}s (lock {} is held); try again when it has finished",
-                        wait.as_secs_f64(),
-                        path.display()
-                    );
+                    return Ok(None);
                 }
                 if !waited {
                     log::info!("{name}: another start or stop is in progress; waiting for it");
@@ -81,14 +192,30 @@ pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
         let held = locked.metadata()?.ino();
         match std::fs::metadata(&path) {
             Ok(m) if m.ino() == held => {
-                return Ok(Lock {
+                return Ok(Some(Lock {
                     _file: locked,
+                    name: name.to_string(),
                     created,
+                    claimed: false,
                     remove_on_drop: None,
-                })
+                }))
             }
             _ => continue,
         }
+    }
+}
+
+/// Why the lock file could not be opened: what is there instead, and the
+/// command that removes it.
+fn bad_lock(path: &std::path::Path, e: io::Error) -> anyhow::Error {
+    match path.symlink_metadata() {
+        Ok(m) if !m.file_type().is_file() => anyhow::anyhow!(
+            "lock file {} is {}: remove it ({}) and try again",
+            path.display(),
+            crate::files::describe(path),
+            crate::files::removal(path)
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot open lock file {}", path.display())),
     }
 }
 
@@ -107,6 +234,10 @@ pub fn wait_unlocked(name: &str, wait: std::time::Duration) {
     else {
         return;
     };
+    // A FIFO or directory in its place is no lock anyone holds.
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return;
+    }
     let deadline = std::time::Instant::now() + wait;
     let mut file = file;
     let mut waited = false;
@@ -147,6 +278,10 @@ fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
             Err(e) => return Err(e),
         }
         match open(false) {
+            // A FIFO opens for writing when it has a reader.
+            Ok(f) if !f.metadata()?.is_file() => {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL))
+            }
             Ok(f) => return Ok((f, false)),
             // Unlinked by its holder between the two opens.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -156,10 +291,33 @@ fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
 }
 
 impl Lock {
-    /// Removes the lock file while still holding it, for `stop`: a stopped
-    /// subhost leaves nothing under the run dir.
+    /// Removes the lock file and the directory record while still holding
+    /// the lock, for `stop`: a stopped subhost leaves nothing under the run
+    /// dir, and its NAME free for any directory.
     pub fn unlock_and_forget(self, name: &str) {
+        let _ = std::fs::remove_file(dir_path(name));
         let _ = std::fs::remove_file(lock_path(name));
+    }
+
+    /// Whose the records and netns of this NAME are (see `owner`).
+    pub fn owner(&self, dir: &std::path::Path) -> Result<Owner> {
+        owner(&self.name, dir)
+    }
+
+    /// For `start`, before anything host-wide is made: records that NAME
+    /// is the subhost in `dir`'s, or fails when another directory's holds
+    /// it. Kept with the lock file (`keep`); a failed start removes what
+    /// it recorded.
+    pub fn claim(&mut self, dir: &std::path::Path) -> Result<()> {
+        match self.owner(dir)? {
+            Owner::Ours => Ok(()),
+            Owner::Other(other) => Err(in_use(&self.name, &other, "start")),
+            Owner::Unrecorded => {
+                write_record(&dir_path(&self.name), &identity(dir).to_record())?;
+                self.claimed = true;
+                Ok(())
+            }
+        }
     }
 
     /// For `start`: until `keep`, dropping the lock (on an error) removes
@@ -179,14 +337,126 @@ impl Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        if let (true, Some(name)) = (self.created, &self.remove_on_drop) {
-            let _ = std::fs::remove_file(lock_path(name));
+        if let Some(name) = &self.remove_on_drop {
+            if self.claimed {
+                let _ = std::fs::remove_file(dir_path(name));
+            }
+            if self.created {
+                let _ = std::fs::remove_file(lock_path(name));
+            }
         }
     }
 }
 
+/// Whose the records and netns of a NAME are, for the subhost directory
+/// that asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// The directory record names this directory.
+    Ours,
+    /// No directory record (none set up, or set up by a launcher that did
+    /// not write one): whoever asks may act on it.
+    Unrecorded,
+    /// Another directory's subhost holds NAME; its directory as recorded.
+    Other(PathBuf),
+}
+
+/// A directory as the record holds it: its canonical path, and its device
+/// and inode, which name it whatever path (a bind mount, a symlink) it is
+/// reached by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DirId {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl DirId {
+    fn to_record(&self) -> String {
+        let (dev, ino) = self.id.unwrap_or((0, 0));
+        format!("{}\n{dev} {ino}\n", self.path.display())
+    }
+
+    fn parse(text: &str) -> Option<DirId> {
+        let mut lines = text.lines();
+        let path = PathBuf::from(lines.next()?);
+        let mut id = lines.next()?.split_whitespace().map(str::parse::<u64>);
+        let (dev, ino) = (id.next()?.ok()?, id.next()?.ok()?);
+        path.is_absolute().then_some(DirId {
+            path,
+            id: Some((dev, ino)),
+        })
+    }
+
+    fn same(&self, other: &DirId) -> bool {
+        self.path == other.path || (self.id.is_some() && self.id == other.id)
+    }
+}
+
+/// `dir` as a `DirId`. A directory that is gone (a `stop` cleaning up
+/// after it) is still named by its canonical parent and its name.
+fn identity(dir: &std::path::Path) -> DirId {
+    let path = dir.canonicalize().unwrap_or_else(|_| {
+        match (dir.parent().map(|p| p.canonicalize()), dir.file_name()) {
+            (Some(Ok(parent)), Some(leaf)) => parent.join(leaf),
+            _ => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        }
+    });
+    let id = std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()));
+    DirId { path, id }
+}
+
+/// Whose NAME is, asked by the subhost in `dir`. A directory record that
+/// cannot be read is an error: then no one can tell.
+pub fn owner(name: &str, dir: &std::path::Path) -> Result<Owner> {
+    let path = dir_path(name);
+    let text = match crate::files::read_text(&path, crate::files::RECORD_MAX) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Owner::Unrecorded),
+        Err(e) => return Err(anyhow::anyhow!("{e}")),
+    };
+    let Some(recorded) = DirId::parse(&text) else {
+        bail!(
+            "record {} is not a directory record (a path, then device and inode): \
+             remove it ({}) if subhost {name} is not set up, else stop it first",
+            path.display(),
+            crate::files::removal(&path)
+        );
+    };
+    if identity(dir).same(&recorded) {
+        Ok(Owner::Ours)
+    } else {
+        Ok(Owner::Other(recorded.path))
+    }
+}
+
+/// The refusal of a command (`start`, `stop`, `enter`) on a NAME that
+/// the subhost in `other` holds.
+pub fn in_use(name: &str, other: &std::path::Path, verb: &str) -> anyhow::Error {
+    let base = other.parent().unwrap_or(other);
+    anyhow::anyhow!(
+        "cannot {verb} subhost {name}: the name {name} is in use by the subhost in {} \
+         (its netns and records under {RUN_DIR} are that one's); \
+         use `subhost-launch --subhost-dir {} {verb} {name}` for that one, or give this \
+         one another name",
+        other.display(),
+        base.display()
+    )
+}
+
+/// The note `list` and `status` give a subhost whose NAME `other`'s holds.
+pub fn in_use_note(name: &str, other: &std::path::Path) -> String {
+    format!(
+        "the name {name} is in use by the subhost in {} (its netns, cables and records \
+         are that one's): this one cannot start until that one is stopped or renamed",
+        other.display()
+    )
+}
+
 fn cgroup_path(name: &str) -> PathBuf {
-    PathBuf::from(RUN_DIR).join(format!("{name}.cgroup"))
+    record_path(name, "cgroup")
 }
 
 /// Records where the cgroup of `name` is: the default place depends on the
@@ -201,7 +471,7 @@ pub fn record_cgroup(name: &str, dirs: &[PathBuf]) -> Result<()> {
         text.push_str(d);
         text.push('\n');
     }
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    write_record(&path, &text)
 }
 
 /// The cgroup directories recorded for `name`, if any.
@@ -279,12 +549,7 @@ fn parse_stat(stat: &str) -> Option<(&str, u64, u64)> {
 
 /// Records that `init` is the init of `name`.
 pub fn record_init(name: &str, init: ProcId) -> Result<()> {
-    let path = init_path(name);
-    let tmp = path.with_extension("init.tmp");
-    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    writeln!(f, "{} {}", init.pid, init.start)?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    write_record(&init_path(name), &format!("{} {}\n", init.pid, init.start))
 }
 
 /// Forgets the init record of `name`, but only if it still names `init`
@@ -341,6 +606,23 @@ pub fn running_init(name: &str) -> Option<ProcId> {
     } else {
         None
     }
+}
+
+/// The init of `name` when its record is lost (a cleaner emptied the run
+/// dir under it): among `pids` (its cgroup's), the one the kernel shows
+/// as PID 1 of its own PID namespace, in netns NAME, whose root is the
+/// very directory mounted on `live` (so not another directory's subhost
+/// of that NAME).
+pub fn find_init(name: &str, pids: &[i32], live: &std::path::Path) -> Option<ProcId> {
+    let live = std::fs::metadata(live).ok()?;
+    pids.iter().find_map(|&pid| {
+        let id = ProcId::of(pid).ok()?;
+        if !is_init_of(name, id) {
+            return None;
+        }
+        let root = std::fs::metadata(format!("/proc/{pid}/root")).ok()?;
+        (root.dev() == live.dev() && root.ino() == live.ino()).then_some(id)
+    })
 }
 
 fn is_init_of(name: &str, rec: ProcId) -> bool {
@@ -520,6 +802,60 @@ mod tests {
             .unwrap()
             .unlock_and_forget(&name);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_directory_record_names_one_directory_by_any_path() {
+        let d = std::env::temp_dir().join(format!("subhost-state-dir-{}", std::process::id()));
+        let (a, b) = (d.join("a/x"), d.join("b/x"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::os::unix::fs::symlink(d.join("a"), d.join("alias")).unwrap();
+        let rec = DirId::parse(&identity(&a).to_record()).unwrap();
+        assert_eq!(rec, identity(&a));
+        assert!(
+            identity(&d.join("alias/x")).same(&rec),
+            "same dir, other path"
+        );
+        assert!(!identity(&b).same(&rec), "same NAME, another directory");
+        // Gone, it is still named by where it was.
+        assert!(identity(&d.join("a/gone")).same(&DirId {
+            path: d.canonicalize().unwrap().join("a/gone"),
+            id: Some((1, 2)),
+        }));
+        for bad in ["", "relative\n1 2\n", "/abs\n", "/abs\nx y\n"] {
+            assert_eq!(DirId::parse(bad), None, "{bad:?}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_record_is_never_written_through_a_fifo_or_symlink() {
+        let d = std::env::temp_dir().join(format!("subhost-state-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let rec = d.join("r.init");
+        write_record(&rec, "1 2\n").unwrap();
+        write_record(&rec, "3 4\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&rec).unwrap(), "3 4\n");
+        // A FIFO left at the temporary name would block a plain create.
+        let tmp = d.join("r.init.tmp");
+        nix::unistd::mkfifo(&tmp, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        write_record(&rec, "5 6\n").unwrap();
+        assert!(!tmp.exists());
+        std::fs::remove_file(&rec).unwrap();
+        nix::unistd::mkfifo(&rec, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = write_record(&rec, "7 8\n").unwrap_err().to_string();
+        assert!(
+            e.contains("is a FIFO, not a regular file: remove it (`rm "),
+            "{e}"
+        );
+        std::fs::remove_file(&rec).unwrap();
+        let target = d.join("target");
+        std::os::unix::fs::symlink(&target, &rec).unwrap();
+        let e = write_record(&rec, "7 8\n").unwrap_err().to_string();
+        assert!(e.contains("is a symbolic link to"), "{e}");
+        assert!(!target.exists());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub fn enter(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
             layout.dir.display()
         );
     }
+    if let state::Owner::Other(other) = state::owner(name, &layout.dir)? {
+        return Err(state::in_use(name, &other, "enter"));
+    }
     let Some(init) = state::running_init(name) else {
         return Err(not_running(&layout));
     };

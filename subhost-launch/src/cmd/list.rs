@@ -309,26 +309,51 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         mounts.iter().rev().find(|m| m.mount_point == p)
     };
     let live = mount_at("live");
-    let cables = cables(layout, cfg.as_ref().ok());
+    let mut cables = cables(layout, cfg.as_ref().ok());
+    // NAME's netns, cables, init and cgroup are host-wide: another
+    // directory's subhost of that name may hold them.
+    let owner = state::owner(name, &layout.dir);
+    let other = match &owner {
+        Ok(state::Owner::Other(other)) => Some(other),
+        _ => None,
+    };
+    if other.is_some() {
+        for c in &mut cables {
+            c.present = false;
+        }
+    }
     let facts = Facts {
         name: name.clone(),
         live: live.is_some(),
         image: layout.image_present(),
         mnt: mount_at("mnt").is_some(),
-        netns: netns::exists(name),
-        netns_stray: netns::stray(name),
-        init: init_fact(name, inits),
+        netns: other.is_none() && netns::exists(name),
+        netns_stray: other.is_none() && netns::stray(name),
+        init: match other {
+            None => init_fact(name, inits),
+            Some(_) => InitFact::None,
+        },
         cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
     };
     let (mut state, mut problems) = classify(&facts);
-    // What is left on the host where the subhost's own pieces go: layers
-    // staged by an interrupted start, someone else's mount on live or mnt.
+    // What is left on the host where the subhost's own pieces go: records
+    // that are no regular file, someone else's mount on live or mnt,
+    // layers staged by an interrupted start. `stop --all` must see them.
     let mut left: Vec<String> = mounts::foreign(layout, mounts)
         .into_iter()
         .map(|f| format!("{f}: start refuses it and stop leaves it; unmount it yourself"))
         .collect();
-    if let Some(s) = mounts::staged_leftover(&mounts::staging_dir(name), mounts) {
-        left.push(format!("{s}: `subhost-launch stop {name}` clears it"));
+    match &owner {
+        // Another directory's subhost of this NAME: its records and staged
+        // layers are that one's, and this one is told of it.
+        Ok(state::Owner::Other(other)) => problems.push(state::in_use_note(name, other)),
+        Ok(_) => {
+            left.extend(state::bad_records(name));
+            if let Some(s) = mounts::staged_leftover(&mounts::staging_dir(name), mounts) {
+                left.push(format!("{s}: `subhost-launch stop {name}` clears it"));
+            }
+        }
+        Err(e) => problems.push(format!("{e:#}")),
     }
     if !left.is_empty() {
         if state != State::Running {
@@ -355,7 +380,10 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         InitFact::Verified(id) | InitFact::Unrecorded(id) => (Some(id.pid), state::uptime(id)),
         _ => (None, None),
     };
-    let usage = cfg.as_ref().ok().and_then(|c| usage(name, c));
+    let usage = match other {
+        None => cfg.as_ref().ok().and_then(|c| usage(name, c)),
+        Some(_) => None,
+    };
     let userns = match cfg.as_ref().ok().and_then(|c| c.userns) {
         None => None,
         Some(u) => match crate::userns::read_record(layout) {

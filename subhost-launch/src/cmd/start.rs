@@ -96,6 +96,15 @@ pub fn start_detached(
 ) -> i32 {
     let mut status = 0;
     let mut waiting: Option<Launching> = None;
+    // What runs already, before any of them is started: one started
+    // meanwhile by another command was not.
+    let before: Vec<Option<state::ProcId>> = names.iter().map(|n| state::running_init(n)).collect();
+    let finish = |l: Launching, status: &mut i32| {
+        if let Err(e) = l.finish() {
+            crate::outcome::fail(&e);
+            *status = 125;
+        }
+    };
     for (i, name) in names.iter().enumerate() {
         if names[..i].contains(name) {
             continue;
@@ -111,17 +120,27 @@ pub fn start_detached(
                 p.print();
                 continue;
             }
-            Ok(p) => p.launch(),
+            // The previous one still holds its lock until it has finished:
+            // a lock taken meanwhile is only taken if free, never waited
+            // for, or a `start --detach y x` holding y and waiting for x
+            // would wait for this one, holding x and waiting for y.
+            Ok(p) => match state::try_lock(name) {
+                Ok(Some(lock)) => p.launch(lock, before[i]),
+                Ok(None) => {
+                    if let Some(prev) = waiting.take() {
+                        finish(prev, &mut status);
+                    }
+                    state::lock(name, p.lock_wait()).and_then(|lock| p.launch(lock, before[i]))
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Some(prev) = waiting.take() {
-            if let Err(e) = prev.finish() {
-                crate::outcome::fail(&e);
-                status = 125;
-            }
+            finish(prev, &mut status);
         }
         match next {
-            Ok(l) => waiting = Some(l),
+            Ok(l) => waiting = l,
             Err(e) => {
                 crate::outcome::fail(&e);
                 status = 125;
@@ -129,21 +148,23 @@ pub fn start_detached(
         }
     }
     if let Some(last) = waiting {
-        if let Err(e) = last.finish() {
-            crate::outcome::fail(&e);
-            status = 125;
-        }
+        finish(last, &mut status);
     }
     status
 }
 
 pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> {
+    let before = state::running_init(name);
     let prepared = prepare(base, name, mode, dry_run)?;
     if dry_run {
         prepared.print();
         return Ok(0);
     }
-    prepared.launch()?.finish()
+    let lock = state::lock(name, prepared.lock_wait())?;
+    match prepared.launch(lock, before)? {
+        Some(launching) => launching.finish(),
+        None => Ok(0),
+    }
 }
 
 /// Everything a start will do, as data: what `--dry-run` prints.
@@ -248,8 +269,18 @@ impl Prepared {
         }
     }
 
-    /// Takes the lock, sets up the host side and forks the sandbox.
-    fn launch(self) -> Result<Launching> {
+    /// How long a start waits for another start or stop of it: at most
+    /// the grace a stop gives the init, plus a moment.
+    fn lock_wait(&self) -> Duration {
+        Duration::from_secs(self.cfg.stop_timeout.into()) + Duration::from_secs(2)
+    }
+
+    /// Under `lock`, the subhost's: sets up the host side and forks the
+    /// sandbox. `None` when there is nothing to do: a detached start finds
+    /// the subhost started by another command since this one began (as two
+    /// `start --detach` naming the same subhosts do), not the init that
+    /// ran `before`.
+    fn launch(self, lock: state::Lock, before: Option<state::ProcId>) -> Result<Option<Launching>> {
         let Prepared {
             layout,
             cfg,
@@ -264,15 +295,22 @@ impl Prepared {
         } = self;
         let name = layout.name.clone();
         let name = name.as_str();
-        // Another start or stop of it finishes first: it takes at most the
-        // grace a stop gives the init, plus a moment.
-        // Dropped on an error, it removes the lock file if it made it.
-        let lock = state::lock(
-            name,
-            Duration::from_secs(cfg.stop_timeout.into()) + Duration::from_secs(2),
-        )?
-        .removed_unless_kept(name);
+        // Dropped on an error, it removes the lock file if it made it, and
+        // the directory record if it wrote it.
+        let mut lock = lock.removed_unless_kept(name);
+        state::check_records(name)?;
+        // Before anything host-wide of NAME is touched: it may be another
+        // directory's subhost's.
+        lock.claim(&layout.dir)?;
         if let Some(init) = state::running_init(name) {
+            if console.is_some() && before != Some(init) {
+                crate::outcome::say(&format!(
+                    "subhost {name}: already running (init PID {}), started meanwhile by \
+                     another start",
+                    init.pid
+                ));
+                return Ok(None);
+            }
             bail!(
                 "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
                 init.pid
@@ -382,7 +420,7 @@ impl Prepared {
             userns,
         })
         .with_context(|| format!("cannot start subhost {name}"))?;
-        Ok(Launching {
+        Ok(Some(Launching {
             name: name.to_string(),
             cfg,
             lock,
@@ -390,7 +428,7 @@ impl Prepared {
             pending,
             console,
             console_note,
-        })
+        }))
     }
 }
 

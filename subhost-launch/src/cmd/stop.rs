@@ -111,6 +111,27 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
             Err(e) => t.failed.push(e),
         }
     }
+    for t in &mut targets {
+        let Some(lock) = &t.lock else { continue };
+        // Set up under NAME by another directory's subhost: not this one's
+        // to stop. Its lock is let go untouched.
+        let refusal = match lock.owner(&t.layout.dir) {
+            Ok(state::Owner::Ours | state::Owner::Unrecorded) => None,
+            Ok(state::Owner::Other(other)) => Some(state::in_use(t.name(), &other, "stop")),
+            Err(e) => Some(e.context(format!("cannot tell whose subhost {} is", t.name()))),
+        };
+        if let Some(e) = refusal {
+            t.failed.push(e);
+            t.lock = None;
+            continue;
+        }
+        // A record that is no regular file is never read (it could block
+        // or point anywhere); the stop goes on without it and removes it
+        // with the others.
+        for bad in state::bad_records(t.name()) {
+            warn!("subhost {}: {bad}", t.name());
+        }
+    }
     // A subhost whose lock could not be had is not touched at all.
     let (mut held, busy): (Vec<Target>, Vec<Target>) =
         targets.into_iter().partition(|t| t.lock.is_some());
@@ -142,6 +163,12 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
             held[i].failed.push(e);
         }
     }
+    for t in &mut held {
+        // What removing the records could not remove (a directory).
+        for bad in state::bad_records(t.name()) {
+            t.failed.push(anyhow!("{bad}"));
+        }
+    }
     for t in held.into_iter().chain(busy) {
         if !report(t) {
             status = 1;
@@ -157,6 +184,9 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
 fn open(base: &Path, name: &str) -> Result<Target> {
     let layout = Layout::new(base, name)?;
     if !layout.dir.is_dir() {
+        if let Ok(state::Owner::Other(other)) = state::owner(name, &layout.dir) {
+            return Err(state::in_use(name, &other, "stop"));
+        }
         if !leftovers(name) {
             bail!(
                 "no subhost {name}: {} is not a directory (`subhost-launch list` shows the \
@@ -234,7 +264,7 @@ fn report(t: Target) -> bool {
 /// before SIGKILL, counted from the same moment.
 fn stop_inits(targets: &mut [Target]) {
     for t in targets.iter_mut() {
-        if let Some(init) = state::running_init(t.name()) {
+        if let Some(init) = state::running_init(t.name()).or_else(|| unrecorded_init(t)) {
             t.did = true;
             t.init = Some(init);
             t.console = detached::reopen_console(t.name(), init.pid);
@@ -289,6 +319,30 @@ fn stop_inits(targets: &mut [Target]) {
     for t in targets.iter() {
         if let (Some((fd, c)), Some(_)) = (&t.console, t.init) {
             detached::note(fd, c, &format!("subhost {}: stopped", t.name()));
+        }
+    }
+}
+
+/// The init of a subhost whose init record is lost (a cleaner emptied
+/// the run dir while it ran), found in its cgroup and recorded again, so
+/// that it is stopped as gracefully as with its record: stop commands,
+/// SIGTERM, its grace.
+fn unrecorded_init(t: &Target) -> Option<state::ProcId> {
+    let name = t.name();
+    let cg = state::recorded_cgroup(name)
+        .and_then(|dirs| cgroup::open_dirs(&dirs))
+        .or_else(|| cgroup::open(name, t.cgroup_parent.as_deref()))?;
+    let pids = cg.pids().ok()?;
+    let init = state::find_init(name, &pids, &t.layout.live())?;
+    info!(
+        "{name}: no record of its init, but its cgroup holds it (PID {}): recording it again",
+        init.pid
+    );
+    match state::record_init(name, init) {
+        Ok(()) => Some(init),
+        Err(e) => {
+            warn!("{e:#}");
+            None
         }
     }
 }
