@@ -460,6 +460,9 @@ pub struct Write {
 pub struct Plan {
     /// Every directory the subhost's processes join.
     pub dirs: Vec<PathBuf>,
+    /// The one of `dirs` on cgroup v2, known from the mount it is planned
+    /// under: before `create` neither it nor its parent may exist.
+    pub v2_dir: Option<PathBuf>,
     /// Top-down, done after the parents exist and before the leaves do.
     pub enable: Vec<Enable>,
     pub writes: Vec<Write>,
@@ -528,12 +531,7 @@ const DELEGATE_FALLBACK: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup.
 
 /// The delegation of `plan`'s cgroup v2 directory to `owner`, if it has one.
 pub fn delegation(plan: &Plan, owner: u32) -> Option<Delegation> {
-    let is_v2 = |d: &Path| {
-        d.parent()
-            .and_then(|p| nix::sys::statfs::statfs(p).ok())
-            .is_some_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-    };
-    let dir = plan.dirs.iter().find(|d| is_v2(d))?.clone();
+    let dir = plan.v2_dir.clone()?;
     let files = match fs::read_to_string("/sys/kernel/cgroup/delegate") {
         Ok(text) => parse_delegate(&text),
         Err(_) => DELEGATE_FALLBACK.iter().map(|f| f.to_string()).collect(),
@@ -659,6 +657,7 @@ fn plan_on(host: &Host, name: &str, parent: Option<&str>, limits: &Limits) -> Re
 
     let mut plan = Plan {
         dirs: Vec::new(),
+        v2_dir: None,
         enable: Vec::new(),
         writes: Vec::new(),
         kill: KillVia::Signals,
@@ -673,6 +672,7 @@ fn plan_on(host: &Host, name: &str, parent: Option<&str>, limits: &Limits) -> Re
         }
         None => None,
     };
+    plan.v2_dir.clone_from(&v2_dir);
 
     let mut needed = Vec::new();
     if limits.memory_max.is_some() {

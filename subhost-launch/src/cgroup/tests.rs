@@ -200,6 +200,40 @@ fn hybrid_plan_uses_v2_for_membership_and_v1_for_limits() {
     );
 }
 
+/// The first USERNS subhost on a host: neither its cgroup nor the parent
+/// the launcher makes for it exists when the delegation is planned. The
+/// plan's mounts say which directory is on cgroup v2, not the directories.
+#[test]
+fn delegation_is_planned_from_the_mounts_while_the_parent_does_not_exist() {
+    let parent = format!("/shtcg-{}-absent/subhost", std::process::id());
+    for (mountinfo, cgroup, point) in [
+        (HYBRID_MOUNTINFO, HYBRID_CGROUP, "/sys/fs/cgroup/unified"),
+        (PURE_V2_MOUNTINFO, PURE_V2_CGROUP, "/sys/fs/cgroup"),
+    ] {
+        let h = host(mountinfo, cgroup, PURE_V2_CONTROLLERS, true);
+        for parent in [None, Some(parent.as_str())] {
+            let plan = plan_on(&h, "web", parent, &all_limits()).unwrap();
+            let v2 = plan.v2_dir.clone().expect("a cgroup v2 directory");
+            assert!(v2.starts_with(point), "{v2:?}");
+            assert!(plan.dirs.contains(&v2), "{plan:?}");
+            assert!(!v2.parent().unwrap().exists(), "{v2:?}");
+            let d = delegation(&plan, 3_211_264).expect("delegated");
+            assert_eq!(d.dir, v2);
+            assert!(d.files.iter().any(|f| f == "cgroup.procs"), "{d:?}");
+        }
+    }
+    // No cgroup v2 at all: nothing to delegate.
+    let v1_only: String = HYBRID_MOUNTINFO
+        .lines()
+        .filter(|l| !l.contains(" - cgroup2 "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let h = host(&v1_only, HYBRID_CGROUP, "", false);
+    let plan = plan_on(&h, "web", None, &Limits::default()).unwrap();
+    assert_eq!(plan.v2_dir, None);
+    assert!(delegation(&plan, 3_211_264).is_none());
+}
+
 #[test]
 fn hybrid_without_cgroup_kill_adds_the_v1_freezer() {
     let h = host(HYBRID_MOUNTINFO, HYBRID_CGROUP, "", false);
