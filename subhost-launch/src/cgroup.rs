@@ -804,7 +804,8 @@ fn errno_of(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
-/// The PIDs in DIR/cgroup.procs; none when DIR is gone.
+/// The PIDs in DIR/cgroup.procs; none when DIR is gone. ENODEV: it was
+/// removed while being read.
 fn procs_in(dir: &Path) -> Result<Vec<i32>> {
     let file = dir.join("cgroup.procs");
     match fs::read_to_string(&file) {
@@ -812,9 +813,26 @@ fn procs_in(dir: &Path) -> Result<Vec<i32>> {
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || errno_of(&e) == Errno::ENODEV => {
+            Ok(Vec::new())
+        }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
     }
+}
+
+/// The PIDs in DIR and in every sub-cgroup of it (those a subhost whose
+/// cgroup is delegated makes inside).
+fn procs_below(dir: &Path) -> Result<Vec<i32>> {
+    let mut all = procs_in(dir)?;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(all);
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            all.extend(procs_below(&entry.path())?);
+        }
+    }
+    Ok(all)
 }
 
 /// Makes the subhost's cgroups and writes its limits; all or nothing. A
@@ -1004,22 +1022,30 @@ impl Parents {
     }
 }
 
+/// How long a leftover leaf may take to empty: the processes of a session
+/// that has just ended are still dying (its init gone, they are SIGKILLed
+/// by the kernel) when the next `start` finds the leaf.
+const LEAF_DRAIN: Duration = Duration::from_secs(2);
+
 fn reuse_leaf(d: &Path) -> Result<()> {
-    let pids = procs_in(d)?;
-    if !pids.is_empty() {
-        bail!(
-            "cgroup {} already holds processes {pids:?}: is the subhost running? \
-             Stop it first",
-            d.display()
-        );
+    let deadline = Instant::now() + LEAF_DRAIN;
+    loop {
+        let pids = procs_below(d)?;
+        if pids.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "cgroup {} already holds processes {pids:?}: is the subhost running? \
+                 Stop it first",
+                d.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    fs::remove_dir(d).with_context(|| {
-        format!(
-            "cgroup {} was left by an earlier run and cannot be removed; remove its \
-             sub-cgroups (rmdir) and try again",
-            d.display()
-        )
-    })
+    remove_below(d)
+        .and_then(|()| remove_dir_retrying(d))
+        .with_context(|| format!("cgroup {} was left by an earlier run", d.display()))
 }
 
 fn enable_controller(e: &Enable) -> Result<()> {
@@ -1248,11 +1274,11 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The PIDs in any of the cgroups.
+    /// The PIDs in any of the cgroups or their sub-cgroups.
     pub fn pids(&self) -> Result<Vec<i32>> {
         let mut all = Vec::new();
         for d in &self.dirs {
-            for p in procs_in(d)? {
+            for p in procs_below(d)? {
                 if !all.contains(&p) {
                     all.push(p);
                 }
@@ -1418,8 +1444,6 @@ fn join_error(file: &CString) -> io::Error {
     )
 }
 
-/// Dying processes leave their cgroups a moment after SIGKILL; until then
-/// rmdir says EBUSY.
 /// Removes the sub-cgroups of `d`, deepest first: those a subhost whose
 /// cgroup is delegated to it (USERNS) made inside.
 fn remove_below(d: &Path) -> Result<()> {
@@ -1438,6 +1462,8 @@ fn remove_below(d: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Dying processes leave their cgroups a moment after SIGKILL; until then
+/// rmdir says EBUSY.
 fn remove_dir_retrying(d: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {

@@ -47,13 +47,28 @@ const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 /// failing. A holder that died released the lock with its last fd, so
 /// only a live one is waited for.
 pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
+    take(name, wait, true)?.context("the lock file was not made")
+}
+
+/// `lock` of a subhost that is set up: `None` when its lock file is gone,
+/// as a `stop` leaves it; never makes one.
+pub fn lock_if_set_up(name: &str, wait: std::time::Duration) -> Result<Option<Lock>> {
+    take(name, wait, false)
+}
+
+fn take(name: &str, wait: std::time::Duration, make: bool) -> Result<Option<Lock>> {
     std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot create {RUN_DIR}"))?;
     let path = lock_path(name);
     let deadline = std::time::Instant::now() + wait;
     let mut waited = false;
     loop {
-        let (file, created) = open_lock_file(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let (file, created) = match open_lock_file(&path, make) {
+            Ok(f) => f,
+            Err(e) if !make && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open lock file {}", path.display()))
+            }
+        };
         let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -81,11 +96,11 @@ pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
         let held = locked.metadata()?.ino();
         match std::fs::metadata(&path) {
             Ok(m) if m.ino() == held => {
-                return Ok(Lock {
+                return Ok(Some(Lock {
                     _file: locked,
                     created,
                     remove_on_drop: None,
-                })
+                }))
             }
             _ => continue,
         }
@@ -129,9 +144,10 @@ pub fn wait_unlocked(name: &str, wait: std::time::Duration) {
     }
 }
 
-/// Opens the lock file, saying whether this call made it. Never blocks (a
-/// FIFO put in its place would) and never follows a symlink.
-fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
+/// Opens the lock file, saying whether this call made it (only when
+/// `make`). Never blocks (a FIFO put in its place would) and never follows
+/// a symlink.
+fn open_lock_file(path: &std::path::Path, make: bool) -> io::Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = |create_new: bool| {
         OpenOptions::new()
@@ -141,15 +157,17 @@ fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
             .open(path)
     };
     loop {
-        match open(true) {
-            Ok(f) => return Ok((f, true)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+        if make {
+            match open(true) {
+                Ok(f) => return Ok((f, true)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
         }
         match open(false) {
             Ok(f) => return Ok((f, false)),
             // Unlinked by its holder between the two opens.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if make && e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         }
     }
@@ -518,6 +536,29 @@ mod tests {
         assert!(path.exists());
         lock(&name, std::time::Duration::ZERO)
             .unwrap()
+            .unlock_and_forget(&name);
+        assert!(!path.exists());
+    }
+
+    /// For a foreground session that ends after a `stop`: the subhost is
+    /// stopped, and no lock file may come back.
+    #[test]
+    fn lock_if_set_up_never_makes_a_lock_file() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root for {RUN_DIR}");
+        let name = format!("shtlks{}", std::process::id() % 100_000);
+        let path = lock_path(&name);
+        let _ = std::fs::remove_file(&path);
+        let wait = std::time::Duration::ZERO;
+        assert!(lock_if_set_up(&name, wait).unwrap().is_none());
+        assert!(!path.exists());
+        let held = lock(&name, wait).unwrap();
+        assert!(lock_if_set_up(&name, wait).is_err(), "held: busy");
+        held.unlock_and_forget(&name);
+        assert!(lock_if_set_up(&name, wait).unwrap().is_none());
+        lock(&name, wait).unwrap().keep();
+        lock_if_set_up(&name, wait)
+            .unwrap()
+            .expect("set up: locked")
             .unlock_and_forget(&name);
         assert!(!path.exists());
     }
