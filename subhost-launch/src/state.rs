@@ -203,7 +203,7 @@ impl Drop for Lock {
     }
 }
 
-fn cgroup_path(name: &str) -> PathBuf {
+pub fn cgroup_path(name: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join(format!("{name}.cgroup"))
 }
 

@@ -319,6 +319,8 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));
     }
+    let parent = cfg.as_ref().ok().and_then(|c| c.cgroup_parent.as_deref());
+    problems.extend(cgroup::recorded(name, parent).problems);
     let root = match (live, &cfg) {
         (Some(m), _) if m.fs_type == "overlay" => Some("overlay"),
         (Some(_), _) => Some("rbind"),

@@ -601,7 +601,9 @@ pub fn limits(cfg: &Config) -> cgroup::Limits {
     }
 }
 
-/// Kills whatever is left in `cg`, removes it and forgets it.
+/// Kills whatever is left in `cg`, removes it and forgets it: the record
+/// goes if it names `cg`, as this start wrote it (one written otherwise is
+/// for `stop` and `status` to report).
 pub fn release_cgroup(name: &str, cg: &Cgroup) {
     if let Err(e) = cg
         .kill_all(Duration::from_secs(5))
@@ -609,7 +611,9 @@ pub fn release_cgroup(name: &str, cg: &Cgroup) {
     {
         warn!("cgroup of {name}: {e:#}");
     }
-    state::clear_cgroup(name);
+    if state::recorded_cgroup(name).as_deref() == Some(cg.dirs()) {
+        state::clear_cgroup(name);
+    }
 }
 
 fn print_start_plan(
