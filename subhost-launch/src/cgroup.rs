@@ -840,6 +840,11 @@ fn procs_below(dir: &Path) -> Result<Vec<i32>> {
 /// anew, so no old setting survives); one with processes is an error.
 pub fn create(plan: &Plan) -> Result<Cgroup> {
     let parents = Parents::lock()?;
+    // Recorded before they are made, as the leaf is: a launcher killed in
+    // between leaves parents that are known as the launcher's, for the
+    // next `stop` to remove.
+    let missing = missing_parents(plan);
+    parents.add(&missing)?;
     let mut made = Vec::new();
     let mut made_parents = Vec::new();
     let res = create_steps(plan, &mut made, &mut made_parents);
@@ -847,10 +852,56 @@ pub fn create(plan: &Plan) -> Result<Cgroup> {
         for d in made.iter().rev().chain(made_parents.iter().rev()) {
             let _ = fs::remove_dir(d);
         }
+        // Forgets those gone again, and any that another made meanwhile.
+        let _ = parents.forget(&missing);
         return Err(e);
     }
-    parents.add(&made_parents)?;
+    let others: Vec<PathBuf> = missing
+        .into_iter()
+        .filter(|d| !made_parents.contains(d))
+        .collect();
+    parents.forget(&others)?;
     Ok(Cgroup::from_plan(plan))
+}
+
+/// The parent directories of `plan`'s cgroups that do not exist, top-down.
+fn missing_parents(plan: &Plan) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in &plan.dirs {
+        let Some(p) = d.parent() else { continue };
+        let mut missing: Vec<PathBuf> = p
+            .ancestors()
+            .take_while(|a| !a.is_dir())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        for m in missing {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// For `stop` of a subhost that has no cgroup (left, or never made): the
+/// parents the launcher made for it and that are empty go, as they would
+/// with its cgroup. A start killed after making them, before its leaf,
+/// leaves such parents. `recorded` are the directories its record names
+/// (checked); the places `open` looks are added.
+pub fn remove_empty_parents(name: &str, parent: Option<&str>, recorded: &[PathBuf]) -> Result<()> {
+    if !parents_record().exists() {
+        return Ok(());
+    }
+    let mut leaves = recorded.to_vec();
+    let host = Host::probe()?;
+    let parent = parent.map(check_parent).transpose()?;
+    leaves.extend(
+        host.mounts
+            .iter()
+            .filter_map(|m| host.dir_in(m, name, parent.as_deref()).ok()),
+    );
+    Parents::lock()?.remove_empty_above(&leaves)
 }
 
 fn create_steps(
@@ -976,6 +1027,7 @@ impl Parents {
             .with_context(|| format!("cannot write {}", parents_record().display()))
     }
 
+    /// Adds `made`, which need not exist yet.
     fn add(&self, made: &[PathBuf]) -> Result<()> {
         if made.is_empty() {
             return Ok(());
@@ -987,6 +1039,19 @@ impl Parents {
             }
         }
         self.write(&all)
+    }
+
+    /// Drops `dirs` from the record, and every recorded one that is gone.
+    fn forget(&self, dirs: &[PathBuf]) -> Result<()> {
+        let all: Vec<PathBuf> = self
+            .read()
+            .into_iter()
+            .filter(|d| !dirs.contains(d))
+            .collect();
+        if all.len() != self.lines().len() {
+            self.write(&all)?;
+        }
+        Ok(())
     }
 
     /// Removes the recorded parents above `leaves` that are empty now,

@@ -1068,3 +1068,53 @@ fn parents_come_and_go_without_breaking_a_concurrent_create() {
     // The last one out removed both levels the launcher made.
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A start killed after making the parents of its cgroup, before its leaf:
+/// the parents are recorded as the launcher's (before they are made), and
+/// `stop`, finding no cgroup, removes those that are empty, and only those.
+#[test]
+fn parents_a_killed_start_left_go_with_the_next_stop() {
+    require_root();
+    let top = test_parent("killed");
+    let parent = format!("{top}/p");
+    let limits = Limits {
+        pids_max: Some(10),
+        ..Limits::default()
+    };
+    let plan = plan("shtcg-killed", Some(&parent), &limits).unwrap();
+    let other = Guard::with_plan(super::plan("shtcg-other", Some(&top), &limits).unwrap());
+    let mine: Vec<PathBuf> = plan
+        .dirs
+        .iter()
+        .map(|d| d.parent().unwrap().to_path_buf())
+        .collect();
+    // What `create` does up to the kill.
+    {
+        let parents = Parents::lock().unwrap();
+        let missing = missing_parents(&plan);
+        for m in &mine {
+            assert!(missing.contains(m), "{m:?} not in {missing:?}");
+        }
+        parents.add(&missing).unwrap();
+        for m in &missing {
+            fs::create_dir(m).unwrap();
+        }
+    }
+    // Someone else's directory beside them, not the launcher's.
+    let foreign = mine[0].join("foreign");
+    fs::create_dir(&foreign).unwrap();
+    let busy = remove_empty_parents("shtcg-killed", Some(&parent), &[]);
+    let kept = mine[0].is_dir();
+    fs::remove_dir(&foreign).unwrap();
+    remove_empty_parents("shtcg-killed", Some(&parent), &[]).unwrap();
+    let left: Vec<&PathBuf> = mine.iter().filter(|d| d.exists()).collect();
+    let others_kept = other.cg.dirs().iter().all(|d| d.is_dir());
+    drop(other);
+    for m in mine.iter().chain(plan.dirs.iter()) {
+        let _ = fs::remove_dir(m);
+    }
+    busy.unwrap();
+    assert!(kept, "removed a parent that was not empty");
+    assert!(left.is_empty(), "{left:?}");
+    assert!(others_kept, "another subhost's cgroup went");
+}

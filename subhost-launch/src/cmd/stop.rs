@@ -428,8 +428,11 @@ fn release_cgroups(targets: &mut [Target]) {
         let cg =
             cgroup::open_dirs(&rec.dirs).or_else(|| cgroup::open(name, t.cgroup_parent.as_deref()));
         let Some(cg) = cg else {
-            if trusted {
-                state::clear_cgroup(name);
+            let parent = t.cgroup_parent.as_deref();
+            match cgroup::remove_empty_parents(name, parent, &rec.dirs) {
+                Ok(()) if trusted => state::clear_cgroup(name),
+                Ok(()) => {}
+                Err(e) => t.failed.push(e),
             }
             continue;
         };
