@@ -7,8 +7,9 @@
 //! hierarchy's root). A subhost's cgroup is therefore never a hierarchy's
 //! root, and subhosts do not mix with the launcher's siblings. PARENT
 //! directories are made when missing and recorded as the launcher's
-//! (`/run/subhost/cgroup-parents`); when the last subhost under one goes,
-//! it is removed again. One made by someone else is never removed. The
+//! (`/run/subhost/cgroup-parents`) before they are made; when the last
+//! subhost under one goes, it is removed again (by `stop` too when a start
+//! killed midway made it but no leaf in it). One made by someone else is never removed. The
 //! record's lock is held from making a parent until the leaf is in it, and
 //! while removing one: a parent is never removed between a `start` making
 //! (or finding) it and making its leaf in it.
