@@ -7,8 +7,9 @@
 //! hierarchy's root). A subhost's cgroup is therefore never a hierarchy's
 //! root, and subhosts do not mix with the launcher's siblings. PARENT
 //! directories are made when missing and recorded as the launcher's
-//! (`/run/subhost/cgroup-parents`); when the last subhost under one goes,
-//! it is removed again. One made by someone else is never removed. The
+//! (`/run/subhost/cgroup-parents`) before they are made; when the last
+//! subhost under one goes, it is removed again (by `stop` too when a start
+//! killed midway made it but no leaf in it). One made by someone else is never removed. The
 //! record's lock is held from making a parent until the leaf is in it, and
 //! while removing one: a parent is never removed between a `start` making
 //! (or finding) it and making its leaf in it.
@@ -460,6 +461,9 @@ pub struct Write {
 pub struct Plan {
     /// Every directory the subhost's processes join.
     pub dirs: Vec<PathBuf>,
+    /// The one of `dirs` on cgroup v2, known from the mount it is planned
+    /// under: before `create` neither it nor its parent may exist.
+    pub v2_dir: Option<PathBuf>,
     /// Top-down, done after the parents exist and before the leaves do.
     pub enable: Vec<Enable>,
     pub writes: Vec<Write>,
@@ -528,12 +532,7 @@ const DELEGATE_FALLBACK: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup.
 
 /// The delegation of `plan`'s cgroup v2 directory to `owner`, if it has one.
 pub fn delegation(plan: &Plan, owner: u32) -> Option<Delegation> {
-    let is_v2 = |d: &Path| {
-        d.parent()
-            .and_then(|p| nix::sys::statfs::statfs(p).ok())
-            .is_some_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-    };
-    let dir = plan.dirs.iter().find(|d| is_v2(d))?.clone();
+    let dir = plan.v2_dir.clone()?;
     let files = match fs::read_to_string("/sys/kernel/cgroup/delegate") {
         Ok(text) => parse_delegate(&text),
         Err(_) => DELEGATE_FALLBACK.iter().map(|f| f.to_string()).collect(),
@@ -659,6 +658,7 @@ fn plan_on(host: &Host, name: &str, parent: Option<&str>, limits: &Limits) -> Re
 
     let mut plan = Plan {
         dirs: Vec::new(),
+        v2_dir: None,
         enable: Vec::new(),
         writes: Vec::new(),
         kill: KillVia::Signals,
@@ -673,6 +673,7 @@ fn plan_on(host: &Host, name: &str, parent: Option<&str>, limits: &Limits) -> Re
         }
         None => None,
     };
+    plan.v2_dir.clone_from(&v2_dir);
 
     let mut needed = Vec::new();
     if limits.memory_max.is_some() {
@@ -804,7 +805,8 @@ fn errno_of(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
-/// The PIDs in DIR/cgroup.procs; none when DIR is gone.
+/// The PIDs in DIR/cgroup.procs; none when DIR is gone. ENODEV: it was
+/// removed while being read.
 fn procs_in(dir: &Path) -> Result<Vec<i32>> {
     let file = dir.join("cgroup.procs");
     match fs::read_to_string(&file) {
@@ -812,9 +814,26 @@ fn procs_in(dir: &Path) -> Result<Vec<i32>> {
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || errno_of(&e) == Errno::ENODEV => {
+            Ok(Vec::new())
+        }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
     }
+}
+
+/// The PIDs in DIR and in every sub-cgroup of it (those a subhost whose
+/// cgroup is delegated makes inside).
+fn procs_below(dir: &Path) -> Result<Vec<i32>> {
+    let mut all = procs_in(dir)?;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(all);
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            all.extend(procs_below(&entry.path())?);
+        }
+    }
+    Ok(all)
 }
 
 /// Makes the subhost's cgroups and writes its limits; all or nothing. A
@@ -822,6 +841,11 @@ fn procs_in(dir: &Path) -> Result<Vec<i32>> {
 /// anew, so no old setting survives); one with processes is an error.
 pub fn create(plan: &Plan) -> Result<Cgroup> {
     let parents = Parents::lock()?;
+    // Recorded before they are made, as the leaf is: a launcher killed in
+    // between leaves parents that are known as the launcher's, for the
+    // next `stop` to remove.
+    let missing = missing_parents(plan);
+    parents.add(&missing)?;
     let mut made = Vec::new();
     let mut made_parents = Vec::new();
     let res = create_steps(plan, &mut made, &mut made_parents);
@@ -829,10 +853,56 @@ pub fn create(plan: &Plan) -> Result<Cgroup> {
         for d in made.iter().rev().chain(made_parents.iter().rev()) {
             let _ = fs::remove_dir(d);
         }
+        // Forgets those gone again, and any that another made meanwhile.
+        let _ = parents.forget(&missing);
         return Err(e);
     }
-    parents.add(&made_parents)?;
+    let others: Vec<PathBuf> = missing
+        .into_iter()
+        .filter(|d| !made_parents.contains(d))
+        .collect();
+    parents.forget(&others)?;
     Ok(Cgroup::from_plan(plan))
+}
+
+/// The parent directories of `plan`'s cgroups that do not exist, top-down.
+fn missing_parents(plan: &Plan) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in &plan.dirs {
+        let Some(p) = d.parent() else { continue };
+        let mut missing: Vec<PathBuf> = p
+            .ancestors()
+            .take_while(|a| !a.is_dir())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        for m in missing {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// For `stop` of a subhost that has no cgroup (left, or never made): the
+/// parents the launcher made for it and that are empty go, as they would
+/// with its cgroup. A start killed after making them, before its leaf,
+/// leaves such parents. `recorded` are the directories its record names
+/// (checked); the places `open` looks are added.
+pub fn remove_empty_parents(name: &str, parent: Option<&str>, recorded: &[PathBuf]) -> Result<()> {
+    if !parents_record().exists() {
+        return Ok(());
+    }
+    let mut leaves = recorded.to_vec();
+    let host = Host::probe()?;
+    let parent = parent.map(check_parent).transpose()?;
+    leaves.extend(
+        host.mounts
+            .iter()
+            .filter_map(|m| host.dir_in(m, name, parent.as_deref()).ok()),
+    );
+    Parents::lock()?.remove_empty_above(&leaves)
 }
 
 fn create_steps(
@@ -958,6 +1028,7 @@ impl Parents {
             .with_context(|| format!("cannot write {}", parents_record().display()))
     }
 
+    /// Adds `made`, which need not exist yet.
     fn add(&self, made: &[PathBuf]) -> Result<()> {
         if made.is_empty() {
             return Ok(());
@@ -969,6 +1040,19 @@ impl Parents {
             }
         }
         self.write(&all)
+    }
+
+    /// Drops `dirs` from the record, and every recorded one that is gone.
+    fn forget(&self, dirs: &[PathBuf]) -> Result<()> {
+        let all: Vec<PathBuf> = self
+            .read()
+            .into_iter()
+            .filter(|d| !dirs.contains(d))
+            .collect();
+        if all.len() != self.lines().len() {
+            self.write(&all)?;
+        }
+        Ok(())
     }
 
     /// Removes the recorded parents above `leaves` that are empty now,
@@ -1004,22 +1088,30 @@ impl Parents {
     }
 }
 
+/// How long a leftover leaf may take to empty: the processes of a session
+/// that has just ended are still dying (its init gone, they are SIGKILLed
+/// by the kernel) when the next `start` finds the leaf.
+const LEAF_DRAIN: Duration = Duration::from_secs(2);
+
 fn reuse_leaf(d: &Path) -> Result<()> {
-    let pids = procs_in(d)?;
-    if !pids.is_empty() {
-        bail!(
-            "cgroup {} already holds processes {pids:?}: is the subhost running? \
-             Stop it first",
-            d.display()
-        );
+    let deadline = Instant::now() + LEAF_DRAIN;
+    loop {
+        let pids = procs_below(d)?;
+        if pids.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "cgroup {} already holds processes {pids:?}: is the subhost running? \
+                 Stop it first",
+                d.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    fs::remove_dir(d).with_context(|| {
-        format!(
-            "cgroup {} was left by an earlier run and cannot be removed; remove its \
-             sub-cgroups (rmdir) and try again",
-            d.display()
-        )
-    })
+    remove_below(d)
+        .and_then(|()| remove_dir_retrying(d))
+        .with_context(|| format!("cgroup {} was left by an earlier run", d.display()))
 }
 
 fn enable_controller(e: &Enable) -> Result<()> {
@@ -1076,6 +1168,112 @@ fn open_on(host: &Host, name: &str, parent: Option<&str>) -> Option<Cgroup> {
         .filter_map(|m| host.dir_in(m, name, parent.as_deref()).ok())
         .collect();
     existing(host, &dirs)
+}
+
+/// What the `.cgroup` record of a subhost says, checked: `dirs` are the
+/// recorded directories the launcher could have made for it, `problems`
+/// name each one it could not have (the record is anyone's to write, and
+/// `stop` kills and removes what it names).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub dirs: Vec<PathBuf>,
+    pub problems: Vec<String>,
+}
+
+/// The `.cgroup` record of NAME, checked against where the launcher puts a
+/// cgroup for it (`parent` is CGROUP_PARENT, as for `plan`).
+pub fn recorded(name: &str, parent: Option<&str>) -> Recorded {
+    let Some(dirs) = crate::state::recorded_cgroup(name) else {
+        return Recorded::default();
+    };
+    let record = crate::state::cgroup_path(name);
+    let mounts = match cgroup_mount_lines() {
+        Ok(lines) => parse_mountinfo(lines),
+        Err(e) => {
+            return Recorded {
+                dirs: Vec::new(),
+                problems: vec![format!("{}: {e:#}", record.display())],
+            }
+        }
+    };
+    let mut out = Recorded::default();
+    for d in dirs {
+        let why = not_made_for(&mounts, name, parent, &d).or_else(|| not_a_cgroup_dir(&d));
+        match why {
+            None => out.dirs.push(d),
+            Some(why) => out.problems.push(format!(
+                "{} names {}, which is not a cgroup the launcher makes for {name} ({why}): \
+                 it is left alone; see what it is, then remove {}",
+                record.display(),
+                d.display(),
+                record.display()
+            )),
+        }
+    }
+    out
+}
+
+/// Why `dir` is not where the launcher puts the cgroup of NAME in any
+/// mounted hierarchy: `PARENT/NAME` below a cgroup mount, where PARENT is
+/// CGROUP_PARENT, or else (the launcher's own cgroup, whatever it was at
+/// the start) followed by `/subhost`. `None` when it is.
+fn not_made_for(mounts: &[Mount], name: &str, parent: Option<&str>, dir: &Path) -> Option<String> {
+    let plain = dir.is_absolute()
+        && dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain {
+        return Some("not a plain absolute path".into());
+    }
+    let Some(m) = mounts
+        .iter()
+        .filter(|m| dir.starts_with(&m.point) && dir != m.point)
+        .max_by_key(|m| m.point.components().count())
+    else {
+        return Some("not below a cgroup mount".into());
+    };
+    if dir.file_name() != Some(std::ffi::OsStr::new(name)) {
+        return Some(format!("its last component is not {name}"));
+    }
+    match parent {
+        Some(p) => {
+            let p = match check_parent(p) {
+                Ok(p) => p,
+                Err(e) => return Some(format!("{e:#}")),
+            };
+            let want = m.point.join(p.trim_start_matches('/')).join(name);
+            (dir != want).then(|| format!("CGROUP_PARENT={p} puts it at {}", want.display()))
+        }
+        None => {
+            let in_subhost = dir
+                .parent()
+                .filter(|p| *p != m.point)
+                .and_then(Path::file_name)
+                == Some(std::ffi::OsStr::new("subhost"));
+            (!in_subhost).then(|| {
+                format!("without CGROUP_PARENT the launcher puts it at .../subhost/{name}")
+            })
+        }
+    }
+}
+
+/// Why an existing `dir` is not the cgroup directory its path says: a
+/// symlink on the way, or another filesystem. One that does not exist is
+/// fine: there is nothing in it to act on.
+fn not_a_cgroup_dir(dir: &Path) -> Option<String> {
+    let real = match fs::canonicalize(dir) {
+        Ok(real) => real,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(format!("cannot resolve it: {e}")),
+    };
+    if real != dir {
+        return Some(format!("it resolves to {}", real.display()));
+    }
+    let on_cgroupfs = nix::sys::statfs::statfs(dir).is_ok_and(|fs| {
+        let t = fs.filesystem_type();
+        t == nix::sys::statfs::CGROUP2_SUPER_MAGIC || t == nix::sys::statfs::CGROUP_SUPER_MAGIC
+    });
+    (!on_cgroupfs || !dir.is_dir()).then(|| "not a directory of a cgroup filesystem".into())
 }
 
 /// The cgroups in `dirs` that still exist, e.g. as recorded from
@@ -1248,11 +1446,11 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The PIDs in any of the cgroups.
+    /// The PIDs in any of the cgroups or their sub-cgroups.
     pub fn pids(&self) -> Result<Vec<i32>> {
         let mut all = Vec::new();
         for d in &self.dirs {
-            for p in procs_in(d)? {
+            for p in procs_below(d)? {
                 if !all.contains(&p) {
                     all.push(p);
                 }
@@ -1418,8 +1616,6 @@ fn join_error(file: &CString) -> io::Error {
     )
 }
 
-/// Dying processes leave their cgroups a moment after SIGKILL; until then
-/// rmdir says EBUSY.
 /// Removes the sub-cgroups of `d`, deepest first: those a subhost whose
 /// cgroup is delegated to it (USERNS) made inside.
 fn remove_below(d: &Path) -> Result<()> {
@@ -1438,6 +1634,8 @@ fn remove_below(d: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Dying processes leave their cgroups a moment after SIGKILL; until then
+/// rmdir says EBUSY.
 fn remove_dir_retrying(d: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {

@@ -147,34 +147,65 @@ const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 /// two commands naming the same subhosts in other orders would each hold
 /// a lock the other waits for.
 pub fn lock(name: &str, wait: std::time::Duration) -> Result<Lock> {
-    match lock_within(name, wait)? {
-        Some(l) => Ok(l),
-        None => bail!(
-            "subhost {name} is busy: another start or stop of it is still in \
-             progress after {:.1}s (lock {} is held); try again when it has finished",
-            wait.as_secs_f64(),
-            lock_path(name).display()
-        ),
+    match take(name, wait, true)? {
+        Took::Held(l) => Ok(l),
+        Took::Busy => Err(busy(name, wait)),
+        Took::Absent => bail!("the lock file {} was not made", lock_path(name).display()),
     }
 }
 
 /// The lock of `name` if it is free now; `None` when another holds it.
 pub fn try_lock(name: &str) -> Result<Option<Lock>> {
-    lock_within(name, std::time::Duration::ZERO)
+    match take(name, std::time::Duration::ZERO, true)? {
+        Took::Held(l) => Ok(Some(l)),
+        Took::Busy | Took::Absent => Ok(None),
+    }
 }
 
-fn lock_within(name: &str, wait: std::time::Duration) -> Result<Option<Lock>> {
+/// `lock` of a subhost that is set up: `None` when its lock file is gone,
+/// as a `stop` leaves it; never makes one.
+pub fn lock_if_set_up(name: &str, wait: std::time::Duration) -> Result<Option<Lock>> {
+    match take(name, wait, false)? {
+        Took::Held(l) => Ok(Some(l)),
+        Took::Absent => Ok(None),
+        Took::Busy => Err(busy(name, wait)),
+    }
+}
+
+/// What a try for a lock found.
+enum Took {
+    Held(Lock),
+    /// Another holds it (past the wait).
+    Busy,
+    /// No lock file, and none was to be made.
+    Absent,
+}
+
+fn busy(name: &str, wait: std::time::Duration) -> anyhow::Error {
+    anyhow::anyhow!(
+        "subhost {name} is busy: another start or stop of it is still in \
+         progress after {:.1}s (lock {} is held); try again when it has finished",
+        wait.as_secs_f64(),
+        lock_path(name).display()
+    )
+}
+
+fn take(name: &str, wait: std::time::Duration, make: bool) -> Result<Took> {
     std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot create {RUN_DIR}"))?;
     let path = lock_path(name);
     let deadline = std::time::Instant::now() + wait;
     let mut waited = false;
     loop {
-        let (file, created) = open_lock_file(&path).map_err(|e| bad_lock(&path, e))?;
+        let (file, created) = match open_lock_file(&path, make) {
+            Ok(f) => f,
+            Err(e) if !make && e.kind() == io::ErrorKind::NotFound => return Ok(Took::Absent),
+            Err(e) => return Err(bad_lock(&path, e)),
+        };
         let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 if std::time::Instant::now() >= deadline {
-                    return Ok(None);
+                    return Ok(Took::Busy);
                 }
                 if !waited {
                     log::info!("{name}: another start or stop is in progress; waiting for it");
@@ -192,7 +223,7 @@ fn lock_within(name: &str, wait: std::time::Duration) -> Result<Option<Lock>> {
         let held = locked.metadata()?.ino();
         match std::fs::metadata(&path) {
             Ok(m) if m.ino() == held => {
-                return Ok(Some(Lock {
+                return Ok(Took::Held(Lock {
                     _file: locked,
                     name: name.to_string(),
                     created,
@@ -260,9 +291,10 @@ pub fn wait_unlocked(name: &str, wait: std::time::Duration) {
     }
 }
 
-/// Opens the lock file, saying whether this call made it. Never blocks (a
-/// FIFO put in its place would) and never follows a symlink.
-fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
+/// Opens the lock file, saying whether this call made it (only when
+/// `make`). Never blocks (a FIFO put in its place would) and never follows
+/// a symlink.
+fn open_lock_file(path: &std::path::Path, make: bool) -> io::Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = |create_new: bool| {
         OpenOptions::new()
@@ -272,10 +304,12 @@ fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
             .open(path)
     };
     loop {
-        match open(true) {
-            Ok(f) => return Ok((f, true)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+        if make {
+            match open(true) {
+                Ok(f) => return Ok((f, true)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
         }
         match open(false) {
             // A FIFO opens for writing when it has a reader.
@@ -284,7 +318,7 @@ fn open_lock_file(path: &std::path::Path) -> io::Result<(File, bool)> {
             }
             Ok(f) => return Ok((f, false)),
             // Unlinked by its holder between the two opens.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if make && e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         }
     }
@@ -455,7 +489,7 @@ pub fn in_use_note(name: &str, other: &std::path::Path) -> String {
     )
 }
 
-fn cgroup_path(name: &str) -> PathBuf {
+pub fn cgroup_path(name: &str) -> PathBuf {
     record_path(name, "cgroup")
 }
 
@@ -800,6 +834,29 @@ mod tests {
         assert!(path.exists());
         lock(&name, std::time::Duration::ZERO)
             .unwrap()
+            .unlock_and_forget(&name);
+        assert!(!path.exists());
+    }
+
+    /// For a foreground session that ends after a `stop`: the subhost is
+    /// stopped, and no lock file may come back.
+    #[test]
+    fn lock_if_set_up_never_makes_a_lock_file() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root for {RUN_DIR}");
+        let name = format!("shtlks{}", std::process::id() % 100_000);
+        let path = lock_path(&name);
+        let _ = std::fs::remove_file(&path);
+        let wait = std::time::Duration::ZERO;
+        assert!(lock_if_set_up(&name, wait).unwrap().is_none());
+        assert!(!path.exists());
+        let held = lock(&name, wait).unwrap();
+        assert!(lock_if_set_up(&name, wait).is_err(), "held: busy");
+        held.unlock_and_forget(&name);
+        assert!(lock_if_set_up(&name, wait).unwrap().is_none());
+        lock(&name, wait).unwrap().keep();
+        lock_if_set_up(&name, wait)
+            .unwrap()
+            .expect("set up: locked")
             .unlock_and_forget(&name);
         assert!(!path.exists());
     }

@@ -200,6 +200,129 @@ fn hybrid_plan_uses_v2_for_membership_and_v1_for_limits() {
     );
 }
 
+/// The first USERNS subhost on a host: neither its cgroup nor the parent
+/// the launcher makes for it exists when the delegation is planned. The
+/// plan's mounts say which directory is on cgroup v2, not the directories.
+#[test]
+fn delegation_is_planned_from_the_mounts_while_the_parent_does_not_exist() {
+    let parent = format!("/shtcg-{}-absent/subhost", std::process::id());
+    for (mountinfo, cgroup, point) in [
+        (HYBRID_MOUNTINFO, HYBRID_CGROUP, "/sys/fs/cgroup/unified"),
+        (PURE_V2_MOUNTINFO, PURE_V2_CGROUP, "/sys/fs/cgroup"),
+    ] {
+        let h = host(mountinfo, cgroup, PURE_V2_CONTROLLERS, true);
+        for parent in [None, Some(parent.as_str())] {
+            let plan = plan_on(&h, "web", parent, &all_limits()).unwrap();
+            let v2 = plan.v2_dir.clone().expect("a cgroup v2 directory");
+            assert!(v2.starts_with(point), "{v2:?}");
+            assert!(plan.dirs.contains(&v2), "{plan:?}");
+            // The default parent may be another subhost's on this host.
+            if parent.is_some() {
+                assert!(!v2.parent().unwrap().exists(), "{v2:?}");
+            }
+            let d = delegation(&plan, 3_211_264).expect("delegated");
+            assert_eq!(d.dir, v2);
+            assert!(d.files.iter().any(|f| f == "cgroup.procs"), "{d:?}");
+        }
+    }
+    // No cgroup v2 at all: nothing to delegate.
+    let v1_only: String = HYBRID_MOUNTINFO
+        .lines()
+        .filter(|l| !l.contains(" - cgroup2 "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let h = host(&v1_only, HYBRID_CGROUP, "", false);
+    let plan = plan_on(&h, "web", None, &Limits::default()).unwrap();
+    assert_eq!(plan.v2_dir, None);
+    assert!(delegation(&plan, 3_211_264).is_none());
+}
+
+/// What `stop` would kill and remove, from a record anyone can write: only
+/// a directory where the launcher puts this subhost's cgroup.
+#[test]
+fn a_recorded_cgroup_is_believed_only_where_the_launcher_puts_it() {
+    let h = host(HYBRID_MOUNTINFO, HYBRID_CGROUP, "", true);
+    let check = |parent: Option<&str>, dir: &str| not_made_for(&h.mounts, "web", parent, &p(dir));
+    // Everything a plan makes, from any cgroup of the launcher.
+    for parent in [None, Some("/machines/"), Some("/a/b")] {
+        let plan = plan_on(&h, "web", parent, &all_limits()).unwrap();
+        for d in &plan.dirs {
+            assert_eq!(not_made_for(&h.mounts, "web", parent, d), None, "{d:?}");
+        }
+    }
+    assert_eq!(
+        check(None, "/sys/fs/cgroup/unified/other/subhost/web"),
+        None
+    );
+    for (parent, dir, why) in [
+        (None, "/sys/fs/cgroup/unified/other", "last component"),
+        (
+            None,
+            "/sys/fs/cgroup/unified/subhost/other",
+            "last component",
+        ),
+        (None, "/sys/fs/cgroup/unified/web", ".../subhost/web"),
+        (
+            None,
+            "/sys/fs/cgroup/unified/machines/web",
+            ".../subhost/web",
+        ),
+        (None, "/sys/fs/cgroup/unified", "not below a cgroup mount"),
+        (
+            None,
+            "/sys/fs/cgroup/subhost/web",
+            "not below a cgroup mount",
+        ),
+        (None, "/tmp/subhost/web", "not below a cgroup mount"),
+        (None, "subhost/web", "plain absolute"),
+        (
+            None,
+            "/sys/fs/cgroup/unified/subhost/../x/subhost/web",
+            "plain absolute",
+        ),
+        (
+            Some("/machines"),
+            "/sys/fs/cgroup/unified/subhost/web",
+            "CGROUP_PARENT=/machines",
+        ),
+        (
+            Some("/machines"),
+            "/sys/fs/cgroup/unified/x/machines/web",
+            "CGROUP_PARENT",
+        ),
+        (Some("/"), "/sys/fs/cgroup/unified/web", "CGROUP_PARENT"),
+    ] {
+        let got = check(parent, dir).unwrap_or_else(|| panic!("{dir} believed"));
+        assert!(got.contains(why), "{dir}: {got}");
+    }
+}
+
+/// On the real kernel: a path that resolves elsewhere or is no cgroup is
+/// refused; one that is gone has nothing in it to act on.
+#[test]
+fn a_recorded_cgroup_must_be_a_cgroup_directory_as_named() {
+    let tmp = std::env::temp_dir().join(format!("shtcg-vet-{}", std::process::id()));
+    fs::create_dir_all(&tmp).unwrap();
+    let link = tmp.join("link");
+    let _ = fs::remove_file(&link);
+    let point = Host::probe()
+        .unwrap()
+        .v2_mount()
+        .map(|m| m.point.clone())
+        .unwrap_or_else(|| p("/sys/fs/cgroup"));
+    std::os::unix::fs::symlink(&point, &link).unwrap();
+    let on_link = not_a_cgroup_dir(&link);
+    let on_tmp = not_a_cgroup_dir(&tmp);
+    let gone = not_a_cgroup_dir(&tmp.join("gone"));
+    let real = not_a_cgroup_dir(&point);
+    fs::remove_file(&link).unwrap();
+    fs::remove_dir(&tmp).unwrap();
+    assert!(on_link.is_some_and(|w| w.contains("resolves to")));
+    assert!(on_tmp.is_some_and(|w| w.contains("cgroup filesystem")));
+    assert_eq!(gone, None);
+    assert_eq!(real, None);
+}
+
 #[test]
 fn hybrid_without_cgroup_kill_adds_the_v1_freezer() {
     let h = host(HYBRID_MOUNTINFO, HYBRID_CGROUP, "", false);
@@ -944,4 +1067,54 @@ fn parents_come_and_go_without_breaking_a_concurrent_create() {
     );
     // The last one out removed both levels the launcher made.
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A start killed after making the parents of its cgroup, before its leaf:
+/// the parents are recorded as the launcher's (before they are made), and
+/// `stop`, finding no cgroup, removes those that are empty, and only those.
+#[test]
+fn parents_a_killed_start_left_go_with_the_next_stop() {
+    require_root();
+    let top = test_parent("killed");
+    let parent = format!("{top}/p");
+    let limits = Limits {
+        pids_max: Some(10),
+        ..Limits::default()
+    };
+    let plan = plan("shtcg-killed", Some(&parent), &limits).unwrap();
+    let other = Guard::with_plan(super::plan("shtcg-other", Some(&top), &limits).unwrap());
+    let mine: Vec<PathBuf> = plan
+        .dirs
+        .iter()
+        .map(|d| d.parent().unwrap().to_path_buf())
+        .collect();
+    // What `create` does up to the kill.
+    {
+        let parents = Parents::lock().unwrap();
+        let missing = missing_parents(&plan);
+        for m in &mine {
+            assert!(missing.contains(m), "{m:?} not in {missing:?}");
+        }
+        parents.add(&missing).unwrap();
+        for m in &missing {
+            fs::create_dir(m).unwrap();
+        }
+    }
+    // Someone else's directory beside them, not the launcher's.
+    let foreign = mine[0].join("foreign");
+    fs::create_dir(&foreign).unwrap();
+    let busy = remove_empty_parents("shtcg-killed", Some(&parent), &[]);
+    let kept = mine[0].is_dir();
+    fs::remove_dir(&foreign).unwrap();
+    remove_empty_parents("shtcg-killed", Some(&parent), &[]).unwrap();
+    let left: Vec<&PathBuf> = mine.iter().filter(|d| d.exists()).collect();
+    let others_kept = other.cg.dirs().iter().all(|d| d.is_dir());
+    drop(other);
+    for m in mine.iter().chain(plan.dirs.iter()) {
+        let _ = fs::remove_dir(m);
+    }
+    busy.unwrap();
+    assert!(kept, "removed a parent that was not empty");
+    assert!(left.is_empty(), "{left:?}");
+    assert!(others_kept, "another subhost's cgroup went");
 }

@@ -328,7 +328,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         image: layout.image_present(),
         mnt: mount_at("mnt").is_some(),
         netns: other.is_none() && netns::exists(name),
-        netns_stray: other.is_none() && netns::stray(name),
+        netns_stray: other.is_none().then(|| netns::stray(name)).flatten(),
         init: match other {
             None => init_fact(name, inits),
             Some(_) => InitFact::None,
@@ -349,6 +349,8 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         Ok(state::Owner::Other(other)) => problems.push(state::in_use_note(name, other)),
         Ok(_) => {
             left.extend(state::bad_records(name));
+            let parent = cfg.as_ref().ok().and_then(|c| c.cgroup_parent.as_deref());
+            left.extend(cgroup::recorded(name, parent).problems);
             if let Some(s) = mounts::staged_leftover(&mounts::staging_dir(name), mounts) {
                 left.push(format!("{s}: `subhost-launch stop {name}` clears it"));
             }

@@ -234,8 +234,10 @@ fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Prepare
 struct Launching {
     name: String,
     cfg: Config,
-    lock: state::Lock,
+    // Before the lock: fields drop in order, and the undo is a change of
+    // the subhost's state, made under its lock.
     undo: Undo,
+    lock: state::Lock,
     pending: sandbox::Pending,
     console: Option<detached::Console>,
     /// The console, still open for a line saying the start failed.
@@ -312,7 +314,9 @@ impl Prepared {
                 return Ok(None);
             }
             bail!(
-                "subhost {name} is running (init PID {}); stop it first with `subhost-launch stop {name}`",
+                "subhost {name} is running (init PID {}): it has one session at a time; run a \
+                 command in it with `subhost-launch enter {name}`, or stop it first with \
+                 `subhost-launch stop {name}`",
                 init.pid
             );
         }
@@ -423,8 +427,8 @@ impl Prepared {
         Ok(Some(Launching {
             name: name.to_string(),
             cfg,
-            lock,
             undo,
+            lock,
             pending,
             console,
             console_note,
@@ -436,6 +440,8 @@ impl Launching {
     /// Waits until the init runs, records it, and then returns (detached)
     /// or supervises the session to its end (foreground).
     fn finish(self) -> Result<i32> {
+        // Bindings drop in reverse: the undo of a failure runs while the
+        // lock is still held.
         let Launching {
             name,
             cfg,
@@ -488,15 +494,51 @@ impl Launching {
             let _ = nix::sys::signal::kill(child.pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(child.pid, None);
         }
-        state::clear_init(name, id.ok());
-        // The subhost hibernates: no process is left, and its cgroup with
-        // them.
-        if let Some(cg) = cg {
-            report_oom(name, &cfg, &cg);
-            release_cgroup(name, &cg);
+        if let Some(cg) = &cg {
+            report_oom(name, &cfg, cg);
         }
+        end_session(name, &cfg, id.ok(), cg.as_ref());
         status
     }
+}
+
+/// The subhost hibernates once its foreground session has ended: the
+/// init's record goes, and its cgroup with whatever is left in it. That is
+/// a change of the subhost's state like any other, made under its lock:
+/// since the init exited, another `start` may have begun a session of its
+/// own in a new cgroup of the same name, or a `stop` may be taking the
+/// subhost down. So the record goes only if it still names this session's
+/// init, and the cgroup only if no init runs under the lock (a running one
+/// is another session's).
+fn end_session(name: &str, cfg: &Config, init: Option<state::ProcId>, cg: Option<&Cgroup>) {
+    // Long enough for a `stop` that holds the lock to finish: its HALT and
+    // the init's grace, SIGKILL, then the netns and the mounts.
+    let grace = Duration::from_secs(cfg.stop_timeout.into());
+    let wait = 2 * grace + Duration::from_secs(20);
+    let lock = match state::lock_if_set_up(name, wait) {
+        Ok(Some(lock)) => lock,
+        // A `stop` took it down, cgroup and records included.
+        Ok(None) => return,
+        Err(e) => {
+            warn!(
+                "{e:#}: the cgroup of {name} is left to it, or to the next start or stop of {name}"
+            );
+            return;
+        }
+    };
+    // Without an identity nothing was recorded: any record is another's.
+    if init.is_some() {
+        state::clear_init(name, init);
+    }
+    if let Some(other) = state::running_init(name) {
+        info!(
+            "subhost {name} runs another session (init PID {}): its cgroup stays",
+            other.pid
+        );
+    } else if let Some(cg) = cg {
+        release_cgroup(name, cg);
+    }
+    drop(lock);
 }
 
 /// A hibernating subhost keeps the user namespace (and idmapped mounts)
@@ -612,7 +654,9 @@ pub fn limits(cfg: &Config) -> cgroup::Limits {
     }
 }
 
-/// Kills whatever is left in `cg`, removes it and forgets it.
+/// Kills whatever is left in `cg`, removes it and forgets it: the record
+/// goes if it names `cg`, as this start wrote it (one written otherwise is
+/// for `stop` and `status` to report).
 pub fn release_cgroup(name: &str, cg: &Cgroup) {
     if let Err(e) = cg
         .kill_all(Duration::from_secs(5))
@@ -620,7 +664,9 @@ pub fn release_cgroup(name: &str, cg: &Cgroup) {
     {
         warn!("cgroup of {name}: {e:#}");
     }
-    state::clear_cgroup(name);
+    if state::recorded_cgroup(name).as_deref() == Some(cg.dirs()) {
+        state::clear_cgroup(name);
+    }
 }
 
 fn print_start_plan(

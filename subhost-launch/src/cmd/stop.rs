@@ -95,7 +95,12 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
             if several {
                 println!("# subhost {}", t.name());
             }
-            print_stop_plan(&t.layout, t.grace, t.halt.as_deref());
+            print_stop_plan(
+                &t.layout,
+                t.grace,
+                t.halt.as_deref(),
+                t.cgroup_parent.as_deref(),
+            );
         }
         return Ok(status);
     }
@@ -469,16 +474,27 @@ fn run_halt(t: &Target) {
 fn release_cgroups(targets: &mut [Target]) {
     for t in targets {
         let name = &t.layout.name;
-        let cg = state::recorded_cgroup(name)
-            .and_then(|dirs| cgroup::open_dirs(&dirs))
-            .or_else(|| cgroup::open(name, t.cgroup_parent.as_deref()));
+        // A directory the record names but the launcher never makes for
+        // this subhost is not touched, and the record stays to be looked at.
+        let rec = cgroup::recorded(name, t.cgroup_parent.as_deref());
+        let trusted = rec.problems.is_empty();
+        t.failed
+            .extend(rec.problems.into_iter().map(|p| anyhow!(p)));
+        let cg =
+            cgroup::open_dirs(&rec.dirs).or_else(|| cgroup::open(name, t.cgroup_parent.as_deref()));
         let Some(cg) = cg else {
-            state::clear_cgroup(name);
+            let parent = t.cgroup_parent.as_deref();
+            match cgroup::remove_empty_parents(name, parent, &rec.dirs) {
+                Ok(()) if trusted => state::clear_cgroup(name),
+                Ok(()) => {}
+                Err(e) => t.failed.push(e),
+            }
             continue;
         };
         t.did = true;
         match cg.kill_all(KILL_WAIT).and_then(|()| cg.remove()) {
-            Ok(()) => state::clear_cgroup(name),
+            Ok(()) if trusted => state::clear_cgroup(name),
+            Ok(()) => {}
             Err(e) => t.failed.push(e),
         }
     }
@@ -519,7 +535,7 @@ fn still_there(name: &str, pid: i32, grace: u32) -> String {
     )
 }
 
-fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
+fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>, parent: Option<&str>) {
     let name = &layout.name;
     match state::running_init(name) {
         Some(init) => {
@@ -541,7 +557,12 @@ fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>) {
         }
         None => println!("# no init running"),
     }
-    if let Some(dirs) = state::recorded_cgroup(name) {
+    let rec = cgroup::recorded(name, parent);
+    for p in &rec.problems {
+        println!("# {p}");
+    }
+    if !rec.dirs.is_empty() {
+        let dirs = rec.dirs;
         // As Cgroup::kill_all and Cgroup::remove log them.
         let all: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         println!("kill every process in {}", all.join(" "));
