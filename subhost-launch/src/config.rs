@@ -2623,7 +2623,7 @@ mod tests {
         fn new(tag: &str) -> TempDir {
             let dir = std::env::temp_dir()
                 .join(format!("subhost-test-config-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = crate::files::tree::remove_tree_mount_free(&dir);
             std::fs::create_dir_all(&dir).expect("create temp dir");
             TempDir(dir)
         }
@@ -2631,7 +2631,7 @@ mod tests {
 
     impl Drop for TempDir {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = crate::files::tree::remove_tree_mount_free(&self.0);
         }
     }
 

@@ -883,7 +883,7 @@ mod tests {
         for bad in ["", "relative\n1 2\n", "/abs\n", "/abs\nx y\n"] {
             assert_eq!(DirId::parse(bad), None, "{bad:?}");
         }
-        std::fs::remove_dir_all(&d).unwrap();
+        crate::files::tree::remove_tree_mount_free(&d).unwrap();
     }
 
     #[test]
@@ -912,7 +912,7 @@ mod tests {
         let e = write_record(&rec, "7 8\n").unwrap_err().to_string();
         assert!(e.contains("is a symbolic link to"), "{e}");
         assert!(!target.exists());
-        std::fs::remove_dir_all(&d).unwrap();
+        crate::files::tree::remove_tree_mount_free(&d).unwrap();
     }
 
     #[test]
