@@ -105,20 +105,26 @@ fn rbind_of_busybox_root_with_shares() {
             "x"
         ),
     );
-    let out = s.sh(&format!(
-        "cat {}/hello /srv/one; hostname; ls /bin/busybox; ps -o pid,comm > /tmp/ps; \
-         wc -l < /tmp/ps",
-        shared.path().display()
-    ));
+    let probe = install_probe(&s.root());
+    let checks = [
+        ("hello", format!("read {}/hello", shared.path().display())),
+        ("one", "read /srv/one".into()),
+        ("host", "hostname".into()),
+        ("busybox", "exists /bin/busybox".into()),
+        ("procs", "pid-count".into()),
+    ];
+    let mut args = vec!["start", s.name.as_str(), "--", probe];
+    let each = probe_each_args(&checks);
+    args.extend(each.iter().map(String::as_str));
+    let out = s.run(&args);
     assert_ok(&out);
-    let text = out.stdout_str();
-    assert!(text.contains("from the host"), "{text}");
-    assert!(text.contains("one file"), "{text}");
-    assert!(text.contains("inner-x"), "{text}");
-    assert!(text.lines().any(|l| l == "/bin/busybox"), "{text}");
-    // The header, init, the shell and ps: no host process. (In a pipe, wc
-    // may or may not have started when ps reads /proc.)
-    assert_eq!(text.lines().last(), Some("4"), "{text}");
+    let r = probe_results(&out.stdout_str());
+    assert_eq!(r["hello"], "from the host", "{r:#?}");
+    assert_eq!(r["one"], "one file", "{r:#?}");
+    assert_eq!(r["host"], "inner-x", "{r:#?}");
+    assert_eq!(r["busybox"], "yes", "{r:#?}");
+    // The init, the probe and its check: no host process.
+    assert_eq!(r["procs"], "3", "{r:#?}");
 }
 
 #[test]

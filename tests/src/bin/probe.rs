@@ -124,6 +124,7 @@ fn main() {
         "profile" => profile(&pid()).into(),
         "caps" => caps().into(),
         "session-leader" => session_leader(&arg(1)),
+        "hog" => hog(&arg(1)),
         "cap-bound" => cap_bound(&arg(1)),
         other => {
             eprintln!("probe: unknown check {other}");
@@ -605,6 +606,24 @@ fn status_fields(pid: &str, keys: &[&str]) -> Result<String, Error> {
         })
         .collect();
     Ok(fields.join(" "))
+}
+
+/// Touches MIB mebibytes of fresh memory, a page at a time: `ok` when
+/// that much was had; a memory limit below it ends the probe (SIGKILL).
+fn hog(mib: &str) -> Verdict {
+    let Ok(mib) = mib.parse::<usize>() else {
+        eprintln!("probe: hog takes a size in MiB");
+        std::process::exit(2);
+    };
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..mib {
+        let mut chunk = vec![0u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        held.push(std::hint::black_box(chunk));
+    }
+    Verdict::saw("ok")
 }
 
 /// Whether PID leads its own session: `yes`, or `no, session S`.
