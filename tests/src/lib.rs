@@ -55,6 +55,83 @@ pub fn launch_bin() -> PathBuf {
     bin_dir().join("subhost-launch")
 }
 
+/// The probe (`src/bin/probe.rs`), built static once per test process:
+/// it runs inside busybox roots, which hold no libraries for it. Built for
+/// musl where the toolchain has it, else for glibc with `+crt-static`, as
+/// `musl-build` does.
+pub fn probe_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let arch = std::env::consts::ARCH;
+        let musl = format!("{arch}-unknown-linux-musl");
+        let sysroot = Command::new("rustc")
+            .args(["--print", "sysroot"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let target = if Path::new(&sysroot).join("lib/rustlib").join(&musl).is_dir() {
+            musl
+        } else {
+            format!("{arch}-unknown-linux-gnu")
+        };
+        let rustflags = format!(
+            "{} -C target-feature=+crt-static",
+            std::env::var("RUSTFLAGS").unwrap_or_default()
+        );
+        let out = Command::new(cargo)
+            .current_dir(&top)
+            .env("RUSTFLAGS", rustflags.trim())
+            .args([
+                "build",
+                "--locked",
+                "--message-format=json-render-diagnostics",
+            ])
+            .args(["--target", &target, "-p", "subhost-tests", "--bin", "probe"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build for the probe");
+        assert!(out.status.success(), "building the static probe failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|m| {
+                (m["target"]["name"] == "probe")
+                    .then(|| m["executable"].as_str().map(PathBuf::from))
+                    .flatten()
+            })
+            .expect("cargo names the probe it built")
+    })
+    .clone()
+}
+
+/// Copies the probe into a subhost's `root` as `/probe`; returns that path
+/// as seen inside.
+pub fn install_probe(root: &Path) -> &'static str {
+    std::fs::copy(probe_bin(), root.join("probe")).expect("copy the probe into the root");
+    "/probe"
+}
+
+/// The arguments of `probe each` for `(ID, "CHECK ARGS")` pairs.
+pub fn probe_each_args<S: AsRef<str>>(checks: &[(&str, S)]) -> Vec<String> {
+    let mut args = vec!["each".to_string()];
+    args.extend(
+        checks
+            .iter()
+            .map(|(id, check)| format!("{id} {}", check.as_ref())),
+    );
+    args
+}
+
+/// The `ID: VERDICT` lines `probe each` printed, by ID.
+pub fn probe_results(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(id, v)| (id.to_string(), v.to_string()))
+        .collect()
+}
+
 /// True when running as root; the system tests need it and skip loudly
 /// (panic) otherwise rather than pass vacuously.
 pub fn require_root() {

@@ -217,6 +217,7 @@ fn detached_services_serve_over_the_cable_and_stop_in_order() {
             br = br.name
         ),
     );
+    install_probe(&a.root());
     std::fs::create_dir_all(a.root().join("www")).unwrap();
     std::fs::write(
         a.root().join("www/index.html"),
@@ -294,15 +295,13 @@ fn detached_services_serve_over_the_cable_and_stop_in_order() {
     assert_eq!(page.stdout_str(), format!("page of {}\n", a.name));
 
     // The escaped process really left the boot's session.
-    let out = a.enter_sh("p=$(cat /escaped.pid); cut -d' ' -f6 /proc/$p/stat; echo $p");
-    assert_ok(&out);
-    let words: Vec<String> = out
-        .stdout_str()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    assert_eq!(words.len(), 2, "{}", out.describe());
-    assert_eq!(words[0], words[1], "sleep is not a session leader");
+    let out = a.enter_sh("/probe session-leader $(cat /escaped.pid)");
+    assert_eq!(
+        out.stdout_str(),
+        "session-leader: yes\n",
+        "sleep is not a session leader: {}",
+        out.describe()
+    );
 
     // A subhost with neither BOOT nor START: an init with no session, and
     // addresses set from outside through enter.

@@ -64,37 +64,36 @@ impl Drop for TestCgroup {
     }
 }
 
-/// `KEY=value` lines of `text`, for the value of KEY.
-fn field<'a>(text: &'a str, key: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key}= in output:\n{text}"))
-}
-
 #[test]
 fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
     let mut s = subhost();
+    let probe = install_probe(&s.root());
     let init = start_sleeping(&mut s, &[]);
     // Visible on the host; it must not be inside.
     let host_marker = s.base().join("host-marker");
     std::fs::write(&host_marker, "host\n").unwrap();
     let host_marker = host_marker.display().to_string();
 
-    let script = format!(
-        "echo host=$(hostname); \
-         echo pid1=$(tr '\\0' ' ' </proc/1/cmdline); \
-         for ns in net pid mnt uts ipc cgroup; do echo ns_$ns=$(readlink /proc/self/ns/$ns); done; \
-         echo root=$(ls / | tr '\\n' ' '); \
-         echo root1=$(ls /proc/1/root/ | tr '\\n' ' '); \
-         echo rootself=$(ls /proc/self/root/ | tr '\\n' ' '); \
-         echo rootme=$(readlink /proc/$$/root) cwd=$(readlink /proc/$$/cwd); \
-         test -e {host_marker} && echo hostfile=seen || echo hostfile=absent; \
-         test -e /proc/1/root{host_marker} && echo hostfile1=seen || echo hostfile1=absent; \
-         sleep 5 & sleep 0.3; echo fds=$(ls /proc/$!/fd | tr '\\n' ' '); kill $!; \
-         echo cgroup=$(tr '\\n' ' ' </proc/self/cgroup); \
-         echo cgroup1=$(tr '\\n' ' ' </proc/1/cgroup); \
-         exit 7"
-    );
+    const NS: [&str; 6] = ["net", "pid", "mnt", "uts", "ipc", "cgroup"];
+    let mut checks: Vec<(&str, String)> = vec![
+        ("host", "hostname".into()),
+        ("pid1", "cmdline 1".into()),
+        ("root", "ls /".into()),
+        ("root1", "ls /proc/1/root/".into()),
+        ("rootself", "ls /proc/self/root/".into()),
+        ("rootme", "readlink /proc/self/root".into()),
+        ("cwd", "readlink /proc/self/cwd".into()),
+        ("hostfile", format!("exists {host_marker}")),
+        ("hostfile1", format!("exists /proc/1/root{host_marker}")),
+        // What a program started inside inherits.
+        ("fds", "fds".into()),
+        ("cgroup", "cgroup self".into()),
+        ("cgroup1", "cgroup 1".into()),
+    ];
+    let ns_ids: Vec<String> = NS.iter().map(|ns| format!("ns_{ns}")).collect();
+    for (id, ns) in ns_ids.iter().zip(NS) {
+        checks.push((id, format!("ns {ns}")));
+    }
     // enter runs from a cgroup of its own, so that ending up in the init's
     // is the joining's doing, not inheritance.
     let elsewhere = TestCgroup::new(&s.name);
@@ -104,21 +103,28 @@ fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
         .arg("echo $$ > \"$0\" && exec \"$@\"")
         .arg(elsewhere.dir.join("cgroup.procs"))
         .arg(launch_bin())
-        .args(["enter", &s.name, "--", "sh", "-c", &script])
+        .args(["enter", &s.name, "--", "sh", "-c"])
+        .arg(format!("{probe} \"$@\"; exit 7"))
+        .arg("sh")
+        .args(probe_each_args(&checks))
         .env("SUBHOST", s.base());
     let out = run_timeout(&mut enter, LIMIT);
     assert_eq!(out.code(), 7, "{}", out.describe());
-    let text = out.stdout_str();
+    let r = probe_results(&out.stdout_str());
+    let field = |id: &str| -> &str {
+        r.get(id)
+            .unwrap_or_else(|| panic!("no {id} in output:\n{}", out.describe()))
+    };
 
-    assert_eq!(field(&text, "host"), s.name);
+    assert_eq!(field("host"), s.name);
     assert!(
-        field(&text, "pid1").starts_with("subhost-init "),
-        "PID 1 inside is not subhost-init:\n{text}"
+        field("pid1").starts_with("subhost-init "),
+        "PID 1 inside is not subhost-init: {r:#?}"
     );
-    for ns in ["net", "pid", "mnt", "uts", "ipc", "cgroup"] {
+    for ns in NS {
         let want = std::fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap();
         assert_eq!(
-            field(&text, &format!("ns_{ns}")),
+            field(&format!("ns_{ns}")),
             want.to_string_lossy(),
             "{ns} namespace differs from the init's"
         );
@@ -126,7 +132,7 @@ fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
     // The host's own namespaces are different ones: the comparison above
     // would not catch a command left on the host otherwise.
     let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
-    assert_ne!(field(&text, "ns_mnt"), host_mnt.to_string_lossy());
+    assert_ne!(field("ns_mnt"), host_mnt.to_string_lossy());
 
     // Exactly the subhost's root (an rbind of `root`), not the host's.
     let mut want: Vec<String> = std::fs::read_dir(s.dir().join("root"))
@@ -135,29 +141,22 @@ fn enter_sees_the_init_s_namespaces_root_and_cgroups_and_nothing_of_the_host() {
         .collect();
     want.sort();
     for key in ["root", "root1", "rootself"] {
-        let mut seen: Vec<&str> = field(&text, key).split_whitespace().collect();
-        seen.sort();
-        assert_eq!(seen, want, "{key}: not the subhost's root:\n{text}");
+        let seen: Vec<&str> = field(key).split_whitespace().collect();
+        assert_eq!(seen, want, "{key}: not the subhost's root: {r:#?}");
     }
-    assert!(text.contains("rootme=/ cwd=/"), "{text}");
-    assert_eq!(field(&text, "hostfile"), "absent", "{text}");
-    assert_eq!(field(&text, "hostfile1"), "absent", "{text}");
-    // What a program started inside inherits: the three standard streams,
-    // nothing else of the launcher's.
-    assert_eq!(field(&text, "fds").trim(), "0 1 2", "{text}");
+    assert_eq!(field("rootme"), "/", "{r:#?}");
+    assert_eq!(field("cwd"), "/", "{r:#?}");
+    assert_eq!(field("hostfile"), "no", "{r:#?}");
+    assert_eq!(field("hostfile1"), "no", "{r:#?}");
+    // The three standard streams, nothing else of the launcher's.
+    assert_eq!(field("fds"), "0 1 2", "{r:#?}");
 
     // Both seen from inside the subhost's cgroup namespace: had enter stayed
     // in the test's cgroup, its own line would read `0::/../..`.
-    assert_eq!(
-        field(&text, "cgroup").trim(),
-        field(&text, "cgroup1").trim(),
-        "{text}"
-    );
+    assert_eq!(field("cgroup"), field("cgroup1"), "{r:#?}");
     assert!(
-        field(&text, "cgroup")
-            .split_whitespace()
-            .any(|w| w == "0::/"),
-        "{text}"
+        field("cgroup").split_whitespace().any(|w| w == "0::/"),
+        "{r:#?}"
     );
 }
 
@@ -197,6 +196,7 @@ fn exit_status_passes_through_and_missing_commands_are_127() {
 #[test]
 fn capabilities_outside_the_init_s_bounding_set_are_gone() {
     let mut s = subhost();
+    let probe = install_probe(&s.root());
     // The init (and so the subhost) without CAP_SYS_TIME (25); enter runs
     // with all of the test's. Joining a user namespace gives a full
     // bounding set, so there only the config can take it away.
@@ -210,15 +210,19 @@ fn capabilities_outside_the_init_s_bounding_set_are_gone() {
     } else {
         start_sleeping(&mut s, &["setpriv", "--bounding-set", "-sys_time", "--"]);
     }
-    let out = s.enter_sh("grep -E '^Cap(Bnd|Prm|Eff|Inh|Amb)' /proc/self/status");
+    let out = s.run(&["enter", &s.name, "--", probe, "caps"]);
     assert!(out.status.success(), "{}", out.describe());
     let text = out.stdout_str();
-    for line in text.lines() {
-        let (key, hex) = line.split_once(':').unwrap();
-        let mask = u64::from_str_radix(hex.trim(), 16).unwrap();
-        assert_eq!(mask & (1 << 25), 0, "{key} still has CAP_SYS_TIME:\n{text}");
+    let sets = text
+        .trim()
+        .strip_prefix("caps: ")
+        .unwrap_or_else(|| panic!("{}", out.describe()));
+    for set in sets.split_whitespace() {
+        let (key, hex) = set.split_once('=').unwrap();
+        let mask = u64::from_str_radix(hex, 16).unwrap();
+        assert_eq!(mask & (1 << 25), 0, "{key} still has CAP_SYS_TIME: {text}");
     }
-    assert_eq!(text.lines().count(), 5, "{text}");
+    assert_eq!(sets.split_whitespace().count(), 5, "{text}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Root inside a default subhost (overlay over `/`, one SHARE) tries the
-//! well-known ways out to the host, each with `escape-probe` (a helper of
+//! well-known ways out to the host, each a route of the probe (a helper of
 //! this crate, run inside). Every route must fail by default; and so that
 //! these tests can fail, each is shown to work once the protection that
 //! stops it is lifted (`CAPS_KEEP`, `SYSCALLS_ALLOW`, `SECCOMP=off`), or,
@@ -12,13 +12,9 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use subhost_tests::*;
-
-fn probe_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_escape-probe"))
-}
 
 /// Capabilities that, kept, open the routes a filter also guards: so the
 /// filter is seen to hold on its own.
@@ -42,7 +38,7 @@ impl Lab {
     fn new(tag: &str) -> Lab {
         let s = Subhost::new(tag, "");
         let share = TempDir::new();
-        std::fs::copy(probe_bin(), s.root().join("escape-probe")).unwrap();
+        install_probe(&s.root());
         let marker = unique_name("m");
         // `; :` keeps the shell (whose $0 is the marker) from exec'ing sleep.
         let sleeper = spawn_group(&mut cmd("sh", ["-c", "sleep 60; :", &marker]));
@@ -101,32 +97,25 @@ impl Lab {
     /// Runs every route inside, in one session; returns each id's result:
     /// the probe's verdict (`ok`, `errno NAME`, `root DEV INO`, …) or
     /// `killed N` when a signal ended it.
-    fn probe(&self) -> HashMap<&'static str, String> {
-        let routes = self.routes();
-        let script: String = routes
-            .iter()
-            .map(|(id, args)| {
-                format!("r=$(/escape-probe {args} 2>/dev/null); echo \"{id}=$? $r\"\n")
-            })
-            .collect();
-        let out = self.s.sh(&script);
+    fn probe(&self) -> HashMap<String, String> {
+        self.checks("start", &self.routes())
+    }
+
+    /// Runs `checks` (id, probe arguments) with `probe each` in a session
+    /// of its own (`verb` start) or entered into the running one (`enter`).
+    fn checks<S: AsRef<str>>(&self, verb: &str, checks: &[(&str, S)]) -> HashMap<String, String> {
+        let mut args = vec![verb, &self.s.name, "--", "/probe"];
+        let each = probe_each_args(checks);
+        args.extend(each.iter().map(String::as_str));
+        let out = self.s.run(&args);
         assert_eq!(out.code(), 0, "{}", out.describe());
-        let text = out.stdout_str();
-        let mut results = HashMap::new();
-        for (id, _) in routes {
-            let line = text
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{id}=")))
-                .unwrap_or_else(|| panic!("no result for {id}: {text}"));
-            let (status, rest) = line.split_once(' ').unwrap_or((line, ""));
-            let verdict = match rest.split_once(": ") {
-                Some((_, v)) => v.to_string(),
-                None if status.parse::<i32>().unwrap_or(0) > 128 => {
-                    format!("killed {}", status.parse::<i32>().unwrap() - 128)
-                }
-                None => format!("status {status} {rest}"),
-            };
-            results.insert(id, verdict);
+        let results = probe_results(&out.stdout_str());
+        for (id, _) in checks {
+            assert!(
+                results.contains_key(*id),
+                "no result for {id}: {}",
+                out.describe()
+            );
         }
         results
     }
@@ -171,11 +160,11 @@ fn sys_knob() -> &'static str {
     .expect("no writable global sysfs knob on this host")
 }
 
-fn expect(results: &HashMap<&str, String>, want: &[(&str, &str)]) {
+fn expect(results: &HashMap<String, String>, want: &[(&str, &str)]) {
     let wrong: Vec<String> = want
         .iter()
-        .filter(|(id, v)| results.get(id).map(String::as_str) != Some(v))
-        .map(|(id, v)| format!("{id}: want {v:?}, got {:?}", results.get(id)))
+        .filter(|(id, v)| results.get(*id).map(String::as_str) != Some(v))
+        .map(|(id, v)| format!("{id}: want {v:?}, got {:?}", results.get(*id)))
         .collect();
     assert!(wrong.is_empty(), "{}\nall: {results:#?}", wrong.join("\n"));
 }
@@ -241,7 +230,7 @@ fn a_default_subhost_refuses_every_route() {
         "{}",
         out.describe()
     );
-    let _ = std::fs::remove_dir(jail.path().join(".escape-probe-chroot"));
+    let _ = std::fs::remove_dir(jail.path().join(".probe-chroot"));
     // ...and the marker process is there to be seen.
     let rev: String = lab.marker.chars().rev().collect();
     let out = run_timeout(&mut cmd(probe_bin(), ["procs", &rev]), LAUNCH_LIMIT);
@@ -256,23 +245,31 @@ fn a_default_subhost_refuses_every_route() {
 #[test]
 fn proc_and_sys_are_read_only_and_masked_but_the_netns_sysctls_work() {
     let lab = Lab::new("esp");
-    let out = lab.s.sh(
-        "echo 1 > /proc/sys/net/ipv4/ip_forward && echo fwd=$(cat /proc/sys/net/ipv4/ip_forward); \
-         echo timer_list=$(wc -c < /proc/timer_list); \
-         echo firmware=$(ls /sys/firmware | wc -l); \
-         echo hostname > /proc/sys/kernel/hostname 2>/dev/null || echo kernel=refused; \
-         echo 1 > /sys/kernel/mm/ksm/run 2>/dev/null || echo sys=refused",
+    let r = lab.checks(
+        "start",
+        &[
+            (
+                "fwd_write",
+                "write /proc/sys/net/ipv4/ip_forward 1".to_string(),
+            ),
+            ("fwd", "read /proc/sys/net/ipv4/ip_forward".into()),
+            ("timer_list", "bytes /proc/timer_list".into()),
+            ("firmware", "ls /sys/firmware".into()),
+            ("kernel", "write-back /proc/sys/kernel/hostname".into()),
+            ("sys", format!("write-back {}", sys_knob())),
+        ],
     );
-    let text = out.stdout_str();
-    for want in [
-        "fwd=1",
-        "timer_list=0",
-        "firmware=0",
-        "kernel=refused",
-        "sys=refused",
-    ] {
-        assert!(text.contains(want), "{want}: {}", out.describe());
-    }
+    expect(
+        &r,
+        &[
+            ("fwd_write", "ok"),
+            ("fwd", "1"),
+            ("timer_list", "0"),
+            ("firmware", ""),
+            ("kernel", "errno EROFS"),
+            ("sys", "errno EROFS"),
+        ],
+    );
     // The host's own are not masked: the masks are the subhost's.
     assert!(!std::fs::read_to_string("/proc/timer_list")
         .unwrap()
@@ -423,28 +420,27 @@ fn lifting_the_filter_reopens_the_syscall_routes() {
     );
 }
 
-/// `/proc/self/status` lines that make up a process's profile.
-const PROFILE: &str = "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status";
+/// The checks of an entered process: its profile, its init's, and a call
+/// the filter denies.
+const PROFILES: [(&str, &str); 3] = [
+    ("entered", "profile self"),
+    ("init", "profile 1"),
+    ("keyctl", "keyctl"),
+];
 
 #[test]
 fn enter_gets_exactly_the_inits_profile() {
     let mut lab = Lab::new("ese");
     lab.config(WIDE_CAPS);
     lab.s.start_background(&[], &["sleep", "60"]);
-    let init_profile = PROFILE.replace("/proc/self/", "/proc/1/");
-    let out = lab.s.enter_sh(&format!(
-        "{PROFILE}; echo ---; {init_profile}; echo ---; /escape-probe keyctl"
-    ));
-    assert_eq!(out.code(), 0, "{}", out.describe());
-    let text = out.stdout_str();
-    let parts: Vec<&str> = text.split("---\n").collect();
-    assert_eq!(parts.len(), 3, "{text}");
-    assert_eq!(parts[0], parts[1], "entered vs init:\n{text}");
-    assert!(parts[0].contains("Seccomp:\t2"), "{text}");
-    assert!(parts[0].contains("NoNewPrivs:\t0"), "{text}");
+    let r = lab.checks("enter", &PROFILES);
+    assert_eq!(r["entered"], r["init"], "entered vs init: {r:#?}");
+    assert!(r["entered"].contains("Seccomp=2"), "{r:#?}");
+    assert!(r["entered"].contains("NoNewPrivs=0"), "{r:#?}");
     // The wide set, not the host's full one.
-    assert!(!parts[0].contains("CapBnd:\t000001ffffffffff"), "{text}");
-    assert!(parts[2].contains("keyctl: errno EPERM"), "{text}");
+    assert!(r["entered"].contains("CapBnd="), "{r:#?}");
+    assert!(!r["entered"].contains("CapBnd=000001ffffffffff"), "{r:#?}");
+    assert_eq!(r["keyctl"], "errno EPERM", "{r:#?}");
     let out = lab.s.run(&["status", "--json", &lab.s.name]);
     assert!(
         out.stdout_str().contains("\"seccomp\": true"),
@@ -465,10 +461,10 @@ fn enter_of_a_subhost_without_filter_gets_none() {
     let mut lab = Lab::new("esn");
     lab.config("SECCOMP=off");
     lab.s.start_background(&[], &["sleep", "60"]);
-    let out = lab.s.enter_sh(&format!("{PROFILE}; /escape-probe keyctl"));
-    let text = out.stdout_str();
-    assert!(text.contains("Seccomp:\t0"), "{}", out.describe());
-    assert!(text.contains("keyctl: ok"), "{}", out.describe());
+    let r = lab.checks("enter", &PROFILES);
+    assert!(r["entered"].contains("Seccomp=0"), "{r:#?}");
+    assert!(r["init"].contains("Seccomp=0"), "{r:#?}");
+    assert_eq!(r["keyctl"], "ok", "{r:#?}");
     let out = lab.s.run(&["status", "--json", &lab.s.name]);
     assert!(
         out.stdout_str().contains("\"seccomp\": false"),
@@ -599,16 +595,12 @@ fn a_userns_subhost_with_sys_admin_and_no_filter_refuses_every_route() {
     // only the kernel's ownership checks stand in the way.
     lab.config(&format!("USERNS=pick\n{lifted}"));
     let r = lab.probe();
-    let caps = lab.s.sh("grep CapEff /proc/self/status");
-    assert!(
-        caps.stdout_str().contains("000001ffffffffff"),
-        "{}",
-        caps.describe()
-    );
+    let me = lab.checks("start", &[("me", "profile self")]);
+    assert!(me["me"].contains("CapEff=000001ffffffffff"), "{me:#?}");
     // What any ordinary user of the host may do is no way out: these two
     // are judged against the same probe run on the host as nobody.
     let probe = TempDir::new();
-    let copy = probe.path().join("escape-probe");
+    let copy = probe.path().join("probe");
     std::fs::copy(probe_bin(), &copy).unwrap();
     let as_nobody = |args: &[&str]| {
         let mut argv = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];

@@ -295,25 +295,26 @@ fn a_stop_waits_for_a_start_or_stop_in_progress_and_others_go_on() {
 
     // Released while the stop waits: it then does its job.
     let lock = hold_lock(a);
-    let spawned = Instant::now();
+    // Its log goes to a file, to be read while it runs.
+    let log = fleet.base().join("stop-log");
     let child = spawn_group(
         Command::new(launch_bin())
             .env("SUBHOST", fleet.base())
-            .args(["stop", a])
+            .args(["-v", "stop", a])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
+            .stderr(std::fs::File::create(&log).unwrap()),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    let waiting = format!("{a}: another start or stop is in progress; waiting for it");
+    let said = wait_until(LIMIT, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&waiting))
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(said, "the stop did not wait for the lock:\n{text}");
     assert_eq!(fleet.states()[0], "running", "stop went past a held lock");
     drop(lock);
     let out = wait_timeout(child, LIMIT);
     assert!(out.status.success(), "{}", out.describe());
-    assert!(
-        spawned.elapsed() >= Duration::from_millis(500),
-        "{}",
-        out.describe()
-    );
     assert_eq!(fleet.states()[0], "stopped");
 
     // Held throughout: that one fails "busy" after its wait, the others

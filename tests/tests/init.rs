@@ -54,6 +54,22 @@ impl Running {
         Running::start(&mut ns_cmd(args))
     }
 
+    /// `ns`, its log (stderr) going to `log`, to be read while it runs.
+    fn ns_logged(args: &[&str], log: &Path) -> Running {
+        require_root();
+        let file = std::fs::File::create(log).expect("create the init's log");
+        let child = spawn_group(
+            ns_cmd(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(file),
+        );
+        Running {
+            pgid: child.id() as i32,
+            child: Some(child),
+        }
+    }
+
     /// Host pid of the init: unshare's only child.
     fn init_pid(&self) -> i32 {
         let mut pid = 0;
@@ -236,14 +252,33 @@ fn every_catchable_signal_reaches_the_session() {
 fn rewrite_maps_and_drops_signals() {
     let dir = TempDir::new();
     let script = trapping_session(dir.path(), &["USR1", "USR2", "HUP"]);
-    let init = Running::ns(&["-r", "USR1:USR2", "-r", "HUP:0", "bash", "-c", &script]);
+    let log = dir.path().join("log");
+    let init = Running::ns_logged(
+        &[
+            "-vv",
+            "-r",
+            "USR1:USR2",
+            "-r",
+            "HUP:0",
+            "bash",
+            "-c",
+            &script,
+        ],
+        &log,
+    );
     let pid = init.init_pid();
     let out = dir.path().join("out");
     assert!(wait_for_line(&out, "ready"));
     init.signal(pid, libc::SIGHUP);
     init.signal(pid, libc::SIGUSR1);
     assert!(wait_for_line(&out, "got-USR2"), "{}", read(&out));
-    std::thread::sleep(Duration::from_millis(200));
+    // The init dealt with the HUP itself: dropped, not forwarded late.
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&log)
+            .contains("dropping signal 1 (HUP)")),
+        "{}",
+        read(&log)
+    );
     init.signal(pid, libc::SIGTERM);
     let done = init.finish(LIMIT);
     assert_eq!(done.code(), 0, "{}", done.describe());
@@ -251,6 +286,11 @@ fn rewrite_maps_and_drops_signals() {
     assert!(
         !got.contains("got-USR1") && !got.contains("got-HUP"),
         "{got}"
+    );
+    assert!(
+        !read(&log).contains("forwarding signal 1 "),
+        "{}",
+        read(&log)
     );
 }
 
@@ -363,8 +403,9 @@ fn leftovers_get_the_grace_period_then_sigkill() {
 setsid bash -c 'trap "echo done > {d}/daemon; exit 0" TERM; touch {d}/r2; while :; do sleep 0.05; done' &
 bash -c 'trap "" TERM; touch {d}/r3; while :; do sleep 0.05; done' &
 bash -c 'trap "echo done > {d}/stopped; exit 0" TERM; touch {d}/r4; kill -STOP $$; while :; do sleep 0.05; done' &
+stopped=$!
 while [ ! -e {d}/r1 ] || [ ! -e {d}/r2 ] || [ ! -e {d}/r3 ] || [ ! -e {d}/r4 ]; do sleep 0.02; done
-sleep 0.1
+until grep -q '^State:.T' /proc/$stopped/status; do sleep 0.02; done
 date +%s.%N > {d}/exited
 exit 3"#
     );
@@ -456,7 +497,8 @@ fn subreaper_mode_reaps_and_shuts_down_its_subtree() {
     let out = dir.path().join("out");
     let o = p(&out);
     let script = format!(
-        r#"(setsid sh -c 'trap "echo cleaned >> {o}; exit 0" TERM; sleep 0.3; echo ppid=$(cut -d" " -f4 /proc/$$/stat) >> {o}; i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done' &)
+        r#"export INIT=$PPID
+(setsid sh -c 'trap "echo cleaned >> {o}; exit 0" TERM; i=0; while [ "$(cut -d" " -f4 /proc/$$/stat)" != "$INIT" ] && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done; echo ppid=$(cut -d" " -f4 /proc/$$/stat) >> {o}; i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done' &)
 for i in $(seq 20); do (true &); done
 while ! grep -q ppid {o} 2>/dev/null; do sleep 0.02; done
 exit 5"#
@@ -542,7 +584,11 @@ fn keep_alive_stays_up_reaping_until_sigterm() {
     let script = format!(
         "(setsid sleep 30 &); for i in $(seq 20); do (true &); done; touch {d}/done; exit 4"
     );
-    let init = Running::ns(&["--keep-alive", "--grace", "2", "sh", "-c", &script]);
+    let log = dir.path().join("log");
+    let init = Running::ns_logged(
+        &["-vvv", "--keep-alive", "--grace", "2", "sh", "-c", &script],
+        &log,
+    );
     let pid = init.init_pid();
     assert!(wait_until(Duration::from_secs(5), || dir
         .path()
@@ -560,8 +606,27 @@ fn keep_alive_stays_up_reaping_until_sigterm() {
             .map(|&c| (c, state(c)))
             .collect::<Vec<_>>()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // A signal after the session's exit: once the init has logged it, it
+    // has passed the point where it would have ended the rest.
+    assert!(
+        read(&log).contains("session exited: status 4"),
+        "{}",
+        read(&log)
+    );
+    init.signal(pid, libc::SIGWINCH);
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&log)
+            .contains("got signal 28 (WINCH)")),
+        "{}",
+        read(&log)
+    );
     assert_ne!(state(pid), '?', "init exited despite --keep-alive");
+    assert!(
+        !read(&log).contains("SIGTERM to every process left"),
+        "{}",
+        read(&log)
+    );
+    assert_eq!(children(pid).len(), 1, "the daemon was ended");
     let start = Instant::now();
     init.signal(pid, libc::SIGTERM);
     let done = init.finish(LIMIT);
@@ -571,9 +636,21 @@ fn keep_alive_stays_up_reaping_until_sigterm() {
 
 #[test]
 fn no_session_waits_for_sigterm() {
-    let init = Running::ns(&["--no-session"]);
+    let dir = TempDir::new();
+    let log = dir.path().join("log");
+    let init = Running::ns_logged(&["-vvv", "--no-session"], &log);
     let pid = init.init_pid();
-    std::thread::sleep(Duration::from_millis(300));
+    // Once it has handled a signal, it is in its loop, not on its way out.
+    // Sent again until then: before its exec, WINCH is ignored.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid, libc::SIGWINCH) };
+            read(&log).contains("got signal 28 (WINCH)")
+        }),
+        "{}",
+        read(&log)
+    );
     assert_ne!(state(pid), '?');
     assert!(children(pid).is_empty());
     init.signal(pid, libc::SIGTERM);

@@ -57,30 +57,30 @@ fn overlay_over_host_root_runs_init_as_pid1() {
         &format!("LOWER=/\nBRIDGES=({}=02:5a:00:00:00:07)\n", br.name),
     );
     let note = format!("/var/tmp/{}-note", s.name);
-    let out = s.sh(&format!(
-        "echo pid1=$(tr '\\0' ' ' </proc/1/cmdline); \
-         echo host=$(hostname); \
-         echo mac=$(cat /sys/class/net/eth0/address); \
-         echo procs=$(ls /proc | grep -c '^[0-9]'); \
-         echo upper > {note}; \
-         echo me=$$; exit 7"
-    ));
+    let probe = install_probe(&s.root());
+    let checks = [
+        ("pid1", "cmdline 1"),
+        ("host", "hostname"),
+        ("mac", "read /sys/class/net/eth0/address"),
+        ("procs", "pid-count"),
+    ];
+    let script = format!("{probe} \"$@\"; echo upper > {note}; exit 7");
+    let mut args = vec!["start", &s.name, "--", "/bin/sh", "-c", &script, "sh"];
+    let each = probe_each_args(&checks);
+    args.extend(each.iter().map(String::as_str));
+    let out = s.run(&args);
     assert_eq!(out.code(), 7, "{}", out.describe());
-    let text = out.stdout_str();
+    let r = probe_results(&out.stdout_str());
     assert!(
-        text.contains("pid1=subhost-init --grace 5 -- /bin/sh -c"),
-        "{text}"
+        r["pid1"].starts_with("subhost-init --grace 5 -- /bin/sh -c"),
+        "{r:#?}"
     );
-    assert!(text.contains(&format!("host={}", s.name)), "{text}");
-    assert!(text.contains("mac=02:5a:00:00:00:07"), "{text}");
-    // init, the shell, and the command substitution's subshell at most: no
-    // host process is visible.
-    let procs: usize = text
-        .lines()
-        .find_map(|l| l.strip_prefix("procs="))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("procs line");
-    assert!(procs <= 8, "host processes visible inside: {text}");
+    assert_eq!(r["host"], s.name, "{r:#?}");
+    assert_eq!(r["mac"], "02:5a:00:00:00:07", "{r:#?}");
+    // init, the shell, and the probe and its check at most: no host process
+    // is visible.
+    let procs: usize = r["procs"].parse().expect("procs count");
+    assert!(procs <= 8, "host processes visible inside: {r:#?}");
     // The write went to the upper layer, not to the host.
     assert_eq!(
         std::fs::read_to_string(s.root().join(&note[1..])).unwrap(),
@@ -105,20 +105,26 @@ fn rbind_of_busybox_root_with_shares() {
             "x"
         ),
     );
-    let out = s.sh(&format!(
-        "cat {}/hello /srv/one; hostname; ls /bin/busybox; ps -o pid,comm > /tmp/ps; \
-         wc -l < /tmp/ps",
-        shared.path().display()
-    ));
+    let probe = install_probe(&s.root());
+    let checks = [
+        ("hello", format!("read {}/hello", shared.path().display())),
+        ("one", "read /srv/one".into()),
+        ("host", "hostname".into()),
+        ("busybox", "exists /bin/busybox".into()),
+        ("procs", "pid-count".into()),
+    ];
+    let mut args = vec!["start", s.name.as_str(), "--", probe];
+    let each = probe_each_args(&checks);
+    args.extend(each.iter().map(String::as_str));
+    let out = s.run(&args);
     assert_ok(&out);
-    let text = out.stdout_str();
-    assert!(text.contains("from the host"), "{text}");
-    assert!(text.contains("one file"), "{text}");
-    assert!(text.contains("inner-x"), "{text}");
-    assert!(text.lines().any(|l| l == "/bin/busybox"), "{text}");
-    // The header, init, the shell and ps: no host process. (In a pipe, wc
-    // may or may not have started when ps reads /proc.)
-    assert_eq!(text.lines().last(), Some("4"), "{text}");
+    let r = probe_results(&out.stdout_str());
+    assert_eq!(r["hello"], "from the host", "{r:#?}");
+    assert_eq!(r["one"], "one file", "{r:#?}");
+    assert_eq!(r["host"], "inner-x", "{r:#?}");
+    assert_eq!(r["busybox"], "yes", "{r:#?}");
+    // The init, the probe and its check: no host process.
+    assert_eq!(r["procs"], "3", "{r:#?}");
 }
 
 #[test]
