@@ -968,7 +968,7 @@ struct Parents {
 }
 
 fn parents_record() -> PathBuf {
-    Path::new(crate::state::RUN_DIR).join("cgroup-parents")
+    crate::run::cgroup_parents()
 }
 
 impl Parents {

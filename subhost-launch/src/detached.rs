@@ -372,7 +372,7 @@ fn relay(mut input: File, sock: &UnixDatagram, path: &Path, ident: &str) {
 }
 
 fn record_path(name: &str) -> PathBuf {
-    PathBuf::from(state::RUN_DIR).join(format!("{name}.console"))
+    crate::run::of(name).console()
 }
 
 /// Notes that `name` runs detached with `console`; `stop` finds the

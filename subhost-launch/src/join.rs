@@ -134,7 +134,7 @@ impl Target {
         let userns = (!crate::userns::same_ns(&userns, &ns("self")?)).then_some(userns);
         let seccomp = match status_field(&status, "Seccomp:") {
             Some("0") => None,
-            Some(_) => Some(init_filter(name, pid)?),
+            Some(_) => Some(init_filter(name, init)?),
             None => bail!("no Seccomp line in /proc/{pid}/status"),
         };
         let no_new_privs = status_field(&status, "NoNewPrivs:") == Some("1");
@@ -157,12 +157,21 @@ impl Target {
     }
 }
 
-/// The filter of a subhost whose init runs under one: built from its
-/// config as `start` built it. The config is found through the init's
-/// root, its `live` directory. Should that config have turned the filter
-/// off since, or be unreadable, the default filter is used: never less
-/// than the init has.
-fn init_filter(name: &str, pid: i32) -> Result<Filter> {
+/// The filter of a subhost whose init runs under one: the one `start`
+/// applied, from its record (a name added to SYSCALLS_ALLOW since is not
+/// the init's to allow, so not the entered process's either). Without a
+/// record (an init started by an older launcher) it is built from the
+/// config, found through the init's root, its `live` directory; should
+/// that config have turned the filter off since, or be unreadable, the
+/// default filter is used: never less than the init has.
+fn init_filter(name: &str, init: ProcId) -> Result<Filter> {
+    if let Some(applied) = state::applied(name, init) {
+        let mut cfg = config::Config::defaults(name);
+        cfg.seccomp = true;
+        cfg.syscalls_allow = applied.syscalls_allow;
+        return Filter::for_config(&cfg)?.context("no seccomp filter for the entered command");
+    }
+    let pid = init.pid;
     let live = std::fs::read_link(format!("/proc/{pid}/root")).ok();
     let dir = live.as_deref().and_then(Path::parent);
     let mut cfg = match dir {

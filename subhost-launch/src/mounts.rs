@@ -230,7 +230,7 @@ pub fn plan(layout: &Layout, cfg: &Config, range: Option<Range>) -> Vec<Step> {
 /// Where the idmapped lower layers of `name` are attached while its
 /// overlay is mounted: host-wide and cleared at boot, like the netns.
 pub fn staging_dir(name: &str) -> PathBuf {
-    Path::new(crate::state::RUN_DIR).join(format!("{name}.lower"))
+    crate::run::of(name).staging()
 }
 
 /// Checks the plan's inputs (root exists, lower layers exist, …), creates

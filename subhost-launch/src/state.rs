@@ -18,38 +18,29 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::netns;
+use crate::{netns, run};
 
-/// Host-wide: NAME is host-wide already through its netns.
-pub const RUN_DIR: &str = "/run/subhost";
-
-/// The record `NAME.EXT` under the run dir.
-pub fn record_path(name: &str, ext: &str) -> PathBuf {
-    PathBuf::from(RUN_DIR).join(format!("{name}.{ext}"))
-}
-
-/// Every record a subhost may have (`console`: `detached`'s).
-const RECORDS: [&str; 5] = ["lock", "dir", "init", "cgroup", "console"];
+pub use crate::run::RUN_DIR;
 
 fn lock_path(name: &str) -> PathBuf {
-    record_path(name, "lock")
+    run::of(name).lock()
 }
 
 fn init_path(name: &str) -> PathBuf {
-    record_path(name, "init")
+    run::of(name).init()
 }
 
 fn dir_path(name: &str) -> PathBuf {
-    record_path(name, "dir")
+    run::of(name).dir()
 }
 
 /// One message per record of `name` that exists but is not a regular
 /// file (a FIFO, a directory, a symlink…): what it is and how to remove
 /// it. Such a record is never opened for what it points at.
 pub fn bad_records(name: &str) -> Vec<String> {
-    RECORDS
-        .iter()
-        .map(|ext| record_path(name, ext))
+    run::of(name)
+        .files()
+        .into_iter()
         .filter(|p| p.symlink_metadata().is_ok_and(|m| !m.file_type().is_file()))
         .map(|p| not_a_record(&p))
         .collect()
@@ -329,6 +320,7 @@ impl Lock {
     /// the lock, for `stop`: a stopped subhost leaves nothing under the run
     /// dir, and its NAME free for any directory.
     pub fn unlock_and_forget(self, name: &str) {
+        let _ = std::fs::remove_file(run::of(name).applied());
         let _ = std::fs::remove_file(dir_path(name));
         let _ = std::fs::remove_file(lock_path(name));
     }
@@ -490,7 +482,7 @@ pub fn in_use_note(name: &str, other: &std::path::Path) -> String {
 }
 
 pub fn cgroup_path(name: &str) -> PathBuf {
-    record_path(name, "cgroup")
+    run::of(name).cgroup()
 }
 
 /// Records where the cgroup of `name` is: the default place depends on the
@@ -586,8 +578,9 @@ pub fn record_init(name: &str, init: ProcId) -> Result<()> {
     write_record(&init_path(name), &format!("{} {}\n", init.pid, init.start))
 }
 
-/// Forgets the init record of `name`, but only if it still names `init`
-/// (a newer `start` may have replaced it).
+/// Forgets the init record of `name`, and what was applied to that init,
+/// but only if it still names `init` (a newer `start` may have replaced
+/// it).
 pub fn clear_init(name: &str, init: Option<ProcId>) {
     let path = init_path(name);
     if let Some(want) = init {
@@ -595,7 +588,44 @@ pub fn clear_init(name: &str, init: Option<ProcId>) {
             return;
         }
     }
+    let _ = std::fs::remove_file(run::of(name).applied());
     let _ = std::fs::remove_file(path);
+}
+
+/// What `start` applied to the init it started, recorded beside the init
+/// record: `enter` gives an entered process exactly this, and `status`
+/// shows it, whatever the config says by now (a name added to
+/// SYSCALLS_ALLOW after `start` is not the init's to allow).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    /// The init it was applied to, `[PID, START_TIME]`: a record naming
+    /// another init is stale.
+    pub init: (i32, u64),
+    /// The capabilities kept in the bounding set, as `CAP_…` names.
+    pub caps: Vec<String>,
+    /// Whether the init runs under the seccomp filter.
+    pub seccomp: bool,
+    /// The calls the filter lets through beyond the default.
+    pub syscalls_allow: Vec<String>,
+    /// The user namespace's range, `BASE:COUNT`, with USERNS.
+    pub userns: Option<String>,
+    /// The cgroup directories it runs in.
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// Records what was applied to the init of `name`.
+pub fn record_applied(name: &str, applied: &Applied) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(applied).context("cannot encode the record")?;
+    text.push('\n');
+    write_record(&run::of(name).applied(), &text)
+}
+
+/// What was applied to `init`, the running init of `name`, if `start`
+/// recorded it (a launcher from before the record did not).
+pub fn applied(name: &str, init: ProcId) -> Option<Applied> {
+    let text = crate::files::read_text(&run::of(name).applied(), crate::files::RECORD_MAX).ok()?;
+    let a: Applied = serde_json::from_str(&text).ok()?;
+    (a.init == (init.pid, init.start)).then_some(a)
 }
 
 /// The init record of `name` as written, unverified: for reporting a stale

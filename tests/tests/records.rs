@@ -433,3 +433,41 @@ fn stop_finds_an_init_whose_records_were_deleted_and_runs_halt() {
         assert!(!record(&s.name, ext).exists(), "{ext} left");
     }
 }
+
+/// What `start` applied is what `enter` gives: a call allowed in the
+/// config only after the init started is denied to the entered process as
+/// it is to the init, and `stop` removes the record with the rest. A
+/// subhost started with the call allowed shows the probe can tell.
+#[test]
+fn enter_gets_the_filter_start_applied_not_the_config_of_now() {
+    let probe = PathBuf::from(env!("CARGO_BIN_EXE_escape-probe"));
+    // Over the host's `/`, where the probe finds its libraries.
+    let mut s = Subhost::new("ap", "LOWER=/\n");
+    std::fs::copy(&probe, s.root().join("escape-probe")).unwrap();
+    s.start_background(&[], &["sleep", "60"]);
+    let applied = record(&s.name, "applied");
+    let text = std::fs::read_to_string(&applied).expect("start records what it applied");
+    assert!(text.contains("\"syscalls_allow\": []"), "{text}");
+    std::fs::write(
+        s.dir().join("config"),
+        mode_config("LOWER=/\nSYSCALLS_ALLOW=(keyctl)\n"),
+    )
+    .unwrap();
+    let out = s.enter_sh("/escape-probe keyctl");
+    assert!(
+        out.stdout_str().contains("keyctl: errno EPERM"),
+        "{}",
+        out.describe()
+    );
+    assert_ok(&s.stop());
+    assert!(!applied.exists(), "stop leaves the record");
+    // Started with it allowed, the init and what enters it may.
+    s.start_background(&[], &["sleep", "60"]);
+    let out = s.enter_sh("/escape-probe keyctl");
+    assert!(
+        out.stdout_str().contains("keyctl: ok"),
+        "{}",
+        out.describe()
+    );
+    assert_ok(&s.stop());
+}

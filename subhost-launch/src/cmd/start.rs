@@ -242,6 +242,9 @@ struct Launching {
     console: Option<detached::Console>,
     /// The console, still open for a line saying the start failed.
     console_note: Option<std::os::fd::OwnedFd>,
+    /// For the record of what was applied: the id range and the cgroup.
+    range: Option<userns::Range>,
+    cgroups: Vec<std::path::PathBuf>,
 }
 
 impl Prepared {
@@ -295,6 +298,7 @@ impl Prepared {
             userns,
             delegation,
         } = self;
+        let userns_range = userns;
         let name = layout.name.clone();
         let name = name.as_str();
         // Dropped on an error, it removes the lock file if it made it, and
@@ -432,6 +436,8 @@ impl Prepared {
             pending,
             console,
             console_note,
+            range: userns_range,
+            cgroups: cgroup_plan.dirs.clone(),
         }))
     }
 }
@@ -450,6 +456,8 @@ impl Launching {
             pending,
             console,
             console_note,
+            range,
+            cgroups,
         } = self;
         let name = name.as_str();
         let spawned = pending
@@ -467,7 +475,10 @@ impl Launching {
         drop(console_note);
         let id = state::ProcId::of_child(child.pid.as_raw());
         match &id {
-            Ok(id) => state::record_init(name, *id)?,
+            Ok(id) => {
+                state::record_init(name, *id)?;
+                state::record_applied(name, &applied(&cfg, range, cgroups, *id)?)?;
+            }
             Err(e) => warn!("cannot record init PID {}: {e}", child.pid),
         }
         undo.mounts = false;
@@ -500,6 +511,32 @@ impl Launching {
         end_session(name, &cfg, id.ok(), cg.as_ref());
         status
     }
+}
+
+/// What this start applied to its init `id`, for `state::Applied`: the
+/// capabilities the init really keeps (without USERNS, those the
+/// launcher's own bounding set has), the filter, the range, the cgroup.
+fn applied(
+    cfg: &Config,
+    range: Option<userns::Range>,
+    cgroups: Vec<std::path::PathBuf>,
+    id: state::ProcId,
+) -> Result<state::Applied> {
+    let mut caps = crate::privileges::kept(cfg)?;
+    if range.is_none() {
+        if let Ok(have) = crate::privileges::own_bounding_set() {
+            let lacking = crate::privileges::lacking(&caps, &have);
+            caps.retain(|c| !lacking.contains(c));
+        }
+    }
+    Ok(state::Applied {
+        init: (id.pid, id.start),
+        caps: caps.iter().map(|c| c.to_string()).collect(),
+        seccomp: cfg.seccomp,
+        syscalls_allow: cfg.syscalls_allow.clone(),
+        userns: range.map(|r| format!("{}:{}", r.base, r.count)),
+        cgroups,
+    })
 }
 
 /// The subhost hibernates once its foreground session has ended: the
