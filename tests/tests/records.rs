@@ -440,20 +440,18 @@ fn stop_finds_an_init_whose_records_were_deleted_and_runs_halt() {
 /// subhost started with the call allowed shows the probe can tell.
 #[test]
 fn enter_gets_the_filter_start_applied_not_the_config_of_now() {
-    let probe = PathBuf::from(env!("CARGO_BIN_EXE_escape-probe"));
-    // Over the host's `/`, where the probe finds its libraries.
-    let mut s = Subhost::new("ap", "LOWER=/\n");
-    std::fs::copy(&probe, s.root().join("escape-probe")).unwrap();
+    let mut s = Subhost::busybox("ap", "");
+    let probe = install_probe(&s.root());
     s.start_background(&[], &["sleep", "60"]);
     let applied = record(&s.name, "applied");
     let text = std::fs::read_to_string(&applied).expect("start records what it applied");
     assert!(text.contains("\"syscalls_allow\": []"), "{text}");
     std::fs::write(
         s.dir().join("config"),
-        mode_config("LOWER=/\nSYSCALLS_ALLOW=(keyctl)\n"),
+        mode_config("SYSCALLS_ALLOW=(keyctl)\n"),
     )
     .unwrap();
-    let out = s.enter_sh("/escape-probe keyctl");
+    let out = s.run(&["enter", &s.name, "--", probe, "keyctl"]);
     assert!(
         out.stdout_str().contains("keyctl: errno EPERM"),
         "{}",
@@ -463,7 +461,7 @@ fn enter_gets_the_filter_start_applied_not_the_config_of_now() {
     assert!(!applied.exists(), "stop leaves the record");
     // Started with it allowed, the init and what enters it may.
     s.start_background(&[], &["sleep", "60"]);
-    let out = s.enter_sh("/escape-probe keyctl");
+    let out = s.run(&["enter", &s.name, "--", probe, "keyctl"]);
     assert!(
         out.stdout_str().contains("keyctl: ok"),
         "{}",
