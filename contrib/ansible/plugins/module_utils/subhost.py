@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import json
 import os
 import re
@@ -87,3 +88,57 @@ def parse_json(module, text, what):
         return json.loads(text)
     except ValueError as e:
         module.fail_json(msg="cannot read the output of subhost-launch %s: %s" % (what, e), stdout=text)
+
+
+def remove_tree_mount_free(path):
+    """Removes PATH and everything in it without ever entering another
+    mount. Every directory is opened relative to its parent without
+    following a link, and one on another device or listed in this mount
+    namespace's table stops the removal with an OSError: nothing from that
+    mount down is touched (a bind of / left there would otherwise be
+    emptied)."""
+    points = set(mounts_below(path))
+    real = os.path.realpath(path)
+    top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if real in points:
+            raise OSError(errno.EBUSY, "%s is a mount point: nothing was removed" % real)
+        _empty_dir(top, os.fstat(top).st_dev, real, points)
+    finally:
+        os.close(top)
+    os.rmdir(path)
+
+
+def _empty_dir(fd, dev, where, points):
+    for entry in list(os.scandir(fd)):
+        here = os.path.join(where, entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                if os.fstat(sub).st_dev != dev or here in points:
+                    raise OSError(
+                        errno.EBUSY, "%s is a mount point: nothing from it down was removed" % here
+                    )
+                _empty_dir(sub, dev, here, points)
+            finally:
+                os.close(sub)
+            os.rmdir(entry.name, dir_fd=fd)
+        else:
+            os.unlink(entry.name, dir_fd=fd)
+
+
+def mounts_below(path):
+    """Mount points at or below PATH, from this mount namespace's table."""
+    path = os.path.realpath(path)
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split(" ")[4]
+                for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+                    point = point.replace(esc, ch)
+                if point == path or point.startswith(path + "/"):
+                    found.append(point)
+    except IOError:
+        pass
+    return found

@@ -167,7 +167,6 @@ actions:
   sample: [create, write config, start --detach]
 """
 
-import errno
 import os
 import tempfile
 
@@ -175,7 +174,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible_collections.subhost.fleet.plugins.module_utils.subhost import (
     Launcher,
+    mounts_below,
     name_problem,
+    remove_tree_mount_free,
 )
 
 HEADER = "# Written by Ansible (subhost.fleet.subhost); edits here are replaced on its next run.\n"
@@ -279,60 +280,6 @@ def validate(module, launcher, name, text, detach, real_config):
             remove_tree_mount_free(scratch)
         except OSError as e:
             module.warn("scratch directory %s left in place: %s" % (scratch, e))
-
-
-def remove_tree_mount_free(path):
-    """Removes PATH and everything in it without ever entering another
-    mount. Every directory is opened relative to its parent without
-    following a link, and one on another device or listed in this mount
-    namespace's table stops the removal with an OSError: nothing from that
-    mount down is touched (a bind of / left there would otherwise be
-    emptied)."""
-    points = set(mounts_below(path))
-    real = os.path.realpath(path)
-    top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        if real in points:
-            raise OSError(errno.EBUSY, "%s is a mount point: nothing was removed" % real)
-        _empty_dir(top, os.fstat(top).st_dev, real, points)
-    finally:
-        os.close(top)
-    os.rmdir(path)
-
-
-def _empty_dir(fd, dev, where, points):
-    for entry in list(os.scandir(fd)):
-        here = os.path.join(where, entry.name)
-        if entry.is_dir(follow_symlinks=False):
-            sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            try:
-                if os.fstat(sub).st_dev != dev or here in points:
-                    raise OSError(
-                        errno.EBUSY, "%s is a mount point: nothing from it down was removed" % here
-                    )
-                _empty_dir(sub, dev, here, points)
-            finally:
-                os.close(sub)
-            os.rmdir(entry.name, dir_fd=fd)
-        else:
-            os.unlink(entry.name, dir_fd=fd)
-
-
-def mounts_below(path):
-    """Mount points at or below PATH, from this mount namespace's table."""
-    path = os.path.realpath(path)
-    found = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                point = line.split(" ")[4]
-                for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-                    point = point.replace(esc, ch)
-                if point == path or point.startswith(path + "/"):
-                    found.append(point)
-    except IOError:
-        pass
-    return found
 
 
 class Subhost(object):
