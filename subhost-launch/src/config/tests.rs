@@ -1,3 +1,6 @@
+use std::collections::HashMap;
+
+use super::lexer::Value;
 use super::*;
 
 const FILE: &str = "/s/web/config";
@@ -51,6 +54,21 @@ fn defaults() {
     assert!(d.start.is_empty() && d.caps_drop.is_empty() && d.caps_keep.is_empty());
     assert_eq!((d.memory_max, d.pids_max), (None, None));
     assert_eq!((d.cpu_max, d.cgroup_parent), (None, None));
+}
+
+#[test]
+fn each_documented_default_is_the_default() {
+    for key in KEYS {
+        let text = format!("{}={}\n", key.name, key.default);
+        assert_eq!(ok(&text), Config::defaults("web"), "{text}");
+    }
+}
+
+#[test]
+fn every_example_parses_alone() {
+    for key in KEYS {
+        ok(key.example);
+    }
 }
 
 #[test]
@@ -154,9 +172,8 @@ fn lone_dollar_is_literal() {
 
 #[test]
 fn export() {
-    let c = ok(
-        "export LOWER=/\nexport HOSTNAME=h STOP_TIMEOUT=3\nexport LOWER\nexport   SHARE=(/a)\n",
-    );
+    let c =
+        ok("export LOWER=/\nexport HOSTNAME=h STOP_TIMEOUT=3\nexport LOWER\nexport   SHARE=(/a)\n");
     assert_eq!(c.lower, paths(&["/"]));
     assert_eq!((c.hostname.as_str(), c.stop_timeout), ("h", 3));
     assert_eq!(c.share.len(), 1);
@@ -198,8 +215,7 @@ fn continuations() {
 
 #[test]
 fn arrays_across_lines() {
-    let c =
-        ok("BRIDGES=(\n  br0            # first\n  br1=02:00:00:00:01:01\n\n  =\n  \"\"\n)\n");
+    let c = ok("BRIDGES=(\n  br0            # first\n  br1=02:00:00:00:01:01\n\n  =\n  \"\"\n)\n");
     assert_eq!(
         c.bridges,
         vec![
@@ -288,7 +304,7 @@ fn error_display_format() {
         e.to_string(),
         format!(
             "{FILE}:2: unknown key FOO (known keys: {})",
-            KEYS.join(", ")
+            keys::names().join(", ")
         )
     );
 }
@@ -440,7 +456,7 @@ fn unterminated() {
 #[test]
 fn keys() {
     let e = refused("FOO=1", 1, "unknown key FOO");
-    for k in KEYS {
+    for k in keys::names() {
         assert!(e.fix.contains(k), "{e}");
     }
     refused("lower=/", 1, "did you mean LOWER");
@@ -756,7 +772,9 @@ fn seccomp_keys() {
 
 #[test]
 fn capabilities() {
-    let c = ok("CAPS_DROP=(sys_time CAP_SYS_MODULE Cap_Net_Raw sys_time)\nCAPS_KEEP=\"SYS_ADMIN  bpf\"");
+    let c = ok(
+        "CAPS_DROP=(sys_time CAP_SYS_MODULE Cap_Net_Raw sys_time)\nCAPS_KEEP=\"SYS_ADMIN  bpf\"",
+    );
     assert_eq!(
         c.caps_drop,
         strs(&["CAP_SYS_TIME", "CAP_SYS_MODULE", "CAP_NET_RAW"])
@@ -841,8 +859,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir()
-            .join(format!("subhost-test-config-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("subhost-test-config-{tag}-{}", std::process::id()));
         let _ = crate::files::tree::remove_tree_mount_free(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
@@ -991,11 +1009,9 @@ fn accepted_constructs_mean_what_they_mean_to_bash() {
         "\tHOSTNAME=h\tSTOP_TIMEOUT=1\t#\nLOWER=/caf\u{e9}:/\u{65e5}\n",
     ];
     for text in corpus {
-        let parser = Parser::new(Path::new(FILE), text, "web", Path::new("/s"))
-            .run()
+        let (_, vars) = read(Path::new(FILE), text, "web", Path::new("/s"))
             .unwrap_or_else(|e| panic!("{text:?} was refused: {e}"));
-        let ours: HashMap<String, Vec<String>> = parser
-            .vars
+        let ours: HashMap<String, Vec<String>> = vars
             .iter()
             .map(|(k, v)| {
                 let elems = match &v.value {
