@@ -37,8 +37,9 @@
 //! The rooms: `lexer` reads the words of the file, `keys` is the one table
 //! of keys (shape, default, documentation, example, and how each applies),
 //! `values` checks single values. A new key is a row of `keys::KEYS` and a
-//! field of `Config`; the text `create` writes, the manual and the README
-//! table are made from the row. The seccomp and userns modules take plain
+//! field of `Config` with its value in `Config::defaults` (a unit test holds
+//! the row's default to it); the text `create` writes, the manual and the
+//! README table are made from the row. The seccomp and userns modules take plain
 //! values from the `Config` and never see it; what they refuse after
 //! parsing is placed at its line here (`at`).
 
