@@ -1,11 +1,14 @@
 //! `completions` and `man`: documentation generated from the CLI definition
-//! itself, so it cannot drift from what the binary accepts.
+//! and the config's key table themselves, so it cannot drift from what the
+//! binary accepts. The README's table of config keys is made here too.
 
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use clap_mangen::roff::{bold, italic, roman, Roff};
 use clap_mangen::Man;
+
+use crate::config;
 
 const BIN: &str = "subhost-launch";
 const SECTION: &str = "8";
@@ -190,9 +193,38 @@ fn map_lines(text: &[u8], f: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// What clap does not know: environment, files, related pages.
-fn trailer() -> Roff {
+/// A key's default as the manual and README show it.
+fn default_shown(key: &config::Key) -> String {
+    match key.default {
+        "" => "unset".to_string(),
+        d => format!("{}={d}", key.name),
+    }
+}
+
+/// The config's keys, from the key table.
+fn config_section() -> Roff {
     let mut roff = Roff::new();
+    roff.control("SH", ["CONFIGURATION"]);
+    roff.text([roman(
+        "$SUBHOST/NAME/config holds plain bash assignments KEY=value or KEY=(...), \
+         parsed and never executed; create writes one that documents every key. The keys:",
+    )]);
+    for key in config::KEYS {
+        roff.control("TP", []);
+        roff.text([bold(key.name), roman(format!(" ({})", key.shape()))]);
+        roff.text([roman(format!(
+            "{} Default: {}. Example: {}",
+            key.doc_line(),
+            default_shown(key),
+            key.example
+        ))]);
+    }
+    roff
+}
+
+/// What clap does not know: the config, environment, files, related pages.
+fn trailer() -> Roff {
+    let mut roff = config_section();
     roff.control("SH", ["ENVIRONMENT"]);
     roff.control("TP", []);
     roff.text([bold("SUBHOST")]);
@@ -238,6 +270,55 @@ fn trailer() -> Roff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's table of config keys (section `### config`), as the
+    /// key table makes it.
+    fn markdown_table() -> String {
+        let mut t = String::from(
+            "| Key | Takes | Default | What it sets | Example |\n\
+             |-----|-------|---------|--------------|---------|\n",
+        );
+        for key in config::KEYS {
+            let default = match key.default {
+                "" => "unset".to_string(),
+                _ => format!("`{}`", default_shown(key)),
+            };
+            t.push_str(&format!(
+                "| `{}` | {} | {default} | {} | `{}` |\n",
+                key.name,
+                key.shape(),
+                key.doc_line(),
+                key.example
+            ));
+        }
+        t
+    }
+
+    #[test]
+    fn readme_lists_the_config_keys_of_the_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let table = markdown_table();
+        assert!(
+            readme.contains(&format!("\n\n{table}\n")),
+            "the table of config keys in README.md (section `### config`) differs from \
+             the key table; replace it with:\n\n{table}"
+        );
+        for key in config::KEYS {
+            assert!(table.contains(&format!("| `{}` |", key.name)), "{table}");
+        }
+    }
+
+    #[test]
+    fn the_manual_documents_every_config_key() {
+        let mut out = Vec::new();
+        trailer().to_writer(&mut out).unwrap();
+        let page = String::from_utf8(out).unwrap();
+        assert!(page.contains(".SH CONFIGURATION"), "{page}");
+        for key in config::KEYS {
+            assert!(page.contains(&format!("\\fB{}\\fR", key.name)), "{page}");
+        }
+    }
 
     #[test]
     fn bash_states_are_spelled_alike() {

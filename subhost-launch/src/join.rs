@@ -183,7 +183,8 @@ fn init_filter(name: &str, init: ProcId) -> Result<Filter> {
         None => config::Config::defaults(name),
     };
     cfg.seccomp = true;
-    Filter::for_config(&cfg)?.context("no seccomp filter for the entered command")
+    Filter::wanted(cfg.seccomp, &cfg.syscalls_allow)?
+        .context("no seccomp filter for the entered command")
 }
 
 /// The value of a `/proc/PID/status` line.

@@ -337,7 +337,7 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     }));
     steps.push(Step::Hostname(cfg.hostname.clone()));
     steps.push(Step::PivotRoot { live });
-    if let Some(filter) = Filter::for_config(cfg)? {
+    if let Some(filter) = Filter::wanted(cfg.seccomp, &cfg.syscalls_allow)? {
         steps.push(Step::Seccomp(Box::new(filter)));
     }
     let (drop, lacking) = match userns {

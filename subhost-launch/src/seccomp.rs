@@ -22,8 +22,6 @@ use std::fmt;
 use anyhow::{anyhow, bail, Context, Result};
 use seccompiler::{sock_filter, BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
-use crate::config::Config;
-
 /// What each group of denied calls would reach, and the calls. Names are
 /// the kernel's; a name this architecture lacks is simply not filtered.
 pub const DENIED: &[(&str, &[&str])] = &[
@@ -146,19 +144,19 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// The filter `cfg` asks for; `None` with `SECCOMP=off`.
-    pub fn for_config(cfg: &Config) -> Result<Option<Filter>> {
-        if !cfg.seccomp {
+    /// The filter a config asks for with `SECCOMP` (`enabled`) and
+    /// `SYSCALLS_ALLOW` (`allow`); `None` with `SECCOMP=off`.
+    pub fn wanted(enabled: bool, allow: &[String]) -> Result<Option<Filter>> {
+        if !enabled {
             return Ok(None);
         }
-        let allow = &cfg.syscalls_allow;
         let denied: Vec<&'static str> = denied_names()
             .filter(|n| !allow.iter().any(|a| a == n) && number(n).is_some())
             .collect();
         let program = compile(&denied)?;
         Ok(Some(Filter {
             denied,
-            allowed: allow.clone(),
+            allowed: allow.to_vec(),
             program,
         }))
     }
@@ -299,8 +297,9 @@ fn x86_64_prefix(min: u32, max: u32) -> BpfProgram {
 mod tests {
     use super::*;
 
-    fn cfg() -> Config {
-        Config::defaults("x")
+    /// The filter of a config that does not set SYSCALLS_ALLOW.
+    fn default_filter() -> Filter {
+        Filter::wanted(true, &[]).unwrap().unwrap()
     }
 
     #[test]
@@ -314,7 +313,7 @@ mod tests {
 
     #[test]
     fn default_filter_denies_the_list_and_allow_lifts_names() {
-        let f = Filter::for_config(&cfg()).unwrap().unwrap();
+        let f = default_filter();
         for n in [
             "bpf",
             "open_by_handle_at",
@@ -325,14 +324,11 @@ mod tests {
             assert!(f.denied.contains(&n), "{n}");
         }
         assert!(f.len() > 40 && f.len() < 200, "{}", f.len());
-        let mut c = cfg();
-        c.syscalls_allow = vec!["bpf".into()];
-        let g = Filter::for_config(&c).unwrap().unwrap();
+        let g = Filter::wanted(true, &["bpf".into()]).unwrap().unwrap();
         assert!(!g.denied.contains(&"bpf"));
         assert!(g.len() < f.len());
         assert!(g.to_string().contains("SYSCALLS_ALLOW: bpf"), "{g}");
-        c.seccomp = false;
-        assert!(Filter::for_config(&c).unwrap().is_none());
+        assert!(Filter::wanted(false, &["bpf".into()]).unwrap().is_none());
     }
 
     #[test]
@@ -345,7 +341,7 @@ mod tests {
     /// Runs `f` in a forked child under the default filter and returns
     /// the child's exit code: `f`'s result, or 128+signal.
     fn in_child(f: fn() -> i32) -> i32 {
-        let filter = Filter::for_config(&cfg()).unwrap().unwrap();
+        let filter = default_filter();
         // SAFETY: the test child only makes raw system calls and _exits.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {

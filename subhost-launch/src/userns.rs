@@ -159,6 +159,16 @@ pub enum Refusal {
     Full,
 }
 
+impl Refusal {
+    /// How to fix it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Refusal::Overlap { .. } => "choose another BASE, or USERNS=pick",
+            Refusal::Full => "remove subhosts or /etc/subuid entries that are no longer used",
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -359,28 +369,19 @@ pub fn preview(layout: &Layout, setting: Setting) -> Result<Result<Range, Refusa
     Ok(choose(&layout.name, setting, recorded, &taken))
 }
 
-/// The range of a subhost whose config asks for a user namespace, as a
-/// FILE:LINE error at the `USERNS` line when it cannot have one. Recorded
-/// unless `dry_run`.
-pub fn range_for(layout: &Layout, req: Requested, dry_run: bool) -> Result<Range> {
-    let found = if dry_run {
-        preview(layout, req.setting)?
+/// The range of a subhost whose config asks for a user namespace with
+/// `setting`, recorded unless `dry_run`. The refusal is returned apart, for
+/// the config to place at its `USERNS` line.
+pub fn range_for(
+    layout: &Layout,
+    setting: Setting,
+    dry_run: bool,
+) -> Result<Result<Range, Refusal>> {
+    if dry_run {
+        preview(layout, setting)
     } else {
-        resolve(layout, req.setting)?
-    };
-    found.map_err(|refusal| {
-        let fix = match &refusal {
-            Refusal::Overlap { .. } => "choose another BASE, or USERNS=pick",
-            Refusal::Full => "remove subhosts or /etc/subuid entries that are no longer used",
-        };
-        crate::config::ConfigError {
-            file: layout.config(),
-            line: req.line,
-            what: refusal.to_string(),
-            fix: fix.into(),
-        }
-        .into()
-    })
+        resolve(layout, setting)
+    }
 }
 
 /// Root of the user namespace sets the sandbox up through `live` before it

@@ -271,9 +271,10 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The config file: every key documented, the requested ones set, the rest
-/// commented out with an example. Example lines are `#KEY=...` (no space),
-/// so removing the `#` enables them; prose lines start with `# `.
+/// The config file: every key of the table documented, in its order, the
+/// requested ones set, the rest commented out with their example. Example
+/// lines are `#KEY=...` (no space), so removing the `#` enables them; prose
+/// lines start with `# `.
 pub fn config_text(req: &Request) -> String {
     let mut t = String::from(
         "# Subhost configuration: plain bash assignments, read by subhost-launch\n\
@@ -281,119 +282,38 @@ pub fn config_text(req: &Request) -> String {
          # directory; earlier keys expand as $KEY. Remove a leading # to use an\n\
          # example.\n",
     );
-    let set = |t: &mut String, doc: &str, line: Option<String>, example: &str| {
+    for key in config::KEYS {
         t.push('\n');
-        for l in doc.lines() {
+        for l in key.doc.lines() {
             t.push_str("# ");
             t.push_str(l);
             t.push('\n');
         }
-        match line {
-            Some(l) => t.push_str(&l),
+        match requested(req, key.name) {
+            Some(line) => t.push_str(&line),
             None => {
                 t.push('#');
-                t.push_str(example);
+                t.push_str(key.example);
             }
         }
         t.push('\n');
-    };
-    let lower =
-        (!req.lower.is_empty()).then(|| format!("LOWER={}", sh_quote(&req.lower.join(":"))));
-    set(
-        &mut t,
-        "Read-only base filesystem(s), `:`-separated, top first. Set: `live` is an\n\
-         overlay of `root` (the writable upper layer) over them. Unset: `live` is\n\
-         `root` itself (bind mount).",
-        lower,
-        "LOWER=/",
-    );
-    let bridges = (!req.bridges.is_empty()).then(|| {
-        let items: Vec<String> = req.bridges.iter().map(|b| sh_quote(b)).collect();
-        format!("BRIDGES=({})", items.join(" "))
-    });
-    set(
-        &mut t,
-        "Network cables, one per element: BRIDGE[=MAC]. The host end is $SUB0,\n\
-         $SUB1..., the inner end eth0, eth1... An empty BRIDGE leaves the host end\n\
-         unattached; MAC, when given, is set on the inner end.",
-        bridges,
-        "BRIDGES=(br0 br1=02:00:00:00:01:01)",
-    );
-    set(
-        &mut t,
-        "User namespace: root inside is an unprivileged host user. `pick`: a range of\n\
-         65536 host ids chosen once for this subhost (recorded in its `userns` file);\n\
-         BASE or BASE:COUNT: that range (BASE at least 65536); no: none. The base\n\
-         (LOWER, an rbind root, SHAREs) is seen through idmapped mounts; what root\n\
-         inside writes to root/ is owned by host ids BASE and up.",
-        req.userns.then(|| "USERNS=pick".to_string()),
-        "USERNS=pick",
-    );
-    let rest: [(&str, &str); 15] = [
-        (
-            "Host name inside (default: the subhost's name).",
-            "HOSTNAME=$SUB",
-        ),
-        (
-            "Bind mounts from the host: /path (same path inside) or /host:/inner.",
-            "SHARE=(/srv/data /home/shared:/mnt/shared)",
-        ),
-        (
-            "Seconds between SIGTERM and SIGKILL when stopping (default 5).",
-            "STOP_TIMEOUT=5",
-        ),
-        (
-            "The session `start` runs when no command is given (default /bin/bash -l).",
-            "SESSION=(/bin/bash -l)",
-        ),
-        (
-            "With `start --detach`: the command init runs at boot.",
-            "BOOT=(/etc/init.d/rc 2)",
-        ),
-        (
-            "With `start --detach`: the command run inside before stopping.",
-            "HALT=(/etc/init.d/rc 0)",
-        ),
-        (
-            "With `start --detach`: services started at boot (names in /etc/init.d, or\n\
-             absolute paths) and stopped in reverse order.",
-            "START=(ssh cron)",
-        ),
-        (
-            "Memory limit in bytes, or with a K/M/G/T suffix.",
-            "MEMORY_MAX=512M",
-        ),
-        (
-            "CPU limit: a percentage of one CPU, or \"QUOTA PERIOD\" in microseconds.",
-            "CPU_MAX=50%",
-        ),
-        ("Most processes (and threads) at once.", "PIDS_MAX=512"),
-        (
-            "Cgroup under which the subhost's cgroup is made, from the hierarchy's\n\
-             root (default: the launcher's own cgroup + /subhost; never the root itself).",
-            "CGROUP_PARENT=/subhost",
-        ),
-        (
-            "Capabilities to drop from the bounding set, besides the default ones.",
-            "CAPS_DROP=(CAP_NET_RAW)",
-        ),
-        (
-            "Capabilities to keep although dropped by default.",
-            "CAPS_KEEP=(CAP_SYS_TIME)",
-        ),
-        (
-            "The seccomp filter (README: Security model): on, or off.",
-            "SECCOMP=on",
-        ),
-        (
-            "System calls the filter denies that this subhost may make anyway.",
-            "SYSCALLS_ALLOW=(perf_event_open)",
-        ),
-    ];
-    for (doc, example) in rest {
-        set(&mut t, doc, None, example);
     }
     t
+}
+
+/// The assignment of `key` that the options ask for, if any.
+fn requested(req: &Request, key: &str) -> Option<String> {
+    match key {
+        "LOWER" => {
+            (!req.lower.is_empty()).then(|| format!("LOWER={}", sh_quote(&req.lower.join(":"))))
+        }
+        "BRIDGES" => (!req.bridges.is_empty()).then(|| {
+            let items: Vec<String> = req.bridges.iter().map(|b| sh_quote(b)).collect();
+            format!("BRIDGES=({})", items.join(" "))
+        }),
+        "USERNS" => req.userns.then(|| "USERNS=pick".to_string()),
+        _ => None,
+    }
 }
 
 fn report(
@@ -465,7 +385,11 @@ mod tests {
         let cfg = parse(&text).unwrap();
         assert_eq!(cfg, config::Config::defaults("demo"));
         for key in config::KEYS {
-            assert!(text.contains(&format!("\n#{key}=")), "{key} not documented");
+            let name = key.name;
+            assert!(
+                text.contains(&format!("\n#{name}=")),
+                "{name} not documented"
+            );
         }
         // The default parent as cgroup.rs places it, not the bare own cgroup.
         assert!(
@@ -492,6 +416,38 @@ mod tests {
         assert_eq!(cfg.bridges[0].bridge.as_deref(), Some("br0"));
         assert_eq!(cfg.bridges[1].mac, Some([2, 0, 0, 0, 1, 1]));
         assert_eq!(cfg.bridges[2].bridge, None);
+    }
+
+    #[test]
+    fn keys_come_in_table_order_and_options_set_table_keys() {
+        let req = Request {
+            lower: vec!["/".into()],
+            bridges: vec!["br0".into()],
+            image: None,
+            userns: true,
+        };
+        let text = config_text(&req);
+        let at = |name: &str| {
+            text.find(&format!("\n{name}="))
+                .or_else(|| text.find(&format!("\n#{name}=")))
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+        };
+        let places: Vec<usize> = config::KEYS.iter().map(|k| at(k.name)).collect();
+        assert!(places.windows(2).all(|w| w[0] < w[1]), "{text}");
+        // Each option (--lower, --bridge, --userns) sets a key of the table.
+        let set: Vec<&str> = config::KEYS
+            .iter()
+            .map(|k| k.name)
+            .filter(|name| requested(&req, name).is_some())
+            .collect();
+        assert_eq!(set, ["LOWER", "BRIDGES", "USERNS"]);
+        for name in set {
+            assert!(
+                text.contains(&format!("\n{name}=")),
+                "{name} not set:\n{text}"
+            );
+            assert!(!text.contains(&format!("\n#{name}=")), "{name}:\n{text}");
+        }
     }
 
     #[test]

@@ -206,7 +206,7 @@ fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Prepare
         Some(req) => {
             mounts::idmap::check_running_kernel()?;
             keep_range_while_set_up(&layout, req)?;
-            Some(userns::range_for(&layout, req, dry_run)?)
+            Some(crate::config::userns_range(&layout, req, dry_run)?)
         }
         None => None,
     };

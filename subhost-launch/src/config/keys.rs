@@ -1,0 +1,436 @@
+//! The one table of config keys: for each, its shape, its default, the
+//! documentation and example `create` writes (and the manual and README
+//! show), and how its value is checked and stored in the `Config`. Adding a
+//! key is a row here and a field of `Config`.
+
+use super::lexer::{Element, Value};
+use super::values::{self, ValueError};
+use super::{Config, MAX_CABLES};
+
+/// A value problem and the line to report it at.
+pub(super) type At<T> = Result<T, (usize, ValueError)>;
+
+/// One key a config may assign.
+pub struct Key {
+    pub name: &'static str,
+    pub(super) takes: Takes,
+    /// The default, written as a value of the key (empty: unset); assigning
+    /// it gives what `Config::defaults` holds.
+    pub default: &'static str,
+    /// What it sets, as `create` writes it above the key (lines of prose).
+    pub doc: &'static str,
+    /// An assignment that `create` writes commented out.
+    pub example: &'static str,
+}
+
+/// The shape of a key's value, and how it is checked and stored.
+pub(super) enum Takes {
+    /// A single value; `hint` is the assignment shown when an array is
+    /// given instead.
+    Single {
+        hint: &'static str,
+        set: fn(&mut Config, &str, usize) -> Result<(), ValueError>,
+    },
+    /// An array only; `hint` is shown when a single value is given instead.
+    Array {
+        hint: &'static str,
+        set: fn(&mut Config, &[Element], usize) -> At<()>,
+    },
+    /// A command: an array, or a string split at whitespace; `None` is
+    /// empty.
+    Command(fn(&mut Config, Option<Vec<String>>) -> Result<(), ValueError>),
+    /// Names: an array, or a string split at whitespace.
+    Names(fn(&mut Config, &[Element]) -> At<()>),
+}
+
+impl Key {
+    /// The shape of its value, as the manual and README name it.
+    pub fn shape(&self) -> &'static str {
+        match self.takes {
+            Takes::Single { .. } => "value",
+            Takes::Array { .. } => "array",
+            Takes::Command(_) => "command",
+            Takes::Names(_) => "names",
+        }
+    }
+
+    /// The documentation as one line.
+    pub fn doc_line(&self) -> String {
+        self.doc.lines().collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Every key, in the order errors list them and `create` writes them.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "LOWER",
+        takes: Takes::Single {
+            hint: "LOWER=/a:/b",
+            set: |c, v, _| {
+                c.lower = values::lower(v)?;
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "Read-only base filesystem(s), `:`-separated, top first. Set: `live` is an\n\
+              overlay of `root` (the writable upper layer) over them. Unset: `live` is\n\
+              `root` itself (bind mount).",
+        example: "LOWER=/",
+    },
+    Key {
+        name: "BRIDGES",
+        takes: Takes::Array {
+            hint: "BRIDGES=(br0 br1=02:00:00:00:01:01)",
+            set: |c, elems, line| {
+                if elems.len() > MAX_CABLES {
+                    return Err((
+                        line,
+                        ValueError::new(
+                            format!(
+                                "{} cables; at most {MAX_CABLES} fit the host names NAME0…NAME99",
+                                elems.len()
+                            ),
+                            "use fewer cables",
+                        ),
+                    ));
+                }
+                c.bridges = each(elems, values::cable)?;
+                Ok(())
+            },
+        },
+        default: "()",
+        doc: "Network cables, one per element: BRIDGE[=MAC]. The host end is $SUB0,\n\
+              $SUB1..., the inner end eth0, eth1... An empty BRIDGE leaves the host end\n\
+              unattached; MAC, when given, is set on the inner end.",
+        example: "BRIDGES=(br0 br1=02:00:00:00:01:01)",
+    },
+    Key {
+        name: "HOSTNAME",
+        takes: Takes::Single {
+            hint: "HOSTNAME=web",
+            set: |c, v, _| {
+                c.hostname = values::hostname(v)?;
+                Ok(())
+            },
+        },
+        default: "$SUB",
+        doc: "Host name inside (default: the subhost's name).",
+        example: "HOSTNAME=$SUB",
+    },
+    Key {
+        name: "SHARE",
+        takes: Takes::Array {
+            hint: "SHARE=(/srv/data /host/path:/inner/path)",
+            set: |c, elems, _| {
+                c.share = each(elems, values::share)?;
+                Ok(())
+            },
+        },
+        default: "()",
+        doc: "Bind mounts from the host: /path (same path inside) or /host:/inner.",
+        example: "SHARE=(/srv/data /home/shared:/mnt/shared)",
+    },
+    Key {
+        name: "STOP_TIMEOUT",
+        takes: Takes::Single {
+            hint: "STOP_TIMEOUT=5",
+            set: |c, v, _| {
+                c.stop_timeout = values::seconds(v)?;
+                Ok(())
+            },
+        },
+        default: "5",
+        doc: "Seconds between SIGTERM and SIGKILL when stopping (default 5).",
+        example: "STOP_TIMEOUT=5",
+    },
+    Key {
+        name: "SESSION",
+        takes: Takes::Command(|c, argv| {
+            c.session = argv.ok_or_else(|| {
+                ValueError::new(
+                    "the command is empty",
+                    "give one, e.g. SESSION=\"/bin/sh -l\", or remove the line for /bin/bash -l",
+                )
+            })?;
+            Ok(())
+        }),
+        default: "(/bin/bash -l)",
+        doc: "The session `start` runs when no command is given (default /bin/bash -l).",
+        example: "SESSION=(/bin/bash -l)",
+    },
+    Key {
+        name: "BOOT",
+        takes: Takes::Command(|c, argv| {
+            c.boot = argv;
+            Ok(())
+        }),
+        default: "",
+        doc: "With `start --detach`: the command init runs at boot.",
+        example: "BOOT=(/etc/init.d/rc 2)",
+    },
+    Key {
+        name: "HALT",
+        takes: Takes::Command(|c, argv| {
+            c.halt = argv;
+            Ok(())
+        }),
+        default: "",
+        doc: "With `start --detach`: the command run inside before stopping.",
+        example: "HALT=(/etc/init.d/rc 0)",
+    },
+    Key {
+        name: "START",
+        takes: Takes::Names(|c, elems| {
+            c.start = each(elems, values::service)?;
+            Ok(())
+        }),
+        default: "",
+        doc: "With `start --detach`: services started at boot (names in /etc/init.d, or\n\
+              absolute paths) and stopped in reverse order.",
+        example: "START=(ssh cron)",
+    },
+    Key {
+        name: "MEMORY_MAX",
+        takes: Takes::Single {
+            hint: "MEMORY_MAX=512M",
+            set: |c, v, _| {
+                c.memory_max = values::memory(v)?;
+                Ok(())
+            },
+        },
+        default: "max",
+        doc: "Memory limit in bytes, or with a K/M/G/T suffix.",
+        example: "MEMORY_MAX=512M",
+    },
+    Key {
+        name: "CPU_MAX",
+        takes: Takes::Single {
+            hint: "CPU_MAX=50%",
+            set: |c, v, _| {
+                c.cpu_max = values::cpu_max(v)?;
+                Ok(())
+            },
+        },
+        default: "max",
+        doc: "CPU limit: a percentage of one CPU, or \"QUOTA PERIOD\" in microseconds.",
+        example: "CPU_MAX=50%",
+    },
+    Key {
+        name: "PIDS_MAX",
+        takes: Takes::Single {
+            hint: "PIDS_MAX=1000",
+            set: |c, v, _| {
+                c.pids_max = values::pids(v)?;
+                Ok(())
+            },
+        },
+        default: "max",
+        doc: "Most processes (and threads) at once.",
+        example: "PIDS_MAX=512",
+    },
+    Key {
+        name: "CGROUP_PARENT",
+        takes: Takes::Single {
+            hint: "CGROUP_PARENT=/subhost",
+            set: |c, v, _| {
+                c.cgroup_parent = values::cgroup_parent(v)?;
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "Cgroup under which the subhost's cgroup is made, from the hierarchy's\n\
+              root (default: the launcher's own cgroup + /subhost; never the root itself).",
+        example: "CGROUP_PARENT=/subhost",
+    },
+    Key {
+        name: "CAPS_DROP",
+        takes: Takes::Names(|c, elems| {
+            c.caps_drop = unique(each(elems, values::capability)?);
+            Ok(())
+        }),
+        default: "",
+        doc: "Capabilities to drop from the bounding set, besides the default ones.",
+        example: "CAPS_DROP=(CAP_NET_RAW)",
+    },
+    Key {
+        name: "CAPS_KEEP",
+        takes: Takes::Names(|c, elems| {
+            c.caps_keep = unique(each(elems, values::capability)?);
+            Ok(())
+        }),
+        default: "",
+        doc: "Capabilities to keep although dropped by default.",
+        example: "CAPS_KEEP=(CAP_SYS_TIME)",
+    },
+    Key {
+        name: "USERNS",
+        takes: Takes::Single {
+            hint: "USERNS=pick",
+            set: |c, v, line| {
+                c.userns = crate::userns::parse(v)
+                    .map_err(|(what, fix)| ValueError::new(what, fix))?
+                    .map(|setting| crate::userns::Requested { setting, line });
+                Ok(())
+            },
+        },
+        default: "no",
+        doc: "User namespace: root inside is an unprivileged host user. `pick`: a range of\n\
+              65536 host ids chosen once for this subhost (recorded in its `userns` file);\n\
+              BASE or BASE:COUNT: that range (BASE at least 65536); no: none. The base\n\
+              (LOWER, an rbind root, SHAREs) is seen through idmapped mounts; what root\n\
+              inside writes to root/ is owned by host ids BASE and up.",
+        example: "USERNS=pick",
+    },
+    Key {
+        name: "SECCOMP",
+        takes: Takes::Single {
+            hint: "SECCOMP=off",
+            set: |c, v, _| {
+                c.seccomp = values::on_off(v)?;
+                Ok(())
+            },
+        },
+        default: "on",
+        doc: "The seccomp filter (README: Security model): on, or off.",
+        example: "SECCOMP=on",
+    },
+    Key {
+        name: "SYSCALLS_ALLOW",
+        takes: Takes::Names(|c, elems| {
+            c.syscalls_allow = unique(each(elems, values::syscall)?);
+            Ok(())
+        }),
+        default: "",
+        doc: "System calls the filter denies that this subhost may make anyway.",
+        example: "SYSCALLS_ALLOW=(perf_event_open)",
+    },
+];
+
+/// Every key's name, in table order.
+pub(super) fn names() -> Vec<&'static str> {
+    KEYS.iter().map(|k| k.name).collect()
+}
+
+/// The key called `name`.
+fn find(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// Checks `value` for `key` and stores it, typed, in `cfg`.
+pub(super) fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> At<()> {
+    let here = |e: ValueError| (line, e);
+    let Some(spec) = find(key) else {
+        return Err(here(ValueError::new(
+            "unknown key",
+            format!("known keys: {}", names().join(", ")),
+        )));
+    };
+    match spec.takes {
+        Takes::Single { hint, set } => set(cfg, scalar(value, line, hint)?, line).map_err(here),
+        Takes::Array { hint, set } => set(cfg, list(value, line, hint)?, line),
+        Takes::Command(set) => set(cfg, command(value, line)?).map_err(here),
+        Takes::Names(set) => set(cfg, &words(value, line)),
+    }
+}
+
+/// Checks between keys, once the whole file is read; `line` gives where a
+/// key was last assigned.
+pub(super) fn check_together(cfg: &Config, line: impl Fn(&str) -> Option<usize>) -> At<()> {
+    if let (Some(drop), Some(keep)) = (line("CAPS_DROP"), line("CAPS_KEEP")) {
+        if let Some(cap) = cfg.caps_drop.iter().find(|c| cfg.caps_keep.contains(c)) {
+            return Err((
+                drop.max(keep),
+                ValueError::new(
+                    format!("{cap} is in both CAPS_DROP (line {drop}) and CAPS_KEEP (line {keep})"),
+                    "remove it from one of them",
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn scalar<'v>(value: &'v Value, line: usize, example: &str) -> At<&'v str> {
+    match value {
+        Value::Scalar(s) => Ok(s),
+        Value::Array(_) => Err((
+            line,
+            ValueError::new(
+                "takes a single value, not an array",
+                format!("write {example}"),
+            ),
+        )),
+    }
+}
+
+fn list<'v>(value: &'v Value, line: usize, example: &str) -> At<&'v [Element]> {
+    match value {
+        Value::Array(elems) => Ok(elems),
+        Value::Scalar(_) => Err((
+            line,
+            ValueError::new(
+                "takes an array, not a single value",
+                format!("write {example}"),
+            ),
+        )),
+    }
+}
+
+/// An array as is, or a string split at whitespace.
+fn words(value: &Value, line: usize) -> Vec<Element> {
+    match value {
+        Value::Array(elems) => elems.clone(),
+        Value::Scalar(s) => s
+            .split_whitespace()
+            .map(|w| Element {
+                text: w.to_string(),
+                line,
+            })
+            .collect(),
+    }
+}
+
+fn each<T>(elems: &[Element], check: fn(&str) -> Result<T, ValueError>) -> At<Vec<T>> {
+    elems
+        .iter()
+        .map(|e| check(&e.text).map_err(|b| (e.line, b)))
+        .collect()
+}
+
+/// A command line; empty is `None`.
+fn command(value: &Value, line: usize) -> At<Option<Vec<String>>> {
+    if let Value::Scalar(s) = value {
+        if let Some(c) = s.chars().find(|c| matches!(c, '\'' | '"' | '\\')) {
+            return Err((
+                line,
+                ValueError::new(
+                    format!("{s:?} contains `{c}`, but a command given as a string is only split at whitespace"),
+                    "use an array for arguments with spaces, e.g. (sh -c 'echo hi')",
+                ),
+            ));
+        }
+    }
+    let argv = words(value, line);
+    match argv.first() {
+        None => Ok(None),
+        Some(first) if first.text.is_empty() => Err((
+            first.line,
+            ValueError::new(
+                "the command name (first element) is empty",
+                "put the program first",
+            ),
+        )),
+        Some(_) => Ok(Some(argv.into_iter().map(|e| e.text).collect())),
+    }
+}
+
+/// `names` without repeats, in the order first given.
+fn unique(names: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}

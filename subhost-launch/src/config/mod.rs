@@ -1,0 +1,355 @@
+//! The `config` file: a bash-include file of plain assignments, parsed and
+//! never executed.
+//!
+//! Operators may also `source` the file from their own scripts, so whatever
+//! is accepted here means exactly what it means to bash, and whatever would
+//! need a shell to evaluate (commands, substitutions, globs, operators) is
+//! refused with `FILE:LINE: what is wrong (how to fix)` instead of guessed at.
+//!
+//! Accepted:
+//! - `KEY=value`, `export KEY=value`, several assignments on one line
+//!   (`A=1 B=2`, applied left to right), and `export KEY` (no effect);
+//! - values made of unquoted text, `'literal'` text, `"double-quoted"` text
+//!   and backslash escapes, concatenated as in bash (`a"b c"'d'`);
+//! - `$VAR` and `${VAR}` in unquoted and double-quoted text, where VAR is
+//!   `SUB` (the subhost's NAME), `SUBHOST` (the base directory) or a key
+//!   assigned earlier in the same file; the environment is never consulted,
+//!   so a config means the same whoever runs the launcher;
+//! - arrays `KEY=(a b "c d")`, across lines and with comments inside;
+//!   unquoted expansions in arrays are split at whitespace, as bash does;
+//! - `#` comments (whole lines, or after whitespace), blank lines, and
+//!   backslash-newline continuations.
+//!
+//! A key assigned twice takes the later value, as in bash. Every value is
+//! still checked where it is assigned, so a mistake is reported even when a
+//! later line overrides it. One case is refused although bash accepts it:
+//! a plain value assigned to a key that holds an array, because bash then
+//! replaces only the first element and keeps the rest.
+//!
+//! Each key takes one of four shapes (`keys::Takes`): a single value, an
+//! array only (`BRIDGES`, `SHARE`: an empty string would be ambiguous
+//! between "no cable" and "one unattached cable", and paths may hold
+//! spaces), a command as an array or a string split at whitespace (a
+//! string with quotes or backslashes in it is refused, since splitting
+//! would not honour them), or names as an array or a whitespace-separated
+//! string.
+//!
+//! The rooms: `lexer` reads the words of the file, `keys` is the one table
+//! of keys (shape, default, documentation, example, and how each applies),
+//! `values` checks single values. A new key is a row of `keys::KEYS` and a
+//! field of `Config` with its value in `Config::defaults` (a unit test holds
+//! the row's default to it); the text `create` writes, the manual and the
+//! README table are made from the row. The seccomp and userns modules take plain
+//! values from the `Config` and never see it; what they refuse after
+//! parsing is placed at its line here (`at`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+mod keys;
+mod lexer;
+mod values;
+
+pub use keys::{Key, KEYS};
+
+/// One veth cable: `BRIDGE[=MAC]`; an empty bridge leaves the host end
+/// unattached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cable {
+    pub bridge: Option<String>,
+    /// Set on the inner end (`ethN`).
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A bind mount from the host into the subhost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// Absolute host path.
+    pub host: PathBuf,
+    /// Absolute path inside the subhost.
+    pub inner: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Read-only lower layers, top first; empty means `live` is an rbind of
+    /// `root`.
+    pub lower: Vec<PathBuf>,
+    pub bridges: Vec<Cable>,
+    /// Defaults to NAME.
+    pub hostname: String,
+    pub share: Vec<Share>,
+    /// Grace seconds between SIGTERM and SIGKILL at stop.
+    pub stop_timeout: u32,
+    /// argv of the session; defaults to `/bin/bash -l`.
+    pub session: Vec<String>,
+    /// argv that a detached subhost's init runs at boot (`BOOT`).
+    pub boot: Option<Vec<String>>,
+    /// argv run inside before a detached subhost is stopped (`HALT`).
+    pub halt: Option<Vec<String>>,
+    /// Services to start at boot (`START`): names as in `/etc/init.d`, or
+    /// absolute paths.
+    pub start: Vec<String>,
+    /// `memory.max` in bytes; `None` is no limit.
+    pub memory_max: Option<u64>,
+    /// `cpu.max` as the cgroup v2 file takes it, always "QUOTA PERIOD" in
+    /// microseconds (`50%` becomes "50000 100000"); `None` is no limit.
+    pub cpu_max: Option<String>,
+    /// `pids.max`; `None` is no limit.
+    pub pids_max: Option<u64>,
+    /// Cgroup under which the subhost's cgroup is made, as a path from the
+    /// hierarchy's root like `/proc/self/cgroup` shows it (`/subhost`),
+    /// without a trailing slash; `None` is the launcher's own cgroup + `/subhost`.
+    pub cgroup_parent: Option<String>,
+    /// Capabilities to drop from the bounding set on top of the default
+    /// ones, as `CAP_…` names.
+    pub caps_drop: Vec<String>,
+    /// Capabilities to keep although dropped by default, as `CAP_…` names.
+    pub caps_keep: Vec<String>,
+    /// `USERNS`: a user namespace and the line that asked for it (a range
+    /// that overlaps another is only found at start, and reported there).
+    pub userns: Option<crate::userns::Requested>,
+    /// Whether the seccomp filter is installed (`SECCOMP=on|off`).
+    pub seccomp: bool,
+    /// Denied system calls the filter lets through (`SYSCALLS_ALLOW`).
+    pub syscalls_allow: Vec<String>,
+}
+
+impl Config {
+    /// The configuration of a subhost without a config file.
+    pub fn defaults(name: &str) -> Config {
+        Config {
+            lower: Vec::new(),
+            bridges: Vec::new(),
+            hostname: name.to_string(),
+            share: Vec::new(),
+            stop_timeout: 5,
+            session: vec!["/bin/bash".into(), "-l".into()],
+            boot: None,
+            halt: None,
+            start: Vec::new(),
+            memory_max: None,
+            cpu_max: None,
+            pids_max: None,
+            cgroup_parent: None,
+            caps_drop: Vec::new(),
+            caps_keep: Vec::new(),
+            userns: None,
+            seccomp: true,
+            syscalls_allow: Vec::new(),
+        }
+    }
+}
+
+/// Linux capability names, indexed by capability number (0..=40).
+pub const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The number of a capability given by its `CAP_…` name.
+pub fn capability_number(name: &str) -> Option<u32> {
+    CAPABILITIES
+        .iter()
+        .position(|c| *c == name)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
+/// Host ends are named `NAME0`…`NAME99`.
+pub const MAX_CABLES: usize = 100;
+
+/// The `cpu.max` period used when a config gives a percentage or a quota
+/// alone (the kernel's default period).
+pub const CPU_PERIOD: u64 = 100_000;
+
+/// A config that cannot be used, placed at its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    /// What is wrong.
+    pub what: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {} ({})",
+            self.file.display(),
+            self.line,
+            self.what,
+            self.fix
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and parses `path`. `name` and `base` are the values of `SUB` and
+/// `SUBHOST` for expansion. A missing file yields the defaults.
+///
+/// Errors quote the config's lines, so only a file that is the config is
+/// read: a regular file (a symlink is not followed: one to `/etc/shadow`
+/// would have its first line quoted) owned by the owner of the subhost's
+/// directory.
+pub fn load(path: &Path, name: &str, base: &Path) -> anyhow::Result<Config> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |what: String| {
+        anyhow::anyhow!(
+            "config {} is {what}: replace it with a regular file (or remove it to use the defaults)",
+            path.display()
+        )
+    };
+    let file = match crate::files::open_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::defaults(name)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(refuse(crate::files::describe(path)))
+        }
+        Err(e) => anyhow::bail!(
+            "{}: cannot read the config file: {e} (make it a readable regular file of at most 1 MiB, or remove it to use the defaults)",
+            path.display()
+        ),
+    };
+    let owner = file.metadata()?.uid();
+    let dir = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
+    let dir_owner = std::fs::metadata(dir)
+        .with_context(|| format!("cannot stat {}", dir.display()))?
+        .uid();
+    if owner != dir_owner {
+        return Err(refuse(format!(
+            "owned by uid {owner}, not by the owner of {} (uid {dir_owner})",
+            dir.display()
+        )));
+    }
+    let bytes = crate::files::read_file_capped(file, crate::files::CONFIG_MAX).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot read the config file: {e} (make it a readable regular file of at most 1 MiB, or remove it to use the defaults)",
+            path.display()
+        )
+    })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+            return Err(at(
+                path,
+                line,
+                "the file is not valid UTF-8",
+                "save it as UTF-8 text",
+            )
+            .into());
+        }
+    };
+    Ok(parse(path, &text, name, base)?)
+}
+
+/// Parses the text of a config file; `file` only names it in errors. `name`
+/// and `base` are the values of `SUB` and `SUBHOST` for expansion.
+pub fn parse(file: &Path, text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
+    read(file, text, name, base).map(|(cfg, _)| cfg)
+}
+
+/// The config, and every key assigned with its last raw value and line.
+fn read(
+    file: &Path,
+    text: &str,
+    name: &str,
+    base: &Path,
+) -> Result<(Config, lexer::Vars), ConfigError> {
+    let mut cfg = Config::defaults(name);
+    let names = keys::names();
+    let vars = lexer::read(file, text, name, base, &names, &mut |key, value, line| {
+        keys::apply(&mut cfg, key, value, line)
+            .map_err(|(l, e)| at(file, l, format!("{key}: {}", e.what), e.fix))
+    })?;
+    keys::check_together(&cfg, |key| vars.get(key).map(|v| v.line))
+        .map_err(|(l, e)| at(file, l, e.what, e.fix))?;
+    Ok((cfg, vars))
+}
+
+/// A refusal placed at `line` of the config `file`: every `FILE:LINE`
+/// error, from reading the file or from what it asked for, is made here.
+pub fn at(
+    file: &Path,
+    line: usize,
+    what: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        line,
+        what: what.into(),
+        fix: fix.into(),
+    }
+}
+
+/// The id range of a subhost whose config asks for a user namespace, or the
+/// refusal at its `USERNS` line: whether a range is free is only known at
+/// start. Recorded unless `dry_run`.
+pub fn userns_range(
+    layout: &crate::layout::Layout,
+    req: crate::userns::Requested,
+    dry_run: bool,
+) -> anyhow::Result<crate::userns::Range> {
+    crate::userns::range_for(layout, req.setting, dry_run)?.map_err(|refusal| {
+        at(
+            &layout.config(),
+            req.line,
+            refusal.to_string(),
+            refusal.fix(),
+        )
+        .into()
+    })
+}
+
+#[cfg(test)]
+mod tests;
