@@ -166,10 +166,8 @@ impl Target {
 /// default filter is used: never less than the init has.
 fn init_filter(name: &str, init: ProcId) -> Result<Filter> {
     if let Some(applied) = state::applied(name, init) {
-        let mut cfg = config::Config::defaults(name);
-        cfg.seccomp = true;
-        cfg.syscalls_allow = applied.syscalls_allow;
-        return Filter::for_config(&cfg)?.context("no seccomp filter for the entered command");
+        return Filter::wanted(true, &applied.syscalls_allow)?
+            .context("no seccomp filter for the entered command");
     }
     let pid = init.pid;
     let live = std::fs::read_link(format!("/proc/{pid}/root")).ok();
