@@ -8,7 +8,7 @@
 
 pub mod idmap;
 mod loopdev;
-mod mountinfo;
+pub mod mountinfo;
 mod overlay;
 #[cfg(test)]
 mod tests;
