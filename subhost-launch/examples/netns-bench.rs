@@ -5,7 +5,7 @@
 //! and every namespace made is deleted before exit.
 
 #[allow(dead_code)]
-#[path = "../src/netns.rs"]
+#[path = "../src/netns/mod.rs"]
 mod netns;
 
 // netns logs its steps through it.

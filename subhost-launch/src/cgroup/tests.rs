@@ -1,4 +1,18 @@
-use super::*;
+use super::create::*;
+use super::host::*;
+use super::life::*;
+use super::parents::*;
+use super::plan::*;
+use super::recorded::*;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use std::io::Write as _;
 use std::os::unix::process::CommandExt;
@@ -6,6 +20,23 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult};
+
+/// What the launcher does through `sandbox`, done here from a test's own
+/// children.
+impl Cgroup {
+    fn join_self(&self) -> io::Result<()> {
+        self.join_self_except(None)
+    }
+
+    fn attach(&self, pid: Pid) -> Result<()> {
+        for d in &self.dirs {
+            let file = d.join("cgroup.procs");
+            write_file(&file, &pid.to_string())
+                .with_context(|| format!("cannot move process {pid} into {}", file.display()))?;
+        }
+        Ok(())
+    }
+}
 
 // ---- pure parsing and planning, on fixture text ----
 
@@ -37,7 +68,7 @@ const HYBRID_CGROUP: &str = "\
 
 fn host(mountinfo: &str, cgroup: &str, controllers: &str, kill: bool) -> Host {
     Host {
-        mounts: parse_mountinfo(mountinfo),
+        mounts: hierarchies(mountinfo).unwrap(),
         own: parse_proc_cgroup(cgroup).unwrap(),
         v2_controllers: controllers.split_whitespace().map(str::to_string).collect(),
         v2_kill: kill,
@@ -85,12 +116,12 @@ fn proc_cgroup_parses_v1_lists_and_v2() {
 }
 
 #[test]
-fn mountinfo_keeps_cgroup_mounts_only_and_unescapes() {
-    let m = parse_mountinfo(HYBRID_MOUNTINFO);
+fn hierarchies_are_the_cgroup_mounts_of_mountinfo() {
+    let m = hierarchies(HYBRID_MOUNTINFO).unwrap();
     assert_eq!(m.len(), 6);
     assert!(m[0].options.contains(&"cpuacct".to_string()));
     assert!(m[5].v2);
-    let esc = parse_mountinfo("1 2 0:1 / /mnt/c\\040g rw - cgroup2 none rw\n");
+    let esc = hierarchies("1 2 0:1 / /mnt/c\\040g rw - cgroup2 none rw\n").unwrap();
     assert_eq!(esc[0].point, p("/mnt/c g"));
 }
 
@@ -404,7 +435,7 @@ fn bad_parent_name_and_limits_are_refused() {
 
 #[test]
 fn member_dirs_maps_each_hierarchy() {
-    let mounts = parse_mountinfo(HYBRID_MOUNTINFO);
+    let mounts = hierarchies(HYBRID_MOUNTINFO).unwrap();
     let lines = parse_proc_cgroup(HYBRID_CGROUP).unwrap();
     let dirs = member_dirs(&mounts, &lines);
     assert!(
@@ -607,7 +638,7 @@ fn sleep_body() -> i32 {
 #[test]
 fn plan_on_this_host_never_uses_a_root() {
     let plan = plan("shtcg-plan", None, &all_limits()).unwrap();
-    let mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap());
+    let mounts = hierarchies(&fs::read_to_string("/proc/self/mountinfo").unwrap()).unwrap();
     let points: Vec<&Path> = mounts.iter().map(|m| m.point.as_path()).collect();
     for d in &plan.dirs {
         assert!(d.ends_with("subhost/shtcg-plan"), "{d:?}");

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 
+use super::mountinfo;
+
 // <linux/loop.h>: these are plain numbers, not _IOC-encoded.
 const LOOP_SET_FD: u32 = 0x4C00;
 const LOOP_CLR_FD: u32 = 0x4C01;
@@ -250,7 +252,7 @@ pub fn holders(dev: &str) -> Vec<String> {
     let Ok(majmin) = std::fs::read_to_string(Path::new(SYS_BLOCK).join(dev).join("dev")) else {
         return Vec::new();
     };
-    let majmin = majmin.trim_end();
+    let number = mountinfo::parse_dev(majmin.trim_end());
     let node = Path::new("/dev").join(dev);
     let me = std::process::id().to_string();
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -278,8 +280,9 @@ pub fn holders(dev: &str) -> Vec<String> {
         if !seen_ns.insert((ns.dev(), ns.ino())) {
             continue;
         }
-        let mounted = std::fs::read_to_string(proc.join("mountinfo"))
-            .is_ok_and(|m| mountinfo_has_device(&m, majmin));
+        let mounted = number.is_some_and(|n| {
+            std::fs::read(proc.join("mountinfo")).is_ok_and(|m| mountinfo_has_device(&m, n))
+        });
         if mounted {
             out.push(format!("mounted in the mount namespace of {who}"));
         }
@@ -287,12 +290,11 @@ pub fn holders(dev: &str) -> Vec<String> {
     out
 }
 
-/// Whether a mountinfo text has a mount of device `majmin` (`7:3`, its
-/// third field).
-fn mountinfo_has_device(mountinfo: &str, majmin: &str) -> bool {
-    mountinfo
-        .lines()
-        .any(|l| l.split(' ').nth(2) == Some(majmin))
+/// Whether a mountinfo text has a mount of device `dev` (`7:3`, its third
+/// field). A text that does not parse (a process gone while it was read)
+/// has none.
+fn mountinfo_has_device(text: &[u8], dev: (u32, u32)) -> bool {
+    mountinfo::parse(text).is_ok_and(|table| table.iter().any(|m| m.dev == dev))
 }
 
 /// The (st_dev, st_ino) of a file, comparable with `backing_id`.
@@ -462,12 +464,12 @@ mod tests {
 
     #[test]
     fn mountinfo_is_matched_on_the_device_field() {
-        let m = "36 35 98:0 / /mnt1 rw - ext4 /dev/loop7 rw\n\
+        let m = b"36 35 98:0 / /mnt1 rw - ext4 /dev/loop7 rw\n\
                  37 35 7:30 / /mnt2 rw - ext4 /dev/loop30 rw\n";
-        assert!(mountinfo_has_device(m, "98:0"));
-        assert!(mountinfo_has_device(m, "7:30"));
-        assert!(!mountinfo_has_device(m, "7:3"));
-        assert!(!mountinfo_has_device(m, "35"));
+        assert!(mountinfo_has_device(m, (98, 0)));
+        assert!(mountinfo_has_device(m, (7, 30)));
+        assert!(!mountinfo_has_device(m, (7, 3)));
+        assert!(!mountinfo_has_device(m, (36, 35)));
     }
 
     #[test]

@@ -69,15 +69,10 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
     let num = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<u32>().ok();
     let text = |f: &[u8]| String::from_utf8_lossy(&unescape(f)).into_owned();
     let path = |f: &[u8]| PathBuf::from(OsString::from_vec(unescape(f)));
-    let (major, minor) = {
-        let s = std::str::from_utf8(fields[2]).ok()?;
-        let (a, b) = s.split_once(':')?;
-        (a.parse().ok()?, b.parse().ok()?)
-    };
     Some(MountEntry {
         id: num(fields[0])?,
         parent: num(fields[1])?,
-        dev: (major, minor),
+        dev: parse_dev(std::str::from_utf8(fields[2]).ok()?)?,
         root: path(fields[3]),
         mount_point: path(fields[4]),
         options: text(fields[5]),
@@ -85,6 +80,13 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
         source: text(fields[dash + 2]),
         super_options: text(fields[dash + 3]),
     })
+}
+
+/// A device number as mountinfo and sysfs's `dev` files write it,
+/// `major:minor`.
+pub fn parse_dev(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Undoes the kernel's octal escapes (`\040` for space, `\134` for `\`, …),

@@ -6,8 +6,14 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::activate::*;
+use super::deactivate::*;
+use super::staging::*;
 use super::*;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+
+use nix::mount::{MntFlags, MsFlags};
 
 /// A temp dir that, even when the test fails, lazily unmounts everything
 /// below it and then removes it; it refuses to remove anything while a
