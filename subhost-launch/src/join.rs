@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use caps::{CapSet, Capability};
 use log::info;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -38,7 +39,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::layout::Layout;
 use crate::seccomp::Filter;
 use crate::state::{self, PidFd, ProcId};
-use crate::{cgroup, config, sandbox, supervisor, tty};
+use crate::{cgroup, config, privileges, sandbox, supervisor, tty};
 
 /// Every namespace of the init that the command shares. The user namespace
 /// of a subhost with USERNS is joined before these (see `Target::userns`).
@@ -292,7 +293,6 @@ struct Command {
     session: Session,
     env: Vec<CString>,
     capbnd: u64,
-    last_cap: u32,
     seccomp: Option<Filter>,
     no_new_privs: bool,
     pty: PtyUse,
@@ -410,7 +410,6 @@ fn launch(
         .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()))
         .collect::<Result<Vec<_>, _>>()
         .context("a cgroup path contains a NUL byte")?;
-    let last_cap = last_cap();
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let stdio_given = stdio.is_some();
@@ -433,7 +432,6 @@ fn launch(
             session,
             env: sandbox::session_env(),
             capbnd: target.capbnd,
-            last_cap,
             seccomp: target.seccomp,
             no_new_privs: target.no_new_privs,
             pty,
@@ -463,15 +461,6 @@ fn launch(
         _ if report.is_empty() => bail!("cannot enter subhost {name}: the joiner died"),
         _ => bail!("cannot enter subhost {name}: {report}"),
     }
-}
-
-/// `/proc/sys/kernel/cap_last_cap`, or the highest capability this build
-/// knows when it cannot be read.
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(config::CAPABILITIES.len() as u32 - 1)
 }
 
 /// The joiner: reports "pid N" of the command, or what went wrong.
@@ -661,7 +650,7 @@ fn prepare_command(cmd: &Command) -> Result<()> {
             return Err(std::io::Error::last_os_error()).context("cannot set no_new_privs");
         }
     }
-    limit_caps(cmd.capbnd, cmd.last_cap)?;
+    limit_caps(cmd.capbnd)?;
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("cannot reset the signal mask")?;
     // The launcher, being Rust, ignores SIGPIPE; an ignored signal would
@@ -684,78 +673,23 @@ fn echo_off(fd: RawFd) -> Result<()> {
 /// Leaves the command no capability outside `bnd`, the init's bounding
 /// set: the bounding set itself, the inheritable set (which root's exec
 /// would otherwise add to the permitted set) and the ambient set.
-fn limit_caps(bnd: u64, last_cap: u32) -> Result<()> {
-    for cap in 0..=last_cap.min(63) {
-        if bnd & (1u64 << cap) != 0 {
+fn limit_caps(bnd: u64) -> Result<()> {
+    let kept = |c: &Capability| c.index() < 64 && bnd & (1u64 << c.index()) != 0;
+    for cap in privileges::known() {
+        if kept(&cap) {
             continue;
         }
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("cannot drop capability {cap} from the bounding set"));
-        }
+        caps::drop(None, CapSet::Bounding, cap).with_context(|| {
+            format!(
+                "cannot drop capability {} from the bounding set",
+                cap.index()
+            )
+        })?;
     }
-    let mut caps = capget()?;
-    caps[0].inheritable &= bnd as u32;
-    caps[1].inheritable &= (bnd >> 32) as u32;
-    capset(&caps)?;
-    // SAFETY: prctl with integer arguments.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot clear ambient capabilities");
-    }
-    Ok(())
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-fn capget() -> Result<[CapData; 2]> {
-    let mut hdr = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget writes two CapData (the version 3 layout) through the
-    // pointer, which points to a live local array of that size.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot read capabilities");
-    }
-    Ok(data)
-}
-
-fn capset(data: &[CapData; 2]) -> Result<()> {
-    let mut hdr = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    // SAFETY: capset reads two CapData through the pointer, which points to
-    // a live array of that size.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot set capabilities");
-    }
-    Ok(())
+    let inheritable = caps::read(None, CapSet::Inheritable).context("cannot read capabilities")?;
+    let inheritable = inheritable.into_iter().filter(kept).collect();
+    caps::set(None, CapSet::Inheritable, &inheritable).context("cannot set capabilities")?;
+    caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")
 }
 
 /// Execs the session (or its fallback); returns the exit code to use when
@@ -939,12 +873,10 @@ mod tests {
             let want = full & !(1u64 << time) & !(1u64 << module);
             // Raise an inheritable cap that is about to leave the bounding
             // set: it must go too.
-            let mut caps = capget().unwrap();
-            caps[0].inheritable |= 1 << time;
-            if capset(&caps).is_err() {
+            if caps::raise(None, CapSet::Inheritable, Capability::CAP_SYS_TIME).is_err() {
                 return 2;
             }
-            if limit_caps(want, last_cap()).is_err() {
+            if limit_caps(want).is_err() {
                 return 3;
             }
             let status = std::fs::read_to_string("/proc/self/status").unwrap();
