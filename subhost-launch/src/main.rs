@@ -14,10 +14,12 @@ mod mounts;
 mod netns;
 mod outcome;
 mod privileges;
+mod process;
 mod sandbox;
 mod seccomp;
 mod state;
 mod supervisor;
+mod sys;
 mod tty;
 mod userns;
 

@@ -4,18 +4,18 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 use super::{reset_loginuid, run_step, Step};
 use crate::cgroup::Cgroup;
-use crate::{privileges, tty};
+use crate::process::{self, Channel, Message};
+use crate::{privileges, sys, tty};
 
 /// What the launcher hands the child.
 pub struct Spawn<'a> {
@@ -74,34 +74,54 @@ pub struct Child {
 /// (set up the next subhost) before [`Pending::finish`] waits for it.
 pub struct Pending {
     pid: Pid,
-    /// Reaches EOF when the init is exec'd; carries the child's error if
-    /// setting up failed.
-    err: OwnedFd,
-    /// Where the session's pty master comes from, when it has one.
-    pty_sock: Option<OwnedFd>,
+    /// Reaches its end when the init is exec'd; carries the session's pty
+    /// master, when it has one, and the child's error if setting up failed.
+    channel: Channel,
+    pty: bool,
 }
 
 impl Pending {
     /// Waits until the init is exec'd (or setting up failed: then the child
     /// is reaped and the child's own error returned).
     pub fn finish(self) -> Result<Child> {
-        let mut msg = String::new();
-        let _ = File::from(self.err).read_to_string(&mut msg);
-        if !msg.is_empty() {
+        let mut master = None;
+        let mut failed = None;
+        loop {
+            match self.channel.recv() {
+                Ok(None) => break,
+                Ok(Some(Message::Fd(fd))) if self.pty && master.is_none() => master = Some(fd),
+                Ok(Some(Message::Failed(text))) => failed = Some(text),
+                Ok(Some(other)) => failed = Some(format!("unexpected {other:?} from the sandbox")),
+                Err(e) => {
+                    failed = Some(format!("cannot read the sandbox's report: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(msg) = failed {
             let _ = nix::sys::wait::waitpid(self.pid, None);
             bail!("{msg}");
         }
-        let master = match self.pty_sock {
-            Some(parent) => {
-                Some(tty::recv_fd(parent.as_fd()).context("cannot receive the session's pty")?)
-            }
-            None => None,
-        };
+        if self.pty && master.is_none() {
+            bail!(
+                "cannot receive the session's pty: the sandbox closed its end of the socket \
+                 without sending the pty (it probably failed before opening it; see its error above)"
+            );
+        }
         Ok(Child {
             pid: self.pid,
             master,
         })
     }
+}
+
+/// Which of the subhost's cgroups a freshly made sandbox process is in.
+#[derive(Clone, Copy)]
+enum InCgroups<'a> {
+    /// All of them: nothing left to join.
+    All,
+    /// Only the v2 directory it was cloned into, when there is one.
+    Cloned(Option<&'a Path>),
 }
 
 /// Forks the sandbox and returns at once; [`Pending::finish`] waits for
@@ -119,21 +139,7 @@ pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
             }
         }
     }
-    let (err_r, err_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-    let fd_pair = if s.pty {
-        Some(
-            nix::sys::socket::socketpair(
-                nix::sys::socket::AddressFamily::Unix,
-                nix::sys::socket::SockType::Stream,
-                None,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            )
-            .context("cannot create a socket pair")?,
-        )
-    } else {
-        None
-    };
+    let (ours, theirs) = process::channel()?;
     // Cloned straight into the cgroup v2 dir when there is one: joining
     // it by a write after the fact costs far more than the whole rest of
     // the start.
@@ -155,36 +161,37 @@ pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
         ),
     };
     let cgroup_fd = v2_fd.as_ref().map(|f| f.as_fd());
-    // `joined`: the cgroups the child is in already, all of them when None.
-    let (forked, joined) = match &s.userns {
+    let (forked, in_cgroups) = match &s.userns {
         None => {
-            let (forked, joined) = fork_into_pid_ns(cgroup_fd)?;
-            (forked, Some(if joined { v2 } else { None }))
+            // SAFETY: the launcher is single-threaded, so the child may
+            // allocate and use any library code before it execs.
+            let (forked, cloned) =
+                unsafe { process::clone_into_cgroup(libc::CLONE_NEWPID as u64, cgroup_fd) }?;
+            (forked, InCgroups::Cloned(if cloned { v2 } else { None }))
         }
         Some(u) => {
             let v2 = cgroup_fd.zip(v2);
             let reset = s.steps.contains(&Step::ResetLoginuid);
-            (fork_into_userns(s.cgroup, v2, u.user.as_fd(), reset)?, None)
+            (
+                fork_into_userns(s.cgroup, v2, u.user.as_fd(), reset)?,
+                InCgroups::All,
+            )
         }
     };
 
     match forked {
         ForkResult::Child => {
-            drop(err_r);
-            let sock = fd_pair.map(|(_, child)| child);
-            let err = child_main(&s, sock, joined, launcher.as_ref()).unwrap_err();
-            let mut w = File::from(err_w);
-            let _ = write!(w, "{err:#}");
-            // SAFETY: _exit skips atexit handlers and destructors that
-            // belong to the parent's copy of the state.
-            unsafe { libc::_exit(127) }
+            drop(ours);
+            let err = child_main(&s, &theirs, in_cgroups, launcher.as_ref()).unwrap_err();
+            let _ = theirs.send(&Message::Failed(format!("{err:#}")));
+            sys::exit_now(127)
         }
         ForkResult::Parent { child } => {
-            drop(err_w);
+            drop(theirs);
             Ok(Pending {
                 pid: child,
-                err: err_r,
-                pty_sock: fd_pair.map(|(parent, _child)| parent),
+                channel: ours,
+                pty: s.pty,
             })
         }
     }
@@ -192,9 +199,9 @@ pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
 
 /// Forks a child that is root of the user namespace `user` and PID 1 of a
 /// new PID namespace owned by it (so that it may mount its /proc): a first
-/// child, cloned into the cgroup like `fork_into_pid_ns` does, joins the
-/// user namespace, unshares the PID namespace and clones the init as the
-/// launcher's own child (CLONE_PARENT), reports its PID and exits. A new
+/// child, cloned into the cgroup like a sandbox without USERNS is, joins
+/// the user namespace, unshares the PID namespace and makes the init its
+/// sibling (the launcher's own child), reports its PID and exits. A new
 /// user namespace of the clone would not do: the subhost's one must be the
 /// one that owns its netns, which outlives every process (hibernation).
 fn fork_into_userns(
@@ -203,165 +210,60 @@ fn fork_into_userns(
     user: BorrowedFd<'_>,
     reset_loginuid_first: bool,
 ) -> Result<ForkResult> {
-    let (r, w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-    let (forked, joined) = clone_into_cgroup(0, v2.map(|(fd, _)| fd))?;
+    let (ours, theirs) = process::channel()?;
+    // SAFETY: the launcher is single-threaded; the first child leaves
+    // through exit_now, the init goes on to exec.
+    let (forked, cloned) = unsafe { process::clone_into_cgroup(0, v2.map(|(fd, _)| fd)) }?;
     let ForkResult::Parent { child: first } = forked else {
-        drop(r);
+        drop(ours);
         // Every cgroup is joined while still root of the host: v1
         // hierarchies (limits on hybrid hosts) are not delegated.
-        let joined = if joined { v2.map(|(_, p)| p) } else { None };
+        let cloned = if cloned { v2.map(|(_, p)| p) } else { None };
+        let errno = |e: std::io::Error| Message::Errno(e.raw_os_error().unwrap_or(libc::EIO));
         if let Some(cg) = cgroup {
-            if let Err(e) = cg.join_self_except(joined) {
-                let v = -e.raw_os_error().unwrap_or(libc::EIO);
-                // SAFETY: writes 4 bytes from a local to our pipe, then
-                // leaves without running the launcher's destructors.
-                unsafe {
-                    libc::write(w.as_raw_fd(), (&v as *const i32).cast(), 4);
-                    libc::_exit(0)
-                }
+            if let Err(e) = cg.join_self_except(cloned) {
+                let _ = theirs.send(&errno(e));
+                sys::exit_now(0)
             }
         }
-        let report = |v: i32| {
-            // SAFETY: writes 4 bytes from a local to our pipe.
-            unsafe { libc::write(w.as_raw_fd(), (&v as *const i32).cast(), 4) };
-        };
         if reset_loginuid_first {
             crate::logging::step(&Step::ResetLoginuid, reset_loginuid);
         }
         let init = crate::userns::become_root_of(user)
-            .and_then(|()| {
-                // SAFETY: unshare with a flag.
-                match unsafe { libc::unshare(libc::CLONE_NEWPID) } {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
-            })
-            .and_then(|()| {
-                // SAFETY: a fork-like clone: no CLONE_VM, no stack; the
-                // child returns 0 and goes on as the init.
-                match unsafe {
-                    libc::syscall(
-                        libc::SYS_clone,
-                        (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
-                        0usize,
-                        0usize,
-                        0usize,
-                        0usize,
-                    )
-                } {
-                    -1 => Err(std::io::Error::last_os_error()),
-                    pid => Ok(pid as i32),
-                }
-            });
-        match init {
-            Ok(0) => return Ok(ForkResult::Child),
-            Ok(pid) => report(pid),
-            Err(e) => report(-e.raw_os_error().unwrap_or(libc::EIO)),
-        }
-        // SAFETY: the first child's work is done; no destructors of the
-        // launcher's state may run here.
-        unsafe { libc::_exit(0) }
+            .and_then(|()| sys::unshare(libc::CLONE_NEWPID))
+            // SAFETY: this first child is single-threaded, a fork of the
+            // launcher; the init goes on as the sandbox.
+            .and_then(|()| unsafe { process::sibling() });
+        let report = match init {
+            Ok(ForkResult::Child) => {
+                drop(theirs);
+                return Ok(ForkResult::Child);
+            }
+            Ok(ForkResult::Parent { child }) => Message::Pid(child.as_raw()),
+            Err(e) => errno(e),
+        };
+        let _ = theirs.send(&report);
+        sys::exit_now(0)
     };
-    drop(w);
-    let mut buf = [0u8; 4];
-    let n = nix::unistd::read(&r, &mut buf).unwrap_or(0);
+    drop(theirs);
+    let report = ours.recv();
     let _ = nix::sys::wait::waitpid(first, None);
-    let v = i32::from_ne_bytes(buf);
-    if n != 4 || v == 0 {
-        bail!("the sandbox's first process died before it cloned the init");
-    }
-    if v < 0 {
-        return Err(std::io::Error::from_raw_os_error(-v)).context(
+    match report {
+        Ok(Some(Message::Pid(pid))) if pid > 0 => Ok(ForkResult::Parent {
+            child: Pid::from_raw(pid),
+        }),
+        Ok(Some(Message::Errno(e))) => Err(std::io::Error::from_raw_os_error(e)).context(
             "cannot join the subhost's user namespace as its root and make a PID namespace",
-        );
-    }
-    Ok(ForkResult::Parent {
-        child: Pid::from_raw(v),
-    })
-}
-
-/// Forks a child that is PID 1 of a new PID namespace, in the cgroup v2
-/// directory `cgroup` when given and the kernel can (clone3 with
-/// CLONE_INTO_CGROUP, Linux 5.7); returns whether it went there. Older
-/// kernels get unshare + fork, and the child joins by itself.
-fn fork_into_pid_ns(cgroup: Option<BorrowedFd<'_>>) -> Result<(ForkResult, bool)> {
-    clone_into_cgroup(libc::CLONE_NEWPID as u64, cgroup)
-}
-
-/// A fork-like clone3 with `flags`, into the cgroup v2 directory `cgroup`
-/// when given and the kernel can; returns whether it went there.
-fn clone_into_cgroup(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<(ForkResult, bool)> {
-    /// `struct clone_args` of Linux 5.7 (CLONE_ARGS_SIZE_VER2).
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-    let mut args = CloneArgs {
-        flags,
-        exit_signal: libc::SIGCHLD as u64,
-        ..Default::default()
-    };
-    if let Some(fd) = cgroup {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = fd.as_raw_fd() as u64;
-    }
-    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork:
-    // the child gets a copy of this single-threaded process and returns 0.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    match r {
-        0 => Ok((ForkResult::Child, cgroup.is_some())),
-        pid if pid > 0 => Ok((
-            ForkResult::Parent {
-                child: Pid::from_raw(pid as i32),
-            },
-            cgroup.is_some(),
-        )),
-        _ => {
-            let err = std::io::Error::last_os_error();
-            if !matches!(
-                err.raw_os_error(),
-                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
-            ) {
-                return Err(err).context("cannot clone the sandbox");
-            }
-            // The next child forked becomes PID 1 of a new PID namespace;
-            // the launcher itself stays where it is.
-            if flags & libc::CLONE_NEWPID as u64 != 0 {
-                unshare(CloneFlags::CLONE_NEWPID).context("cannot create a PID namespace")?;
-            }
-            // SAFETY: the launcher is single-threaded, so the child may
-            // allocate and use any library code before it execs.
-            Ok((unsafe { fork() }.context("cannot fork")?, false))
-        }
+        ),
+        _ => bail!("the sandbox's first process died before it cloned the init"),
     }
 }
 
 /// Only returns on failure.
-/// `joined`: `Some(dir)` when in the cgroup v2 dir `dir` already (cloned
-/// into it), `Some(None)` when in none, `None` when in all of them.
 fn child_main(
     s: &Spawn<'_>,
-    sock: Option<OwnedFd>,
-    joined: Option<Option<&Path>>,
+    channel: &Channel,
+    in_cgroups: InCgroups<'_>,
     launcher: Option<&crate::state::PidFd>,
 ) -> Result<std::convert::Infallible> {
     // First, while stderr is still the caller's (a detached init's is its
@@ -374,11 +276,7 @@ fn child_main(
         Some(d) => detach(d)?,
         None => {
             // Die with the launcher: a foreground subhost must not outlive it.
-            // SAFETY: prctl with an integer argument.
-            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context("cannot set the parent-death signal");
-            }
+            sys::die_with_parent().context("cannot set the parent-death signal")?;
             // A launcher killed between the clone and the prctl sent no
             // signal: then no session may start behind the caller's back.
             if launcher.is_some_and(|l| l.wait_exit(std::time::Duration::ZERO)) {
@@ -387,8 +285,8 @@ fn child_main(
         }
     }
     close_inherited_fds()?;
-    if let (Some(cg), Some(joined)) = (s.cgroup, joined) {
-        cg.join_self_except(joined)
+    if let (Some(cg), InCgroups::Cloned(cloned)) = (s.cgroup, in_cgroups) {
+        cg.join_self_except(cloned)
             .context("cannot join the subhost's cgroup")?;
     }
     setns(&s.netns, CloneFlags::CLONE_NEWNET).context("cannot join the subhost's netns")?;
@@ -404,19 +302,18 @@ fn child_main(
     for step in s.steps {
         // The pty comes from the subhost's own devpts, so it has to be made
         // after devpts is mounted and before the pivot hides nothing of it.
-        if matches!(step, Step::PivotRoot { .. }) {
-            if let Some(sock) = &sock {
-                let pty = tty::open_pty(&s.live.join("dev/pts/ptmx"))
-                    .context("cannot open a pty for the session")?;
-                tty::send_fd(sock.as_fd(), pty.master.as_fd())
-                    .context("cannot pass the pty to the launcher")?;
-                drop(pty.master);
-                if !s.echo {
-                    tty::echo_off(pty.slave.as_fd()).context("cannot turn off the pty's echo")?;
-                }
-                tty::make_controlling(pty.slave)
-                    .context("cannot make the pty the session's terminal")?;
+        if matches!(step, Step::PivotRoot { .. }) && s.pty {
+            let pty = tty::open_pty(&s.live.join("dev/pts/ptmx"))
+                .context("cannot open a pty for the session")?;
+            channel
+                .send_fd(pty.master.as_fd())
+                .context("cannot pass the pty to the launcher")?;
+            drop(pty.master);
+            if !s.echo {
+                tty::echo_off(pty.slave.as_fd()).context("cannot turn off the pty's echo")?;
             }
+            tty::make_controlling(pty.slave)
+                .context("cannot make the pty the session's terminal")?;
         }
         // Done first, above.
         if matches!(step, Step::ResetLoginuid) {
@@ -425,7 +322,6 @@ fn child_main(
         let trees = s.userns.as_ref().map_or(&[][..], |u| &u.trees[..]);
         crate::logging::step(step, || run_step(step, trees)).with_context(|| format!("{step}"))?;
     }
-    drop(sock);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .context("cannot reset the signal mask")?;
     // Rust ignores SIGPIPE, and an ignored disposition survives exec.
@@ -454,22 +350,9 @@ fn detach(d: &Detached) -> Result<()> {
 /// the init: any other fd the caller left open, e.g. a directory of the
 /// host (`8</`), would be a way out of the new root, as runc's
 /// CVE-2024-21626 was. Close-on-exec rather than closed: the netns, init
-/// and error-pipe fds are still needed until the exec.
+/// and channel fds are still needed until the exec.
 fn close_inherited_fds() -> Result<()> {
-    // SAFETY: close_range with plain integers; it only sets flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("cannot mark the launcher's fds close-on-exec");
-    }
-    Ok(())
+    sys::close_range(3, u32::MAX, true).context("cannot mark the launcher's fds close-on-exec")
 }
 
 /// Puts `fds` on 0, 1 and 2. Copies go above 2 first so that a source that
@@ -478,20 +361,11 @@ fn close_inherited_fds() -> Result<()> {
 fn install_stdio(fds: [std::os::fd::RawFd; 3]) -> Result<()> {
     let mut high = Vec::with_capacity(3);
     for fd in fds {
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd we own; returns a new fd.
-        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if copy < 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot copy a console fd");
-        }
-        high.push(copy);
+        high.push(sys::dup_above(fd, 3).context("cannot copy a console fd")?);
     }
+    // The copies are close-on-exec and not used again.
     for (target, fd) in high.into_iter().enumerate() {
-        // SAFETY: dup2 onto 0..=2, which the init is meant to own; the copy
-        // is close-on-exec and not used again.
-        if unsafe { libc::dup2(fd, target as i32) } < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("cannot put the console on the init's std streams");
-        }
+        sys::dup2(fd, target as i32).context("cannot put the console on the init's std streams")?;
     }
     Ok(())
 }
@@ -501,20 +375,7 @@ fn exec_fd(fd: &OwnedFd, argv: &[CString], env: &[CString]) -> Result<std::conve
     argv_p.push(std::ptr::null());
     let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
     env_p.push(std::ptr::null());
-    // The raw syscall: musl's libc binding has no execveat.
-    // SAFETY: argv and env are NULL-terminated arrays of pointers into
-    // CStrings that outlive the call; the path is the empty C string.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            argv_p.as_ptr(),
-            env_p.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        );
-    }
-    let err = std::io::Error::last_os_error();
+    let err = sys::execveat_fd(fd.as_fd(), &argv_p, &env_p);
     let hint = if err.raw_os_error() == Some(libc::ENOENT) {
         " (a dynamically linked subhost-init cannot run in a root without its \
          libraries: install the static build from musl-build)"
