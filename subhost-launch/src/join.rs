@@ -32,7 +32,7 @@ use caps::{CapSet, Capability};
 use log::info;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigmaskHow, Signal};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::layout::Layout;
@@ -607,14 +607,7 @@ fn prepare_command(cmd: &Command) -> Result<()> {
         sys::set_no_new_privs().context("cannot set no_new_privs")?;
     }
     limit_caps(cmd.capbnd)?;
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .context("cannot reset the signal mask")?;
-    // The launcher, being Rust, ignores SIGPIPE; an ignored signal would
-    // stay ignored across exec and break pipelines inside.
-    // SAFETY: setting a default disposition installs no handler.
-    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
-        .context("cannot reset SIGPIPE")?;
-    Ok(())
+    process::reset_signals_for_exec()
 }
 
 fn echo_off(fd: RawFd) -> Result<()> {

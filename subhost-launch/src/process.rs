@@ -318,6 +318,19 @@ pub unsafe fn clone_into_cgroup(
     }
 }
 
+/// The signal state a program expects from exec: nothing blocked (the
+/// launcher blocks those it supervises before it forks, so none is lost)
+/// and SIGPIPE at its default (Rust ignores it, an ignored disposition
+/// survives exec, and pipelines inside would break).
+pub fn reset_signals_for_exec() -> Result<()> {
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .context("cannot reset the signal mask")?;
+    // SAFETY: restoring the default disposition installs no handler.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.context("cannot reset SIGPIPE")?;
+    Ok(())
+}
+
 /// Runs `f` in a forked worker, which exits with what it returns; the
 /// worker's PID, for the caller to reap.
 ///

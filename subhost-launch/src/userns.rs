@@ -537,25 +537,19 @@ pub fn same_ns(a: &OwnedFd, b: &OwnedFd) -> bool {
 /// of a subhost with USERNS can do. For tests of the pieces that set one up.
 #[cfg(test)]
 pub fn as_root_inside(user: &OwnedFd, body: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child joins, runs `body` and _exits; it returns to none
-    // of the test harness's code.
-    match unsafe { libc::fork() } {
-        0 => unsafe {
-            if libc::setns(std::os::fd::AsRawFd::as_raw_fd(user), libc::CLONE_NEWUSER) != 0 {
-                libc::_exit(120);
-            }
-            if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
-                libc::_exit(121);
-            }
-            libc::_exit(body())
-        },
-        pid => {
-            assert!(pid > 0, "fork failed");
-            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
-                nix::sys::wait::WaitStatus::Exited(_, code) => code,
-                other => panic!("child: {other:?}"),
-            }
-        }
+    use std::os::fd::AsFd;
+    // SAFETY: the child joins with raw syscalls, runs `body` and leaves
+    // through exit_now; it returns to none of the test harness's code.
+    let pid = unsafe {
+        process::worker(|| match become_root_of(user.as_fd()) {
+            Ok(()) => body(),
+            Err(_) => 120,
+        })
+    }
+    .expect("fork");
+    match nix::sys::wait::waitpid(pid, None).unwrap() {
+        nix::sys::wait::WaitStatus::Exited(_, code) => code,
+        other => panic!("child: {other:?}"),
     }
 }
 

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{ForkResult, Pid};
 
 use super::{reset_loginuid, run_step, Step};
@@ -322,17 +321,7 @@ fn child_main(
         let trees = s.userns.as_ref().map_or(&[][..], |u| &u.trees[..]);
         crate::logging::step(step, || run_step(step, trees)).with_context(|| format!("{step}"))?;
     }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .context("cannot reset the signal mask")?;
-    // Rust ignores SIGPIPE, and an ignored disposition survives exec.
-    // SAFETY: restoring the default disposition installs no handler.
-    unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        )
-    }
-    .context("cannot reset SIGPIPE")?;
+    process::reset_signals_for_exec()?;
     exec_fd(&s.init, &s.argv, &s.env)
 }
 
