@@ -17,11 +17,10 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::unistd::{fork, ForkResult};
 
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::state;
+use crate::{process, state, sys};
 
 /// How a service named in `START` is started or stopped, as overlay-boot
 /// does: an absolute path is run as `PATH ACTION`; a name as
@@ -273,62 +272,35 @@ fn spawn_relay(input: OwnedFd, name: &str) -> Result<()> {
     sock.connect(&path)
         .with_context(|| format!("cannot reach syslog at {}", path.display()))?;
     let ident = format!("subhost/{name}");
-    // SAFETY: the launcher is single-threaded; the child only forks again
-    // and leaves through _exit.
-    match unsafe { fork() }.context("cannot fork the syslog relay")? {
-        ForkResult::Parent { child } => {
-            // The middle process exits at once; reap it so it is no zombie.
-            let _ = nix::sys::wait::waitpid(child, None);
-            Ok(())
+    let relay_main = || match relay_fds(input.as_raw_fd(), sock.as_raw_fd()) {
+        Ok(()) => {
+            // SAFETY: relay_fds put the pipe on 0 and the socket on 3;
+            // nothing else owns them now.
+            let (input, sock) = unsafe { (File::from_raw_fd(0), UnixDatagram::from_raw_fd(3)) };
+            relay(input, &sock, &path, &ident);
+            0
         }
-        ForkResult::Child => {
-            let _ = nix::unistd::setsid();
-            // SAFETY: as above; the grandchild never returns.
-            if let Ok(ForkResult::Child) = unsafe { fork() } {
-                let code = match relay_fds(input.as_raw_fd(), sock.as_raw_fd()) {
-                    Ok(()) => {
-                        // SAFETY: relay_fds put the pipe on 0 and the
-                        // socket on 3; nothing else owns them now.
-                        let (input, sock) =
-                            unsafe { (File::from_raw_fd(0), UnixDatagram::from_raw_fd(3)) };
-                        relay(input, &sock, &path, &ident);
-                        0
-                    }
-                    Err(_) => 1,
-                };
-                // SAFETY: _exit skips the launcher's destructors.
-                unsafe { libc::_exit(code) }
-            }
-            // SAFETY: as above.
-            unsafe { libc::_exit(0) }
-        }
-    }
+        Err(_) => 1,
+    };
+    // SAFETY: the launcher is single-threaded; the relay leaves through
+    // exit_now.
+    unsafe { process::daemon(relay_main) }.context("cannot fork the syslog relay")
 }
 
 /// In the relay: the pipe on 0, /dev/null on 1 and 2, the socket on 3,
 /// every other fd closed (the launcher's lock among them, which would
 /// otherwise be held for the subhost's whole life), and `/` as cwd.
 fn relay_fds(input: RawFd, sock: RawFd) -> std::io::Result<()> {
-    let check = |r: libc::c_int| {
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(r)
-        }
-    };
-    // SAFETY: fcntl, dup2, open and close_range on plain integers; the fds
-    // named are this process's own, and Rust objects owning the old numbers
-    // are never dropped (the relay leaves through _exit).
-    unsafe {
-        let input = check(libc::fcntl(input, libc::F_DUPFD_CLOEXEC, 10))?;
-        let sock = check(libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 10))?;
-        let null = check(libc::open(c"/dev/null".as_ptr(), libc::O_RDWR))?;
-        check(libc::dup2(input, 0))?;
-        check(libc::dup2(null, 1))?;
-        check(libc::dup2(null, 2))?;
-        check(libc::dup2(sock, 3))?;
-        check(libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0) as libc::c_int)?;
-    }
+    // Rust objects owning the old numbers are never dropped (the relay
+    // leaves through exit_now).
+    let input = sys::dup_above(input, 10)?;
+    let sock = sys::dup_above(sock, 10)?;
+    let null = sys::open_raw(c"/dev/null", libc::O_RDWR)?;
+    sys::dup2(input, 0)?;
+    sys::dup2(null, 1)?;
+    sys::dup2(null, 2)?;
+    sys::dup2(sock, 3)?;
+    sys::close_range(4, u32::MAX, false)?;
     std::env::set_current_dir("/")?;
     Ok(())
 }

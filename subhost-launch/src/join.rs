@@ -22,23 +22,24 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use caps::{CapSet, Capability};
 use log::info;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::sys::signal::{SigmaskHow, Signal};
+use nix::unistd::{ForkResult, Pid};
 
 use crate::layout::Layout;
+use crate::process::{self, Channel, Message};
 use crate::seccomp::Filter;
 use crate::state::{self, PidFd, ProcId};
-use crate::{cgroup, config, sandbox, supervisor, tty};
+use crate::{cgroup, config, privileges, sandbox, supervisor, sys, tty};
 
 /// Every namespace of the init that the command shares. The user namespace
 /// of a subhost with USERNS is joined before these (see `Target::userns`).
@@ -240,40 +241,17 @@ impl PtyUse {
     }
 }
 
-/// `struct open_how` of openat2(2); libc's cannot be built outside libc.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Opens a pty of the subhost's own devpts: `/dev/pts/ptmx` resolved inside
 /// `root` as if it were `/`, so no symlink the subhost plants there can
 /// lead to the host's devpts (or anywhere else outside it).
 fn open_subhost_pty(root: BorrowedFd<'_>) -> Result<tty::Pty> {
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 reads `how` (a live local of the size given) and the
-    // NUL-terminated path, and returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c"dev/pts/ptmx".as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("cannot find /dev/pts/ptmx inside the subhost");
-    }
-    // SAFETY: the kernel just returned this fd; nobody else owns it.
-    let ptmx = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let ptmx = sys::openat2(
+        root,
+        c"dev/pts/ptmx",
+        libc::O_PATH | libc::O_CLOEXEC,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .context("cannot find /dev/pts/ptmx inside the subhost")?;
     // An O_PATH fd can be opened for real through its /proc/self/fd link.
     let path = PathBuf::from(format!("/proc/self/fd/{}", ptmx.as_raw_fd()));
     tty::open_pty(&path).context("cannot open a pty from the subhost's /dev/pts/ptmx")
@@ -290,7 +268,8 @@ struct Joiner {
     slave: Option<OwnedFd>,
     /// Given std streams (never with `slave`); all above 2.
     stdio: Option<[OwnedFd; 3]>,
-    report: OwnedFd,
+    /// Where the joiner says what became of it.
+    report: Channel,
     cmd: Command,
 }
 
@@ -300,7 +279,6 @@ struct Command {
     session: Session,
     env: Vec<CString>,
     capbnd: u64,
-    last_cap: u32,
     seccomp: Option<Filter>,
     no_new_privs: bool,
     pty: PtyUse,
@@ -418,15 +396,13 @@ fn launch(
         .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()))
         .collect::<Result<Vec<_>, _>>()
         .context("a cgroup path contains a NUL byte")?;
-    let last_cap = last_cap();
-    let (report_r, report_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let (report_r, report_w) = process::channel()?;
     let stdio_given = stdio.is_some();
     let (master, slave) = match terminal {
         Some(p) => (Some(p.master), Some(p.slave)),
         None => (None, None),
     };
-    let report_raw = report_w.as_raw_fd();
+    let report_raw = report_w.as_fd().as_raw_fd();
     let joiner = Joiner {
         init_pid: target.init.pid,
         pidfd: target.pidfd,
@@ -441,7 +417,6 @@ fn launch(
             session,
             env: sandbox::session_env(),
             capbnd: target.capbnd,
-            last_cap,
             seccomp: target.seccomp,
             no_new_privs: target.no_new_privs,
             pty,
@@ -451,8 +426,8 @@ fn launch(
     };
 
     // SAFETY: the launcher is single-threaded, so the joiner may allocate and
-    // use any library code; it leaves only through _exit.
-    let joiner_pid = match unsafe { fork() }.context("cannot fork")? {
+    // use any library code; it leaves only through exit_now.
+    let joiner_pid = match unsafe { process::fork() }.context("cannot fork")? {
         ForkResult::Child => {
             drop(report_r);
             drop(master);
@@ -461,37 +436,26 @@ fn launch(
         ForkResult::Parent { child } => child,
     };
     drop(joiner);
-    let mut report = String::new();
-    // EOF comes once the joiner has exited and the command has exec'd (or
-    // failed to): both hold the write end, close-on-exec.
-    let _ = File::from(report_r).read_to_string(&mut report);
+    // One message: the command's PID or why there is none. The end of the
+    // stream alone (the joiner exited, the command closed its copy first
+    // thing) means the joiner died.
+    let report = report_r.recv();
     let _ = nix::sys::wait::waitpid(joiner_pid, None);
-    match report.strip_prefix("pid ").map(|p| p.trim().parse::<i32>()) {
-        Some(Ok(pid)) => Ok((Pid::from_raw(pid), master)),
-        _ if report.is_empty() => bail!("cannot enter subhost {name}: the joiner died"),
-        _ => bail!("cannot enter subhost {name}: {report}"),
+    match report {
+        Ok(Some(Message::Pid(pid))) => Ok((Pid::from_raw(pid), master)),
+        Ok(Some(Message::Failed(text))) => bail!("cannot enter subhost {name}: {text}"),
+        _ => bail!("cannot enter subhost {name}: the joiner died"),
     }
 }
 
-/// `/proc/sys/kernel/cap_last_cap`, or the highest capability this build
-/// knows when it cannot be read.
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(config::CAPABILITIES.len() as u32 - 1)
-}
-
-/// The joiner: reports "pid N" of the command, or what went wrong.
+/// The joiner: reports the command's PID, or what went wrong.
 fn run_joiner(j: Joiner) -> ! {
-    let (code, text) = match join_and_clone(&j) {
-        Ok(pid) => (0, format!("pid {pid}")),
-        Err(e) => (1, format!("{e:#}")),
+    let (code, msg) = match join_and_clone(&j) {
+        Ok(pid) => (0, Message::Pid(pid.as_raw())),
+        Err(e) => (1, Message::Failed(format!("{e:#}"))),
     };
-    let _ = File::from(j.report).write_all(text.as_bytes());
-    // SAFETY: _exit skips destructors and atexit handlers that belong to the
-    // launcher's copy of the process.
-    unsafe { libc::_exit(code) }
+    let _ = j.report.send(&msg);
+    sys::exit_now(code)
 }
 
 fn join_and_clone(j: &Joiner) -> Result<Pid> {
@@ -510,7 +474,7 @@ fn join_and_clone(j: &Joiner) -> Result<Pid> {
     let mut keep = vec![
         j.pidfd.as_fd().as_raw_fd(),
         j.root.as_raw_fd(),
-        j.report.as_raw_fd(),
+        j.report.as_fd().as_raw_fd(),
     ];
     keep.extend(j.userns.as_ref().map(|u| u.as_raw_fd()));
     close_all_but(&keep)?;
@@ -553,13 +517,7 @@ fn close_all_but(keep: &[RawFd]) -> Result<()> {
 }
 
 fn close_range(first: u32, last: u32) -> Result<()> {
-    // SAFETY: close_range takes plain integers; the fds closed are not used
-    // afterwards (the caller keeps the ones it needs out of the range).
-    if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } < 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("cannot close the launcher's file descriptors");
-    }
-    Ok(())
+    sys::close_range(first, last, false).context("cannot close the launcher's file descriptors")
 }
 
 /// Moves the joiner, and so the command, into every cgroup of the init:
@@ -608,31 +566,22 @@ fn join_namespaces_one_by_one(init_pid: i32, pidfd: &PidFd) -> Result<()> {
     Ok(())
 }
 
-/// Clones the command as the launcher's child, in the subhost's PID
-/// namespace (joined above, for children).
+/// Makes the command the launcher's child (the joiner's sibling), in the
+/// subhost's PID namespace (joined above, for children).
 fn spawn_command(cmd: &Command) -> Result<Pid> {
-    let mut stack = vec![0u8; 256 * 1024];
-    // SAFETY: the callback runs in a new process with its own copy of this
-    // address space (no CLONE_VM), on `stack`, which is large enough for
-    // the PATH search and error formatting it does; it leaves through
-    // _exit or exec.
-    let pid = unsafe {
-        nix::sched::clone(
-            Box::new(|| command_main(cmd)),
-            &mut stack,
-            CloneFlags::CLONE_PARENT,
-            Some(libc::SIGCHLD),
-        )
+    // SAFETY: the joiner is single-threaded (a fork of the launcher); the
+    // command leaves through exec or exit_now.
+    match unsafe { process::sibling() }.context("cannot create the command's process (clone)")? {
+        ForkResult::Child => command_main(cmd),
+        ForkResult::Parent { child } => Ok(child),
     }
-    .context("cannot create the command's process (clone)")?;
-    Ok(pid)
 }
 
 /// The command's process: its terminal, signals and capabilities, then exec.
-fn command_main(cmd: &Command) -> isize {
-    // SAFETY: the report pipe is the joiner's business; this process's copy
-    // is closed before anything else so nobody inside can write to it.
-    unsafe { libc::close(cmd.report) };
+fn command_main(cmd: &Command) -> ! {
+    // The report channel is the joiner's business; this process's copy is
+    // closed before anything else so nobody inside can write to it.
+    let _ = sys::close_range(cmd.report as u32, cmd.report as u32, false);
     let code = match prepare_command(cmd) {
         Ok(()) => exec_session(cmd),
         Err(e) => {
@@ -640,8 +589,7 @@ fn command_main(cmd: &Command) -> isize {
             1
         }
     };
-    // SAFETY: _exit is the way out of a cloned child that did not exec.
-    unsafe { libc::_exit(code) }
+    sys::exit_now(code)
 }
 
 fn prepare_command(cmd: &Command) -> Result<()> {
@@ -664,20 +612,10 @@ fn prepare_command(cmd: &Command) -> Result<()> {
         filter.install()?;
     }
     if cmd.no_new_privs {
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot set no_new_privs");
-        }
+        sys::set_no_new_privs().context("cannot set no_new_privs")?;
     }
-    limit_caps(cmd.capbnd, cmd.last_cap)?;
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .context("cannot reset the signal mask")?;
-    // The launcher, being Rust, ignores SIGPIPE; an ignored signal would
-    // stay ignored across exec and break pipelines inside.
-    // SAFETY: setting a default disposition installs no handler.
-    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
-        .context("cannot reset SIGPIPE")?;
-    Ok(())
+    limit_caps(cmd.capbnd)?;
+    process::reset_signals_for_exec()
 }
 
 fn echo_off(fd: RawFd) -> Result<()> {
@@ -692,78 +630,23 @@ fn echo_off(fd: RawFd) -> Result<()> {
 /// Leaves the command no capability outside `bnd`, the init's bounding
 /// set: the bounding set itself, the inheritable set (which root's exec
 /// would otherwise add to the permitted set) and the ambient set.
-fn limit_caps(bnd: u64, last_cap: u32) -> Result<()> {
-    for cap in 0..=last_cap.min(63) {
-        if bnd & (1u64 << cap) != 0 {
+fn limit_caps(bnd: u64) -> Result<()> {
+    let kept = |c: &Capability| c.index() < 64 && bnd & (1u64 << c.index()) != 0;
+    for cap in privileges::known() {
+        if kept(&cap) {
             continue;
         }
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("cannot drop capability {cap} from the bounding set"));
-        }
+        caps::drop(None, CapSet::Bounding, cap).with_context(|| {
+            format!(
+                "cannot drop capability {} from the bounding set",
+                cap.index()
+            )
+        })?;
     }
-    let mut caps = capget()?;
-    caps[0].inheritable &= bnd as u32;
-    caps[1].inheritable &= (bnd >> 32) as u32;
-    capset(&caps)?;
-    // SAFETY: prctl with integer arguments.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot clear ambient capabilities");
-    }
-    Ok(())
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-fn capget() -> Result<[CapData; 2]> {
-    let mut hdr = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget writes two CapData (the version 3 layout) through the
-    // pointer, which points to a live local array of that size.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot read capabilities");
-    }
-    Ok(data)
-}
-
-fn capset(data: &[CapData; 2]) -> Result<()> {
-    let mut hdr = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    // SAFETY: capset reads two CapData through the pointer, which points to
-    // a live array of that size.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot set capabilities");
-    }
-    Ok(())
+    let inheritable = caps::read(None, CapSet::Inheritable).context("cannot read capabilities")?;
+    let inheritable = inheritable.into_iter().filter(kept).collect();
+    caps::set(None, CapSet::Inheritable, &inheritable).context("cannot set capabilities")?;
+    caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")
 }
 
 /// Execs the session (or its fallback); returns the exit code to use when
@@ -947,12 +830,10 @@ mod tests {
             let want = full & !(1u64 << time) & !(1u64 << module);
             // Raise an inheritable cap that is about to leave the bounding
             // set: it must go too.
-            let mut caps = capget().unwrap();
-            caps[0].inheritable |= 1 << time;
-            if capset(&caps).is_err() {
+            if caps::raise(None, CapSet::Inheritable, Capability::CAP_SYS_TIME).is_err() {
                 return 2;
             }
-            if limit_caps(want, last_cap()).is_err() {
+            if limit_caps(want).is_err() {
                 return 3;
             }
             let status = std::fs::read_to_string("/proc/self/status").unwrap();

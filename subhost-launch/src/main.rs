@@ -14,11 +14,13 @@ mod mounts;
 mod netns;
 mod outcome;
 mod privileges;
+mod process;
 mod run;
 mod sandbox;
 mod seccomp;
 mod state;
 mod supervisor;
+mod sys;
 mod tty;
 mod userns;
 

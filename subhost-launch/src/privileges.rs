@@ -93,13 +93,7 @@ pub fn dropped(cfg: &Config) -> Result<Vec<Capability>> {
     for name in &cfg.caps_drop {
         keep.remove(&parse(name)?);
     }
-    let last = last_cap();
-    let mut drop: Vec<Capability> = caps::all()
-        .into_iter()
-        .filter(|c| c.index() <= last && !keep.contains(c))
-        .collect();
-    drop.sort_by_key(|c| c.index());
-    Ok(drop)
+    Ok(known().into_iter().filter(|c| !keep.contains(c)).collect())
 }
 
 /// The capabilities a subhost with a user namespace (USERNS) loses: only
@@ -124,13 +118,7 @@ pub fn kept(cfg: &Config) -> Result<Vec<Capability>> {
         Some(_) => dropped_in_userns(cfg)?,
         None => dropped(cfg)?,
     };
-    let last = last_cap();
-    let mut keep: Vec<Capability> = caps::all()
-        .into_iter()
-        .filter(|c| c.index() <= last && !drop.contains(c))
-        .collect();
-    keep.sort_by_key(|c| c.index());
-    Ok(keep)
+    Ok(known().into_iter().filter(|c| !drop.contains(c)).collect())
 }
 
 /// Of `kept`, those that let root out without a user namespace, each with
@@ -182,6 +170,18 @@ pub fn not_granted_to_init(lacking: &[Capability]) -> String {
          stop and start it to apply)",
         names(lacking)
     )
+}
+
+/// The capabilities both this kernel and this build know, ordered by
+/// number: all a bounding set can hold that the launcher can name.
+pub fn known() -> Vec<Capability> {
+    let last = last_cap();
+    let mut all: Vec<Capability> = caps::all()
+        .into_iter()
+        .filter(|c| c.index() <= last)
+        .collect();
+    all.sort_by_key(|c| c.index());
+    all
 }
 
 /// The highest capability this kernel knows. One file read, where probing

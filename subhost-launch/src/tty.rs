@@ -1,6 +1,5 @@
-//! Terminals: the session's own pty (from the subhost's devpts instance), the
-//! caller's terminal in raw mode, and passing the pty master out of the
-//! sandbox.
+//! Terminals: the session's own pty (from the subhost's devpts instance) and
+//! the caller's terminal in raw mode.
 //!
 //! The caller's terminal never enters the subhost: the session gets a pty of
 //! the subhost's own devpts, and the launcher relays bytes between the two
@@ -13,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::sys::termios::{self, SetArg, Termios};
 
 /// A pty pair: the master stays with the launcher, the slave becomes the
@@ -177,78 +175,6 @@ fn clear_cloexec(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS).
-pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
-    // A stream socket cannot carry control data without at least one byte.
-    let byte = [0u8];
-    let iov = [io::IoSlice::new(&byte)];
-    let fds = [fd.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    loop {
-        match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
-            Ok(_) => return Ok(()),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(os_err(e, "sending the pty to the launcher (SCM_RIGHTS)")),
-        }
-    }
-}
-
-/// Receives one fd sent with `send_fd`.
-pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    let mut byte = [0u8];
-    // Room for a few fds so that a peer sending too many is reported as such
-    // rather than silently losing some.
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    loop {
-        let mut iov = [io::IoSliceMut::new(&mut byte)];
-        let msg = match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => msg,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(os_err(e, "receiving the pty from the sandbox")),
-        };
-        let mut received = Vec::new();
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    // SAFETY: the kernel installed these fds for us just now
-                    // (SCM_RIGHTS); nothing else refers to them.
-                    received.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
-                }
-            }
-        }
-        let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-        let bytes = msg.bytes;
-        return match (received.len(), truncated, bytes) {
-            (1, false, _) => Ok(received.pop().expect("length checked")),
-            (0, false, 0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the sandbox closed its end of the socket without sending the pty \
-                 (it probably failed before opening it; see its error above)",
-            )),
-            (0, false, _) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the sandbox sent a message without a file descriptor where the pty was expected",
-            )),
-            (n, _, _) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "expected exactly one file descriptor (the pty), got {n}{}",
-                    if truncated {
-                        " and more were cut off"
-                    } else {
-                        ""
-                    }
-                ),
-            )),
-        };
-    }
 }
 
 /// The caller's terminal in raw mode for as long as this lives.
@@ -524,7 +450,6 @@ mod tests {
     use super::test_support::*;
     use super::*;
     use nix::sys::termios::LocalFlags;
-    use std::os::unix::net::UnixStream;
 
     fn dev_ptmx() -> Pty {
         open_pty(Path::new("/dev/ptmx")).expect("open_pty(/dev/ptmx)")
@@ -579,50 +504,6 @@ mod tests {
             "{e}"
         );
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-    }
-
-    #[test]
-    fn pty_master_passes_to_another_process() {
-        let _serial = serial();
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let mut child = fork_with(move || {
-            let Ok(pty) = open_pty(Path::new("/dev/ptmx")) else {
-                return 2;
-            };
-            if send_fd(theirs.as_fd(), pty.master.as_fd()).is_err() {
-                return 3;
-            }
-            drop(pty.master);
-            // Arrives only through the passed master: the child's own copy
-            // is closed.
-            if nix::unistd::write(&pty.slave, b"from-the-child\n").is_err() {
-                return 4;
-            }
-            0
-        });
-        let master = recv_fd(ours.as_fd()).expect("recv_fd");
-        assert!(cloexec(master.as_fd()), "received fd must be close-on-exec");
-        assert!(is_tty(master.as_fd()));
-        read_until(master.as_fd(), "from-the-child", LIMIT);
-        assert_eq!(child.code(LIMIT), 0);
-    }
-
-    #[test]
-    fn recv_fd_reports_a_peer_that_sent_nothing() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        drop(theirs);
-        let e = recv_fd(ours.as_fd()).expect_err("must fail");
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        assert!(e.to_string().contains("without sending the pty"), "{e}");
-    }
-
-    #[test]
-    fn recv_fd_reports_a_message_without_fd() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        io::Write::write_all(&mut theirs, b"x").unwrap();
-        let e = recv_fd(ours.as_fd()).expect_err("must fail");
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        assert!(e.to_string().contains("without a file descriptor"), "{e}");
     }
 
     #[test]

@@ -15,13 +15,16 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use nix::unistd::ForkResult;
 
 use crate::layout::Layout;
+use crate::process::{self, Channel, Message};
+use crate::sys;
 
 /// Ids of a picked range, and the default COUNT: what a Linux distribution
 /// allocates (uids and gids up to 65535, nobody at 65534).
@@ -443,70 +446,44 @@ pub struct Namespaces {
 }
 
 /// Makes the user namespace of `range` (and with `net`, a netns owned by
-/// it): a child cloned into a new user namespace waits while the launcher
+/// it): a helper forked into a new user namespace waits while the launcher
 /// writes its maps, unshares the netns if asked, and is killed once its
 /// namespaces are open. About a fork's cost.
 pub fn acquire(range: Range, net: bool) -> Result<Namespaces> {
-    let (go_r, go_w) = pipe()?;
-    let (ready_r, ready_w) = pipe()?;
-    // SAFETY: getpid has no preconditions.
-    let launcher = unsafe { libc::getpid() };
-    // SAFETY: a raw clone without CLONE_VM behaves like fork; the child only
-    // makes async-signal-safe calls (read, unshare, write, pause, _exit), so
-    // this is sound even from a multi-threaded process (tests).
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("cannot create a user namespace (clone CLONE_NEWUSER)");
-    }
-    if pid == 0 {
-        let mut b = [0u8; 1];
-        // SAFETY: plain syscalls on fds this process owns; never returns.
-        unsafe {
+    let (ours, theirs) = process::channel()?;
+    let launcher = sys::getpid();
+    // SAFETY: the helper only makes async-signal-safe calls (the channel's
+    // send and recv allocate nothing; prctl, unshare, close_range, pause),
+    // so this is sound even from a multi-threaded process (tests).
+    let forked = unsafe { process::fork_into_new_userns() }
+        .context("cannot create a user namespace (clone CLONE_NEWUSER)")?;
+    let pid = match forked {
+        ForkResult::Child => {
+            drop(ours);
             // Dies with the launcher, should it be killed before it kills
             // this helper: nothing may be left holding the launcher's fds
             // (its lock among them) or the namespaces.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-                || libc::getppid() != launcher
-            {
-                libc::_exit(4);
+            if sys::die_with_parent().is_err() || sys::getppid() != launcher {
+                sys::exit_now(4);
             }
-            libc::close(go_w.as_raw_fd());
-            libc::close(ready_r.as_raw_fd());
-            if libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) != 1 {
-                libc::_exit(1);
+            if !matches!(theirs.recv(), Ok(Some(Message::Go))) {
+                sys::exit_now(1);
             }
-            if net && libc::unshare(libc::CLONE_NEWNET) != 0 {
-                libc::_exit(2);
+            if net && sys::unshare(libc::CLONE_NEWNET).is_err() {
+                sys::exit_now(2);
             }
-            if libc::write(ready_w.as_raw_fd(), b.as_ptr().cast(), 1) != 1 {
-                libc::_exit(3);
+            if theirs.send(&Message::Go).is_err() {
+                sys::exit_now(3);
             }
             // Its namespaces are all it is kept for.
-            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-            loop {
-                libc::pause();
-            }
+            let _ = sys::close_range(0, u32::MAX, false);
+            sys::pause_forever()
         }
-    }
-    let pid = pid as libc::pid_t;
-    drop(go_r);
-    drop(ready_w);
-    let result = finish_acquire(pid, range, net, go_w, ready_r);
-    // SAFETY: kill and waitpid on our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
-    }
+        ForkResult::Parent { child } => child.as_raw(),
+    };
+    drop(theirs);
+    let result = finish_acquire(pid, range, net, ours);
+    sys::kill_and_reap(pid);
     result
 }
 
@@ -514,8 +491,7 @@ fn finish_acquire(
     pid: libc::pid_t,
     range: Range,
     net: bool,
-    go: OwnedFd,
-    ready: OwnedFd,
+    helper: Channel,
 ) -> Result<Namespaces> {
     let proc = format!("/proc/{pid}");
     for map in ["uid_map", "gid_map"] {
@@ -523,11 +499,10 @@ fn finish_acquire(
         std::fs::write(&path, range.map_line())
             .with_context(|| format!("cannot write {path} ({})", range.map_line().trim()))?;
     }
-    File::from(go)
-        .write_all(b"g")
+    helper
+        .send(&Message::Go)
         .context("cannot wake the user namespace's helper")?;
-    let mut b = [0u8; 1];
-    if File::from(ready).read(&mut b).ok() != Some(1) {
+    if !matches!(helper.recv(), Ok(Some(Message::Go))) {
         bail!("the user namespace's helper failed (could not unshare its network namespace)");
     }
     let open = |what: &str| -> Result<OwnedFd> {
@@ -542,31 +517,14 @@ fn finish_acquire(
     })
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")
-}
-
 /// Joins the user namespace `user` and becomes its root (uid and gid 0
 /// inside, no supplementary groups): what every process of a subhost with
 /// USERNS is. Raw syscalls only, for a freshly forked child; the caller
 /// must be single-threaded (the kernel refuses setns of a user namespace
 /// otherwise).
 pub fn become_root_of(user: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
-    let check = |r: libc::c_int| {
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    // SAFETY: plain syscalls with integer arguments; setgroups takes an
-    // empty list.
-    unsafe {
-        check(libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER))?;
-        check(libc::setgroups(0, std::ptr::null()))?;
-        check(libc::setresgid(0, 0, 0))?;
-        check(libc::setresuid(0, 0, 0))
-    }
+    sys::setns(user, libc::CLONE_NEWUSER)?;
+    sys::become_uid_gid_0()
 }
 
 /// Whether two nsfs fds are the same namespace.
@@ -580,25 +538,19 @@ pub fn same_ns(a: &OwnedFd, b: &OwnedFd) -> bool {
 /// of a subhost with USERNS can do. For tests of the pieces that set one up.
 #[cfg(test)]
 pub fn as_root_inside(user: &OwnedFd, body: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child joins, runs `body` and _exits; it returns to none
-    // of the test harness's code.
-    match unsafe { libc::fork() } {
-        0 => unsafe {
-            if libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
-                libc::_exit(120);
-            }
-            if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
-                libc::_exit(121);
-            }
-            libc::_exit(body())
-        },
-        pid => {
-            assert!(pid > 0, "fork failed");
-            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap() {
-                nix::sys::wait::WaitStatus::Exited(_, code) => code,
-                other => panic!("child: {other:?}"),
-            }
-        }
+    use std::os::fd::AsFd;
+    // SAFETY: the child joins with raw syscalls, runs `body` and leaves
+    // through exit_now; it returns to none of the test harness's code.
+    let pid = unsafe {
+        process::worker(|| match become_root_of(user.as_fd()) {
+            Ok(()) => body(),
+            Err(_) => 120,
+        })
+    }
+    .expect("fork");
+    match nix::sys::wait::waitpid(pid, None).unwrap() {
+        nix::sys::wait::WaitStatus::Exited(_, code) => code,
+        other => panic!("child: {other:?}"),
     }
 }
 

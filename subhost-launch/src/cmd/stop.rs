@@ -410,15 +410,14 @@ fn run_halts(targets: &[Target]) {
     let mut workers = Vec::new();
     for t in with_halt {
         // SAFETY: the launcher is single-threaded; the worker runs the
-        // halt and _exits without returning into the caller's state.
-        match unsafe { nix::unistd::fork() } {
-            Ok(nix::unistd::ForkResult::Child) => {
+        // halt and exits without returning into the caller's state.
+        match unsafe {
+            crate::process::worker(|| {
                 run_halt(t);
-                // SAFETY: _exit skips the parent's atexit handlers and
-                // destructors, which are not the worker's to run.
-                unsafe { libc::_exit(0) }
-            }
-            Ok(nix::unistd::ForkResult::Parent { child }) => workers.push(child),
+                0
+            })
+        } {
+            Ok(child) => workers.push(child),
             Err(e) => {
                 warn!(
                     "cannot fork for the stop commands of {}: {e}; running them here",
