@@ -14,6 +14,7 @@ mod mounts;
 mod netns;
 mod outcome;
 mod privileges;
+mod procfs;
 mod sandbox;
 mod seccomp;
 mod state;

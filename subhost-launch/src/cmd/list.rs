@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 use crate::config::{self, Config};
 use crate::layout::{self, Layout};
 use crate::mounts::{self, MountEntry};
-use crate::{cgroup, netns, privileges, state};
+use crate::{cgroup, netns, privileges, procfs, state};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -452,16 +452,12 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
 
 /// Whether a running init has a seccomp filter.
 fn init_seccomp(pid: i32) -> Option<bool> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let mode = status.lines().find_map(|l| l.strip_prefix("Seccomp:"))?;
-    Some(mode.trim() != "0")
+    procfs::seccomp(&procfs::status(pid).ok()?)
 }
 
 /// The bounding set of a running init.
 fn init_caps(pid: i32) -> Option<Vec<caps::Capability>> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
-    let mask = u64::from_str_radix(hex.trim(), 16).ok()?;
+    let mask = procfs::capbnd(&procfs::status(pid).ok()?)?;
     let mut set: Vec<caps::Capability> = caps::all()
         .into_iter()
         .filter(|c| c.index() < 64 && mask & (1u64 << c.index()) != 0)
@@ -496,23 +492,11 @@ fn init_fact(name: &str, inits: &Inits) -> InitFact {
         // Gone, or a zombie: either way it has exited.
         Err(_) => InitFact::Exited,
         // Same start time: the very process recorded, not a recycled PID.
-        Ok(id) if id == rec && nspid(rec.pid).last() == Some(&1) => InitFact::OutsideNetns(rec.pid),
+        Ok(id) if id == rec && procfs::nspid_of(rec.pid).last() == Some(&1) => {
+            InitFact::OutsideNetns(rec.pid)
+        }
         Ok(_) => InitFact::Stale(rec.pid),
     }
-}
-
-/// `NSpid` of `pid`: its PID in our namespace, then in each nested one.
-fn nspid(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|l| {
-                l.split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
 }
 
 /// Inits of PID namespaces directly below ours, by network namespace:
@@ -529,9 +513,9 @@ impl Inits {
         use std::os::unix::fs::MetadataExt;
         let ns = std::fs::metadata(netns::path(name)).ok()?;
         let pids = self.scan().get(&(ns.dev(), ns.ino()))?;
-        let depth = nspid(std::process::id() as i32).len();
+        let depth = procfs::nspid_of(std::process::id() as i32).len();
         pids.iter().find_map(|&pid| {
-            let ids = nspid(pid);
+            let ids = procfs::nspid_of(pid);
             if ids.len() == depth + 1 && ids.last() == Some(&1) {
                 state::ProcId::of(pid).ok()
             } else {
