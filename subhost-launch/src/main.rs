@@ -18,6 +18,7 @@ mod procfs;
 mod sandbox;
 mod seccomp;
 mod state;
+mod status;
 mod supervisor;
 mod tty;
 mod userns;

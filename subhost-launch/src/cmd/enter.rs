@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::layout::Layout;
-use crate::{join, mounts, netns, state};
+use crate::{join, state, status};
 
 pub fn enter(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Result<i32> {
     let layout = Layout::new(base, name)?;
@@ -35,10 +35,9 @@ pub fn enter(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
 /// Why there is nothing to enter, and how to change that.
 fn not_running(layout: &Layout) -> anyhow::Error {
     let name = &layout.name;
-    let mounted = mounts::is_active(layout);
-    let has_netns = netns::exists(name);
-    if mounted || has_netns {
-        let kept = match (mounted, has_netns) {
+    let status::Kept { mounted, netns } = status::kept(layout);
+    if mounted || netns {
+        let kept = match (mounted, netns) {
             (true, true) => "its root is mounted and its netns exists",
             (true, false) => "its root is mounted",
             _ => "its netns exists",

@@ -16,10 +16,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::Signal;
 
-use crate::cmd::list;
 use crate::config::{self, Config};
 use crate::layout::Layout;
-use crate::{cgroup, detached, join, mounts, netns, outcome, state};
+use crate::{cgroup, detached, join, mounts, netns, outcome, state, status};
 
 /// Which subhosts `stop` is for.
 pub enum Which {
@@ -62,7 +61,7 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
     let names = match which {
         Which::Names(names) => names,
         Which::All => {
-            let names = list::not_stopped(base)?;
+            let names = status::not_stopped(base)?;
             if names.is_empty() {
                 outcome::say(&format!(
                     "no subhost in {} is running, hibernating or broken: nothing to stop",
