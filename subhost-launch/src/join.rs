@@ -39,7 +39,7 @@ use crate::layout::Layout;
 use crate::process::{self, Channel, Message};
 use crate::seccomp::Filter;
 use crate::state::{self, PidFd, ProcId};
-use crate::{cgroup, config, privileges, sandbox, supervisor, sys, tty};
+use crate::{cgroup, config, privileges, procfs, sandbox, supervisor, sys, tty};
 
 /// Every namespace of the init that the command shares. The user namespace
 /// of a subhost with USERNS is joined before these (see `Target::userns`).
@@ -119,9 +119,9 @@ impl Target {
         let gone = || anyhow::anyhow!("subhost {name} stopped while entering it");
         let pidfd = PidFd::open(pid).map_err(|_| gone())?;
         let root = open_dir(Path::new(&format!("/proc/{pid}/root")))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-        let capbnd = parse_capbnd(&status)
+        let status =
+            procfs::status(pid).with_context(|| format!("cannot read /proc/{pid}/status"))?;
+        let capbnd = procfs::capbnd(&status)
             .with_context(|| format!("no CapBnd line in /proc/{pid}/status"))?;
         let cgroups = cgroup::dirs_of(Pid::from_raw(pid))
             .with_context(|| format!("cannot find the cgroups of init PID {pid}"))?;
@@ -133,12 +133,12 @@ impl Target {
         };
         let userns = ns(&pid.to_string())?;
         let userns = (!crate::userns::same_ns(&userns, &ns("self")?)).then_some(userns);
-        let seccomp = match status_field(&status, "Seccomp:") {
+        let seccomp = match procfs::field(&status, "Seccomp") {
             Some("0") => None,
             Some(_) => Some(init_filter(name, init)?),
             None => bail!("no Seccomp line in /proc/{pid}/status"),
         };
-        let no_new_privs = status_field(&status, "NoNewPrivs:") == Some("1");
+        let no_new_privs = procfs::field(&status, "NoNewPrivs") == Some("1");
         // Everything above was opened by PID. The init had that PID before
         // and still has it now, and a PID is not reused while its process
         // lives: so all of it is the init's, not a recycled PID's.
@@ -186,14 +186,6 @@ fn init_filter(name: &str, init: ProcId) -> Result<Filter> {
         .context("no seccomp filter for the entered command")
 }
 
-/// The value of a `/proc/PID/status` line.
-fn status_field<'s>(status: &'s str, key: &str) -> Option<&'s str> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(str::trim)
-}
-
 fn open_dir(path: &Path) -> Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
@@ -202,12 +194,6 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     Ok(file.into())
-}
-
-/// The `CapBnd:` mask of a `/proc/PID/status` text.
-fn parse_capbnd(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// Whether the command gets a pty, and how the relay treats it.
@@ -785,13 +771,6 @@ mod tests {
     use crate::tty::test_support::{fork_with, serial, LIMIT};
 
     #[test]
-    fn capbnd_is_read_from_status() {
-        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapBnd:\t000001fffdffffff\n";
-        assert_eq!(parse_capbnd(status), Some(0x1ff_fdff_ffff));
-        assert_eq!(parse_capbnd("Name:\tx\n"), None);
-    }
-
-    #[test]
     fn close_all_but_keeps_exactly_the_listed_fds() {
         let _one = serial();
         let mut child = fork_with(|| {
@@ -826,7 +805,7 @@ mod tests {
         let module = config::capability_number("CAP_SYS_MODULE").unwrap();
         let mut child = fork_with(move || {
             let full =
-                parse_capbnd(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
+                procfs::capbnd(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
             let want = full & !(1u64 << time) & !(1u64 << module);
             // Raise an inheritable cap that is about to leave the bounding
             // set: it must go too.

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::{netns, run};
+use crate::{netns, procfs, run};
 
 pub use crate::run::RUN_DIR;
 
@@ -536,9 +536,8 @@ impl ProcId {
     /// cannot be recycled, and a session as short as `true` is gone before
     /// its record is written.
     pub fn of_child(pid: i32) -> io::Result<ProcId> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let (_, _, start) =
-            parse_stat(&stat).ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+        let stat = procfs::stat_text(pid)?;
+        let start = procfs::parse_stat_io(&stat)?.start;
         Ok(ProcId { pid, start })
     }
 }
@@ -552,25 +551,12 @@ impl ProcId {
 /// its namespaces, and an init may stay that way for a while, until every
 /// process of its PID namespace is gone.
 fn start_time(pid: i32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let (state, flags, start) =
-        parse_stat(&stat).ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
-    if state == "Z" || state == "X" || flags & PF_EXITING != 0 {
+    let stat = procfs::stat_text(pid)?;
+    let stat = procfs::parse_stat_io(&stat)?;
+    if stat.exited() {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
-    Ok(start)
-}
-
-/// The kernel's "getting shut down" task flag (include/linux/sched.h).
-const PF_EXITING: u64 = 0x4;
-
-/// (state, flags, start time) from the text of `/proc/PID/stat`.
-fn parse_stat(stat: &str) -> Option<(&str, u64, u64)> {
-    let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = after.next()?;
-    let flags = after.nth(5)?.parse().ok()?;
-    let start = after.nth(12)?.parse().ok()?;
-    Some((state, flags, start))
+    Ok(stat.start)
 }
 
 /// Records that `init` is the init of `name`.
@@ -693,15 +679,7 @@ fn is_init_of(name: &str, rec: ProcId) -> bool {
     if start_time(rec.pid).ok() != Some(rec.start) {
         return false;
     }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", rec.pid)) else {
-        return false;
-    };
-    let pid1_inside = status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .and_then(|l| l.split_whitespace().last())
-        == Some("1");
-    if !pid1_inside {
+    if procfs::nspid_of(rec.pid).last() != Some(&1) {
         return false;
     }
     let Ok(ns) = std::fs::metadata(netns::path(name)) else {
@@ -783,17 +761,6 @@ impl PidFd {
 mod tests {
     use super::*;
 
-    #[test]
-    fn stat_fields_are_counted_after_the_last_paren() {
-        let line = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 1";
-        assert_eq!(parse_stat(line), Some(("S", 4194560, 98765)));
-        let zombie = line.replace(") S ", ") Z ");
-        assert_eq!(parse_stat(&zombie), Some(("Z", 4194560, 98765)));
-        let exiting = line.replace(" 4194560 ", " 4194564 ");
-        assert_eq!(parse_stat(&exiting).unwrap().1 & PF_EXITING, PF_EXITING);
-        assert_eq!(parse_stat("42 (x) S 1"), None);
-    }
-
     /// A child that has exited and is not reaped yet is gone, as after a
     /// SIGKILLed launcher on a host whose PID 1 does not reap.
     #[test]
@@ -803,7 +770,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            if parse_stat(&stat).unwrap().0 == "Z" {
+            if procfs::parse_stat(&stat).unwrap().state == "Z" {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "child never exited");

@@ -408,6 +408,18 @@ fn stop_finds_an_init_whose_records_were_deleted_and_runs_halt() {
     for ext in ["lock", "dir", "init", "cgroup", "console"] {
         let _ = std::fs::remove_file(record(&s.name, ext));
     }
+    // The plan printed is the one that runs: the init found, its HALT.
+    let dry = s.run(&["stop", "--dry-run", &s.name]);
+    assert_ok(&dry);
+    let plan = dry.stdout_str();
+    for want in [
+        format!("its cgroup holds it (PID {pid}): recorded again\n"),
+        "then HALT".to_string(),
+        format!("kill -TERM {pid}   #"),
+    ] {
+        assert!(plan.contains(&want), "missing {want:?} in:\n{plan}");
+    }
+    assert!(!record(&s.name, "init").exists(), "a dry run recorded");
     let out = s.stop();
     assert_ok(&out);
     assert!(out.stdout_str().contains("stopped"), "{}", out.describe());
@@ -454,6 +466,13 @@ fn enter_gets_the_filter_start_applied_not_the_config_of_now() {
     let out = s.run(&["enter", &s.name, "--", probe, "keyctl"]);
     assert!(
         out.stdout_str().contains("keyctl: errno EPERM"),
+        "{}",
+        out.describe()
+    );
+    // status shows what the init runs under, not the config of now.
+    let out = s.run(&["status", "--json", &s.name]);
+    assert!(
+        out.stdout_str().contains("\"syscalls_allow\": []"),
         "{}",
         out.describe()
     );

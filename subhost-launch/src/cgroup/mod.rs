@@ -55,4 +55,4 @@ pub use host::dirs_of;
 pub use life::{open, open_dirs, Cgroup, Usage};
 pub use parents::remove_empty_parents;
 pub use plan::{delegation, plan, Delegation, Limits, Plan};
-pub use recorded::recorded;
+pub use recorded::{recorded, Recorded};

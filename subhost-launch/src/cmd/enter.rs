@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::layout::Layout;
-use crate::{join, mounts, netns, state};
+use crate::{join, state, status};
 
 pub fn enter(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Result<i32> {
     let layout = Layout::new(base, name)?;
@@ -22,23 +22,43 @@ pub fn enter(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
     let Some(init) = state::running_init(name) else {
         return Err(not_running(&layout));
     };
-    let session = join::Session::choose(&layout, base, command)?;
-    let target = join::Target::open(name, init)?;
-    let pty = join::PtyUse::for_std_streams();
+    let plan = Plan {
+        session: join::Session::choose(&layout, base, command)?,
+        target: join::Target::open(name, init)?,
+        pty: join::PtyUse::for_std_streams(),
+    };
     if dry_run {
-        join::print_plan(&target, &session, pty);
+        plan.print();
         return Ok(0);
     }
-    join::run(name, target, session, pty)
+    plan.run(name)
+}
+
+/// What `enter` does, read from the running init (its namespaces,
+/// cgroups, capabilities, filter) and the caller's streams: `--dry-run`
+/// prints it, `enter` runs this very value.
+struct Plan {
+    target: join::Target,
+    session: join::Session,
+    pty: join::PtyUse,
+}
+
+impl Plan {
+    fn print(&self) {
+        join::print_plan(&self.target, &self.session, self.pty);
+    }
+
+    fn run(self, name: &str) -> Result<i32> {
+        join::run(name, self.target, self.session, self.pty)
+    }
 }
 
 /// Why there is nothing to enter, and how to change that.
 fn not_running(layout: &Layout) -> anyhow::Error {
     let name = &layout.name;
-    let mounted = mounts::is_active(layout);
-    let has_netns = netns::exists(name);
-    if mounted || has_netns {
-        let kept = match (mounted, has_netns) {
+    let status::Kept { mounted, netns } = status::kept(layout);
+    if mounted || netns {
+        let kept = match (mounted, netns) {
             (true, true) => "its root is mounted and its netns exists",
             (true, false) => "its root is mounted",
             _ => "its netns exists",

@@ -7,7 +7,11 @@
 //! stop of many takes about as long as the slowest one, not their sum.
 //! Each subhost still has its own lock, its own outcome line, and every
 //! step of its own runs even when a step of it or of another one failed.
+//!
+//! What is done to each subhost is read first, under its lock, as a
+//! `Plan`: `--dry-run` prints that plan, and `stop` runs it.
 
+use std::fmt::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,10 +20,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use log::{info, warn};
 use nix::sys::signal::Signal;
 
-use crate::cmd::list;
 use crate::config::{self, Config};
 use crate::layout::Layout;
-use crate::{cgroup, detached, join, mounts, netns, outcome, state};
+use crate::{cgroup, detached, join, mounts, netns, outcome, state, status};
 
 /// Which subhosts `stop` is for.
 pub enum Which {
@@ -45,13 +48,185 @@ struct Target {
     /// Something was set up: the outcome is "stopped", not "already".
     did: bool,
     failed: Vec<anyhow::Error>,
-    init: Option<state::ProcId>,
+    /// What is done to it, read once its lock is held.
+    plan: Plan,
     console: Option<(OwnedFd, detached::Console)>,
 }
 
 impl Target {
     fn name(&self) -> &str {
         &self.layout.name
+    }
+
+    /// The init being stopped.
+    fn init(&self) -> Option<state::ProcId> {
+        self.plan.init.as_ref().map(|i| i.id)
+    }
+}
+
+/// What `stop` does to one subhost, in the order its steps run (each step
+/// of every subhost's plan before the next step of any): read from the
+/// host, printed by `--dry-run`, run by `stop`. The cgroup, netns and
+/// mount steps say what they find when planned; each looks again when it
+/// runs, since stopping the init can take pieces down before them.
+#[derive(Debug, Default)]
+struct Plan {
+    init: Option<InitStop>,
+    cgroup: cgroup::Recorded,
+    netns: NetnsStep,
+    /// `live` is mounted: unmounted with everything under it.
+    live_mounted: bool,
+    /// With an image: the loop devices that hold it now.
+    image: Option<Vec<String>>,
+}
+
+/// A running init and how it is stopped: the stop commands inside, then
+/// SIGTERM, then after its grace SIGKILL.
+#[derive(Debug)]
+struct InitStop {
+    id: state::ProcId,
+    /// Found in its cgroup, its record lost (a cleaner emptied the run
+    /// dir while it ran): recorded again first, so that it is stopped as
+    /// gracefully as with its record.
+    unrecorded: bool,
+    /// START stopped in reverse, then HALT, with where their output goes.
+    halt: Option<(Vec<String>, String)>,
+    /// STOP_TIMEOUT.
+    grace: u32,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum NetnsStep {
+    /// Deleted; the kernel then removes these cables.
+    Delete { cables: Vec<String> },
+    /// An empty file left by an interrupted start: removed.
+    RemoveEmpty,
+    #[default]
+    None,
+}
+
+impl Plan {
+    /// The plan for `t` as the host shows it now.
+    fn read(t: &Target) -> Plan {
+        let name = t.name();
+        let layout = &t.layout;
+        let init = state::running_init(name)
+            .map(|id| (id, false))
+            .or_else(|| unrecorded_init(t).map(|id| (id, true)))
+            .map(|(id, unrecorded)| InitStop {
+                id,
+                unrecorded,
+                halt: t.halt.clone().map(|argv| {
+                    let out = match detached::recorded_console(name) {
+                        Some(c) => format!("console {c}"),
+                        None => "stderr".to_string(),
+                    };
+                    (argv, out)
+                }),
+                grace: t.grace,
+            });
+        let netns = if netns::exists(name) {
+            NetnsStep::Delete {
+                cables: netns::cables_of(name),
+            }
+        } else if netns::entry(name) == netns::Entry::Empty {
+            NetnsStep::RemoveEmpty
+        } else {
+            NetnsStep::None
+        };
+        Plan {
+            init,
+            cgroup: cgroup::recorded(name, t.cgroup_parent.as_deref()),
+            netns,
+            live_mounted: mounts::is_active(layout),
+            image: layout
+                .image_present()
+                .then(|| mounts::image_devices(layout)),
+        }
+    }
+
+    /// The plan as `--dry-run` shows it: shell lines for the steps, `#`
+    /// lines for what is said about them.
+    fn text(&self, layout: &Layout) -> String {
+        let name = &layout.name;
+        let mut out = String::new();
+        match &self.init {
+            Some(i) => {
+                let pid = i.id.pid;
+                let grace = i.grace;
+                if i.unrecorded {
+                    let _ = writeln!(
+                        out,
+                        "# no record of its init, but its cgroup holds it (PID {pid}): \
+                         recorded again"
+                    );
+                }
+                if let Some((halt, to)) = &i.halt {
+                    let _ = writeln!(
+                        out,
+                        "# START stopped in reverse, then HALT: inside, as `enter` runs a command,"
+                    );
+                    let _ = writeln!(out, "# killed after {grace}s, output to {to}");
+                    let _ = writeln!(out, "{}", detached::shell_words(halt));
+                }
+                let _ = writeln!(
+                    out,
+                    "kill -TERM {pid}   # init; after {grace}s + 2s: kill -KILL {pid}"
+                );
+            }
+            None => {
+                let _ = writeln!(out, "# no init running");
+            }
+        }
+        for p in &self.cgroup.problems {
+            let _ = writeln!(out, "# {p}");
+        }
+        let dirs = &self.cgroup.dirs;
+        if !dirs.is_empty() {
+            // As Cgroup::kill_all and Cgroup::remove log them.
+            let all: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            let _ = writeln!(out, "kill every process in {}", all.join(" "));
+            for d in dirs.iter().rev() {
+                let _ = writeln!(out, "rmdir {}", d.display());
+            }
+        }
+        match &self.netns {
+            NetnsStep::Delete { cables } => {
+                let _ = writeln!(out, "ip netns del {name}");
+                if !cables.is_empty() {
+                    let _ = writeln!(out, "# wait until gone: {}", cables.join(" "));
+                }
+            }
+            NetnsStep::RemoveEmpty => {
+                let _ = writeln!(out, "{}", netns::RemoveEmpty(name));
+            }
+            NetnsStep::None => {
+                let _ = writeln!(out, "# no netns {name}");
+            }
+        }
+        if self.live_mounted {
+            let _ = writeln!(out, "umount -R {}", layout.live().display());
+        }
+        if let Some(devs) = &self.image {
+            let _ = writeln!(
+                out,
+                "umount {}   # if mounted; detaches the loop device",
+                layout.mnt().display()
+            );
+            // Another mount namespace's copy of the mount, or an open of
+            // the device, keeps it bound after the umount.
+            let devs = if devs.is_empty() {
+                String::new()
+            } else {
+                format!(" (now: {})", devs.join(" "))
+            };
+            let _ = writeln!(
+                out,
+                "# wait until detached: losetup -j {} shows no device{devs}",
+                layout.image().display()
+            );
+        }
+        out
     }
 }
 
@@ -62,7 +237,7 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
     let names = match which {
         Which::Names(names) => names,
         Which::All => {
-            let names = list::not_stopped(base)?;
+            let names = status::not_stopped(base)?;
             if names.is_empty() {
                 outcome::say(&format!(
                     "no subhost in {} is running, hibernating or broken: nothing to stop",
@@ -95,12 +270,7 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
             if several {
                 println!("# subhost {}", t.name());
             }
-            print_stop_plan(
-                &t.layout,
-                t.grace,
-                t.halt.as_deref(),
-                t.cgroup_parent.as_deref(),
-            );
+            print!("{}", Plan::read(t).text(&t.layout));
         }
         return Ok(status);
     }
@@ -140,6 +310,9 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
     // A subhost whose lock could not be had is not touched at all.
     let (mut held, busy): (Vec<Target>, Vec<Target>) =
         targets.into_iter().partition(|t| t.lock.is_some());
+    for t in &mut held {
+        t.plan = Plan::read(t);
+    }
     stop_inits(&mut held);
     for t in &mut held {
         state::clear_init(t.name(), None);
@@ -221,7 +394,7 @@ fn open(base: &Path, name: &str) -> Result<Target> {
         lock: None,
         did: false,
         failed: Vec::new(),
-        init: None,
+        plan: Plan::default(),
         console: None,
     })
 }
@@ -269,9 +442,26 @@ fn report(t: Target) -> bool {
 /// before SIGKILL, counted from the same moment.
 fn stop_inits(targets: &mut [Target]) {
     for t in targets.iter_mut() {
-        if let Some(init) = state::running_init(t.name()).or_else(|| unrecorded_init(t)) {
+        if let Some(InitStop {
+            id,
+            unrecorded: true,
+            ..
+        }) = t.plan.init
+        {
+            let name = t.name();
+            info!(
+                "{name}: no record of its init, but its cgroup holds it (PID {}): recording it again",
+                id.pid
+            );
+            if let Err(e) = state::record_init(name, id) {
+                // Not stopped through its record then: its cgroup's
+                // release takes it down.
+                warn!("{e:#}");
+                t.plan.init = None;
+            }
+        }
+        if let Some(init) = t.init() {
             t.did = true;
-            t.init = Some(init);
             t.console = detached::reopen_console(t.name(), init.pid);
             if let Some((fd, c)) = &t.console {
                 detached::note(fd, c, &format!("subhost {}: stopping", t.name()));
@@ -281,10 +471,12 @@ fn stop_inits(targets: &mut [Target]) {
     run_halts(targets);
     let mut waiting: Vec<(usize, state::PidFd, Instant, bool)> = Vec::new();
     for (i, t) in targets.iter_mut().enumerate() {
-        let Some(init) = t.init else { continue };
-        match term(t.name(), init) {
+        let Some(InitStop { id, grace, .. }) = t.plan.init else {
+            continue;
+        };
+        match term(t.name(), id) {
             Ok(Some(pidfd)) => {
-                let deadline = Instant::now() + Duration::from_secs(t.grace.into()) + TERM_SLACK;
+                let deadline = Instant::now() + Duration::from_secs(grace.into()) + TERM_SLACK;
                 waiting.push((i, pidfd, deadline, false));
             }
             Ok(None) => {}
@@ -299,7 +491,7 @@ fn stop_inits(targets: &mut [Target]) {
         let mut still = Vec::new();
         for (k, (i, pidfd, deadline, killed)) in waiting.into_iter().enumerate() {
             let t = &mut targets[i];
-            let pid = t.init.map_or(0, |p| p.pid);
+            let pid = t.init().map_or(0, |p| p.pid);
             if exited.contains(&k) {
                 continue;
             }
@@ -309,7 +501,8 @@ fn stop_inits(targets: &mut [Target]) {
                 t.failed
                     .push(anyhow!("init of {} (PID {pid}) survived SIGKILL", t.name()));
             } else {
-                warn!("{}", still_there(t.name(), pid, t.grace));
+                let grace = t.plan.init.as_ref().map_or(t.grace, |i| i.grace);
+                warn!("{}", still_there(t.name(), pid, grace));
                 let kill = crate::logging::step(format_args!("kill -KILL {pid}"), || {
                     pidfd.signal(Signal::SIGKILL)
                 });
@@ -322,34 +515,20 @@ fn stop_inits(targets: &mut [Target]) {
         waiting = still;
     }
     for t in targets.iter() {
-        if let (Some((fd, c)), Some(_)) = (&t.console, t.init) {
+        if let (Some((fd, c)), Some(_)) = (&t.console, t.init()) {
             detached::note(fd, c, &format!("subhost {}: stopped", t.name()));
         }
     }
 }
 
-/// The init of a subhost whose init record is lost (a cleaner emptied
-/// the run dir while it ran), found in its cgroup and recorded again, so
-/// that it is stopped as gracefully as with its record: stop commands,
-/// SIGTERM, its grace.
+/// The init of a subhost whose init record is lost, found in its cgroup.
 fn unrecorded_init(t: &Target) -> Option<state::ProcId> {
     let name = t.name();
     let cg = state::recorded_cgroup(name)
         .and_then(|dirs| cgroup::open_dirs(&dirs))
         .or_else(|| cgroup::open(name, t.cgroup_parent.as_deref()))?;
     let pids = cg.pids().ok()?;
-    let init = state::find_init(name, &pids, &t.layout.live())?;
-    info!(
-        "{name}: no record of its init, but its cgroup holds it (PID {}): recording it again",
-        init.pid
-    );
-    match state::record_init(name, init) {
-        Ok(()) => Some(init),
-        Err(e) => {
-            warn!("{e:#}");
-            None
-        }
-    }
+    state::find_init(name, &pids, &t.layout.live())
 }
 
 /// SIGTERM to the init `init` of `name`, through a pidfd that is returned
@@ -401,7 +580,7 @@ fn wait_any(waiting: &[(usize, state::PidFd, Instant, bool)], timeout: Duration)
 fn run_halts(targets: &[Target]) {
     let with_halt: Vec<&Target> = targets
         .iter()
-        .filter(|t| t.init.is_some() && t.halt.is_some())
+        .filter(|t| t.plan.init.as_ref().is_some_and(|i| i.halt.is_some()))
         .collect();
     if let [t] = with_halt[..] {
         run_halt(t);
@@ -438,11 +617,17 @@ fn run_halts(targets: &[Target]) {
 /// reported and the stop goes on: the TERM/KILL sequence comes next either
 /// way.
 fn run_halt(t: &Target) {
-    let (Some(init), Some(argv)) = (t.init, &t.halt) else {
+    let Some(InitStop {
+        id: init,
+        halt: Some((argv, _)),
+        grace,
+        ..
+    }) = &t.plan.init
+    else {
         return;
     };
+    let (init, grace) = (*init, *grace);
     let name = t.name();
-    let grace = t.grace;
     let console = t.console.as_ref().map(|(fd, _)| fd);
     let run = || -> Result<i32> {
         let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
@@ -534,83 +719,5 @@ fn still_there(name: &str, pid: i32, grace: u32) -> String {
     )
 }
 
-fn print_stop_plan(layout: &Layout, grace: u32, halt: Option<&[String]>, parent: Option<&str>) {
-    let name = &layout.name;
-    match state::running_init(name) {
-        Some(init) => {
-            if let Some(halt) = halt {
-                let out = match detached::recorded_console(name) {
-                    Some(c) => format!("console {c}"),
-                    None => "stderr".to_string(),
-                };
-                println!(
-                    "# START stopped in reverse, then HALT: inside, as `enter` runs a command,"
-                );
-                println!("# killed after {grace}s, output to {out}");
-                println!("{}", detached::shell_words(halt));
-            }
-            println!(
-                "kill -TERM {0}   # init; after {grace}s + 2s: kill -KILL {0}",
-                init.pid
-            );
-        }
-        None => println!("# no init running"),
-    }
-    let rec = cgroup::recorded(name, parent);
-    for p in &rec.problems {
-        println!("# {p}");
-    }
-    if !rec.dirs.is_empty() {
-        let dirs = rec.dirs;
-        // As Cgroup::kill_all and Cgroup::remove log them.
-        let all: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-        println!("kill every process in {}", all.join(" "));
-        for d in dirs.iter().rev() {
-            println!("rmdir {}", d.display());
-        }
-    }
-    if netns::exists(name) {
-        println!("ip netns del {name}");
-        let left = netns::cables_of(name);
-        if !left.is_empty() {
-            println!("# wait until gone: {}", left.join(" "));
-        }
-    } else if netns::entry(name) == netns::Entry::Empty {
-        println!("{}", netns::RemoveEmpty(name));
-    } else {
-        println!("# no netns {name}");
-    }
-    if mounts::is_active(layout) {
-        println!("umount -R {}", layout.live().display());
-    }
-    if layout.image_present() {
-        println!(
-            "umount {}   # if mounted; detaches the loop device",
-            layout.mnt().display()
-        );
-        // Another mount namespace's copy of the mount, or an open of the
-        // device, keeps it bound after the umount.
-        let devs = mounts::image_devices(layout);
-        let devs = if devs.is_empty() {
-            String::new()
-        } else {
-            format!(" (now: {})", devs.join(" "))
-        };
-        println!(
-            "# wait until detached: losetup -j {} shows no device{devs}",
-            layout.image().display()
-        );
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn the_kill_warning_says_how_long_was_waited() {
-        // It said "1s" after waiting STOP_TIMEOUT=1 plus the 2 s margin.
-        assert_eq!(
-            super::still_there("web", 42, 1),
-            "init of web (PID 42) still there 3s after SIGTERM (STOP_TIMEOUT 1s + 2s): killing it"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,601 @@
+//! What state a subhost is in: running, hibernating, stopped or broken,
+//! read from the kernel (mountinfo, `/run/netns`, `/sys/class/net`, the
+//! verified init), never only from files a crash can leave stale. `list`,
+//! `status`, `enter` and `stop --all` ask here; they only print it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Serialize, Serializer};
+
+use crate::config::{self, Config};
+use crate::layout::{self, Layout};
+use crate::mounts::{self, MountEntry};
+use crate::{cgroup, netns, privileges, procfs, state};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its init runs, verified by the kernel.
+    Running,
+    /// No init; root mounted, netns and every cable in place.
+    Hibernating,
+    /// Nothing of it is set up on the host.
+    Stopped,
+    /// Partly set up: see the problems.
+    Broken,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Hibernating => "hibernating",
+            State::Stopped => "stopped",
+            State::Broken => "broken",
+        }
+    }
+}
+
+/// What the init record says once checked against the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitFact {
+    /// No record.
+    None,
+    /// The recorded process is this subhost's init.
+    Verified(state::ProcId),
+    /// No usable record, but the kernel shows the subhost's init: PID 1 of
+    /// a PID namespace one level below ours, in netns NAME.
+    Unrecorded(state::ProcId),
+    /// The recorded process still runs as PID 1 of its PID namespace, but
+    /// is not in netns NAME (the netns was deleted under it).
+    OutsideNetns(i32),
+    /// The record names a PID now used by another process.
+    Stale(i32),
+    /// The recorded init has exited (a zombie left unreaped counts: it
+    /// runs nothing and holds no namespace): nothing to report, the rest
+    /// of the facts tell the state.
+    Exited,
+}
+
+/// What the kernel shows of one subhost: the input of `classify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub name: String,
+    /// `live` is a mount point.
+    pub live: bool,
+    /// `NAME.img` exists.
+    pub image: bool,
+    /// `mnt` is a mount point.
+    pub mnt: bool,
+    /// A netns is mounted on `/run/netns/NAME`.
+    pub netns: bool,
+    /// What is wrong with `/run/netns/NAME` when it is there but no netns
+    /// (an empty file left by an interrupted start, or something else).
+    pub netns_stray: Option<String>,
+    pub init: InitFact,
+    /// Host ends of the cables (configured ones, or the `NAMEi` links found
+    /// when the config is unreadable), and whether each exists.
+    pub cables: Vec<(String, bool)>,
+}
+
+/// The state the facts add up to, and every partial piece as a problem.
+pub fn classify(f: &Facts) -> (State, Vec<String>) {
+    let name = &f.name;
+    let mut problems = Vec::new();
+    match f.init {
+        InitFact::Stale(pid) => problems.push(format!(
+            "stale init record {}/{name}.init: PID {pid} is not this subhost's init \
+             (`subhost-launch stop {name}` clears it)",
+            state::RUN_DIR
+        )),
+        InitFact::OutsideNetns(pid) => problems.push(format!(
+            "init PID {pid} runs but is not in netns {name}: the netns was deleted under it"
+        )),
+        InitFact::Unrecorded(id) => problems.push(format!(
+            "init PID {} runs but {}/{name}.init does not name it: `stop` cannot signal it \
+             (end its session, or kill it, then `subhost-launch stop {name}`)",
+            id.pid,
+            state::RUN_DIR
+        )),
+        InitFact::None | InitFact::Exited | InitFact::Verified(_) => {}
+    }
+    problems.extend(f.netns_stray.clone());
+    let missing = || f.cables.iter().filter(|c| !c.1).map(|c| &c.0);
+    if let InitFact::Verified(_) | InitFact::Unrecorded(_) = f.init {
+        // A running subhost stays `running`; what is off is still reported.
+        if !f.live {
+            problems.push(
+                "live is not mounted on the host (the subhost's own view is unaffected)"
+                    .to_string(),
+            );
+        }
+        if f.image && !f.mnt {
+            problems.push("the image is not mounted on mnt".to_string());
+        }
+        for c in missing() {
+            problems.push(format!("cable {c}: host end missing"));
+        }
+        return (State::Running, problems);
+    }
+    if f.live && !f.netns {
+        problems.push(format!("live is mounted but there is no netns {name}"));
+    }
+    if f.netns && !f.live {
+        problems.push(format!("netns {name} exists but live is not mounted"));
+    }
+    if f.netns {
+        for c in missing() {
+            problems.push(format!("cable {c}: host end missing"));
+        }
+    } else {
+        for c in f.cables.iter().filter(|c| c.1) {
+            problems.push(format!(
+                "cable {}: host end exists without netns {name} (a process may still hold the namespace)",
+                c.0
+            ));
+        }
+    }
+    if f.image && f.mnt && !f.live {
+        problems.push("the image is mounted on mnt but live is not".to_string());
+    }
+    if f.image && f.live && !f.mnt {
+        problems.push("live is mounted but the image is not mounted on mnt".to_string());
+    }
+    let state = if !problems.is_empty() {
+        State::Broken
+    } else if f.live && f.netns {
+        State::Hibernating
+    } else {
+        // Any piece up without a problem named would be a hole in the
+        // rules above; the facts say only "down" here.
+        State::Stopped
+    };
+    (state, problems)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cable {
+    pub host: String,
+    /// The bridge the host end is enslaved to when it exists, else the
+    /// configured one; `None` for an unattached cable.
+    pub bridge: Option<String>,
+    /// Configured MAC of the inner end; `None` when the kernel picks one
+    /// (`"auto"` in JSON, as in the table).
+    #[serde(serialize_with = "mac_or_auto")]
+    pub mac: Option<String>,
+    pub present: bool,
+}
+
+/// Everything `list` and `status` show of one subhost; serialized in
+/// field order as the JSON of `--json`, whose keys README documents.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    #[serde(serialize_with = "path_lossy")]
+    pub dir: PathBuf,
+    pub state: State,
+    pub pid: Option<i32>,
+    #[serde(rename = "uptime_seconds", serialize_with = "whole_seconds")]
+    pub uptime: Option<Duration>,
+    /// `overlay` or `rbind`; `None` when neither mounted nor configured.
+    pub root: Option<&'static str>,
+    pub image: bool,
+    pub cables: Vec<Cable>,
+    #[serde(rename = "memory_bytes")]
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    /// The capability bounding set: the init's when it runs, else what
+    /// the config gives; `CAP_…` names.
+    #[serde(rename = "capabilities")]
+    pub caps: Vec<String>,
+    /// Whether the seccomp filter is on, and what SYSCALLS_ALLOW lifts.
+    pub seccomp: Option<bool>,
+    pub syscalls_allow: Vec<String>,
+    /// Kept capabilities that let root out (see privileges::ESCAPES).
+    pub warnings: Vec<String>,
+    /// The host ids of its user namespace (USERNS): recorded, else as
+    /// configured; `None` without USERNS or before a pick.
+    pub userns: Option<crate::userns::Range>,
+    pub problems: Vec<String>,
+}
+
+fn mac_or_auto<S: Serializer>(mac: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mac.as_deref().unwrap_or("auto"))
+}
+
+/// A directory that is not UTF-8 is still shown (as `ls` would, lossily)
+/// rather than failing the whole listing.
+fn path_lossy<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+fn whole_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    d.map(|d| d.as_secs()).serialize(s)
+}
+
+/// Every subhost under `base`, observed.
+pub fn observe_all(base: &Path) -> Result<Vec<Report>> {
+    let names = subhosts(base)?;
+    let mounts = mount_table()?;
+    let inits = Inits::default();
+    Ok(names
+        .iter()
+        .map(|n| {
+            let layout = Layout::new(base, n).expect("names are validated");
+            observe(&layout, &mounts, &inits)
+        })
+        .collect())
+}
+
+/// What is still set up of a subhost whose init does not run: its root
+/// mounted on `live`, its netns. A quick look, for `enter` to say why
+/// there is nothing to enter; `observe_one` tells the whole state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    pub mounted: bool,
+    pub netns: bool,
+}
+
+pub fn kept(layout: &Layout) -> Kept {
+    Kept {
+        mounted: mounts::is_active(layout),
+        netns: netns::exists(&layout.name),
+    }
+}
+
+/// The subhosts under `base` that are not stopped (running, hibernating or
+/// broken), in `list` order: what `stop --all` stops.
+pub fn not_stopped(base: &Path) -> Result<Vec<String>> {
+    Ok(observe_all(base)?
+        .into_iter()
+        .filter(|r| r.state != State::Stopped)
+        .map(|r| r.name)
+        .collect())
+}
+
+/// The subhost of `layout`, observed.
+pub fn observe_one(layout: &Layout) -> Result<Report> {
+    Ok(observe(layout, &mount_table()?, &Inits::default()))
+}
+
+fn mount_table() -> Result<Vec<MountEntry>> {
+    mounts::mount_points().context("cannot read /proc/self/mountinfo")
+}
+
+/// Whether `dir` is a subhost's directory: one with a config or a root.
+pub fn is_subhost(dir: &Path) -> bool {
+    dir.is_dir() && (dir.join("config").exists() || dir.join("root").is_dir())
+}
+
+/// Names of the subhosts under `base`, sorted; other entries are skipped
+/// silently (the directory may hold base layers, notes, backups).
+fn subhosts(base: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", base.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| layout::validate_name(n).is_ok() && is_subhost(&base.join(n)))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
+    let name = &layout.name;
+    let cfg = config::load(&layout.config(), name, &layout.base);
+    // mountinfo has real paths.
+    let real = layout.dir.canonicalize().ok();
+    let mount_at = |leaf: &str| {
+        let p = real.as_ref()?.join(leaf);
+        mounts.iter().rev().find(|m| m.mount_point == p)
+    };
+    let live = mount_at("live");
+    let mut cables = cables(layout, cfg.as_ref().ok());
+    // NAME's netns, cables, init and cgroup are host-wide: another
+    // directory's subhost of that name may hold them.
+    let owner = state::owner(name, &layout.dir);
+    let other = match &owner {
+        Ok(state::Owner::Other(other)) => Some(other),
+        _ => None,
+    };
+    if other.is_some() {
+        for c in &mut cables {
+            c.present = false;
+        }
+    }
+    let facts = Facts {
+        name: name.clone(),
+        live: live.is_some(),
+        image: layout.image_present(),
+        mnt: mount_at("mnt").is_some(),
+        netns: other.is_none() && netns::exists(name),
+        netns_stray: other.is_none().then(|| netns::stray(name)).flatten(),
+        init: match other {
+            None => init_fact(name, inits),
+            Some(_) => InitFact::None,
+        },
+        cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
+    };
+    let (mut state, mut problems) = classify(&facts);
+    // What is left on the host where the subhost's own pieces go: records
+    // that are no regular file, someone else's mount on live or mnt,
+    // layers staged by an interrupted start. `stop --all` must see them.
+    let mut left: Vec<String> = mounts::foreign(layout, mounts)
+        .into_iter()
+        .map(|f| format!("{f}: start refuses it and stop leaves it; unmount it yourself"))
+        .collect();
+    match &owner {
+        // Another directory's subhost of this NAME: its records and staged
+        // layers are that one's, and this one is told of it.
+        Ok(state::Owner::Other(other)) => problems.push(state::in_use_note(name, other)),
+        Ok(_) => {
+            left.extend(state::bad_records(name));
+            let parent = cfg.as_ref().ok().and_then(|c| c.cgroup_parent.as_deref());
+            left.extend(cgroup::recorded(name, parent).problems);
+            if let Some(s) = mounts::staged_leftover(&mounts::staging_dir(name), mounts) {
+                left.push(format!("{s}: `subhost-launch stop {name}` clears it"));
+            }
+        }
+        Err(e) => problems.push(format!("{e:#}")),
+    }
+    if !left.is_empty() {
+        if state != State::Running {
+            state = State::Broken;
+        }
+        problems.extend(left);
+    }
+    if let Err(e) = &cfg {
+        problems.push(format!("{e:#}"));
+    }
+    // Said, but the state stays: a wake plugs them back in.
+    if let (true, Ok(c)) = (facts.netns, &cfg) {
+        let links = crate::cmd::start::links(layout, c);
+        problems.extend(netns::unplugged(&links).iter().map(|p| p.problem(name)));
+    }
+    let root = match (live, &cfg) {
+        (Some(m), _) if m.fs_type == "overlay" => Some("overlay"),
+        (Some(_), _) => Some("rbind"),
+        (None, Ok(c)) if c.lower.is_empty() => Some("rbind"),
+        (None, Ok(_)) => Some("overlay"),
+        (None, Err(_)) => None,
+    };
+    let (pid, uptime) = match facts.init {
+        InitFact::Verified(id) | InitFact::Unrecorded(id) => (Some(id.pid), state::uptime(id)),
+        _ => (None, None),
+    };
+    // A running init's filter lets through what `start` allowed then, not
+    // what the config says by now.
+    let applied = match facts.init {
+        InitFact::Verified(id) => state::applied(name, id),
+        _ => None,
+    };
+    let usage = match other {
+        None => cfg.as_ref().ok().and_then(|c| usage(name, c)),
+        Some(_) => None,
+    };
+    let userns = match cfg.as_ref().ok().and_then(|c| c.userns) {
+        None => None,
+        Some(u) => match crate::userns::read_record(layout) {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => match u.setting {
+                crate::userns::Setting::Fixed(r) => Some(r),
+                crate::userns::Setting::Pick => None,
+            },
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        },
+    };
+    let caps = match pid {
+        Some(pid) => init_caps(pid),
+        None => cfg.as_ref().ok().and_then(|c| privileges::kept(c).ok()),
+    }
+    .unwrap_or_default();
+    // In its own user namespace no capability reaches the host.
+    let mut warnings = match cfg.as_ref().ok().and_then(|c| c.userns) {
+        Some(_) => Vec::new(),
+        None => privileges::warnings(&caps),
+    };
+    // `caps` is what the init really has: what the config keeps beyond
+    // that was never granted (the launcher's bounding set lacked it).
+    if let (Some(_), false, Ok(c)) = (pid, caps.is_empty(), &cfg) {
+        let have = caps.iter().copied().collect();
+        let lacking = privileges::kept(c).map(|want| privileges::lacking(&want, &have));
+        if let Ok(lacking) = lacking.as_deref() {
+            if !lacking.is_empty() {
+                warnings.push(privileges::not_granted_to_init(lacking));
+            }
+        }
+    }
+    // A running init's own state, else what the config asks for.
+    let seccomp = match pid {
+        Some(pid) => init_seccomp(pid),
+        None => None,
+    }
+    .or_else(|| cfg.as_ref().ok().map(|c| c.seccomp));
+    Report {
+        name: name.clone(),
+        dir: layout.dir.clone(),
+        state,
+        pid,
+        uptime,
+        root,
+        image: facts.image,
+        cables,
+        memory: usage.as_ref().and_then(|u| u.memory_current),
+        pids: usage.and_then(|u| u.pids_current),
+        caps: caps.iter().map(|c| c.to_string()).collect(),
+        seccomp,
+        syscalls_allow: match applied {
+            Some(a) => a.syscalls_allow,
+            None => cfg
+                .as_ref()
+                .map(|c| c.syscalls_allow.clone())
+                .unwrap_or_default(),
+        },
+        warnings,
+        userns,
+        problems,
+    }
+}
+
+/// Whether a running init has a seccomp filter.
+fn init_seccomp(pid: i32) -> Option<bool> {
+    procfs::seccomp(&procfs::status(pid).ok()?)
+}
+
+/// The bounding set of a running init.
+fn init_caps(pid: i32) -> Option<Vec<caps::Capability>> {
+    let mask = procfs::capbnd(&procfs::status(pid).ok()?)?;
+    let mut set: Vec<caps::Capability> = caps::all()
+        .into_iter()
+        .filter(|c| c.index() < 64 && mask & (1u64 << c.index()) != 0)
+        .collect();
+    set.sort_by_key(|c| c.index());
+    Some(set)
+}
+
+/// How long `list` waits for a start in progress to record its init.
+const START_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn init_fact(name: &str, inits: &Inits) -> InitFact {
+    if let Some(id) = state::running_init(name) {
+        return InitFact::Verified(id);
+    }
+    // The record is only a hint: a crash or a cleaned /run can lose it
+    // while the init runs on.
+    if let Some(id) = inits.in_netns(name) {
+        // A start records its init only after forking it: while it still
+        // holds the lock, the record is on its way, not lost. Waited for,
+        // so that `running` always comes with the record callers read.
+        state::wait_unlocked(name, START_RECORD_WAIT);
+        if let Some(id) = state::running_init(name) {
+            return InitFact::Verified(id);
+        }
+        return InitFact::Unrecorded(id);
+    }
+    let Some(rec) = state::init_record(name) else {
+        return InitFact::None;
+    };
+    match state::ProcId::of(rec.pid) {
+        // Gone, or a zombie: either way it has exited.
+        Err(_) => InitFact::Exited,
+        // Same start time: the very process recorded, not a recycled PID.
+        Ok(id) if id == rec && procfs::nspid_of(rec.pid).last() == Some(&1) => {
+            InitFact::OutsideNetns(rec.pid)
+        }
+        Ok(_) => InitFact::Stale(rec.pid),
+    }
+}
+
+/// Inits of PID namespaces directly below ours, by network namespace:
+/// what `start` makes a subhost's init (deeper ones are containers inside
+/// a subhost). Read from /proc once, and only when a subhost's init is
+/// not found through its record, so that `list` of many is one pass.
+#[derive(Default)]
+struct Inits {
+    by_netns: std::cell::OnceCell<std::collections::HashMap<(u64, u64), Vec<i32>>>,
+}
+
+impl Inits {
+    fn in_netns(&self, name: &str) -> Option<state::ProcId> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::metadata(netns::path(name)).ok()?;
+        let pids = self.scan().get(&(ns.dev(), ns.ino()))?;
+        let depth = procfs::nspid_of(std::process::id() as i32).len();
+        pids.iter().find_map(|&pid| {
+            let ids = procfs::nspid_of(pid);
+            if ids.len() == depth + 1 && ids.last() == Some(&1) {
+                state::ProcId::of(pid).ok()
+            } else {
+                None
+            }
+        })
+    }
+
+    fn scan(&self) -> &std::collections::HashMap<(u64, u64), Vec<i32>> {
+        use std::os::unix::fs::MetadataExt;
+        self.by_netns.get_or_init(|| {
+            let mut map: std::collections::HashMap<(u64, u64), Vec<i32>> = Default::default();
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return map;
+            };
+            for entry in dir.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                // A zombie has no namespaces: it fails here and is skipped.
+                if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+                    map.entry((m.dev(), m.ino())).or_default().push(pid);
+                }
+            }
+            map
+        })
+    }
+}
+
+fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
+    let net = Path::new("/sys/class/net");
+    let master = |host: &str| {
+        std::fs::read_link(net.join(host).join("master"))
+            .ok()
+            .and_then(|p| p.file_name()?.to_str().map(str::to_string))
+    };
+    match cfg {
+        Some(cfg) => cfg
+            .bridges
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let host = layout.host_if(i);
+                let present = net.join(&host).exists();
+                let bridge = if present {
+                    master(&host)
+                } else {
+                    c.bridge.clone()
+                };
+                Cable {
+                    bridge,
+                    mac: c.mac.map(|m| mac_string(&m)),
+                    present,
+                    host,
+                }
+            })
+            .collect(),
+        // Without a config, the links that exist are all there is to show.
+        None => netns::cables_of(&layout.name)
+            .into_iter()
+            .map(|host| Cable {
+                bridge: master(&host),
+                mac: None,
+                present: true,
+                host,
+            })
+            .collect(),
+    }
+}
+
+fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn usage(name: &str, cfg: &Config) -> Option<cgroup::Usage> {
+    let limited = cfg.memory_max.is_some() || cfg.pids_max.is_some() || cfg.cpu_max.is_some();
+    if !limited {
+        return None;
+    }
+    cgroup::open(name, cfg.cgroup_parent.as_deref()).map(|c| c.usage())
+}
+
+#[cfg(test)]
+mod tests;
