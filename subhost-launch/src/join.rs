@@ -42,7 +42,7 @@ use crate::state::{self, PidFd, ProcId};
 use crate::{cgroup, config, privileges, procfs, sandbox, supervisor, sys, tty};
 
 /// Every namespace of the init that the command shares. The user namespace
-/// of a subhost with USERNS is joined before these (see `Target::userns`).
+/// of a subhost with USERNS is joined before these (see `RunningInit::userns`).
 const NAMESPACES: [(&str, CloneFlags); 6] = [
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -95,7 +95,7 @@ fn cstrings(args: &[String]) -> Result<Vec<CString>> {
 }
 
 /// The running init, held by fds that stay valid for it alone.
-pub struct Target {
+pub struct RunningInit {
     init: ProcId,
     pidfd: PidFd,
     /// The init's root directory, in the subhost's mount namespace.
@@ -113,8 +113,8 @@ pub struct Target {
     no_new_privs: bool,
 }
 
-impl Target {
-    pub fn open(name: &str, init: ProcId) -> Result<Target> {
+impl RunningInit {
+    pub fn open(name: &str, init: ProcId) -> Result<RunningInit> {
         let pid = init.pid;
         let gone = || anyhow::anyhow!("subhost {name} stopped while entering it");
         let pidfd = PidFd::open(pid).map_err(|_| gone())?;
@@ -145,7 +145,7 @@ impl Target {
         if state::running_init(name) != Some(init) || pidfd.wait_exit(Duration::ZERO) {
             return Err(gone());
         }
-        Ok(Target {
+        Ok(RunningInit {
             init,
             pidfd,
             root,
@@ -276,7 +276,7 @@ struct Command {
 
 /// Runs `session` inside under the caller's terminal (through a pty of the
 /// subhost's when `pty` says so), supervised; returns its status.
-pub fn run(name: &str, target: Target, session: Session, pty: PtyUse) -> Result<i32> {
+pub fn run(name: &str, target: RunningInit, session: Session, pty: PtyUse) -> Result<i32> {
     // Blocked from here on: the supervisor takes them from a signalfd, and
     // the command unblocks them before exec.
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervisor::signals()), None)
@@ -313,7 +313,7 @@ pub fn run_inside(
     stdio: Stdio<'_>,
     timeout: Duration,
 ) -> Result<i32> {
-    let target = Target::open(name, init)?;
+    let target = RunningInit::open(name, init)?;
     let session = Session {
         argv: cstrings(argv)?,
         fallback: None,
@@ -364,7 +364,7 @@ enum Streams {
 /// returns its PID (host view) and the pty master when it has one.
 fn launch(
     name: &str,
-    target: Target,
+    target: RunningInit,
     session: Session,
     streams: Streams,
 ) -> Result<(Pid, Option<OwnedFd>)> {
@@ -704,11 +704,11 @@ fn failure(e: Errno, what: &str) -> (i32, String) {
 }
 
 /// What `run` would do, for `--dry-run`.
-pub fn print_plan(target: &Target, session: &Session, pty: PtyUse) {
+pub fn print_plan(target: &RunningInit, session: &Session, pty: PtyUse) {
     let pid = target.init.pid;
     println!("# running: init PID {pid}");
     println!("# fork a joiner; it closes every fd but the few below, then:");
-    println!("{}", sandbox::Step::ResetLoginuid);
+    println!("{}", sandbox::Setup::ResetLoginuid);
     for d in &target.cgroups {
         println!("echo $$ > {}/cgroup.procs", d.display());
     }

@@ -9,7 +9,7 @@
 //! the SHAREs come as idmapped copies the launcher made, `/dev` binds the
 //! host's devices, and the bounding set keeps all but CAPS_DROP.
 //!
-//! Everything the child does is planned first as a list of [`Step`]s: plain
+//! Everything the child does is planned first as a list of [`Setup`]s: plain
 //! data that `--dry-run` prints and tests inspect; `run_step` is the thin
 //! layer that turns each into syscalls.
 
@@ -55,7 +55,7 @@ const SYS_MASKED: &[&str] = &["firmware", "devices/virtual/powercap"];
 
 /// What the child does inside its new namespaces, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub enum Setup {
     /// Forget the caller's audit login session: a subhost started from a
     /// login shell would otherwise carry its loginuid, which only
     /// CAP_AUDIT_CONTROL of the host may change, and `pam_loginuid` (sshd,
@@ -130,20 +130,20 @@ pub enum Step {
     },
 }
 
-impl fmt::Display for Step {
+impl fmt::Display for Setup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::ResetLoginuid => write!(
+            Setup::ResetLoginuid => write!(
                 f,
                 "echo {LOGINUID_UNSET} > /proc/self/loginuid  # the caller's audit loginuid unset, \
                  as the host's root (no file: no audit)"
             ),
-            Step::PrivateMounts => write!(f, "mount --make-rprivate /"),
-            Step::NoDevRoot(p) => write!(f, "mount -o remount,bind,nodev {}", p.display()),
-            Step::Bind { source, target } => {
+            Setup::PrivateMounts => write!(f, "mount --make-rprivate /"),
+            Setup::NoDevRoot(p) => write!(f, "mount -o remount,bind,nodev {}", p.display()),
+            Setup::Bind { source, target } => {
                 write!(f, "mount --rbind {} {}", source.display(), target.display())
             }
-            Step::Mount {
+            Setup::Mount {
                 fstype,
                 target,
                 data,
@@ -167,7 +167,7 @@ impl fmt::Display for Step {
                 }
                 write!(f, " {fstype} {}", target.display())
             }
-            Step::AttachTree {
+            Setup::AttachTree {
                 source,
                 target,
                 range,
@@ -180,40 +180,40 @@ impl fmt::Display for Step {
                 source.display(),
                 target.display()
             ),
-            Step::DevNodes { dev } => write!(
+            Setup::DevNodes { dev } => write!(
                 f,
                 "mknod {0}/{{null,zero,full,random,urandom,tty}}",
                 dev.display()
             ),
-            Step::DevBinds { dev } => write!(
+            Setup::DevBinds { dev } => write!(
                 f,
                 "touch {0}/{{{1}}}; mount --bind /dev/X {0}/X  # for X in {1}",
                 dev.display(),
                 DEVICES.map(|d| d.0).join(",")
             ),
-            Step::DevLinks { dev } => write!(
+            Setup::DevLinks { dev } => write!(
                 f,
                 "ln -s {0}/{{ptmx,fd,stdin,stdout,stderr}}; mkdir -m 1777 {0}/shm",
                 dev.display()
             ),
-            Step::ReadOnly(p) => write!(
+            Setup::ReadOnly(p) => write!(
                 f,
                 "mount --rbind {0} {0}; mount -o remount,bind,ro {0}",
                 p.display()
             ),
-            Step::Writable(p) => write!(f, "mount --bind {0} {0}", p.display()),
-            Step::Mask { path, dev_null } => write!(
+            Setup::Writable(p) => write!(f, "mount --bind {0} {0}", p.display()),
+            Setup::Mask { path, dev_null } => write!(
                 f,
                 "mount --bind {} {} (a directory: an empty read-only tmpfs; absent: skipped)",
                 dev_null.display(),
                 path.display()
             ),
-            Step::Seccomp(filter) => write!(f, "{filter}"),
-            Step::Hostname(h) => write!(f, "hostname {h}"),
-            Step::PivotRoot { live } => {
+            Setup::Seccomp(filter) => write!(f, "{filter}"),
+            Setup::Hostname(h) => write!(f, "hostname {h}"),
+            Setup::PivotRoot { live } => {
                 write!(f, "pivot_root {} (old root detached)", live.display())
             }
-            Step::DropCaps { drop, lacking } => {
+            Setup::DropCaps { drop, lacking } => {
                 let names = |caps: &[Capability]| {
                     caps.iter()
                         .map(|c| c.to_string().to_lowercase())
@@ -247,28 +247,28 @@ const DEVICES: [(&str, u64, u64); 6] = [
 /// The child's steps for `layout` under `cfg`. Paths are on the host side,
 /// under `live`, since the pivot comes last. `userns` is the range of the
 /// user namespace the child runs in (USERNS).
-pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<Step>> {
+pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<Setup>> {
     let live = layout.live();
     let under = |p: &Path| live.join(p.strip_prefix("/").unwrap_or(p));
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mut steps = vec![Step::ResetLoginuid, Step::PrivateMounts];
+    let mut steps = vec![Setup::ResetLoginuid, Setup::PrivateMounts];
     if userns.is_some() {
         // Mounts inherited from the host's namespace are locked in one
         // owned by a user namespace, and pivot_root refuses a locked new
         // root: a bind of it made here is not.
-        steps.push(Step::Bind {
+        steps.push(Setup::Bind {
             source: live.clone(),
             target: live.clone(),
         });
     }
-    steps.push(Step::NoDevRoot(live.clone()));
+    steps.push(Setup::NoDevRoot(live.clone()));
     for (tree, share) in cfg.share.iter().enumerate() {
         steps.push(match userns {
-            None => Step::Bind {
+            None => Setup::Bind {
                 source: share.host.clone(),
                 target: under(&share.inner),
             },
-            Some(range) => Step::AttachTree {
+            Some(range) => Setup::AttachTree {
                 tree,
                 source: share.host.clone(),
                 target: under(&share.inner),
@@ -278,14 +278,14 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     }
     let dev = live.join("dev");
     steps.extend([
-        Step::Mount {
+        Setup::Mount {
             fstype: "proc",
             target: live.join("proc"),
             flags: hardened,
             data: None,
         },
         // sysfs of the subhost's netns; read-only as systemd-nspawn has it.
-        Step::Mount {
+        Setup::Mount {
             fstype: "sysfs",
             target: live.join("sys"),
             flags: hardened | MsFlags::MS_RDONLY,
@@ -294,27 +294,27 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     ]);
     let proc = live.join("proc");
     let sys = live.join("sys");
-    steps.extend(PROC_WRITABLE.iter().map(|p| Step::Writable(proc.join(p))));
-    steps.extend(PROC_READ_ONLY.iter().map(|p| Step::ReadOnly(proc.join(p))));
+    steps.extend(PROC_WRITABLE.iter().map(|p| Setup::Writable(proc.join(p))));
+    steps.extend(PROC_READ_ONLY.iter().map(|p| Setup::ReadOnly(proc.join(p))));
     steps.extend([
-        Step::Mount {
+        Setup::Mount {
             fstype: "tmpfs",
             target: dev.clone(),
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             data: Some("mode=755,size=4m".into()),
         },
         match userns {
-            None => Step::DevNodes { dev: dev.clone() },
-            Some(_) => Step::DevBinds { dev: dev.clone() },
+            None => Setup::DevNodes { dev: dev.clone() },
+            Some(_) => Setup::DevBinds { dev: dev.clone() },
         },
-        Step::Mount {
+        Setup::Mount {
             fstype: "devpts",
             target: dev.join("pts"),
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             data: Some("newinstance,ptmxmode=0666,mode=0620,gid=5".into()),
         },
-        Step::DevLinks { dev: dev.clone() },
-        Step::Mount {
+        Setup::DevLinks { dev: dev.clone() },
+        Setup::Mount {
             fstype: "tmpfs",
             target: live.join("run"),
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -326,14 +326,14 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
         .iter()
         .map(|p| proc.join(p))
         .chain(SYS_MASKED.iter().map(|p| sys.join(p)));
-    steps.extend(masked.map(|path| Step::Mask {
+    steps.extend(masked.map(|path| Setup::Mask {
         path,
         dev_null: dev_null.clone(),
     }));
-    steps.push(Step::Hostname(cfg.hostname.clone()));
-    steps.push(Step::PivotRoot { live });
+    steps.push(Setup::Hostname(cfg.hostname.clone()));
+    steps.push(Setup::PivotRoot { live });
     if let Some(filter) = Filter::wanted(cfg.seccomp, &cfg.syscalls_allow)? {
-        steps.push(Step::Seccomp(Box::new(filter)));
+        steps.push(Setup::Seccomp(Box::new(filter)));
     }
     let (drop, lacking) = match userns {
         None => (
@@ -344,7 +344,7 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
         // of it, whatever the launcher's.
         Some(_) => (privileges::dropped_in_userns(cfg)?, Vec::new()),
     };
-    steps.push(Step::DropCaps { drop, lacking });
+    steps.push(Setup::DropCaps { drop, lacking });
     Ok(steps)
 }
 
@@ -371,9 +371,9 @@ fn ensure_target_like(source: &Path, target: &Path) -> Result<()> {
 
 /// Performs one step in the child; `trees` are the idmapped copies the
 /// launcher made for it.
-fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
+fn run_step(step: &Setup, trees: &[OwnedFd]) -> Result<()> {
     match step {
-        Step::PrivateMounts => mount(
+        Setup::PrivateMounts => mount(
             None::<&str>,
             "/",
             None::<&str>,
@@ -381,7 +381,7 @@ fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
             None::<&str>,
         )
         .context("cannot make mounts private"),
-        Step::Bind { source, target } => {
+        Setup::Bind { source, target } => {
             ensure_target_like(source, target)?;
             mount(
                 Some(source.as_path()),
@@ -392,7 +392,7 @@ fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
             )
             .with_context(|| format!("cannot bind {} on {}", source.display(), target.display()))
         }
-        Step::Mount {
+        Setup::Mount {
             fstype,
             target,
             flags,
@@ -408,7 +408,7 @@ fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
             )
             .with_context(|| format!("cannot mount {fstype} on {}", target.display()))
         }
-        Step::AttachTree {
+        Setup::AttachTree {
             tree,
             source,
             target,
@@ -420,10 +420,10 @@ fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
                 .context("the launcher passed no idmapped copy for this SHARE")?;
             crate::mounts::idmap::attach(tree, target)
         }
-        Step::DevNodes { dev } => make_dev_nodes(dev),
-        Step::DevBinds { dev } => bind_dev_nodes(dev),
-        Step::DevLinks { dev } => make_dev_links(dev),
-        Step::NoDevRoot(path) => {
+        Setup::DevNodes { dev } => make_dev_nodes(dev),
+        Setup::DevBinds { dev } => bind_dev_nodes(dev),
+        Setup::DevLinks { dev } => make_dev_links(dev),
+        Setup::NoDevRoot(path) => {
             let flags =
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | kept_flags(path)?;
             mount(
@@ -435,8 +435,8 @@ fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
             )
             .with_context(|| format!("cannot remount {} nodev", path.display()))
         }
-        Step::ReadOnly(path) => read_only(path),
-        Step::Writable(path) => {
+        Setup::ReadOnly(path) => read_only(path),
+        Setup::Writable(path) => {
             if !path.exists() {
                 return Ok(());
             }
@@ -449,15 +449,15 @@ fn run_step(step: &Step, trees: &[OwnedFd]) -> Result<()> {
             )
             .with_context(|| format!("cannot bind {} on itself", path.display()))
         }
-        Step::Mask { path, dev_null } => mask(path, dev_null),
-        Step::Seccomp(filter) => filter.install(),
-        Step::Hostname(h) => nix::unistd::sethostname(h).context("cannot set the hostname"),
-        Step::PivotRoot { live } => pivot_into(live),
-        Step::ResetLoginuid => {
+        Setup::Mask { path, dev_null } => mask(path, dev_null),
+        Setup::Seccomp(filter) => filter.install(),
+        Setup::Hostname(h) => nix::unistd::sethostname(h).context("cannot set the hostname"),
+        Setup::PivotRoot { live } => pivot_into(live),
+        Setup::ResetLoginuid => {
             reset_loginuid();
             Ok(())
         }
-        Step::DropCaps { drop, .. } => privileges::apply(drop),
+        Setup::DropCaps { drop, .. } => privileges::apply(drop),
     }
 }
 

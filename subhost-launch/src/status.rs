@@ -355,7 +355,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     }
     // Said, but the state stays: a wake plugs them back in.
     if let (true, Ok(c)) = (facts.netns, &cfg) {
-        let links = crate::cmd::start::links(layout, c);
+        let links = c.links(name);
         problems.extend(netns::unplugged(&links).iter().map(|p| p.problem(name)));
     }
     let root = match (live, &cfg) {
@@ -563,7 +563,7 @@ fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
                 };
                 Cable {
                     bridge,
-                    mac: c.mac.map(|m| mac_string(&m)),
+                    mac: c.mac.map(|m| netns::mac_string(&m)),
                     present,
                     host,
                 }
@@ -580,13 +580,6 @@ fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
             })
             .collect(),
     }
-}
-
-fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn usage(name: &str, cfg: &Config) -> Option<cgroup::Usage> {

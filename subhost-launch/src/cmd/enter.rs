@@ -24,7 +24,7 @@ pub fn enter(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
     };
     let plan = Plan {
         session: join::Session::choose(&layout, base, command)?,
-        target: join::Target::open(name, init)?,
+        target: join::RunningInit::open(name, init)?,
         pty: join::PtyUse::for_std_streams(),
     };
     if dry_run {
@@ -38,7 +38,7 @@ pub fn enter(base: &Path, name: &str, command: Vec<String>, dry_run: bool) -> Re
 /// cgroups, capabilities, filter) and the caller's streams: `--dry-run`
 /// prints it, `enter` runs this very value.
 struct Plan {
-    target: join::Target,
+    target: join::RunningInit,
     session: join::Session,
     pty: join::PtyUse,
 }

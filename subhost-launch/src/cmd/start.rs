@@ -15,21 +15,6 @@ use crate::detached;
 use crate::layout::Layout;
 use crate::{mounts, netns, sandbox, state, supervisor, tty, userns};
 
-/// The cables of a subhost as netns links: `NAMEi` on the host, `ethi`
-/// inside.
-pub(crate) fn links(layout: &Layout, cfg: &Config) -> Vec<netns::Link> {
-    cfg.bridges
-        .iter()
-        .enumerate()
-        .map(|(i, c)| netns::Link {
-            host_if: layout.host_if(i),
-            inner_if: format!("eth{i}"),
-            bridge: c.bridge.clone(),
-            mac: c.mac,
-        })
-        .collect()
-}
-
 pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
     let layout = Layout::new(base, name)?;
     if !layout.dir.is_dir() {
@@ -176,7 +161,7 @@ struct Prepared {
     console: Option<detached::Console>,
     mount_steps: Vec<mounts::Step>,
     links: Vec<netns::Link>,
-    inner: Vec<sandbox::Step>,
+    inner: Vec<sandbox::Setup>,
     cgroup_plan: cgroup::Plan,
     /// With USERNS: the range of its user namespace, and the delegation of
     /// its cgroup to root of it.
@@ -211,7 +196,7 @@ fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Prepare
         None => None,
     };
     let mount_steps = mounts::plan(&layout, &cfg, userns);
-    let links = links(&layout, &cfg);
+    let links = cfg.links(name);
     let inner = sandbox::plan(&layout, &cfg, userns)?;
     let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
     let delegation = userns.and_then(|r| cgroup::delegation(&cgroup_plan, r.base));
@@ -712,7 +697,7 @@ fn print_start_plan(
     net: &netns::Plan<'_>,
     cgroup_plan: &cgroup::Plan,
     delegation: Option<&cgroup::Delegation>,
-    inner: &[sandbox::Step],
+    inner: &[sandbox::Setup],
     argv: &[std::ffi::CString],
 ) {
     let name = &layout.name;

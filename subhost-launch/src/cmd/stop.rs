@@ -39,7 +39,7 @@ const TERM_SLACK: Duration = Duration::from_secs(2);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// One subhost being stopped.
-struct Target {
+struct Stopping {
     layout: Layout,
     grace: u32,
     halt: Option<Vec<String>>,
@@ -53,7 +53,7 @@ struct Target {
     console: Option<(OwnedFd, detached::Console)>,
 }
 
-impl Target {
+impl Stopping {
     fn name(&self) -> &str {
         &self.layout.name
     }
@@ -107,7 +107,7 @@ enum NetnsStep {
 
 impl Plan {
     /// The plan for `t` as the host shows it now.
-    fn read(t: &Target) -> Plan {
+    fn read(t: &Stopping) -> Plan {
         let name = t.name();
         let layout = &t.layout;
         let init = state::running_init(name)
@@ -308,7 +308,7 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
         }
     }
     // A subhost whose lock could not be had is not touched at all.
-    let (mut held, busy): (Vec<Target>, Vec<Target>) =
+    let (mut held, busy): (Vec<Stopping>, Vec<Stopping>) =
         targets.into_iter().partition(|t| t.lock.is_some());
     for t in &mut held {
         t.plan = Plan::read(t);
@@ -359,7 +359,7 @@ pub fn stop(base: &Path, which: Which, dry_run: bool) -> Result<i32> {
 /// from being stopped. A NAME with no directory is an error (a typo must
 /// not read as success), unless something of it is still set up on the
 /// host: then that is cleaned up.
-fn open(base: &Path, name: &str) -> Result<Target> {
+fn open(base: &Path, name: &str) -> Result<Stopping> {
     let layout = Layout::new(base, name)?;
     if !layout.dir.is_dir() {
         if let Ok(state::Owner::Other(other)) = state::owner(name, &layout.dir) {
@@ -386,7 +386,7 @@ fn open(base: &Path, name: &str) -> Result<Target> {
         }
         Err(_) => Config::defaults(name),
     };
-    Ok(Target {
+    Ok(Stopping {
         layout,
         grace: cfg.stop_timeout,
         halt: detached::halt_command(&cfg),
@@ -410,7 +410,7 @@ fn leftovers(name: &str) -> bool {
 }
 
 /// Prints the outcome of `t`; true when it is stopped.
-fn report(t: Target) -> bool {
+fn report(t: Stopping) -> bool {
     let name = t.layout.name.clone();
     if !t.failed.is_empty() {
         let what: Vec<String> = t.failed.iter().map(|e| format!("{e:#}")).collect();
@@ -440,7 +440,7 @@ fn report(t: Target) -> bool {
 /// Runs every running subhost's stop commands, then signals every init
 /// and waits for them together: each gets its own STOP_TIMEOUT + 2 s
 /// before SIGKILL, counted from the same moment.
-fn stop_inits(targets: &mut [Target]) {
+fn stop_inits(targets: &mut [Stopping]) {
     for t in targets.iter_mut() {
         if let Some(InitStop {
             id,
@@ -522,7 +522,7 @@ fn stop_inits(targets: &mut [Target]) {
 }
 
 /// The init of a subhost whose init record is lost, found in its cgroup.
-fn unrecorded_init(t: &Target) -> Option<state::ProcId> {
+fn unrecorded_init(t: &Stopping) -> Option<state::ProcId> {
     let name = t.name();
     let cg = state::recorded_cgroup(name)
         .and_then(|dirs| cgroup::open_dirs(&dirs))
@@ -577,8 +577,8 @@ fn wait_any(waiting: &[(usize, state::PidFd, Instant, bool)], timeout: Duration)
 /// Runs the stop commands of every running subhost that has them, all at
 /// once: each in a worker process of its own, since each blocks for up to
 /// its STOP_TIMEOUT. One subhost alone needs no worker.
-fn run_halts(targets: &[Target]) {
-    let with_halt: Vec<&Target> = targets
+fn run_halts(targets: &[Stopping]) {
+    let with_halt: Vec<&Stopping> = targets
         .iter()
         .filter(|t| t.plan.init.as_ref().is_some_and(|i| i.halt.is_some()))
         .collect();
@@ -616,7 +616,7 @@ fn run_halts(targets: &[Target]) {
 /// to the console, or to our stderr when there is none. A failure is
 /// reported and the stop goes on: the TERM/KILL sequence comes next either
 /// way.
-fn run_halt(t: &Target) {
+fn run_halt(t: &Stopping) {
     let Some(InitStop {
         id: init,
         halt: Some((argv, _)),
@@ -655,7 +655,7 @@ fn run_halt(t: &Target) {
 /// Whatever is still in each subhost's cgroup goes now: processes the init
 /// could not take down, an init the record lost track of, or one a killed
 /// `start` left behind.
-fn release_cgroups(targets: &mut [Target]) {
+fn release_cgroups(targets: &mut [Stopping]) {
     for t in targets {
         let name = &t.layout.name;
         // A directory the record names but the launcher never makes for
@@ -686,7 +686,7 @@ fn release_cgroups(targets: &mut [Target]) {
 
 /// Deletes every netns, then waits once for the kernel to remove all their
 /// cables.
-fn delete_netns(targets: &mut [Target]) {
+fn delete_netns(targets: &mut [Stopping]) {
     let mut issued = Vec::new();
     for (i, t) in targets.iter_mut().enumerate() {
         match netns::begin_delete(t.name()) {

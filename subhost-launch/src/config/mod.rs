@@ -116,6 +116,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The cables of subhost `name`, as the netns makes them.
+    pub fn links(&self, name: &str) -> Vec<crate::netns::Link> {
+        self.bridges
+            .iter()
+            .enumerate()
+            .map(|(i, c)| crate::netns::Link::cable(name, i, c.bridge.clone(), c.mac))
+            .collect()
+    }
+
     /// The configuration of a subhost without a config file.
     pub fn defaults(name: &str) -> Config {
         Config {

@@ -121,7 +121,7 @@ fn mac_address(m: &str) -> Result<[u8; 6], ValueError> {
         fixed[0] = (fixed[0] & !1) | 2;
         return invalid(
             format!("{m} is a multicast address (the low bit of the first octet is set), which an interface cannot have"),
-            format!("use a unicast address, e.g. {} (locally administered)", mac_string(&fixed)),
+            format!("use a unicast address, e.g. {} (locally administered)", crate::netns::mac_string(&fixed)),
         );
     }
     if mac == [0; 6] {
@@ -131,13 +131,6 @@ fn mac_address(m: &str) -> Result<[u8; 6], ValueError> {
         );
     }
     Ok(mac)
-}
-
-fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 pub(super) fn hostname(s: &str) -> Result<String, ValueError> {

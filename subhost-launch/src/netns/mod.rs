@@ -67,7 +67,7 @@ fn write_link_add(f: &mut fmt::Formatter<'_>, link: &Link, ns: Option<&str>) -> 
         write!(f, " netns {ns}")?;
     }
     if let Some(mac) = &link.mac {
-        write!(f, " address {}", MacDisplay(mac))?;
+        write!(f, " address {}", mac_string(mac))?;
     }
     Ok(())
 }
@@ -81,17 +81,25 @@ impl fmt::Display for LinkAddIn<'_> {
     }
 }
 
-struct MacDisplay<'a>(&'a [u8; 6]);
-
-impl fmt::Display for MacDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+impl Link {
+    /// Cable `i` of subhost `name`: `NAMEi` on the host, `ethi` inside, on
+    /// `bridge` (or unattached), with `mac` on the inner end when set.
+    pub fn cable(name: &str, i: usize, bridge: Option<String>, mac: Option<[u8; 6]>) -> Link {
+        Link {
+            host_if: format!("{name}{i}"),
+            inner_if: format!("eth{i}"),
+            bridge,
+            mac,
+        }
     }
+}
+
+/// A MAC address as `ip link` writes it: `02:00:00:00:01:01`.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// What [`create`] does, as the `ip` commands it replaces, one per line.

@@ -11,14 +11,14 @@ use anyhow::{bail, Context, Result};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{ForkResult, Pid};
 
-use super::{reset_loginuid, run_step, Step};
+use super::{reset_loginuid, run_step, Setup};
 use crate::cgroup::Cgroup;
 use crate::process::{self, Channel, Message};
 use crate::{privileges, sys, tty};
 
 /// What the launcher hands the child.
 pub struct Spawn<'a> {
-    pub steps: &'a [Step],
+    pub steps: &'a [Setup],
     /// The subhost's netns, joined first so that sysfs shows its links.
     pub netns: OwnedFd,
     /// `subhost-init`, opened on the host: nothing needs to be installed
@@ -130,7 +130,7 @@ pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
     // Said here, by the launcher: a detached sandbox's stderr is its
     // console.
     for step in s.steps {
-        if let Step::DropCaps { lacking, .. } = step {
+        if let Setup::DropCaps { lacking, .. } = step {
             if !lacking.is_empty() {
                 let name = s.live.parent().and_then(Path::file_name);
                 let name = name.unwrap_or_default().to_string_lossy();
@@ -170,7 +170,7 @@ pub fn spawn_begin(s: Spawn<'_>) -> Result<Pending> {
         }
         Some(u) => {
             let v2 = cgroup_fd.zip(v2);
-            let reset = s.steps.contains(&Step::ResetLoginuid);
+            let reset = s.steps.contains(&Setup::ResetLoginuid);
             (
                 fork_into_userns(s.cgroup, v2, u.user.as_fd(), reset)?,
                 InCgroups::All,
@@ -226,7 +226,7 @@ fn fork_into_userns(
             }
         }
         if reset_loginuid_first {
-            crate::logging::step(&Step::ResetLoginuid, reset_loginuid);
+            crate::logging::step(&Setup::ResetLoginuid, reset_loginuid);
         }
         let init = crate::userns::become_root_of(user)
             .and_then(|()| sys::unshare(libc::CLONE_NEWPID))
@@ -268,8 +268,8 @@ fn child_main(
     // First, while stderr is still the caller's (a detached init's is its
     // console), so a warning reaches whoever started it. With USERNS the
     // sandbox's first process did it, as the host's root.
-    if s.userns.is_none() && s.steps.contains(&Step::ResetLoginuid) {
-        crate::logging::step(&Step::ResetLoginuid, reset_loginuid);
+    if s.userns.is_none() && s.steps.contains(&Setup::ResetLoginuid) {
+        crate::logging::step(&Setup::ResetLoginuid, reset_loginuid);
     }
     match &s.detached {
         Some(d) => detach(d)?,
@@ -301,7 +301,7 @@ fn child_main(
     for step in s.steps {
         // The pty comes from the subhost's own devpts, so it has to be made
         // after devpts is mounted and before the pivot hides nothing of it.
-        if matches!(step, Step::PivotRoot { .. }) && s.pty {
+        if matches!(step, Setup::PivotRoot { .. }) && s.pty {
             let pty = tty::open_pty(&s.live.join("dev/pts/ptmx"))
                 .context("cannot open a pty for the session")?;
             channel
@@ -315,7 +315,7 @@ fn child_main(
                 .context("cannot make the pty the session's terminal")?;
         }
         // Done first, above.
-        if matches!(step, Step::ResetLoginuid) {
+        if matches!(step, Setup::ResetLoginuid) {
             continue;
         }
         let trees = s.userns.as_ref().map_or(&[][..], |u| &u.trees[..]);

@@ -10,20 +10,23 @@ fn plan_order_and_shares() {
         inner: "/data".into(),
     });
     let steps = plan(&layout, &cfg, None).unwrap();
-    assert_eq!(steps.first(), Some(&Step::ResetLoginuid));
-    assert_eq!(steps[1], Step::PrivateMounts);
-    assert_eq!(steps[2], Step::NoDevRoot("/opt/subhost/future/live".into()));
+    assert_eq!(steps.first(), Some(&Setup::ResetLoginuid));
+    assert_eq!(steps[1], Setup::PrivateMounts);
+    assert_eq!(
+        steps[2],
+        Setup::NoDevRoot("/opt/subhost/future/live".into())
+    );
     assert_eq!(
         steps[3],
-        Step::Bind {
+        Setup::Bind {
             source: "/srv/data".into(),
             target: "/opt/subhost/future/live/data".into()
         }
     );
     let n = steps.len();
-    assert!(matches!(steps[n - 3], Step::PivotRoot { .. }));
-    assert!(matches!(steps[n - 2], Step::Seccomp(_)));
-    assert!(matches!(steps.last(), Some(Step::DropCaps { .. })));
+    assert!(matches!(steps[n - 3], Setup::PivotRoot { .. }));
+    assert!(matches!(steps[n - 2], Setup::Seccomp(_)));
+    assert!(matches!(steps.last(), Some(Setup::DropCaps { .. })));
     let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
     assert!(text.contains(&"hostname future".to_string()), "{text:?}");
     assert!(
@@ -37,23 +40,23 @@ fn plan_order_and_shares() {
     // above).
     let pts = text.iter().position(|t| t.contains("devpts")).unwrap();
     assert!(pts < n - 3);
-    let pos = |want: &Step| steps.iter().position(|s| s == want).unwrap();
+    let pos = |want: &Setup| steps.iter().position(|s| s == want).unwrap();
     let live = Path::new("/opt/subhost/future/live");
     let proc_mount = text
         .iter()
         .position(|t| t.starts_with("mount -t proc"))
         .unwrap();
-    let net = pos(&Step::Writable(live.join("proc/sys/net")));
-    let sys = pos(&Step::ReadOnly(live.join("proc/sys")));
+    let net = pos(&Setup::Writable(live.join("proc/sys/net")));
+    let sys = pos(&Setup::ReadOnly(live.join("proc/sys")));
     // The writable island must exist before its parent's rbind copies it.
     assert!(proc_mount < net && net < sys, "{text:#?}");
     let null = text.iter().position(|t| t.starts_with("mknod")).unwrap();
-    let kcore = pos(&Step::Mask {
+    let kcore = pos(&Setup::Mask {
         path: live.join("proc/kcore"),
         dev_null: live.join("dev/null"),
     });
     assert!(null < kcore && kcore < n - 3, "{text:#?}");
-    assert!(steps.contains(&Step::Mask {
+    assert!(steps.contains(&Setup::Mask {
         path: live.join("sys/firmware"),
         dev_null: live.join("dev/null"),
     }));
@@ -65,8 +68,8 @@ fn seccomp_off_leaves_the_filter_out_of_the_plan() {
     let mut cfg = Config::defaults("future");
     cfg.seccomp = false;
     let steps = plan(&layout, &cfg, None).unwrap();
-    assert!(!steps.iter().any(|s| matches!(s, Step::Seccomp(_))));
-    assert!(matches!(steps[steps.len() - 2], Step::PivotRoot { .. }));
+    assert!(!steps.iter().any(|s| matches!(s, Setup::Seccomp(_))));
+    assert!(matches!(steps[steps.len() - 2], Setup::PivotRoot { .. }));
 }
 
 #[test]
@@ -86,32 +89,32 @@ fn plan_in_a_user_namespace() {
     let live = PathBuf::from("/opt/subhost/future/live");
     // The loginuid goes first: the first process does it as the
     // host's root, before it joins the user namespace.
-    assert_eq!(steps[0], Step::ResetLoginuid);
+    assert_eq!(steps[0], Setup::ResetLoginuid);
     // live bound on itself first: pivot_root refuses a locked mount.
     assert_eq!(
         steps[2],
-        Step::Bind {
+        Setup::Bind {
             source: live.clone(),
             target: live.clone()
         }
     );
-    assert_eq!(steps[3], Step::NoDevRoot(live.clone()));
+    assert_eq!(steps[3], Setup::NoDevRoot(live.clone()));
     assert_eq!(
         steps[4],
-        Step::AttachTree {
+        Setup::AttachTree {
             tree: 0,
             source: "/srv/data".into(),
             target: live.join("data"),
             range
         }
     );
-    assert!(steps.contains(&Step::DevBinds {
+    assert!(steps.contains(&Setup::DevBinds {
         dev: live.join("dev")
     }));
-    assert!(!steps.iter().any(|s| matches!(s, Step::DevNodes { .. })));
+    assert!(!steps.iter().any(|s| matches!(s, Setup::DevNodes { .. })));
     assert_eq!(
         steps.last(),
-        Some(&Step::DropCaps {
+        Some(&Setup::DropCaps {
             drop: vec![Capability::CAP_NET_RAW],
             lacking: Vec::new()
         })
@@ -122,12 +125,12 @@ fn plan_in_a_user_namespace() {
         "{text:?}"
     );
     // The filter still applies.
-    assert!(steps.iter().any(|s| matches!(s, Step::Seccomp(_))));
+    assert!(steps.iter().any(|s| matches!(s, Setup::Seccomp(_))));
 }
 
 #[test]
 fn caps_the_launcher_lacks_show_in_the_plan() {
-    let step = Step::DropCaps {
+    let step = Setup::DropCaps {
         drop: vec![Capability::CAP_SYS_MODULE],
         lacking: vec![Capability::CAP_SYS_RESOURCE],
     };
