@@ -782,10 +782,13 @@ fn escaped_and_term_ignoring_are_killed(mut g: Guard) {
 
 #[test]
 fn kill_all_with_cgroup_kill_reaches_escaped_processes() {
-    let g = Guard::new("shtcg-kill", &Limits::default());
-    if kernel_at_least(5, 14) {
-        assert!(matches!(g.plan.kill, KillVia::CgroupKill(_)), "{}", g.plan);
+    if !kernel_at_least(5, 14) {
+        // The freezer's test below covers this kernel's way.
+        eprintln!("skipped: this kernel has no cgroup.kill (Linux 5.14)");
+        return;
     }
+    let g = Guard::new("shtcg-kill", &Limits::default());
+    assert!(matches!(g.plan.kill, KillVia::CgroupKill(_)), "{}", g.plan);
     escaped_and_term_ignoring_are_killed(g);
 }
 
