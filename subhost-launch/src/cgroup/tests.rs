@@ -548,16 +548,27 @@ impl Drop for Guard {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = self.cg.remove();
-        for d in &self.plan.dirs {
-            if let Some(parent) = d.parent() {
-                let ours = parent
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("shtcg-"));
-                if ours {
-                    let _ = remove_dir_retrying(parent);
+        // A killed fork bomb's children are reparented and reaped a moment
+        // later; until then the leaf may still be busy. Retried for up to
+        // 10 s, so that no test leaves its parent behind.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let _ = self.cg.remove();
+            let mut left = false;
+            for d in &self.plan.dirs {
+                if let Some(parent) = d.parent() {
+                    let ours = parent
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("shtcg-"));
+                    if ours && remove_dir_retrying(parent).is_err() {
+                        left = true;
+                    }
                 }
             }
+            if !left || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
