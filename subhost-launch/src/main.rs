@@ -8,6 +8,7 @@ mod detached;
 mod docs;
 mod files;
 mod join;
+mod launch;
 mod layout;
 mod logging;
 mod mounts;
@@ -283,7 +284,7 @@ fn main() -> ExitCode {
                 let code = cmd::start::start_detached(&base, &names, console, dry_run);
                 (Ok(code), 125)
             } else {
-                let mode = cmd::start::Mode::Foreground { command };
+                let mode = launch::Mode::Foreground { command };
                 (cmd::start::start(&base, &names[0], mode, dry_run), 125)
             }
         }
