@@ -20,6 +20,7 @@ mod procfs;
 mod run;
 mod sandbox;
 mod seccomp;
+mod shutdown;
 mod state;
 mod status;
 mod supervisor;
