@@ -17,6 +17,7 @@ mod outcome;
 mod privileges;
 mod process;
 mod procfs;
+mod provision;
 mod run;
 mod sandbox;
 mod seccomp;

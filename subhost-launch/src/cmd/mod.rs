@@ -1,8 +1,9 @@
-//! One module per command of the CLI, each an entry point only; the
-//! machinery they share lives in the modules named for what it owns
-//! (config, mounts, netns, sandbox, join — a process joining a running
-//! subhost —, detached — the boot scripts and console of detached
-//! subhosts —, status — what state a subhost is in —, procfs, userns, …).
+//! One module per command of the CLI, each an entry point only: its
+//! arguments parsed, its plan or its outcome printed. The work is done by
+//! the modules named for what they own: `launch` (a start), `shutdown` (a
+//! stop), `join` (a process joining a running subhost), `provision` (a new
+//! subhost on disk), `status` (what state a subhost is in), and below them
+//! config, mounts, netns, cgroup, sandbox, state, run, userns, ….
 
 pub mod create;
 pub mod enter;
