@@ -665,9 +665,21 @@ pub fn running_init(name: &str) -> Option<ProcId> {
 /// of that NAME).
 pub fn find_init(name: &str, pids: &[i32], live: &std::path::Path) -> Option<ProcId> {
     let live = std::fs::metadata(live).ok()?;
+    let launcher = std::fs::metadata("/proc/self/exe").ok();
     pids.iter().find_map(|&pid| {
         let id = ProcId::of(pid).ok()?;
         if !is_init_of(name, id) {
+            return None;
+        }
+        // A sandbox whose start was killed before it exec'd the init is
+        // still a copy of the launcher, with every signal blocked: it
+        // would sit out a graceful stop's whole grace. It is no init, and
+        // goes with the cgroup.
+        let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+        if launcher
+            .as_ref()
+            .is_some_and(|l| l.dev() == exe.dev() && l.ino() == exe.ino())
+        {
             return None;
         }
         let root = std::fs::metadata(format!("/proc/{pid}/root")).ok()?;
