@@ -356,8 +356,10 @@ impl Launching {
         let id = state::ProcId::of_child(child.pid.as_raw());
         match &id {
             Ok(id) => {
-                state::record_init(name, *id)?;
+                // What was applied first: whoever sees the init record
+                // (`enter`, a test waiting for it) finds it there too.
                 state::record_applied(name, &applied(&cfg, range, cgroups, *id)?)?;
+                state::record_init(name, *id)?;
             }
             Err(e) => warn!("cannot record init PID {}: {e}", child.pid),
         }
