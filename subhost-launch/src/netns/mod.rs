@@ -328,9 +328,8 @@ pub fn create_from(
         &file,
         made,
         host.as_mut(),
-        links,
+        &links.iter().zip(masters).collect::<Vec<_>>(),
         addressing,
-        &masters,
         &mut cables,
     ) {
         return Err(rollback(name, &file, cables, err));
@@ -462,16 +461,15 @@ fn populate(
     file: &Path,
     ns: Option<OwnedFd>,
     mut host: Option<&mut Netlink>,
-    links: &[Link],
+    cables: &[(&Link, Option<u32>)],
     addressing: &Addressing,
-    masters: &[Option<u32>],
     made: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let (nsfd, mut inner) = match ns {
         None => crate::logging::step(format_args!("ip netns add {name}"), || new_netns(file))?,
         Some(ns) => crate::logging::step(NameOwned(name), || name_netns(ns, file))?,
     };
-    for (i, (link, master)) in links.iter().zip(masters).enumerate() {
+    for (i, (link, master)) in cables.iter().enumerate() {
         let host = host.as_deref_mut().expect("opened for cables");
         crate::logging::step(LinkAddIn(link, name), || {
             host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
@@ -487,7 +485,7 @@ fn populate(
     }
     // The peer cannot be created up (ENOTCONN), so the inner ends are raised
     // from inside, on a socket bound to the new namespace.
-    let inner_names = std::iter::once("lo").chain(links.iter().map(|l| l.inner_if.as_str()));
+    let inner_names = std::iter::once("lo").chain(cables.iter().map(|(l, _)| l.inner_if.as_str()));
     for ifname in inner_names {
         crate::logging::step(format_args!("ip -n {name} link set {ifname} up"), || {
             inner.request(set_up(ifname), 0)
