@@ -4,7 +4,7 @@
 //! Usage (root): `netns-bench BRIDGE [N]`. Names are `shtbn<pid>-<i>`-like
 //! and every namespace made is deleted before exit.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../src/netns/mod.rs"]
 mod netns;
 

@@ -78,6 +78,8 @@ pub struct Prepared {
     pub console: Option<detached::Console>,
     pub mount_steps: Vec<mounts::Step>,
     pub links: Vec<netns::Link>,
+    /// Addresses and default routes, set when the netns is made.
+    pub addressing: netns::Addressing,
     pub inner: Vec<sandbox::Setup>,
     pub cgroup_plan: cgroup::Plan,
     /// With USERNS: the range of its user namespace, and the delegation of
@@ -114,6 +116,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
     };
     let mount_steps = mounts::plan(&layout, &cfg, userns);
     let links = cfg.links(name);
+    let addressing = cfg.addressing();
     let inner = sandbox::plan(&layout, &cfg, userns)?;
     let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
     let delegation = userns.and_then(|r| cgroup::delegation(&cgroup_plan, r.base));
@@ -124,6 +127,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
         console,
         mount_steps,
         links,
+        addressing,
         inner,
         cgroup_plan,
         userns,
@@ -173,6 +177,7 @@ impl Prepared {
             console,
             mount_steps,
             links,
+            addressing,
             inner,
             cgroup_plan,
             userns,
@@ -236,7 +241,7 @@ impl Prepared {
         } else {
             // All or nothing: a failed create removes what it made, and only
             // that (a link that holds a cable's name is not the start's).
-            netns::create_from(name, &links, made_net)?;
+            netns::create_from(name, &links, &addressing, made_net)?;
             undo.netns = true;
         }
         let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;

@@ -184,6 +184,14 @@ enum Command {
         /// Repeat for more cables
         #[arg(long, value_name = "BR[=MAC]")]
         bridge: Vec<String>,
+        /// An address of a cable's inner end (ADDRESS element): ADDR/PREFIX
+        /// for eth0, ethN:ADDR/PREFIX for cable N. Repeat for more
+        #[arg(long, value_name = "[ethN:]ADDR/PREFIX")]
+        address: Vec<String>,
+        /// The default route's router, IPv4 (GATEWAY) or IPv6 (GATEWAY6);
+        /// give it once per family
+        #[arg(long, value_name = "ADDR")]
+        gateway: Vec<String>,
         /// Keep root/ and work/ in a sparse ext4 image file of SIZE bytes
         /// (suffixes K, M, G, T: powers of 1024)
         #[arg(long, value_name = "SIZE")]
@@ -315,12 +323,16 @@ fn main() -> ExitCode {
             name,
             lower,
             bridge,
+            address,
+            gateway,
             image,
             userns,
         } => {
             let req = cmd::create::Request {
                 lower,
                 bridges: bridge,
+                addresses: address,
+                gateways: gateway,
                 image,
                 userns,
             };

@@ -167,6 +167,9 @@ pub struct Cable {
     #[serde(serialize_with = "mac_or_auto")]
     pub mac: Option<String>,
     pub present: bool,
+    /// The inner end's addresses now (`addr/prefix`), read from the netns;
+    /// empty when it has none or the netns is not there.
+    pub addresses: Vec<String>,
 }
 
 /// Everything `list` and `status` show of one subhost; serialized in
@@ -322,6 +325,9 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         },
         cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
     };
+    if facts.netns {
+        addresses(name, &mut cables);
+    }
     let (mut state, mut problems) = classify(&facts);
     // What is left on the host where the subhost's own pieces go: records
     // that are no regular file, someone else's mount on live or mnt,
@@ -566,6 +572,7 @@ fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
                     mac: c.mac.map(|m| netns::mac_string(&m)),
                     present,
                     host,
+                    addresses: Vec::new(),
                 }
             })
             .collect(),
@@ -577,8 +584,29 @@ fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
                 mac: None,
                 present: true,
                 host,
+                addresses: Vec::new(),
             })
             .collect(),
+    }
+}
+
+/// Fills in what each cable's inner end (`ethI` of host end `NAMEI`) has
+/// now in netns `name`.
+fn addresses(name: &str, cables: &mut [Cable]) {
+    let inner: Vec<String> = cables
+        .iter()
+        .map(|c| match c.host.strip_prefix(name) {
+            Some(i) => format!("eth{i}"),
+            None => String::new(),
+        })
+        .collect();
+    if inner.is_empty() {
+        return;
+    }
+    if let Some(found) = netns::read_addresses(name, &inner) {
+        for (c, addrs) in cables.iter_mut().zip(found) {
+            c.addresses = addrs.iter().map(ToString::to_string).collect();
+        }
     }
 }
 

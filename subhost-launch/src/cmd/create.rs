@@ -16,6 +16,10 @@ pub struct Request {
     pub lower: Vec<String>,
     /// `--bridge`, each `BRIDGE[=MAC]`.
     pub bridges: Vec<String>,
+    /// `--address`, each `[ethN:]ADDR/PREFIX`.
+    pub addresses: Vec<String>,
+    /// `--gateway`, each an IPv4 (GATEWAY) or IPv6 (GATEWAY6) address.
+    pub gateways: Vec<String>,
     /// `--image SIZE`.
     pub image: Option<String>,
     /// `--userns`: `USERNS=pick`, the range picked and recorded now.
@@ -31,8 +35,14 @@ pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
     if req.lower.iter().any(|l| l.is_empty()) {
         bail!("--lower is empty (give the absolute path of the read-only base, e.g. /)");
     }
-    let cfg = config::parse(&layout.config(), &text, name, base)
-        .map_err(|e| anyhow::anyhow!("bad --lower or --bridge: {} ({})", e.what, e.fix))?;
+    check_gateways(&req.gateways)?;
+    let cfg = config::parse(&layout.config(), &text, name, base).map_err(|e| {
+        anyhow::anyhow!(
+            "bad --lower, --bridge, --address or --gateway: {} ({})",
+            e.what,
+            e.fix
+        )
+    })?;
     check_lower(&cfg.lower)?;
 
     let range =
@@ -71,6 +81,24 @@ pub fn parse_size(s: &str) -> Result<u64> {
         bail!("--image {s:?} is too small: an ext4 image needs at least 1M ({usage})");
     }
     Ok(bytes)
+}
+
+/// At most one `--gateway` of each family, each an address: the config
+/// parser would take a later one over an earlier one.
+fn check_gateways(gateways: &[String]) -> Result<()> {
+    let mut seen = [None::<&str>; 2];
+    for g in gateways {
+        let ip: std::net::IpAddr = g.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--gateway {g:?} is not an IP address (give the router's address, e.g. 10.0.0.1 or fd00::1)"
+            )
+        })?;
+        let slot = &mut seen[usize::from(ip.is_ipv6())];
+        if let Some(before) = slot.replace(g) {
+            bail!("--gateway {before} and --gateway {g}: one default route per family");
+        }
+    }
+    Ok(())
 }
 
 /// Lower layers must exist now: an overlay over a missing directory would
@@ -134,6 +162,20 @@ fn requested(req: &Request, key: &str) -> Option<String> {
             let items: Vec<String> = req.bridges.iter().map(|b| sh_quote(b)).collect();
             format!("BRIDGES=({})", items.join(" "))
         }),
+        "ADDRESS" => (!req.addresses.is_empty()).then(|| {
+            let items: Vec<String> = req.addresses.iter().map(|a| sh_quote(a)).collect();
+            format!("ADDRESS=({})", items.join(" "))
+        }),
+        "GATEWAY" | "GATEWAY6" => {
+            let v6 = key == "GATEWAY6";
+            req.gateways
+                .iter()
+                .find(|g| {
+                    g.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_ipv6() == v6)
+                })
+                .map(|g| format!("{key}={}", sh_quote(g)))
+        }
         "USERNS" => req.userns.then(|| "USERNS=pick".to_string()),
         _ => None,
     }
@@ -203,6 +245,41 @@ mod tests {
     }
 
     #[test]
+    fn addresses_and_gateways_become_keys() {
+        let req = Request {
+            bridges: vec!["br0".into(), "br1".into()],
+            addresses: vec!["10.0.0.5/24".into(), "eth1:fd00::5/64".into()],
+            gateways: vec!["fd00::1".into(), "10.0.0.1".into()],
+            ..Request::default()
+        };
+        let text = config_text(&req);
+        assert!(
+            text.contains("\nADDRESS=('10.0.0.5/24' 'eth1:fd00::5/64')\n"),
+            "{text}"
+        );
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.gateway, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(cfg.gateway6, Some("fd00::1".parse().unwrap()));
+        assert_eq!(cfg.addresses[1].cable, 1);
+        assert!(check_gateways(&req.gateways).is_ok());
+        let two = ["10.0.0.1".to_string(), "10.0.0.2".to_string()];
+        let err = check_gateways(&two).unwrap_err().to_string();
+        assert!(err.contains("one default route per family"), "{err}");
+        let err = check_gateways(&["10.0.0.1/24".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not an IP address"), "{err}");
+        // A gateway outside every subnet is the parser's refusal.
+        let req = Request {
+            bridges: vec!["br0".into()],
+            addresses: vec!["10.0.0.5/24".into()],
+            gateways: vec!["10.9.0.1".into()],
+            ..Request::default()
+        };
+        assert!(parse(&config_text(&req)).is_err());
+    }
+
+    #[test]
     fn generated_config_parses_and_documents_every_key() {
         let text = config_text(&Request::default());
         let cfg = parse(&text).unwrap();
@@ -228,6 +305,7 @@ mod tests {
             bridges: vec!["br0".into(), "br1=02:00:00:00:01:01".into(), "=".into()],
             image: None,
             userns: false,
+            ..Request::default()
         };
         let cfg = parse(&config_text(&req)).unwrap();
         assert_eq!(cfg.userns, None);
@@ -248,6 +326,7 @@ mod tests {
             bridges: vec!["br0".into()],
             image: None,
             userns: true,
+            ..Request::default()
         };
         let text = config_text(&req);
         let at = |name: &str| {

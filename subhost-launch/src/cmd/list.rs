@@ -124,12 +124,17 @@ fn block(r: &Report) -> String {
     for (i, c) in r.cables.iter().enumerate() {
         let _ = writeln!(
             out,
-            "{}{}  bridge {}  mac {}  host end {}",
+            "{}{}  bridge {}  mac {}  host end {}{}",
             if i == 0 { "cables:   " } else { "          " },
             c.host,
             c.bridge.as_deref().unwrap_or("-"),
             c.mac.as_deref().unwrap_or("auto"),
-            if c.present { "up" } else { "absent" }
+            if c.present { "up" } else { "absent" },
+            if c.addresses.is_empty() {
+                String::new()
+            } else {
+                format!("  addresses {}", c.addresses.join(" "))
+            }
         );
     }
     if let Some(u) = r.userns {

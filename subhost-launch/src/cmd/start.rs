@@ -101,7 +101,8 @@ fn print_plan(p: &Prepared) {
     let net = match p.userns {
         Some(r) => netns::plan(name, &p.links).owned_by(r.base, r.count),
         None => netns::plan(name, &p.links),
-    };
+    }
+    .addressed(&p.addressing);
     // Woken, it plugs back in what is out of its bridge now.
     let net = match netns::exists(name) {
         true => net.replugging(netns::unplugged(&p.links)),

@@ -105,6 +105,62 @@ pub const KEYS: &[Key] = &[
         example: "BRIDGES=(br0 br1=02:00:00:00:01:01)",
     },
     Key {
+        name: "ADDRESS",
+        takes: Takes::Array {
+            hint: "ADDRESS=(10.0.0.5/24 fd00::5/64)",
+            set: |c, elems, _| {
+                c.addresses = elems
+                    .iter()
+                    .map(|e| {
+                        let (cable, address) = values::address(&e.text).map_err(|b| (e.line, b))?;
+                        Ok(super::CableAddress {
+                            cable,
+                            address,
+                            line: e.line,
+                        })
+                    })
+                    .collect::<At<_>>()?;
+                Ok(())
+            },
+        },
+        default: "()",
+        doc: "Addresses of the cables' inner ends, set when the netns is made:\n\
+              ADDR/PREFIX for eth0, ethN:ADDR/PREFIX for cable N (its place in BRIDGES).",
+        example: "ADDRESS=(10.0.0.5/24 fd00::5/64 eth1:192.0.2.7/24)",
+    },
+    Key {
+        name: "GATEWAY",
+        takes: Takes::Single {
+            hint: "GATEWAY=10.0.0.1",
+            set: |c, v, _| {
+                c.gateway = values::gateway(v, false)?.map(|ip| match ip {
+                    std::net::IpAddr::V4(a) => a,
+                    std::net::IpAddr::V6(_) => unreachable!("checked to be IPv4"),
+                });
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "IPv4 default route: the router, in the subnet of an IPv4 ADDRESS.",
+        example: "GATEWAY=10.0.0.1",
+    },
+    Key {
+        name: "GATEWAY6",
+        takes: Takes::Single {
+            hint: "GATEWAY6=fd00::1",
+            set: |c, v, _| {
+                c.gateway6 = values::gateway(v, true)?.map(|ip| match ip {
+                    std::net::IpAddr::V6(a) => a,
+                    std::net::IpAddr::V4(_) => unreachable!("checked to be IPv6"),
+                });
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "IPv6 default route: the router, in the subnet of an IPv6 ADDRESS.",
+        example: "GATEWAY6=fd00::1",
+    },
+    Key {
         name: "HOSTNAME",
         takes: Takes::Single {
             hint: "HOSTNAME=web",
@@ -336,6 +392,7 @@ pub(super) fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> 
 /// Checks between keys, once the whole file is read; `line` gives where a
 /// key was last assigned.
 pub(super) fn check_together(cfg: &Config, line: impl Fn(&str) -> Option<usize>) -> At<()> {
+    check_addresses(cfg, &line)?;
     if let (Some(drop), Some(keep)) = (line("CAPS_DROP"), line("CAPS_KEEP")) {
         if let Some(cap) = cfg.caps_drop.iter().find(|c| cfg.caps_keep.contains(c)) {
             return Err((
@@ -343,6 +400,73 @@ pub(super) fn check_together(cfg: &Config, line: impl Fn(&str) -> Option<usize>)
                 ValueError::new(
                     format!("{cap} is in both CAPS_DROP (line {drop}) and CAPS_KEEP (line {keep})"),
                     "remove it from one of them",
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each address names a cable that BRIDGES has, once; each gateway is in
+/// the subnet of an address of its family, or no route to it could be made.
+fn check_addresses(cfg: &Config, line: &impl Fn(&str) -> Option<usize>) -> At<()> {
+    let cables = cfg.bridges.len();
+    for (i, a) in cfg.addresses.iter().enumerate() {
+        if a.cable >= cables {
+            let have = match cables {
+                0 => "BRIDGES has no cable".to_string(),
+                1 => "BRIDGES has one cable, eth0".to_string(),
+                n => format!("BRIDGES has {n} cables, eth0 to eth{}", n - 1),
+            };
+            return Err((
+                a.line,
+                ValueError::new(
+                    format!("ADDRESS: {} is for eth{}, but {have}", a.address, a.cable),
+                    format!(
+                        "add a BRIDGES element for cable {}, or address an existing one",
+                        a.cable
+                    ),
+                ),
+            ));
+        }
+        if let Some(b) = cfg.addresses[..i]
+            .iter()
+            .find(|b| b.address.ip == a.address.ip)
+        {
+            return Err((
+                a.line,
+                ValueError::new(
+                    format!(
+                        "ADDRESS: {} is given twice (also on line {}, eth{})",
+                        a.address.ip, b.line, b.cable
+                    ),
+                    "give each address once",
+                ),
+            ));
+        }
+    }
+    let gateways = [
+        ("GATEWAY", cfg.gateway.map(std::net::IpAddr::V4), 4),
+        ("GATEWAY6", cfg.gateway6.map(std::net::IpAddr::V6), 6),
+    ];
+    for (key, gw, v) in gateways {
+        let Some(gw) = gw else { continue };
+        let at = line(key).unwrap_or(1);
+        if cfg.addresses.iter().any(|a| a.address.ip == gw) {
+            return Err((
+                at,
+                ValueError::new(
+                    format!("{key}: {gw} is the subhost's own ADDRESS"),
+                    "give the router's address",
+                ),
+            ));
+        }
+        if !cfg.addresses.iter().any(|a| a.address.contains(gw)) {
+            return Err((
+                at,
+                ValueError::new(
+                    format!("{key}: {gw} is outside every cable's IPv{v} subnet in ADDRESS"),
+                    format!("give a router in the subnet of an IPv{v} ADDRESS, or add an address in its subnet"),
                 ),
             ));
         }

@@ -61,6 +61,15 @@ pub struct Cable {
     pub mac: Option<[u8; 6]>,
 }
 
+/// An `ADDRESS` element: an address for the inner end of cable `cable`
+/// (`ethN`), and the line that gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CableAddress {
+    pub cable: usize,
+    pub address: crate::netns::Address,
+    pub line: usize,
+}
+
 /// A bind mount from the host into the subhost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
@@ -76,6 +85,11 @@ pub struct Config {
     /// `root`.
     pub lower: Vec<PathBuf>,
     pub bridges: Vec<Cable>,
+    /// Addresses of the cables' inner ends (`ADDRESS`).
+    pub addresses: Vec<CableAddress>,
+    /// Default routes (`GATEWAY`, `GATEWAY6`).
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// Defaults to NAME.
     pub hostname: String,
     pub share: Vec<Share>,
@@ -125,11 +139,27 @@ impl Config {
             .collect()
     }
 
+    /// The addresses and default routes the netns gets on its cables.
+    pub fn addressing(&self) -> crate::netns::Addressing {
+        crate::netns::Addressing {
+            addresses: self
+                .addresses
+                .iter()
+                .map(|a| (format!("eth{}", a.cable), a.address))
+                .collect(),
+            gateway: self.gateway,
+            gateway6: self.gateway6,
+        }
+    }
+
     /// The configuration of a subhost without a config file.
     pub fn defaults(name: &str) -> Config {
         Config {
             lower: Vec::new(),
             bridges: Vec::new(),
+            addresses: Vec::new(),
+            gateway: None,
+            gateway6: None,
             hostname: name.to_string(),
             share: Vec::new(),
             stop_timeout: 5,

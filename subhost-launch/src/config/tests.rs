@@ -66,8 +66,17 @@ fn each_documented_default_is_the_default() {
 
 #[test]
 fn every_example_parses_alone() {
-    for key in KEYS {
-        ok(key.example);
+    // Addresses need the cables, gateways an address: those examples parse
+    // after the ones above them, as `create` writes them.
+    let needs_above = ["ADDRESS", "GATEWAY", "GATEWAY6"];
+    for (i, key) in KEYS.iter().enumerate() {
+        if needs_above.contains(&key.name) {
+            p(key.example).expect_err("refused alone");
+            let above: Vec<&str> = KEYS[..=i].iter().map(|k| k.example).collect();
+            ok(&above.join("\n"));
+        } else {
+            ok(key.example);
+        }
     }
 }
 
@@ -1024,4 +1033,111 @@ fn accepted_constructs_mean_what_they_mean_to_bash() {
         let keys: Vec<&str> = ours.keys().map(String::as_str).collect();
         assert_eq!(ours, bash_values(text, &keys), "{text:?}");
     }
+}
+
+#[test]
+fn addresses_and_gateways() {
+    let c = ok("BRIDGES=(br0 br1)\nADDRESS=(10.0.0.5/24 fd00::5/64\n eth1:192.0.2.7/24)\nGATEWAY=10.0.0.1\nGATEWAY6=fd00::1\n");
+    let got: Vec<(usize, String, usize)> = c
+        .addresses
+        .iter()
+        .map(|a| (a.cable, a.address.to_string(), a.line))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "10.0.0.5/24".into(), 2),
+            (0, "fd00::5/64".into(), 2),
+            (1, "192.0.2.7/24".into(), 3)
+        ]
+    );
+    let a = c.addressing();
+    assert_eq!(a.addresses[2].0, "eth1");
+    assert_eq!(
+        a.steps("web"),
+        [
+            "ip -n web addr add 10.0.0.5/24 dev eth0",
+            "ip -n web addr add fd00::5/64 dev eth0",
+            "ip -n web addr add 192.0.2.7/24 dev eth1",
+            "ip -n web route add default via 10.0.0.1",
+            "ip -n web -6 route add default via fd00::1",
+        ]
+    );
+    // BRIDGES may come after ADDRESS, as any later assignment.
+    ok("ADDRESS=(10.0.0.5/24)\nBRIDGES=(br0)\n");
+    // /32 and /128 are fine; a gateway then cannot be routed.
+    ok("BRIDGES=(br0)\nADDRESS=(10.0.0.5/32 fd00::5/128)\n");
+}
+
+#[test]
+fn bad_addresses_and_gateways_are_placed_at_their_line() {
+    let b = "BRIDGES=(br0)\n";
+    refused(&format!("{b}ADDRESS=(10.0.0.5)"), 2, "has no prefix length");
+    refused(
+        &format!("{b}ADDRESS=(10.0.0/24)"),
+        2,
+        "is not an IP address",
+    );
+    refused(&format!("{b}ADDRESS=(web/24)"), 2, "is not an IP address");
+    refused(
+        &format!("{b}ADDRESS=(10.0.0.5/33)"),
+        2,
+        "out of range: 0 to 32",
+    );
+    refused(
+        &format!("{b}ADDRESS=(fd00::5/129)"),
+        2,
+        "out of range: 0 to 128",
+    );
+    refused(&format!("{b}ADDRESS=(10.0.0.5/-1)"), 2, "out of range");
+    refused(&format!("{b}ADDRESS=(10.0.0.5/+8)"), 2, "out of range");
+    refused(
+        &format!("{b}ADDRESS=(224.0.0.1/4)"),
+        2,
+        "no address an interface can have",
+    );
+    refused(
+        &format!("{b}ADDRESS=(eth01:10.0.0.5/24)"),
+        2,
+        "no cable name",
+    );
+    refused(
+        &format!("{b}ADDRESS=(\n10.0.0.5/24\neth3:10.0.1.5/24)"),
+        4,
+        "is for eth3, but BRIDGES has one cable",
+    );
+    refused("ADDRESS=(10.0.0.5/24)", 1, "BRIDGES has no cable");
+    refused(
+        &format!("{b}ADDRESS=(10.0.0.5/24 10.0.0.5/16)"),
+        2,
+        "given twice",
+    );
+    refused(&format!("{b}ADDRESS=10.0.0.5/24"), 2, "takes an array");
+    refused(
+        &format!("{b}ADDRESS=(10.0.0.5/24)\nGATEWAY=10.0.1.1"),
+        3,
+        "outside every cable's IPv4 subnet",
+    );
+    refused(
+        &format!("{b}ADDRESS=(10.0.0.5/24)\nGATEWAY6=fd00::1"),
+        3,
+        "outside every cable's IPv6 subnet",
+    );
+    refused(
+        &format!("{b}GATEWAY=10.0.0.1"),
+        2,
+        "outside every cable's IPv4 subnet",
+    );
+    refused(
+        &format!("{b}ADDRESS=(10.0.0.5/24)\nGATEWAY=10.0.0.5"),
+        3,
+        "own ADDRESS",
+    );
+    refused(&format!("{b}GATEWAY=fd00::1"), 2, "is an IPv6 address");
+    refused(&format!("{b}GATEWAY6=10.0.0.1"), 2, "is an IPv4 address");
+    refused(
+        &format!("{b}GATEWAY=10.0.0.1/24"),
+        2,
+        "is not an IP address",
+    );
 }

@@ -70,6 +70,54 @@ pub(super) fn cable(s: &str) -> Result<Cable, ValueError> {
     Ok(Cable { bridge, mac })
 }
 
+/// An `ADDRESS` element: `[ethN:]ADDR/PREFIX`, cable 0 without `ethN:`.
+pub(super) fn address(s: &str) -> Result<(usize, crate::netns::Address), ValueError> {
+    let (cable, addr) = match s.strip_prefix("eth").and_then(|r| r.split_once(':')) {
+        Some((n, addr)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            match n.parse::<usize>() {
+                Ok(i) if i.to_string() == n => (i, addr),
+                _ => {
+                    return invalid(
+                        format!("{s:?}: eth{n} is no cable name"),
+                        "name the cable as eth0, eth1... (its place in BRIDGES)",
+                    )
+                }
+            }
+        }
+        _ => (0, s),
+    };
+    let address =
+        crate::netns::Address::parse(addr).map_err(|(what, fix)| ValueError::new(what, fix))?;
+    Ok((cable, address))
+}
+
+/// A `GATEWAY` (`v6` false) or `GATEWAY6` address; empty is none.
+pub(super) fn gateway(s: &str, v6: bool) -> Result<Option<std::net::IpAddr>, ValueError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let example = if v6 {
+        "GATEWAY6=fd00::1"
+    } else {
+        "GATEWAY=10.0.0.1"
+    };
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_ipv6() == v6 && !ip.is_unspecified() && !ip.is_multicast() => Ok(Some(ip)),
+        Ok(ip) if ip.is_ipv6() != v6 => invalid(
+            format!("{s} is an IPv{} address", if ip.is_ipv6() { 6 } else { 4 }),
+            format!("GATEWAY takes IPv4 and GATEWAY6 IPv6, e.g. {example}"),
+        ),
+        Ok(_) => invalid(
+            format!("{s} cannot be a gateway"),
+            format!("e.g. {example}"),
+        ),
+        Err(_) => invalid(
+            format!("{s:?} is not an IP address"),
+            format!("give the router's address, without a prefix, e.g. {example}"),
+        ),
+    }
+}
+
 /// The kernel's rules for interface names (`dev_valid_name`).
 fn ifname(n: &str) -> Result<String, ValueError> {
     if n.len() >= libc::IFNAMSIZ {

@@ -22,7 +22,10 @@ use nix::sched::{setns, unshare, CloneFlags};
 
 use netlink::{del_link, get_link, link_message, new_veth, set_up, Netlink};
 
+mod address;
 mod netlink;
+
+pub use address::{read as read_addresses, Address, Addressing};
 #[cfg(test)]
 mod tests;
 
@@ -110,6 +113,7 @@ pub struct Plan<'a> {
     owner: Option<(u32, u32)>,
     /// Cables of the existing netns a wake plugs back in.
     plugs: Vec<Plug>,
+    addressing: Option<&'a Addressing>,
 }
 
 /// The plan of `create(name, links)`, for `--dry-run`.
@@ -119,14 +123,21 @@ pub fn plan<'a>(name: &'a str, links: &'a [Link]) -> Plan<'a> {
         links,
         owner: None,
         plugs: Vec::new(),
+        addressing: None,
     }
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
     /// The plan of `create_from` with a netns made inside a user namespace
     /// mapping 0 to host id `base`, `count` ids.
     pub fn owned_by(mut self, base: u32, count: u32) -> Self {
         self.owner = Some((base, count));
+        self
+    }
+
+    /// With the addresses and routes set once the links are up.
+    pub fn addressed(mut self, addressing: &'a Addressing) -> Self {
+        self.addressing = Some(addressing);
         self
     }
 
@@ -160,6 +171,13 @@ impl fmt::Display for Plan<'_> {
         write!(f, "ip -n {} link set lo up", self.name)?;
         for link in self.links {
             write!(f, "\nip -n {} link set {} up", self.name, link.inner_if)?;
+        }
+        for step in self
+            .addressing
+            .map(|a| a.steps(self.name))
+            .unwrap_or_default()
+        {
+            write!(f, "\n{step}")?;
         }
         for plug in &self.plugs {
             write!(f, "\n{plug}   # out of its bridge: plugged back in")?;
@@ -272,13 +290,18 @@ pub fn open(name: &str) -> std::io::Result<OwnedFd> {
 /// or nothing: on error, what this call made is removed again.
 #[cfg_attr(not(test), allow(dead_code))] // start calls create_from
 pub fn create(name: &str, links: &[Link]) -> anyhow::Result<()> {
-    create_from(name, links, None)
+    create_from(name, links, &Addressing::default(), None)
 }
 
 /// `create`, naming the netns `made` (e.g. made inside a subhost's user
 /// namespace, which then owns it) instead of a new one of the launcher's.
 /// The cables are still made from the host.
-pub fn create_from(name: &str, links: &[Link], made: Option<OwnedFd>) -> anyhow::Result<()> {
+pub fn create_from(
+    name: &str,
+    links: &[Link],
+    addressing: &Addressing,
+    made: Option<OwnedFd>,
+) -> anyhow::Result<()> {
     check_links(links)?;
     // Without cables nothing is asked of the host's netlink: no socket.
     let mut host = match links.is_empty() {
@@ -305,8 +328,8 @@ pub fn create_from(name: &str, links: &[Link], made: Option<OwnedFd>) -> anyhow:
         &file,
         made,
         host.as_mut(),
-        links,
-        &masters,
+        &links.iter().zip(masters).collect::<Vec<_>>(),
+        addressing,
         &mut cables,
     ) {
         return Err(rollback(name, &file, cables, err));
@@ -438,15 +461,15 @@ fn populate(
     file: &Path,
     ns: Option<OwnedFd>,
     mut host: Option<&mut Netlink>,
-    links: &[Link],
-    masters: &[Option<u32>],
+    cables: &[(&Link, Option<u32>)],
+    addressing: &Addressing,
     made: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let (nsfd, mut inner) = match ns {
         None => crate::logging::step(format_args!("ip netns add {name}"), || new_netns(file))?,
         Some(ns) => crate::logging::step(NameOwned(name), || name_netns(ns, file))?,
     };
-    for (i, (link, master)) in links.iter().zip(masters).enumerate() {
+    for (i, (link, master)) in cables.iter().enumerate() {
         let host = host.as_deref_mut().expect("opened for cables");
         crate::logging::step(LinkAddIn(link, name), || {
             host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
@@ -462,14 +485,14 @@ fn populate(
     }
     // The peer cannot be created up (ENOTCONN), so the inner ends are raised
     // from inside, on a socket bound to the new namespace.
-    let inner_names = std::iter::once("lo").chain(links.iter().map(|l| l.inner_if.as_str()));
+    let inner_names = std::iter::once("lo").chain(cables.iter().map(|(l, _)| l.inner_if.as_str()));
     for ifname in inner_names {
         crate::logging::step(format_args!("ip -n {name} link set {ifname} up"), || {
             inner.request(set_up(ifname), 0)
         })
         .map_err(|e| anyhow!("setting {ifname} up inside netns {name}: {e}"))?;
     }
-    Ok(())
+    addressing.apply(name, &mut inner)
 }
 
 /// Removes the namespace; the kernel then destroys the cables in it, which

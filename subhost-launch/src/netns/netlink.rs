@@ -5,7 +5,7 @@ use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -155,6 +155,61 @@ impl Netlink {
                         };
                     }
                     NetlinkPayload::InnerMessage(inner) => answer = Some(inner),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+impl Netlink {
+    /// Sends the dump request `msg` and collects every message answered
+    /// until the kernel's DONE.
+    pub(super) fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut out = vec![0; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.sock.send(&out, 0)?;
+
+        let mut answers = Vec::new();
+        loop {
+            self.buf.clear();
+            self.sock.recv(&mut self.buf, 0)?;
+            let mut off = 0;
+            while off < self.buf.len() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..])
+                    .map_err(|e| NlError {
+                        errno: libc::EBADMSG,
+                        detail: Some(format!("unparsable netlink reply: {e}")),
+                    })?;
+                let len = reply.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                if reply.header.sequence_number != self.seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Done(_) => return Ok(answers),
+                    NetlinkPayload::Error(err) => {
+                        return match err.code {
+                            None => Ok(answers),
+                            Some(code) => Err(NlError {
+                                errno: -code.get(),
+                                detail: ext_ack_message(&err.header),
+                            }),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(inner) => answers.push(inner),
                     _ => {}
                 }
             }

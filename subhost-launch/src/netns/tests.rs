@@ -246,7 +246,7 @@ fn a_netns_owned_by_a_user_namespace_is_configured_by_its_root() {
     };
     let ns = crate::userns::acquire(range, true).unwrap();
     let links = [cable(format!("{name}0"), "eth0", None, None)];
-    create_from(&name, &links, ns.net).expect("create_from");
+    create_from(&name, &links, &Addressing::default(), ns.net).expect("create_from");
     // The named netns gives its owner back: what a wake uses.
     let owner = owner(&name).unwrap();
     assert!(crate::userns::same_ns(&owner, &ns.user));

@@ -19,12 +19,14 @@ fn report() -> Report {
                 bridge: Some("br0".into()),
                 mac: None,
                 present: true,
+                addresses: vec!["10.0.0.5/24".into(), "fd00::5/64".into()],
             },
             Cable {
                 host: "web1".into(),
                 bridge: None,
                 mac: Some("02:00:00:00:01:01".into()),
                 present: false,
+                addresses: vec![],
             },
         ],
         memory: None,
@@ -57,13 +59,18 @@ fn json_keeps_the_documented_schema() {
       "host": "web0",
       "bridge": "br0",
       "mac": "auto",
-      "present": true
+      "present": true,
+      "addresses": [
+        "10.0.0.5/24",
+        "fd00::5/64"
+      ]
     },
     {
       "host": "web1",
       "bridge": null,
       "mac": "02:00:00:00:01:01",
-      "present": false
+      "present": false,
+      "addresses": []
     }
   ],
   "memory_bytes": null,
