@@ -15,7 +15,7 @@ use crate::cgroup::{self, Cgroup};
 use crate::config::Config;
 use crate::detached;
 use crate::layout::Layout;
-use crate::{mounts, netns, sandbox, state, supervisor, tty, userns};
+use crate::{mounts, names, netns, sandbox, state, supervisor, tty, userns};
 
 pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
     let layout = Layout::new(base, name)?;
@@ -77,6 +77,8 @@ pub struct Prepared {
     /// Set for a detached start.
     pub console: Option<detached::Console>,
     pub mount_steps: Vec<mounts::Step>,
+    /// Written into the root at a cold start.
+    pub names: names::Plan,
     pub links: Vec<netns::Link>,
     pub inner: Vec<sandbox::Setup>,
     pub cgroup_plan: cgroup::Plan,
@@ -113,6 +115,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
         None => None,
     };
     let mount_steps = mounts::plan(&layout, &cfg, userns);
+    let names = names::Plan::of(&cfg, layout.live());
     let links = cfg.links(name);
     let inner = sandbox::plan(&layout, &cfg, userns)?;
     let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
@@ -123,6 +126,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
         argv,
         console,
         mount_steps,
+        names,
         links,
         inner,
         cgroup_plan,
@@ -172,6 +176,7 @@ impl Prepared {
             argv,
             console,
             mount_steps,
+            names,
             links,
             inner,
             cgroup_plan,
@@ -230,6 +235,10 @@ impl Prepared {
         }
         undo.mounts = !was_active;
         mounts::activate(&mount_steps, user.as_ref().map(|u| u.as_fd()))?;
+        // A hibernating subhost's root is as its session left it.
+        if !was_active && !names.is_empty() {
+            crate::logging::step(&names, || names::write(&names))?;
+        }
         if netns::exists(name) {
             info!("netns {name} exists: reusing it");
             netns::replug(name, &netns::unplugged(&links))?;
