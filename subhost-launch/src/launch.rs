@@ -115,7 +115,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
         None => None,
     };
     let mount_steps = mounts::plan(&layout, &cfg, userns);
-    let names = names::Plan::of(&cfg, layout.live());
+    let names = names::Plan::of(&cfg, &layout);
     let links = cfg.links(name);
     let inner = sandbox::plan(&layout, &cfg, userns)?;
     let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;

@@ -1,7 +1,7 @@
 //! The subhost's names: its `/etc/resolv.conf` from `DNS` and `SEARCH`, and
 //! a marked block of its `/etc/hosts` from `HOSTS`, written into its own
-//! root through `live` at a cold start (an overlay's upper layer gets them,
-//! never a LOWER), and only when they differ from what is there: a start
+//! root at a cold start (an overlay's through `live`, so its upper layer
+//! gets them, never a LOWER), and only when they differ from what is there: a start
 //! after a config change rewrites them, one without a change leaves them as
 //! they are. Without the keys the files are left alone.
 //!
@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
+use crate::layout::Layout;
 use crate::sys;
 
 /// The first line of the block of `/etc/hosts` that `HOSTS` writes.
@@ -39,8 +40,8 @@ const MAX: u64 = 1 << 20;
 /// `--dry-run`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Where the root is on the host (`live`).
-    pub live: PathBuf,
+    /// Where the root's tree is on the host: `live`, or the tree it shows.
+    pub tree: PathBuf,
     /// The whole of `/etc/resolv.conf`, with `DNS` or `SEARCH`.
     pub resolv: Option<String>,
     /// The marked block of `/etc/hosts`, with `HOSTS`.
@@ -48,7 +49,21 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn of(cfg: &Config, live: PathBuf) -> Plan {
+    /// What `cfg` asks of the root of `layout`.
+    pub fn of(cfg: &Config, layout: &Layout) -> Plan {
+        // An overlay is written through `live`, so that its upper layer
+        // gets the files and never a LOWER; a plain tree or an image's tree
+        // in place, as `live` shows it with USERNS through an idmap that
+        // host root is outside of (creating a file there is EOVERFLOW).
+        let live = match cfg.lower.is_empty() {
+            true => layout.root(layout.image_present()),
+            false => layout.live(),
+        };
+        Plan::at(cfg, live)
+    }
+
+    /// What `cfg` asks of the root at `live`.
+    pub fn at(cfg: &Config, live: PathBuf) -> Plan {
         let resolv = (!cfg.dns.is_empty() || !cfg.search.is_empty()).then(|| {
             let mut text = String::from(
                 "# subhost: DNS and SEARCH of the config, rewritten at a cold start\n",
@@ -70,7 +85,7 @@ impl Plan {
             text
         });
         Plan {
-            live,
+            tree: live,
             resolv,
             hosts,
         }
@@ -89,7 +104,7 @@ impl fmt::Display for Plan {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        let live = self.live.display();
+        let live = self.tree.display();
         let mut first = true;
         if let Some(text) = &self.resolv {
             write!(
@@ -115,13 +130,13 @@ impl fmt::Display for Plan {
     }
 }
 
-/// Runs `plan` in the root mounted at `plan.live`. New files are owned as
+/// Runs `plan` in the root's tree at `plan.tree`. New files are owned as
 /// the root directory is: by root inside (with USERNS, the range's root).
 pub fn write(plan: &Plan) -> Result<()> {
     if plan.is_empty() {
         return Ok(());
     }
-    let live = &plan.live;
+    let live = &plan.tree;
     let root: OwnedFd = std::fs::File::open(live)
         .with_context(|| format!("cannot open {}", live.display()))?
         .into();

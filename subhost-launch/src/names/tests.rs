@@ -6,7 +6,7 @@ fn cfg(text: &str) -> Config {
 }
 
 fn plan(text: &str, live: &Path) -> Plan {
-    Plan::of(&cfg(text), live.to_path_buf())
+    Plan::at(&cfg(text), live.to_path_buf())
 }
 
 use std::path::Path;
