@@ -5,6 +5,7 @@
 //! over a scratch busybox base of the test's own.
 
 use std::path::Path;
+use std::time::Duration;
 
 use subhost_tests::*;
 
@@ -109,14 +110,23 @@ fn a_config_change_is_written_at_the_next_cold_start_only() {
     let config = s.dir().join("config");
     assert_ok(&s.sh("true"));
     let resolv = s.root().join("etc/resolv.conf");
-    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&resolv).unwrap());
+    // Dated back, so that any write would show.
+    let old = run_timeout(
+        cmd("touch", ["-h", "-d", "@1000000000"]).arg(&resolv),
+        Duration::from_secs(10),
+    );
+    assert_ok(&old);
+    let stamp = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        (m.ino(), m.mtime())
+    };
+    let before = stamp(&resolv);
+    assert_eq!(before.1, 1_000_000_000);
     // Nothing changed: a cold start leaves the file as it is.
     assert_ok(&s.stop());
     assert_ok(&s.sh("true"));
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&resolv).unwrap()),
-        ino
-    );
+    assert_eq!(stamp(&resolv), before);
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("DNS=(10.0.0.1)", "DNS=(10.0.0.2)\nHOSTS=(db=10.0.0.6)");
@@ -180,10 +190,7 @@ fn a_symlink_out_of_the_root_does_not_lead_the_write_out() {
         ),
     );
     let out = s.sh("cat /etc/resolv.conf; cat /etc/hosts");
-    assert_ok(&out);
-    let text = out.stdout_str();
-    assert!(text.contains("nameserver 10.0.0.1\n"), "{text}");
-    assert!(text.contains("10.0.0.6\tdb\n"), "{text}");
+    // The host's files first: written through the symlinks, they changed.
     assert_eq!(
         std::fs::read_to_string(&target_resolv).unwrap(),
         "host's resolv.conf\n"
@@ -192,6 +199,10 @@ fn a_symlink_out_of_the_root_does_not_lead_the_write_out() {
         std::fs::read_to_string(&target_hosts).unwrap(),
         "host's hosts\n"
     );
+    assert_ok(&out);
+    let text = out.stdout_str();
+    assert!(text.contains("nameserver 10.0.0.1\n"), "{text}");
+    assert!(text.contains("10.0.0.6\tdb\n"), "{text}");
     // The base keeps its symlinks; the upper has regular files.
     assert!(base.path().join("etc/resolv.conf").is_symlink());
     assert!(s

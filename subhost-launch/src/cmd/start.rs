@@ -109,8 +109,7 @@ fn print_plan(p: &Prepared) {
     };
     print_start_plan(
         &p.layout,
-        &p.mount_steps,
-        &p.names,
+        (&p.mount_steps, &p.names),
         &net,
         &p.cgroup_plan,
         p.delegation.as_ref(),
@@ -125,8 +124,8 @@ fn print_plan(p: &Prepared) {
 
 fn print_start_plan(
     layout: &Layout,
-    mount_steps: &[mounts::Step],
-    names: &names::Plan,
+    // What is done to the root: mounted, then written at a cold start.
+    (mount_steps, names): (&[mounts::Step], &names::Plan),
     net: &netns::Plan<'_>,
     cgroup_plan: &cgroup::Plan,
     delegation: Option<&cgroup::Delegation>,

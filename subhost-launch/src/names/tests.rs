@@ -1,5 +1,4 @@
 use super::*;
-use std::os::unix::fs::MetadataExt as _;
 
 fn cfg(text: &str) -> Config {
     crate::config::parse(Path::new("config"), text, "web", Path::new("/opt/subhost")).unwrap()
