@@ -15,7 +15,7 @@ use crate::cgroup::{self, Cgroup};
 use crate::config::Config;
 use crate::detached;
 use crate::layout::Layout;
-use crate::{mounts, netns, sandbox, state, supervisor, tty, userns};
+use crate::{mounts, names, netns, sandbox, state, supervisor, tty, userns};
 
 pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
     let layout = Layout::new(base, name)?;
@@ -77,6 +77,8 @@ pub struct Prepared {
     /// Set for a detached start.
     pub console: Option<detached::Console>,
     pub mount_steps: Vec<mounts::Step>,
+    /// Written into the root at a cold start.
+    pub names: names::Plan,
     pub links: Vec<netns::Link>,
     /// Addresses and default routes, set when the netns is made.
     pub addressing: netns::Addressing,
@@ -115,6 +117,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
         None => None,
     };
     let mount_steps = mounts::plan(&layout, &cfg, userns);
+    let names = names::Plan::of(&cfg, &layout);
     let links = cfg.links(name);
     let addressing = cfg.addressing();
     let inner = sandbox::plan(&layout, &cfg, userns)?;
@@ -126,6 +129,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
         argv,
         console,
         mount_steps,
+        names,
         links,
         addressing,
         inner,
@@ -176,6 +180,7 @@ impl Prepared {
             argv,
             console,
             mount_steps,
+            names,
             links,
             addressing,
             inner,
@@ -235,6 +240,10 @@ impl Prepared {
         }
         undo.mounts = !was_active;
         mounts::activate(&mount_steps, user.as_ref().map(|u| u.as_fd()))?;
+        // A hibernating subhost's root is as its session left it.
+        if !was_active && !names.is_empty() {
+            crate::logging::step(&names, || names::write(&names))?;
+        }
         if netns::exists(name) {
             info!("netns {name} exists: reusing it");
             netns::replug(name, &netns::unplugged(&links))?;

@@ -12,6 +12,7 @@ mod launch;
 mod layout;
 mod logging;
 mod mounts;
+mod names;
 mod netns;
 mod outcome;
 mod privileges;

@@ -271,8 +271,19 @@ pub unsafe fn fork_into_new_userns() -> io::Result<ForkResult> {
 /// # Safety
 /// As for [`fork`].
 unsafe fn fork_with(flags: libc::c_int) -> io::Result<ForkResult> {
-    // SAFETY: the caller's contract.
-    match unsafe { sys::clone_fork(flags) }? {
+    // A plain fork goes through the C library, whose child-side handlers
+    // reset its locks and its list of threads; a clone with flags cannot.
+    let pid = if flags == 0 {
+        // SAFETY: the caller's contract.
+        match unsafe { libc::fork() } {
+            -1 => return Err(io::Error::last_os_error()),
+            pid => pid,
+        }
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { sys::clone_fork(flags) }?
+    };
+    match pid {
         0 => Ok(ForkResult::Child),
         pid => Ok(ForkResult::Parent {
             child: Pid::from_raw(pid),

@@ -176,13 +176,21 @@ pub fn setns(fd: BorrowedFd<'_>, nstype: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::setns(fd.as_raw_fd(), nstype) }.into()).map(drop)
 }
 
-/// uid and gid 0 (real, effective, saved), no supplementary groups.
+/// uid and gid 0 (real, effective, saved), no supplementary groups, for
+/// the calling thread: raw system calls, because the C library's wrappers
+/// make every other thread of the process change too (setxid), and in a
+/// child cloned from a multi-threaded process they wait for threads that
+/// are not there.
 pub fn become_uid_gid_0() -> io::Result<()> {
     // SAFETY: setgroups takes an empty list; the others plain integers.
     unsafe {
-        check(libc::setgroups(0, std::ptr::null()).into())?;
-        check(libc::setresgid(0, 0, 0).into())?;
-        check(libc::setresuid(0, 0, 0).into())?;
+        check(libc::syscall(
+            libc::SYS_setgroups,
+            0usize,
+            std::ptr::null::<libc::gid_t>(),
+        ))?;
+        check(libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32))?;
+        check(libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32))?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::launch::{self, Launching, Mode, Prepared};
 use crate::layout::Layout;
-use crate::{cgroup, detached, mounts, netns, sandbox, state};
+use crate::{cgroup, detached, mounts, names, netns, sandbox, state};
 
 /// `start --detach` of several subhosts, begun one after the other in the
 /// order given, each on its own: one that fails is undone alone and the
@@ -110,7 +110,7 @@ fn print_plan(p: &Prepared) {
     };
     print_start_plan(
         &p.layout,
-        &p.mount_steps,
+        (&p.mount_steps, &p.names),
         &net,
         &p.cgroup_plan,
         p.delegation.as_ref(),
@@ -125,7 +125,8 @@ fn print_plan(p: &Prepared) {
 
 fn print_start_plan(
     layout: &Layout,
-    mount_steps: &[mounts::Step],
+    // What is done to the root: mounted, then written at a cold start.
+    (mount_steps, names): (&[mounts::Step], &names::Plan),
     net: &netns::Plan<'_>,
     cgroup_plan: &cgroup::Plan,
     delegation: Option<&cgroup::Delegation>,
@@ -137,6 +138,15 @@ fn print_start_plan(
     println!("# host mounts{}", reuse(mounts::is_active(layout)));
     for s in mount_steps {
         println!("{s}");
+    }
+    if !names.is_empty() {
+        let skip = if mounts::is_active(layout) {
+            " (mounted: left as they are)"
+        } else {
+            ""
+        };
+        println!("# names in the root, at a cold start{skip}");
+        println!("{names}");
     }
     println!("# network{}", reuse(netns::exists(name)));
     println!("{net}");

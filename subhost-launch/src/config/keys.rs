@@ -5,7 +5,7 @@
 
 use super::lexer::{Element, Value};
 use super::values::{self, ValueError};
-use super::{Config, MAX_CABLES};
+use super::{Config, MAX_CABLES, MAX_NAMESERVERS};
 
 /// A value problem and the line to report it at.
 pub(super) type At<T> = Result<T, (usize, ValueError)>;
@@ -172,6 +172,52 @@ pub const KEYS: &[Key] = &[
         default: "$SUB",
         doc: "Host name inside (default: the subhost's name).",
         example: "HOSTNAME=$SUB",
+    },
+    Key {
+        name: "DNS",
+        takes: Takes::Names(|c, elems| {
+            // glibc's and musl's resolvers read the first MAXNS (3).
+            if let Some(e) = elems.get(MAX_NAMESERVERS) {
+                return Err((
+                    e.line,
+                    ValueError::new(
+                        format!(
+                            "{} resolvers; the resolver reads at most {MAX_NAMESERVERS}",
+                            elems.len()
+                        ),
+                        "give at most 3",
+                    ),
+                ));
+            }
+            c.dns = each(elems, values::nameserver)?;
+            Ok(())
+        }),
+        default: "",
+        doc: "Resolvers written to the subhost's /etc/resolv.conf at a cold start (at\n\
+              most 3). With DNS or SEARCH the file is the config's; without both it is\n\
+              left alone.",
+        example: "DNS=(10.0.0.1 fd00::1)",
+    },
+    Key {
+        name: "SEARCH",
+        takes: Takes::Names(|c, elems| {
+            c.search = each(elems, values::domain)?;
+            Ok(())
+        }),
+        default: "",
+        doc: "Search domains written to the subhost's /etc/resolv.conf with DNS.",
+        example: "SEARCH=(example.org)",
+    },
+    Key {
+        name: "HOSTS",
+        takes: Takes::Names(|c, elems| {
+            c.hosts = each(elems, values::host_entry)?;
+            Ok(())
+        }),
+        default: "",
+        doc: "NAME=ADDRESS lines for the subhost's /etc/hosts, kept in a block marked\n\
+              `# subhost HOSTS` that a cold start rewrites; its other lines stay.",
+        example: "HOSTS=(db=10.0.0.6 cache=10.0.0.7)",
     },
     Key {
         name: "SHARE",

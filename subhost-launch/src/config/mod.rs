@@ -92,6 +92,12 @@ pub struct Config {
     pub gateway6: Option<std::net::Ipv6Addr>,
     /// Defaults to NAME.
     pub hostname: String,
+    /// Resolvers for `/etc/resolv.conf` (`DNS`).
+    pub dns: Vec<std::net::IpAddr>,
+    /// Search domains for `/etc/resolv.conf` (`SEARCH`).
+    pub search: Vec<String>,
+    /// NAME=ADDRESS lines for `/etc/hosts` (`HOSTS`), in the order given.
+    pub hosts: Vec<(String, std::net::IpAddr)>,
     pub share: Vec<Share>,
     /// Grace seconds between SIGTERM and SIGKILL at stop.
     pub stop_timeout: u32,
@@ -161,6 +167,9 @@ impl Config {
             gateway: None,
             gateway6: None,
             hostname: name.to_string(),
+            dns: Vec::new(),
+            search: Vec::new(),
+            hosts: Vec::new(),
             share: Vec::new(),
             stop_timeout: 5,
             session: vec!["/bin/bash".into(), "-l".into()],
@@ -235,6 +244,9 @@ pub fn capability_number(name: &str) -> Option<u32> {
 
 /// Host ends are named `NAME0`…`NAME99`.
 pub const MAX_CABLES: usize = 100;
+
+/// Resolvers `DNS` may name: the resolvers read no more (MAXNS).
+pub const MAX_NAMESERVERS: usize = 3;
 
 /// The `cpu.max` period used when a config gives a percentage or a quota
 /// alone (the kernel's default period).

@@ -1141,3 +1141,43 @@ fn bad_addresses_and_gateways_are_placed_at_their_line() {
         "is not an IP address",
     );
 }
+
+// ---- DNS, SEARCH, HOSTS ----
+
+#[test]
+fn names_keys() {
+    let c = ok("DNS=(10.0.0.1 fd00::1)\nSEARCH=\"example.org lan.\"\nHOSTS=(db=10.0.0.6)\n");
+    assert_eq!(
+        c.dns,
+        vec![
+            "10.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+            "fd00::1".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.search, ["example.org", "lan."]);
+    assert_eq!(
+        c.hosts,
+        vec![("db".to_string(), "10.0.0.6".parse().unwrap())]
+    );
+}
+
+#[test]
+fn names_keys_refuse_bad_values_at_their_line() {
+    for (text, line, what) in [
+        ("DNS=(10.0.0.1 dns.example)\n", 1, "not an IP address"),
+        (
+            "HOSTNAME=a\nDNS=(\n 10.0.0.1\n 10.0.0.300\n)\n",
+            4,
+            "not an IP address",
+        ),
+        ("DNS=(1.1.1.1 1.0.0.1 8.8.8.8 9.9.9.9)\n", 1, "at most 3"),
+        ("SEARCH=(exa_mple.org 'a b')\n", 1, "contains ' '"),
+        ("SEARCH=(.org)\n", 1, "empty label"),
+        ("HOSTS=(db)\n", 1, "not NAME=ADDRESS"),
+        ("HOSTS=(db=10.0.0)\n", 1, "not an IP address"),
+        ("HOSTS=(=10.0.0.1)\n", 1, "name is empty"),
+        ("HOSTS=('d b=10.0.0.1')\n", 1, "contains ' '"),
+    ] {
+        refused(text, line, what);
+    }
+}

@@ -491,3 +491,74 @@ pub(super) fn capability(s: &str) -> Result<String, ValueError> {
     }
     Ok(name)
 }
+
+/// A resolver of `DNS`: an IPv4 or IPv6 address, as resolv.conf takes it.
+pub(super) fn nameserver(s: &str) -> Result<std::net::IpAddr, ValueError> {
+    s.parse().or_else(|_| {
+        invalid(
+            format!("{s:?} is not an IP address"),
+            "write an IPv4 or IPv6 address, e.g. DNS=(10.0.0.1 fd00::1)",
+        )
+    })
+}
+
+/// A domain of `SEARCH`: dot-separated labels, as resolv.conf's `search`
+/// takes them (a trailing dot, the root, is allowed).
+pub(super) fn domain(s: &str) -> Result<String, ValueError> {
+    let usage = "write a domain name, e.g. SEARCH=(example.org)";
+    let name = s.strip_suffix('.').unwrap_or(s);
+    // RFC 1035: 255 bytes on the wire are 253 as text.
+    if name.len() > 253 {
+        return invalid(format!("{s:?} is longer than 253 bytes"), usage);
+    }
+    host_labels(name, usage)?;
+    Ok(s.to_string())
+}
+
+/// A line of `HOSTS`: NAME=ADDRESS.
+pub(super) fn host_entry(s: &str) -> Result<(String, std::net::IpAddr), ValueError> {
+    let usage = "write NAME=ADDRESS, e.g. HOSTS=(db=10.0.0.6 cache=fd00::7)";
+    let Some((name, addr)) = s.split_once('=') else {
+        return invalid(format!("{s:?} is not NAME=ADDRESS"), usage);
+    };
+    if name.is_empty() || name.len() > 253 {
+        return invalid(
+            format!("{s:?}: the name is empty or longer than 253 bytes"),
+            usage,
+        );
+    }
+    host_labels(name, usage).map_err(|e| ValueError::new(format!("{s:?}: {}", e.what), e.fix))?;
+    let addr = addr.parse().or_else(|_| {
+        invalid(
+            format!("{s:?}: {addr:?} is not an IP address"),
+            usage.to_string(),
+        )
+    })?;
+    Ok((name.to_string(), addr))
+}
+
+/// Labels of letters, digits, '-' and '_', none empty or starting with
+/// '-': what resolv.conf and /etc/hosts can hold as one word.
+fn host_labels(s: &str, usage: &str) -> Result<(), ValueError> {
+    for label in s.split('.') {
+        if label.is_empty() {
+            return invalid(
+                format!("{s:?} has an empty label (a leading or doubled dot)"),
+                usage,
+            );
+        }
+        if label.len() > 63 {
+            return invalid(format!("label {label:?} has more than 63 bytes"), usage);
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return invalid(format!("{s:?} contains {c:?}"), usage);
+        }
+        if label.starts_with('-') {
+            return invalid(format!("label {label:?} starts with '-'"), usage);
+        }
+    }
+    Ok(())
+}
