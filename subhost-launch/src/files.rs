@@ -28,6 +28,12 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)?;
+    regular(file)
+}
+
+/// `file` if it is a regular file once open; else `InvalidInput`, saying
+/// what it is.
+fn regular(file: File) -> io::Result<File> {
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
         return Err(io::Error::new(
@@ -58,14 +64,7 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
         }
         Err(e) => return Err(e),
     };
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("it is {}, not a regular file", kind_name(&kind)),
-        ));
-    }
-    Ok(file)
+    regular(file)
 }
 
 /// What is at `path`, itself (a symlink is described, with where it

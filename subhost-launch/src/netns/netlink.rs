@@ -115,63 +115,29 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Option<RouteNetlinkMessage>, NlError> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
-        let mut out = vec![0; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.sock.send(&out, 0)?;
-
-        let mut answer = None;
-        loop {
-            self.buf.clear();
-            self.sock.recv(&mut self.buf, 0)?;
-            let mut off = 0;
-            while off < self.buf.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..])
-                    .map_err(|e| NlError {
-                        errno: libc::EBADMSG,
-                        detail: Some(format!("unparsable netlink reply: {e}")),
-                    })?;
-                let len = reply.header.length as usize;
-                if len == 0 {
-                    break;
-                }
-                off += (len + 3) & !3;
-                if reply.header.sequence_number != self.seq {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::Error(err) => {
-                        return match err.code {
-                            None => Ok(answer),
-                            Some(code) => Err(NlError {
-                                errno: -code.get(),
-                                detail: ext_ack_message(&err.header),
-                            }),
-                        };
-                    }
-                    NetlinkPayload::InnerMessage(inner) => answer = Some(inner),
-                    _ => {}
-                }
-            }
-        }
+        Ok(self.exchange(msg, NLM_F_ACK | flags)?.pop())
     }
-}
 
-impl Netlink {
     /// Sends the dump request `msg` and collects every message answered
     /// until the kernel's DONE.
     pub(super) fn dump(
         &mut self,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        self.exchange(msg, NLM_F_DUMP)
+    }
+
+    /// Sends `msg` with `flags` and collects the messages answered to it
+    /// until the kernel's ACK (an error of code 0) or DONE; an error is
+    /// returned with the kernel's text.
+    fn exchange(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = self.seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         packet.finalize();
