@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::{process, state, sys};
+use crate::{process, state};
 
 /// How a service named in `START` is started or stopped, as overlay-boot
 /// does: an absolute path is run as `PATH ACTION`; a name as
@@ -146,18 +146,12 @@ impl Console {
         }
     }
 
-    /// Opens the console for writing: the file (created 0640), or a pipe
-    /// to a syslog relay started for it. Writes the first line.
-    pub fn open(&self, name: &str) -> Result<OwnedFd> {
+    /// Opens the console for writing: a pipe to the relay that stamps
+    /// each line into the file (created 0640, rotated at `log_max`), or to
+    /// a syslog relay. Writes the first line.
+    pub fn open(&self, name: &str, log_max: u64) -> Result<OwnedFd> {
         let fd: OwnedFd = match self {
-            Console::File(path) => std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o640)
-                .custom_flags(libc::O_NOCTTY)
-                .open(path)
-                .with_context(|| format!("cannot open the console {}", path.display()))?
-                .into(),
+            Console::File(path) => crate::console_log::spawn(path, log_max)?,
             Console::Syslog => {
                 let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .context("cannot create a pipe")?;
@@ -165,7 +159,7 @@ impl Console {
                 w
             }
         };
-        note(&fd, self, &format!("subhost {name}: starting"));
+        note(&fd, &format!("subhost {name}: starting"));
         Ok(fd)
     }
 }
@@ -179,15 +173,11 @@ impl fmt::Display for Console {
     }
 }
 
-/// Writes one line of the launcher's own to the console, stamped when it
-/// goes to a file (syslog stamps its own). Best effort: the console is for
-/// reading later, and a full disk must not stop a start or stop.
-pub fn note(fd: &OwnedFd, console: &Console, text: &str) {
-    let line = match console {
-        Console::File(_) => format!("{} {text}\n", timestamp()),
-        Console::Syslog => format!("{text}\n"),
-    };
-    let _ = nix::unistd::write(fd, line.as_bytes());
+/// Writes one line of the launcher's own to the console (both relays
+/// stamp it). Best effort: the console is for reading later, and a full
+/// disk must not stop a start or stop.
+pub fn note(fd: &OwnedFd, text: &str) {
+    let _ = nix::unistd::write(fd, format!("{text}\n").as_bytes());
 }
 
 /// The local time broken down, if the C library can tell.
@@ -207,26 +197,6 @@ fn local_tm() -> Option<libc::tm> {
         return None;
     }
     Some(tm)
-}
-
-/// ISO 8601 local time with its offset, e.g. `2025-06-01T14:03:59+0200`.
-fn timestamp() -> String {
-    let Some(tm) = local_tm() else {
-        return "????-??-??T??:??:??".into();
-    };
-    let off = tm.tm_gmtoff;
-    let sign = if off < 0 { '-' } else { '+' };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        off.abs() / 3600,
-        off.abs() % 3600 / 60
-    )
 }
 
 /// RFC 3164's `Mmm dd hh:mm:ss`, which syslog daemons expect after the
@@ -272,7 +242,7 @@ fn spawn_relay(input: OwnedFd, name: &str) -> Result<()> {
     sock.connect(&path)
         .with_context(|| format!("cannot reach syslog at {}", path.display()))?;
     let ident = format!("subhost/{name}");
-    let relay_main = || match relay_fds(input.as_raw_fd(), sock.as_raw_fd()) {
+    let relay_main = || match crate::console_log::relay_fds(input.as_raw_fd(), sock.as_raw_fd()) {
         Ok(()) => {
             // SAFETY: relay_fds put the pipe on 0 and the socket on 3;
             // nothing else owns them now.
@@ -285,24 +255,6 @@ fn spawn_relay(input: OwnedFd, name: &str) -> Result<()> {
     // SAFETY: the launcher is single-threaded; the relay leaves through
     // exit_now.
     unsafe { process::daemon(relay_main) }.context("cannot fork the syslog relay")
-}
-
-/// In the relay: the pipe on 0, /dev/null on 1 and 2, the socket on 3,
-/// every other fd closed (the launcher's lock among them, which would
-/// otherwise be held for the subhost's whole life), and `/` as cwd.
-fn relay_fds(input: RawFd, sock: RawFd) -> std::io::Result<()> {
-    // Rust objects owning the old numbers are never dropped (the relay
-    // leaves through exit_now).
-    let input = sys::dup_above(input, 10)?;
-    let sock = sys::dup_above(sock, 10)?;
-    let null = sys::open_raw(c"/dev/null", libc::O_RDWR)?;
-    sys::dup2(input, 0)?;
-    sys::dup2(null, 1)?;
-    sys::dup2(null, 2)?;
-    sys::dup2(sock, 3)?;
-    sys::close_range(4, u32::MAX, false)?;
-    std::env::set_current_dir("/")?;
-    Ok(())
 }
 
 /// Sends every line of `input` to syslog until EOF.
@@ -559,9 +511,6 @@ mod tests {
 
     #[test]
     fn timestamps_have_their_shape() {
-        let t = timestamp();
-        assert_eq!(t.len(), "2025-06-01T14:03:59+0200".len(), "{t}");
-        assert_eq!(&t[10..11], "T");
         assert_eq!(syslog_timestamp().len(), "Jun  1 14:03:59".len());
     }
 }

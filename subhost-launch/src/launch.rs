@@ -360,8 +360,8 @@ impl Launching {
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                if let (Some(fd), Some(c)) = (&console_note, &console) {
-                    detached::note(fd, c, &format!("subhost {name}: failed to start: {e:#}"));
+                if let Some(fd) = &console_note {
+                    detached::note(fd, &format!("subhost {name}: failed to start: {e:#}"));
                 }
                 return Err(e);
             }
@@ -574,7 +574,7 @@ fn detached_streams(
     let stdin = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
     Ok(sandbox::Detached {
         stdin: stdin.into(),
-        console: console.open(&layout.name)?,
+        console: console.open(&layout.name, cfg.log_max)?,
     })
 }
 

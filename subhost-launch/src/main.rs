@@ -4,6 +4,7 @@
 mod cgroup;
 mod cmd;
 mod config;
+mod console_log;
 mod detached;
 mod docs;
 mod files;
@@ -227,6 +228,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a detached subhost's console log, each line stamped
+    ///
+    /// Each line as the console's writer received it, prefixed with the
+    /// time in UTC (`2026-12-07T14:30:00.123Z`); the rotated file
+    /// (LOG.1, see LOG_MAX) first, then the current one.
+    Logs {
+        /// The subhost
+        name: String,
+        /// Keep printing lines as they come, across rotations
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines (of those the other options keep)
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Only the lines of service S (those prefixed `S: `)
+        #[arg(long, value_name = "S")]
+        service: Option<String>,
+        /// Only lines from TIME on: ISO 8601 UTC (2026-12-07T14:30:00Z) or
+        /// a time ago (30s, 10m, 2h, 1d)
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
     /// Print a shell completion script on stdout.
     ///
     /// Install it where the shell looks for completions, e.g.
@@ -346,6 +369,22 @@ fn main() -> ExitCode {
         Command::Status { name, json } => {
             quiet_on_closed_pipe(true);
             (cmd::list::status(&base, &name, json).map(|()| 0), 1)
+        }
+        Command::Logs {
+            name,
+            follow,
+            lines,
+            service,
+            since,
+        } => {
+            quiet_on_closed_pipe(true);
+            let req = cmd::logs::Request {
+                follow,
+                lines,
+                service,
+                since,
+            };
+            (cmd::logs::logs(&base, &name, &req).map(|()| 0), 1)
         }
         Command::Completions { shell } => {
             quiet_on_closed_pipe(true);

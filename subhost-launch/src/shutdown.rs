@@ -437,8 +437,8 @@ fn stop_inits(targets: &mut [Stopping]) {
         if let Some(init) = t.init() {
             t.did = true;
             t.console = detached::reopen_console(t.name(), init.pid);
-            if let Some((fd, c)) = &t.console {
-                detached::note(fd, c, &format!("subhost {}: stopping", t.name()));
+            if let Some((fd, _)) = &t.console {
+                detached::note(fd, &format!("subhost {}: stopping", t.name()));
             }
         }
     }
@@ -489,8 +489,8 @@ fn stop_inits(targets: &mut [Stopping]) {
         waiting = still;
     }
     for t in targets.iter() {
-        if let (Some((fd, c)), Some(_)) = (&t.console, t.init()) {
-            detached::note(fd, c, &format!("subhost {}: stopped", t.name()));
+        if let (Some((fd, _)), Some(_)) = (&t.console, t.init()) {
+            detached::note(fd, &format!("subhost {}: stopped", t.name()));
         }
     }
 }

@@ -8,5 +8,6 @@
 pub mod create;
 pub mod enter;
 pub mod list;
+pub mod logs;
 pub mod start;
 pub mod stop;

@@ -305,6 +305,20 @@ pub const KEYS: &[Key] = &[
         example: "MEMORY_MAX=512M",
     },
     Key {
+        name: "LOG_MAX",
+        takes: Takes::Single {
+            hint: "LOG_MAX=10M",
+            set: |c, v, _| {
+                c.log_max = values::log_max(v)?;
+                Ok(())
+            },
+        },
+        default: "10M",
+        doc: "With `start --detach`: size at which the console log is rotated (K/M/G\n\
+              suffix, at least 64K); one rotated file, LOG.1, is kept.",
+        example: "LOG_MAX=10M",
+    },
+    Key {
         name: "CPU_MAX",
         takes: Takes::Single {
             hint: "CPU_MAX=50%",

@@ -117,6 +117,8 @@ pub struct Config {
     pub cpu_max: Option<String>,
     /// `pids.max`; `None` is no limit.
     pub pids_max: Option<u64>,
+    /// Bytes at which a detached subhost's console log is rotated.
+    pub log_max: u64,
     /// Cgroup under which the subhost's cgroup is made, as a path from the
     /// hierarchy's root like `/proc/self/cgroup` shows it (`/subhost`),
     /// without a trailing slash; `None` is the launcher's own cgroup + `/subhost`.
@@ -179,6 +181,7 @@ impl Config {
             memory_max: None,
             cpu_max: None,
             pids_max: None,
+            log_max: values::LOG_MAX_DEFAULT,
             cgroup_parent: None,
             caps_drop: Vec::new(),
             caps_keep: Vec::new(),

@@ -1181,3 +1181,20 @@ fn names_keys_refuse_bad_values_at_their_line() {
         refused(text, line, what);
     }
 }
+
+#[test]
+fn log_max() {
+    let m = |v: &str| ok(&format!("LOG_MAX={v}")).log_max;
+    assert_eq!(Config::defaults("x").log_max, 10 << 20);
+    assert_eq!(m("10M"), 10 << 20);
+    assert_eq!(m("64K"), 64 << 10);
+    assert_eq!(m("1g"), 1 << 30);
+    assert_eq!(m("65536"), 65536);
+    refused("LOG_MAX=63K", 1, "below the minimum of 64K");
+    refused("LOG_MAX=0", 1, "below the minimum of 64K");
+    refused("\nLOG_MAX=1000", 2, "below the minimum of 64K");
+    for bad in ["", "M", "1.5M", "10MB", "-1", "1T"] {
+        refused(&format!("LOG_MAX='{bad}'"), 1, "is not a size");
+    }
+    refused("LOG_MAX=99999999999999G", 1, "too large");
+}

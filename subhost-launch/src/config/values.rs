@@ -318,6 +318,32 @@ pub(super) fn memory(s: &str) -> Result<Option<u64>, ValueError> {
     Ok(Some(bytes))
 }
 
+/// LOG_MAX when unset: 10 MiB.
+pub const LOG_MAX_DEFAULT: u64 = 10 << 20;
+/// Smallest LOG_MAX: a rotation every few lines would be all the log does.
+pub const LOG_MAX_FLOOR: u64 = 64 << 10;
+
+pub(super) fn log_max(s: &str) -> Result<u64, ValueError> {
+    let usage = "write bytes with a suffix K, M or G, at least 64K, e.g. LOG_MAX=10M";
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let bytes = number(digits)
+        .ok_or_else(|| ValueError::new(format!("{s:?} is not a size"), usage))?
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| ValueError::new(format!("{s} is too large"), usage))?;
+    if bytes < LOG_MAX_FLOOR {
+        return invalid(
+            format!("{s} is below the minimum of 64K: the log would rotate every few lines"),
+            usage,
+        );
+    }
+    Ok(bytes)
+}
+
 /// Smallest MEMORY_MAX accepted. A busybox shell and the init run in about
 /// 0.5 MiB, but bash with the C library maps about 3 MiB, and any service
 /// more: a limit below this only produces sessions killed at start.
