@@ -371,7 +371,14 @@ mod tests {
         ] {
             assert_eq!(since(arg, now).unwrap(), want, "{arg}");
         }
-        for bad in ["", "10x", "m", "2026-13-01", "2026-12-07T25:00", "yesterday"] {
+        for bad in [
+            "",
+            "10x",
+            "m",
+            "2026-13-01",
+            "2026-12-07T25:00",
+            "yesterday",
+        ] {
             let e = since(bad, now).unwrap_err().to_string();
             assert!(e.contains("ISO 8601"), "{bad}: {e}");
         }

@@ -15,6 +15,7 @@ mod logging;
 mod mounts;
 mod names;
 mod netns;
+mod notify;
 mod outcome;
 mod privileges;
 mod process;
@@ -25,6 +26,7 @@ mod sandbox;
 mod seccomp;
 mod shutdown;
 mod state;
+mod stats;
 mod status;
 mod supervisor;
 mod sys;
@@ -250,6 +252,31 @@ enum Command {
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
     },
+    /// Show what running subhosts use: CPU, memory, pids, IO, network
+    ///
+    /// Per subhost, over an interval (1 s, or SECS with --watch): CPU as a
+    /// percentage of one CPU, memory in use and its peak, processes, bytes
+    /// read and written on block devices, bytes received and sent on its
+    /// cables. No limit needs to be set; a figure the kernel does not count
+    /// for a subhost shows as `-` (null in JSON). Without NAMEs, every
+    /// subhost; one that does not run is shown as such.
+    Stats {
+        /// The subhosts (default: all)
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// A JSON array: name, running, cpu_percent, cpu_seconds_total,
+        /// memory_bytes, memory_peak_bytes, pids, io_read_bytes,
+        /// io_written_bytes, network [{cable, receive_bytes, transmit_bytes}]
+        #[arg(long)]
+        json: bool,
+        /// Redraw every SECS seconds (default 1) until interrupted
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+        /// Write the figures to FILE in node-exporter textfile format
+        /// (replaced atomically; printed nothing else unless --json or --watch)
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<PathBuf>,
+    },
     /// Print a shell completion script on stdout.
     ///
     /// Install it where the shell looks for completions, e.g.
@@ -385,6 +412,21 @@ fn main() -> ExitCode {
                 since,
             };
             (cmd::logs::logs(&base, &name, &req).map(|()| 0), 1)
+        }
+        Command::Stats {
+            names,
+            json,
+            watch,
+            prometheus,
+        } => {
+            quiet_on_closed_pipe(true);
+            let req = cmd::stats::Request {
+                names,
+                json,
+                watch,
+                prometheus,
+            };
+            (cmd::stats::stats(&base, &req).map(|()| 0), 1)
         }
         Command::Completions { shell } => {
             quiet_on_closed_pipe(true);

@@ -723,8 +723,12 @@ fn template_unit_runs_detached_start_and_stop() {
         assert_eq!(v.len(), 1, "[{section}] {key}: {v:?}");
         v[0].to_owned()
     };
-    assert_eq!(one("Service", "Type"), "oneshot");
-    assert_eq!(one("Service", "RemainAfterExit"), "yes");
+    // The init is the main process: its death fails the unit, which is
+    // then restarted.
+    assert_eq!(one("Service", "Type"), "notify");
+    assert_eq!(one("Service", "NotifyAccess"), "main");
+    assert_eq!(one("Service", "Restart"), "on-failure");
+    assert!(unit_value(&unit, "Service", "RemainAfterExit").is_empty());
     assert_eq!(
         one("Service", "ExecStart"),
         "subhost-launch start --detach %i"
@@ -814,7 +818,7 @@ fn template_unit_passes_systemd_analyze() {
     // The check itself catches a mistake.
     let broken = std::fs::read_to_string(tmp.path().join("subhost@.service"))
         .unwrap()
-        .replace("Type=oneshot", "Type=oneshoot");
+        .replace("Type=notify", "Type=notifyy");
     std::fs::write(tmp.path().join("subhost@.service"), broken).unwrap();
     let out = run_timeout(
         Command::new("systemd-analyze")
@@ -822,7 +826,7 @@ fn template_unit_passes_systemd_analyze() {
             .arg(tmp.path().join("subhost@sht1.service")),
         LIMIT,
     );
-    assert!(out.stderr_str().contains("oneshoot"), "{}", out.describe());
+    assert!(out.stderr_str().contains("notifyy"), "{}", out.describe());
 }
 
 #[test]

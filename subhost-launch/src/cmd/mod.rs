@@ -10,4 +10,5 @@ pub mod enter;
 pub mod list;
 pub mod logs;
 pub mod start;
+pub mod stats;
 pub mod stop;

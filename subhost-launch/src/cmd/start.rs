@@ -78,6 +78,16 @@ pub fn start_detached(
     if let Some(last) = waiting {
         finish(last, &mut status);
     }
+    // Under a systemd unit of Type=notify: one subhost, its init the
+    // unit's main process from here on.
+    if let ([name], false, 0) = (names, dry_run, status) {
+        if let Some(init) = state::running_init(name) {
+            if let Err(e) = crate::notify::send(&crate::notify::message(name, init.pid)) {
+                crate::outcome::fail(&e);
+                status = 125;
+            }
+        }
+    }
     status
 }
 

@@ -117,6 +117,7 @@ fn main() {
         "bytes" => read_bytes(&arg(1)).into(),
         "write" => std::fs::write(arg(1), format!("{}\n", arg(2))).into(),
         "pid-count" => pid_count().into(),
+        "hold-memory" => hold_memory(&arg(1), &arg(2)).into(),
         "fds" => fds().into(),
         "cgroup" => std::fs::read_to_string(format!("/proc/{}/cgroup", pid()))
             .map(|t| t.trim_end().replace('\n', " "))
@@ -781,4 +782,18 @@ fn x32_swapoff(path: &str) -> R {
     let p = low_path(path)?;
     // SAFETY: a raw system call with a pointer to a C string.
     check(unsafe { libc::syscall(libc::SYS_swapoff | 0x4000_0000, p) })
+}
+
+/// Allocates MiB mebibytes, writes every page, and keeps them SECS seconds:
+/// a known load for `stats`.
+fn hold_memory(mib: &str, secs: &str) -> std::io::Result<String> {
+    let bad = |_| std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    let mib: usize = mib.parse().map_err(bad)?;
+    let secs: u64 = secs.parse().map_err(bad)?;
+    let mut v = vec![0u8; mib << 20];
+    for (i, b) in v.iter_mut().enumerate().step_by(4096) {
+        *b = i as u8 | 1;
+    }
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    Ok(format!("held {}", std::hint::black_box(&v).len()))
 }
