@@ -728,6 +728,7 @@ fn template_unit_runs_detached_start_and_stop() {
     assert_eq!(one("Service", "Type"), "notify");
     assert_eq!(one("Service", "NotifyAccess"), "main");
     assert_eq!(one("Service", "Restart"), "on-failure");
+    assert_eq!(one("Service", "SuccessExitStatus"), "143");
     assert!(unit_value(&unit, "Service", "RemainAfterExit").is_empty());
     assert_eq!(
         one("Service", "ExecStart"),
@@ -936,4 +937,231 @@ fn autostart_boots_real_subhosts_and_stops_them() {
     // no longer is: stop it here too, in case the script did not.
     let out = a.run(&["stop", b.name.as_str()]);
     assert!(out.status.success(), "{}", out.describe());
+}
+
+/// A systemd booted by systemd-nspawn from the host's own /usr (volatile
+/// root, a private network), with the template unit, the launcher and a
+/// busybox subhost bound in; powered off on drop, killed if it hangs.
+struct Booted {
+    nspawn: Option<std::process::Child>,
+    tmp: TempDir,
+}
+
+impl Booted {
+    fn new(name: &str) -> Booted {
+        let tmp = TempDir::new();
+        let base = tmp.path().join("subhost");
+        let dir = base.join(name);
+        busybox_root(&dir.join("root"));
+        std::fs::write(dir.join("config"), "BOOT=(sleep 100000)\n").unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for b in [launch_bin(), init_bin()] {
+            std::fs::copy(&b, bin.join(b.file_name().unwrap())).unwrap();
+        }
+        let text = std::fs::read_to_string(contrib().join("systemd/subhost@.service")).unwrap();
+        let unit = tmp.path().join("subhost@.service");
+        std::fs::write(
+            &unit,
+            text.replace("=subhost-launch ", "=/opt/shtbin/subhost-launch "),
+        )
+        .unwrap();
+        let default = tmp.path().join("default");
+        std::fs::write(&default, "SUBHOST=/opt/subhost\n").unwrap();
+        let log = std::fs::File::create(tmp.path().join("boot.log")).unwrap();
+        let bind = |flag: &str, from: &Path, to: &str| format!("{flag}={}:{to}", from.display());
+        let child = spawn_group(
+            Command::new("timeout")
+                .arg("300")
+                .args([
+                    "systemd-nspawn",
+                    "-D",
+                    "/",
+                    "--volatile=yes",
+                    "--private-network",
+                ])
+                .args(["--register=no", "--keep-unit", "-M", name])
+                .arg(bind("--bind", &base, "/opt/subhost"))
+                .arg(bind("--bind-ro", &bin, "/opt/shtbin"))
+                .arg(bind(
+                    "--bind-ro",
+                    &unit,
+                    "/etc/systemd/system/subhost@.service",
+                ))
+                .arg(bind("--bind-ro", &default, "/etc/default/subhost"))
+                .args(["-b", "systemd.firstboot=off"])
+                .arg(format!("systemd.wants=subhost@{name}.service"))
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        Booted {
+            nspawn: Some(child),
+            tmp,
+        }
+    }
+
+    fn boot_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("boot.log")).unwrap_or_default()
+    }
+
+    /// The container's PID 1 (systemd), the child of nspawn, which is the
+    /// child of `timeout`.
+    fn pid1(&self) -> Option<i32> {
+        let timeout = self.nspawn.as_ref()?.id() as i32;
+        let nspawn = children(timeout).into_iter().next()?;
+        children(nspawn).into_iter().next()
+    }
+
+    /// `COMMAND` run in every namespace of the container.
+    fn inside(&self, command: &[&str]) -> Finished {
+        let pid = self.pid1().expect("the container runs").to_string();
+        run_timeout(
+            Command::new("nsenter")
+                .args(["-t", &pid, "-a", "--"])
+                .args(command),
+            LIMIT,
+        )
+    }
+
+    /// systemctl show -p PROP UNIT, the value.
+    fn prop(&self, unit: &str, prop: &str) -> String {
+        let out = self.inside(&["systemctl", "show", "-p", prop, "--value", unit]);
+        out.stdout_str().trim().to_string()
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        let Some(child) = self.nspawn.take() else {
+            return;
+        };
+        if self.pid1().is_some() {
+            let _ = self.inside(&["systemctl", "poweroff"]);
+        }
+        // wait_timeout kills the group (timeout, nspawn) if it hangs.
+        let out = wait_timeout(child, Duration::from_secs(60));
+        if !out.status.success() {
+            eprintln!("nspawn: {}\n{}", out.describe(), self.boot_log());
+        }
+    }
+}
+
+/// The PIDs whose parent is `ppid`.
+fn children(ppid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string))
+                })
+                .and_then(|pp| pp.parse::<i32>().ok())
+                == Some(ppid)
+        })
+        .collect()
+}
+
+#[test]
+fn template_unit_under_systemd_restarts_a_killed_init_and_stops() {
+    require_root();
+    assert!(
+        have("systemd-nspawn"),
+        "systemd-nspawn is needed (package systemd-container): run tests/setup"
+    );
+    let name = unique_name("ns");
+    let unit = format!("subhost@{name}.service");
+    let booted = Booted::new(&name);
+    let main_pid = |b: &Booted| b.prop(&unit, "MainPID").parse::<i32>().unwrap_or(0);
+    let active = wait_until(Duration::from_secs(120), || {
+        booted.pid1().is_some() && booted.prop(&unit, "ActiveState") == "active"
+    });
+    assert!(
+        active,
+        "{unit} did not become active:\n{}",
+        booted.boot_log()
+    );
+    // The unit's main process is the subhost's init, not the launcher.
+    let first = main_pid(&booted);
+    let comm = booted.inside(&["cat", &format!("/proc/{first}/comm")]);
+    assert_eq!(
+        comm.stdout_str().trim(),
+        "subhost-init",
+        "{}",
+        comm.describe()
+    );
+    assert_eq!(booted.prop(&unit, "SubState"), "running");
+
+    let out = booted.inside(&["kill", "-KILL", &first.to_string()]);
+    assert!(out.status.success(), "{}", out.describe());
+    let again = wait_until(Duration::from_secs(60), || {
+        let pid = main_pid(&booted);
+        pid != 0 && pid != first && booted.prop(&unit, "ActiveState") == "active"
+    });
+    let journal = || {
+        booted
+            .inside(&["journalctl", "-u", &unit, "--no-pager"])
+            .stdout_str()
+    };
+    assert!(
+        again,
+        "not restarted after its init was killed:\n{}",
+        journal()
+    );
+    assert_eq!(booted.prop(&unit, "NRestarts"), "1");
+    let second = main_pid(&booted);
+    let comm = booted.inside(&["cat", &format!("/proc/{second}/comm")]);
+    assert_eq!(comm.stdout_str().trim(), "subhost-init");
+
+    let out = booted.inside(&["timeout", "60", "systemctl", "stop", &unit]);
+    assert!(out.status.success(), "{}", out.describe());
+    assert_eq!(
+        booted.prop(&unit, "ActiveState"),
+        "inactive",
+        "{}",
+        journal()
+    );
+    // A stop by the launcher itself is a clean exit too: not restarted.
+    let out = booted.inside(&["timeout", "60", "systemctl", "start", &unit]);
+    assert!(out.status.success(), "{}", out.describe());
+    let restarts = booted.prop(&unit, "NRestarts");
+    let out = booted.inside(&[
+        "env",
+        "SUBHOST=/opt/subhost",
+        "timeout",
+        "60",
+        "/opt/shtbin/subhost-launch",
+        "stop",
+        &name,
+    ]);
+    assert!(out.status.success(), "{}", out.describe());
+    let settled = wait_until(Duration::from_secs(10), || {
+        booted.prop(&unit, "ActiveState") == "inactive"
+    });
+    assert!(settled, "{}", journal());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        booted.prop(&unit, "ActiveState"),
+        "inactive",
+        "{}",
+        journal()
+    );
+    assert_eq!(booted.prop(&unit, "NRestarts"), restarts, "{}", journal());
+    let left = booted.inside(&[
+        "sh",
+        "-c",
+        &format!(
+            "ls /run/subhost; ip netns list; grep -c /opt/subhost/{name}/live /proc/self/mountinfo"
+        ),
+    ]);
+    let text = left.stdout_str();
+    assert!(!text.contains(&name), "left inside after stop:\n{text}");
+    assert!(
+        text.trim_end().ends_with('0'),
+        "live still mounted:\n{text}"
+    );
 }
