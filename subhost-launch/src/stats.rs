@@ -96,6 +96,15 @@ fn procs_below(dir: &Path, into: &mut Vec<i32>) {
     if let Some(t) = read(dir, "cgroup.procs") {
         into.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
     }
+    // cgroup v2 counts the sub-cgroups: a listing of the directory (its
+    // many files) only where there are any.
+    let none_below = read(dir, "cgroup.stat").is_some_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().eq(["nr_descendants", "0"]))
+    });
+    if none_below {
+        return;
+    }
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
