@@ -38,7 +38,7 @@ Options:
                          the health check of service NAME
       --health-interval SECONDS, --health-timeout SECONDS (default 30, 10)
       --health-retries N failed checks in a row that restart (default 3)
-      --state-fd FD      a directory to keep the services' state file in
+      --state-fd FD      a file to keep the services' state in
   -v, --verbose          log to stderr; -vv and -vvv say more
   -s, --syslog           log to syslog (daemon facility) instead
   -h, --help             print this help

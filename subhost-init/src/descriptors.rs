@@ -8,8 +8,8 @@
 
 use crate::logger;
 
-/// Closes every descriptor above 2 but `keep` (the services' state
-/// directory, which the session never gets: it is close-on-exec).
+/// Closes every descriptor above 2 but `keep` (the services' state file,
+/// which the session never gets: it is close-on-exec).
 pub fn close_inherited(keep: Option<i32>) {
     logger::release();
     let keep = keep.and_then(|fd| u32::try_from(fd).ok());

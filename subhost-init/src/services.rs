@@ -137,8 +137,10 @@ pub struct Services {
     list: Vec<Service>,
     health: HealthOptions,
     grace: Millis,
-    /// Where the state file is written, if anywhere.
-    state_dir: Option<i32>,
+    /// The file the state is written to, if any.
+    state_fd: Option<i32>,
+    /// Counts the state's versions, so that a reader can tell a torn read.
+    generation: u64,
     dirty: bool,
     /// No more starts: a stop or the init's shutdown has begun.
     halted: bool,
@@ -152,7 +154,7 @@ impl Services {
         specs: Vec<Spec>,
         health: HealthOptions,
         grace: Millis,
-        state_dir: Option<i32>,
+        state_fd: Option<i32>,
     ) -> Services {
         let list = specs
             .into_iter()
@@ -185,7 +187,8 @@ impl Services {
             list,
             health,
             grace,
-            state_dir,
+            state_fd,
+            generation: 0,
             dirty: true,
             halted: false,
             stopping: None,
@@ -494,6 +497,13 @@ impl Services {
         }
     }
 
+    /// Relays what every pipe holds (without a signalfd to wake for them).
+    pub fn read_all(&mut self) {
+        for s in &mut self.list {
+            pump(s);
+        }
+    }
+
     /// Relays what is left, unfinished last lines too (the init exits).
     pub fn flush(&mut self) {
         for s in &mut self.list {
@@ -501,13 +511,16 @@ impl Services {
         }
     }
 
-    /// Rewrites the state file if anything changed since it was written.
+    /// Rewrites the state file if anything changed since it was written:
+    /// `seq N`, a line per service, `end N`. The host reads it without
+    /// locking; a read that met a rewrite has no matching `end N`.
     pub fn publish(&mut self) {
-        let Some(dir) = self.state_dir.filter(|_| self.dirty) else {
+        let Some(fd) = self.state_fd.filter(|_| self.dirty) else {
             return;
         };
         self.dirty = false;
-        let mut text = String::new();
+        self.generation += 1;
+        let mut text = format!("seq {}\n", self.generation);
         for s in &self.list {
             let _ = writeln!(
                 text,
@@ -521,7 +534,8 @@ impl Services {
                 s.health.name()
             );
         }
-        if let Err(e) = sys::replace_file(dir, c"services", c".services.tmp", text.as_bytes()) {
+        let _ = writeln!(text, "end {}", self.generation);
+        if let Err(e) = sys::rewrite(fd, text.as_bytes()) {
             crate::logger::warn!("cannot write the services' state: {}", Errno(e));
         }
     }

@@ -67,7 +67,7 @@ pub fn run(mut o: Options) -> i32 {
         }
     }
     if let Some(fd) = o.state_fd {
-        // Never the session's: it is a directory of the host.
+        // Not the session's to write.
         if let Err(e) = sys::set_cloexec(fd) {
             warn!("--state-fd {fd}: {}", Errno(e));
             o.state_fd = None;
@@ -117,10 +117,10 @@ pub fn run(mut o: Options) -> i32 {
         sv.services.start_all();
     }
     loop {
+        sv.services.publish();
         sv.wait(&signals);
         let none_left = sv.reap();
         sv.services.tick();
-        sv.services.publish();
         if let Some(code) = sv.advance(none_left) {
             sv.services.flush();
             return code;
@@ -137,7 +137,7 @@ impl Supervisor {
             if let Some(sig) = signals.wait(timeout) {
                 self.on_signal(sig);
             }
-            self.services.flush();
+            self.services.read_all();
             return;
         };
         let mut fds = alloc::vec![libc::pollfd {

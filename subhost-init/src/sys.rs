@@ -367,27 +367,21 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Millis>) {
     }
 }
 
-/// Replaces `name` in `dir` with `bytes` atomically (a temporary file
-/// renamed over it).
-pub fn replace_file(dir: i32, name: &CStr, tmp: &CStr, bytes: &[u8]) -> Result<(), i32> {
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW;
-    // SAFETY: tmp is NUL-terminated; dir is a directory fd (or an errno).
-    let fd = check(unsafe { libc::openat(dir, tmp.as_ptr(), flags, 0o644 as libc::c_uint) })?;
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        // SAFETY: rest is a valid slice for its length.
-        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+/// Makes `bytes` the whole content of the file `fd`: written from the
+/// start, then cut to their length.
+pub fn rewrite(fd: i32, bytes: &[u8]) -> Result<(), i32> {
+    let mut done = 0;
+    while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
+        // SAFETY: rest is a valid slice for its length; the offset is
+        // within i64 as the slice is.
+        let n = unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), done as libc::off_t) };
         match usize::try_from(n) {
-            Ok(n) if n > 0 => rest = rest.get(n..).unwrap_or_default(),
-            _ if errno() == libc::EINTR => {}
-            _ => {
-                let e = if n == 0 { libc::EIO } else { errno() };
-                close(fd);
-                return Err(e);
-            }
+            Ok(0) => return Err(libc::EIO),
+            Ok(n) => done += n,
+            Err(_) if errno() == libc::EINTR => {}
+            Err(_) => return Err(errno()),
         }
     }
-    close(fd);
-    // SAFETY: both names are NUL-terminated and relative to `dir`.
-    check(unsafe { libc::renameat(dir, tmp.as_ptr(), dir, name.as_ptr()) }).map(drop)
+    // SAFETY: plain integers; failures are reported through errno.
+    check(unsafe { libc::ftruncate(fd, done as libc::off_t) }).map(drop)
 }

@@ -22,6 +22,7 @@ mod provision;
 mod run;
 mod sandbox;
 mod seccomp;
+mod services;
 mod shutdown;
 mod state;
 mod status;
