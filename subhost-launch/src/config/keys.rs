@@ -593,7 +593,7 @@ pub(super) fn check_together(cfg: &Config, line: impl Fn(&str) -> Option<usize>)
 
 /// RESTART_<name> and HEALTH_<name> are for a declared SERVICE_<name>.
 fn check_services(cfg: &Config, line: &impl Fn(&str) -> Option<usize>) -> At<()> {
-    for s in cfg.services.iter().filter(|s| s.argv.is_empty()) {
+    if let Some(s) = cfg.services.iter().find(|s| s.argv.is_empty()) {
         let key = match s.restart {
             Some(_) => format!("RESTART_{}", s.name),
             None => format!("HEALTH_{}", s.name),
