@@ -1,7 +1,8 @@
 //! The PID-1 loop: wait for a signal or a service's output, act on it,
 //! reap, run the services' timers, advance the shutdown. All signals stay
-//! blocked and are read from a signalfd polled with the output pipes, so
-//! there are no handlers and no races between them and the loop. The one
+//! blocked and are taken with sigtimedwait, or with services from a signalfd
+//! polled with their output pipes, so there are no handlers and no races
+//! between them and the loop. The one
 //! wait is bounded only by the next timer due; with none armed it sleeps
 //! until something happens.
 
@@ -43,8 +44,9 @@ struct Supervisor {
     status: Option<i32>,
     shutdown: Option<Shutdown>,
     services: Services,
-    /// Signals as a descriptor; `None` if it could not be made (then
-    /// sigtimedwait, and the services' output is read at each wake-up).
+    /// Signals as a descriptor, with services; `None` without (then
+    /// sigtimedwait), or if it could not be made (then the services' output
+    /// is read only at each wake-up).
     sfd: Option<i32>,
 }
 
@@ -109,9 +111,13 @@ pub fn run(mut o: Options) -> i32 {
     }
     // The session has its copies now; ours would keep its pipes open.
     descriptors::close_inherited(sv.o.state_fd);
-    match signals.signalfd() {
-        Ok(fd) => sv.sfd = Some(fd),
-        Err(e) => warn!("cannot make a signalfd: {}", Errno(e)),
+    // Without services there is no pipe to watch, and no descriptor of the
+    // init's own is wanted.
+    if !sv.services.is_empty() {
+        match signals.signalfd() {
+            Ok(fd) => sv.sfd = Some(fd),
+            Err(e) => warn!("cannot make a signalfd: {}", Errno(e)),
+        }
     }
     if sv.o.no_session {
         sv.services.start_all();
