@@ -5,6 +5,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::ffi::CStr;
 
+use crate::services::{HealthOptions, Restart, Spec};
 use crate::signals;
 use crate::sys::Millis;
 
@@ -31,6 +32,13 @@ Options:
                          until SIGTERM, then shut down as usual
   -n, --no-session       start no session at all (implies --keep-alive);
                          takes no COMMAND; exits 0 after SIGTERM
+      --service NAME:RESTART:N ARG1..ARGN
+                         a supervised service (see below); repeatable
+      --health NAME:N ARG1..ARGN
+                         the health check of service NAME
+      --health-interval SECONDS, --health-timeout SECONDS (default 30, 10)
+      --health-retries N failed checks in a row that restart (default 3)
+      --state-fd FD      a file to keep the services' state in
   -v, --verbose          log to stderr; -vv and -vvv say more
   -s, --syslog           log to syslog (daemon facility) instead
   -h, --help             print this help
@@ -49,6 +57,13 @@ of a shell, the init stops too, so that the shell's fg/bg work.
 
 Descriptors: those above 2 go to the session; the init closes its own
 copies once the session is started (at start with --no-session).
+
+Services: started when the session has exited (at once with --no-session),
+in the order given, each in a process group of its own with its output
+relayed to stdout as 'NAME: line'. RESTART is no, on-failure or always:
+restarts wait 1 s, doubling to 30 s; a sixth restart within 60 s marks the
+service failed. Signal 37 (SIGRTMIN+3) stops them in reverse order, each
+with SIGTERM and after the grace period SIGKILL; so does the shutdown.
 
 Exit status: the session's, 128+N when it was killed by signal N, 0 when
 mapped by -e; 127 if COMMAND was not found, 126 if it could not be run;
@@ -70,6 +85,9 @@ pub struct Options {
     pub verbosity: u8,
     pub syslog: bool,
     pub command: Vec<&'static CStr>,
+    pub services: Vec<Spec>,
+    pub health: HealthOptions,
+    pub state_fd: Option<i32>,
 }
 
 impl Options {
@@ -115,6 +133,13 @@ pub fn parse(args: impl IntoIterator<Item = &'static CStr>) -> Result<Parsed, St
         verbosity: 0,
         syslog: false,
         command: Vec::new(),
+        services: Vec::new(),
+        health: HealthOptions {
+            interval: 30_000,
+            timeout: 10_000,
+            retries: 3,
+        },
+        state_fd: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -135,8 +160,17 @@ pub fn parse(args: impl IntoIterator<Item = &'static CStr>) -> Result<Parsed, St
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
+            if name == "service" || name == "health" {
+                let value = value_for(inline, &mut args, &text)?;
+                take_command(&mut o, name, &value, &mut args)?;
+                continue;
+            }
             let flag = match name {
                 "grace" => 'G',
+                "health-interval" => 'I',
+                "health-timeout" => 'T',
+                "health-retries" => 'R',
+                "state-fd" => 'F',
                 "single-child" => 'c',
                 "map-exit" => 'e',
                 "rewrite" => 'r',
@@ -189,7 +223,7 @@ pub fn parse(args: impl IntoIterator<Item = &'static CStr>) -> Result<Parsed, St
 }
 
 fn takes_value(flag: char) -> bool {
-    matches!(flag, 'G' | 'e' | 'r' | 'p')
+    matches!(flag, 'G' | 'e' | 'r' | 'p' | 'I' | 'T' | 'R' | 'F')
 }
 
 fn value_for(
@@ -223,6 +257,31 @@ fn apply_value(o: &mut Options, flag: char, v: &str) -> Result<(), String> {
                 format!("--grace: '{v}' is not a number of seconds (e.g. 5 or 0.5)")
             })?
         }
+        'I' | 'T' => {
+            let ms = parse_seconds(v).filter(|&ms| ms > 0).ok_or_else(|| {
+                format!("health interval and timeout: '{v}' is not a number of seconds above 0")
+            })?;
+            if flag == 'I' {
+                o.health.interval = ms;
+            } else {
+                o.health.timeout = ms;
+            }
+        }
+        'R' => {
+            o.health.retries = v
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("--health-retries: '{v}' is not a count above 0"))?
+        }
+        'F' => {
+            o.state_fd = Some(
+                v.parse()
+                    .ok()
+                    .filter(|&fd| fd > 2)
+                    .ok_or_else(|| format!("--state-fd: '{v}' is not a descriptor above 2"))?,
+            )
+        }
         'e' => {
             let code = v
                 .parse::<usize>()
@@ -251,6 +310,60 @@ fn apply_value(o: &mut Options, flag: char, v: &str) -> Result<(), String> {
                 .ok_or_else(|| format!("-p: '{v}' is not a signal (e.g. TERM or 15)"))?;
             o.pdeathsig = Some(sig);
         }
+    }
+    Ok(())
+}
+
+/// `--service NAME:RESTART:N` or `--health NAME:N`, and the N arguments
+/// that follow: the command, each argument as given (nothing re-parsed).
+fn take_command(
+    o: &mut Options,
+    kind: &str,
+    value: &str,
+    args: &mut impl Iterator<Item = &'static CStr>,
+) -> Result<(), String> {
+    let form = if kind == "service" {
+        "NAME:RESTART:N"
+    } else {
+        "NAME:N"
+    };
+    let bad = || format!("--{kind}: '{value}' is not {form}");
+    let (name, rest) = value.split_once(':').ok_or_else(bad)?;
+    let (restart, count) = match rest.split_once(':') {
+        Some((r, n)) if kind == "service" => (Restart::parse(r).ok_or_else(bad)?, n),
+        None if kind == "health" => (Restart::No, rest),
+        _ => return Err(bad()),
+    };
+    let count: usize = count.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?;
+    let valid = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(format!(
+            "--{kind}: '{name}' is not a service name (a-z, 0-9, _; up to 32)"
+        ));
+    }
+    let mut argv = Vec::with_capacity(count);
+    for _ in 0..count {
+        argv.push(
+            args.next()
+                .ok_or_else(|| format!("--{kind} {name}: {count} arguments expected"))?,
+        );
+    }
+    let known = o.services.iter_mut().find(|s| s.name == name);
+    match (kind, known) {
+        ("service", None) => o.services.push(Spec {
+            name: alloc::boxed::Box::leak(name.to_string().into_boxed_str()),
+            restart,
+            argv,
+            health: Vec::new(),
+        }),
+        ("service", Some(_)) => return Err(format!("--service: '{name}' given twice")),
+        (_, Some(s)) if s.health.is_empty() => s.health = argv,
+        (_, Some(_)) => return Err(format!("--health: '{name}' given twice")),
+        (_, None) => return Err(format!("--health: no --service '{name}' before it")),
     }
     Ok(())
 }
@@ -348,6 +461,47 @@ mod tests {
             (&["-p", "0"], "not a signal"),
             (&["-n", "true"], "takes no COMMAND"),
             (&["--keep-alive=1"], "takes no value"),
+        ] {
+            let err = run(args).err().unwrap_or_default();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn services_take_their_arguments_verbatim() {
+        let o = run(&[
+            "--service",
+            "web:always:3",
+            "nginx",
+            "-g",
+            "daemon off;",
+            "--health=web:2",
+            "curl",
+            "-f",
+            "--health-interval",
+            "0.5",
+            "--state-fd",
+            "3",
+            "--no-session",
+        ])
+        .unwrap();
+        assert_eq!(o.services.len(), 1);
+        let s = &o.services[0];
+        assert_eq!((s.name, s.restart), ("web", Restart::Always));
+        assert_eq!(s.argv, [c"nginx", c"-g", c"daemon off;"]);
+        assert_eq!(s.health, [c"curl", c"-f"]);
+        assert_eq!(o.health.interval, 500);
+        assert_eq!(o.state_fd, Some(3));
+        assert!(o.no_session);
+        for (args, needle) in [
+            (&["--service", "Web:no:1", "x"][..], "not a service name"),
+            (&["--service", "web:sometimes:1", "x"], "not NAME:RESTART:N"),
+            (&["--service", "web:no:0"], "not NAME:RESTART:N"),
+            (&["--service", "web:no:2", "x"], "2 arguments expected"),
+            (&["--health", "web:1", "x"], "no --service 'web'"),
+            (&["--health-interval", "0"], "above 0"),
+            (&["--health-retries", "0"], "above 0"),
+            (&["--state-fd", "1"], "above 2"),
         ] {
             let err = run(args).err().unwrap_or_default();
             assert!(err.contains(needle), "{args:?}: {err}");

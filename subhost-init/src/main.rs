@@ -16,8 +16,11 @@ extern crate alloc;
 
 mod cli;
 mod descriptors;
+mod lines;
 mod logger;
 mod procs;
+mod restart;
+mod services;
 mod session;
 mod signals;
 mod supervisor;

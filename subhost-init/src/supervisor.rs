@@ -1,11 +1,16 @@
-//! The PID-1 loop: wait for a signal, act on it, reap, advance the shutdown.
-//! All signals stay blocked and are taken with sigtimedwait, so there are no
-//! handlers and no races between them and the loop.
+//! The PID-1 loop: wait for a signal or a service's output, act on it,
+//! reap, run the services' timers, advance the shutdown. All signals stay
+//! blocked and are taken with sigtimedwait, or with services from a signalfd
+//! polled with their output pipes, so there are no handlers and no races
+//! between them and the loop. The one
+//! wait is bounded only by the next timer due; with none armed it sleeps
+//! until something happens.
 
 use crate::cli::Options;
 use crate::descriptors;
 use crate::logger::{debug, info, trace, warn};
 use crate::procs;
+use crate::services::{self, Services};
 use crate::session;
 use crate::signals;
 use crate::sys::{self, Errno, Millis, Pid, SigSet, Wait};
@@ -38,9 +43,14 @@ struct Supervisor {
     /// The session's status once it has exited.
     status: Option<i32>,
     shutdown: Option<Shutdown>,
+    services: Services,
+    /// Signals as a descriptor, with services; `None` without (then
+    /// sigtimedwait), or if it could not be made (then the services' output
+    /// is read only at each wake-up).
+    sfd: Option<i32>,
 }
 
-pub fn run(o: Options) -> i32 {
+pub fn run(mut o: Options) -> i32 {
     let pid1 = sys::getpid() == 1;
     let signals = SigSet::catchable();
     // Block first, then reset: a signal in between must not kill us.
@@ -58,14 +68,33 @@ pub fn run(o: Options) -> i32 {
             warn!("cannot set the parent-death signal: {}", Errno(e));
         }
     }
+    if let Some(fd) = o.state_fd {
+        // Not the session's to write.
+        if let Err(e) = sys::set_cloexec(fd) {
+            warn!("--state-fd {fd}: {}", Errno(e));
+            o.state_fd = None;
+        }
+    }
+    let specs = core::mem::take(&mut o.services);
+    let health = core::mem::replace(
+        &mut o.health,
+        services::HealthOptions {
+            interval: 0,
+            timeout: 0,
+            retries: 0,
+        },
+    );
+    let services = Services::new(specs, health, o.grace, o.state_fd);
     let mut sv = Supervisor {
         tty: Terminal::foreground(),
-        o,
+        services,
+        sfd: None,
         pid1,
         session: None,
         pgid: None,
         status: None,
         shutdown: None,
+        o,
     };
     if !sv.o.no_session {
         match session::spawn(&sv.o.command, sv.tty.as_ref()) {
@@ -81,26 +110,66 @@ pub fn run(o: Options) -> i32 {
         }
     }
     // The session has its copies now; ours would keep its pipes open.
-    descriptors::close_inherited();
-    loop {
-        if let Some(sig) = signals.wait(sv.timeout()) {
-            sv.on_signal(sig);
+    descriptors::close_inherited(sv.o.state_fd);
+    // Without services there is no pipe to watch, and no descriptor of the
+    // init's own is wanted.
+    if !sv.services.is_empty() {
+        match signals.signalfd() {
+            Ok(fd) => sv.sfd = Some(fd),
+            Err(e) => warn!("cannot make a signalfd: {}", Errno(e)),
         }
+    }
+    if sv.o.no_session {
+        sv.services.start_all();
+    }
+    loop {
+        sv.services.publish();
+        sv.wait(&signals);
         let none_left = sv.reap();
+        sv.services.tick();
         if let Some(code) = sv.advance(none_left) {
+            sv.services.flush();
             return code;
         }
     }
 }
 
 impl Supervisor {
-    /// How long the loop may sleep: forever unless a shutdown step is due.
+    /// Sleeps until a signal, a service's output or the next timer; acts on
+    /// the signals and relays the output.
+    fn wait(&mut self, signals: &SigSet) {
+        let timeout = self.timeout();
+        let Some(sfd) = self.sfd else {
+            if let Some(sig) = signals.wait(timeout) {
+                self.on_signal(sig);
+            }
+            self.services.read_all();
+            return;
+        };
+        let mut fds = alloc::vec![libc::pollfd {
+            fd: sfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        self.services.poll_fds(&mut fds);
+        sys::poll(&mut fds, timeout);
+        while let Some(sig) = sys::next_signal(sfd) {
+            self.on_signal(sig);
+        }
+        self.services.read_ready(fds.get(1..).unwrap_or_default());
+    }
+
+    /// How long the loop may sleep: until the next shutdown step or
+    /// service timer, forever when none is due.
     fn timeout(&self) -> Option<Millis> {
-        let s = self.shutdown.as_ref()?;
-        let next = match s.killed_at {
+        let shutdown = self.shutdown.as_ref().map(|s| match s.killed_at {
             Some(at) => at + KILL_WAIT,
             None if s.everyone_sent => s.deadline,
             None => s.deadline.min(s.everyone_at),
+        });
+        let next = match (shutdown, self.services.next_due()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
         };
         Some(next.saturating_sub(sys::now()))
     }
@@ -110,6 +179,7 @@ impl Supervisor {
         match sig {
             libc::SIGCHLD => {}
             libc::SIGTERM => self.terminate(),
+            services::STOP_SIGNAL if !self.services.is_empty() => self.services.stop_all(),
             libc::SIGCONT => {
                 // The shell that stopped us resumed us in its foreground:
                 // the terminal goes back to the session.
@@ -148,6 +218,7 @@ impl Supervisor {
             return;
         }
         info!("SIGTERM: shutting down");
+        self.services.halt();
         let now = sys::now();
         self.shutdown = Some(Shutdown {
             deadline: now + self.o.grace,
@@ -182,6 +253,7 @@ impl Supervisor {
             match sys::wait_any() {
                 Wait::Child(pid, status) => match sys::status_code(status) {
                     Some(code) if Some(pid) == self.session => self.on_session_exit(code),
+                    Some(code) if self.services.on_exit(pid, code) => {}
                     Some(code) => trace!("reaped {pid}: status {code}"),
                     None if Some(pid) == self.session => self.on_session_stop(),
                     None => {}
@@ -204,6 +276,7 @@ impl Supervisor {
             t.take_back();
         }
         if self.o.keep_alive && self.shutdown.is_none() {
+            self.services.start_all();
             return;
         }
         if self.shutdown.is_none() {

@@ -275,3 +275,113 @@ unsafe impl core::alloc::GlobalAlloc for Malloc {
         new
     }
 }
+
+/// Seconds since the epoch, for times the host reads (uptime in `status`).
+pub fn wall_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live timespec; CLOCK_REALTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0)
+}
+
+/// A close-on-exec pipe: (read, write).
+pub fn pipe() -> Result<(i32, i32), i32> {
+    let mut fds = [-1; 2];
+    // SAFETY: fds has room for the two descriptors.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((fds[0], fds[1]))
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: callers pass descriptors they own and do not use again.
+    unsafe { libc::close(fd) };
+}
+
+pub fn set_nonblock(fd: i32) -> Result<(), i32> {
+    // SAFETY: F_GETFL/F_SETFL take plain integers.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+pub fn set_cloexec(fd: i32) -> Result<(), i32> {
+    // SAFETY: F_SETFD takes plain integers; a bad fd is an errno.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+}
+
+pub fn dup2(from: i32, to: i32) -> Result<(), i32> {
+    // SAFETY: plain integers; failures are reported through errno.
+    check(unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// One read; `Ok(0)` at EOF, `Err(EAGAIN)` when a non-blocking fd is empty.
+pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
+    loop {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) if errno() == libc::EINTR => continue,
+            Err(_) => return Err(errno()),
+        }
+    }
+}
+
+impl SigSet {
+    /// A non-blocking, close-on-exec signalfd for the set (which must stay
+    /// blocked).
+    pub fn signalfd(&self) -> Result<i32, i32> {
+        // SAFETY: the set is initialised; -1 asks for a new descriptor.
+        check(unsafe { libc::signalfd(-1, &self.0, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })
+    }
+}
+
+/// The next signal queued on a signalfd, if any.
+pub fn next_signal(sfd: i32) -> Option<i32> {
+    // SAFETY: signalfd_siginfo is plain data.
+    let mut info: libc::signalfd_siginfo = unsafe { core::mem::zeroed() };
+    let size = core::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: info is valid for writes of its size.
+    let n = unsafe { libc::read(sfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+    (usize::try_from(n) == Ok(size)).then(|| i32::try_from(info.ssi_signo).unwrap_or(0))
+}
+
+/// Sleeps until one of `fds` is readable or `timeout` milliseconds pass
+/// (forever when `None`); sets each entry's revents.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Millis>) {
+    let ts = timeout.map(|ms| libc::timespec {
+        tv_sec: (ms / 1000).min(i32::MAX as u64) as _,
+        tv_nsec: (ms % 1000 * 1_000_000) as libc::c_long,
+    });
+    let tsp = ts.as_ref().map_or(core::ptr::null(), |t| t as *const _);
+    // SAFETY: fds is a valid array of its length; tsp is null or points to
+    // `ts`; a null sigmask keeps the current (all blocked) mask.
+    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as _, tsp, core::ptr::null()) };
+    if n < 0 {
+        for f in fds.iter_mut() {
+            f.revents = 0;
+        }
+    }
+}
+
+/// Makes `bytes` the whole content of the file `fd`: written from the
+/// start, then cut to their length.
+pub fn rewrite(fd: i32, bytes: &[u8]) -> Result<(), i32> {
+    let mut done = 0;
+    while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
+        // SAFETY: rest is a valid slice for its length; the offset is
+        // within i64 as the slice is.
+        let n = unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), done as libc::off_t) };
+        match usize::try_from(n) {
+            Ok(0) => return Err(libc::EIO),
+            Ok(n) => done += n,
+            Err(_) if errno() == libc::EINTR => {}
+            Err(_) => return Err(errno()),
+        }
+    }
+    // SAFETY: plain integers; failures are reported through errno.
+    check(unsafe { libc::ftruncate(fd, done as libc::off_t) }).map(drop)
+}

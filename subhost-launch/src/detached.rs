@@ -101,21 +101,19 @@ pub fn halt_command(cfg: &Config) -> Option<Vec<String>> {
 }
 
 /// argv of a detached init: it stays up after its session (or runs none),
-/// reaping, until `stop` sends SIGTERM.
+/// reaping, until `stop` sends SIGTERM; its services (`SERVICE_<name>`)
+/// start when the session is done.
 pub fn init_argv(cfg: &Config) -> Result<Vec<CString>> {
     let grace = cfg.stop_timeout.to_string();
-    let argv: Vec<String> = match boot_session(cfg) {
+    let mut argv = vec!["subhost-init".to_string()];
+    argv.extend(crate::services::init_options(cfg));
+    match boot_session(cfg) {
         Some(session) => {
-            let mut argv: Vec<String> = ["subhost-init", "--keep-alive", "--grace", &grace, "--"]
-                .map(String::from)
-                .to_vec();
+            argv.extend(["--keep-alive", "--grace", &grace, "--"].map(String::from));
             argv.extend(session);
-            argv
         }
-        None => ["subhost-init", "--no-session", "--grace", &grace]
-            .map(String::from)
-            .to_vec(),
-    };
+        None => argv.extend(["--no-session", "--grace", &grace].map(String::from)),
+    }
     argv.into_iter()
         .map(|a| CString::new(a).context("an argument contains a NUL byte"))
         .collect()

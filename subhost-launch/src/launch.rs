@@ -572,9 +572,14 @@ fn detached_streams(
         }
     }
     let stdin = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    let services = match cfg.services.is_empty() {
+        true => None,
+        false => Some(crate::services::state_file()?),
+    };
     Ok(sandbox::Detached {
         stdin: stdin.into(),
         console: console.open(&layout.name, cfg.log_max)?,
+        services,
     })
 }
 

@@ -24,6 +24,7 @@ mod provision;
 mod run;
 mod sandbox;
 mod seccomp;
+mod services;
 mod shutdown;
 mod state;
 mod stats;

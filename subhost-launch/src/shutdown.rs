@@ -35,6 +35,8 @@ pub struct Stopping {
     layout: Layout,
     grace: u32,
     halt: Option<Vec<String>>,
+    /// How many supervised services it has: stopped before HALT.
+    services: usize,
     cgroup_parent: Option<String>,
     lock: Option<state::Lock>,
     /// Something was set up: the outcome is "stopped", not "already".
@@ -91,6 +93,8 @@ struct InitStop {
     /// dir while it ran): recorded again first, so that it is stopped as
     /// gracefully as with its record.
     unrecorded: bool,
+    /// SERVICE_<name>s, stopped by the init in reverse first.
+    services: usize,
     /// START stopped in reverse, then HALT, with where their output goes.
     halt: Option<(Vec<String>, String)>,
     /// STOP_TIMEOUT.
@@ -118,6 +122,7 @@ impl Plan {
             .map(|(id, unrecorded)| InitStop {
                 id,
                 unrecorded,
+                services: t.services,
                 halt: t.halt.clone().map(|argv| {
                     let out = match detached::recorded_console(name) {
                         Some(c) => format!("console {c}"),
@@ -161,6 +166,13 @@ impl Plan {
                         out,
                         "# no record of its init, but its cgroup holds it (PID {pid}): \
                          recorded again"
+                    );
+                }
+                if i.services > 0 {
+                    let _ = writeln!(
+                        out,
+                        "kill -37 {pid}   # init stops its {} services in reverse (TERM, after {grace}s KILL)",
+                        i.services
                     );
                 }
                 if let Some((halt, to)) = &i.halt {
@@ -372,6 +384,7 @@ fn open(base: &Path, name: &str) -> Result<Stopping> {
         layout,
         grace: cfg.stop_timeout,
         halt: detached::halt_command(&cfg),
+        services: cfg.services.len(),
         cgroup_parent: cfg.cgroup_parent.clone(),
         lock: None,
         did: false,
@@ -442,6 +455,7 @@ fn stop_inits(targets: &mut [Stopping]) {
             }
         }
     }
+    stop_services(targets);
     run_halts(targets);
     let mut waiting: Vec<(usize, state::PidFd, Instant, bool)> = Vec::new();
     for (i, t) in targets.iter_mut().enumerate() {
@@ -545,6 +559,33 @@ fn wait_any(waiting: &[(usize, state::PidFd, Instant, bool)], timeout: Duration)
             .map(|(k, _)| k)
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// Has every init with services stop them (last declared first) and waits
+/// for them, before any HALT runs: HALT may expect them down.
+/// Every init is asked first, then all are waited for together; the init
+/// gives each service the grace period in turn, so a subhost is waited
+/// for that long per service, and a little more. Polled: the launcher has
+/// no other way to hear of the init's progress.
+fn stop_services(targets: &[Stopping]) {
+    let mut waiting: Vec<(i32, Instant)> = Vec::new();
+    for t in targets {
+        let Some(init) = t.init().filter(|_| t.services > 0) else {
+            continue;
+        };
+        if crate::services::ask_stop(t.name(), init) {
+            let each = Duration::from_secs(t.grace.into());
+            waiting.push((
+                init.pid,
+                Instant::now() + each * t.services as u32 + TERM_SLACK,
+            ));
+        }
+    }
+    while !waiting.is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        waiting.retain(|&(pid, until)| now < until && crate::services::any_running(pid));
     }
 }
 

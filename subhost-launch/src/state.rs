@@ -728,12 +728,18 @@ impl PidFd {
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) -> io::Result<()> {
-        // SAFETY: a valid pidfd, a valid signal number, no siginfo.
+        self.signal_number(sig as i32)
+    }
+
+    /// `signal` for any number, real-time signals too.
+    pub fn signal_number(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: a valid pidfd, a signal number (an invalid one is EINVAL),
+        // no siginfo.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.0.as_raw_fd(),
-                sig as i32,
+                sig,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )

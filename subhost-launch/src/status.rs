@@ -190,6 +190,8 @@ pub struct Report {
     #[serde(rename = "memory_bytes")]
     pub memory: Option<u64>,
     pub pids: Option<u64>,
+    /// Its supervised services, as its init last published them.
+    pub services: Vec<crate::services::Service>,
     /// The capability bounding set: the init's when it runs, else what
     /// the config gives; `CAP_…` names.
     #[serde(rename = "capabilities")]
@@ -437,6 +439,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         cables,
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),
+        services: pid.and_then(crate::services::read).unwrap_or_default(),
         caps: caps.iter().map(|c| c.to_string()).collect(),
         seccomp,
         syscalls_allow: match applied {

@@ -397,6 +397,65 @@ const MODULE_PLAYBOOK: &str = r#"
     - name: started wakes a hibernating subhost detached
       subhost.fleet.subhost: {name: "{{ name }}", state: started}
       register: woken
+    - name: supervised services, in check and diff mode
+      subhost.fleet.subhost: &services
+        name: "{{ name }}"
+        state: started
+        config: "{{ good | combine(services) }}"
+      vars:
+        services:
+          SERVICE_tick: [/bin/sh, -c, "echo tick up; exec sleep 1000"]
+          HEALTH_tick: [/bin/true]
+          RESTART_tick: always
+          RESTART: "no"
+          HEALTH_INTERVAL: 1
+      check_mode: true
+      diff: true
+      register: services_check
+    - name: supervised services
+      subhost.fleet.subhost: *services
+      vars:
+        services:
+          SERVICE_tick: [/bin/sh, -c, "echo tick up; exec sleep 1000"]
+          HEALTH_tick: [/bin/true]
+          RESTART_tick: always
+          RESTART: "no"
+          HEALTH_INTERVAL: 1
+      register: services1
+    - name: supervised services again
+      subhost.fleet.subhost: *services
+      vars:
+        services:
+          SERVICE_tick: [/bin/sh, -c, "echo tick up; exec sleep 1000"]
+          HEALTH_tick: [/bin/true]
+          RESTART_tick: always
+          RESTART: "no"
+          HEALTH_INTERVAL: 1
+      register: services2
+    - name: the service runs and passes its check
+      subhost.fleet.subhost_info: {name: "{{ name }}"}
+      register: services_info
+      until: services_info.subhosts[0].services[0].health | default('') == 'ok'
+      retries: 50
+      delay: 0.2
+    - name: a bad restart policy is refused at its line
+      subhost.fleet.subhost:
+        name: "{{ name }}"
+        state: started
+        config: "{{ good | combine({'SERVICE_tick': ['/bin/true'], 'RESTART_tick': 'sometimes'}) }}"
+      register: services_bad
+      ignore_errors: true
+    - assert:
+        that:
+          - services_check is changed and "SERVICE_tick=('/bin/sh' '-c' 'echo tick up; exec sleep 1000')" in services_check.diff.after
+          - services_check.subhost.services == []
+          - services1 is changed and services1.actions == ['stop', 'write config', 'start --detach']
+          - services2 is not changed
+          - services_info.subhosts[0].services | length == 1
+          - services_info.subhosts[0].services[0].name == 'tick'
+          - services_info.subhosts[0].services[0].state == 'running'
+          - services_info.subhosts[0].services[0].restarts == 0
+          - services_bad is failed and '"sometimes" is not a restart policy' in services_bad.msg
     - name: absent, in check mode
       subhost.fleet.subhost: {name: "{{ name }}", state: absent}
       check_mode: true

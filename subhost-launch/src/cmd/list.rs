@@ -150,6 +150,20 @@ fn block(r: &Report) -> String {
         let _ = writeln!(out, "memory:   {}", dash(r.memory.map(human_bytes)));
         let _ = writeln!(out, "pids:     {}", dash(r.pids.map(|p| p.to_string())));
     }
+    for (i, s) in r.services.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{}  {}  pid {}  up {}  restarts {}  last exit {}  health {}",
+            if i == 0 { "services: " } else { "          " },
+            s.name,
+            s.state,
+            dash(s.pid.map(|p| p.to_string())),
+            dash(s.uptime.map(|u| human_duration(Duration::from_secs(u)))),
+            s.restarts,
+            dash(s.last_exit.map(|c| c.to_string())),
+            s.health
+        );
+    }
     let short: Vec<&str> = r
         .caps
         .iter()

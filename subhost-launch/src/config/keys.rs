@@ -41,6 +41,27 @@ pub(super) enum Takes {
     Command(fn(&mut Config, Option<Vec<String>>) -> Result<(), ValueError>),
     /// Names: an array, or a string split at whitespace.
     Names(fn(&mut Config, &[Element]) -> At<()>),
+    /// A family of keys, `PREFIX_<name>` (the row's name): any key that
+    /// starts with PREFIX_ and is no other row's is one of it; `set` gets
+    /// the part after the prefix. `shape` is what its value is, as above.
+    Family {
+        shape: &'static str,
+        set: fn(&mut Config, &str, &Value, usize) -> At<()>,
+    },
+}
+
+/// The `PREFIX_` of a family row's name `PREFIX_<name>`.
+fn family_prefix(row: &str) -> Option<&str> {
+    row.strip_suffix("<name>")
+}
+
+/// Whether `key` may be assigned, given the table's names: one of them,
+/// or a member of a family.
+pub(super) fn is_known(names: &[&str], key: &str) -> bool {
+    names.contains(&key)
+        || names
+            .iter()
+            .any(|n| family_prefix(n).is_some_and(|p| key.len() > p.len() && key.starts_with(p)))
 }
 
 impl Key {
@@ -51,6 +72,7 @@ impl Key {
             Takes::Array { .. } => "array",
             Takes::Command(_) => "command",
             Takes::Names(_) => "names",
+            Takes::Family { shape, .. } => shape,
         }
     }
 
@@ -292,6 +314,108 @@ pub const KEYS: &[Key] = &[
         example: "START=(ssh cron)",
     },
     Key {
+        name: "SERVICE_<name>",
+        takes: Takes::Family {
+            shape: "command",
+            set: |c, name, value, line| {
+                let name = values::service_name(name).map_err(|e| (line, e))?;
+                let argv = service_command(value, line)?;
+                c.declare_service(name, argv);
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "With `start --detach`: a service the init supervises, one key per service\n\
+              (names a-z, 0-9, _), started after BOOT and START in the order declared,\n\
+              its output in the console as `<name>: line`, stopped in reverse before HALT.",
+        example: "SERVICE_web=(/usr/sbin/nginx -g 'daemon off;')",
+    },
+    Key {
+        name: "RESTART",
+        takes: Takes::Single {
+            hint: "RESTART=on-failure",
+            set: |c, v, _| {
+                c.restart = values::restart(v)?;
+                Ok(())
+            },
+        },
+        default: "on-failure",
+        doc: "When a service that ended is started again: no, on-failure or always\n\
+              (backoff 1 s doubling to 30 s; more than 5 restarts in 60 s: failed).",
+        example: "RESTART=always",
+    },
+    Key {
+        name: "RESTART_<name>",
+        takes: Takes::Family {
+            shape: "value",
+            set: |c, name, value, line| {
+                let name = values::service_name(name).map_err(|e| (line, e))?;
+                let v = scalar(value, line, "RESTART_web=always")?;
+                let policy = values::restart(v).map_err(|e| (line, e))?;
+                c.service_mut(name).restart = Some(policy);
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "RESTART for one service.",
+        example: "RESTART_web=always",
+    },
+    Key {
+        name: "HEALTH_<name>",
+        takes: Takes::Family {
+            shape: "command",
+            set: |c, name, value, line| {
+                let name = values::service_name(name).map_err(|e| (line, e))?;
+                let argv = service_command(value, line)?;
+                c.service_mut(name).health = Some(argv);
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "A service's health check, run inside every HEALTH_INTERVAL; failing\n\
+              HEALTH_RETRIES times in a row (or running past HEALTH_TIMEOUT) restarts it.",
+        example: "HEALTH_web=(curl -fsS http://127.0.0.1/)",
+    },
+    Key {
+        name: "HEALTH_INTERVAL",
+        takes: Takes::Single {
+            hint: "HEALTH_INTERVAL=30",
+            set: |c, v, _| {
+                c.health_interval = values::positive_seconds(v)?;
+                Ok(())
+            },
+        },
+        default: "30",
+        doc: "Seconds between health checks (default 30).",
+        example: "HEALTH_INTERVAL=10",
+    },
+    Key {
+        name: "HEALTH_TIMEOUT",
+        takes: Takes::Single {
+            hint: "HEALTH_TIMEOUT=10",
+            set: |c, v, _| {
+                c.health_timeout = values::positive_seconds(v)?;
+                Ok(())
+            },
+        },
+        default: "10",
+        doc: "Seconds a health check may run before it is killed and counts as failed.",
+        example: "HEALTH_TIMEOUT=5",
+    },
+    Key {
+        name: "HEALTH_RETRIES",
+        takes: Takes::Single {
+            hint: "HEALTH_RETRIES=3",
+            set: |c, v, _| {
+                c.health_retries = values::retries(v)?;
+                Ok(())
+            },
+        },
+        default: "3",
+        doc: "Failed health checks in a row that restart a service (default 3).",
+        example: "HEALTH_RETRIES=3",
+    },
+    Key {
         name: "MEMORY_MAX",
         takes: Takes::Single {
             hint: "MEMORY_MAX=512M",
@@ -427,15 +551,27 @@ pub(super) fn names() -> Vec<&'static str> {
     KEYS.iter().map(|k| k.name).collect()
 }
 
-/// The key called `name`.
-fn find(name: &str) -> Option<&'static Key> {
-    KEYS.iter().find(|k| k.name == name)
+/// The key called `name`, and for a family's member the part after its
+/// prefix. A row of its own wins over a family (HEALTH_INTERVAL is not
+/// service INTERVAL's health check).
+fn find(name: &str) -> Option<(&'static Key, &str)> {
+    KEYS.iter()
+        .find(|k| k.name == name)
+        .map(|k| (k, ""))
+        .or_else(|| {
+            KEYS.iter().find_map(|k| {
+                let p = family_prefix(k.name)?;
+                name.strip_prefix(p)
+                    .filter(|rest| !rest.is_empty())
+                    .map(|rest| (k, rest))
+            })
+        })
 }
 
 /// Checks `value` for `key` and stores it, typed, in `cfg`.
 pub(super) fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> At<()> {
     let here = |e: ValueError| (line, e);
-    let Some(spec) = find(key) else {
+    let Some((spec, member)) = find(key) else {
         return Err(here(ValueError::new(
             "unknown key",
             format!("known keys: {}", names().join(", ")),
@@ -446,6 +582,7 @@ pub(super) fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> 
         Takes::Array { hint, set } => set(cfg, list(value, line, hint)?, line),
         Takes::Command(set) => set(cfg, command(value, line)?).map_err(here),
         Takes::Names(set) => set(cfg, &words(value, line)),
+        Takes::Family { set, .. } => set(cfg, member, value, line),
     }
 }
 
@@ -453,6 +590,7 @@ pub(super) fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> 
 /// key was last assigned.
 pub(super) fn check_together(cfg: &Config, line: impl Fn(&str) -> Option<usize>) -> At<()> {
     check_addresses(cfg, &line)?;
+    check_services(cfg, &line)?;
     if let (Some(drop), Some(keep)) = (line("CAPS_DROP"), line("CAPS_KEEP")) {
         if let Some(cap) = cfg.caps_drop.iter().find(|c| cfg.caps_keep.contains(c)) {
             return Err((
@@ -465,6 +603,35 @@ pub(super) fn check_together(cfg: &Config, line: impl Fn(&str) -> Option<usize>)
         }
     }
     Ok(())
+}
+
+/// RESTART_<name> and HEALTH_<name> are for a declared SERVICE_<name>.
+fn check_services(cfg: &Config, line: &impl Fn(&str) -> Option<usize>) -> At<()> {
+    if let Some(s) = cfg.services.iter().find(|s| s.argv.is_empty()) {
+        let key = match s.restart {
+            Some(_) => format!("RESTART_{}", s.name),
+            None => format!("HEALTH_{}", s.name),
+        };
+        return Err((
+            line(&key).unwrap_or(1),
+            ValueError::new(
+                format!("{key}: there is no SERVICE_{}", s.name),
+                format!("declare SERVICE_{}=(command …), or fix the name", s.name),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A service's command: never empty.
+fn service_command(value: &Value, line: usize) -> At<Vec<String>> {
+    command(value, line)?.ok_or((
+        line,
+        ValueError::new(
+            "the command is empty",
+            "give the command, e.g. (/usr/sbin/nginx -g 'daemon off;')",
+        ),
+    ))
 }
 
 /// Each address names a cable that BRIDGES has, once; each gateway is in

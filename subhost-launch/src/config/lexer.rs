@@ -460,7 +460,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn check_key(&self, key: &str, line: usize) -> Result<(), ConfigError> {
-        if self.keys.contains(&key) {
+        if super::keys::is_known(self.keys, key) {
             return Ok(());
         }
         if key == "SUB" || key == "SUBHOST" {
@@ -866,7 +866,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn unknown_var(&self, name: &str, line: usize) -> ConfigError {
-        if self.keys.contains(&name) {
+        if super::keys::is_known(self.keys, name) {
             return self.err(
                 line,
                 format!("${name}: {name} is not assigned above this line"),

@@ -135,6 +135,74 @@ pub struct Config {
     pub seccomp: bool,
     /// Denied system calls the filter lets through (`SYSCALLS_ALLOW`).
     pub syscalls_allow: Vec<String>,
+    /// Supervised services (`SERVICE_<name>`), in the order first declared.
+    pub services: Vec<Service>,
+    /// The restart policy of services without their own (`RESTART`).
+    pub restart: Restart,
+    /// `HEALTH_INTERVAL`, `HEALTH_TIMEOUT` (seconds) and `HEALTH_RETRIES`.
+    pub health_interval: u32,
+    pub health_timeout: u32,
+    pub health_retries: u32,
+}
+
+/// When a supervised service that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    No,
+    OnFailure,
+    Always,
+}
+
+impl Restart {
+    /// As the config and the init spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::No => "no",
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+        }
+    }
+}
+
+/// A supervised service: `SERVICE_<name>`, with `RESTART_<name>` and
+/// `HEALTH_<name>`. An empty `argv` is a service only named by the
+/// latter two, which the whole-file check refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub argv: Vec<String>,
+    pub restart: Option<Restart>,
+    pub health: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Declares service `name` with `argv`: its place is that of its first
+    /// SERVICE_<name>, whatever RESTART_<name> or HEALTH_<name> came above.
+    fn declare_service(&mut self, name: String, argv: Vec<String>) {
+        let i = self.services.iter().position(|s| s.name == name);
+        if let Some(i) = i.filter(|&i| self.services[i].argv.is_empty()) {
+            let s = self.services.remove(i);
+            self.services.push(s);
+        }
+        self.service_mut(name).argv = argv;
+    }
+
+    /// The service `name`, added (undeclared, empty) if not there yet.
+    fn service_mut(&mut self, name: String) -> &mut Service {
+        let i = match self.services.iter().position(|s| s.name == name) {
+            Some(i) => i,
+            None => {
+                self.services.push(Service {
+                    name,
+                    argv: Vec::new(),
+                    restart: None,
+                    health: None,
+                });
+                self.services.len() - 1
+            }
+        };
+        &mut self.services[i]
+    }
 }
 
 impl Config {
@@ -188,6 +256,11 @@ impl Config {
             userns: None,
             seccomp: true,
             syscalls_allow: Vec::new(),
+            services: Vec::new(),
+            restart: Restart::OnFailure,
+            health_interval: 30,
+            health_timeout: 10,
+            health_retries: 3,
         }
     }
 }

@@ -58,7 +58,8 @@ fn defaults() {
 
 #[test]
 fn each_documented_default_is_the_default() {
-    for key in KEYS {
+    // A family (`SERVICE_<name>`) has no default: it is unset.
+    for key in KEYS.iter().filter(|k| !k.name.ends_with("<name>")) {
         let text = format!("{}={}\n", key.name, key.default);
         assert_eq!(ok(&text), Config::defaults("web"), "{text}");
     }
@@ -68,7 +69,13 @@ fn each_documented_default_is_the_default() {
 fn every_example_parses_alone() {
     // Addresses need the cables, gateways an address: those examples parse
     // after the ones above them, as `create` writes them.
-    let needs_above = ["ADDRESS", "GATEWAY", "GATEWAY6"];
+    let needs_above = [
+        "ADDRESS",
+        "GATEWAY",
+        "GATEWAY6",
+        "RESTART_<name>",
+        "HEALTH_<name>",
+    ];
     for (i, key) in KEYS.iter().enumerate() {
         if needs_above.contains(&key.name) {
             p(key.example).expect_err("refused alone");
@@ -1197,4 +1204,79 @@ fn log_max() {
         refused(&format!("LOG_MAX='{bad}'"), 1, "is not a size");
     }
     refused("LOG_MAX=99999999999999G", 1, "too large");
+}
+
+#[test]
+fn services_in_declaration_order_with_their_keys() {
+    let c = ok(
+        "HEALTH_zz=(true)\nSERVICE_web=(/usr/sbin/nginx -g 'daemon off;')\n\
+                RESTART_db=no\nSERVICE_zz=(x)\n\
+                SERVICE_db='postgres -D /data'\n\
+                HEALTH_web=(curl -fsS http://127.0.0.1/)\n\
+                RESTART=always\nHEALTH_INTERVAL=5\nHEALTH_TIMEOUT=2\nHEALTH_RETRIES=4\n",
+    );
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    // Each in the place of its SERVICE_ key, whatever named it above.
+    assert_eq!(names, ["web", "zz", "db"]);
+    assert_eq!(
+        c.services[0].argv,
+        strs(&["/usr/sbin/nginx", "-g", "daemon off;"])
+    );
+    assert_eq!(c.services[0].restart, None);
+    assert_eq!(
+        c.services[0].health,
+        Some(strs(&["curl", "-fsS", "http://127.0.0.1/"]))
+    );
+    assert_eq!(c.services[2].argv, strs(&["postgres", "-D", "/data"]));
+    assert_eq!(c.services[2].restart, Some(super::Restart::No));
+    assert_eq!(c.services[1].health, Some(strs(&["true"])));
+    assert_eq!(c.restart, super::Restart::Always);
+    assert_eq!(
+        (c.health_interval, c.health_timeout, c.health_retries),
+        (5, 2, 4)
+    );
+}
+
+#[test]
+fn bad_services_are_refused_at_their_line() {
+    refused(
+        "HOSTNAME=a\nSERVICE_Web=(x)\n",
+        2,
+        "\"Web\" is not a service name",
+    );
+    refused("SERVICE_a-b=(x)\n", 1, "");
+    refused(
+        &format!("SERVICE_{}=(x)\n", "a".repeat(33)),
+        1,
+        "is not a service name",
+    );
+    refused("SERVICE_web=()\n", 1, "the command is empty");
+    refused("SERVICE_web=\n", 1, "the command is empty");
+    refused(
+        "HEALTH_web=''\nSERVICE_web=(x)\n",
+        1,
+        "the command is empty",
+    );
+    refused(
+        "RESTART=sometimes\n",
+        1,
+        "\"sometimes\" is not a restart policy",
+    );
+    refused(
+        "SERVICE_web=(x)\nRESTART_web=never\n",
+        2,
+        "not a restart policy",
+    );
+    refused("HEALTH_INTERVAL=0\n", 1, "0 seconds");
+    refused("HEALTH_TIMEOUT=0\n", 1, "0 seconds");
+    refused("HEALTH_RETRIES=0\n", 1, "not a count above 0");
+    refused(
+        "SERVICE_web=(x)\n\nRESTART_wbe=always\n",
+        3,
+        "RESTART_wbe: there is no SERVICE_wbe",
+    );
+    refused("HEALTH_db=(true)\n", 1, "HEALTH_db: there is no SERVICE_db");
+    // A prefix alone, or what merely looks like one, is no family member.
+    refused("SERVICE_=(x)\n", 1, "unknown key SERVICE_");
+    refused("SERVICES=(x)\n", 1, "unknown key SERVICES");
 }

@@ -588,3 +588,48 @@ fn host_labels(s: &str, usage: &str) -> Result<(), ValueError> {
     }
     Ok(())
 }
+
+/// The `<name>` of `SERVICE_<name>`, `RESTART_<name>`, `HEALTH_<name>`.
+pub(super) fn service_name(s: &str) -> Result<String, ValueError> {
+    let valid = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return invalid(
+            format!("{s:?} is not a service name"),
+            "name services with a-z, 0-9 and _ (up to 32), e.g. SERVICE_web",
+        );
+    }
+    Ok(s.to_string())
+}
+
+pub(super) fn restart(s: &str) -> Result<super::Restart, ValueError> {
+    match s {
+        "no" => Ok(super::Restart::No),
+        "on-failure" => Ok(super::Restart::OnFailure),
+        "always" => Ok(super::Restart::Always),
+        _ => invalid(
+            format!("{s:?} is not a restart policy"),
+            "write no, on-failure or always",
+        ),
+    }
+}
+
+/// Whole seconds above 0 (an interval or timeout of 0 would spin).
+pub(super) fn positive_seconds(s: &str) -> Result<u32, ValueError> {
+    match seconds(s)? {
+        0 => invalid("0 seconds", "give at least 1 second"),
+        n => Ok(n),
+    }
+}
+
+pub(super) fn retries(s: &str) -> Result<u32, ValueError> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => invalid(
+            format!("{s:?} is not a count above 0"),
+            "write e.g. 3: that many failed checks in a row restart the service",
+        ),
+    }
+}

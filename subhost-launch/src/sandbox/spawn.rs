@@ -60,6 +60,8 @@ pub struct Detached {
     pub stdin: OwnedFd,
     /// Both stdout and stderr: the console.
     pub console: OwnedFd,
+    /// The services' state file (a memfd), on `services::STATE_FD`.
+    pub services: Option<OwnedFd>,
 }
 
 /// The running sandbox, seen from the launcher.
@@ -322,7 +324,32 @@ fn child_main(
         crate::logging::step(step, || run_step(step, trees)).with_context(|| format!("{step}"))?;
     }
     process::reset_signals_for_exec()?;
-    exec_fd(&s.init, &s.argv, &s.env)
+    let state = s.detached.as_ref().and_then(|d| d.services.as_ref());
+    let init = match state {
+        Some(fd) => place_state_file(fd, &s.init)?,
+        None => None,
+    };
+    exec_fd(init.as_ref().unwrap_or(&s.init), &s.argv, &s.env)
+}
+
+/// Puts the services' state file on the fd number the init is told, not
+/// close-on-exec; a copy of the init's own fd when that held the number.
+fn place_state_file(state: &OwnedFd, init: &OwnedFd) -> Result<Option<OwnedFd>> {
+    let target = crate::services::STATE_FD;
+    let moved = if init.as_raw_fd() == target {
+        let fd = sys::dup_above(target, target + 1).context("cannot copy the init's fd")?;
+        // SAFETY: dup_above returned a new descriptor that nothing else owns.
+        Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    } else {
+        None
+    };
+    // Already on it, it is close-on-exec: a copy put back clears that.
+    let from = match state.as_raw_fd() {
+        fd if fd == target => sys::dup_above(fd, target + 1).context("cannot copy a fd")?,
+        fd => fd,
+    };
+    sys::dup2(from, target).context("cannot pass the services' state file")?;
+    Ok(moved)
 }
 
 /// A session of its own and the console on the std streams.

@@ -19,6 +19,7 @@ fn init(unrecorded: bool, halt: bool) -> Option<InitStop> {
     Some(InitStop {
         id: state::ProcId { pid: 42, start: 7 },
         unrecorded,
+        services: 0,
         halt: halt.then(|| {
             (
                 vec!["subhost-halt".into(), "2".into(), "sh -c x".into()],

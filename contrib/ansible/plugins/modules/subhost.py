@@ -63,6 +63,8 @@ options:
         C($SUB) and the like). A null value leaves the key out.
       - The file is replaced by exactly these keys (with a header comment), and only when its
         content differs. Omit I(config) to leave the file alone.
+      - Keys are written sorted, so supervised services (C(SERVICE_<name>)) start in the order of
+        their names.
       - When the config changes while the subhost is running (or hibernating, which keeps the old
         cables and mounts), it is stopped and started again, unless I(restart=false).
     type: dict
@@ -120,6 +122,19 @@ EXAMPLES = r"""
       HOSTNAME: web.example.net
       START: [nginx]
       MEMORY_MAX: 1G
+
+- name: Supervised services, restarted when they fail or fail their health check
+  subhost.fleet.subhost:
+    name: web
+    state: started
+    config:
+      LOWER: /
+      BRIDGES: [br0]
+      SERVICE_web: [/usr/sbin/nginx, -g, "daemon off;"]
+      HEALTH_web: [curl, -fsS, "http://127.0.0.1/"]
+      SERVICE_worker: [/usr/local/bin/worker, --queue, jobs]
+      RESTART_worker: always
+      HEALTH_INTERVAL: 10
 
 - name: Stop it
   subhost.fleet.subhost:

@@ -58,7 +58,9 @@ RETURN = r"""
 subhosts:
   description:
     - One object per subhost, as C(subhost-launch list --json) gives it; see C(subhost-launch list --help)
-      for the keys. States are C(running), C(hibernating), C(stopped) and C(broken).
+      for the keys. States are C(running), C(hibernating), C(stopped) and C(broken). C(services) holds
+      one object per supervised service (C(SERVICE_<name>)) of a running subhost, with C(name), C(state),
+      C(pid), C(uptime), C(restarts), C(last_exit) and C(health).
   returned: always
   type: list
   elements: dict
@@ -73,6 +75,8 @@ subhosts:
       cables: [{host: web0, bridge: br0, mac: "02:00:00:00:01:01", present: true}]
       memory_bytes: null
       pids: null
+      services:
+        - {name: web, state: running, pid: 4250, uptime: 3, restarts: 0, last_exit: null, health: ok}
       problems: []
 """
 

@@ -31,6 +31,15 @@ fn report() -> Report {
         ],
         memory: None,
         pids: Some(3),
+        services: vec![crate::services::Service {
+            name: "web".into(),
+            state: "running".into(),
+            pid: Some(43),
+            uptime: Some(125),
+            restarts: 2,
+            last_exit: Some(137),
+            health: "ok".into(),
+        }],
         caps: vec!["CAP_CHOWN".into(), "CAP_SYS_ADMIN".into()],
         seccomp: Some(true),
         syscalls_allow: vec!["bpf".into()],
@@ -75,6 +84,17 @@ fn json_keeps_the_documented_schema() {
   ],
   "memory_bytes": null,
   "pids": 3,
+  "services": [
+    {
+      "name": "web",
+      "state": "running",
+      "pid": 43,
+      "uptime": 125,
+      "restarts": 2,
+      "last_exit": 137,
+      "health": "ok"
+    }
+  ],
   "capabilities": [
     "CAP_CHOWN",
     "CAP_SYS_ADMIN"
@@ -138,4 +158,20 @@ fn durations_and_sizes_read_well() {
     assert_eq!(human_duration(Duration::from_secs(90000)), "1d01h");
     assert_eq!(human_bytes(512), "512 B");
     assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+}
+
+#[test]
+fn status_shows_one_line_per_service() {
+    let text = block(&report());
+    assert!(
+        text.contains(
+            "services: web  running  pid 43  up 2m05s  restarts 2  last exit 137  health ok\n"
+        ),
+        "{text}"
+    );
+    let none = block(&Report {
+        services: vec![],
+        ..report()
+    });
+    assert!(!none.contains("services:"), "{none}");
 }
