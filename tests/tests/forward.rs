@@ -567,3 +567,32 @@ fn the_forwarder_holds_no_fd_but_its_sockets_and_namespaces() {
     let own = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
     assert_eq!(own, std::fs::read_link("/proc/self/ns/net").unwrap());
 }
+
+#[test]
+fn a_netns_that_is_no_netns_is_refused_and_nothing_listens() {
+    require_root();
+    let ns = NetNs::new();
+    let echo = Echo::new(&ns);
+    let port = free_port();
+    let fwd = Forwarder::new(&ns.name);
+    let not_netns = fwd.records.path().join("not-a-netns");
+    std::fs::write(&not_netns, "").unwrap();
+    let mut c = cmd(launch_bin(), ["forward-daemon", "--records"]);
+    c.arg(fwd.records.path())
+        .args(["start", &ns.name, "--netns"])
+        .arg(&not_netns)
+        .args(tcp_forwards(port, &echo));
+    let out = run_timeout(&mut c, LIMIT);
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr_str()
+            .contains("cannot enter the subhost's network namespace"),
+        "{}",
+        out.describe()
+    );
+    assert!(!fwd.record().exists());
+    for host in ["127.0.0.1", "::1"] {
+        assert!(TcpListener::bind((host, port)).is_ok(), "{host}:{port}");
+    }
+    std::fs::remove_file(&not_netns).unwrap();
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::process::{self, Message};
-use crate::state::{self, PidFd, ProcId};
+use crate::state::{PidFd, ProcId};
 use crate::{run, sys};
 
 /// The transport a forward relays.
@@ -117,6 +117,9 @@ fn record_path(records: &Path, name: &str) -> PathBuf {
     records.join(own.file_name().expect("a record has a file name"))
 }
 
+/// The record's text: written by the forwarder itself, before it tells
+/// `start` that it runs, so that no forwarder ever runs unrecorded (a
+/// launcher killed meanwhile leaves a record that `stop` acts on).
 fn format_record(id: ProcId, forwards: &[Forward]) -> String {
     let mut text = format!("{} {}\n", id.pid, id.start);
     for f in forwards {
@@ -229,6 +232,11 @@ pub fn start(records: &Path, name: &str, netns: &Path, forwards: &[Forward]) -> 
             .collect(),
         netns: target_ns.into(),
         host: host_ns.into(),
+        // Absolute: the forwarder works from `/`.
+        record: std::env::current_dir()
+            .context("cannot find the current directory")?
+            .join(&path),
+        forwards: forwards.to_vec(),
     };
     // The daemon closes its copy of `ours` with every other fd it does
     // not use.
@@ -242,19 +250,26 @@ pub fn start(records: &Path, name: &str, netns: &Path, forwards: &[Forward]) -> 
         other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
     };
     match ours.recv() {
-        Ok(Some(Message::Go)) => {}
-        Ok(Some(Message::Failed(why))) => bail!("subhost {name}: port forwarder: {why}"),
-        other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
+        Ok(Some(Message::Go)) => Ok(()),
+        failed => {
+            forget(&path, pid);
+            match failed {
+                Ok(Some(Message::Failed(why))) => bail!("subhost {name}: port forwarder: {why}"),
+                other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
+            }
+        }
     }
-    let id = match ProcId::of(pid) {
-        Ok(id) => id,
-        Err(e) => bail!("subhost {name}: the port forwarder (pid {pid}) exited at once: {e}"),
-    };
-    if let Err(e) = state::write_record(&path, &format_record(id, forwards)) {
-        kill(id);
-        return Err(e.context(format!("subhost {name}: cannot record its port forwarder")));
+}
+
+/// After a failed start: the forwarder `pid` gone, and its record if it
+/// wrote one.
+fn forget(path: &Path, pid: i32) {
+    if let Ok(Some((id, _))) = read_record(path) {
+        if id.pid == pid {
+            kill(id);
+            let _ = std::fs::remove_file(path);
+        }
     }
-    Ok(())
 }
 
 /// A listening socket for `f`, non-blocking and close-on-exec.

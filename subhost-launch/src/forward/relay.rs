@@ -17,12 +17,14 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use caps::{CapSet, Capability};
 
-use super::{socket_in, Proto};
+use super::{format_record, socket_in, Forward, Proto};
 use crate::process::{Channel, Message};
+use crate::state::{self, ProcId};
 use crate::sys;
 
 /// What the forwarder gets from `start`.
@@ -32,6 +34,9 @@ pub struct Plan {
     pub netns: OwnedFd,
     /// The host's, to return to after each.
     pub host: OwnedFd,
+    /// Where it records itself, and what.
+    pub record: PathBuf,
+    pub forwards: Vec<Forward>,
 }
 
 /// A listening socket, bound in the host's netns, and where its
@@ -55,7 +60,7 @@ const UDP_MAX: usize = 4096;
 /// until killed.
 pub fn daemon(plan: Plan, chan: Channel) -> i32 {
     let _ = chan.send(&Message::Pid(sys::getpid()));
-    if let Err(e) = set_up(&plan, &chan) {
+    if let Err(e) = set_up(&plan, &chan).and_then(|()| record(&plan)) {
         let _ = chan.send(&Message::Failed(e));
         return 1;
     }
@@ -67,6 +72,13 @@ pub fn daemon(plan: Plan, chan: Channel) -> i32 {
         Ok(()) => 0,
         Err(_) => 1,
     }
+}
+
+fn record(plan: &Plan) -> Result<(), String> {
+    let id =
+        ProcId::of(sys::getpid()).map_err(|e| format!("cannot read its own start time: {e}"))?;
+    state::write_record(&plan.record, &format_record(id, &plan.forwards))
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// Detaches and confines the forwarder: stdio on /dev/null, every fd
