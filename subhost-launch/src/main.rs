@@ -8,6 +8,7 @@ mod console_log;
 mod detached;
 mod docs;
 mod files;
+mod forward;
 mod join;
 mod launch;
 mod layout;
@@ -295,6 +296,33 @@ enum Command {
     /// `subhost-launch man > /usr/local/share/man/man8/subhost-launch.8`,
     /// or read it at once with `subhost-launch man | man -l -`.
     Man,
+    /// The port forwarder of a subhost, by hand: for repairs and tests.
+    #[command(hide = true)]
+    ForwardDaemon {
+        /// The run directory holding NAME.forward
+        #[arg(long, value_name = "DIR", default_value = run::RUN_DIR)]
+        records: PathBuf,
+        #[command(subcommand)]
+        action: ForwardAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ForwardAction {
+    /// Listen on each LISTEN of the host; connect to TARGET inside NETNS
+    Start {
+        name: String,
+        /// The network namespace to connect inside (e.g. /run/netns/NAME)
+        #[arg(long, value_name = "PATH")]
+        netns: PathBuf,
+        /// PROTO:LISTEN=TARGET, e.g. tcp:127.0.0.1:8080=10.0.0.5:80
+        #[arg(required = true, value_name = "FORWARD")]
+        forwards: Vec<String>,
+    },
+    /// End the forwarder and forget its record
+    Stop { name: String },
+    /// Its pid and forwards, one a line
+    Status { name: String },
 }
 
 /// For a command that only prints: a closed stdout ends it quietly, by the
@@ -432,6 +460,18 @@ fn main() -> ExitCode {
         Command::Completions { shell } => {
             quiet_on_closed_pipe(true);
             (docs::completions(Cli::command(), shell).map(|()| 0), 1)
+        }
+        Command::ForwardDaemon { records, action } => {
+            let result = match action {
+                ForwardAction::Start {
+                    name,
+                    netns,
+                    forwards,
+                } => cmd::forward::start(&records, &name, &netns, &forwards),
+                ForwardAction::Stop { name } => cmd::forward::stop(&records, &name),
+                ForwardAction::Status { name } => cmd::forward::status(&records, &name),
+            };
+            (result.map(|()| 0), 1)
         }
         Command::Man => {
             quiet_on_closed_pipe(true);

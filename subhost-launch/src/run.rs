@@ -53,13 +53,18 @@ impl Records<'_> {
     pub fn applied(&self) -> PathBuf {
         self.path("applied")
     }
+    /// The port forwarder: `PID START_TIME`, then one `PROTO LISTEN
+    /// TARGET` line per forward (see `forward`).
+    pub fn forward(&self) -> PathBuf {
+        self.path("forward")
+    }
     /// Where idmapped lower layers are attached on kernels that take no
     /// unattached ones: a directory, not a record.
     pub fn staging(&self) -> PathBuf {
         self.path("lower")
     }
     /// Every record file NAME may have, for checks of their kind.
-    pub fn files(&self) -> [PathBuf; 6] {
+    pub fn files(&self) -> [PathBuf; 7] {
         [
             self.lock(),
             self.dir(),
@@ -67,6 +72,7 @@ impl Records<'_> {
             self.cgroup(),
             self.console(),
             self.applied(),
+            self.forward(),
         ]
     }
 }

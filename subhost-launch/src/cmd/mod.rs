@@ -7,6 +7,7 @@
 
 pub mod create;
 pub mod enter;
+pub mod forward;
 pub mod list;
 pub mod logs;
 pub mod start;
