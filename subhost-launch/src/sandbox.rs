@@ -64,10 +64,6 @@ pub enum Setup {
     ResetLoginuid,
     /// Keep our mounts from propagating back to the host.
     PrivateMounts,
-    /// The root (its own mount only, not the SHAREs) gets nodev: device
-    /// nodes work only in the subhost's own `/dev`, so one left in a root
-    /// or a lower layer cannot open a host disk.
-    NoDevRoot(PathBuf),
     Bind {
         source: PathBuf,
         target: PathBuf,
@@ -93,6 +89,12 @@ pub enum Setup {
     /// With USERNS, where no device can be made: the host's, bound.
     DevBinds {
         dev: PathBuf,
+    },
+    /// The host's nodes that `DEVICES` gives, each bound on an empty file
+    /// at its place (host path, subhost path): in both modes, since with
+    /// USERNS the kernel refuses mknod. The device policy allows them.
+    DevDeclared {
+        nodes: Vec<(PathBuf, PathBuf)>,
     },
     /// `/dev/ptmx`, `/dev/fd`, `/dev/std*`, `/dev/shm`.
     DevLinks {
@@ -139,7 +141,6 @@ impl fmt::Display for Setup {
                  as the host's root (no file: no audit)"
             ),
             Setup::PrivateMounts => write!(f, "mount --make-rprivate /"),
-            Setup::NoDevRoot(p) => write!(f, "mount -o remount,bind,nodev {}", p.display()),
             Setup::Bind { source, target } => {
                 write!(f, "mount --rbind {} {}", source.display(), target.display())
             }
@@ -191,6 +192,13 @@ impl fmt::Display for Setup {
                 dev.display(),
                 DEVICES.map(|d| d.0).join(",")
             ),
+            Setup::DevDeclared { nodes } => {
+                let binds: Vec<String> = nodes
+                    .iter()
+                    .map(|(h, t)| format!("mount --bind {} {}", h.display(), t.display()))
+                    .collect();
+                write!(f, "{}  # DEVICES, on empty files", binds.join("; "))
+            }
             Setup::DevLinks { dev } => write!(
                 f,
                 "ln -s {0}/{{ptmx,fd,stdin,stdout,stderr}}; mkdir -m 1777 {0}/shm",
@@ -261,7 +269,8 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
             target: live.clone(),
         });
     }
-    steps.push(Setup::NoDevRoot(live.clone()));
+    // No nodev on the root: the device cgroup decides which nodes open,
+    // wherever they are, so `mknod /tmp/null c 1 3` works as in Docker.
     for (tree, share) in cfg.share.iter().enumerate() {
         steps.push(match userns {
             None => Setup::Bind {
@@ -307,6 +316,16 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
             None => Setup::DevNodes { dev: dev.clone() },
             Some(_) => Setup::DevBinds { dev: dev.clone() },
         },
+    ]);
+    if !cfg.devices.is_empty() {
+        let nodes = cfg
+            .devices
+            .iter()
+            .map(|d| (d.path.clone(), dev.join(inside_dev(&d.path))))
+            .collect();
+        steps.push(Setup::DevDeclared { nodes });
+    }
+    steps.extend([
         Setup::Mount {
             fstype: "devpts",
             target: dev.join("pts"),
@@ -423,18 +442,7 @@ fn run_step(step: &Setup, trees: &[OwnedFd]) -> Result<()> {
         Setup::DevNodes { dev } => make_dev_nodes(dev),
         Setup::DevBinds { dev } => bind_dev_nodes(dev),
         Setup::DevLinks { dev } => make_dev_links(dev),
-        Setup::NoDevRoot(path) => {
-            let flags =
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | kept_flags(path)?;
-            mount(
-                None::<&str>,
-                path.as_path(),
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )
-            .with_context(|| format!("cannot remount {} nodev", path.display()))
-        }
+        Setup::DevDeclared { nodes } => nodes.iter().try_for_each(|(h, t)| bind_node(h, t)),
         Setup::ReadOnly(path) => read_only(path),
         Setup::Writable(path) => {
             if !path.exists() {
@@ -601,6 +609,31 @@ fn bind_dev_nodes(dev: &Path) -> Result<()> {
         .with_context(|| format!("cannot bind {} on {}", host.display(), path.display()))?;
     }
     Ok(())
+}
+
+/// Where a `DEVICES` node goes below the subhost's `/dev`: its place
+/// there when it is the host's `/dev`, else its file name.
+pub fn inside_dev(host: &Path) -> PathBuf {
+    match host.strip_prefix("/dev") {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.to_path_buf(),
+        _ => host.file_name().map(PathBuf::from).unwrap_or_default(),
+    }
+}
+
+/// A host node bound on an empty file made for it.
+fn bind_node(host: &Path, path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        ensure_dir(parent)?;
+    }
+    File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    mount(
+        Some(host),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot bind {} on {}", host.display(), path.display()))
 }
 
 fn make_dev_links(dev: &Path) -> Result<()> {

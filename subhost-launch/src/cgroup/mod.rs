@@ -42,6 +42,7 @@
 //! `.cgroup` record a start wrote.
 
 mod create;
+pub mod devices;
 mod host;
 mod life;
 mod parents;

@@ -133,6 +133,8 @@ pub struct Config {
     pub seccomp: bool,
     /// Denied system calls the filter lets through (`SYSCALLS_ALLOW`).
     pub syscalls_allow: Vec<String>,
+    /// Host device nodes given to the subhost (`DEVICES`).
+    pub devices: Vec<crate::cgroup::devices::Declared>,
 }
 
 impl Config {
@@ -185,6 +187,7 @@ impl Config {
             userns: None,
             seccomp: true,
             syscalls_allow: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }
