@@ -305,6 +305,9 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     let sys = live.join("sys");
     steps.extend(PROC_WRITABLE.iter().map(|p| Setup::Writable(proc.join(p))));
     steps.extend(PROC_READ_ONLY.iter().map(|p| Setup::ReadOnly(proc.join(p))));
+    if userns.is_some() {
+        steps.extend(visible_instances(&dev, hardened));
+    }
     steps.extend([
         Setup::Mount {
             fstype: "tmpfs",
@@ -365,6 +368,44 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     };
     steps.push(Setup::DropCaps { drop, lacking });
     Ok(steps)
+}
+
+/// With USERNS, a nested sandbox (bwrap, `unshare -U -r --mount-proc`,
+/// rootless podman) makes a user namespace of its own, where the kernel
+/// locks every mount it inherits, and then mounts proc or sysfs. The kernel
+/// allows that only where an instance of the filesystem is already "fully
+/// visible" in the mount namespace (fs/namespace.c, `mnt_already_visible`):
+/// mounted at its root with no locked mount over anything but a
+/// permanently empty directory. The masks and read-only islands make the
+/// subhost's own /proc and /sys fail that. So a proc and a (read-only)
+/// sysfs without masks are mounted in a vault, a tmpfs on `/dev` that the
+/// real `/dev` then covers: nothing inside reaches them by a path, a nested
+/// namespace cannot uncover them (its mounts are locked), and the kernel
+/// counts them as visible. Root of the subhost's own user namespace could
+/// uncover them, as it can unmount the masks themselves: in USERNS mode the
+/// masks hide host information from the subhost's processes; they were
+/// never a wall against its root, whose namespace owns those mounts.
+fn visible_instances(dev: &Path, hardened: MsFlags) -> [Setup; 3] {
+    [
+        Setup::Mount {
+            fstype: "tmpfs",
+            target: dev.to_path_buf(),
+            flags: hardened,
+            data: Some("mode=700,size=16k".into()),
+        },
+        Setup::Mount {
+            fstype: "proc",
+            target: dev.join("proc"),
+            flags: hardened,
+            data: None,
+        },
+        Setup::Mount {
+            fstype: "sysfs",
+            target: dev.join("sys"),
+            flags: hardened | MsFlags::MS_RDONLY,
+            data: None,
+        },
+    ]
 }
 
 fn ensure_dir(p: &Path) -> Result<()> {

@@ -200,3 +200,95 @@ fn bad_devices_are_config_errors_at_their_line() {
         assert!(!s.live_mounted(), "{err}");
     }
 }
+
+/// A static i386 program: getpid must work, keyctl (denied) must fail
+/// with EPERM; exit 0, else 1 (getpid) or 2 (keyctl's result otherwise).
+const M32: &str = "
+.globl _start
+_start:
+    mov $20, %eax
+    int $0x80
+    test %eax, %eax
+    jle bad_getpid
+    mov $288, %eax
+    xor %ebx, %ebx
+    int $0x80
+    cmp $-1, %eax
+    jne bad_keyctl
+    mov $1, %eax
+    xor %ebx, %ebx
+    int $0x80
+bad_getpid:
+    mov $1, %eax
+    mov $1, %ebx
+    int $0x80
+bad_keyctl:
+    mov $1, %eax
+    mov $2, %ebx
+    int $0x80
+";
+
+/// Assembles M32 into `dest` with binutils (no multilib needed).
+fn build_m32(dest: &Path) {
+    let tmp = TempDir::new();
+    let src = tmp.path().join("m32.s");
+    let obj = tmp.path().join("m32.o");
+    std::fs::write(&src, M32).unwrap();
+    let out = run_timeout(
+        &mut cmd("as", ["--32", "-o", &obj.to_string_lossy(), &src.to_string_lossy()]),
+        LAUNCH_LIMIT,
+    );
+    assert!(out.status.success(), "binutils is needed: {}", out.describe());
+    let out = run_timeout(
+        &mut cmd(
+            "ld",
+            ["-m", "elf_i386", "-static", "-o", &dest.to_string_lossy(), &obj.to_string_lossy()],
+        ),
+        LAUNCH_LIMIT,
+    );
+    assert!(out.status.success(), "{}", out.describe());
+}
+
+#[test]
+fn a_32_bit_program_runs_and_its_denied_call_is_denied() {
+    let s = lab("dv32", "");
+    build_m32(&s.root().join("m32"));
+    let out = s.sh("/m32; echo rc=$?");
+    assert_eq!(out.stdout_str(), "rc=0\n", "{}", out.describe());
+    // The filter is what denies it: without, keyctl answers otherwise.
+    std::fs::write(s.dir().join("config"), mode_config("SECCOMP=off\n")).unwrap();
+    let out = s.sh("/m32; echo rc=$?");
+    assert_eq!(out.stdout_str(), "rc=2\n", "{}", out.describe());
+}
+
+/// Nested sandboxes as Flatpak, bwrap and rootless podman make them: a
+/// user namespace of their own, a PID namespace, and a fresh proc (or, in
+/// a netns of their own, sysfs). With USERNS they work, and the subhost's
+/// masks still hide what they hide; without, root inside is the host's
+/// root, a nested user namespace maps it to the host's uid 0, and a fresh
+/// proc there would reopen /proc/sys: the kernel refuses it, and must.
+#[test]
+fn nested_sandboxes_mount_proc_in_userns_mode_and_the_masks_hold() {
+    assert!(
+        Path::new("/usr/bin/bwrap").exists(),
+        "bubblewrap is needed: run tests/setup"
+    );
+    let s = Subhost::new("dvu", "LOWER=/\n");
+    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    let out = s.sh(&format!(
+        "unshare -U -r -p -f --mount-proc true; echo unshare=$?; \
+         {nobody} bwrap --ro-bind / / --unshare-pid --proc /proc true; echo bwrap=$?; \
+         unshare -U -r -m -n sh -c 'mount -t sysfs -o ro sysfs /mnt && umount /mnt'; echo sysfs=$?; \
+         wc -c < /proc/timer_list; ls /sys/firmware | wc -l; ls -a /dev | grep -cx 'proc\\|sys' || :"
+    ));
+    assert_eq!(out.code(), 0, "{}", out.describe());
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    let worked = |what: &str| lines.contains(&format!("{what}=0").as_str());
+    for what in ["unshare", "bwrap", "sysfs"] {
+        assert_eq!(worked(what), userns_mode(), "{what}: {}", out.describe());
+    }
+    // Masked as before: timer_list empty, /sys/firmware empty; and the
+    // instances that make proc visible to the kernel are out of reach.
+    assert!(text.ends_with("0\n0\n0\n"), "{}", out.describe());
+}
