@@ -351,10 +351,12 @@ fn x86_64_prefix(min: u32, max: u32, i386: &[u32]) -> Result<BpfProgram> {
         /* 5 */ ins(JGE_K, 0, 2, min),
         /* 6 */ ins(JGT_K, 1, 0, max),
         // In the range: past the i386 block to the body.
-        /* 7 */ ins(JA, 0, 0, 1 + block as u32),
+        /* 7 */
+        ins(JA, 0, 0, 1 + block as u32),
         /* 8 */ ins(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
         // Neither x86_64 nor i386: on to the body, which kills it.
-        /* 9 */ ins(JEQ_K, 0, (block - 1) as u8, AUDIT_ARCH_I386),
+        /* 9 */
+        ins(JEQ_K, 0, (block - 1) as u8, AUDIT_ARCH_I386),
         /* 10 */ ins(LD_W_ABS, 0, 0, NR_OFFSET),
     ];
     for (i, nr) in i386.iter().enumerate() {
@@ -528,12 +530,38 @@ mod tests {
     #[test]
     fn i386_numbers_are_those_of_denied_names() {
         let table_names = [
-            "init_module", "finit_module", "delete_module", "kexec_load", "bpf",
-            "open_by_handle_at", "perf_event_open", "lookup_dcookie", "syslog", "swapon",
-            "swapoff", "iopl", "ioperm", "acct", "add_key", "request_key", "keyctl",
-            "userfaultfd", "settimeofday", "clock_settime", "io_uring_setup", "io_uring_enter",
-            "io_uring_register", "_sysctl", "uselib", "ustat", "sysfs", "nfsservctl",
-            "afs_syscall", "getpmsg", "putpmsg", "vserver",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "kexec_load",
+            "bpf",
+            "open_by_handle_at",
+            "perf_event_open",
+            "lookup_dcookie",
+            "syslog",
+            "swapon",
+            "swapoff",
+            "iopl",
+            "ioperm",
+            "acct",
+            "add_key",
+            "request_key",
+            "keyctl",
+            "userfaultfd",
+            "settimeofday",
+            "clock_settime",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "_sysctl",
+            "uselib",
+            "ustat",
+            "sysfs",
+            "nfsservctl",
+            "afs_syscall",
+            "getpmsg",
+            "putpmsg",
+            "vserver",
         ];
         for n in table_names {
             assert!(is_denied(n), "{n}");

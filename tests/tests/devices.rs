@@ -14,10 +14,7 @@ fn lab(tag: &str, config: &str) -> Subhost {
 }
 
 /// Runs `probe each` with `checks` in a session of `s`; the verdicts by id.
-fn probe(
-    s: &Subhost,
-    checks: &[(&str, String)],
-) -> std::collections::HashMap<String, String> {
+fn probe(s: &Subhost, checks: &[(&str, String)]) -> std::collections::HashMap<String, String> {
     let mut args = vec!["start", &s.name, "--", "/probe"];
     let each = probe_each_args(checks);
     args.extend(each.iter().map(String::as_str));
@@ -25,7 +22,11 @@ fn probe(
     assert_eq!(out.code(), 0, "{}", out.describe());
     let r = probe_results(&out.stdout_str());
     for (id, _) in checks {
-        assert!(r.contains_key(*id), "no result for {id}: {}", out.describe());
+        assert!(
+            r.contains_key(*id),
+            "no result for {id}: {}",
+            out.describe()
+        );
     }
     r
 }
@@ -61,7 +62,8 @@ fn node_for_mode(tmp: &TempDir, host: &str) -> PathBuf {
 #[test]
 fn root_makes_and_uses_a_null_device_outside_dev() {
     let s = lab("dvn", "");
-    let out = s.sh("mknod /tmp/null c 1 3 && echo written > /tmp/null && cat /tmp/null && echo done");
+    let out =
+        s.sh("mknod /tmp/null c 1 3 && echo written > /tmp/null && cat /tmp/null && echo done");
     if userns_mode() {
         // The kernel allows mknod only to the host's CAP_MKNOD.
         assert_ne!(out.code(), 0, "{}", out.describe());
@@ -81,7 +83,11 @@ fn a_declared_tun_makes_a_tun_device_and_an_undeclared_one_does_not_open() {
     let tmp = TempDir::new();
     let node = node_for_mode(&tmp, "/dev/net/tun");
     let s = lab("dvt", "");
-    let inside = if userns_mode() { "/dev/tun" } else { "/dev/net/tun" };
+    let inside = if userns_mode() {
+        "/dev/tun"
+    } else {
+        "/dev/net/tun"
+    };
     let r = probe(
         &s,
         &[
@@ -176,12 +182,28 @@ fn bad_devices_are_config_errors_at_their_line() {
         .unwrap()
         .lines()
         .find(|l| l.split(' ').nth(4) == Some("/"))
-        .and_then(|l| l.split(" - ").nth(1).map(|r| r.split(' ').nth(1).unwrap().to_string()))
+        .and_then(|l| {
+            l.split(" - ")
+                .nth(1)
+                .map(|r| r.split(' ').nth(1).unwrap().to_string())
+        })
         .filter(|d| d.starts_with("/dev/") && Path::new(d).exists());
     let mut cases = vec![
-        ("DEVICES=(/dev/null\n/dev/shtnosuch)", 2, "device /dev/shtnosuch"),
-        ("DEVICES=(/etc/passwd)", 1, "/etc/passwd is not a device node"),
-        ("DEVICES=(/dev/null:rx)", 1, "\"rx\" in \"/dev/null:rx\" is not a mode"),
+        (
+            "DEVICES=(/dev/null\n/dev/shtnosuch)",
+            2,
+            "device /dev/shtnosuch",
+        ),
+        (
+            "DEVICES=(/etc/passwd)",
+            1,
+            "/etc/passwd is not a device node",
+        ),
+        (
+            "DEVICES=(/dev/null:rx)",
+            1,
+            "\"rx\" in \"/dev/null:rx\" is not a mode",
+        ),
     ];
     let block = disk.map(|d| format!("DEVICES=({d})"));
     if let Some(b) = &block {
@@ -235,14 +257,28 @@ fn build_m32(dest: &Path) {
     let obj = tmp.path().join("m32.o");
     std::fs::write(&src, M32).unwrap();
     let out = run_timeout(
-        &mut cmd("as", ["--32", "-o", &obj.to_string_lossy(), &src.to_string_lossy()]),
+        &mut cmd(
+            "as",
+            ["--32", "-o", &obj.to_string_lossy(), &src.to_string_lossy()],
+        ),
         LAUNCH_LIMIT,
     );
-    assert!(out.status.success(), "binutils is needed: {}", out.describe());
+    assert!(
+        out.status.success(),
+        "binutils is needed: {}",
+        out.describe()
+    );
     let out = run_timeout(
         &mut cmd(
             "ld",
-            ["-m", "elf_i386", "-static", "-o", &dest.to_string_lossy(), &obj.to_string_lossy()],
+            [
+                "-m",
+                "elf_i386",
+                "-static",
+                "-o",
+                &dest.to_string_lossy(),
+                &obj.to_string_lossy(),
+            ],
         ),
         LAUNCH_LIMIT,
     );

@@ -578,15 +578,14 @@ fn the_plan_shows_every_protection() {
         .lines()
         .find(|l| l.starts_with("capsh --drop="))
         .unwrap_or("");
-    for cap in [
-        "cap_sys_admin",
-        "cap_dac_read_search",
-        "cap_sys_ptrace",
-    ] {
+    for cap in ["cap_sys_admin", "cap_dac_read_search", "cap_sys_ptrace"] {
         assert!(drop.contains(cap), "{cap}: {drop}");
     }
     // MKNOD is kept, as in Docker: the device cgroup decides what opens.
-    assert!(!drop.contains("cap_net_admin") && !drop.contains("cap_mknod"), "{drop}");
+    assert!(
+        !drop.contains("cap_net_admin") && !drop.contains("cap_mknod"),
+        "{drop}"
+    );
     lab.config("SECCOMP=off");
     let out = lab.s.run(&["start", "--dry-run", &lab.s.name]);
     assert!(!out.stdout_str().contains("seccomp"), "{}", out.describe());

@@ -481,6 +481,10 @@ pub fn attach(program: &Program) -> Result<()> {
 /// Where a v1 rule goes: `devices.deny` with `a`, then `devices.allow`.
 pub fn v1_files(dir: &Path, rules: &[Rule]) -> Vec<(PathBuf, String)> {
     let mut out = vec![(dir.join("devices.deny"), "a".to_string())];
-    out.extend(rules.iter().map(|r| (dir.join("devices.allow"), r.to_string())));
+    out.extend(
+        rules
+            .iter()
+            .map(|r| (dir.join("devices.allow"), r.to_string())),
+    );
     out
 }

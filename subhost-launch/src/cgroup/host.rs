@@ -214,7 +214,10 @@ impl Host {
         if resources == Limits::default() {
             let own = read_proc_cgroup(Pid::this())?;
             if let Some(host) = Host::usual_v2(own)? {
-                let pure = host.mounts.iter().all(|m| m.point == Path::new("/sys/fs/cgroup"));
+                let pure = host
+                    .mounts
+                    .iter()
+                    .all(|m| m.point == Path::new("/sys/fs/cgroup"));
                 if limits.devices.is_none() || pure {
                     return Ok(host);
                 }

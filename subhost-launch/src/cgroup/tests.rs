@@ -1207,7 +1207,17 @@ fn the_device_program_allows_exactly_the_default_policy() {
     let prog = dev::assemble(&dev::DEFAULT);
     let allowed = |kind, access, major, minor| run_bpf(&prog, kind, access, major, minor) == 1;
     // The default nodes, for every access.
-    for (maj, min) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (136, 7)] {
+    for (maj, min) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (136, 7),
+    ] {
         assert!(allowed(CHAR, READ | WRITE, maj, min), "{maj}:{min}");
         assert!(allowed(CHAR, MKNOD, maj, min), "{maj}:{min}");
     }
@@ -1274,7 +1284,11 @@ fn modes_and_declared_devices_are_checked() {
         .unwrap()
         .lines()
         .find(|l| l.split(' ').nth(4) == Some("/"))
-        .and_then(|l| l.split(" - ").nth(1).map(|r| r.split(' ').nth(1).unwrap().to_string()))
+        .and_then(|l| {
+            l.split(" - ")
+                .nth(1)
+                .map(|r| r.split(' ').nth(1).unwrap().to_string())
+        })
         .filter(|s| Path::new(s).exists() && s.starts_with("/dev/"));
     if let Some(disk) = disk {
         let (what, fix) = Declared::parse(&disk).unwrap_err();
@@ -1305,7 +1319,10 @@ fn hybrid_device_policy_is_v1_deny_all_then_allow() {
     let w = files(&plan);
     let (deny, allow) = (&w[w.len() - 12], &w[w.len() - 11]);
     assert!(deny.0.ends_with("/devices.deny") && deny.1 == "a", "{w:?}");
-    assert!(allow.0.ends_with("/devices.allow") && allow.1 == "c *:* m", "{w:?}");
+    assert!(
+        allow.0.ends_with("/devices.allow") && allow.1 == "c *:* m",
+        "{w:?}"
+    );
     assert!(plan.device_program.is_none());
     assert!(
         plan.dirs.contains(&p("/sys/fs/cgroup/devices/subhost/web")),
@@ -1313,7 +1330,10 @@ fn hybrid_device_policy_is_v1_deny_all_then_allow() {
         plan.dirs
     );
     let text = plan.to_string();
-    assert!(text.contains("echo c 1:3 rwm > /sys/fs/cgroup/devices/subhost/web/devices.allow"), "{text}");
+    assert!(
+        text.contains("echo c 1:3 rwm > /sys/fs/cgroup/devices/subhost/web/devices.allow"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1338,7 +1358,8 @@ fn the_device_cgroup_stops_opening_nodes_outside_the_policy() {
         ..Limits::default()
     };
     let mut g = Guard::new("devv1", &limits);
-    let pid = g.spawn("exec 3</dev/zero || exit 3; (exec 4</dev/net/tun) 2>/dev/null && exit 4; exit 0");
+    let pid =
+        g.spawn("exec 3</dev/zero || exit 3; (exec 4</dev/net/tun) 2>/dev/null && exit 4; exit 0");
     assert!(g.wait(pid, Duration::from_secs(10)).success());
 }
 
@@ -1354,14 +1375,17 @@ fn the_bpf_device_program_stops_opening_nodes_outside_the_policy() {
     let tag = "devbpf";
     let mut plan = plan(tag, Some(&test_parent(tag)), &limits).unwrap();
     // Only the v2 directory, as on a host without the v1 controller.
-    plan.dirs.retain(|d| Some(d) == plan.v2_dir.as_ref() || !d.starts_with("/sys/fs/cgroup/devices"));
-    plan.writes.retain(|w| !w.file.to_string_lossy().contains("/devices."));
+    plan.dirs
+        .retain(|d| Some(d) == plan.v2_dir.as_ref() || !d.starts_with("/sys/fs/cgroup/devices"));
+    plan.writes
+        .retain(|w| !w.file.to_string_lossy().contains("/devices."));
     let v2 = plan.v2_dir.clone().expect("cgroup2 is mounted");
     plan.device_program = Some(dev::Program {
         dir: v2,
         rules: dev::DEFAULT.to_vec(),
     });
     let mut g = Guard::with_plan(plan);
-    let pid = g.spawn("exec 3</dev/zero || exit 3; (exec 4</dev/net/tun) 2>/dev/null && exit 4; exit 0");
+    let pid =
+        g.spawn("exec 3</dev/zero || exit 3; (exec 4</dev/net/tun) 2>/dev/null && exit 4; exit 0");
     assert!(g.wait(pid, Duration::from_secs(10)).success());
 }
