@@ -158,9 +158,10 @@ impl Declared {
     pub fn parse(spec: &str) -> Result<Declared, (String, String)> {
         let usage = "write PATH or PATH:MODE, MODE of the letters r, w, m \
                      (e.g. DEVICES=(/dev/net/tun /dev/kvm:rw)); block devices need a MODE";
+        // A path may hold ':' itself (/dev/disk/by-path/pci-0000:00:05.0).
         let (path, mode) = match spec.rsplit_once(':') {
-            Some((p, m)) => (p, Some(m)),
-            None => (spec, None),
+            Some((p, m)) if !Path::new(spec).exists() => (p, Some(m)),
+            _ => (spec, None),
         };
         if !path.starts_with('/') {
             return Err((format!("{spec:?} is not an absolute path"), usage.into()));

@@ -1298,6 +1298,20 @@ fn modes_and_declared_devices_are_checked() {
         assert!(d.host_wide().unwrap().contains("block"));
         assert_eq!(dev::warnings(&[d]).len(), 1);
     }
+    // A node whose name holds ':' is a path, not a mode.
+    let odd = std::env::temp_dir().join(format!("shtdev-{}:0", std::process::id()));
+    nix::sys::stat::mknod(
+        &odd,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let plain = Declared::parse(&odd.to_string_lossy());
+    let with_mode = Declared::parse(&format!("{}:r", odd.display()));
+    fs::remove_file(&odd).unwrap();
+    assert_eq!(plain.unwrap().rule.to_string(), "c 1:3 rwm");
+    assert_eq!(with_mode.unwrap().rule.to_string(), "c 1:3 r");
     let kmsg = Declared::parse("/dev/kmsg").unwrap();
     assert!(kmsg.host_wide().unwrap().contains("kernel log"));
     let shown = dev::describe(&[kmsg]);
