@@ -589,6 +589,7 @@ pub fn limits(cfg: &Config) -> cgroup::Limits {
         memory_max: cfg.memory_max,
         cpu_max: cfg.cpu_max.clone(),
         pids_max: cfg.pids_max,
+        devices: Some(cgroup::devices::rules(&cfg.devices)),
     }
 }
 

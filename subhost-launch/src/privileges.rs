@@ -1,7 +1,7 @@
 //! What a subhost's root may do: the capability bounding set it keeps.
 //!
-//! By default a subhost keeps the set Docker and Podman give a container
-//! (but MKNOD), plus the few capabilities whose every use stays inside the subhost's own
+//! By default a subhost keeps the set Docker and Podman give a container,
+//! plus the few capabilities whose every use stays inside the subhost's own
 //! namespaces (its netns, its IPC namespace). Everything that reaches
 //! host-wide state goes: SYS_ADMIN (mounts, which reopen /proc/sys, cgroup v1
 //! release agents, …), DAC_READ_SEARCH (open_by_handle_at), SYS_MODULE,
@@ -15,11 +15,11 @@ use caps::{CapSet, Capability};
 
 use crate::config::Config;
 
-/// Docker's and Podman's default set but MKNOD, plus what is confined to
-/// the subhost's own namespaces: NET_ADMIN and NET_BROADCAST act on its own
-/// netns, IPC_OWNER on its own IPC namespace. MKNOD is safe in Docker only
-/// behind its device cgroup, which a subhost does not have: with it, root
-/// inside makes a node of the host's disk and writes to it.
+/// Docker's and Podman's default set, plus what is confined to the
+/// subhost's own namespaces: NET_ADMIN and NET_BROADCAST act on its own
+/// netns, IPC_OWNER on its own IPC namespace. MKNOD is safe behind the
+/// subhost's device cgroup (`cgroup::devices`), as in Docker: a node of the
+/// host's disk can be made but not opened.
 pub const DEFAULT_KEEP: &[Capability] = &[
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
@@ -37,6 +37,7 @@ pub const DEFAULT_KEEP: &[Capability] = &[
     Capability::CAP_NET_ADMIN,
     Capability::CAP_NET_BROADCAST,
     Capability::CAP_IPC_OWNER,
+    Capability::CAP_MKNOD,
 ];
 
 /// Capabilities that let root inside reach the host when it has no user
@@ -49,10 +50,6 @@ pub const ESCAPES: &[(Capability, &str)] = &[
     (
         Capability::CAP_DAC_READ_SEARCH,
         "open_by_handle_at opens any file of a shared filesystem",
-    ),
-    (
-        Capability::CAP_MKNOD,
-        "makes a device node of the host's disk and opens it (there is no device cgroup)",
     ),
     (Capability::CAP_SYS_MODULE, "loads kernel code"),
     (

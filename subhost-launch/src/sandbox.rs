@@ -64,10 +64,6 @@ pub enum Setup {
     ResetLoginuid,
     /// Keep our mounts from propagating back to the host.
     PrivateMounts,
-    /// The root (its own mount only, not the SHAREs) gets nodev: device
-    /// nodes work only in the subhost's own `/dev`, so one left in a root
-    /// or a lower layer cannot open a host disk.
-    NoDevRoot(PathBuf),
     Bind {
         source: PathBuf,
         target: PathBuf,
@@ -93,6 +89,12 @@ pub enum Setup {
     /// With USERNS, where no device can be made: the host's, bound.
     DevBinds {
         dev: PathBuf,
+    },
+    /// The host's nodes that `DEVICES` gives, each bound on an empty file
+    /// at its place (host path, subhost path): in both modes, since with
+    /// USERNS the kernel refuses mknod. The device policy allows them.
+    DevDeclared {
+        nodes: Vec<(PathBuf, PathBuf)>,
     },
     /// `/dev/ptmx`, `/dev/fd`, `/dev/std*`, `/dev/shm`.
     DevLinks {
@@ -139,7 +141,6 @@ impl fmt::Display for Setup {
                  as the host's root (no file: no audit)"
             ),
             Setup::PrivateMounts => write!(f, "mount --make-rprivate /"),
-            Setup::NoDevRoot(p) => write!(f, "mount -o remount,bind,nodev {}", p.display()),
             Setup::Bind { source, target } => {
                 write!(f, "mount --rbind {} {}", source.display(), target.display())
             }
@@ -191,6 +192,13 @@ impl fmt::Display for Setup {
                 dev.display(),
                 DEVICES.map(|d| d.0).join(",")
             ),
+            Setup::DevDeclared { nodes } => {
+                let binds: Vec<String> = nodes
+                    .iter()
+                    .map(|(h, t)| format!("mount --bind {} {}", h.display(), t.display()))
+                    .collect();
+                write!(f, "{}  # DEVICES, on empty files", binds.join("; "))
+            }
             Setup::DevLinks { dev } => write!(
                 f,
                 "ln -s {0}/{{ptmx,fd,stdin,stdout,stderr}}; mkdir -m 1777 {0}/shm",
@@ -261,7 +269,8 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
             target: live.clone(),
         });
     }
-    steps.push(Setup::NoDevRoot(live.clone()));
+    // No nodev on the root: the device cgroup decides which nodes open,
+    // wherever they are, so `mknod /tmp/null c 1 3` works as in Docker.
     for (tree, share) in cfg.share.iter().enumerate() {
         steps.push(match userns {
             None => Setup::Bind {
@@ -296,6 +305,9 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     let sys = live.join("sys");
     steps.extend(PROC_WRITABLE.iter().map(|p| Setup::Writable(proc.join(p))));
     steps.extend(PROC_READ_ONLY.iter().map(|p| Setup::ReadOnly(proc.join(p))));
+    if userns.is_some() {
+        steps.extend(visible_instances(&dev, hardened));
+    }
     steps.extend([
         Setup::Mount {
             fstype: "tmpfs",
@@ -307,6 +319,16 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
             None => Setup::DevNodes { dev: dev.clone() },
             Some(_) => Setup::DevBinds { dev: dev.clone() },
         },
+    ]);
+    if !cfg.devices.is_empty() {
+        let nodes = cfg
+            .devices
+            .iter()
+            .map(|d| (d.path.clone(), dev.join(inside_dev(&d.path))))
+            .collect();
+        steps.push(Setup::DevDeclared { nodes });
+    }
+    steps.extend([
         Setup::Mount {
             fstype: "devpts",
             target: dev.join("pts"),
@@ -346,6 +368,44 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
     };
     steps.push(Setup::DropCaps { drop, lacking });
     Ok(steps)
+}
+
+/// With USERNS, a nested sandbox (bwrap, `unshare -U -r --mount-proc`,
+/// rootless podman) makes a user namespace of its own, where the kernel
+/// locks every mount it inherits, and then mounts proc or sysfs. The kernel
+/// allows that only where an instance of the filesystem is already "fully
+/// visible" in the mount namespace (fs/namespace.c, `mnt_already_visible`):
+/// mounted at its root with no locked mount over anything but a
+/// permanently empty directory. The masks and read-only islands make the
+/// subhost's own /proc and /sys fail that. So a proc and a (read-only)
+/// sysfs without masks are mounted in a vault, a tmpfs on `/dev` that the
+/// real `/dev` then covers: nothing inside reaches them by a path, a nested
+/// namespace cannot uncover them (its mounts are locked), and the kernel
+/// counts them as visible. Root of the subhost's own user namespace could
+/// uncover them, as it can unmount the masks themselves: in USERNS mode the
+/// masks hide host information from the subhost's processes; they were
+/// never a wall against its root, whose namespace owns those mounts.
+fn visible_instances(dev: &Path, hardened: MsFlags) -> [Setup; 3] {
+    [
+        Setup::Mount {
+            fstype: "tmpfs",
+            target: dev.to_path_buf(),
+            flags: hardened,
+            data: Some("mode=700,size=16k".into()),
+        },
+        Setup::Mount {
+            fstype: "proc",
+            target: dev.join("proc"),
+            flags: hardened,
+            data: None,
+        },
+        Setup::Mount {
+            fstype: "sysfs",
+            target: dev.join("sys"),
+            flags: hardened | MsFlags::MS_RDONLY,
+            data: None,
+        },
+    ]
 }
 
 fn ensure_dir(p: &Path) -> Result<()> {
@@ -423,18 +483,7 @@ fn run_step(step: &Setup, trees: &[OwnedFd]) -> Result<()> {
         Setup::DevNodes { dev } => make_dev_nodes(dev),
         Setup::DevBinds { dev } => bind_dev_nodes(dev),
         Setup::DevLinks { dev } => make_dev_links(dev),
-        Setup::NoDevRoot(path) => {
-            let flags =
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | kept_flags(path)?;
-            mount(
-                None::<&str>,
-                path.as_path(),
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )
-            .with_context(|| format!("cannot remount {} nodev", path.display()))
-        }
+        Setup::DevDeclared { nodes } => nodes.iter().try_for_each(|(h, t)| bind_node(h, t)),
         Setup::ReadOnly(path) => read_only(path),
         Setup::Writable(path) => {
             if !path.exists() {
@@ -601,6 +650,31 @@ fn bind_dev_nodes(dev: &Path) -> Result<()> {
         .with_context(|| format!("cannot bind {} on {}", host.display(), path.display()))?;
     }
     Ok(())
+}
+
+/// Where a `DEVICES` node goes below the subhost's `/dev`: its place
+/// there when it is the host's `/dev`, else its file name.
+pub fn inside_dev(host: &Path) -> PathBuf {
+    match host.strip_prefix("/dev") {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.to_path_buf(),
+        _ => host.file_name().map(PathBuf::from).unwrap_or_default(),
+    }
+}
+
+/// A host node bound on an empty file made for it.
+fn bind_node(host: &Path, path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        ensure_dir(parent)?;
+    }
+    File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    mount(
+        Some(host),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot bind {} on {}", host.display(), path.display()))
 }
 
 fn make_dev_links(dev: &Path) -> Result<()> {

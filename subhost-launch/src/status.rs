@@ -199,6 +199,9 @@ pub struct Report {
     /// Whether the seccomp filter is on, and what SYSCALLS_ALLOW lifts.
     pub seccomp: Option<bool>,
     pub syscalls_allow: Vec<String>,
+    /// The device policy: what the device cgroup allows (`c 1:3 rwm`, a
+    /// `DEVICES` node's with its path), as configured.
+    pub devices: Vec<String>,
     /// Kept capabilities that let root out (see privileges::ESCAPES).
     pub warnings: Vec<String>,
     /// The host ids of its user namespace (USERNS): recorded, else as
@@ -422,6 +425,8 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
             }
         }
     }
+    let declared = cfg.as_ref().map(|c| c.devices.clone()).unwrap_or_default();
+    warnings.extend(crate::cgroup::devices::warnings(&declared));
     // A running init's own state, else what the config asks for.
     let seccomp = match pid {
         Some(pid) => init_seccomp(pid),
@@ -449,6 +454,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
                 .map(|c| c.syscalls_allow.clone())
                 .unwrap_or_default(),
         },
+        devices: crate::cgroup::devices::describe(&declared),
         warnings,
         userns,
         problems,

@@ -2,7 +2,8 @@
 //! well-known ways out to the host, each a route of the probe (a helper of
 //! this crate, run inside). Every route must fail by default; and so that
 //! these tests can fail, each is shown to work once the protection that
-//! stops it is lifted (`CAPS_KEEP`, `SYSCALLS_ALLOW`, `SECCOMP=off`), or,
+//! stops it is lifted (`CAPS_KEEP`, `SYSCALLS_ALLOW`, `SECCOMP=off`,
+//! `DEVICES`), or,
 //! for what no config lifts, the same probe is shown to work on the host.
 //!
 //! The probes are harmless: they write back the values they read, undo
@@ -11,7 +12,7 @@
 //! NULL time, fd -1).
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use subhost_tests::*;
@@ -81,8 +82,10 @@ impl Lab {
             ("sys_knob", format!("sys-knob {}", sys_knob())),
             ("kmsg", "mknod-open /dev/shtkmsg c 1 11".into()),
             ("disk", format!("mknod-open /dev/shtdisk b {maj} {min}")),
-            // A node in the root, not in /dev: the root is nodev.
-            ("root_node", "mknod-open /root/zero c 1 5".into()),
+            // A node in the root, not in /dev: the device cgroup holds there too.
+            ("root_node", "mknod-open /root/kmsg c 1 11".into()),
+            // A VPN's tun device: only when declared.
+            ("tun", "mknod-open /dev/shttun c 10 200".into()),
             ("chroot", "chroot-escape".into()),
             ("procs", format!("procs {rev}")),
             ("clock", "settimeofday".into()),
@@ -193,17 +196,20 @@ fn a_default_subhost_refuses_every_route() {
             ("perf", "errno EPERM"),
             ("swapoff", "errno EPERM"),
             ("sys_knob", "errno EPERM"),
-            ("kmsg", "mknod errno EPERM"),
-            ("disk", "mknod errno EPERM"),
-            ("root_node", "mknod errno EPERM"),
+            // Any node may be made (MKNOD, as in Docker); the device
+            // cgroup lets none but the harmless ones open.
+            ("kmsg", "open errno EPERM"),
+            ("disk", "open errno EPERM"),
+            ("root_node", "open errno EPERM"),
+            ("tun", "open errno EPERM"),
             ("procs", "none"),
             ("clock", "errno EPERM"),
             ("module", "errno EPERM"),
             ("keyctl", "errno EPERM"),
             ("userfaultfd", "errno EPERM"),
             ("x32", "errno EPERM"),
-            // SIGSYS: a 32-bit call is not filtered by number, it kills.
-            ("int80", "killed 31"),
+            // A 32-bit call meets the same list, by its i386 number.
+            ("int80", "errno EPERM"),
         ],
     );
     assert!(r["chroot"].starts_with("root "), "{r:#?}");
@@ -292,10 +298,10 @@ fn sys_admin_kept_reopens_the_mount_routes_and_the_filter_still_holds() {
             ("tracefs", "ok"),
             ("debugfs", "ok"),
             ("sys_knob", "ok"),
-            // With MKNOD (and SYSLOG for kmsg) nodes in /dev open...
-            ("kmsg", "ok"),
-            // ...but not in the root, which is nodev.
-            ("root_node", "open errno EACCES"),
+            // Whatever the capabilities, the device cgroup holds.
+            ("kmsg", "open errno EPERM"),
+            ("root_node", "open errno EPERM"),
+            ("disk", "open errno EPERM"),
             // The filter alone keeps these shut, whatever the capabilities.
             ("shocker", "errno EPERM"),
             ("bpf", "errno EPERM"),
@@ -306,7 +312,7 @@ fn sys_admin_kept_reopens_the_mount_routes_and_the_filter_still_holds() {
             ("keyctl", "errno EPERM"),
             ("userfaultfd", "errno EPERM"),
             ("x32", "errno EPERM"),
-            ("int80", "killed 31"),
+            ("int80", "errno EPERM"),
         ],
     );
     // A cgroup namespace may mount only hierarchies that exist: on a host
@@ -318,9 +324,45 @@ fn sys_admin_kept_reopens_the_mount_routes_and_the_filter_still_holds() {
         assert_ne!(r["release_agent"], "ok", "{r:#?}");
     }
     // The node in the root is a real device: the host opens it.
-    let zero = lab.s.root().join("root/zero");
-    std::fs::File::open(&zero)
-        .unwrap_or_else(|e| panic!("the host cannot open {}: {e}", zero.display()));
+    let kmsg = lab.s.root().join("root/kmsg");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&kmsg)
+        .unwrap_or_else(|e| panic!("the host cannot open {}: {e}", kmsg.display()));
+    // status says so.
+    let out = lab.s.run(&["status", &lab.s.name]);
+    let text = out.stdout_str();
+    assert!(
+        text.contains("warning:  CAP_SYS_ADMIN is kept")
+            && text.contains("warning:  CAP_BPF is kept"),
+        "{}",
+        out.describe()
+    );
+    let out = lab.s.run(&["list", "--json"]);
+    let text = out.stdout_str();
+    assert!(text.contains("\"CAP_SYS_ADMIN\""), "{text}");
+    assert!(text.contains("CAP_DAC_READ_SEARCH is kept"), "{text}");
+}
+
+/// The host's device node of the disk holding `/` (mountinfo's source).
+fn host_disk_node() -> Option<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .and_then(|l| l.split(" - ").nth(1))
+        .and_then(|r| r.split(' ').nth(1))
+        .filter(|d| d.starts_with("/dev/") && Path::new(d).exists())
+        .map(str::to_string)
+}
+
+#[test]
+fn declaring_a_device_lifts_the_device_cgroup_for_it_alone() {
+    let lab = Lab::new("esd");
+    let disk = host_disk_node().expect("the host's / is on a device node");
+    lab.config(&format!("DEVICES=({disk}:rw /dev/net/tun)"));
+    let r = lab.probe();
     // The disk's node opens where the host itself may open its disk (some
     // VMs' own device filters forbid even that).
     let (maj, min) = host_disk();
@@ -340,19 +382,24 @@ fn sys_admin_kept_reopens_the_mount_routes_and_the_filter_still_holds() {
     let host_can = std::fs::File::open(&own).is_ok();
     let want = if host_can { "ok" } else { "open errno EPERM" };
     assert_eq!(r["disk"], want, "host opens its disk: {host_can}");
-    // status says so.
+    assert_eq!(r["tun"], "ok", "{r:#?}");
+    // The rest stays shut.
+    expect(
+        &r,
+        &[
+            ("kmsg", "open errno EPERM"),
+            ("root_node", "open errno EPERM"),
+        ],
+    );
+    // status warns for the disk, not for tun.
     let out = lab.s.run(&["status", &lab.s.name]);
     let text = out.stdout_str();
     assert!(
-        text.contains("warning:  CAP_SYS_ADMIN is kept")
-            && text.contains("warning:  CAP_BPF is kept"),
+        text.contains(&format!("warning:  DEVICES gives {disk} (a block device")),
         "{}",
         out.describe()
     );
-    let out = lab.s.run(&["list", "--json"]);
-    let text = out.stdout_str();
-    assert!(text.contains("\"CAP_SYS_ADMIN\""), "{text}");
-    assert!(text.contains("CAP_DAC_READ_SEARCH is kept"), "{text}");
+    assert!(!text.contains("DEVICES gives /dev/net/tun"), "{text}");
 }
 
 #[test]
@@ -395,9 +442,9 @@ fn lifting_the_filter_reopens_the_syscall_routes() {
             ("clock", "ok"),
             ("keyctl", "ok"),
             ("userfaultfd", "ok"),
-            // Lifting names does not open other ABIs.
+            // A name is lifted for 32-bit calls too; x32 stays shut.
             ("x32", "errno EPERM"),
-            ("int80", "killed 31"),
+            ("int80", "errno EINVAL"),
         ],
     );
     // A kernel without module support says ENOSYS; either way the call
@@ -514,7 +561,8 @@ fn the_plan_shows_every_protection() {
     let text = out.stdout_str();
     let live = lab.s.live();
     for want in [
-        format!("mount -o remount,bind,nodev {}", live.display()),
+        // The device policy, as v1 writes or a BPF program's rules.
+        "c 1:3 rwm".to_string(),
         format!(
             "mount --bind {0}/proc/sys/net {0}/proc/sys/net",
             live.display()
@@ -530,15 +578,14 @@ fn the_plan_shows_every_protection() {
         .lines()
         .find(|l| l.starts_with("capsh --drop="))
         .unwrap_or("");
-    for cap in [
-        "cap_sys_admin",
-        "cap_dac_read_search",
-        "cap_mknod",
-        "cap_sys_ptrace",
-    ] {
+    for cap in ["cap_sys_admin", "cap_dac_read_search", "cap_sys_ptrace"] {
         assert!(drop.contains(cap), "{cap}: {drop}");
     }
-    assert!(!drop.contains("cap_net_admin"), "{drop}");
+    // MKNOD is kept, as in Docker: the device cgroup decides what opens.
+    assert!(
+        !drop.contains("cap_net_admin") && !drop.contains("cap_mknod"),
+        "{drop}"
+    );
     lab.config("SECCOMP=off");
     let out = lab.s.run(&["start", "--dry-run", &lab.s.name]);
     assert!(!out.stdout_str().contains("seccomp"), "{}", out.describe());
@@ -634,7 +681,7 @@ fn a_userns_subhost_with_sys_admin_and_no_filter_refuses_every_route() {
         out_of_reach.is_empty(),
         "routes that worked: {out_of_reach:?}\nall: {r:#?}"
     );
-    assert_eq!(r.len(), 22, "{r:#?}");
+    assert_eq!(r.len(), 23, "{r:#?}");
 }
 
 fn assert_ok(out: &Finished) {

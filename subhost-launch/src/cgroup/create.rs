@@ -97,6 +97,9 @@ pub(super) fn create_steps(
         )
         .with_context(|| format!("cannot write {} to {}", w.value, w.file.display()))?;
     }
+    if let Some(p) = &plan.device_program {
+        crate::logging::step(p, || super::devices::attach(p))?;
+    }
     Ok(())
 }
 

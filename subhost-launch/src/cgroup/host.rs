@@ -146,6 +146,7 @@ pub(super) enum Ctrl {
     Pids,
     Cpu,
     Freezer,
+    Devices,
 }
 
 impl Ctrl {
@@ -155,6 +156,7 @@ impl Ctrl {
             Ctrl::Pids => "pids",
             Ctrl::Cpu => "cpu",
             Ctrl::Freezer => "freezer",
+            Ctrl::Devices => "devices",
         }
     }
 }
@@ -202,11 +204,23 @@ impl Host {
     /// without reading the mount table, which the kernel formats anew on
     /// every read (a fifth of a warm start's planning). Anything unusual
     /// takes the full probe.
+    /// A device policy takes the v1 `devices` hierarchy where there is one:
+    /// only a pure cgroup v2 host (at /sys/fs/cgroup) is sure to have none.
     pub(super) fn probe_for(limits: &Limits) -> Result<Host> {
-        if *limits == Limits::default() {
+        let resources = Limits {
+            devices: None,
+            ..limits.clone()
+        };
+        if resources == Limits::default() {
             let own = read_proc_cgroup(Pid::this())?;
             if let Some(host) = Host::usual_v2(own)? {
-                return Ok(host);
+                let pure = host
+                    .mounts
+                    .iter()
+                    .all(|m| m.point == Path::new("/sys/fs/cgroup"));
+                if limits.devices.is_none() || pure {
+                    return Ok(host);
+                }
             }
         }
         Host::probe()

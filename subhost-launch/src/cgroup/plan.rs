@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::devices;
 use super::host::{Ctrl, Host};
 
 /// Resource limits of one subhost; `None` leaves a resource unbounded.
@@ -20,6 +21,8 @@ pub struct Limits {
     pub cpu_max: Option<String>,
     /// Number of processes and threads.
     pub pids_max: Option<u64>,
+    /// The device policy (see `devices`); `None`: no device cgroup.
+    pub devices: Option<Vec<devices::Rule>>,
 }
 
 /// How to end every process of the cgroup.
@@ -64,6 +67,9 @@ pub struct Plan {
     /// Top-down, done after the parents exist and before the leaves do.
     pub enable: Vec<Enable>,
     pub writes: Vec<Write>,
+    /// Without a v1 `devices` hierarchy, the policy as a BPF program on the
+    /// cgroup v2 directory, attached after the writes.
+    pub device_program: Option<devices::Program>,
     pub kill: KillVia,
     pub memory_usage: Option<PathBuf>,
     pub pids_usage: Option<PathBuf>,
@@ -90,6 +96,9 @@ impl fmt::Display for Plan {
         for w in &self.writes {
             let note = if w.if_present { "  # if present" } else { "" };
             writeln!(f, "echo {} > {}{note}", w.value, w.file.display())?;
+        }
+        if let Some(p) = &self.device_program {
+            writeln!(f, "{p}")?;
         }
         match &self.kill {
             KillVia::CgroupKill(d) => write!(f, "# stop: echo 1 > {}/cgroup.kill", d.display()),
@@ -264,6 +273,7 @@ pub(super) fn plan_on(
         v2_dir: None,
         enable: Vec::new(),
         writes: Vec::new(),
+        device_program: None,
         kill: KillVia::Signals,
         memory_usage: None,
         pids_usage: None,
@@ -344,7 +354,35 @@ pub(super) fn plan_on(
                     plan.writes.push(w("cpu.cfs_quota_us", q, false));
                 }
             }
-            (Ctrl::Freezer, _) => {}
+            (Ctrl::Freezer | Ctrl::Devices, _) => {}
+        }
+    }
+
+    if let Some(rules) = &limits.devices {
+        match (host.v1_mount(Ctrl::Devices), &v2_dir) {
+            (Some(m), _) => {
+                let dir = host.dir_in(m, name, parent)?;
+                if !plan.dirs.contains(&dir) {
+                    plan.dirs.push(dir.clone());
+                }
+                for (file, value) in devices::v1_files(&dir, rules) {
+                    plan.writes.push(Write {
+                        file,
+                        value,
+                        if_present: false,
+                    });
+                }
+            }
+            (None, Some(d)) => {
+                plan.device_program = Some(devices::Program {
+                    dir: d.clone(),
+                    rules: rules.clone(),
+                })
+            }
+            (None, None) => bail!(
+                "cannot give the subhost a device policy: this host mounts neither a cgroup v1 \
+                 devices hierarchy nor cgroup2; mount cgroup2 on /sys/fs/cgroup"
+            ),
         }
     }
 

@@ -80,6 +80,7 @@ fn all_limits() -> Limits {
         memory_max: Some(64 << 20),
         cpu_max: Some("50000 100000".into()),
         pids_max: Some(20),
+        devices: None,
     }
 }
 
@@ -1162,4 +1163,243 @@ fn parents_a_killed_start_left_go_with_the_next_stop() {
     assert!(kept, "removed a parent that was not empty");
     assert!(left.is_empty(), "{left:?}");
     assert!(others_kept, "another subhost's cgroup went");
+}
+
+// ---- the device policy ----
+
+use super::devices::{self as dev, Access, Declared, Kind, Rule};
+
+/// Runs an assembled program on one `struct bpf_cgroup_dev_ctx`, as the
+/// kernel would: only the instructions `assemble` emits are known.
+fn run_bpf(prog: &[dev::Insn], kind: u32, access: u32, major: u32, minor: u32) -> u64 {
+    let ctx = [(access << 16) | kind, major, minor];
+    let mut r = [0u64; 11];
+    let mut pc = 0usize;
+    loop {
+        let i = prog[pc];
+        let (dst, src) = ((i.regs & 0xf) as usize, (i.regs >> 4) as usize);
+        let k = i.imm as u32 as u64;
+        pc += 1;
+        match i.code {
+            0x61 => r[dst] = ctx[(i.off / 4) as usize] as u64,
+            0x54 => r[dst] = (r[dst] as u32 & i.imm as u32) as u64,
+            0x74 => r[dst] = ((r[dst] as u32) >> i.imm) as u64,
+            0xbc => r[dst] = r[src] as u32 as u64,
+            0xb7 => r[dst] = i.imm as i64 as u64,
+            0x55 if r[dst] != k => pc += i.off as usize,
+            0x5d if r[dst] != r[src] => pc += i.off as usize,
+            0x55 | 0x5d => {}
+            0x95 => return r[0],
+            other => panic!("opcode {other:#x} at {}", pc - 1),
+        }
+        assert!(pc < prog.len(), "ran off the end");
+    }
+}
+
+const BLOCK: u32 = 1;
+const CHAR: u32 = 2;
+const MKNOD: u32 = 1;
+const READ: u32 = 2;
+const WRITE: u32 = 4;
+
+#[test]
+fn the_device_program_allows_exactly_the_default_policy() {
+    let prog = dev::assemble(&dev::DEFAULT);
+    let allowed = |kind, access, major, minor| run_bpf(&prog, kind, access, major, minor) == 1;
+    // The default nodes, for every access.
+    for (maj, min) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (136, 7),
+    ] {
+        assert!(allowed(CHAR, READ | WRITE, maj, min), "{maj}:{min}");
+        assert!(allowed(CHAR, MKNOD, maj, min), "{maj}:{min}");
+    }
+    // Any node may be made, none other opened.
+    assert!(allowed(BLOCK, MKNOD, 254, 0));
+    assert!(allowed(CHAR, MKNOD, 10, 200));
+    assert!(!allowed(BLOCK, READ, 254, 0));
+    assert!(!allowed(BLOCK, READ | WRITE, 8, 0));
+    assert!(!allowed(CHAR, READ, 1, 11), "kmsg");
+    assert!(!allowed(CHAR, WRITE, 1, 1), "mem");
+    assert!(!allowed(CHAR, READ, 10, 200), "tun");
+    // The type counts: a block device 1:3 is not /dev/null.
+    assert!(!allowed(BLOCK, READ, 1, 3));
+}
+
+#[test]
+fn a_declared_mode_limits_the_access() {
+    let kvm = Rule {
+        kind: Kind::Char,
+        major: Some(10),
+        minor: Some(232),
+        access: Access::parse("rw").unwrap(),
+    };
+    let mut rules = dev::DEFAULT.to_vec();
+    rules.push(kvm);
+    let prog = dev::assemble(&rules);
+    assert_eq!(run_bpf(&prog, CHAR, READ | WRITE, 10, 232), 1);
+    assert_eq!(run_bpf(&prog, CHAR, READ, 10, 232), 1);
+    let ro = Rule {
+        kind: Kind::Block,
+        access: Access::parse("r").unwrap(),
+        major: Some(7),
+        minor: Some(0),
+    };
+    let prog = dev::assemble(&[ro]);
+    assert_eq!(run_bpf(&prog, BLOCK, READ, 7, 0), 1);
+    assert_eq!(run_bpf(&prog, BLOCK, READ | WRITE, 7, 0), 0);
+    assert_eq!(run_bpf(&prog, BLOCK, WRITE, 7, 0), 0);
+    assert_eq!(run_bpf(&prog, BLOCK, READ, 7, 1), 0);
+    assert_eq!(kvm.to_string(), "c 10:232 rw");
+    assert_eq!(dev::DEFAULT[0].to_string(), "c *:* m");
+    assert_eq!(dev::DEFAULT[10].to_string(), "c 136:* rwm");
+}
+
+#[test]
+fn modes_and_declared_devices_are_checked() {
+    for bad in ["", "x", "rr", "rwmx", "R"] {
+        assert_eq!(Access::parse(bad), None, "{bad:?}");
+    }
+    assert_eq!(Access::parse("mwr"), Some(Access::RWM));
+    let null = Declared::parse("/dev/null").unwrap();
+    assert_eq!(null.rule.to_string(), "c 1:3 rwm");
+    assert_eq!(null.host_wide(), None);
+    let (what, _) = Declared::parse("/dev/null:rx").unwrap_err();
+    assert!(what.contains("\"rx\""), "{what}");
+    let (what, _) = Declared::parse("/dev/nosuch-sht").unwrap_err();
+    assert!(what.contains("/dev/nosuch-sht"), "{what}");
+    let (what, _) = Declared::parse("/etc/passwd").unwrap_err();
+    assert!(what.contains("is not a device node"), "{what}");
+    let (what, _) = Declared::parse("dev/null").unwrap_err();
+    assert!(what.contains("absolute"), "{what}");
+    // The disk holding /: a block device wants a mode.
+    let disk = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .and_then(|l| {
+            l.split(" - ")
+                .nth(1)
+                .map(|r| r.split(' ').nth(1).unwrap().to_string())
+        })
+        .filter(|s| Path::new(s).exists() && s.starts_with("/dev/"));
+    if let Some(disk) = disk {
+        let (what, fix) = Declared::parse(&disk).unwrap_err();
+        assert!(what.contains("block device"), "{what}");
+        assert!(fix.contains(&format!("{disk}:rw")), "{fix}");
+        let d = Declared::parse(&format!("{disk}:r")).unwrap();
+        assert!(d.host_wide().unwrap().contains("block"));
+        assert_eq!(dev::warnings(&[d]).len(), 1);
+    }
+    // A node whose name holds ':' is a path, not a mode.
+    let odd = std::env::temp_dir().join(format!("shtdev-{}:0", std::process::id()));
+    nix::sys::stat::mknod(
+        &odd,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let plain = Declared::parse(&odd.to_string_lossy());
+    let with_mode = Declared::parse(&format!("{}:r", odd.display()));
+    fs::remove_file(&odd).unwrap();
+    assert_eq!(plain.unwrap().rule.to_string(), "c 1:3 rwm");
+    assert_eq!(with_mode.unwrap().rule.to_string(), "c 1:3 r");
+    let kmsg = Declared::parse("/dev/kmsg").unwrap();
+    assert!(kmsg.host_wide().unwrap().contains("kernel log"));
+    let shown = dev::describe(&[kmsg]);
+    assert_eq!(shown.last().unwrap(), "c 1:11 rwm /dev/kmsg");
+}
+
+#[test]
+fn hybrid_device_policy_is_v1_deny_all_then_allow() {
+    let mountinfo = format!(
+        "{HYBRID_MOUNTINFO}36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices\n"
+    );
+    let cgroup = format!("{HYBRID_CGROUP}5:devices:/\n");
+    let h = host(&mountinfo, &cgroup, "hugetlb", true);
+    let limits = Limits {
+        devices: Some(dev::DEFAULT.to_vec()),
+        ..Limits::default()
+    };
+    let plan = plan_on(&h, "web", None, &limits).unwrap();
+    let w = files(&plan);
+    let (deny, allow) = (&w[w.len() - 12], &w[w.len() - 11]);
+    assert!(deny.0.ends_with("/devices.deny") && deny.1 == "a", "{w:?}");
+    assert!(
+        allow.0.ends_with("/devices.allow") && allow.1 == "c *:* m",
+        "{w:?}"
+    );
+    assert!(plan.device_program.is_none());
+    assert!(
+        plan.dirs.contains(&p("/sys/fs/cgroup/devices/subhost/web")),
+        "{:?}",
+        plan.dirs
+    );
+    let text = plan.to_string();
+    assert!(
+        text.contains("echo c 1:3 rwm > /sys/fs/cgroup/devices/subhost/web/devices.allow"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pure_v2_device_policy_is_a_bpf_program() {
+    let h = host(PURE_V2_MOUNTINFO, PURE_V2_CGROUP, "memory pids cpu", true);
+    let limits = Limits {
+        devices: Some(dev::DEFAULT.to_vec()),
+        ..Limits::default()
+    };
+    let plan = plan_on(&h, "web", None, &limits).unwrap();
+    let p = plan.device_program.as_ref().unwrap();
+    assert_eq!(Some(&p.dir), plan.v2_dir.as_ref());
+    assert!(plan.to_string().contains("type cgroup_device"), "{plan}");
+}
+
+/// The v1 controller on this host (hybrid), for real: a process in the
+/// subhost's cgroup opens /dev/zero but not a node the policy leaves out.
+#[test]
+fn the_device_cgroup_stops_opening_nodes_outside_the_policy() {
+    let limits = Limits {
+        devices: Some(dev::DEFAULT.to_vec()),
+        ..Limits::default()
+    };
+    let mut g = Guard::new("devv1", &limits);
+    let pid =
+        g.spawn("exec 3</dev/zero || exit 3; (exec 4</dev/net/tun) 2>/dev/null && exit 4; exit 0");
+    assert!(g.wait(pid, Duration::from_secs(10)).success());
+}
+
+/// The BPF program attached to a cgroup v2 directory, for real: on a hybrid
+/// host too, where it stands next to the v1 controller.
+#[test]
+fn the_bpf_device_program_stops_opening_nodes_outside_the_policy() {
+    let limits = Limits {
+        devices: Some(dev::DEFAULT.to_vec()),
+        ..Limits::default()
+    };
+    require_root();
+    let tag = "devbpf";
+    let mut plan = plan(tag, Some(&test_parent(tag)), &limits).unwrap();
+    // Only the v2 directory, as on a host without the v1 controller.
+    plan.dirs
+        .retain(|d| Some(d) == plan.v2_dir.as_ref() || !d.starts_with("/sys/fs/cgroup/devices"));
+    plan.writes
+        .retain(|w| !w.file.to_string_lossy().contains("/devices."));
+    let v2 = plan.v2_dir.clone().expect("cgroup2 is mounted");
+    plan.device_program = Some(dev::Program {
+        dir: v2,
+        rules: dev::DEFAULT.to_vec(),
+    });
+    let mut g = Guard::with_plan(plan);
+    let pid =
+        g.spawn("exec 3</dev/zero || exit 3; (exec 4</dev/net/tun) 2>/dev/null && exit 4; exit 0");
+    assert!(g.wait(pid, Duration::from_secs(10)).success());
 }

@@ -177,6 +177,9 @@ fn block(r: &Report) -> String {
         (None, _) => "-".to_string(),
     };
     let _ = writeln!(out, "seccomp:  {seccomp}");
+    if !r.devices.is_empty() {
+        let _ = writeln!(out, "devices:  {}", r.devices.join(", "));
+    }
     for w in &r.warnings {
         let _ = writeln!(out, "warning:  {w}");
     }

@@ -544,6 +544,23 @@ pub const KEYS: &[Key] = &[
         doc: "System calls the filter denies that this subhost may make anyway.",
         example: "SYSCALLS_ALLOW=(perf_event_open)",
     },
+    Key {
+        name: "DEVICES",
+        takes: Takes::Names(|c, elems| {
+            let mut out: Vec<crate::cgroup::devices::Declared> = Vec::new();
+            for d in each(elems, values::device)? {
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+            c.devices = out;
+            Ok(())
+        }),
+        default: "",
+        doc: "Host device nodes the subhost gets in its /dev, each PATH or PATH:MODE\n\
+              (MODE of r, w, m; default rwm, block devices need one): README: Devices.",
+        example: "DEVICES=(/dev/net/tun /dev/fuse)",
+    },
 ];
 
 /// Every key's name, in table order.

@@ -143,6 +143,8 @@ pub struct Config {
     pub health_interval: u32,
     pub health_timeout: u32,
     pub health_retries: u32,
+    /// Host device nodes given to the subhost (`DEVICES`).
+    pub devices: Vec<crate::cgroup::devices::Declared>,
 }
 
 /// When a supervised service that ended is started again.
@@ -261,6 +263,7 @@ impl Config {
             health_interval: 30,
             health_timeout: 10,
             health_retries: 3,
+            devices: Vec::new(),
         }
     }
 }

@@ -496,6 +496,11 @@ pub(super) fn syscall(s: &str) -> Result<String, ValueError> {
     Ok(s.to_string())
 }
 
+/// A host device node of `DEVICES`: PATH or PATH:MODE.
+pub(super) fn device(s: &str) -> Result<crate::cgroup::devices::Declared, ValueError> {
+    crate::cgroup::devices::Declared::parse(s).or_else(|(what, fix)| invalid(what, fix))
+}
+
 /// A capability, with or without `CAP_` and in any case, as its `CAP_…`
 /// name.
 pub(super) fn capability(s: &str) -> Result<String, ValueError> {

@@ -14,10 +14,6 @@ fn plan_order_and_shares() {
     assert_eq!(steps[1], Setup::PrivateMounts);
     assert_eq!(
         steps[2],
-        Setup::NoDevRoot("/opt/subhost/future/live".into())
-    );
-    assert_eq!(
-        steps[3],
         Setup::Bind {
             source: "/srv/data".into(),
             target: "/opt/subhost/future/live/data".into()
@@ -98,9 +94,8 @@ fn plan_in_a_user_namespace() {
             target: live.clone()
         }
     );
-    assert_eq!(steps[3], Setup::NoDevRoot(live.clone()));
     assert_eq!(
-        steps[4],
+        steps[3],
         Setup::AttachTree {
             tree: 0,
             source: "/srv/data".into(),
@@ -121,7 +116,7 @@ fn plan_in_a_user_namespace() {
     );
     let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
     assert!(
-        text[4].contains("X-mount.idmap=0:524288:65536 /srv/data"),
+        text[3].contains("X-mount.idmap=0:524288:65536 /srv/data"),
         "{text:?}"
     );
     // The filter still applies.

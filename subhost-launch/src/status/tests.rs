@@ -198,6 +198,7 @@ fn usage_is_read_from_the_cgroup_only_with_limits_on() {
         memory_max: limited.memory_max,
         pids_max: limited.pids_max,
         cpu_max: None,
+        devices: None,
     };
     let plan = cgroup::plan(&name, Some(&parent), &limits).unwrap();
     let _guard = CgroupGuard {

@@ -93,6 +93,14 @@ fn main() {
         "swapoff" => swapoff(&arg(1)).into(),
         "sys-knob" => sys_knob(&arg(1)).into(),
         "mknod-open" => mknod_open(&arg(1), &arg(2), &arg(3), &arg(4)),
+        // Devices: `ok` when the node opens read-write, or a tun device is made.
+        "open-rw" => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(arg(1))
+            .map(|_| ())
+            .into(),
+        "tun" => tun(&arg(1), &arg(2)).into(),
         "chroot-escape" => chroot_escape(args.get(1).map(String::as_str)).into(),
         "procs" => procs(&arg(1)),
         "settimeofday" => settimeofday().into(),
@@ -412,6 +420,26 @@ fn sys_knob(knob: &str) -> R {
 
 /// Makes a device node and opens it read-only (and non-blocking), and
 /// says which of the two was refused: `mknod errno E`, `open errno E`, `ok`.
+/// Opens PATH (a /dev/net/tun node) and makes a tun device NAME in the
+/// caller's netns; it goes with the descriptor.
+fn tun(path: &str, name: &str) -> R {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    // struct ifreq: the name, then the flags (a short) in the union.
+    let mut req = [0u8; 40];
+    let n = name.len().min(15);
+    req[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let flags: libc::c_short = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is
+    // large enough to hold.
+    check(unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) } as _)?;
+    Ok(())
+}
+
 fn mknod_open(path: &str, kind: &str, major: &str, minor: &str) -> Verdict {
     let dev = libc::makedev(major.parse().unwrap_or(0), minor.parse().unwrap_or(0));
     let kind = if kind == "b" {

@@ -43,6 +43,7 @@ fn report() -> Report {
         caps: vec!["CAP_CHOWN".into(), "CAP_SYS_ADMIN".into()],
         seccomp: Some(true),
         syscalls_allow: vec!["bpf".into()],
+        devices: vec!["c 1:3 rwm".into(), "c 10:200 rwm /dev/net/tun".into()],
         warnings: vec!["CAP_SYS_ADMIN is kept: …".into()],
         userns: Some(crate::userns::Range {
             base: 524288,
@@ -102,6 +103,10 @@ fn json_keeps_the_documented_schema() {
   "seccomp": true,
   "syscalls_allow": [
     "bpf"
+  ],
+  "devices": [
+    "c 1:3 rwm",
+    "c 10:200 rwm /dev/net/tun"
   ],
   "warnings": [
     "CAP_SYS_ADMIN is kept: …"
