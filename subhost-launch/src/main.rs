@@ -19,6 +19,7 @@ mod privileges;
 mod process;
 mod procfs;
 mod provision;
+mod publish;
 mod run;
 mod sandbox;
 mod seccomp;
