@@ -405,6 +405,7 @@ impl Launching {
         }
         undo.mounts = false;
         undo.netns = false;
+        undo.publish = false;
         let cg = undo.cgroup.take();
         if let Some(console) = &console {
             detached::record_console(name, console)?;

@@ -270,7 +270,11 @@ mod tests {
             ..Request::default()
         };
         let err = parse(&config_text(&alone)).unwrap_err();
-        assert!(err.what.contains("PUBLISH needs an ADDRESS"), "{}", err.what);
+        assert!(
+            err.what.contains("PUBLISH needs an ADDRESS"),
+            "{}",
+            err.what
+        );
     }
 
     #[test]
