@@ -542,7 +542,9 @@ impl Nft {
                                 seq,
                                 NftError {
                                     errno: -code,
-                                    detail: crate::netns::ext_ack_message(&body[4..]),
+                                    detail: crate::netns::ext_ack_message(
+                                        body.get(4..).unwrap_or(&[]),
+                                    ),
                                 },
                             );
                         }
@@ -550,11 +552,9 @@ impl Nft {
                             return Ok(());
                         }
                     }
-                    _ if seq == last_seq => {
-                        // A GETGEN answers with a message, then its ACK.
-                        if body.len() >= 4 {
-                            each(seq, kind, &body[4..]);
-                        }
+                    // A GETGEN answers with a message, then its ACK.
+                    _ if seq == last_seq && body.len() >= 4 => {
+                        each(seq, kind, &body[4..]);
                     }
                     _ => {}
                 }

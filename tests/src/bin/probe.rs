@@ -562,11 +562,12 @@ fn ask(proto: &str, addr: &str) -> Result<String, Error> {
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|_| Error::from_raw_os_error(libc::EINVAL))?;
-    let wait = Some(std::time::Duration::from_secs(2));
+    let timeout = std::time::Duration::from_secs(2);
+    let wait = Some(timeout);
     let mut buf = [0u8; 512];
     let n = match proto {
         "tcp" => {
-            let mut c = std::net::TcpStream::connect_timeout(&addr, wait.unwrap())?;
+            let mut c = std::net::TcpStream::connect_timeout(&addr, timeout)?;
             c.set_read_timeout(wait)?;
             c.read(&mut buf)?
         }
