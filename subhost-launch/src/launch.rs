@@ -15,7 +15,7 @@ use crate::cgroup::{self, Cgroup};
 use crate::config::Config;
 use crate::detached;
 use crate::layout::Layout;
-use crate::{mounts, names, netns, sandbox, state, supervisor, tty, userns};
+use crate::{mounts, names, netns, publish, sandbox, state, supervisor, tty, userns};
 
 pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
     let layout = Layout::new(base, name)?;
@@ -36,6 +36,8 @@ struct Undo {
     layout: Layout,
     mounts: bool,
     netns: bool,
+    /// The subhost's rules in the host's nftables table.
+    publish: bool,
     cgroup: Option<Cgroup>,
 }
 
@@ -44,6 +46,12 @@ impl Drop for Undo {
         if let Some(cg) = self.cgroup.take() {
             info!("undo: removing the cgroup of {}", self.layout.name);
             release_cgroup(&self.layout.name, &cg);
+        }
+        if self.publish {
+            info!("undo: removing the published ports of {}", self.layout.name);
+            if let Err(e) = publish::remove(&self.layout.name) {
+                warn!("undo: {e:#}");
+            }
         }
         if self.netns {
             info!("undo: deleting netns {}", self.layout.name);
@@ -82,6 +90,8 @@ pub struct Prepared {
     pub links: Vec<netns::Link>,
     /// Addresses and default routes, set when the netns is made.
     pub addressing: netns::Addressing,
+    /// Rules of the published ports, made with the netns.
+    pub publish: publish::Plan,
     pub inner: Vec<sandbox::Setup>,
     pub cgroup_plan: cgroup::Plan,
     /// With USERNS: the range of its user namespace, and the delegation of
@@ -120,6 +130,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
     let names = names::Plan::of(&cfg, &layout);
     let links = cfg.links(name);
     let addressing = cfg.addressing();
+    let publish = publish::plan(name, &cfg.published(), &addressing, &links);
     let inner = sandbox::plan(&layout, &cfg, userns)?;
     let cgroup_plan = cgroup::plan(name, cfg.cgroup_parent.as_deref(), &limits(&cfg))?;
     let delegation = userns.and_then(|r| cgroup::delegation(&cgroup_plan, r.base));
@@ -132,6 +143,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
         names,
         links,
         addressing,
+        publish,
         inner,
         cgroup_plan,
         userns,
@@ -183,6 +195,7 @@ impl Prepared {
             names,
             links,
             addressing,
+            publish,
             inner,
             cgroup_plan,
             userns,
@@ -218,6 +231,11 @@ impl Prepared {
         if let Some(stray) = netns::stray(name) {
             bail!("cannot start subhost {name}: {stray}");
         }
+        // Made with the netns: a port another subhost or a host process
+        // has is refused before anything is set up.
+        if !netns::exists(name) {
+            publish::check_free(name, &cfg.published(), &publish)?;
+        }
         // Left by a detached init that died without `stop`.
         detached::clear_console(name);
         let (_, init_fd) = sandbox::open_init()?;
@@ -225,6 +243,7 @@ impl Prepared {
             layout: layout.clone(),
             mounts: false,
             netns: false,
+            publish: false,
             cgroup: None,
         };
         if let Some(range) = userns {
@@ -252,6 +271,13 @@ impl Prepared {
             // that (a link that holds a cable's name is not the start's).
             netns::create_from(name, &links, &addressing, made_net)?;
             undo.netns = true;
+            if !publish.is_empty() {
+                undo.publish = true;
+                publish::apply(&publish)?;
+                for off in publish::forwarding_off(&publish.dnat) {
+                    warn!("subhost {name}: {off}");
+                }
+            }
         }
         let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
         // Recorded before it is made: a launcher killed in between leaves a
@@ -379,6 +405,7 @@ impl Launching {
         }
         undo.mounts = false;
         undo.netns = false;
+        undo.publish = false;
         let cg = undo.cgroup.take();
         if let Some(console) = &console {
             detached::record_console(name, console)?;

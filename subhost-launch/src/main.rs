@@ -22,6 +22,7 @@ mod privileges;
 mod process;
 mod procfs;
 mod provision;
+mod publish;
 mod run;
 mod sandbox;
 mod seccomp;
@@ -198,6 +199,10 @@ enum Command {
         /// give it once per family
         #[arg(long, value_name = "ADDR")]
         gateway: Vec<String>,
+        /// A published port (PUBLISH element): connections to the host's
+        /// HOSTPORT reach the subhost's PORT. Repeat for more
+        #[arg(long, value_name = "PROTO:[HOSTADDR:]HOSTPORT:PORT")]
+        publish: Vec<String>,
         /// Keep root/ and work/ in a sparse ext4 image file of SIZE bytes
         /// (suffixes K, M, G, T: powers of 1024)
         #[arg(long, value_name = "SIZE")]
@@ -405,6 +410,7 @@ fn main() -> ExitCode {
             bridge,
             address,
             gateway,
+            publish,
             image,
             userns,
         } => {
@@ -413,6 +419,7 @@ fn main() -> ExitCode {
                 bridges: bridge,
                 addresses: address,
                 gateways: gateway,
+                publish,
                 image,
                 userns,
             };

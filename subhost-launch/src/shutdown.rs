@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 
 use crate::config::{self, Config};
 use crate::layout::Layout;
-use crate::{cgroup, detached, join, mounts, netns, state};
+use crate::{cgroup, detached, join, mounts, netns, publish, state};
 
 /// Extra time the init gets beyond its STOP_TIMEOUT: it gives the others
 /// that much grace, and needs a moment to exit after them.
@@ -78,6 +78,8 @@ pub struct Plan {
     init: Option<InitStop>,
     cgroup: cgroup::Recorded,
     netns: NetnsStep,
+    /// What its nftables chain publishes now.
+    published: Vec<publish::Published>,
     /// `live` is mounted: unmounted with everything under it.
     live_mounted: bool,
     /// With an image: the loop devices that hold it now.
@@ -145,6 +147,7 @@ impl Plan {
             init,
             cgroup: cgroup::recorded(name, t.cgroup_parent.as_deref()),
             netns,
+            published: publish::read(name).unwrap_or_default(),
             live_mounted: mounts::is_active(layout),
             image: layout
                 .image_present()
@@ -203,6 +206,18 @@ impl Plan {
             for d in dirs.iter().rev() {
                 let _ = writeln!(out, "rmdir {}", d.display());
             }
+        }
+        if !self.published.is_empty() {
+            let _ = writeln!(
+                out,
+                "# one batch: its jump and hairpin rules deleted by handle, then its chain"
+            );
+            let _ = writeln!(
+                out,
+                "nft delete chain inet {} {}",
+                publish::TABLE,
+                publish::chain(name)
+            );
         }
         match &self.netns {
             NetnsStep::Delete { cables } => {
@@ -318,6 +333,7 @@ pub fn run(mut targets: Vec<Stopping>) -> Vec<Outcome> {
         detached::clear_console(t.name());
     }
     release_cgroups(&mut held);
+    remove_published(&mut held);
     delete_netns(&mut held);
     let layouts: Vec<&Layout> = held.iter().map(|t| &t.layout).collect();
     let unmounted = mounts::deactivate_all(&layouts);
@@ -694,6 +710,17 @@ fn release_cgroups(targets: &mut [Stopping]) {
         match cg.kill_all(KILL_WAIT).and_then(|()| cg.remove()) {
             Ok(()) if trusted => state::clear_cgroup(name),
             Ok(()) => {}
+            Err(e) => t.failed.push(e),
+        }
+    }
+}
+
+/// Removes every subhost's rules from the host's nftables table, before
+/// the netns they lead into goes.
+fn remove_published(targets: &mut [Stopping]) {
+    for t in targets {
+        match publish::remove(t.name()) {
+            Ok(d) => t.did |= d,
             Err(e) => t.failed.push(e),
         }
     }

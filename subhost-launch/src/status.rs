@@ -187,6 +187,8 @@ pub struct Report {
     pub root: Option<&'static str>,
     pub image: bool,
     pub cables: Vec<Cable>,
+    /// What its nftables chain publishes now.
+    pub published: Vec<crate::publish::Published>,
     #[serde(rename = "memory_bytes")]
     pub memory: Option<u64>,
     pub pids: Option<u64>,
@@ -364,6 +366,19 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));
     }
+    let published = match other {
+        None => crate::publish::read(name).unwrap_or_default(),
+        Some(_) => Vec::new(),
+    };
+    if !published.is_empty() && !facts.netns {
+        problems.push(format!(
+            "nftables chain inet {} {} is left without a netns: `subhost-launch stop {name}` \
+             removes it",
+            crate::publish::TABLE,
+            crate::publish::chain(name)
+        ));
+    }
+    problems.extend(crate::publish::forwarding_off_for(&published));
     // Said, but the state stays: a wake plugs them back in.
     if let (true, Ok(c)) = (facts.netns, &cfg) {
         let links = c.links(name);
@@ -442,6 +457,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         root,
         image: facts.image,
         cables,
+        published,
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),
         services: pid.and_then(crate::services::read).unwrap_or_default(),

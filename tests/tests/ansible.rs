@@ -248,6 +248,13 @@ const MODULE_PLAYBOOK: &str = r#"
       STOP_TIMEOUT: 2
       # A list element with a quote, spaces and a $: quoted literally.
       BOOT: [/bin/echo, "it's up,", "$SUB", "(untouched)"]
+    net: &net
+      LOWER: /
+      BRIDGES: ["{{ bridge }}"]
+      ADDRESS: [10.0.0.5/24, fd00::5/64]
+      GATEWAY: 10.0.0.1
+      GATEWAY6: fd00::1
+      PUBLISH: [tcp:8080:80, "tcp:[::]:8443:443"]
   tasks:
     # Bad input: refused before anything changes on the host.
     - name: unknown key
@@ -481,6 +488,33 @@ const MODULE_PLAYBOOK: &str = r#"
           - absent1 is changed and absent1.subhost == {} and absent1.actions[0] == 'stop'
           - absent2 is not changed
           - not gone.stat.exists
+
+    # The network keys are keys as any other: written once, then left
+    # alone; check and diff mode change nothing. Never started here: its
+    # rules would land in the real host's nftables.
+    - name: addresses and published ports, in check and diff mode
+      subhost.fleet.subhost: {name: "{{ name }}", config: *net}
+      check_mode: true
+      diff: true
+      register: net_check
+    - stat: {path: "{{ base }}/{{ name }}"}
+      register: net_check_stat
+    - name: addresses and published ports
+      subhost.fleet.subhost: {name: "{{ name }}", config: *net}
+      register: net1
+    - name: addresses and published ports again
+      subhost.fleet.subhost: {name: "{{ name }}", config: *net}
+      diff: true
+      register: net2
+    - name: absent, with its network keys
+      subhost.fleet.subhost: {name: "{{ name }}", state: absent}
+    - assert:
+        that:
+          - net_check is changed and not net_check_stat.stat.exists
+          - "\"PUBLISH=('tcp:8080:80' 'tcp:[::]:8443:443')\" in net_check.diff.after"
+          - "\"GATEWAY6='fd00::1'\" in net_check.diff.after"
+          - net1 is changed
+          - net2 is not changed
 "#;
 
 /// The subhost module through every state, with check and diff mode,

@@ -20,6 +20,8 @@ pub struct Request {
     pub addresses: Vec<String>,
     /// `--gateway`, each an IPv4 (GATEWAY) or IPv6 (GATEWAY6) address.
     pub gateways: Vec<String>,
+    /// `--publish`, each `PROTO:[HOSTADDR:]HOSTPORT:PORT`.
+    pub publish: Vec<String>,
     /// `--image SIZE`.
     pub image: Option<String>,
     /// `--userns`: `USERNS=pick`, the range picked and recorded now.
@@ -38,7 +40,7 @@ pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
     check_gateways(&req.gateways)?;
     let cfg = config::parse(&layout.config(), &text, name, base).map_err(|e| {
         anyhow::anyhow!(
-            "bad --lower, --bridge, --address or --gateway: {} ({})",
+            "bad --lower, --bridge, --address, --gateway or --publish: {} ({})",
             e.what,
             e.fix
         )
@@ -176,6 +178,10 @@ fn requested(req: &Request, key: &str) -> Option<String> {
                 })
                 .map(|g| format!("{key}={}", sh_quote(g)))
         }
+        "PUBLISH" => (!req.publish.is_empty()).then(|| {
+            let items: Vec<String> = req.publish.iter().map(|p| sh_quote(p)).collect();
+            format!("PUBLISH=({})", items.join(" "))
+        }),
         "USERNS" => req.userns.then(|| "USERNS=pick".to_string()),
         _ => None,
     }
@@ -242,6 +248,33 @@ mod tests {
 
     fn parse(text: &str) -> Result<config::Config, config::ConfigError> {
         config::parse(Path::new("config"), text, "demo", Path::new("/opt/subhost"))
+    }
+
+    #[test]
+    fn published_ports_become_a_key() {
+        let req = Request {
+            bridges: vec!["br0".into()],
+            addresses: vec!["10.0.0.5/24".into(), "fd00::5/64".into()],
+            publish: vec!["tcp:8080:80".into(), "tcp:[::]:8443:443".into()],
+            ..Request::default()
+        };
+        let text = config_text(&req);
+        assert!(
+            text.contains("\nPUBLISH=('tcp:8080:80' 'tcp:[::]:8443:443')\n"),
+            "{text}"
+        );
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.publish.len(), 2);
+        let alone = Request {
+            publish: vec!["tcp:8080:80".into()],
+            ..Request::default()
+        };
+        let err = parse(&config_text(&alone)).unwrap_err();
+        assert!(
+            err.what.contains("PUBLISH needs an ADDRESS"),
+            "{}",
+            err.what
+        );
     }
 
     #[test]

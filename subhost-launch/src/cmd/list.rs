@@ -137,6 +137,10 @@ fn block(r: &Report) -> String {
             }
         );
     }
+    for (i, p) in r.published.iter().enumerate() {
+        let head = if i == 0 { "publish:  " } else { "          " };
+        let _ = writeln!(out, "{head}{p}");
+    }
     if let Some(u) = r.userns {
         let _ = writeln!(
             out,

@@ -127,6 +127,15 @@ fn print_plan(p: &Prepared) {
         &p.inner,
         &p.argv,
     );
+    if !p.publish.is_empty() {
+        // Kept while the netns is: hibernation keeps them.
+        let kept = match netns::exists(name) {
+            true => " (netns exists: kept as they are)",
+            false => "",
+        };
+        println!("# published ports: one batch in the host's nftables{kept}");
+        println!("{}", p.publish);
+    }
     if let Some(console) = &p.console {
         println!("# detached: a session of its own, no parent-death signal;");
         println!("# stdin /dev/null, stdout and stderr appended to console: {console}");

@@ -183,6 +183,28 @@ pub const KEYS: &[Key] = &[
         example: "GATEWAY6=fd00::1",
     },
     Key {
+        name: "PUBLISH",
+        takes: Takes::Array {
+            hint: "PUBLISH=(tcp:8080:80 udp:5353:53)",
+            set: |c, elems, _| {
+                c.publish = elems
+                    .iter()
+                    .map(|e| {
+                        let p = crate::publish::Publish::parse(&e.text)
+                            .map_err(|(what, fix)| (e.line, ValueError::new(what, fix)))?;
+                        Ok((p, e.line))
+                    })
+                    .collect::<At<_>>()?;
+                Ok(())
+            },
+        },
+        default: "()",
+        doc: "Host ports whose connections reach the subhost's, at its first ADDRESS of\n\
+              each family: PROTO:[HOSTADDR:]HOSTPORT:PORT, tcp or udp; without HOSTADDR\n\
+              every host address, IPv4 and IPv6 (an IPv6 HOSTADDR in brackets).",
+        example: "PUBLISH=(tcp:8080:80 udp:5353:53 tcp:127.0.0.1:2222:22)",
+    },
+    Key {
         name: "HOSTNAME",
         takes: Takes::Single {
             hint: "HOSTNAME=web",
@@ -608,6 +630,7 @@ pub(super) fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> 
 pub(super) fn check_together(cfg: &Config, line: impl Fn(&str) -> Option<usize>) -> At<()> {
     check_addresses(cfg, &line)?;
     check_services(cfg, &line)?;
+    check_published(cfg)?;
     if let (Some(drop), Some(keep)) = (line("CAPS_DROP"), line("CAPS_KEEP")) {
         if let Some(cap) = cfg.caps_drop.iter().find(|c| cfg.caps_keep.contains(c)) {
             return Err((
@@ -711,6 +734,46 @@ fn check_addresses(cfg: &Config, line: &impl Fn(&str) -> Option<usize>) -> At<()
                 ValueError::new(
                     format!("{key}: {gw} is outside every cable's IPv{v} subnet in ADDRESS"),
                     format!("give a router in the subnet of an IPv{v} ADDRESS, or add an address in its subnet"),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each published port once (overlapping host addresses count as the
+/// same), with an ADDRESS of a family it reaches the subhost by.
+fn check_published(cfg: &Config) -> At<()> {
+    for (i, (p, line)) in cfg.publish.iter().enumerate() {
+        if let Some((q, l)) = cfg.publish[..i].iter().find(|(q, _)| q.overlaps(p)) {
+            return Err((
+                *line,
+                ValueError::new(
+                    format!("PUBLISH: {p} takes the host port of {q} (line {l}) again"),
+                    "publish each host port once, or on host addresses that do not overlap",
+                ),
+            ));
+        }
+        let families = p.families();
+        let has = |v6: bool| cfg.addresses.iter().any(|a| a.address.ip.is_ipv6() == v6);
+        let reached = match p.host {
+            // A host loopback address is served by the forwarder, which
+            // takes either family.
+            Some(ip) if ip.is_loopback() => has(false) || has(true),
+            _ => families.iter().any(|v6| has(*v6)),
+        };
+        if !reached {
+            let what = match p.host {
+                Some(ip) if !ip.is_loopback() => {
+                    format!(" IPv{} address", if ip.is_ipv6() { 6 } else { 4 })
+                }
+                _ => "n address".to_string(),
+            };
+            return Err((
+                *line,
+                ValueError::new(
+                    format!("PUBLISH needs an ADDRESS: {p} has no subhost a{what} to go to"),
+                    "give the subhost an ADDRESS of that family on a cable",
                 ),
             ));
         }

@@ -90,6 +90,8 @@ pub struct Config {
     /// Default routes (`GATEWAY`, `GATEWAY6`).
     pub gateway: Option<std::net::Ipv4Addr>,
     pub gateway6: Option<std::net::Ipv6Addr>,
+    /// Published ports (`PUBLISH`) and the lines that gave them.
+    pub publish: Vec<(crate::publish::Publish, usize)>,
     /// Defaults to NAME.
     pub hostname: String,
     /// Resolvers for `/etc/resolv.conf` (`DNS`).
@@ -230,6 +232,11 @@ impl Config {
         }
     }
 
+    /// The published ports, in config order.
+    pub fn published(&self) -> Vec<crate::publish::Publish> {
+        self.publish.iter().map(|(p, _)| *p).collect()
+    }
+
     /// The configuration of a subhost without a config file.
     pub fn defaults(name: &str) -> Config {
         Config {
@@ -238,6 +245,7 @@ impl Config {
             addresses: Vec::new(),
             gateway: None,
             gateway6: None,
+            publish: Vec::new(),
             hostname: name.to_string(),
             dns: Vec::new(),
             search: Vec::new(),

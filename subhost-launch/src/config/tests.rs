@@ -75,6 +75,7 @@ fn every_example_parses_alone() {
         "GATEWAY6",
         "RESTART_<name>",
         "HEALTH_<name>",
+        "PUBLISH",
     ];
     for (i, key) in KEYS.iter().enumerate() {
         if needs_above.contains(&key.name) {
@@ -1279,4 +1280,61 @@ fn bad_services_are_refused_at_their_line() {
     // A prefix alone, or what merely looks like one, is no family member.
     refused("SERVICE_=(x)\n", 1, "unknown key SERVICE_");
     refused("SERVICES=(x)\n", 1, "unknown key SERVICES");
+}
+
+#[test]
+fn published_ports_are_read_with_their_lines() {
+    let c = ok("BRIDGES=(br0)\nADDRESS=(10.0.0.5/24 fd00::5/64)\nPUBLISH=(tcp:8080:80\n udp:5353:53 tcp:127.0.0.1:2222:22 'tcp:[::]:8443:443')\n");
+    let got: Vec<(String, usize)> = c.publish.iter().map(|(p, l)| (p.to_string(), *l)).collect();
+    assert_eq!(
+        got,
+        [
+            ("tcp:8080:80".to_string(), 3),
+            ("udp:5353:53".into(), 4),
+            ("tcp:127.0.0.1:2222:22".into(), 4),
+            ("tcp:[::]:8443:443".into(), 4),
+        ]
+    );
+}
+
+#[test]
+fn bad_published_ports_are_placed_at_their_line() {
+    let b = "BRIDGES=(br0)\nADDRESS=(10.0.0.5/24)\n";
+    refused(
+        &format!("{b}PUBLISH=(tcp:0:80)"),
+        3,
+        "out of range: 1 to 65535",
+    );
+    refused(&format!("{b}PUBLISH=(tcp:8080:\n70000)"), 3, "out of range");
+    refused(
+        &format!("{b}PUBLISH=(tcp:80:80\n sctp:81:81)"),
+        4,
+        "neither tcp nor udp",
+    );
+    refused(
+        &format!("{b}PUBLISH=(tcp:10.0.0.300:80:80)"),
+        3,
+        "is not an IP address",
+    );
+    refused(
+        &format!("{b}PUBLISH=(tcp:8080:80\n tcp:8080:81)"),
+        4,
+        "takes the host port of tcp:8080:80 (line 3) again",
+    );
+    // A wildcard and a specific address overlap.
+    refused(
+        &format!("{b}PUBLISH=(tcp:192.0.2.1:80:80\n tcp:0.0.0.0:80:81)"),
+        4,
+        "again",
+    );
+    ok(&format!(
+        "{b}PUBLISH=(tcp:8080:80 udp:8080:80 'tcp:[::1]:8081:80')"
+    ));
+    refused("PUBLISH=(tcp:8080:80)", 1, "PUBLISH needs an ADDRESS");
+    refused(
+        &format!("{b}PUBLISH=('tcp:[::]:80:80')"),
+        3,
+        "PUBLISH needs an ADDRESS",
+    );
+    refused("PUBLISH=tcp:8080:80", 1, "takes an array");
 }

@@ -26,6 +26,7 @@ mod address;
 mod netlink;
 
 pub use address::{read as read_addresses, Address, Addressing};
+pub(crate) use netlink::ext_ack_message;
 #[cfg(test)]
 mod tests;
 

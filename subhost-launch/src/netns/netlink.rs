@@ -185,7 +185,7 @@ impl Netlink {
 
 /// The NLMSGERR_ATTR_MSG text of an error whose request was capped to its
 /// 16-byte header (NETLINK_CAP_ACK).
-pub(super) fn ext_ack_message(payload: &[u8]) -> Option<String> {
+pub(crate) fn ext_ack_message(payload: &[u8]) -> Option<String> {
     const NLMSGERR_ATTR_MSG: u16 = 1;
     let mut rest = payload.get(16..)?;
     while rest.len() >= 4 {

@@ -46,6 +46,13 @@ fn a_full_plan_reads_as_its_steps_in_order() {
         netns: NetnsStep::Delete {
             cables: vec!["web0".into(), "web1".into()],
         },
+        published: vec![crate::publish::Published {
+            proto: crate::publish::Proto::Tcp,
+            host_address: None,
+            host_port: 8080,
+            port: 80,
+            address: "10.0.0.5".parse().unwrap(),
+        }],
         live_mounted: true,
         image: Some(vec!["/dev/loop7".into()]),
     };
@@ -57,6 +64,8 @@ kill -TERM 42   # init; after 10s + 2s: kill -KILL 42
 kill every process in /sys/fs/cgroup/pids/subhost/web /sys/fs/cgroup/unified/subhost/web
 rmdir /sys/fs/cgroup/unified/subhost/web
 rmdir /sys/fs/cgroup/pids/subhost/web
+# one batch: its jump and hairpin rules deleted by handle, then its chain
+nft delete chain inet subhost sh_web
 ip netns del web
 # wait until gone: web0 web1
 umount -R /opt/subhost/web/live

@@ -112,6 +112,8 @@ fn main() {
         "reboot" => reboot().into(),
         // What a process sees: its namespaces, root, files and profile.
         "hostname" => hostname().into(),
+        "serve-peer" => serve_peer(&arg(1), &arg(2)).into(),
+        "ask" => ask(&arg(1), &arg(2)).into(),
         "cmdline" => cmdline(&pid()).into(),
         "ns" => ns(&arg(1), args.get(2).map(String::as_str).unwrap_or("self")).into(),
         "ls" => ls(&arg(1)).into(),
@@ -542,6 +544,75 @@ fn reboot() -> R {
             std::ptr::null::<libc::c_void>(),
         )
     })
+}
+
+/// Serves forever on `[::]:PORT` (IPv4 too) over `tcp` or `udp`: answers
+/// each connection or datagram with `peer ADDR`, the client address it saw
+/// (IPv4 clients unmapped), so a test tells a client's real address from a
+/// NAT's.
+fn serve_peer(proto: &str, port: &str) -> R {
+    use std::io::Write;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| Error::from_raw_os_error(libc::EINVAL))?;
+    let show = |a: std::net::SocketAddr| match a.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_else(|| v6.to_string()),
+        v4 => v4.to_string(),
+    };
+    match proto {
+        "tcp" => {
+            let l = std::net::TcpListener::bind(("::", port))?;
+            loop {
+                if let Ok((mut c, peer)) = l.accept() {
+                    let _ = writeln!(c, "peer {}", show(peer));
+                }
+            }
+        }
+        "udp" => {
+            let s = std::net::UdpSocket::bind(("::", port))?;
+            let mut buf = [0u8; 512];
+            loop {
+                if let Ok((_, peer)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(format!("peer {}\n", show(peer)).as_bytes(), peer);
+                }
+            }
+        }
+        _ => Err(Error::from_raw_os_error(libc::EINVAL)),
+    }
+}
+
+/// The first line `serve-peer` answers at ADDR:PORT (`[v6]:port` for
+/// IPv6) over `tcp` or `udp`, waiting at most 2 s.
+fn ask(proto: &str, addr: &str) -> Result<String, Error> {
+    use std::io::Read;
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| Error::from_raw_os_error(libc::EINVAL))?;
+    let timeout = std::time::Duration::from_secs(2);
+    let wait = Some(timeout);
+    let mut buf = [0u8; 512];
+    let n = match proto {
+        "tcp" => {
+            let mut c = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+            c.set_read_timeout(wait)?;
+            c.read(&mut buf)?
+        }
+        "udp" => {
+            let any: std::net::SocketAddr = match addr {
+                std::net::SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
+                std::net::SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
+            };
+            let s = std::net::UdpSocket::bind(any)?;
+            s.set_read_timeout(wait)?;
+            s.send_to(b"hello", addr)?;
+            s.recv(&mut buf)?
+        }
+        _ => return Err(Error::from_raw_os_error(libc::EINVAL)),
+    };
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
 
 fn hostname() -> Result<String, Error> {

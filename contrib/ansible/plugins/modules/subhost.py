@@ -136,6 +136,19 @@ EXAMPLES = r"""
       RESTART_worker: always
       HEALTH_INTERVAL: 10
 
+- name: A subhost with its addresses, routes and a port published on the host
+  subhost.fleet.subhost:
+    name: app
+    state: started
+    config:
+      LOWER: /
+      BRIDGES: [sub0]
+      ADDRESS: [10.0.0.5/24, fd00::5/64]
+      GATEWAY: 10.0.0.1
+      GATEWAY6: fd00::1
+      PUBLISH: [tcp:8080:80, udp:5353:53]
+      BOOT: [sh, -c, cd /srv && python3 -m http.server 80 &]
+
 - name: Stop it
   subhost.fleet.subhost:
     name: web

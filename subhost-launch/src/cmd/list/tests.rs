@@ -29,6 +29,13 @@ fn report() -> Report {
                 addresses: vec![],
             },
         ],
+        published: vec![crate::publish::Published {
+            proto: crate::publish::Proto::Tcp,
+            host_address: None,
+            host_port: 8080,
+            port: 80,
+            address: "10.0.0.5".parse().unwrap(),
+        }],
         memory: None,
         pids: Some(3),
         services: vec![crate::services::Service {
@@ -81,6 +88,15 @@ fn json_keeps_the_documented_schema() {
       "mac": "02:00:00:00:01:01",
       "present": false,
       "addresses": []
+    }
+  ],
+  "published": [
+    {
+      "proto": "tcp",
+      "host_address": null,
+      "host_port": 8080,
+      "port": 80,
+      "address": "10.0.0.5"
     }
   ],
   "memory_bytes": null,
