@@ -15,7 +15,7 @@ use crate::cgroup::{self, Cgroup};
 use crate::config::Config;
 use crate::detached;
 use crate::layout::Layout;
-use crate::{mounts, names, netns, publish, sandbox, state, supervisor, tty, userns};
+use crate::{forward, mounts, names, netns, publish, run, sandbox, state, supervisor, tty, userns};
 
 pub fn open_subhost(base: &Path, name: &str) -> Result<(Layout, Config)> {
     let layout = Layout::new(base, name)?;
@@ -38,6 +38,8 @@ struct Undo {
     netns: bool,
     /// The subhost's rules in the host's nftables table.
     publish: bool,
+    /// Its port forwarder, for the host's loopback.
+    forward: bool,
     cgroup: Option<Cgroup>,
 }
 
@@ -46,6 +48,12 @@ impl Drop for Undo {
         if let Some(cg) = self.cgroup.take() {
             info!("undo: removing the cgroup of {}", self.layout.name);
             release_cgroup(&self.layout.name, &cg);
+        }
+        if self.forward {
+            info!("undo: stopping the port forwarder of {}", self.layout.name);
+            if let Err(e) = forward::stop(Path::new(run::RUN_DIR), &self.layout.name) {
+                warn!("undo: {e:#}");
+            }
         }
         if self.publish {
             info!("undo: removing the published ports of {}", self.layout.name);
@@ -244,6 +252,7 @@ impl Prepared {
             mounts: false,
             netns: false,
             publish: false,
+            forward: false,
             cgroup: None,
         };
         if let Some(range) = userns {
@@ -277,6 +286,20 @@ impl Prepared {
                 for off in publish::forwarding_off(&publish.dnat) {
                     warn!("subhost {name}: {off}");
                 }
+            }
+            if !publish.loopback.is_empty() {
+                undo.forward = true;
+                // A forwarder a crashed start left would hold the ports.
+                forward::stop(Path::new(run::RUN_DIR), name)?;
+                let what = format!("starting the port forwarder of {name}");
+                crate::logging::step(&what, || {
+                    forward::start(
+                        Path::new(run::RUN_DIR),
+                        name,
+                        &netns::path(name),
+                        &publish.loopback,
+                    )
+                })?;
             }
         }
         let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
@@ -406,6 +429,7 @@ impl Launching {
         undo.mounts = false;
         undo.netns = false;
         undo.publish = false;
+        undo.forward = false;
         let cg = undo.cgroup.take();
         if let Some(console) = &console {
             detached::record_console(name, console)?;

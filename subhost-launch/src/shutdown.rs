@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 
 use crate::config::{self, Config};
 use crate::layout::Layout;
-use crate::{cgroup, detached, join, mounts, netns, publish, state};
+use crate::{cgroup, detached, forward, join, mounts, netns, publish, run, state};
 
 /// Extra time the init gets beyond its STOP_TIMEOUT: it gives the others
 /// that much grace, and needs a moment to exit after them.
@@ -80,6 +80,8 @@ pub struct Plan {
     netns: NetnsStep,
     /// What its nftables chain publishes now.
     published: Vec<publish::Published>,
+    /// Its port forwarder's record, if there is one.
+    forwarder: Option<forward::Status>,
     /// `live` is mounted: unmounted with everything under it.
     live_mounted: bool,
     /// With an image: the loop devices that hold it now.
@@ -148,6 +150,7 @@ impl Plan {
             cgroup: cgroup::recorded(name, t.cgroup_parent.as_deref()),
             netns,
             published: publish::read(name).unwrap_or_default(),
+            forwarder: forward::status(Path::new(run::RUN_DIR), name),
             live_mounted: mounts::is_active(layout),
             image: layout
                 .image_present()
@@ -206,6 +209,14 @@ impl Plan {
             for d in dirs.iter().rev() {
                 let _ = writeln!(out, "rmdir {}", d.display());
             }
+        }
+        if let Some(f) = &self.forwarder {
+            let _ = match f.running {
+                true => writeln!(out, "kill -KILL {}  # its port forwarder", f.pid),
+                false => writeln!(out, "# its port forwarder (pid {}) is gone", f.pid),
+            };
+            let record = run::of(name).forward();
+            let _ = writeln!(out, "rm {}", record.display());
         }
         if !self.published.is_empty() {
             let _ = writeln!(
@@ -719,6 +730,11 @@ fn release_cgroups(targets: &mut [Stopping]) {
 /// the netns they lead into goes.
 fn remove_published(targets: &mut [Stopping]) {
     for t in targets {
+        // Before the netns goes: the forwarder holds it open.
+        match forward::stop(Path::new(run::RUN_DIR), t.name()) {
+            Ok(()) => t.did |= t.plan.forwarder.is_some(),
+            Err(e) => t.failed.push(e),
+        }
         match publish::remove(t.name()) {
             Ok(d) => t.did |= d,
             Err(e) => t.failed.push(e),

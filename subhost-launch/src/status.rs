@@ -366,10 +366,34 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));
     }
-    let published = match other {
+    let mut published = match other {
         None => crate::publish::read(name).unwrap_or_default(),
         Some(_) => Vec::new(),
     };
+    problems.extend(crate::publish::forwarding_off_for(&published));
+    // The host's loopback is served by the forwarder: what its record
+    // holds is published too, while it runs.
+    let records = std::path::Path::new(crate::run::RUN_DIR);
+    if let Some(f) = other
+        .is_none()
+        .then(|| crate::forward::status(records, name))
+        .flatten()
+    {
+        match f.running {
+            true => published.extend(f.forwards.iter().map(|fwd| crate::publish::Published {
+                proto: fwd.proto,
+                host_address: Some(fwd.listen.ip()),
+                host_port: fwd.listen.port(),
+                port: fwd.target.port(),
+                address: fwd.target.ip(),
+            })),
+            false => problems.push(format!(
+                "its port forwarder (pid {}) is gone, so the host's loopback does not reach \
+                 its published ports: `subhost-launch stop {name}` and start it again",
+                f.pid
+            )),
+        }
+    }
     if !published.is_empty() && !facts.netns {
         problems.push(format!(
             "nftables chain inet {} {} is left without a netns: `subhost-launch stop {name}` \
@@ -378,7 +402,6 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
             crate::publish::chain(name)
         ));
     }
-    problems.extend(crate::publish::forwarding_off_for(&published));
     // Said, but the state stays: a wake plugs them back in.
     if let (true, Ok(c)) = (facts.netns, &cfg) {
         let links = c.links(name);

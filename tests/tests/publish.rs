@@ -10,7 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use subhost_tests::json::parse_json;
+use subhost_tests::json::{parse_json, J};
 use subhost_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -271,6 +271,20 @@ fn lan_and_bridge_clients_reach_the_published_ports_and_stop_removes_the_rules()
         ask(&w.lan, "udp", &format!("{}.1", w.lan4), 5353),
         format!("peer {}.2", w.lan4)
     );
+    // The host itself, through its loopback (the forwarder): the
+    // connection is made inside the subhost, from its own address.
+    assert_eq!(
+        ask(&w.host, "tcp", "127.0.0.1", 8080),
+        format!("peer {}.5", w.v4)
+    );
+    assert_eq!(
+        ask(&w.host, "tcp", "::1", 8080),
+        format!("peer {}::5", w.v6)
+    );
+    assert_eq!(
+        ask(&w.host, "udp", "::1", 5353),
+        format!("peer {}::5", w.v6)
+    );
     // A client on the subhost's bridge calling the host's address there
     // gets an answer through the host (masqueraded), not over the bridge.
     assert_eq!(
@@ -286,8 +300,12 @@ fn lan_and_bridge_clients_reach_the_published_ports_and_stop_removes_the_rules()
         .arr()
         .iter()
         .map(|p| {
+            let host = match p.get("host_address") {
+                J::Null => "*".to_string(),
+                h => h.str().to_string(),
+            };
             format!(
-                "{} {} {} {}",
+                "{} {host} {} {} {}",
                 p.get("proto").str(),
                 p.get("host_port").num(),
                 p.get("port").num(),
@@ -298,10 +316,14 @@ fn lan_and_bridge_clients_reach_the_published_ports_and_stop_removes_the_rules()
     assert_eq!(
         shown,
         [
-            format!("tcp 8080 80 {}.5", w.v4),
-            format!("tcp 8080 80 {}::5", w.v6),
-            format!("udp 5353 53 {}.5", w.v4),
-            format!("udp 5353 53 {}::5", w.v6),
+            format!("tcp * 8080 80 {}.5", w.v4),
+            format!("tcp * 8080 80 {}::5", w.v6),
+            format!("udp * 5353 53 {}.5", w.v4),
+            format!("udp * 5353 53 {}::5", w.v6),
+            format!("tcp 127.0.0.1 8080 80 {}.5", w.v4),
+            format!("tcp ::1 8080 80 {}::5", w.v6),
+            format!("udp 127.0.0.1 5353 53 {}.5", w.v4),
+            format!("udp ::1 5353 53 {}::5", w.v6),
         ]
     );
 
@@ -361,6 +383,17 @@ fn lan_and_bridge_clients_reach_the_published_ports_and_stop_removes_the_rules()
     let to = format!("{}.1:8080", w.lan4);
     let out = run_timeout(w.lan.cmd(probe_bin()).args(["ask", "tcp", &to]), LIMIT);
     assert!(!out.stdout_str().contains("peer"), "{}", out.describe());
+    let out = run_timeout(
+        w.host
+            .cmd(probe_bin())
+            .args(["ask", "tcp", "127.0.0.1:8080"]),
+        LIMIT,
+    );
+    assert!(!out.stdout_str().contains("peer"), "{}", out.describe());
+    assert!(
+        !std::path::Path::new(&format!("/run/subhost/{}.forward", a.name)).exists(),
+        "the forwarder's record is left"
+    );
     assert_real_host_has_no_table();
 }
 

@@ -127,14 +127,20 @@ fn print_plan(p: &Prepared) {
         &p.inner,
         &p.argv,
     );
+    // Kept while the netns is: hibernation keeps them.
+    let kept = match netns::exists(name) {
+        true => " (netns exists: kept as they are)",
+        false => "",
+    };
     if !p.publish.is_empty() {
-        // Kept while the netns is: hibernation keeps them.
-        let kept = match netns::exists(name) {
-            true => " (netns exists: kept as they are)",
-            false => "",
-        };
         println!("# published ports: one batch in the host's nftables{kept}");
         println!("{}", p.publish);
+    }
+    if !p.publish.loopback.is_empty() {
+        println!("# the host's loopback: the port forwarder, a process of the host{kept}");
+        for fwd in &p.publish.loopback {
+            println!("forward {fwd}");
+        }
     }
     if let Some(console) = &p.console {
         println!("# detached: a session of its own, no parent-death signal;");

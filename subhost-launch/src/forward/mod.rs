@@ -31,32 +31,7 @@ use crate::process::{self, Message};
 use crate::state::{PidFd, ProcId};
 use crate::{run, sys};
 
-/// The transport a forward relays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
-
-impl FromStr for Proto {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Proto> {
-        match s {
-            "tcp" => Ok(Proto::Tcp),
-            "udp" => Ok(Proto::Udp),
-            _ => bail!("unknown protocol {s:?}: give tcp or udp"),
-        }
-    }
-}
+pub use crate::publish::Proto;
 
 /// Connections to `listen` on the host reach `target` inside the subhost.
 #[derive(Debug, Clone, PartialEq, Eq)]

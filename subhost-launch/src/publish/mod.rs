@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::forward::Forward;
 use crate::netns::{Addressing, Link};
 
 mod holder;
@@ -26,7 +27,8 @@ use nft::{Change, Expr, Hook, Nft};
 /// The table of all subhosts' rules.
 pub const TABLE: &str = "subhost";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// The transport of a published port (and of a forward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -48,6 +50,17 @@ impl fmt::Display for Proto {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
         })
+    }
+}
+
+impl std::str::FromStr for Proto {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Proto> {
+        match s {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            _ => bail!("unknown protocol {s:?}: give tcp or udp"),
+        }
     }
 }
 
@@ -148,6 +161,17 @@ impl Publish {
             None => vec![false, true],
             Some(ip) if ip.is_loopback() => Vec::new(),
             Some(ip) => vec![ip.is_ipv6()],
+        }
+    }
+
+    /// The families whose host loopback this publishes through the
+    /// forwarder: every host address includes the loopback's; a given
+    /// loopback address is that one alone.
+    pub fn loopback_families(&self) -> Vec<bool> {
+        match self.host {
+            None => vec![false, true],
+            Some(ip) if ip.is_unspecified() || ip.is_loopback() => vec![ip.is_ipv6()],
+            Some(_) => Vec::new(),
         }
     }
 
@@ -285,6 +309,10 @@ pub struct Plan {
     /// masqueraded connection (hairpin), or the subhost would answer them
     /// over the bridge from an address they did not call.
     pub hairpin: Vec<String>,
+    /// What the host's own loopback reaches through the forwarder: the
+    /// kernel never routes ::1 off the loopback, and 127.0.0.0/8 only with
+    /// route_localnet, a host setting subhost leaves alone.
+    pub loopback: Vec<Forward>,
 }
 
 /// The rules for `published` of subhost `name`: each goes to the first
@@ -294,7 +322,25 @@ pub struct Plan {
 pub fn plan(name: &str, published: &[Publish], addressing: &Addressing, links: &[Link]) -> Plan {
     let mut dnat = Vec::new();
     let mut hairpin: Vec<String> = Vec::new();
+    let mut loopback = Vec::new();
     for p in published {
+        for v6 in p.loopback_families() {
+            let first = addressing
+                .addresses
+                .iter()
+                .find(|(_, a)| a.ip.is_ipv6() == v6);
+            if let Some((_, a)) = first {
+                let lo = match v6 {
+                    false => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    true => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                };
+                loopback.push(Forward {
+                    proto: p.proto,
+                    listen: SocketAddr::new(p.host.unwrap_or(lo), p.host_port),
+                    target: SocketAddr::new(a.ip, p.port),
+                });
+            }
+        }
         for v6 in p.families() {
             let Some((ifname, a)) = addressing
                 .addresses
@@ -322,6 +368,7 @@ pub fn plan(name: &str, published: &[Publish], addressing: &Addressing, links: &
         name: name.to_string(),
         dnat,
         hairpin,
+        loopback,
     }
 }
 
