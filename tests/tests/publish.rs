@@ -467,3 +467,155 @@ fn assert_real_host_has_no_table() {
         "the real host has a table inet subhost"
     );
 }
+
+/// The lines of README's tutorial, from its heading to the end of its
+/// first console block: each command (`# ` lines, continuations joined, a
+/// heredoc's lines kept with it) with the output shown after it.
+fn tutorial() -> Vec<(String, Vec<String>)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("#### From a fresh host to a web server reachable from the LAN")
+        .expect("the tutorial's heading in README.md");
+    let block = readme[start..]
+        .split("```console\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("the tutorial's console block");
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    let mut lines = block.lines();
+    while let Some(line) = lines.next() {
+        if let Some(cmd) = line.strip_prefix("# ") {
+            let mut cmd = cmd.to_string();
+            while cmd.ends_with('\\') {
+                cmd.pop();
+                cmd.push_str(lines.next().unwrap_or("").trim_start());
+            }
+            if let Some((_, word)) = cmd.split_once("<<'") {
+                let end = word.split('\'').next().unwrap_or("EOF").to_string();
+                for body in lines.by_ref() {
+                    cmd.push('\n');
+                    cmd.push_str(body);
+                    if body == end {
+                        break;
+                    }
+                }
+            }
+            steps.push((cmd, Vec::new()));
+        } else if let Some(last) = steps.last_mut() {
+            last.1.push(line.to_string());
+        }
+    }
+    steps
+}
+
+/// Stops the tutorial's subhost before its directory and namespace go.
+struct Stopped<'a>(&'a Netns, std::path::PathBuf);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let _ = run_timeout(
+            self.0
+                .cmd(launch_bin())
+                .args(["stop", "web"])
+                .env("SUBHOST", &self.1),
+            LAUNCH_LIMIT,
+        );
+    }
+}
+
+/// README's tutorial, command by command, in a netns playing a fresh host
+/// whose LAN is a further netns. What a test must not do on this machine
+/// is changed, and only that: the bridge's name, the directories, a
+/// scratch base for `--lower /`, busybox's httpd and wget for python3's
+/// and curl.
+#[test]
+fn the_readme_tutorial_serves_the_lan_and_the_host() {
+    require_root();
+    let steps = tutorial();
+    assert!(steps.len() >= 10, "{steps:?}");
+    let host = Netns::new("th");
+    let lan = Netns::new("tl");
+    host.ip(&[
+        "link", "add", "lanh", "type", "veth", "peer", "name", "lan0", "netns", &lan.0,
+    ]);
+    host.ip(&["link", "set", "lanh", "up"]);
+    host.ip(&["addr", "add", "192.0.2.10/24", "dev", "lanh"]);
+    lan.ip(&["link", "set", "lan0", "up"]);
+    lan.ip(&["addr", "add", "192.0.2.20/24", "dev", "lan0"]);
+
+    let tmp = TempDir::new();
+    let base = tmp.path().join("base");
+    busybox_root(&base);
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    std::fs::write(base.join("srv/index.html"), "hello from web\n").unwrap();
+    let dir = tmp.path().join("subhost");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _stop = Stopped(&host, dir.clone());
+    let br = unique_name("tb");
+    let launch = launch_bin();
+    let subs = [
+        (
+            "/etc/nftables-sub0.nft",
+            tmp.path().join("sub0.nft").display().to_string(),
+        ),
+        ("/opt/subhost", dir.display().to_string()),
+        ("sub0", br.clone()),
+        ("--lower /", format!("--lower {}", base.display())),
+        (
+            "python3 -m http.server 80 --directory /srv",
+            "busybox httpd -f -p 80 -h /srv".into(),
+        ),
+        ("curl -s", "busybox wget -qO-".into()),
+        ("subhost-launch", launch.display().to_string()),
+    ];
+    let mut answers = 0;
+    for (cmd, shown) in &steps {
+        let mut run = cmd.clone();
+        for (from, to) in &subs {
+            run = run.replace(from, to);
+        }
+        let ns = match cmd.contains("from another machine") {
+            true => &lan,
+            false => &host,
+        };
+        let wget = run.contains("wget");
+        let mut out = None;
+        // The service takes a moment to listen after the start returns.
+        for _ in 0..if wget { 20 } else { 1 } {
+            let o = run_timeout(
+                ns.cmd("sh")
+                    .args(["-c", &run])
+                    .env("SUBHOST", &dir)
+                    .stdin(Stdio::null()),
+                LAUNCH_LIMIT,
+            );
+            let done = o.code() == 0;
+            out = Some(o);
+            if done {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let out = out.unwrap();
+        assert_eq!(
+            out.code(),
+            0,
+            "tutorial step {cmd:?} ({run:?}): {}",
+            out.describe()
+        );
+        if wget {
+            assert_eq!(out.stdout_str(), "hello from web\n", "{cmd:?}");
+            answers += 1;
+        }
+        if !shown.is_empty() {
+            let want = shown.join("\n").replace("sub0", &br);
+            assert_eq!(
+                out.stdout_str().trim_end(),
+                want,
+                "what README shows for {cmd:?}"
+            );
+        }
+    }
+    assert_eq!(answers, 2, "the LAN and the host were both asked");
+}
