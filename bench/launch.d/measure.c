@@ -2,7 +2,11 @@
  *
  * A small static process forks and execs the command, so the child's peak
  * RSS starts from this harness's few hundred KiB rather than from an
- * interpreter's, and the time covers fork to reaped exit only. */
+ * interpreter's, and the time covers fork to reaped exit only.
+ *
+ * MEASURE_NETNS=PATH runs the command in that network namespace, joined
+ * before the clock starts: rows that need a namespace playing the host
+ * (a firewall table, published ports) pay no nsenter exec. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,11 +15,18 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sched.h>
 
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: measure COMMAND [ARGS...]\n");
         return 2;
+    }
+    const char *netns = getenv("MEASURE_NETNS");
+    if (netns && *netns) {
+        int fd = open(netns, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) { perror(netns); return 2; }
+        close(fd);
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
