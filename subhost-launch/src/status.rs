@@ -275,7 +275,7 @@ pub fn is_subhost(dir: &Path) -> bool {
 
 /// Names of the subhosts under `base`, sorted; other entries are skipped
 /// silently (the directory may hold base layers, notes, backups).
-fn subhosts(base: &Path) -> Result<Vec<String>> {
+pub fn subhosts(base: &Path) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(base) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
