@@ -186,6 +186,8 @@ pub struct Report {
     /// `overlay` or `rbind`; `None` when neither mounted nor configured.
     pub root: Option<&'static str>,
     pub image: bool,
+    /// The base (`base list`) its LOWER is in, if any.
+    pub base: Option<String>,
     pub cables: Vec<Cable>,
     #[serde(rename = "memory_bytes")]
     pub memory: Option<u64>,
@@ -434,6 +436,10 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         uptime,
         root,
         image: facts.image,
+        base: cfg
+            .as_ref()
+            .ok()
+            .and_then(|c| c.lower.iter().find_map(|l| crate::bases::base_of(&layout.base, l))),
         cables,
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),

@@ -118,6 +118,9 @@ fn block(r: &Report) -> String {
     let _ = writeln!(out, "pid:      {}", dash(r.pid.map(|p| p.to_string())));
     let _ = writeln!(out, "uptime:   {}", dash(r.uptime.map(human_duration)));
     let _ = writeln!(out, "root:     {}", root_kind(r));
+    if let Some(b) = &r.base {
+        let _ = writeln!(out, "base:     {b}");
+    }
     if r.cables.is_empty() {
         let _ = writeln!(out, "cables:   none");
     }
