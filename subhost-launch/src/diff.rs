@@ -84,7 +84,9 @@ fn size_of(md: &fs::Metadata) -> u64 {
 
 fn any_xattr(path: &Path, names: &[&[u8]]) -> Result<Option<Vec<u8>>> {
     for n in names {
-        if let Some(v) = xattr::get(path, n).with_context(|| format!("cannot read xattrs of {}", path.display()))? {
+        if let Some(v) = xattr::get(path, n)
+            .with_context(|| format!("cannot read xattrs of {}", path.display()))?
+        {
             return Ok(Some(v));
         }
     }
@@ -107,7 +109,8 @@ pub fn diff(upper: &Path, lowers: &[PathBuf], shift: Option<Range>) -> Result<Ve
         out: Vec::new(),
     };
     w.dir(Path::new(""))?;
-    w.out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    w.out
+        .sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     Ok(w.out)
 }
 
@@ -125,7 +128,15 @@ impl Walk<'_> {
         })
     }
 
-    fn push(&mut self, rel: &Path, change: &'static str, what: Option<&'static str>, details: Vec<&'static str>, kind: &'static str, size: u64) {
+    fn push(
+        &mut self,
+        rel: &Path,
+        change: &'static str,
+        what: Option<&'static str>,
+        details: Vec<&'static str>,
+        kind: &'static str,
+        size: u64,
+    ) {
         self.out.push(Change {
             path: shown(rel),
             change,
@@ -156,7 +167,14 @@ impl Walk<'_> {
                     gone.sort_by_key(|e| e.file_name());
                     for e in gone {
                         let md = fs::symlink_metadata(e.path())?;
-                        self.push(&rel.join(e.file_name()), "deleted", None, vec![], kind_of(&md.file_type()), size_of(&md));
+                        self.push(
+                            &rel.join(e.file_name()),
+                            "deleted",
+                            None,
+                            vec![],
+                            kind_of(&md.file_type()),
+                            size_of(&md),
+                        );
                     }
                 }
             }
@@ -169,7 +187,8 @@ impl Walk<'_> {
 
     fn entry(&mut self, rel: &Path) -> Result<()> {
         let full = self.upper.join(rel);
-        let md = fs::symlink_metadata(&full).with_context(|| format!("cannot read {}", full.display()))?;
+        let md = fs::symlink_metadata(&full)
+            .with_context(|| format!("cannot read {}", full.display()))?;
         let ft = md.file_type();
         let whiteout = (ft.is_char_device() && md.rdev() == 0)
             || (ft.is_file() && md.len() == 0 && any_xattr(&full, &WHITEOUT)?.is_some());
@@ -199,7 +218,13 @@ impl Walk<'_> {
     }
 
     /// How upper `u` differs from lower `l`, if it does.
-    fn compare(&self, u: &Path, umd: &fs::Metadata, l: &Path, lmd: &fs::Metadata) -> Result<Option<(&'static str, Vec<&'static str>)>> {
+    fn compare(
+        &self,
+        u: &Path,
+        umd: &fs::Metadata,
+        l: &Path,
+        lmd: &fs::Metadata,
+    ) -> Result<Option<(&'static str, Vec<&'static str>)>> {
         let (uft, lft) = (umd.file_type(), lmd.file_type());
         if kind_of(&uft) != kind_of(&lft) {
             return Ok(Some(("content", vec![])));
@@ -244,7 +269,9 @@ fn own_xattrs(p: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         .with_context(|| format!("cannot read xattrs of {}", p.display()))?
         .into_iter()
         .filter(|(n, _)| {
-            !n.starts_with(b"trusted.overlay.") && !n.starts_with(b"user.overlay.") && n.as_slice() != b"security.selinux"
+            !n.starts_with(b"trusted.overlay.")
+                && !n.starts_with(b"user.overlay.")
+                && n.as_slice() != b"security.selinux"
         })
         .collect())
 }

@@ -436,10 +436,11 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         uptime,
         root,
         image: facts.image,
-        base: cfg
-            .as_ref()
-            .ok()
-            .and_then(|c| c.lower.iter().find_map(|l| crate::bases::base_of(&layout.base, l))),
+        base: cfg.as_ref().ok().and_then(|c| {
+            c.lower
+                .iter()
+                .find_map(|l| crate::bases::base_of(&layout.base, l))
+        }),
         cables,
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),

@@ -34,8 +34,12 @@ struct Zstd<R: BufRead> {
 impl<R: BufRead> Zstd<R> {
     fn new(r: R) -> Self {
         Zstd {
-            inner: Some(ruzstd::decoding::StreamingDecoder::new(r).map_err(|e| e.to_string()).ok())
-                .flatten(),
+            inner: Some(
+                ruzstd::decoding::StreamingDecoder::new(r)
+                    .map_err(|e| e.to_string())
+                    .ok(),
+            )
+            .flatten(),
         }
     }
 }
@@ -44,7 +48,10 @@ impl<R: BufRead> Read for Zstd<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let Some(dec) = self.inner.as_mut() else {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "damaged zstd frame header"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "damaged zstd frame header",
+                ));
             };
             let n = dec.read(buf)?;
             if n > 0 || buf.is_empty() {
@@ -118,7 +125,8 @@ fn apply_one<R: Read>(
             let ext = ext.context("bad pax header")?;
             let key = ext.key_bytes();
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                meta.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                meta.xattrs
+                    .push((name.to_vec(), ext.value_bytes().to_vec()));
             }
             match (key, std::str::from_utf8(ext.value_bytes())) {
                 (b"uid", Ok(v)) => meta.uid = v.parse().context("bad pax uid")?,
@@ -148,8 +156,18 @@ fn apply_one<R: Read>(
         T::Fifo => tree.put(&rel, Kind::Fifo, &meta),
         T::Char | T::Block => {
             let (maj, min) = (
-                entry.header().device_major().ok().flatten().unwrap_or(u32::MAX),
-                entry.header().device_minor().ok().flatten().unwrap_or(u32::MAX),
+                entry
+                    .header()
+                    .device_major()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(u32::MAX),
+                entry
+                    .header()
+                    .device_minor()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(u32::MAX),
             );
             if et == T::Char && maj == 0 && min == 0 {
                 tree.put(&rel, Kind::Whiteout, &meta)

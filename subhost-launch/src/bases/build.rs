@@ -125,7 +125,10 @@ impl Tree {
     /// (root-owned, 0755), as tar does.
     fn place(&self, rel: &Path) -> Result<PathBuf> {
         let mut at = self.root.clone();
-        let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+        let parents: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
         for c in parents {
             at.push(c);
             match fs::symlink_metadata(&at) {
@@ -143,7 +146,9 @@ impl Tree {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&at).with_context(|| format!("cannot make {}", at.display()))?;
                 }
-                Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", at.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot inspect {}", at.display()))
+                }
             }
         }
         Ok(self.root.join(rel))
@@ -155,7 +160,9 @@ impl Tree {
         match fs::symlink_metadata(full) {
             Ok(md) if md.is_dir() => crate::files::tree::remove_tree_mount_free(full)
                 .with_context(|| format!("cannot replace {}", full.display())),
-            Ok(_) => fs::remove_file(full).with_context(|| format!("cannot replace {}", full.display())),
+            Ok(_) => {
+                fs::remove_file(full).with_context(|| format!("cannot replace {}", full.display()))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot inspect {}", full.display())),
         }
@@ -208,7 +215,10 @@ impl Tree {
             Kind::Hardlink(to) => {
                 let src = self.root.join(&to);
                 let md = fs::symlink_metadata(&src).map_err(|_| {
-                    anyhow!("hardlink {shown} -> {}: no such entry before it in the base", to.display())
+                    anyhow!(
+                        "hardlink {shown} -> {}: no such entry before it in the base",
+                        to.display()
+                    )
                 })?;
                 if md.is_dir() {
                     bail!("hardlink {shown} -> {} names a directory", to.display());
@@ -224,7 +234,8 @@ impl Tree {
             }
             Kind::Fifo => {
                 Self::clear(&full)?;
-                mknod(&full, libc::S_IFIFO, 0).with_context(|| format!("cannot make FIFO {shown}"))?;
+                mknod(&full, libc::S_IFIFO, 0)
+                    .with_context(|| format!("cannot make FIFO {shown}"))?;
             }
             Kind::Whiteout => {
                 Self::clear(&full)?;
@@ -233,7 +244,8 @@ impl Tree {
             }
         }
         self.this_layer.insert(rel.to_path_buf());
-        self.set_meta(&full, meta).with_context(|| format!("cannot set owner, mode or xattrs of {shown}"))
+        self.set_meta(&full, meta)
+            .with_context(|| format!("cannot set owner, mode or xattrs of {shown}"))
     }
 
     fn set_meta(&mut self, full: &Path, meta: &Meta) -> Result<()> {
@@ -244,9 +256,8 @@ impl Tree {
             fs::set_permissions(full, fs::Permissions::from_mode(meta.mode & 0o7777))?;
         }
         for (n, v) in &meta.xattrs {
-            xattr::set(full, n, v).with_context(|| {
-                format!("xattr {}", String::from_utf8_lossy(n))
-            })?;
+            xattr::set(full, n, v)
+                .with_context(|| format!("xattr {}", String::from_utf8_lossy(n)))?;
         }
         if md.is_dir() {
             self.dirs.push((full.to_path_buf(), meta.mtime));
@@ -269,7 +280,11 @@ impl Tree {
 
     /// An OCI opaque marker in `dir`: what the layers below put in it goes.
     pub fn opaque(&mut self, dir: &Path) -> Result<()> {
-        let full = self.place(&dir.join("x"))?.parent().map(Path::to_path_buf).unwrap_or_default();
+        let full = self
+            .place(&dir.join("x"))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         for e in fs::read_dir(&full).with_context(|| format!("cannot read {}", full.display()))? {
             let e = e?;
             if !self.this_layer.contains(&dir.join(e.file_name())) {
@@ -282,8 +297,13 @@ impl Tree {
     /// Sets the directories' times, deepest first, now that nothing is
     /// added to them any more.
     pub fn finish(mut self) -> Result<()> {
+        // Stable: of a path made twice, the later entry's time wins.
         self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (d, t) in &self.dirs {
+            // Gone since (a later whiteout, a file in its place): no time.
+            if !fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             set_mtime(d, *t).with_context(|| format!("cannot set the time of {}", d.display()))?;
         }
         Ok(())
@@ -302,13 +322,18 @@ fn mknod(path: &Path, kind: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
 fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())?;
     let t = libc::timespec {
-        tv_sec: sec as libc::time_t,
+        tv_sec: sec as _,
         tv_nsec: nsec as _,
     };
     let times = [t, t];
     // SAFETY: a NUL-terminated path and two timespecs alive for the call.
     let r = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
     if r != 0 {
         return Err(io::Error::last_os_error());
@@ -324,7 +349,10 @@ mod tests {
     fn paths_are_cleaned_or_refused() {
         assert_eq!(clean(b"./a/b/").unwrap(), PathBuf::from("a/b"));
         assert_eq!(clean(b"./").unwrap(), PathBuf::new());
-        assert!(clean(b"/etc/passwd").unwrap_err().to_string().contains("absolute"));
+        assert!(clean(b"/etc/passwd")
+            .unwrap_err()
+            .to_string()
+            .contains("absolute"));
         assert!(clean(b"a/../../x").unwrap_err().to_string().contains(".."));
     }
 

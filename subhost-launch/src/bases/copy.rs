@@ -17,7 +17,8 @@ use super::xattr;
 /// Copies the tree at `src` into `tree`, skipping the directory whose
 /// device and inode are `skip` (where bases live).
 pub fn import(src: &Path, tree: &mut Tree, skip: Option<(u64, u64)>) -> Result<()> {
-    let top = fs::symlink_metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let top =
+        fs::symlink_metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
     let mut links = HashMap::new();
     let mut ctx = Ctx {
         src,

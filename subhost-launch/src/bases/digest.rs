@@ -91,7 +91,8 @@ pub fn summarize(root: &Path) -> Result<Summary> {
 
 fn walk(root: &Path, rel: &Path, out: &mut Vec<Vec<u8>>) -> Result<()> {
     let dir = root.join(rel);
-    let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
     for e in entries {
         let e = e.with_context(|| format!("cannot read {}", dir.display()))?;
         let sub = rel.join(e.file_name());

@@ -97,7 +97,10 @@ pub fn manifest(subhost_dir: &Path, name: &str) -> Result<Manifest> {
     let text = crate::files::read_capped(&path, MANIFEST_MAX)
         .with_context(|| format!("base {name}: cannot read {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| {
-        format!("base {name}: {} is damaged (remove the base and import it again)", path.display())
+        format!(
+            "base {name}: {} is damaged (remove the base and import it again)",
+            path.display()
+        )
     })
 }
 
@@ -129,7 +132,9 @@ pub fn leftovers(subhost_dir: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             let n = e.file_name();
             let n = n.as_bytes();
-            n.starts_with(b".") && (n.windows(9).any(|w| w == b".partial-") || n.windows(10).any(|w| w == b".removing-"))
+            n.starts_with(b".")
+                && (n.windows(9).any(|w| w == b".partial-")
+                    || n.windows(10).any(|w| w == b".removing-"))
         })
         .map(|e| e.path())
         .collect();
@@ -221,7 +226,10 @@ pub fn import(subhost_dir: &Path, name: &str, source: &Path) -> Result<Manifest>
         );
     }
     if !subhost_dir.is_dir() {
-        bail!("{} does not exist (make it, or give --subhost-dir)", subhost_dir.display());
+        bail!(
+            "{} does not exist (make it, or give --subhost-dir)",
+            subhost_dir.display()
+        );
     }
     match std::fs::create_dir(&bases) {
         Ok(()) => {}
@@ -234,10 +242,18 @@ pub fn import(subhost_dir: &Path, name: &str, source: &Path) -> Result<Manifest>
         .and_then(|m| rename_noreplace(&partial, &final_dir).map(|()| m));
     if result.is_err() {
         if let Err(e) = remove_tree_mount_free(&partial) {
-            log::warn!("could not remove the partial import {}: {e}", partial.display());
+            log::warn!(
+                "could not remove the partial import {}: {e}",
+                partial.display()
+            );
         }
     }
-    result.with_context(|| format!("base {name}: import of {} failed, nothing kept", source.display()))
+    result.with_context(|| {
+        format!(
+            "base {name}: import of {} failed, nothing kept",
+            source.display()
+        )
+    })
 }
 
 fn build_into(
@@ -252,7 +268,9 @@ fn build_into(
     let mut tree = build::Tree::new(&root);
     match kind {
         SourceKind::Dir => {
-            let skip = std::fs::metadata(bases_dir(subhost_dir)).ok().map(|m| (m.dev(), m.ino()));
+            let skip = std::fs::metadata(bases_dir(subhost_dir))
+                .ok()
+                .map(|m| (m.dev(), m.ino()));
             copy::import(source, &mut tree, skip)?;
         }
         SourceKind::Tar => {
@@ -283,9 +301,12 @@ fn build_into(
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     let f = CString::new(from.as_os_str().as_bytes())?;
     let t = CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: two NUL-terminated paths alive for the call.
+    // The raw call: the musl the static build links has no renameat2.
+    // SAFETY: two NUL-terminated paths alive for the call; the flags are
+    // an integer.
     let r = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             f.as_ptr(),
             libc::AT_FDCWD,
@@ -296,9 +317,13 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     if r != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EEXIST) {
-            bail!("{} appeared meanwhile (another import of the same name?)", to.display());
+            bail!(
+                "{} appeared meanwhile (another import of the same name?)",
+                to.display()
+            );
         }
-        return Err(e).with_context(|| format!("cannot rename {} to {}", from.display(), to.display()));
+        return Err(e)
+            .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()));
     }
     Ok(())
 }
@@ -378,6 +403,12 @@ mod tests {
             Some("deb")
         );
         assert_eq!(base_of(b, Path::new("/")), None);
-        assert_eq!(base_of(b, Path::new("/nonexistent-subhost/.bases/.x.partial-1/root")), None);
+        assert_eq!(
+            base_of(
+                b,
+                Path::new("/nonexistent-subhost/.bases/.x.partial-1/root")
+            ),
+            None
+        );
     }
 }

@@ -71,11 +71,18 @@ fn blob_path(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
         .split_once(':')
         .ok_or_else(|| anyhow!("descriptor digest {:?} is not ALG:HEX", d.digest))?;
     if alg != "sha256" || hexd.len() != 64 || !hexd.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("descriptor digest {:?}: only sha256 digests are supported", d.digest);
+        bail!(
+            "descriptor digest {:?}: only sha256 digests are supported",
+            d.digest
+        );
     }
     let p = layout.join("blobs").join(alg).join(hexd);
     if !p.is_file() {
-        bail!("blob {} is missing ({}): the image layout is incomplete", d.digest, p.display());
+        bail!(
+            "blob {} is missing ({}): the image layout is incomplete",
+            d.digest,
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -98,7 +105,10 @@ impl Read for Checked {
         if self.seen > self.size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("blob {} is larger than its descriptor's {} bytes", self.want, self.size),
+                format!(
+                    "blob {} is larger than its descriptor's {} bytes",
+                    self.want, self.size
+                ),
             ));
         }
         if n == 0 && !buf.is_empty() {
@@ -112,7 +122,8 @@ impl Checked {
     fn open(layout: &Path, d: &Descriptor) -> Result<Checked> {
         let p = blob_path(layout, d)?;
         Ok(Checked {
-            file: crate::files::open_regular(&p).with_context(|| format!("cannot open {}", p.display()))?,
+            file: crate::files::open_regular(&p)
+                .with_context(|| format!("cannot open {}", p.display()))?,
             hash: Sha256::new(),
             seen: 0,
             want: d.digest.clone(),
@@ -168,7 +179,10 @@ fn choose(ms: Vec<Descriptor>, what: &str) -> Result<Descriptor> {
     match mine.len() {
         1 => Ok(mine.remove(0)),
         0 => bail!("{what} has {n} manifests and none for linux/{}", arch()),
-        k => bail!("{what} has {k} manifests for linux/{}: keep one in the layout", arch()),
+        k => bail!(
+            "{what} has {k} manifests for linux/{}: keep one in the layout",
+            arch()
+        ),
     }
 }
 

@@ -8,7 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// Every attribute of `path` (not followed), sorted by name. A filesystem
@@ -48,9 +49,8 @@ pub fn get(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     loop {
         // SAFETY: NUL-terminated path and name, a writable buffer of the
         // given length, all alive for the call.
-        let r = unsafe {
-            libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let r =
+            unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if r >= 0 {
             buf.truncate(r as usize);
             return Ok(Some(buf));
@@ -71,7 +71,13 @@ pub fn set(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     // SAFETY: NUL-terminated path and name and a value buffer of the given
     // length, all alive for the call.
     let r = unsafe {
-        libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
     };
     if r != 0 {
         return Err(io::Error::last_os_error());

@@ -42,8 +42,12 @@ pub fn diff(subhost_dir: &Path, name: &str, json: bool) -> Result<()> {
     } else {
         None
     };
-    let changes = crate::diff::diff(&upper, &cfg.lower, shift)
-        .with_context(|| format!("subhost {name}: cannot read its upper layer {}", upper.display()))?;
+    let changes = crate::diff::diff(&upper, &cfg.lower, shift).with_context(|| {
+        format!(
+            "subhost {name}: cannot read its upper layer {}",
+            upper.display()
+        )
+    })?;
     if json {
         println!("{}", serde_json::to_string(&changes)?);
         return Ok(());
