@@ -82,22 +82,29 @@ fn size_of(md: &fs::Metadata) -> u64 {
     }
 }
 
-fn any_xattr(path: &Path, names: &[&[u8]]) -> Result<Option<Vec<u8>>> {
-    for n in names {
-        if let Some(v) = xattr::get(path, n)
-            .with_context(|| format!("cannot read xattrs of {}", path.display()))?
-        {
-            return Ok(Some(v));
-        }
-    }
-    Ok(None)
-}
-
 struct Walk<'a> {
     upper: &'a Path,
     lowers: &'a [PathBuf],
     shift: Option<Range>,
     out: Vec<Change>,
+    /// Buffers of the byte-for-byte comparison, made once: tens of
+    /// thousands of copied-up files are compared in one diff.
+    bufs: (Vec<u8>, Vec<u8>),
+}
+
+/// Bytes compared per read.
+const CHUNK: usize = 64 << 10;
+
+/// The value of the first of `names` among `attrs`.
+fn find<'x>(attrs: &'x [(Vec<u8>, Vec<u8>)], names: &[&[u8]]) -> Option<&'x [u8]> {
+    attrs
+        .iter()
+        .find(|(n, _)| names.contains(&n.as_slice()))
+        .map(|(_, v)| v.as_slice())
+}
+
+fn attrs_of(p: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattr::list(p).with_context(|| format!("cannot read xattrs of {}", p.display()))
 }
 
 /// The changes in `upper` over `lowers` (top first), sorted by path.
@@ -107,6 +114,7 @@ pub fn diff(upper: &Path, lowers: &[PathBuf], shift: Option<Range>) -> Result<Ve
         lowers,
         shift,
         out: Vec::new(),
+        bufs: (vec![0; CHUNK], vec![0; CHUNK]),
     };
     w.dir(Path::new(""))?;
     w.out
@@ -155,7 +163,7 @@ impl Walk<'_> {
             let e = e.with_context(|| format!("cannot read {}", full.display()))?;
             names.push(e.file_name());
         }
-        let opaque = any_xattr(&full, &OPAQUE)?.is_some_and(|v| v == b"y");
+        let opaque = find(&attrs_of(&full)?, &OPAQUE) == Some(b"y");
         if opaque {
             if let Some((lp, lmd)) = self.lower(rel) {
                 if lmd.is_dir() {
@@ -190,9 +198,16 @@ impl Walk<'_> {
         let md = fs::symlink_metadata(&full)
             .with_context(|| format!("cannot read {}", full.display()))?;
         let ft = md.file_type();
-        let whiteout = (ft.is_char_device() && md.rdev() == 0)
-            || (ft.is_file() && md.len() == 0 && any_xattr(&full, &WHITEOUT)?.is_some());
         let lower = self.lower(rel);
+        // An entry's xattrs are read only where they can matter: most
+        // entries of an upper layer are files the subhost added.
+        let attrs = if lower.is_some() || (ft.is_file() && md.len() == 0) {
+            attrs_of(&full)?
+        } else {
+            Vec::new()
+        };
+        let whiteout = (ft.is_char_device() && md.rdev() == 0)
+            || (ft.is_file() && md.len() == 0 && find(&attrs, &WHITEOUT).is_some());
         if whiteout {
             let (kind, size) = lower
                 .as_ref()
@@ -205,7 +220,7 @@ impl Walk<'_> {
         match lower {
             None => self.push(rel, "added", None, vec![], kind, size_of(&md)),
             Some((lp, lmd)) => {
-                if let Some(c) = self.compare(&full, &md, &lp, &lmd)? {
+                if let Some(c) = self.compare(&full, &md, &attrs, &lp, &lmd)? {
                     let (what, details) = c;
                     self.push(rel, "modified", Some(what), details, kind, size_of(&md));
                 }
@@ -219,9 +234,10 @@ impl Walk<'_> {
 
     /// How upper `u` differs from lower `l`, if it does.
     fn compare(
-        &self,
+        &mut self,
         u: &Path,
         umd: &fs::Metadata,
+        uattrs: &[(Vec<u8>, Vec<u8>)],
         l: &Path,
         lmd: &fs::Metadata,
     ) -> Result<Option<(&'static str, Vec<&'static str>)>> {
@@ -233,8 +249,8 @@ impl Walk<'_> {
             return Ok(Some(("content", vec![])));
         }
         if uft.is_file() {
-            let metacopy = any_xattr(u, &METACOPY)?.is_some();
-            if !metacopy && (umd.len() != lmd.len() || !same_bytes(u, l)?) {
+            let metacopy = find(uattrs, &METACOPY).is_some();
+            if !metacopy && (umd.len() != lmd.len() || !self.same_bytes(u, l, umd.len())?) {
                 return Ok(Some(("content", vec![])));
             }
         }
@@ -252,7 +268,7 @@ impl Walk<'_> {
         if (inside(umd.uid()), inside(umd.gid())) != (lmd.uid(), lmd.gid()) {
             details.push("owner");
         }
-        if own_xattrs(u)? != own_xattrs(l)? {
+        if own(uattrs.to_vec()) != own(attrs_of(l)?) {
             details.push("xattrs");
         }
         if !uft.is_dir() && (umd.mtime(), umd.mtime_nsec()) != (lmd.mtime(), lmd.mtime_nsec()) {
@@ -264,49 +280,44 @@ impl Walk<'_> {
 
 /// The xattrs that are the file's own, not overlayfs' marks nor the
 /// host's label.
-fn own_xattrs(p: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    Ok(xattr::list(p)
-        .with_context(|| format!("cannot read xattrs of {}", p.display()))?
+fn own(attrs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    attrs
         .into_iter()
         .filter(|(n, _)| {
             !n.starts_with(b"trusted.overlay.")
                 && !n.starts_with(b"user.overlay.")
                 && n.as_slice() != b"security.selinux"
         })
-        .collect())
+        .collect()
 }
 
-fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
-    // Not followed: a running subhost may swap a file for a link to the
-    // host's.
-    let open = |p: &Path| {
-        File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(p)
-            .with_context(|| format!("cannot open {}", p.display()))
-    };
-    let (mut fa, mut fb) = (open(a)?, open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
-    loop {
-        let na = read_full(&mut fa, &mut ba)?;
-        let nb = read_full(&mut fb, &mut bb)?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Ok(false);
+impl Walk<'_> {
+    /// Whether files `a` and `b`, both `len` bytes long when looked at,
+    /// hold the same bytes.
+    fn same_bytes(&mut self, a: &Path, b: &Path, len: u64) -> Result<bool> {
+        // Not followed: a running subhost may swap a file for a link to
+        // the host's.
+        let open = |p: &Path| {
+            File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(p)
+                .with_context(|| format!("cannot open {}", p.display()))
+        };
+        let (mut fa, mut fb) = (open(a)?, open(b)?);
+        let (ba, bb) = (&mut self.bufs.0, &mut self.bufs.1);
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            // A file that shrank meanwhile differs.
+            if fa.read_exact(&mut ba[..n]).is_err() || fb.read_exact(&mut bb[..n]).is_err() {
+                return Ok(false);
+            }
+            if ba[..n] != bb[..n] {
+                return Ok(false);
+            }
+            left -= n as u64;
         }
-        if na == 0 {
-            return Ok(true);
-        }
+        Ok(true)
     }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }

@@ -574,7 +574,7 @@ fn busybox_base(base: &Path, src: &Path) -> PathBuf {
 
 #[test]
 fn a_subhost_on_a_base_boots_and_diff_shows_what_it_changed() {
-    let mut s = Subhost::new("bd", "");
+    let s = Subhost::new("bd", "");
     let src = s.base().join("src");
     let root = busybox_base(s.base(), &src);
     let boot = "BOOT=(sh -c 'echo new > /etc/new; echo changed > /etc/mod; chmod 600 /etc/meta; \
