@@ -95,11 +95,7 @@ pub fn escapes(link: &Path, target: &Path) -> bool {
     for c in target.components() {
         match c {
             Component::Normal(n) => depth.push(n),
-            Component::ParentDir => {
-                if depth.pop().is_none() {
-                    return true;
-                }
-            }
+            Component::ParentDir if depth.pop().is_none() => return true,
             _ => {}
         }
     }
