@@ -6,7 +6,6 @@
 //! such read goes through here: opened without blocking, refused unless it
 //! is a regular file once open, and capped in size.
 
-#[cfg(test)]
 pub mod tree;
 
 use std::fs::File;

@@ -1,11 +1,13 @@
 //! subhost-launch: start and stop subhosts, sandboxed machines on the host
 //! without VMs.
 
+mod bases;
 mod cgroup;
 mod cmd;
 mod config;
 mod console_log;
 mod detached;
+mod diff;
 mod docs;
 mod files;
 mod forward;
@@ -211,6 +213,32 @@ enum Command {
         /// records the range of 65536 host ids picked for the subhost
         #[arg(long)]
         userns: bool,
+        /// Overlay `root` on base NAME (see `base`): LOWER becomes the
+        /// absolute path of $SUBHOST/.bases/NAME/root
+        #[arg(long, value_name = "NAME", conflicts_with = "lower")]
+        base: Option<String>,
+    },
+    /// Import, list and remove bases: read-only trees subhosts overlay
+    ///
+    /// A base NAME lives in $SUBHOST/.bases/NAME: root/ (the tree, never
+    /// written) and manifest.json (source, kind, digest, date, files,
+    /// bytes). `create --base NAME` sets a subhost's LOWER to it.
+    #[command(subcommand)]
+    Base(BaseCommand),
+    /// Show what a subhost changed over its LOWER
+    ///
+    /// Reads the overlay's upper layer: added, modified (content, or only
+    /// metadata: mode, owner, xattrs, time) and deleted entries (overlay
+    /// whiteouts and opaque directories), with sizes, one per line as
+    /// `A|M|D PATH (WHAT, SIZE)`. A subhost without LOWER has nothing to
+    /// compare with: an error. With USERNS, owners are compared as seen
+    /// inside.
+    Diff {
+        /// The subhost
+        name: String,
+        /// One JSON array of {path, change, what, details, type, size}
+        #[arg(long)]
+        json: bool,
     },
     /// List every subhost with its state, init PID, uptime, root and cables
     ///
@@ -330,6 +358,39 @@ enum ForwardAction {
     Status { name: String },
 }
 
+#[derive(Subcommand)]
+enum BaseCommand {
+    /// Import SOURCE as base NAME
+    ///
+    /// SOURCE is a directory (copied with owners, modes, times, xattrs,
+    /// symlinks and hardlinks, staying on its filesystem), a tarball (plain,
+    /// gzip or zstd, told by its content), or an OCI image layout directory
+    /// (layers applied in order, each blob checked against its digest,
+    /// whiteouts honoured). Refused, with nothing kept: paths with `..` or
+    /// absolute ones, symlinks whose `..` climbs above the base's root,
+    /// device nodes other than overlay whiteouts, missing or damaged blobs,
+    /// a NAME that exists.
+    Import {
+        /// The base: 1-12 characters of a-z, 0-9, _ and -
+        name: String,
+        /// A directory, .tar, .tar.gz, .tar.zst, or OCI image layout
+        source: PathBuf,
+    },
+    /// List the bases: kind, files, size, date, digest, and the subhosts
+    /// that use them
+    List {
+        /// One JSON array of {name, source, kind, digest, date, files,
+        /// bytes, used_by, problems}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove base NAME; refused while a subhost's LOWER is in it
+    Remove {
+        /// The base
+        name: String,
+    },
+}
+
 /// For a command that only prints: a closed stdout ends it quietly, by the
 /// default SIGPIPE, as it ends `ls` (Rust ignores SIGPIPE, and its print
 /// macros would panic on EPIPE instead). Commands that change the host keep
@@ -413,8 +474,10 @@ fn main() -> ExitCode {
             publish,
             image,
             userns,
+            base: base_name,
         } => {
             let req = cmd::create::Request {
+                base: base_name,
                 lower,
                 bridges: bridge,
                 addresses: address,
@@ -424,6 +487,20 @@ fn main() -> ExitCode {
                 userns,
             };
             (cmd::create::create(&base, &name, &req).map(|()| 0), 1)
+        }
+        Command::Base(BaseCommand::Import { name, source }) => {
+            (cmd::base::import(&base, &name, &source).map(|()| 0), 1)
+        }
+        Command::Base(BaseCommand::List { json }) => {
+            quiet_on_closed_pipe(true);
+            (cmd::base::list(&base, json).map(|()| 0), 1)
+        }
+        Command::Base(BaseCommand::Remove { name }) => {
+            (cmd::base::remove(&base, &name).map(|()| 0), 1)
+        }
+        Command::Diff { name, json } => {
+            quiet_on_closed_pipe(true);
+            (cmd::diff::diff(&base, &name, json).map(|()| 0), 1)
         }
         Command::List { json } => {
             quiet_on_closed_pipe(true);

@@ -186,6 +186,8 @@ pub struct Report {
     /// `overlay` or `rbind`; `None` when neither mounted nor configured.
     pub root: Option<&'static str>,
     pub image: bool,
+    /// The base (`base list`) its LOWER is in, if any.
+    pub base: Option<String>,
     pub cables: Vec<Cable>,
     /// What its nftables chain publishes now.
     pub published: Vec<crate::publish::Published>,
@@ -479,6 +481,11 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         uptime,
         root,
         image: facts.image,
+        base: cfg.as_ref().ok().and_then(|c| {
+            c.lower
+                .iter()
+                .find_map(|l| crate::bases::base_of(&layout.base, l))
+        }),
         cables,
         published,
         memory: usage.as_ref().and_then(|u| u.memory_current),

@@ -26,10 +26,23 @@ pub struct Request {
     pub image: Option<String>,
     /// `--userns`: `USERNS=pick`, the range picked and recorded now.
     pub userns: bool,
+    /// `--base NAME`: LOWER is that base's root.
+    pub base: Option<String>,
 }
 
 pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
     let layout = Layout::new(base, name)?;
+    let with_base;
+    let req = match &req.base {
+        Some(b) => {
+            with_base = Request {
+                lower: vec![base_lower(base, b)?],
+                ..req.clone()
+            };
+            &with_base
+        }
+        None => req,
+    };
     let image_size = req.image.as_deref().map(parse_size).transpose()?;
     let text = config_text(req);
     // The config is checked by the parser `start` uses, so whatever `create`
@@ -51,6 +64,18 @@ pub fn create(base: &Path, name: &str, req: &Request) -> Result<()> {
         crate::provision::provision(&layout, &text, image_size, cfg.userns.map(|u| u.setting))?;
     report(&layout, &cfg, image_size, range);
     Ok(())
+}
+
+/// LOWER for `--base NAME`: the absolute path of the base's root, so the
+/// config means the same from any working directory.
+fn base_lower(base: &Path, name: &str) -> Result<String> {
+    crate::bases::manifest(base, name)?;
+    let root = crate::bases::base_root(base, name);
+    let abs = std::fs::canonicalize(&root)
+        .with_context(|| format!("base {name}: no tree at {}", root.display()))?;
+    abs.into_os_string()
+        .into_string()
+        .map_err(|p| anyhow::anyhow!("base {name}: its path {p:?} is not UTF-8"))
 }
 
 /// `SIZE` as bytes: digits with an optional K, M, G or T suffix (powers of

@@ -118,6 +118,9 @@ fn block(r: &Report) -> String {
     let _ = writeln!(out, "pid:      {}", dash(r.pid.map(|p| p.to_string())));
     let _ = writeln!(out, "uptime:   {}", dash(r.uptime.map(human_duration)));
     let _ = writeln!(out, "root:     {}", root_kind(r));
+    if let Some(b) = &r.base {
+        let _ = writeln!(out, "base:     {b}");
+    }
     if r.cables.is_empty() {
         let _ = writeln!(out, "cables:   none");
     }
@@ -210,7 +213,7 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-fn human_bytes(b: u64) -> String {
+pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut unit = 0;

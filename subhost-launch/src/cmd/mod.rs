@@ -5,7 +5,9 @@
 //! subhost on disk), `status` (what state a subhost is in), and below them
 //! config, mounts, netns, cgroup, sandbox, state, run, userns, ….
 
+pub mod base;
 pub mod create;
+pub mod diff;
 pub mod enter;
 pub mod forward;
 pub mod list;

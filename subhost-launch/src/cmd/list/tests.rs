@@ -13,6 +13,7 @@ fn report() -> Report {
         uptime: Some(Duration::from_millis(61_900)),
         root: Some("overlay"),
         image: false,
+        base: None,
         cables: vec![
             Cable {
                 host: "web0".into(),
@@ -71,6 +72,7 @@ fn json_keeps_the_documented_schema() {
   "uptime_seconds": 61,
   "root": "overlay",
   "image": false,
+  "base": null,
   "cables": [
     {
       "host": "web0",
