@@ -276,9 +276,11 @@ impl Aside {
         }
         let (from, to) = (cpath(&self.dir)?, cpath(&self.target.dir)?);
         // SAFETY: two NUL-terminated paths; RENAME_NOREPLACE never
-        // replaces a subhost made meanwhile.
+        // replaces a subhost made meanwhile. The raw call: older musl has
+        // no renameat2 wrapper.
         let r = unsafe {
-            libc::renameat2(
+            libc::syscall(
+                libc::SYS_renameat2,
                 libc::AT_FDCWD,
                 from.as_ptr(),
                 libc::AT_FDCWD,

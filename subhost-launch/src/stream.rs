@@ -711,18 +711,14 @@ struct DirMeta {
 
 /// A stream path, checked: relative, no `.` or `..`.
 fn clean(p: &[u8]) -> Result<PathBuf> {
-    let path = Path::new(std::ffi::OsStr::from_bytes(p));
-    let trimmed = path.as_os_str().as_bytes().strip_suffix(b"/").unwrap_or(p);
+    let trimmed = p.strip_suffix(b"/").unwrap_or(p);
     let path = Path::new(std::ffi::OsStr::from_bytes(trimmed));
-    if path
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
-        || trimmed.is_empty()
+    // Byte by byte: Path::components would drop a `.` and a doubled `/`.
+    if trimmed
+        .split(|&b| b == b'/')
+        .any(|s| s.is_empty() || s == b"." || s == b"..")
     {
-        bail!(
-            "refused path {:?}: only relative paths without . or ..",
-            path
-        );
+        bail!("refused path {path:?}: only relative paths without . or ..");
     }
     Ok(path.to_path_buf())
 }

@@ -23,8 +23,22 @@ fn set_xattr(p: &Path, name: &str, value: &[u8]) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
     // SAFETY: NUL-terminated strings and a buffer of the length given.
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    assert_eq!(r, 0, "setxattr {name} on {}: {}", p.display(), std::io::Error::last_os_error());
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -34,7 +48,10 @@ fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
     let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     assert!(n >= 0, "listxattr {}", p.display());
     let mut out = BTreeMap::new();
-    for name in names[..n as usize].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
         let cn = CString::new(name).unwrap();
         let mut v = vec![0u8; 65536];
         // SAFETY: as above.
@@ -44,6 +61,22 @@ fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
         out.insert(String::from_utf8_lossy(name).into_owned(), v);
     }
     out
+}
+
+/// A POSIX ACL's named ids as offsets from `base`, like the owners.
+fn acl_from(mut x: BTreeMap<String, Vec<u8>>, base: u32) -> BTreeMap<String, Vec<u8>> {
+    if let Some(v) = x.get_mut("system.posix_acl_access") {
+        let mut i = 4;
+        while i + 8 <= v.len() {
+            let tag = u16::from_le_bytes([v[i], v[i + 1]]);
+            if tag == 2 || tag == 8 {
+                let id = u32::from_le_bytes(v[i + 4..i + 8].try_into().unwrap());
+                v[i + 4..i + 8].copy_from_slice(&id.wrapping_sub(base).to_le_bytes());
+            }
+            i += 8;
+        }
+    }
+    x
 }
 
 /// Everything compared of one entry.
@@ -66,22 +99,38 @@ struct Seen {
 
 /// Every entry below `dir`, by path; ids given as offsets from `base`.
 fn tree(dir: &Path, base: u32) -> BTreeMap<PathBuf, Seen> {
-    fn walk(dir: &Path, top: &Path, base: u32, out: &mut BTreeMap<PathBuf, Seen>, inodes: &mut Vec<u64>) {
-        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    fn walk(
+        dir: &Path,
+        top: &Path,
+        base: u32,
+        out: &mut BTreeMap<PathBuf, Seen>,
+        inodes: &mut Vec<u64>,
+    ) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         names.sort();
         for n in names {
             let p = dir.join(&n);
             let m = std::fs::symlink_metadata(&p).unwrap();
-            let idx = inodes.iter().position(|&i| i == m.ino()).unwrap_or_else(|| {
-                inodes.push(m.ino());
-                inodes.len() - 1
-            });
+            let idx = inodes
+                .iter()
+                .position(|&i| i == m.ino())
+                .unwrap_or_else(|| {
+                    inodes.push(m.ino());
+                    inodes.len() - 1
+                });
             let ft = m.file_type();
             // A large sparse file's data is compared by its blocks and a digest of sorts.
             let data = ft.is_file().then(|| {
                 let d = std::fs::read(&p).unwrap();
                 if d.len() > 1 << 20 {
-                    let sum: u64 = d.iter().enumerate().map(|(i, &b)| (i as u64 + 1) * b as u64).sum();
+                    let sum: u64 = d
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &b)| (i as u64 + 1) * b as u64)
+                        .sum();
                     sum.to_le_bytes().to_vec()
                 } else {
                     d
@@ -100,7 +149,7 @@ fn tree(dir: &Path, base: u32) -> BTreeMap<PathBuf, Seen> {
                     rdev: m.rdev(),
                     link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
                     data,
-                    xattrs: xattrs(&p),
+                    xattrs: acl_from(xattrs(&p), base),
                     inode_of: idx,
                 },
             );
@@ -153,7 +202,13 @@ fn cap_v2() -> Vec<u8> {
 /// A POSIX ACL: user::rw-, user:ID:r--, group::r--, mask::r--, other::---.
 fn acl(id: u32) -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 4, id), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)] {
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 4, id),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
         v.extend(tag.to_le_bytes());
         v.extend(perm.to_le_bytes());
         v.extend(id.to_le_bytes());
@@ -163,7 +218,9 @@ fn acl(id: u32) -> Vec<u8> {
 
 /// Fills an upper layer with one of everything, owned from `base`.
 fn fill(root: &Path, base: u32) {
-    let own = |p: &Path, uid: u32, gid: u32| std::os::unix::fs::lchown(p, Some(base + uid), Some(base + gid)).unwrap();
+    let own = |p: &Path, uid: u32, gid: u32| {
+        std::os::unix::fs::lchown(p, Some(base + uid), Some(base + gid)).unwrap()
+    };
     std::fs::create_dir_all(root.join("etc/deep/er")).unwrap();
     std::fs::create_dir(root.join("opaque")).unwrap();
     set_xattr(&root.join("opaque"), "trusted.overlay.opaque", b"y");
@@ -189,15 +246,24 @@ fn fill(root: &Path, base: u32) {
     drop(s);
     let w = CString::new(root.join("etc/whiteout").as_os_str().as_bytes()).unwrap();
     // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mknod(w.as_ptr(), libc::S_IFCHR | 0o644, 0) }, 0);
+    assert_eq!(
+        unsafe { libc::mknod(w.as_ptr(), libc::S_IFCHR | 0o644, 0) },
+        0
+    );
     std::os::unix::fs::symlink("../etc/secret", root.join("etc/deep/link")).unwrap();
     std::os::unix::fs::symlink("/nowhere", root.join("dangling")).unwrap();
     own(&root.join("etc/deep"), 5, 6);
     for p in ["etc/deep/er", "etc/deep", "etc", "opaque", "."] {
         let c = CString::new(root.join(p).as_os_str().as_bytes()).unwrap();
-        let t = [libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 123 }; 2];
+        let t = [libc::timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 123,
+        }; 2];
         // SAFETY: a NUL-terminated path and two timespecs.
-        assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), 0) }, 0);
+        assert_eq!(
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), 0) },
+            0
+        );
     }
 }
 
@@ -209,7 +275,9 @@ struct Site {
 impl Site {
     fn new() -> Site {
         require_root();
-        let s = Site { tmp: TempDir::new() };
+        let s = Site {
+            tmp: TempDir::new(),
+        };
         std::fs::create_dir_all(s.lower().join("etc")).unwrap();
         std::fs::write(s.lower().join("etc/hostname"), "base\n").unwrap();
         s
@@ -245,7 +313,14 @@ impl Site {
     /// A new overlay subhost over the scratch lower, filled.
     fn filled(&self, name: &str, lower: Option<&Path>) -> u32 {
         let lower = lower.map(Path::to_path_buf).unwrap_or(self.lower());
-        let mut args = vec!["create", name, "--lower", lower.to_str().unwrap(), "--bridge", "=02:00:00:00:00:42"];
+        let mut args = vec![
+            "create",
+            name,
+            "--lower",
+            lower.to_str().unwrap(),
+            "--bridge",
+            "=02:00:00:00:00:42",
+        ];
         args.extend(mode_create_args());
         self.ok(&args);
         let base = self.range(name);
@@ -262,9 +337,16 @@ impl Site {
     /// Nothing of `name` under `$SUBHOST`, not even a half-made one.
     fn nothing_of(&self, name: &str) {
         let left: Vec<_> = std::fs::read_dir(self.base())
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
-        assert!(!left.iter().any(|n| n.contains(name)), "left behind: {left:?}");
+        assert!(
+            !left.iter().any(|n| n.contains(name)),
+            "left behind: {left:?}"
+        );
     }
 }
 
@@ -302,7 +384,9 @@ struct Sshd {
 
 impl Sshd {
     fn start(dir: &Path) -> Option<Sshd> {
-        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| Path::new(p).exists())?;
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
         std::fs::create_dir_all(dir).unwrap();
         for key in ["host", "client"] {
             let out = run_timeout(
@@ -318,7 +402,11 @@ impl Sshd {
             std::fs::create_dir(privsep).unwrap();
             std::fs::set_permissions(privsep, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = dir.join("sshd_config");
         let mut f = std::fs::File::create(&config).unwrap();
         write!(
@@ -339,9 +427,18 @@ impl Sshd {
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap()),
         );
-        let s = Sshd { child: Some(child), port, dir: dir.to_path_buf(), made_privsep };
+        let s = Sshd {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            made_privsep,
+        };
         assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
             "sshd did not come up: {}",
             std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
         );
@@ -383,17 +480,36 @@ fn send_piped_through_ssh_to_receive() {
         dir = sshd.dir.display(),
         bdir = b.base().display(),
     );
-    let out = run_timeout(Command::new("sh").args(["-c", &script]).env("SUBHOST", a.base()), LIMIT);
+    let out = run_timeout(
+        Command::new("sh")
+            .args(["-c", &script])
+            .env("SUBHOST", a.base()),
+        LIMIT,
+    );
     assert!(out.status.success(), "{}", out.describe());
-    assert!(out.stdout_str().contains(&format!("received subhost {name} as {name}")), "{}", out.describe());
-    assert_same(&tree(&a.root(&name), ra), &tree(&b.root(&name), b.range(&name)));
+    assert!(
+        out.stdout_str()
+            .contains(&format!("received subhost {name} as {name}")),
+        "{}",
+        out.describe()
+    );
+    assert_same(
+        &tree(&a.root(&name), ra),
+        &tree(&b.root(&name), b.range(&name)),
+    );
 }
 
 #[test]
 fn a_userns_subhost_received_into_another_range_is_shifted() {
     let a = Site::new();
     let name = unique_name("mu");
-    a.ok(&["create", &name, "--lower", a.lower().to_str().unwrap(), "--userns"]);
+    a.ok(&[
+        "create",
+        &name,
+        "--lower",
+        a.lower().to_str().unwrap(),
+        "--userns",
+    ]);
     let ra = a.range(&name);
     assert!(ra > 0);
     fill(&a.root(&name), ra);
@@ -410,7 +526,11 @@ fn a_userns_subhost_received_into_another_range_is_shifted() {
     assert!(out.status.success(), "{}", out.describe());
     let rb = a.range(&other);
     assert!(rb > 0 && rb != ra, "{ra} {rb}");
-    assert!(out.stdout_str().contains("moved from host ids"), "{}", out.describe());
+    assert!(
+        out.stdout_str().contains("moved from host ids"),
+        "{}",
+        out.describe()
+    );
     let b = a.root(&other);
     let m = std::fs::metadata(b.join("etc/secret")).unwrap();
     assert_eq!((m.uid(), m.gid()), (rb + 1000, rb + 1001));
@@ -437,7 +557,12 @@ fn a_userns_subhost_received_into_another_range_is_shifted() {
     let third = unique_name("mu");
     let out = a.receive(&third, stream);
     assert!(!out.status.success());
-    assert!(out.stderr_str().contains("id 7 is outside the user namespace range"), "{}", out.describe());
+    assert!(
+        out.stderr_str()
+            .contains("id 7 is outside the user namespace range"),
+        "{}",
+        out.describe()
+    );
     a.nothing_of(&third);
 }
 
@@ -448,27 +573,53 @@ fn damaged_or_cut_streams_and_existing_names_are_refused_with_nothing_left() {
     let name = unique_name("md");
     a.filled(&name, None);
     let stream = a.send(&name);
-    for cut in [0, 100, 512, 4000, stream.len() / 2, stream.len() - 1030, stream.len() - 1024] {
+    // The last entry's header and data, then two zero blocks.
+    let end_data = stream.len() - 1024 - 512;
+    for cut in [
+        0,
+        100,
+        512,
+        4000,
+        stream.len() / 2,
+        end_data - 400,
+        end_data + 10,
+    ] {
         let out = b.receive(&name, stream[..cut].to_vec());
         assert!(!out.status.success(), "cut at {cut}: {}", out.describe());
         b.nothing_of(&name);
     }
     // One byte changed: in the data of a file, in an xattr, in a header.
-    let at = |needle: &[u8]| stream.windows(needle.len()).position(|w| w == needle).unwrap();
-    for (i, what) in [(at(b"top secret"), "data"), (at(b"user.note=kept") + 11, "xattr"), (at(b"root/etc/secret"), "header")] {
+    let at = |needle: &[u8]| {
+        stream
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+    };
+    for (i, what) in [
+        (at(b"top secret"), "data"),
+        (at(b"user.note=kept") + 11, "xattr"),
+        (at(b"root/etc/secret"), "header"),
+    ] {
         let mut bad = stream.clone();
         bad[i] ^= 0x20;
         let out = b.receive(&name, bad);
         assert!(!out.status.success(), "{what}: {}", out.describe());
         let err = out.stderr_str();
-        assert!(err.contains("damaged") || err.contains("refused"), "{what}: {err}");
+        assert!(
+            err.contains("damaged") || err.contains("refused"),
+            "{what}: {err}"
+        );
         b.nothing_of(&name);
     }
     // Received whole, then again into the same name.
     assert!(b.receive(&name, stream.clone()).status.success());
     let out = b.receive(&name, stream);
     assert!(!out.status.success());
-    assert!(out.stderr_str().contains("exists already"), "{}", out.describe());
+    assert!(
+        out.stderr_str().contains("exists already"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
@@ -492,13 +643,21 @@ fn a_missing_or_different_base_is_refused_naming_it() {
     let b = Site::new();
     let out = b.receive(&name, stream.clone());
     assert!(!out.status.success());
-    assert!(out.stderr_str().contains("needs base deb (sha256:aaaa), which is not on this host"), "{}", out.describe());
+    assert!(
+        out.stderr_str()
+            .contains("needs base deb (sha256:aaaa), which is not on this host"),
+        "{}",
+        out.describe()
+    );
     b.nothing_of(&name);
     fake_base(&b, "sha256:bbbb");
     let out = b.receive(&name, stream.clone());
     assert!(!out.status.success());
     let err = out.stderr_str();
-    assert!(err.contains("sha256:aaaa") && err.contains("sha256:bbbb"), "{err}");
+    assert!(
+        err.contains("sha256:aaaa") && err.contains("sha256:bbbb"),
+        "{err}"
+    );
     b.nothing_of(&name);
     let c = Site::new();
     std::fs::create_dir_all(c.base()).unwrap();
@@ -530,7 +689,11 @@ fn a_clone_is_a_copy_with_its_own_macs_and_independent_of_its_source() {
     assert_same(&before, &tree(&a.root(&dst), rd));
     // Into an existing name: refused.
     let out = a.run(&["clone", &src, &dst]);
-    assert!(!out.status.success() && out.stderr_str().contains("exists already"), "{}", out.describe());
+    assert!(
+        !out.status.success() && out.stderr_str().contains("exists already"),
+        "{}",
+        out.describe()
+    );
 }
 
 /// Stops a second subhost of a `Subhost`'s `$SUBHOST` on drop.
@@ -550,32 +713,67 @@ fn a_shared_clone_stacks_on_its_source_which_then_cannot_start() {
     let out = s.run(&["clone", &s.name, &dst, "--shared"]);
     if userns_mode() {
         assert!(!out.status.success());
-        assert!(out.stderr_str().contains("has USERNS"), "{}", out.describe());
+        assert!(
+            out.stderr_str().contains("has USERNS"),
+            "{}",
+            out.describe()
+        );
         return;
     }
     assert!(out.status.success(), "{}", out.describe());
     // "(N ms)": the clone itself, whatever the size of the source.
-    let ms: u64 = out.stdout_str().split(" ms)").next().unwrap().rsplit('(').next().unwrap().parse().unwrap();
+    let ms: u64 = out
+        .stdout_str()
+        .split(" ms)")
+        .next()
+        .unwrap()
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(ms <= 50, "{}", out.describe());
     let cfg = std::fs::read_to_string(s.base().join(&dst).join("config")).unwrap();
-    assert!(cfg.contains(&format!("LOWER='{}'", s.root().display())), "{cfg}");
+    assert!(
+        cfg.contains(&format!("LOWER='{}'", s.root().display())),
+        "{cfg}"
+    );
     let stops = Stops(&s, dst.clone());
-    let out = s.run(&["start", &dst, "--", "/bin/sh", "-c", "cat /marker; echo new > /mine"]);
+    let out = s.run(&[
+        "start",
+        &dst,
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /marker; echo new > /mine",
+    ]);
     assert!(out.status.success(), "{}", out.describe());
     assert_eq!(out.stdout_str(), "from the source\n");
     assert!(s.run(&["stop", &dst]).status.success());
     assert!(!s.root().join("mine").exists());
-    assert_eq!(std::fs::read_to_string(s.base().join(&dst).join("root/mine")).unwrap(), "new\n");
+    assert_eq!(
+        std::fs::read_to_string(s.base().join(&dst).join("root/mine")).unwrap(),
+        "new\n"
+    );
     // The source cannot start under its clone.
     let out = s.sh("true");
     assert!(!out.status.success());
-    assert!(out.stderr_str().contains(&format!("read-only lower layer of {dst}")), "{}", out.describe());
+    assert!(
+        out.stderr_str()
+            .contains(&format!("read-only lower layer of {dst}")),
+        "{}",
+        out.describe()
+    );
     // A running source cannot be cloned at all.
     drop(stops);
     std::fs::remove_file(s.base().join(&dst).join("config")).unwrap();
     let _ = s.start_background(&[], &["/bin/sleep", "30"]);
     let out = s.run(&["clone", &s.name, &unique_name("mh")]);
-    assert!(!out.status.success() && out.stderr_str().contains("is running"), "{}", out.describe());
+    assert!(
+        !out.status.success() && out.stderr_str().contains("is running"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
@@ -585,7 +783,11 @@ fn snapshots_are_independent_copies_and_rollback_restores_one() {
     let base = a.filled(&name, None);
     let at_first = tree(&a.root(&name), base);
     let out = a.ok(&["snapshot", &name, "first"]);
-    assert!(out.stdout_str().contains("snapshot first of subhost"), "{}", out.describe());
+    assert!(
+        out.stdout_str().contains("snapshot first of subhost"),
+        "{}",
+        out.describe()
+    );
     // Default tag: the UTC time.
     a.ok(&["snapshot", &name]);
     let snap = a.base().join(&name).join("snapshots/first/root");
@@ -595,14 +797,31 @@ fn snapshots_are_independent_copies_and_rollback_restores_one() {
     std::fs::write(a.root(&name).join("new"), b"new").unwrap();
     std::fs::remove_file(a.root(&name).join("etc/whiteout")).unwrap();
     assert_same(&at_first, &tree(&snap, base));
-    let js: serde_json::Value = serde_json::from_str(&a.ok(&["snapshots", &name, "--json"]).stdout_str()).unwrap();
-    let tags: Vec<&str> = js.as_array().unwrap().iter().map(|s| s["tag"].as_str().unwrap()).collect();
+    let js: serde_json::Value =
+        serde_json::from_str(&a.ok(&["snapshots", &name, "--json"]).stdout_str()).unwrap();
+    let tags: Vec<&str> = js
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tag"].as_str().unwrap())
+        .collect();
     assert!(tags.contains(&"first") && tags.len() == 2, "{js}");
-    assert!(js[0]["bytes"].as_u64().unwrap() > 0 && js[0]["date"].as_str().unwrap().ends_with('Z'), "{js}");
+    assert!(
+        js[0]["bytes"].as_u64().unwrap() > 0 && js[0]["date"].as_str().unwrap().ends_with('Z'),
+        "{js}"
+    );
     let out = a.run(&["snapshot", &name, "first"]);
-    assert!(!out.status.success() && out.stderr_str().contains("has a snapshot first already"), "{}", out.describe());
+    assert!(
+        !out.status.success() && out.stderr_str().contains("has a snapshot first already"),
+        "{}",
+        out.describe()
+    );
     let out = a.run(&["snapshot", &name, "../x"]);
-    assert!(!out.status.success() && out.stderr_str().contains("invalid snapshot tag"), "{}", out.describe());
+    assert!(
+        !out.status.success() && out.stderr_str().contains("invalid snapshot tag"),
+        "{}",
+        out.describe()
+    );
     a.ok(&["rollback", &name, "first"]);
     assert_same(&at_first, &tree(&a.root(&name), base));
     // The snapshot is still there, and still the same after a rollback
@@ -612,28 +831,57 @@ fn snapshots_are_independent_copies_and_rollback_restores_one() {
     a.ok(&["snapshot", "--remove", &name, "first"]);
     assert!(!a.base().join(&name).join("snapshots/first").exists());
     let out = a.run(&["rollback", &name, "first"]);
-    assert!(!out.status.success() && out.stderr_str().contains("has no snapshot first"), "{}", out.describe());
+    assert!(
+        !out.status.success() && out.stderr_str().contains("has no snapshot first"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
 fn a_running_subhost_is_frozen_for_its_snapshot_and_refused_elsewhere() {
     let mut s = Subhost::busybox("mr", "");
-    let pid = s.start_background(&[], &["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /count; done"]);
-    assert!(wait_until(Duration::from_secs(10), || s.root().join("count").exists()));
+    let pid = s.start_background(
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /count; done",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || s
+        .root()
+        .join("count")
+        .exists()));
     let out = s.run(&["snapshot", &s.name, "live"]);
     assert!(out.status.success(), "{}", out.describe());
-    assert!(out.stdout_str().contains("(frozen meanwhile)"), "{}", out.describe());
+    assert!(
+        out.stdout_str().contains("(frozen meanwhile)"),
+        "{}",
+        out.describe()
+    );
     let snap = s.dir().join("snapshots/live/root");
     assert!(snap.join("bin/busybox").exists());
     // Thawed: the loop goes on counting.
     let count = || std::fs::read_to_string(s.root().join("count")).unwrap_or_default();
     let first = count();
-    assert!(wait_until(Duration::from_secs(10), || count() != first), "still frozen");
+    assert!(
+        wait_until(Duration::from_secs(10), || count() != first),
+        "still frozen"
+    );
     assert!(Path::new(&format!("/proc/{pid}")).exists());
-    for args in [vec!["rollback", &s.name, "live"], vec!["send", &s.name], vec!["clone", &s.name, "shtnever"]] {
+    for args in [
+        vec!["rollback", &s.name, "live"],
+        vec!["send", &s.name],
+        vec!["clone", &s.name, "shtnever"],
+    ] {
         let out = run_timeout(s.launch().args(&args).stdout(Stdio::piped()), LIMIT);
         assert!(!out.status.success(), "{args:?}: {}", out.describe());
-        assert!(out.stderr_str().contains("is running"), "{args:?}: {}", out.describe());
+        assert!(
+            out.stderr_str().contains("is running"),
+            "{args:?}: {}",
+            out.describe()
+        );
     }
     assert!(s.stop().status.success());
     // Stopped, the rollback puts the frozen copy back.
@@ -684,8 +932,15 @@ fn the_ansible_example_moves_a_subhost() {
         .current_dir(t);
     let out = run_timeout(&mut c, Duration::from_secs(300));
     assert!(out.status.success(), "{}", out.describe());
-    assert_same(&tree(&a.root(&name), ra), &tree(&b.root(&name), b.range(&name)));
-    let left: Vec<_> = std::fs::read_dir(t.join("streams")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_same(
+        &tree(&a.root(&name), ra),
+        &tree(&b.root(&name), b.range(&name)),
+    );
+    let left: Vec<_> = std::fs::read_dir(t.join("streams"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     // The controller's copy stays (flat fetch); the hosts' are removed.
     assert_eq!(left.len(), 1, "{left:?}");
 }

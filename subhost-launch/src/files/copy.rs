@@ -303,7 +303,7 @@ pub fn lchown(p: &Path, uid: u32, gid: u32) -> Result<()> {
 pub fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) -> Result<()> {
     let c = cpath(p)?;
     let ts = |(s, ns): (i64, i64)| libc::timespec {
-        tv_sec: s as libc::time_t,
+        tv_sec: s as _,
         tv_nsec: ns as _,
     };
     let times = [ts(atime), ts(mtime)];
