@@ -800,10 +800,17 @@ impl Receiver<'_> {
             u32::try_from(id).map_err(|_| anyhow::anyhow!("{}: id {id} too large", here()))
         };
         let (uid, gid) = (to_u32(uid)?, to_u32(gid)?);
-        let (uid, gid) = (
-            copy::shifted(self.shift, uid, &rel)?,
-            copy::shifted(self.shift, gid, &rel)?,
-        );
+        let (uid, gid) = if rel == Path::new("root") {
+            (
+                copy::shifted_top(self.shift, uid),
+                copy::shifted_top(self.shift, gid),
+            )
+        } else {
+            (
+                copy::shifted(self.shift, uid, &rel)?,
+                copy::shifted(self.shift, gid, &rel)?,
+            )
+        };
         let mtime = mtime_of(&mtime_s, h.mtime()?);
         use tar::EntryType as T;
         match kind {

@@ -899,7 +899,7 @@ fn the_ansible_example_moves_a_subhost() {
     let ra = a.filled(&name, None);
     let play = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/ansible/examples/move.yml");
     let t = a.tmp.path();
-    for d in ["home", "local", "remote", "streams"] {
+    for d in ["home", "local", "remote", "streams", "controller"] {
         std::fs::create_dir_all(t.join(d)).unwrap();
     }
     let inventory = t.join("inventory.yml");
@@ -907,10 +907,11 @@ fn the_ansible_example_moves_a_subhost() {
         &inventory,
         format!(
             "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: /usr/bin/python3\n    \
-             subhost_launcher: {launch}\n    stream_dir: {streams}\n    move_dir: {streams}\n  hosts:\n    \
+             subhost_launcher: {launch}\n    stream_dir: {streams}\n    move_dir: {controller}\n  hosts:\n    \
              host1:\n      subhost_dir: {a}\n    host2:\n      subhost_dir: {b}\n",
             launch = launch_bin().display(),
             streams = t.join("streams").display(),
+            controller = t.join("controller").display(),
             a = a.base().display(),
             b = b.base().display(),
         ),
@@ -936,11 +937,10 @@ fn the_ansible_example_moves_a_subhost() {
         &tree(&a.root(&name), ra),
         &tree(&b.root(&name), b.range(&name)),
     );
-    let left: Vec<_> = std::fs::read_dir(t.join("streams"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    // The controller's copy stays (flat fetch); the hosts' are removed.
-    assert_eq!(left.len(), 1, "{left:?}");
+    // The hosts' copies of the stream are removed; the controller's stays.
+    assert_eq!(std::fs::read_dir(t.join("streams")).unwrap().count(), 0);
+    assert!(t
+        .join("controller")
+        .join(format!("{name}.subhost"))
+        .is_file());
 }

@@ -57,6 +57,12 @@ pub fn shifted(shift: Option<&Shift>, id: u32, path: &Path) -> Result<u32> {
     }
 }
 
+/// The owner of a tree's top directory, shifted when in the range, else
+/// kept: `create` makes `root/` host root's, outside every range.
+pub fn shifted_top(shift: Option<&Shift>, id: u32) -> u32 {
+    shift.and_then(|s| s.id(id)).unwrap_or(id)
+}
+
 /// How much a copy holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -77,7 +83,7 @@ pub fn copy_tree(src: &Path, dst: &Path, shift: Option<&Shift>) -> Result<Totals
     if !meta.is_dir() {
         bail!("{} is not a directory", src.display());
     }
-    c.copy_dir(src, dst, &meta)?;
+    c.copy_dir(src, dst, &meta, true)?;
     Ok(c.totals)
 }
 
@@ -89,7 +95,7 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
-    fn copy_dir(&mut self, src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<()> {
+    fn copy_dir(&mut self, src: &Path, dst: &Path, meta: &fs::Metadata, top: bool) -> Result<()> {
         fs::DirBuilder::new()
             .mode(0o700)
             .create(dst)
@@ -107,7 +113,7 @@ impl Copier<'_> {
                 fs::symlink_metadata(&s).with_context(|| format!("cannot read {}", s.display()))?;
             let ft = m.file_type();
             if ft.is_dir() {
-                self.copy_dir(&s, &d, &m)?;
+                self.copy_dir(&s, &d, &m, false)?;
                 continue;
             }
             if m.nlink() > 1 {
@@ -134,9 +140,9 @@ impl Copier<'_> {
                 bail!("{}: unknown file type", s.display());
             }
             self.count(&m);
-            set_meta(&s, &d, &m, self.shift)?;
+            set_meta(&s, &d, &m, self.shift, false)?;
         }
-        set_meta(src, dst, meta, self.shift)
+        set_meta(src, dst, meta, self.shift, top)
     }
 
     fn count(&mut self, m: &fs::Metadata) {
@@ -148,9 +154,18 @@ impl Copier<'_> {
 /// Owner, xattrs, mode and times of `dst` from `src`, in the order that
 /// keeps each: chown clears setuid bits and file capabilities, so it comes
 /// first; times last, since every change before updates them.
-fn set_meta(src: &Path, dst: &Path, m: &fs::Metadata, shift: Option<&Shift>) -> Result<()> {
-    let uid = shifted(shift, m.uid(), src)?;
-    let gid = shifted(shift, m.gid(), src)?;
+fn set_meta(
+    src: &Path,
+    dst: &Path,
+    m: &fs::Metadata,
+    shift: Option<&Shift>,
+    top: bool,
+) -> Result<()> {
+    let (uid, gid) = if top {
+        (shifted_top(shift, m.uid()), shifted_top(shift, m.gid()))
+    } else {
+        (shifted(shift, m.uid(), src)?, shifted(shift, m.gid(), src)?)
+    };
     lchown(dst, uid, gid)?;
     for (name, value) in list_xattrs(src)? {
         let value = shift_xattr(&name, value, shift, src)?;
