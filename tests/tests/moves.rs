@@ -164,9 +164,10 @@ fn tree(dir: &Path, base: u32) -> BTreeMap<PathBuf, Seen> {
     out.insert(
         PathBuf::from("."),
         Seen {
+            // The top keeps the owner `create` gave it, outside any range.
             mode: m.mode(),
-            uid: m.uid().wrapping_sub(base),
-            gid: m.gid().wrapping_sub(base),
+            uid: m.uid(),
+            gid: m.gid(),
             size: 0,
             blocks: 0,
             nlink: m.nlink(),
@@ -253,6 +254,22 @@ fn fill(root: &Path, base: u32) {
     std::os::unix::fs::symlink("../etc/secret", root.join("etc/deep/link")).unwrap();
     std::os::unix::fs::symlink("/nowhere", root.join("dangling")).unwrap();
     own(&root.join("etc/deep"), 5, 6);
+    // Everything else is root's inside: BASE+0 (the top stays as made).
+    fn to_range(dir: &Path, base: u32) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.uid() < base {
+                std::os::unix::fs::lchown(&p, Some(base), Some(base)).unwrap();
+            }
+            if m.is_dir() {
+                to_range(&p, base);
+            }
+        }
+    }
+    to_range(root, base);
+    // chown dropped the capability; set it again.
+    set_xattr(&ping, "security.capability", &cap_v2());
     for p in ["etc/deep/er", "etc/deep", "etc", "opaque", "."] {
         let c = CString::new(root.join(p).as_os_str().as_bytes()).unwrap();
         let t = [libc::timespec {
