@@ -337,7 +337,14 @@ pub fn shared_by(layout: &Layout) -> Vec<String> {
         if other == layout.name || crate::layout::validate_name(&other).is_err() {
             continue;
         }
-        let Ok(cfg) = config::load(&e.path().join("config"), &other, &layout.base) else {
+        // Only a config that names this subhost can have its root as a
+        // layer: every start reads its siblings, so the others are not parsed.
+        let path = e.path().join("config");
+        match crate::files::read_text(&path, crate::files::CONFIG_MAX) {
+            Ok(text) if text.contains(layout.name.as_str()) => {}
+            _ => continue,
+        }
+        let Ok(cfg) = config::load(&path, &other, &layout.base) else {
             continue;
         };
         if cfg
