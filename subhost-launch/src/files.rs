@@ -6,6 +6,7 @@
 //! such read goes through here: opened without blocking, refused unless it
 //! is a regular file once open, and capped in size.
 
+pub mod copy;
 pub mod tree;
 
 use std::fs::File;

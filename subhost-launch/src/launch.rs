@@ -112,6 +112,7 @@ pub struct Prepared {
 /// anything is set up, and recorded unless `dry_run`.
 pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Prepared> {
     let (layout, cfg) = open_subhost(base, name)?;
+    crate::clone::refuse_if_shared(&layout)?;
     let (argv, console) = match mode {
         Mode::Foreground { command } => {
             let session = if command.is_empty() {

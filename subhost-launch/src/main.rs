@@ -3,6 +3,7 @@
 
 mod bases;
 mod cgroup;
+mod clone;
 mod cmd;
 mod config;
 mod console_log;
@@ -30,9 +31,11 @@ mod sandbox;
 mod seccomp;
 mod services;
 mod shutdown;
+mod snapshot;
 mod state;
 mod stats;
 mod status;
+mod stream;
 mod supervisor;
 mod sys;
 mod tty;
@@ -239,6 +242,77 @@ enum Command {
         /// One JSON array of {path, change, what, details, type, size}
         #[arg(long)]
         json: bool,
+    },
+    /// Make subhost DST from SRC: its config (with DST's own name, MACs and
+    /// user namespace range) and a copy of its files.
+    ///
+    /// SRC must be stopped or hibernating. The copy keeps owners (shifted
+    /// to DST's range with USERNS=pick), modes, times, xattrs, ACLs, file
+    /// capabilities, hardlinks, holes and whiteouts; it shares extents
+    /// where the filesystem can (btrfs, XFS). With --shared nothing is
+    /// copied: SRC's root becomes DST's read-only top lower layer (SRC must
+    /// be stopped, and cannot start while DST exists).
+    Clone {
+        /// The subhost to clone
+        src: String,
+        /// The new subhost
+        dst: String,
+        /// Use SRC's root as a read-only lower layer instead of a copy
+        #[arg(long)]
+        shared: bool,
+    },
+    /// Take a snapshot of a subhost's files (its upper layer, or its image)
+    ///
+    /// Kept in $SUBHOST/NAME/snapshots/TAG (default TAG: the UTC time,
+    /// 20261207T142800Z). A running subhost is frozen (its cgroup) while
+    /// its files are copied, and thawed after, whatever happens. With
+    /// --remove, removes snapshot TAG instead.
+    Snapshot {
+        /// The subhost
+        name: String,
+        /// The snapshot's name: 1-64 characters of A-Z, a-z, 0-9, ., _ and -
+        tag: Option<String>,
+        /// Remove snapshot TAG
+        #[arg(long, requires = "tag")]
+        remove: bool,
+    },
+    /// List a subhost's snapshots: tag, date, size
+    Snapshots {
+        /// The subhost
+        name: String,
+        /// A JSON array of {tag, date, bytes}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a subhost's files back as snapshot TAG had them
+    ///
+    /// The subhost must be stopped. Its current files are replaced.
+    Rollback {
+        /// The subhost
+        name: String,
+        /// The snapshot
+        tag: String,
+    },
+    /// Write a stopped or hibernating subhost to stdout as one stream
+    ///
+    /// A tar stream: subhost-stream.json (format, name, kind, config,
+    /// base, user namespace range), the config, then its files with owners,
+    /// modes, times, xattrs, hardlinks, holes and whiteouts, and a last
+    /// entry that checks the whole. `send web | ssh host2 subhost-launch
+    /// receive web` moves it.
+    Send {
+        /// The subhost
+        name: String,
+    },
+    /// Make subhost NAME from a stream on stdin (see send)
+    ///
+    /// Refused when NAME exists, or when the base its LOWER names is
+    /// missing here or differs by digest. With USERNS=pick the files are
+    /// shifted into a range picked here. Nothing is kept of a stream that
+    /// is damaged or cut short.
+    Receive {
+        /// The new subhost
+        name: String,
     },
     /// List every subhost with its state, init PID, uptime, root and cables
     ///
@@ -502,6 +576,24 @@ fn main() -> ExitCode {
             quiet_on_closed_pipe(true);
             (cmd::diff::diff(&base, &name, json).map(|()| 0), 1)
         }
+        Command::Clone { src, dst, shared } => {
+            (clone::clone(&base, &src, &dst, shared).map(|()| 0), 1)
+        }
+        Command::Snapshot { name, tag, remove } => {
+            let r = if remove {
+                snapshot::remove(&base, &name, tag.as_deref().unwrap_or_default())
+            } else {
+                snapshot::take(&base, &name, tag.as_deref())
+            };
+            (r.map(|()| 0), 1)
+        }
+        Command::Snapshots { name, json } => {
+            quiet_on_closed_pipe(true);
+            (snapshot::list(&base, &name, json).map(|()| 0), 1)
+        }
+        Command::Rollback { name, tag } => (snapshot::rollback(&base, &name, &tag).map(|()| 0), 1),
+        Command::Send { name } => (stream::send(&base, &name).map(|()| 0), 1),
+        Command::Receive { name } => (stream::receive(&base, &name).map(|()| 0), 1),
         Command::List { json } => {
             quiet_on_closed_pipe(true);
             (cmd::list::list(&base, json).map(|()| 0), 1)

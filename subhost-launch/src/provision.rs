@@ -204,3 +204,118 @@ fn make_image(layout: &Layout, size: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// A new subhost built beside `$SUBHOST/NAME` (in `$SUBHOST/.NAME.new`, a
+/// name `list` skips) and renamed into place whole once complete, for
+/// `clone` and `receive`: a failure or an interruption never leaves a
+/// subhost that looks usable. Dropped uncommitted, the directory is
+/// removed with the walk that never leaves its mount.
+pub struct Aside {
+    pub dir: std::path::PathBuf,
+    target: Layout,
+    made_base: bool,
+    committed: bool,
+}
+
+impl Aside {
+    pub fn new(target: &Layout) -> Result<Aside> {
+        if target.dir.symlink_metadata().is_ok() {
+            bail!(
+                "{} exists already: not overwriting it (choose another name)",
+                target.dir.display()
+            );
+        }
+        let made_base = make_base(&target.base)?;
+        let dir = target.base.join(format!(".{}.new", target.name));
+        if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&dir) {
+            remove_base(&target.base, made_base);
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                bail!(
+                    "{} exists: another clone or receive of {} is under way, or one was \
+                     interrupted (then look inside and remove it)",
+                    dir.display(),
+                    target.name
+                );
+            }
+            return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+        }
+        Ok(Aside {
+            dir,
+            target: target.clone(),
+            made_base,
+            committed: false,
+        })
+    }
+
+    /// Makes the empty directories a subhost has beside its root:
+    /// `work/` and `live/`, or `mnt/` and `live/` for an image.
+    pub fn make_dirs(&self, image: bool, root: bool) -> Result<()> {
+        let mut dirs = vec![self.dir.join("live")];
+        if image {
+            dirs.push(self.dir.join("mnt"));
+        } else {
+            dirs.push(self.dir.join("work"));
+            if root {
+                dirs.push(self.dir.join("root"));
+            }
+        }
+        for d in &dirs {
+            mkdir(d, 0o755)?;
+        }
+        Ok(())
+    }
+
+    /// Renames the directory to `$SUBHOST/NAME`, refused if that exists
+    /// now; with a user namespace, opened to the range's root first.
+    pub fn commit(mut self, range: Option<Range>) -> Result<()> {
+        if let Some(r) = range {
+            open_to_range(&self.dir, r)?;
+            let record = self.dir.join("userns");
+            fs::write(&record, format!("{r}\n"))
+                .with_context(|| format!("cannot write {}", record.display()))?;
+        }
+        let (from, to) = (cpath(&self.dir)?, cpath(&self.target.dir)?);
+        // SAFETY: two NUL-terminated paths; RENAME_NOREPLACE never
+        // replaces a subhost made meanwhile. The raw call: older musl has
+        // no renameat2 wrapper.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error()).with_context(|| {
+                format!(
+                    "cannot rename {} to {}",
+                    self.dir.display(),
+                    self.target.dir.display()
+                )
+            });
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+fn cpath(p: &Path) -> Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .with_context(|| format!("{}: NUL in path", p.display()))
+}
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Err(e) = crate::files::tree::remove_tree_mount_free(&self.dir) {
+            log::warn!("cannot remove {}: {e}", self.dir.display());
+        }
+        remove_base(&self.target.base, self.made_base);
+    }
+}

@@ -459,3 +459,61 @@ pub(super) fn remove_dir_retrying(d: &Path) -> Result<()> {
         }
     }
 }
+
+/// Frozen cgroups, thawed on drop (see `Cgroup::freeze`).
+pub struct Frozen {
+    freezer: Freezer<'static>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Err(e) = self.freezer.set(false) {
+            log::warn!("cannot thaw: {e:#}");
+        }
+    }
+}
+
+impl Cgroup {
+    /// Freezes every process of the subhost (cgroup.freeze on cgroup v2,
+    /// else the v1 freezer) and waits until the kernel says so, for a copy
+    /// of its files that nothing changes meanwhile. Thawed when the result
+    /// is dropped, on every path.
+    pub fn freeze(&self, wait: Duration) -> Result<Frozen> {
+        let freezer = if let Some(d) = self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()) {
+            Freezer {
+                file: d.join("cgroup.freeze"),
+                frozen: "1",
+                thawed: "0",
+                v2: true,
+            }
+        } else if let Some(d) = self.dirs.iter().find(|d| d.join("freezer.state").exists()) {
+            Freezer {
+                file: d.join("freezer.state"),
+                frozen: "FROZEN",
+                thawed: "THAWED",
+                v2: false,
+            }
+        } else {
+            bail!(
+                "no freezer for cgroups {:?} (neither cgroup.freeze nor freezer.state): stop the \
+                 subhost, or let it hibernate, to copy its files",
+                self.dirs
+            );
+        };
+        freezer.set(true)?;
+        let frozen = Frozen { freezer };
+        let deadline = Instant::now() + wait;
+        while !frozen.freezer.is_frozen() {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not freeze within {} ms (a process in uninterruptible sleep?); it \
+                     was thawed again",
+                    frozen.freezer.file.display(),
+                    wait.as_millis()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(frozen)
+    }
+}
