@@ -349,18 +349,10 @@ pub fn reopen_console(name: &str, init_pid: i32) -> Option<(OwnedFd, Console)> {
 
 /// `argv` as a shell would need it typed, for `--dry-run`.
 pub fn shell_words(argv: &[String]) -> String {
-    argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
-}
-
-fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    argv.iter()
+        .map(crate::config::quote)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

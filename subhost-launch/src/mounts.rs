@@ -167,13 +167,7 @@ impl fmt::Display for Step {
 
 /// Quotes for a POSIX shell when needed, so a dry-run line can be pasted.
 pub(super) fn quote(s: impl AsRef<OsStr>) -> String {
-    let s = s.as_ref().to_string_lossy().into_owned();
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-,:=+@%".contains(c);
-    if !s.is_empty() && s.chars().all(plain) {
-        s
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    crate::config::quote(s)
 }
 
 /// The lower layers as the overlay is given them: the staged idmapped

@@ -274,38 +274,17 @@ impl Aside {
             fs::write(&record, format!("{r}\n"))
                 .with_context(|| format!("cannot write {}", record.display()))?;
         }
-        let (from, to) = (cpath(&self.dir)?, cpath(&self.target.dir)?);
-        // SAFETY: two NUL-terminated paths; RENAME_NOREPLACE never
-        // replaces a subhost made meanwhile. The raw call: older musl has
-        // no renameat2 wrapper.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_renameat2,
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::RENAME_NOREPLACE,
+        // Never replaces a subhost made meanwhile.
+        crate::sys::rename_noreplace(&self.dir, &self.target.dir).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.dir.display(),
+                self.target.dir.display()
             )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error()).with_context(|| {
-                format!(
-                    "cannot rename {} to {}",
-                    self.dir.display(),
-                    self.target.dir.display()
-                )
-            });
-        }
+        })?;
         self.committed = true;
         Ok(())
     }
-}
-
-fn cpath(p: &Path) -> Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_os_str().as_bytes())
-        .with_context(|| format!("{}: NUL in path", p.display()))
 }
 
 impl Drop for Aside {

@@ -107,20 +107,17 @@ pub fn base_of(subhost: &Path, lower: &Path) -> Result<Option<BaseRef>> {
     Ok(Some(BaseRef { name, digest }))
 }
 
-/// The digest in `DIR/manifest.json`; `None` when there is none.
+/// The digest of the base in `DIR` (`$SUBHOST/.bases/NAME`); `None` when
+/// there is no such base.
 fn base_digest(dir: &Path) -> Result<Option<String>> {
-    let path = dir.join("manifest.json");
-    let text = match crate::files::read_text(&path, crate::files::RECORD_MAX) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let (Some(subhost), Some(name)) = (dir.parent().and_then(Path::parent), dir.file_name()) else {
+        return Ok(None);
     };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-    match v.get("digest").and_then(|d| d.as_str()) {
-        Some(d) => Ok(Some(d.to_string())),
-        None => bail!("{}: no \"digest\"", path.display()),
+    if !dir.is_dir() {
+        return Ok(None);
     }
+    let name = name.to_string_lossy();
+    Ok(Some(crate::bases::manifest(subhost, &name)?.digest))
 }
 
 /// The running check of a stream: entries and their CRC-32.
@@ -521,8 +518,20 @@ pub fn receive(base: &Path, name: &str) -> Result<()> {
         String::from_utf8(read_small(&mut e, &mut check, "config")?)
             .map_err(|_| bad("the config is not UTF-8".into()))?
     };
+    let mut text = text;
     if let Some(b) = &manifest.base {
         check_base(base, b, &manifest.name)?;
+        // The sender's LOWER was its own base's place; here the base is in
+        // this $SUBHOST.
+        let here = crate::bases::base_root(base, &b.name);
+        if manifest.lower.len() == 1 && manifest.lower[0] != here {
+            let line = format!(
+                "\n# received: base {} is here\nLOWER={}\n",
+                b.name,
+                crate::config::quote(&here)
+            );
+            text.push_str(&line);
+        }
     }
     let cfg = crate::config::parse(&target.config(), &text, name, base).map_err(|e| {
         anyhow::anyhow!(

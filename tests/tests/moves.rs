@@ -681,6 +681,14 @@ fn a_missing_or_different_base_is_refused_naming_it() {
     fake_base(&c, "sha256:aaaa");
     let out = c.receive(&name, stream);
     assert!(out.status.success(), "{}", out.describe());
+    // The subhost overlays this host's copy of its base, not the sender's.
+    let cfg = std::fs::read_to_string(c.base().join(&name).join("config")).unwrap();
+    let here = c.base().join(".bases/deb/root");
+    assert!(
+        cfg.trim_end()
+            .ends_with(&format!("LOWER={}", here.display())),
+        "{cfg}"
+    );
 }
 
 #[test]

@@ -17,7 +17,6 @@ pub mod digest;
 pub mod oci;
 pub mod xattr;
 
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -299,33 +298,16 @@ fn build_into(
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    let f = CString::new(from.as_os_str().as_bytes())?;
-    let t = CString::new(to.as_os_str().as_bytes())?;
-    // The raw call: the musl the static build links has no renameat2.
-    // SAFETY: two NUL-terminated paths alive for the call; the flags are
-    // an integer.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            bail!(
-                "{} appeared meanwhile (another import of the same name?)",
-                to.display()
-            );
+    match crate::sys::rename_noreplace(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => bail!(
+            "{} appeared meanwhile (another import of the same name?)",
+            to.display()
+        ),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
         }
-        return Err(e)
-            .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()));
     }
-    Ok(())
 }
 
 /// Removes base NAME, refused while a subhost's LOWER is in it.

@@ -491,3 +491,16 @@ pub fn userns_range(
 
 #[cfg(test)]
 mod tests;
+
+/// `s` as bash (and this config's parser, which reads values the same way)
+/// needs it typed: as it is when plain, else single-quoted, so nothing in
+/// it is expanded. For `--dry-run` lines and for values the launcher writes.
+pub fn quote(s: impl AsRef<std::ffi::OsStr>) -> String {
+    let s = s.as_ref().to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-,:=+@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
