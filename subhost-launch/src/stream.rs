@@ -1000,7 +1000,7 @@ mod tests {
         fs::create_dir_all(b.join("root")).unwrap();
         fs::write(
             b.join("manifest.json"),
-            r#"{"name":"deb","digest":"sha256:ab"}"#,
+            r#"{"name":"deb","source":"t","kind":"dir","digest":"sha256:ab","date":"d","files":0,"bytes":0}"#,
         )
         .unwrap();
         let r = base_of(&d, &b.join("root")).unwrap();

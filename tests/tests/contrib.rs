@@ -945,6 +945,9 @@ fn autostart_boots_real_subhosts_and_stops_them() {
 struct Booted {
     nspawn: Option<std::process::Child>,
     tmp: TempDir,
+    name: String,
+    /// The device cgroup the container runs in.
+    devices: PathBuf,
 }
 
 impl Booted {
@@ -970,9 +973,36 @@ impl Booted {
         std::fs::write(&default, "SUBHOST=/opt/subhost\n").unwrap();
         let log = std::fs::File::create(tmp.path().join("boot.log")).unwrap();
         let bind = |flag: &str, from: &Path, to: &str| format!("{flag}={}:{to}", from.display());
+        // The container runs in a device cgroup of the test's, restricted
+        // as a container manager would: the devices hierarchy is read-only
+        // inside, and the subhost stays under it (see `devices::inherited`).
+        let devices = Path::new("/sys/fs/cgroup/devices").join(name);
+        let mut enter = String::new();
+        if devices.parent().is_some_and(Path::is_dir) {
+            std::fs::create_dir(&devices).unwrap();
+            let rules = [
+                "c *:* m",
+                "b *:* m",
+                "c 1:3 rwm",
+                "c 1:5 rwm",
+                "c 1:7 rwm",
+                "c 1:8 rwm",
+                "c 1:9 rwm",
+                "c 5:0 rwm",
+                "c 5:1 rwm",
+                "c 5:2 rwm",
+                "c 136:* rwm",
+            ];
+            std::fs::write(devices.join("devices.deny"), "a").unwrap();
+            for r in rules {
+                std::fs::write(devices.join("devices.allow"), r).unwrap();
+            }
+            enter = format!("echo $$ > {}/cgroup.procs && ", devices.display());
+        }
         let child = spawn_group(
-            Command::new("timeout")
-                .arg("300")
+            Command::new("sh")
+                .args(["-c", &format!("{enter}exec \"$@\""), "sh"])
+                .args(["timeout", "300"])
                 .args([
                     "systemd-nspawn",
                     "-D",
@@ -998,6 +1028,8 @@ impl Booted {
         Booted {
             nspawn: Some(child),
             tmp,
+            name: name.to_string(),
+            devices,
         }
     }
 
@@ -1036,7 +1068,8 @@ impl Drop for Booted {
         let Some(child) = self.nspawn.take() else {
             return;
         };
-        if self.pid1().is_some() {
+        let pid1 = self.pid1();
+        if pid1.is_some() {
             let _ = self.inside(&["systemctl", "poweroff"]);
         }
         // wait_timeout kills the group (timeout, nspawn) if it hangs.
@@ -1044,6 +1077,50 @@ impl Drop for Booted {
         if !out.status.success() {
             eprintln!("nspawn: {}\n{}", out.describe(), self.boot_log());
         }
+        // A killed nspawn leaves its container running, re-parented: its
+        // PID 1 (found by the unit it was booted for) killed takes every
+        // process of its PID namespace along.
+        let wants = format!("systemd.wants=subhost@{}.service", self.name);
+        let left = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+                .filter(|p| {
+                    let zombie = std::fs::read_to_string(format!("/proc/{p}/status"))
+                        .map_or(true, |s| s.lines().any(|l| l.starts_with("State:\tZ")));
+                    let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    !zombie && String::from_utf8_lossy(&cmd).contains(&wants)
+                })
+                .collect::<Vec<i32>>()
+        };
+        for p in left() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .status();
+        }
+        wait_until(Duration::from_secs(10), || left().is_empty());
+        // nspawn (--keep-unit, from the root cgroup) makes `payload` in
+        // each hierarchy and leaves it: its cgroups, and the test's device
+        // cgroup, go bottom-up once their last process is gone (rmdir never
+        // removes a populated one).
+        let removed = || {
+            let mut gone = true;
+            for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+                let top = h.path().join("payload");
+                if top.is_dir() {
+                    let _ = Command::new("find")
+                        .arg(&top)
+                        .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                    gone &= !top.exists();
+                }
+            }
+            let _ = std::fs::remove_dir(&self.devices);
+            gone && !self.devices.exists()
+        };
+        wait_until(Duration::from_secs(10), removed);
     }
 }
 
@@ -1080,11 +1157,15 @@ fn template_unit_under_systemd_restarts_a_killed_init_and_stops() {
     let active = wait_until(Duration::from_secs(120), || {
         booted.pid1().is_some() && booted.prop(&unit, "ActiveState") == "active"
     });
-    assert!(
-        active,
-        "{unit} did not become active:\n{}",
-        booted.boot_log()
-    );
+    if !active {
+        let journal = booted
+            .inside(&["journalctl", "--no-pager", "-n", "60", "-u", &unit])
+            .stdout_str();
+        panic!(
+            "{unit} did not become active:\n{}\n--- its journal:\n{journal}",
+            booted.boot_log()
+        );
+    }
     // The unit's main process is the subhost's init, not the launcher.
     let first = main_pid(&booted);
     let comm = booted.inside(&["cat", &format!("/proc/{first}/comm")]);

@@ -489,3 +489,23 @@ pub fn v1_files(dir: &Path, rules: &[Rule]) -> Vec<(PathBuf, String)> {
     );
     out
 }
+
+/// The launcher's own device cgroup `own` when the subhost may stay under
+/// it: its `devices.list` must not allow every device (a container
+/// manager's policy, e.g. systemd-nspawn's, is at least as narrow as the
+/// default here). An error says why not.
+pub fn inherited(own: &Path) -> anyhow::Result<PathBuf> {
+    let list = own.join("devices.list");
+    let text = std::fs::read_to_string(&list)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", list.display()))?;
+    if text.trim().is_empty() || text.lines().any(|l| l.trim() == "a *:* rwm") {
+        anyhow::bail!(
+            "cannot give the subhost a device policy: the cgroup v1 devices hierarchy is \
+             mounted read-only and the launcher's own device cgroup ({}) allows every device; \
+             run the launcher where it can make device cgroups, or under a container manager \
+             that restricts devices",
+            own.display()
+        );
+    }
+    Ok(own.to_path_buf())
+}

@@ -114,6 +114,9 @@ pub(super) struct Hierarchy {
     pub(super) v2: bool,
     /// Super options: v1 controller names are among them.
     pub(super) options: Vec<String>,
+    /// Mounted read-only, as a container manager mounts the host's v1
+    /// hierarchies inside (systemd-nspawn does).
+    pub(super) read_only: bool,
 }
 
 impl Hierarchy {
@@ -129,6 +132,7 @@ impl Hierarchy {
             point: m.mount_point.clone(),
             v2,
             options: m.super_options.split(',').map(str::to_string).collect(),
+            read_only: m.options.split(',').any(|o| o == "ro"),
         })
     }
 }
@@ -245,6 +249,7 @@ impl Host {
                 point: PathBuf::from(point),
                 v2: true,
                 options: Vec::new(),
+                read_only: false,
             };
             let host = Host::with_mounts(vec![mount], own)?;
             // Without cgroup.kill the v1 freezer is needed: full probe.

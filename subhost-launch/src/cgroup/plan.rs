@@ -70,6 +70,10 @@ pub struct Plan {
     /// Without a v1 `devices` hierarchy, the policy as a BPF program on the
     /// cgroup v2 directory, attached after the writes.
     pub device_program: Option<devices::Program>,
+    /// The launcher's own device cgroup, which the subhost stays under when
+    /// the v1 `devices` hierarchy is read-only (inside a container whose
+    /// manager restricts it): no policy of its own.
+    pub devices_inherited: Option<PathBuf>,
     pub kill: KillVia,
     pub memory_usage: Option<PathBuf>,
     pub pids_usage: Option<PathBuf>,
@@ -99,6 +103,13 @@ impl fmt::Display for Plan {
         }
         if let Some(p) = &self.device_program {
             writeln!(f, "{p}")?;
+        }
+        if let Some(d) = &self.devices_inherited {
+            writeln!(
+                f,
+                "# devices: the hierarchy is read-only; the subhost stays under {} (devices.list restricted)",
+                d.display()
+            )?;
         }
         match &self.kill {
             KillVia::CgroupKill(d) => write!(f, "# stop: echo 1 > {}/cgroup.kill", d.display()),
@@ -274,6 +285,7 @@ pub(super) fn plan_on(
         enable: Vec::new(),
         writes: Vec::new(),
         device_program: None,
+        devices_inherited: None,
         kill: KillVia::Signals,
         memory_usage: None,
         pids_usage: None,
@@ -360,6 +372,10 @@ pub(super) fn plan_on(
 
     if let Some(rules) = &limits.devices {
         match (host.v1_mount(Ctrl::Devices), &v2_dir) {
+            (Some(m), _) if m.read_only => {
+                let own = m.point.join(host.own_path(m)?.trim_start_matches('/'));
+                plan.devices_inherited = Some(devices::inherited(&own)?);
+            }
             (Some(m), _) => {
                 let dir = host.dir_in(m, name, parent)?;
                 if !plan.dirs.contains(&dir) {

@@ -1403,3 +1403,18 @@ fn the_bpf_device_program_stops_opening_nodes_outside_the_policy() {
         g.spawn("exec 3</dev/zero || exit 3; (exec 4</dev/net/tun) 2>/dev/null && exit 4; exit 0");
     assert!(g.wait(pid, Duration::from_secs(10)).success());
 }
+
+#[test]
+fn a_read_only_devices_hierarchy_is_inherited_only_when_restricted() {
+    let dir = std::env::temp_dir().join(format!("subhost-unit-devlist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("devices.list");
+    std::fs::write(&list, "a *:* rwm\n").unwrap();
+    let err = dev::inherited(&dir).unwrap_err().to_string();
+    assert!(err.contains("allows every device"), "{err}");
+    std::fs::write(&list, "c 1:3 rwm\nc 136:* rwm\n").unwrap();
+    assert_eq!(dev::inherited(&dir).unwrap(), dir);
+    std::fs::remove_file(&list).unwrap();
+    assert!(dev::inherited(&dir).is_err(), "no list: refused");
+    std::fs::remove_dir(&dir).unwrap();
+}

@@ -53,6 +53,11 @@ fn a_full_plan_reads_as_its_steps_in_order() {
             port: 80,
             address: "10.0.0.5".parse().unwrap(),
         }],
+        forwarder: Some(crate::forward::Status {
+            pid: 77,
+            running: true,
+            forwards: vec!["tcp:127.0.0.1:8080=10.0.0.5:80".parse().unwrap()],
+        }),
         live_mounted: true,
         image: Some(vec!["/dev/loop7".into()]),
     };
@@ -64,6 +69,8 @@ kill -TERM 42   # init; after 10s + 2s: kill -KILL 42
 kill every process in /sys/fs/cgroup/pids/subhost/web /sys/fs/cgroup/unified/subhost/web
 rmdir /sys/fs/cgroup/unified/subhost/web
 rmdir /sys/fs/cgroup/pids/subhost/web
+kill -KILL 77  # its port forwarder
+rm /run/subhost/web.forward
 # one batch: its jump and hairpin rules deleted by handle, then its chain
 nft delete chain inet subhost sh_web
 ip netns del web
