@@ -3,6 +3,7 @@
 
 mod bases;
 mod cgroup;
+mod clock;
 mod clone;
 mod cmd;
 mod config;

@@ -19,7 +19,7 @@
 //! Directories' times are set at the end, once nothing is added to them.
 
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -306,35 +306,15 @@ impl Tree {
     }
 }
 
-fn mknod(path: &Path, kind: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: a NUL-terminated path alive for the call.
-    if unsafe { libc::mknod(c.as_ptr(), kind | 0o600, dev) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// A node of `kind` (FIFO, or a whiteout's char 0/0), owner-only until
+/// its metadata is set.
+fn mknod(path: &Path, kind: libc::mode_t, dev: u64) -> Result<()> {
+    crate::files::copy::mknod(path, kind | 0o600, dev)
 }
 
-fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())?;
-    let t = libc::timespec {
-        tv_sec: sec as _,
-        tv_nsec: nsec as _,
-    };
-    let times = [t, t];
-    // SAFETY: a NUL-terminated path and two timespecs alive for the call.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// The modification time, and the access time with it, of `path` itself.
+fn set_mtime(path: &Path, t: (i64, i64)) -> Result<()> {
+    crate::files::copy::set_times(path, t, t)
 }
 
 #[cfg(test)]
