@@ -26,8 +26,21 @@ fn start(s: &Subhost) -> i32 {
         .unwrap_or_else(|| panic!("no init PID in: {}", out.describe()))
 }
 
+/// The console log without the relay's time stamps (`2026-12-07T14:30:00.123Z `).
 fn console(s: &Subhost) -> String {
-    std::fs::read_to_string(s.dir().join("console.log")).unwrap_or_default()
+    let text = std::fs::read_to_string(s.dir().join("console.log")).unwrap_or_default();
+    text.lines()
+        .map(|l| match l.as_bytes() {
+            [_, _, _, _, b'-', _, _, b'-', _, _, b'T', ..] if l.get(23..25) == Some("Z ") => {
+                &l[25..]
+            }
+            _ => l,
+        })
+        .fold(String::new(), |mut out, l| {
+            out.push_str(l);
+            out.push('\n');
+            out
+        })
 }
 
 /// The `services` array of `status --json`.
