@@ -196,26 +196,7 @@ pub(super) fn hostname(s: &str) -> Result<String, ValueError> {
             "shorten it",
         );
     }
-    for label in s.split('.') {
-        if label.is_empty() {
-            return invalid(
-                format!("{s:?} has an empty label (a leading, trailing or doubled dot)"),
-                usage,
-            );
-        }
-        if label.len() > 63 {
-            return invalid(format!("label {label:?} has more than 63 bytes"), usage);
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            return invalid(format!("{s:?} contains {c:?}"), usage);
-        }
-        if label.starts_with('-') {
-            return invalid(format!("label {label:?} starts with '-'"), usage);
-        }
-    }
+    host_labels(s, usage)?;
     Ok(s.to_string())
 }
 
@@ -574,7 +555,7 @@ fn host_labels(s: &str, usage: &str) -> Result<(), ValueError> {
     for label in s.split('.') {
         if label.is_empty() {
             return invalid(
-                format!("{s:?} has an empty label (a leading or doubled dot)"),
+                format!("{s:?} has an empty label (a leading, trailing or doubled dot)"),
                 usage,
             );
         }
