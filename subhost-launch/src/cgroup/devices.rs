@@ -4,10 +4,12 @@
 //!
 //! The default is Docker's: any node may be made, and only the harmless
 //! ones opened (null, zero, full, random, urandom, tty, console, ptmx and
-//! the ptys); `DEVICES` adds nodes of the host. Carried out by the v1
-//! `devices` controller where the host mounts it (`devices.deny a`, then
-//! one `devices.allow` per rule), else by a `BPF_CGROUP_DEVICE` program on
-//! the cgroup v2 directory, assembled here (no compiler at run time).
+//! the ptys); `DEVICES` adds nodes of the host. Carried out by a
+//! `BPF_CGROUP_DEVICE` program on the cgroup v2 directory (on a hybrid host
+//! too: the sandbox is cloned into that directory, where joining a v1
+//! cgroup costs a migration), assembled here (no compiler at run time);
+//! only without cgroup2 by the v1 `devices` controller (`devices.deny a`,
+//! then one `devices.allow` per rule).
 
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -470,13 +472,24 @@ pub fn attach(program: &Program) -> Result<()> {
         attach_type: BPF_CGROUP_DEVICE,
         attach_flags: 0,
     };
-    bpf(BPF_PROG_ATTACH, &mut attr).with_context(|| {
-        format!(
-            "cannot attach the device policy to cgroup {}",
+    match bpf(BPF_PROG_ATTACH, &mut attr) {
+        Ok(_) => Ok(()),
+        // The kernel refuses below a cgroup whose program allows no other
+        // (attached without BPF_F_ALLOW_OVERRIDE or _MULTI): another
+        // manager's device policy, or this subhost's own.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => bail!(
+            "cannot attach the device policy to cgroup {}: {e}; a cgroup above holds a \
+             device program that allows none below it (see `bpftool cgroup tree`): set \
+             CGROUP_PARENT to a cgroup outside it",
             program.dir.display()
-        )
-    })?;
-    Ok(())
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot attach the device policy to cgroup {}",
+                program.dir.display()
+            )
+        }),
+    }
 }
 
 /// Where a v1 rule goes: `devices.deny` with `a`, then `devices.allow`.

@@ -39,9 +39,9 @@
 //! printable plan; `create` carries a plan out; `life` is a subhost's
 //! cgroup as it exists (joining, usage, killing, removal); `parents` keeps
 //! the record of the parents the launcher made; `recorded` checks the
-//! `.cgroup` record a start wrote; `devices` is the device policy (a v1
-//! `devices` directory where the host has the controller, else a BPF
-//! program on the cgroup v2 directory).
+//! `.cgroup` record a start wrote; `devices` is the device policy (a BPF
+//! program on the cgroup v2 directory, a v1 `devices` directory only
+//! where there is no cgroup2).
 
 mod create;
 pub mod devices;

@@ -67,12 +67,12 @@ pub struct Plan {
     /// Top-down, done after the parents exist and before the leaves do.
     pub enable: Vec<Enable>,
     pub writes: Vec<Write>,
-    /// Without a v1 `devices` hierarchy, the policy as a BPF program on the
-    /// cgroup v2 directory, attached after the writes.
+    /// Where cgroup2 is mounted (hybrid hosts too), the policy as a BPF
+    /// program on the cgroup v2 directory, attached after the writes.
     pub device_program: Option<devices::Program>,
     /// The launcher's own device cgroup, which the subhost stays under when
-    /// the v1 `devices` hierarchy is read-only (inside a container whose
-    /// manager restricts it): no policy of its own.
+    /// there is no cgroup2 and the v1 `devices` hierarchy is read-only
+    /// (inside a container whose manager restricts it): no policy of its own.
     pub devices_inherited: Option<PathBuf>,
     pub kill: KillVia,
     pub memory_usage: Option<PathBuf>,
@@ -371,12 +371,24 @@ pub(super) fn plan_on(
     }
 
     if let Some(rules) = &limits.devices {
-        match (host.v1_mount(Ctrl::Devices), &v2_dir) {
-            (Some(m), _) if m.read_only => {
+        // The BPF program wherever there is a cgroup2 directory: the sandbox
+        // is cloned into it, while a v1 devices cgroup has to be joined by a
+        // write to its cgroup.procs, a migration that waits out an RCU grace
+        // period (~14 ms a start on a hybrid host). The kernel runs the
+        // program before the v1 controller's check, so a v1 hierarchy (a
+        // container manager's read-only one, too) still restricts on top.
+        match (&v2_dir, host.v1_mount(Ctrl::Devices)) {
+            (Some(d), _) => {
+                plan.device_program = Some(devices::Program {
+                    dir: d.clone(),
+                    rules: rules.clone(),
+                })
+            }
+            (None, Some(m)) if m.read_only => {
                 let own = m.point.join(host.own_path(m)?.trim_start_matches('/'));
                 plan.devices_inherited = Some(devices::inherited(&own)?);
             }
-            (Some(m), _) => {
+            (None, Some(m)) => {
                 let dir = host.dir_in(m, name, parent)?;
                 if !plan.dirs.contains(&dir) {
                     plan.dirs.push(dir.clone());
@@ -388,12 +400,6 @@ pub(super) fn plan_on(
                         if_present: false,
                     });
                 }
-            }
-            (None, Some(d)) => {
-                plan.device_program = Some(devices::Program {
-                    dir: d.clone(),
-                    rules: rules.clone(),
-                })
             }
             (None, None) => bail!(
                 "cannot give the subhost a device policy: this host mounts neither a cgroup v1 \

@@ -1318,18 +1318,54 @@ fn modes_and_declared_devices_are_checked() {
     assert_eq!(shown.last().unwrap(), "c 1:11 rwm /dev/kmsg");
 }
 
-#[test]
-fn hybrid_device_policy_is_v1_deny_all_then_allow() {
-    let mountinfo = format!(
-        "{HYBRID_MOUNTINFO}36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices\n"
+/// A hybrid host's v1 devices hierarchy, mounted read-write or (inside a
+/// container) read-only.
+fn devices_host(read_only: bool, with_cgroup2: bool) -> Host {
+    let ro = if read_only { "ro" } else { "rw" };
+    let mut mountinfo = format!(
+        "{HYBRID_MOUNTINFO}36 31 0:33 / /sys/fs/cgroup/devices {ro},relatime - cgroup cgroup rw,devices\n"
     );
-    let cgroup = format!("{HYBRID_CGROUP}5:devices:/\n");
-    let h = host(&mountinfo, &cgroup, "hugetlb", true);
-    let limits = Limits {
+    let mut cgroup = format!("{HYBRID_CGROUP}5:devices:/\n");
+    if !with_cgroup2 {
+        mountinfo = mountinfo.lines().filter(|l| !l.contains("cgroup2")).map(|l| format!("{l}\n")).collect();
+        cgroup = cgroup.lines().filter(|l| !l.starts_with("0::")).map(|l| format!("{l}\n")).collect();
+    }
+    host(&mountinfo, &cgroup, "hugetlb", with_cgroup2)
+}
+
+fn default_devices() -> Limits {
+    Limits {
         devices: Some(dev::DEFAULT.to_vec()),
         ..Limits::default()
-    };
-    let plan = plan_on(&h, "web", None, &limits).unwrap();
+    }
+}
+
+/// On a hybrid host the program goes on the cgroup2 directory the sandbox
+/// is cloned into: no v1 devices cgroup to join (a migration per start).
+#[test]
+fn hybrid_device_policy_is_a_bpf_program_on_cgroup2() {
+    let plan = plan_on(&devices_host(false, true), "web", None, &default_devices()).unwrap();
+    let p = plan.device_program.as_ref().unwrap();
+    assert_eq!(p.dir, PathBuf::from("/sys/fs/cgroup/unified/subhost/web"));
+    assert_eq!(Some(&p.dir), plan.v2_dir.as_ref());
+    assert!(
+        !plan.dirs.iter().any(|d| d.starts_with("/sys/fs/cgroup/devices")),
+        "{:?}",
+        plan.dirs
+    );
+    assert!(!files(&plan).iter().any(|w| w.0.contains("/devices.")), "{plan}");
+    assert!(plan.devices_inherited.is_none());
+    let text = plan.to_string();
+    assert!(
+        text.contains("bpf prog attach to /sys/fs/cgroup/unified/subhost/web type cgroup_device"),
+        "{text}"
+    );
+}
+
+/// Only without cgroup2 (a legacy layout) is the v1 controller used.
+#[test]
+fn without_cgroup2_the_device_policy_is_v1_deny_all_then_allow() {
+    let plan = plan_on(&devices_host(false, false), "web", None, &default_devices()).unwrap();
     let w = files(&plan);
     let (deny, allow) = (&w[w.len() - 12], &w[w.len() - 11]);
     assert!(deny.0.ends_with("/devices.deny") && deny.1 == "a", "{w:?}");
@@ -1350,6 +1386,26 @@ fn hybrid_device_policy_is_v1_deny_all_then_allow() {
     );
 }
 
+/// Inside a container with a read-only v1 devices hierarchy: the program
+/// where cgroup2 is there (the manager's v1 cgroup restricts on top), the
+/// launcher's own device cgroup only where it is not.
+#[test]
+fn a_read_only_devices_hierarchy_takes_the_program_where_cgroup2_is() {
+    let plan = plan_on(&devices_host(true, true), "web", None, &default_devices()).unwrap();
+    assert!(plan.device_program.is_some(), "{plan}");
+    assert!(plan.devices_inherited.is_none(), "{plan}");
+    assert!(!files(&plan).iter().any(|w| w.0.contains("/devices.")), "{plan}");
+    // Without cgroup2 the launcher's own /sys/fs/cgroup/devices is read
+    // (absent in the fixture's root here, or not restricted): either way
+    // no v1 directory is planned.
+    match plan_on(&devices_host(true, false), "web", None, &default_devices()) {
+        Ok(plan) => {
+            assert!(plan.devices_inherited.is_some() && plan.device_program.is_none(), "{plan}")
+        }
+        Err(e) => assert!(e.to_string().contains("devices"), "{e:#}"),
+    }
+}
+
 #[test]
 fn pure_v2_device_policy_is_a_bpf_program() {
     let h = host(PURE_V2_MOUNTINFO, PURE_V2_CGROUP, "memory pids cpu", true);
@@ -1363,7 +1419,8 @@ fn pure_v2_device_policy_is_a_bpf_program() {
     assert!(plan.to_string().contains("type cgroup_device"), "{plan}");
 }
 
-/// The v1 controller on this host (hybrid), for real: a process in the
+/// The plan's policy on this host, for real (on a hybrid host, the
+/// program on cgroup2 next to a mounted v1 controller): a process in the
 /// subhost's cgroup opens /dev/zero but not a node the policy leaves out.
 #[test]
 fn the_device_cgroup_stops_opening_nodes_outside_the_policy() {
@@ -1417,4 +1474,109 @@ fn a_read_only_devices_hierarchy_is_inherited_only_when_restricted() {
     std::fs::remove_file(&list).unwrap();
     assert!(dev::inherited(&dir).is_err(), "no list: refused");
     std::fs::remove_dir(&dir).unwrap();
+}
+
+/// The ids of the device programs attached to `dir` (or, `effective`, run
+/// for its processes), by BPF_PROG_QUERY.
+fn device_programs(dir: &Path, effective: bool) -> Vec<u32> {
+    #[repr(C)]
+    struct Query {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+    }
+    let f = fs::File::open(dir).unwrap();
+    let mut ids = [0u32; 64];
+    let mut q = Query {
+        target_fd: std::os::fd::AsRawFd::as_raw_fd(&f) as u32,
+        attach_type: 6, // BPF_CGROUP_DEVICE
+        query_flags: effective as u32, // BPF_F_QUERY_EFFECTIVE
+        attach_flags: 0,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
+    };
+    // SAFETY: q is a live bpf_attr prefix of the size passed; the kernel
+    // writes at most prog_cnt ids into `ids`, which outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            16, // BPF_PROG_QUERY
+            &mut q as *mut Query,
+            std::mem::size_of::<Query>() as libc::c_uint,
+        )
+    };
+    assert_eq!(r, 0, "BPF_PROG_QUERY {}: {}", dir.display(), io::Error::last_os_error());
+    ids[..q.prog_cnt as usize].to_vec()
+}
+
+/// Whether the kernel still holds program `id`.
+fn program_exists(id: u32) -> bool {
+    let mut attr = [id, 0, 0];
+    // SAFETY: attr is a live bpf_attr prefix (prog_id, next_id, open_flags)
+    // of the size passed; a descriptor returned is closed at once.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            13, // BPF_PROG_GET_FD_BY_ID
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as libc::c_uint,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: fd was just returned to us and is used nowhere else.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+}
+
+/// The plan's program, for real on this host: a process in a cgroup the
+/// subhost makes below its own is still held by it, nothing can be attached
+/// there to lift it, and the program goes with the subhost's cgroup.
+#[test]
+fn the_device_program_holds_for_nested_cgroups_and_goes_with_the_cgroup() {
+    let limits = default_devices();
+    let mut g = Guard::new("devnest", &limits);
+    let prog = g.plan.device_program.clone().expect("cgroup2 is mounted here");
+    let ids = device_programs(&prog.dir, false);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let inner = prog.dir.join("inner");
+    fs::create_dir(&inner).unwrap();
+    assert_eq!(device_programs(&inner, true), ids, "inherited below");
+    let lifted = dev::Program {
+        dir: inner.clone(),
+        rules: vec![
+            Rule {
+                kind: Kind::Char,
+                major: None,
+                minor: None,
+                access: Access::RWM,
+            },
+            Rule {
+                kind: Kind::Block,
+                major: None,
+                minor: None,
+                access: Access::RWM,
+            },
+        ],
+    };
+    let err = dev::attach(&lifted).unwrap_err();
+    assert!(format!("{err:#}").contains("inner"), "{err:#}");
+    let pid = g.spawn(&format!(
+        "echo $$ > {}/cgroup.procs || exit 2; exec 3</dev/zero || exit 3; \
+         (exec 4</dev/net/tun) 2>/dev/null && exit 4; exit 0",
+        inner.display()
+    ));
+    let st = g.wait(pid, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    drop(g);
+    assert!(!prog.dir.exists());
+    assert!(
+        wait_until(Duration::from_secs(10), || !program_exists(ids[0])),
+        "program {} outlived its cgroup",
+        ids[0]
+    );
 }
