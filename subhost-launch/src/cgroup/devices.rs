@@ -447,6 +447,11 @@ pub fn load(rules: &[Rule]) -> Result<OwnedFd> {
     match bpf(BPF_PROG_LOAD, &mut attr) {
         // SAFETY: a successful BPF_PROG_LOAD returns a new descriptor we own.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => bail!(
+            "cannot load the device policy (a BPF_CGROUP_DEVICE program): {e}; it takes \
+             CAP_SYS_ADMIN or CAP_BPF of the host, and a container manager may refuse bpf() \
+             altogether: run the launcher as the host's root"
+        ),
         Err(e) => {
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);

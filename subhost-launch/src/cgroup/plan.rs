@@ -71,8 +71,8 @@ pub struct Plan {
     /// program on the cgroup v2 directory, attached after the writes.
     pub device_program: Option<devices::Program>,
     /// The launcher's own device cgroup, which the subhost stays under when
-    /// there is no cgroup2 and the v1 `devices` hierarchy is read-only
-    /// (inside a container whose manager restricts it): no policy of its own.
+    /// the v1 `devices` hierarchy is read-only (inside a container whose
+    /// manager restricts it): no policy of its own.
     pub devices_inherited: Option<PathBuf>,
     pub kill: KillVia,
     pub memory_usage: Option<PathBuf>,
@@ -374,19 +374,20 @@ pub(super) fn plan_on(
         // The BPF program wherever there is a cgroup2 directory: the sandbox
         // is cloned into it, while a v1 devices cgroup has to be joined by a
         // write to its cgroup.procs, a migration that waits out an RCU grace
-        // period (~14 ms a start on a hybrid host). The kernel runs the
-        // program before the v1 controller's check, so a v1 hierarchy (a
-        // container manager's read-only one, too) still restricts on top.
+        // period (~14 ms a start on a hybrid host). Inside a container whose
+        // manager mounts the v1 hierarchy read-only (systemd-nspawn), bpf()
+        // is refused (EPERM) as well: the manager's v1 device cgroup, which
+        // the subhost stays in, is the policy there.
         match (&v2_dir, host.v1_mount(Ctrl::Devices)) {
+            (_, Some(m)) if m.read_only => {
+                let own = m.point.join(host.own_path(m)?.trim_start_matches('/'));
+                plan.devices_inherited = Some(devices::inherited(&own)?);
+            }
             (Some(d), _) => {
                 plan.device_program = Some(devices::Program {
                     dir: d.clone(),
                     rules: rules.clone(),
                 })
-            }
-            (None, Some(m)) if m.read_only => {
-                let own = m.point.join(host.own_path(m)?.trim_start_matches('/'));
-                plan.devices_inherited = Some(devices::inherited(&own)?);
             }
             (None, Some(m)) => {
                 let dir = host.dir_in(m, name, parent)?;
