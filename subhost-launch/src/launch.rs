@@ -319,12 +319,18 @@ impl Prepared {
         }
         let userns = match user {
             Some(user) => Some(sandbox::Userns {
-                trees: cfg
-                    .share
-                    .iter()
-                    .map(|s| mounts::idmap::clone_mapped(&s.host, user.as_fd(), true))
-                    .collect::<Result<_>>()
-                    .context("SHARE")?,
+                trees: {
+                    let mut trees: Vec<_> = cfg
+                        .share
+                        .iter()
+                        .map(|s| mounts::idmap::clone_mapped(&s.host, user.as_fd(), true))
+                        .collect::<Result<_>>()
+                        .context("SHARE")?;
+                    // The DEVICES nodes after them, as the plan's `DevMade` says.
+                    let root = userns_range.as_ref().map_or(0, |r| r.base);
+                    trees.extend(sandbox::devnodes::make(&cfg.devices, root).context("DEVICES")?);
+                    trees
+                },
                 user,
             }),
             None => None,

@@ -91,10 +91,19 @@ pub enum Setup {
         dev: PathBuf,
     },
     /// The host's nodes that `DEVICES` gives, each bound on an empty file
-    /// at its place (host path, subhost path): in both modes, since with
-    /// USERNS the kernel refuses mknod. The device policy allows them.
+    /// at its place (host path, subhost path). The device policy allows
+    /// them.
     DevDeclared {
         nodes: Vec<(PathBuf, PathBuf)>,
+    },
+    /// With USERNS: the `DEVICES` nodes as the launcher made them for root
+    /// of the range (`devnodes`), numbers `first..` of [`Userns::trees`],
+    /// each attached on an empty file at its place (host path, subhost
+    /// path).
+    DevMade {
+        first: usize,
+        nodes: Vec<(PathBuf, PathBuf)>,
+        range: Range,
     },
     /// `/dev/ptmx`, `/dev/fd`, `/dev/std*`, `/dev/shm`.
     DevLinks {
@@ -198,6 +207,24 @@ impl fmt::Display for Setup {
                     .map(|(h, t)| format!("mount --bind {} {}", h.display(), t.display()))
                     .collect();
                 write!(f, "{}  # DEVICES, on empty files", binds.join("; "))
+            }
+            Setup::DevMade { nodes, range, .. } => {
+                let made: Vec<String> = nodes
+                    .iter()
+                    .map(|(h, t)| {
+                        format!(
+                            "mknod --like {0} N; chown {1}:{1} N; mount --bind N {2}",
+                            h.display(),
+                            range.base,
+                            t.display()
+                        )
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "{}  # DEVICES: N on the launcher's own tmpfs, on empty files",
+                    made.join("; ")
+                )
             }
             Setup::DevLinks { dev } => write!(
                 f,
@@ -326,7 +353,15 @@ pub fn plan(layout: &Layout, cfg: &Config, userns: Option<Range>) -> Result<Vec<
             .iter()
             .map(|d| (d.path.clone(), dev.join(inside_dev(&d.path))))
             .collect();
-        steps.push(Setup::DevDeclared { nodes });
+        steps.push(match userns {
+            None => Setup::DevDeclared { nodes },
+            // After the SHAREs' copies in `Userns::trees`.
+            Some(range) => Setup::DevMade {
+                first: cfg.share.len(),
+                nodes,
+                range,
+            },
+        });
     }
     steps.extend([
         Setup::Mount {
@@ -484,6 +519,16 @@ fn run_step(step: &Setup, trees: &[OwnedFd]) -> Result<()> {
         Setup::DevBinds { dev } => bind_dev_nodes(dev),
         Setup::DevLinks { dev } => make_dev_links(dev),
         Setup::DevDeclared { nodes } => nodes.iter().try_for_each(|(h, t)| bind_node(h, t)),
+        Setup::DevMade { first, nodes, .. } => {
+            for (i, (host, target)) in nodes.iter().enumerate() {
+                let node = trees
+                    .get(first + i)
+                    .with_context(|| format!("the launcher made no node of {}", host.display()))?;
+                empty_file(target)?;
+                crate::mounts::idmap::attach(node, target)?;
+            }
+            Ok(())
+        }
         Setup::ReadOnly(path) => read_only(path),
         Setup::Writable(path) => {
             if !path.exists() {
@@ -661,12 +706,18 @@ pub fn inside_dev(host: &Path) -> PathBuf {
     }
 }
 
-/// A host node bound on an empty file made for it.
-fn bind_node(host: &Path, path: &Path) -> Result<()> {
+/// An empty file to mount a node on, and its directories.
+fn empty_file(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         ensure_dir(parent)?;
     }
     File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(())
+}
+
+/// A host node bound on an empty file made for it.
+fn bind_node(host: &Path, path: &Path) -> Result<()> {
+    empty_file(path)?;
     mount(
         Some(host),
         path,
@@ -707,6 +758,7 @@ fn pivot_into(live: &Path) -> Result<()> {
     Ok(())
 }
 
+pub mod devnodes;
 mod spawn;
 pub use spawn::*;
 

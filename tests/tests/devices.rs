@@ -172,7 +172,13 @@ fn status_shows_the_policy_and_warns_for_host_wide_devices() {
             || plan.contains("type cgroup_device"),
         "{plan}"
     );
-    assert!(plan.contains("mount --bind /dev/net/tun "), "{plan}");
+    // With USERNS the launcher makes the node for root of the range.
+    let node = if userns_mode() {
+        "mknod --like /dev/net/tun N; chown "
+    } else {
+        "mount --bind /dev/net/tun "
+    };
+    assert!(plan.contains(node), "{plan}");
 }
 
 #[test]
@@ -327,4 +333,55 @@ fn nested_sandboxes_mount_proc_in_userns_mode_and_the_masks_hold() {
     // Masked as before: timer_list empty, /sys/firmware empty; and the
     // instances that make proc visible to the kernel are out of reach.
     assert!(text.ends_with("0\n0\n0\n"), "{}", out.describe());
+}
+
+/// A root-only node (0600, the host's root's) that `DEVICES` gives opens
+/// for root inside in both modes: with USERNS the launcher makes it anew
+/// for root of the range (the host's root is nobody there), and the host's
+/// node stays as it was. An undeclared node reached through a SHARE does
+/// not open: the device policy, not the mode, refuses it.
+#[test]
+fn a_declared_root_only_node_opens_for_root_inside_and_an_undeclared_one_does_not() {
+    let tmp = TempDir::new();
+    let nodes = tmp.path().join("nodes");
+    std::fs::create_dir(&nodes).unwrap();
+    let declared = nodes.join("shttun");
+    let undeclared = nodes.join("shtkmsg");
+    for (node, mode, major, minor) in [
+        (&declared, "600", "10", "200"),
+        (&undeclared, "666", "1", "11"),
+    ] {
+        let path = node.to_string_lossy();
+        let out = run_timeout(
+            &mut cmd("mknod", ["-m", mode, &path, "c", major, minor]),
+            LAUNCH_LIMIT,
+        );
+        assert!(out.status.success(), "{}", out.describe());
+    }
+    let s = lab(
+        "dvr",
+        &format!(
+            "DEVICES=({}:rw)\nSHARE=({}:/mnt/nodes)\n",
+            declared.display(),
+            nodes.display()
+        ),
+    );
+    let r = probe(
+        &s,
+        &[
+            ("declared", "open-rw /dev/shttun".into()),
+            ("undeclared", "open-rw /mnt/nodes/shtkmsg".into()),
+        ],
+    );
+    assert_eq!(r["declared"], "ok", "{r:?}");
+    assert_eq!(r["undeclared"], "errno EPERM", "{r:?}");
+    let meta = std::fs::metadata(&declared).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o600),
+        "the host's node changed"
+    );
+    // The launcher's node is the subhost's root's, with the host's mode.
+    let out = s.sh("stat -c '%u:%g %a %t:%T' /dev/shttun");
+    assert_eq!(out.stdout_str(), "0:0 600 a:c8\n", "{}", out.describe());
 }

@@ -1327,8 +1327,16 @@ fn devices_host(read_only: bool, with_cgroup2: bool) -> Host {
     );
     let mut cgroup = format!("{HYBRID_CGROUP}5:devices:/\n");
     if !with_cgroup2 {
-        mountinfo = mountinfo.lines().filter(|l| !l.contains("cgroup2")).map(|l| format!("{l}\n")).collect();
-        cgroup = cgroup.lines().filter(|l| !l.starts_with("0::")).map(|l| format!("{l}\n")).collect();
+        mountinfo = mountinfo
+            .lines()
+            .filter(|l| !l.contains("cgroup2"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        cgroup = cgroup
+            .lines()
+            .filter(|l| !l.starts_with("0::"))
+            .map(|l| format!("{l}\n"))
+            .collect();
     }
     host(&mountinfo, &cgroup, "hugetlb", with_cgroup2)
 }
@@ -1349,11 +1357,17 @@ fn hybrid_device_policy_is_a_bpf_program_on_cgroup2() {
     assert_eq!(p.dir, PathBuf::from("/sys/fs/cgroup/unified/subhost/web"));
     assert_eq!(Some(&p.dir), plan.v2_dir.as_ref());
     assert!(
-        !plan.dirs.iter().any(|d| d.starts_with("/sys/fs/cgroup/devices")),
+        !plan
+            .dirs
+            .iter()
+            .any(|d| d.starts_with("/sys/fs/cgroup/devices")),
         "{:?}",
         plan.dirs
     );
-    assert!(!files(&plan).iter().any(|w| w.0.contains("/devices.")), "{plan}");
+    assert!(
+        !files(&plan).iter().any(|w| w.0.contains("/devices.")),
+        "{plan}"
+    );
     assert!(plan.devices_inherited.is_none());
     let text = plan.to_string();
     assert!(
@@ -1393,11 +1407,19 @@ fn without_cgroup2_the_device_policy_is_v1_deny_all_then_allow() {
 #[test]
 fn a_read_only_devices_hierarchy_is_inherited_with_or_without_cgroup2() {
     for with_cgroup2 in [true, false] {
-        match plan_on(&devices_host(true, with_cgroup2), "web", None, &default_devices()) {
+        match plan_on(
+            &devices_host(true, with_cgroup2),
+            "web",
+            None,
+            &default_devices(),
+        ) {
             Ok(plan) => {
                 assert!(plan.devices_inherited.is_some(), "{plan}");
                 assert!(plan.device_program.is_none(), "{plan}");
-                assert!(!files(&plan).iter().any(|w| w.0.contains("/devices.")), "{plan}");
+                assert!(
+                    !files(&plan).iter().any(|w| w.0.contains("/devices.")),
+                    "{plan}"
+                );
             }
             Err(e) => assert!(e.to_string().contains("allows every device"), "{e:#}"),
         }
@@ -1490,7 +1512,7 @@ fn device_programs(dir: &Path, effective: bool) -> Vec<u32> {
     let mut ids = [0u32; 64];
     let mut q = Query {
         target_fd: std::os::fd::AsRawFd::as_raw_fd(&f) as u32,
-        attach_type: 6, // BPF_CGROUP_DEVICE
+        attach_type: 6,                // BPF_CGROUP_DEVICE
         query_flags: effective as u32, // BPF_F_QUERY_EFFECTIVE
         attach_flags: 0,
         prog_ids: ids.as_mut_ptr() as u64,
@@ -1506,7 +1528,13 @@ fn device_programs(dir: &Path, effective: bool) -> Vec<u32> {
             std::mem::size_of::<Query>() as libc::c_uint,
         )
     };
-    assert_eq!(r, 0, "BPF_PROG_QUERY {}: {}", dir.display(), io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "BPF_PROG_QUERY {}: {}",
+        dir.display(),
+        io::Error::last_os_error()
+    );
     ids[..q.prog_cnt as usize].to_vec()
 }
 
@@ -1538,7 +1566,11 @@ fn program_exists(id: u32) -> bool {
 fn the_device_program_holds_for_nested_cgroups_and_goes_with_the_cgroup() {
     let limits = default_devices();
     let mut g = Guard::new("devnest", &limits);
-    let prog = g.plan.device_program.clone().expect("cgroup2 is mounted here");
+    let prog = g
+        .plan
+        .device_program
+        .clone()
+        .expect("cgroup2 is mounted here");
     let ids = device_programs(&prog.dir, false);
     assert_eq!(ids.len(), 1, "{ids:?}");
     let inner = prog.dir.join("inner");

@@ -107,6 +107,25 @@ fn plan_in_a_user_namespace() {
         dev: live.join("dev")
     }));
     assert!(!steps.iter().any(|s| matches!(s, Setup::DevNodes { .. })));
+    // DEVICES: the launcher's nodes, after the SHARE's copy in the trees.
+    cfg.devices
+        .push(crate::cgroup::devices::Declared::parse("/dev/null").unwrap());
+    let with = plan(&layout, &cfg, Some(range)).unwrap();
+    let made = with
+        .iter()
+        .find(|s| matches!(s, Setup::DevMade { .. }))
+        .expect("DevMade");
+    assert_eq!(
+        made,
+        &Setup::DevMade {
+            first: 1,
+            nodes: vec![("/dev/null".into(), live.join("dev/null"))],
+            range
+        }
+    );
+    assert!(made.to_string().contains("chown 524288:524288 N"), "{made}");
+    assert!(!with.iter().any(|s| matches!(s, Setup::DevDeclared { .. })));
+    cfg.devices.clear();
     assert_eq!(
         steps.last(),
         Some(&Setup::DropCaps {
