@@ -430,7 +430,6 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
 pub fn load(rules: &[Rule]) -> Result<OwnedFd> {
     let insns = assemble(rules);
     let license = c"GPL";
-    let mut log = vec![0u8; 1 << 16];
     let mut name = [0u8; 16];
     name[..7].copy_from_slice(b"subhost");
     let mut attr = ProgLoad {
@@ -438,31 +437,39 @@ pub fn load(rules: &[Rule]) -> Result<OwnedFd> {
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
         prog_name: name,
         ..ProgLoad::default()
     };
-    match bpf(BPF_PROG_LOAD, &mut attr) {
+    // Without the verifier's log, which costs every start; asked for again
+    // only to say why a load failed.
+    let e = match bpf(BPF_PROG_LOAD, &mut attr) {
         // SAFETY: a successful BPF_PROG_LOAD returns a new descriptor we own.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => bail!(
+        Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(e) => e,
+    };
+    if e.raw_os_error() == Some(libc::EPERM) {
+        bail!(
             "cannot load the device policy (a BPF_CGROUP_DEVICE program): {e}; it takes \
              CAP_SYS_ADMIN or CAP_BPF of the host, and a container manager may refuse bpf() \
              altogether: run the launcher as the host's root"
-        ),
-        Err(e) => {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let text = String::from_utf8_lossy(&log[..end]);
-            bail!(
-                "cannot load the device policy (a BPF_CGROUP_DEVICE program): {e}; the kernel \
-                 needs CONFIG_CGROUP_BPF{}{}",
-                if text.is_empty() { "" } else { "; verifier: " },
-                text.trim()
-            )
-        }
+        );
     }
+    let mut log = vec![0u8; 1 << 16];
+    attr.log_level = 1;
+    attr.log_size = log.len() as u32;
+    attr.log_buf = log.as_mut_ptr() as u64;
+    if let Ok(fd) = bpf(BPF_PROG_LOAD, &mut attr) {
+        // SAFETY: a successful BPF_PROG_LOAD returns a new descriptor we own.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    }
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    let text = String::from_utf8_lossy(&log[..end]);
+    bail!(
+        "cannot load the device policy (a BPF_CGROUP_DEVICE program): {e}; the kernel \
+         needs CONFIG_CGROUP_BPF{}{}",
+        if text.is_empty() { "" } else { "; verifier: " },
+        text.trim()
+    )
 }
 
 /// Loads the program and attaches it to its directory; nothing below may
