@@ -61,28 +61,8 @@ pub struct Sample {
     pub net: Vec<Net>,
 }
 
-/// The text of a kernel file. Files of /proc and /sys claim a size of 0,
-/// so `read_to_string` would start with a small buffer, take several reads
-/// for a page of text and ask for the size and position first; a page of
-/// stack takes one `read` (and one more to see the end). A heap buffer of
-/// a page would be mapped and unmapped each time by musl's allocator.
 fn slurp(path: &Path) -> Option<String> {
-    use std::io::Read as _;
-    let mut f = fs::File::open(path).ok()?;
-    let mut buf = [0u8; 4096];
-    let mut len = 0;
-    while len < buf.len() {
-        match f.read(&mut buf[len..]) {
-            Ok(0) => return String::from_utf8(buf[..len].to_vec()).ok(),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    // Longer than a page (/proc/net/dev with many cables): the rest too.
-    let mut rest = buf.to_vec();
-    f.read_to_end(&mut rest).ok()?;
-    String::from_utf8(rest).ok()
+    crate::procfs::read(path).ok()
 }
 
 fn read(dir: &Path, file: &str) -> Option<String> {
