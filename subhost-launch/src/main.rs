@@ -376,7 +376,9 @@ enum Command {
         names: Vec<String>,
         /// A JSON array: name, running, cpu_percent, cpu_seconds_total,
         /// memory_bytes, memory_peak_bytes, pids, io_read_bytes,
-        /// io_written_bytes, network [{cable, receive_bytes, transmit_bytes}]
+        /// io_written_bytes, memory_source, memory_peak_source, io_source
+        /// ("cgroup", or "processes": summed over its processes), network
+        /// [{cable, receive_bytes, transmit_bytes}]
         #[arg(long)]
         json: bool,
         /// Redraw every SECS seconds (default 1) until interrupted

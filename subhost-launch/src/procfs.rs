@@ -7,7 +7,35 @@ use std::io;
 
 /// The text of `/proc/PID/status`.
 pub fn status(pid: i32) -> io::Result<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    read(std::path::Path::new(&format!("/proc/{pid}/status")))
+}
+
+/// The text of a kernel file. Files of /proc and /sys claim a size of 0,
+/// so `read_to_string` would start with a small buffer, take several reads
+/// for a page of text and ask for the size and position first; a page of
+/// stack takes one `read` (and one more to see the end). A heap buffer of
+/// a page would be mapped and unmapped each time by musl's allocator.
+/// `stats` of 200 subhosts reads thousands of these.
+pub fn read(path: &std::path::Path) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    let utf8 = |b: Vec<u8>| {
+        String::from_utf8(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    };
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => return utf8(buf[..len].to_vec()),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Longer than a page (/proc/net/dev with many cables): the rest too.
+    let mut rest = buf.to_vec();
+    f.read_to_end(&mut rest)?;
+    utf8(rest)
 }
 
 /// The value of the `KEY:` line of a `/proc/PID/status` text, trimmed.
@@ -71,7 +99,7 @@ impl Stat<'_> {
 
 /// The text of `/proc/PID/stat`.
 pub fn stat_text(pid: i32) -> io::Result<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    read(std::path::Path::new(&format!("/proc/{pid}/stat")))
 }
 
 /// The fields of a `/proc/PID/stat` text; the command name in field 2 may

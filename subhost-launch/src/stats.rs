@@ -1,23 +1,35 @@
 //! What a subhost uses, read from the kernel: its cgroup's counters (CPU
-//! time, memory, pids, IO) and the byte counters of its cables' host ends.
-//! One `Sample` is one read; CPU % is the difference of two.
+//! time, memory, pids, IO), its processes' own where its cgroup has none,
+//! and the byte counters of its cables' host ends. One `Sample` is one
+//! read; CPU % is the difference of two.
 //!
 //! Where each figure comes from, in the order tried (cgroup v2 files first,
-//! then v1, over every directory of the subhost's recorded cgroup):
+//! then v1, over every directory of the subhost's recorded cgroup), found
+//! once per subhost (`Files`) and then read directly:
 //! - CPU time: `cpu.stat` usage_usec (v2; present without the cpu
 //!   controller), `cpuacct.usage` (v1, ns).
 //! - memory: `memory.current`/`memory.peak` (v2),
 //!   `memory.usage_in_bytes`/`memory.max_usage_in_bytes` (v1); without a
 //!   memory controller in its cgroup (a hybrid host without MEMORY_MAX, a
-//!   v2 host that does not hand memory down), the sum of its processes'
-//!   resident sets, and no peak.
+//!   v2 host that does not hand memory down), its live processes' resident
+//!   sets summed (`VmRSS`), and as peak the larger of their high-water
+//!   marks summed (`VmHWM`) and the most this run of `stats` saw:
+//!   labelled `processes`, as neither counts page cache, both count a page
+//!   shared by two processes twice, and the peak misses processes that
+//!   ended before being seen.
 //! - pids: `pids.current`, else the processes in `cgroup.procs` (and those
 //!   of sub-cgroups).
 //! - IO: `io.stat` rbytes/wbytes (v2), `blkio.throttle.io_service_bytes`
-//!   Read/Write (v1); unknown without either.
-//! - network: `/sys/class/net/HOST/statistics/{rx,tx}_bytes` of each
-//!   cable's host end; what the host end transmits the subhost receives.
+//!   Read/Write (v1); else the `read_bytes`/`write_bytes` of its live
+//!   processes' `/proc/PID/io` summed, which hold those of the children
+//!   each reaped (the init reaps orphans): labelled `processes`.
+//! - network: one read of `/proc/net/dev` for all cables' host ends; what
+//!   the host end transmits the subhost receives.
+//!
+//! A v1 cgroup is never joined for these figures: that write costs a start
+//! about 14 ms.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -43,11 +55,18 @@ pub struct Sample {
     pub pids: Option<u64>,
     pub io_read: Option<u64>,
     pub io_written: Option<u64>,
+    pub memory_source: Option<Origin>,
+    pub memory_peak_source: Option<Origin>,
+    pub io_source: Option<Origin>,
     pub net: Vec<Net>,
 }
 
+fn slurp(path: &Path) -> Option<String> {
+    crate::procfs::read(path).ok()
+}
+
 fn read(dir: &Path, file: &str) -> Option<String> {
-    fs::read_to_string(dir.join(file)).ok()
+    slurp(&dir.join(file))
 }
 
 fn number(text: &str) -> Option<u64> {
@@ -114,75 +133,266 @@ fn procs_below(dir: &Path, into: &mut Vec<i32>) {
     }
 }
 
-/// Resident bytes of `pid` (`/proc/PID/statm`, in pages).
-fn resident(pid: i32, page: u64) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|t| t.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .map_or(0, |pages: u64| pages * page)
+/// The value of `key` (`VmHWM:   1234 kB`) in a `/proc/PID/status`, in
+/// bytes.
+pub fn status_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(number)
+        .map(|k| k * 1024)
 }
 
-/// The counters of the subhost whose cgroup directories are `dirs` and
-/// whose cables' host ends are `cables`.
-pub fn sample(dirs: &[PathBuf], cables: &[String]) -> Sample {
-    let mut s = Sample::default();
-    let mut procs_dir = None;
-    for d in dirs {
-        if s.cpu_usec.is_none() {
-            s.cpu_usec = read(d, "cpu.stat")
-                .and_then(|t| cpu_stat_usec(&t))
-                .or_else(|| {
-                    read(d, "cpuacct.usage")
-                        .and_then(|t| number(&t))
-                        .map(|ns| ns / 1000)
-                });
+/// `read_bytes` and `write_bytes` of a `/proc/PID/io`: what the process
+/// (and the children it reaped) made the block layer read and write.
+pub fn proc_io(text: &str) -> (u64, u64) {
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(number)
+            .unwrap_or(0)
+    };
+    (field("read_bytes: "), field("write_bytes: "))
+}
+
+/// What the live processes `pids` hold and have read and written: the sum
+/// of their resident sets, of their high-water marks, of their block IO.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Processes {
+    pub resident: u64,
+    pub resident_peak: u64,
+    pub io_read: u64,
+    pub io_written: u64,
+}
+
+fn processes(pids: &[i32], want_io: bool) -> Processes {
+    let mut p = Processes::default();
+    for pid in pids {
+        // A process that ended between the listing and now counts nothing.
+        if let Some(t) = slurp(Path::new(&format!("/proc/{pid}/status"))) {
+            p.resident += status_kib(&t, "VmRSS").unwrap_or(0);
+            p.resident_peak += status_kib(&t, "VmHWM").unwrap_or(0);
         }
-        if s.memory.is_none() {
-            if let Some(m) = read(d, "memory.current").and_then(|t| number(&t)) {
-                s.memory = Some(m);
-                s.memory_peak = read(d, "memory.peak").and_then(|t| number(&t));
-            } else if let Some(m) = read(d, "memory.usage_in_bytes").and_then(|t| number(&t)) {
-                s.memory = Some(m);
-                s.memory_peak = read(d, "memory.max_usage_in_bytes").and_then(|t| number(&t));
+        if want_io {
+            if let Some(t) = slurp(Path::new(&format!("/proc/{pid}/io"))) {
+                let (r, w) = proc_io(&t);
+                p.io_read += r;
+                p.io_written += w;
             }
-        }
-        if s.pids.is_none() {
-            s.pids = read(d, "pids.current").and_then(|t| number(&t));
-        }
-        if s.io_read.is_none() {
-            let io = read(d, "io.stat").map(|t| io_stat(&t)).or_else(|| {
-                read(d, "blkio.throttle.io_service_bytes").map(|t| blkio_service_bytes(&t))
-            });
-            if let Some((r, w)) = io {
-                (s.io_read, s.io_written) = (Some(r), Some(w));
-            }
-        }
-        if procs_dir.is_none() && d.join("cgroup.procs").exists() {
-            procs_dir = Some(d);
         }
     }
-    if s.pids.is_none() || s.memory.is_none() {
+    p
+}
+
+/// The byte counters of every interface of the reader's network namespace,
+/// from one read of `/proc/net/dev`: (received, transmitted) by name.
+pub type NetCounters = HashMap<String, (u64, u64)>;
+
+pub fn net_dev(text: &str) -> NetCounters {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // Receive: bytes packets errs drop fifo frame compressed
+            // multicast; then transmit: bytes ...
+            Some((
+                name.trim().to_string(),
+                (number(f.first()?)?, number(f.get(8)?)?),
+            ))
+        })
+        .collect()
+}
+
+pub fn net_counters() -> NetCounters {
+    slurp(Path::new("/proc/net/dev"))
+        .map(|t| net_dev(&t))
+        .unwrap_or_default()
+}
+
+/// Which file gave a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The kernel's accounting of the subhost's cgroup.
+    Cgroup,
+    /// Summed over the subhost's live processes (see README).
+    Processes,
+}
+
+/// Where a subhost's figures are, found by its first sample: later ones
+/// read only these files, with no lookups of files this host lacks.
+#[derive(Debug, Clone, Default)]
+pub struct Files {
+    cpu: Option<(PathBuf, Cpu)>,
+    memory: Option<(PathBuf, Option<PathBuf>)>,
+    pids: Option<PathBuf>,
+    io: Option<(PathBuf, Io)>,
+    procs: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Cpu {
+    V2,
+    V1,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Io {
+    V2,
+    V1,
+}
+
+/// The files a cgroup directory has, looked up once per parent: siblings
+/// have the same (v1: every cgroup of a hierarchy but its root; v2: what
+/// the parent's `cgroup.subtree_control` hands down), so 200 subhosts
+/// under one parent cost one set of lookups, not 200.
+#[derive(Default)]
+pub struct Finder {
+    seen: HashMap<PathBuf, Vec<&'static str>>,
+}
+
+const FIGURE_FILES: [&str; 10] = [
+    "cpu.stat",
+    "cpuacct.usage",
+    "memory.current",
+    "memory.peak",
+    "memory.usage_in_bytes",
+    "memory.max_usage_in_bytes",
+    "pids.current",
+    "io.stat",
+    "blkio.throttle.io_service_bytes",
+    "cgroup.procs",
+];
+
+impl Finder {
+    fn has(&mut self, dir: &Path, file: &str) -> bool {
+        let Some(parent) = dir.parent() else {
+            return dir.join(file).exists();
+        };
+        let present = self.seen.entry(parent.to_path_buf()).or_insert_with(|| {
+            FIGURE_FILES
+                .into_iter()
+                .filter(|f| dir.join(f).exists())
+                .collect()
+        });
+        present.contains(&file)
+    }
+
+    /// The first directory of `dirs` (cgroup v2 files first, then v1)
+    /// that has each figure's file.
+    pub fn find(&mut self, dirs: &[PathBuf]) -> Files {
+        let mut f = Files::default();
+        let mut has = |d: &Path, file: &str| self.has(d, file);
+        for d in dirs {
+            if f.cpu.is_none() {
+                // v1's cpu controller has a cpu.stat too, without usage.
+                if has(d, "cpu.stat")
+                    && read(d, "cpu.stat").is_some_and(|t| cpu_stat_usec(&t).is_some())
+                {
+                    f.cpu = Some((d.join("cpu.stat"), Cpu::V2));
+                } else if has(d, "cpuacct.usage") {
+                    f.cpu = Some((d.join("cpuacct.usage"), Cpu::V1));
+                }
+            }
+            if f.memory.is_none() {
+                for (cur, peak) in [
+                    ("memory.current", "memory.peak"),
+                    ("memory.usage_in_bytes", "memory.max_usage_in_bytes"),
+                ] {
+                    if has(d, cur) {
+                        let peak = has(d, peak).then(|| d.join(peak));
+                        f.memory = Some((d.join(cur), peak));
+                        break;
+                    }
+                }
+            }
+            if f.pids.is_none() && has(d, "pids.current") {
+                f.pids = Some(d.join("pids.current"));
+            }
+            if f.io.is_none() {
+                if has(d, "io.stat") {
+                    f.io = Some((d.join("io.stat"), Io::V2));
+                } else if has(d, "blkio.throttle.io_service_bytes") {
+                    f.io = Some((d.join("blkio.throttle.io_service_bytes"), Io::V1));
+                }
+            }
+            if f.procs.is_none() && has(d, "cgroup.procs") {
+                f.procs = Some(d.clone());
+            }
+        }
+        f
+    }
+}
+
+fn read_path(p: &Path) -> Option<String> {
+    slurp(p)
+}
+
+/// The CPU time alone: all a first sample needs, as only the CPU figure is
+/// a difference of two.
+pub fn sample_cpu(files: &Files) -> Sample {
+    Sample {
+        cpu_usec: files.cpu.as_ref().and_then(|(p, kind)| {
+            let t = read_path(p)?;
+            match kind {
+                Cpu::V2 => cpu_stat_usec(&t),
+                Cpu::V1 => number(&t).map(|ns| ns / 1000),
+            }
+        }),
+        ..Sample::default()
+    }
+}
+
+/// The counters of the subhost whose cgroup files are `files` and whose
+/// cables' host ends are `cables`, with `net` the host's interface
+/// counters of this round.
+pub fn sample(files: &Files, cables: &[String], net: &NetCounters) -> Sample {
+    let mut s = sample_cpu(files);
+    if let Some((cur, peak)) = &files.memory {
+        s.memory = read_path(cur).and_then(|t| number(&t));
+        s.memory_peak = peak.as_deref().and_then(read_path).and_then(|t| number(&t));
+        s.memory_source = s.memory.map(|_| Origin::Cgroup);
+        s.memory_peak_source = s.memory_peak.map(|_| Origin::Cgroup);
+    }
+    s.pids = files
+        .pids
+        .as_deref()
+        .and_then(read_path)
+        .and_then(|t| number(&t));
+    if let Some((p, kind)) = &files.io {
+        if let Some(t) = read_path(p) {
+            let (r, w) = match kind {
+                Io::V2 => io_stat(&t),
+                Io::V1 => blkio_service_bytes(&t),
+            };
+            (s.io_read, s.io_written) = (Some(r), Some(w));
+            s.io_source = Some(Origin::Cgroup);
+        }
+    }
+    if s.pids.is_none() || s.memory.is_none() || s.io_read.is_none() {
         let mut procs = Vec::new();
-        if let Some(d) = procs_dir {
+        if let Some(d) = &files.procs {
             procs_below(d, &mut procs);
         }
-        if s.pids.is_none() && procs_dir.is_some() {
+        if s.pids.is_none() && files.procs.is_some() {
             s.pids = Some(procs.len() as u64);
         }
-        if s.memory.is_none() && !procs.is_empty() {
-            let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-                .ok()
-                .flatten()
-                .map_or(4096, |p| p as u64);
-            s.memory = Some(procs.iter().map(|&p| resident(p, page)).sum());
+        if !procs.is_empty() && (s.memory.is_none() || s.io_read.is_none()) {
+            let p = processes(&procs, s.io_read.is_none());
+            if s.memory.is_none() {
+                s.memory = Some(p.resident);
+                s.memory_peak = Some(p.resident_peak.max(p.resident));
+                s.memory_source = Some(Origin::Processes);
+                s.memory_peak_source = Some(Origin::Processes);
+            }
+            if s.io_read.is_none() {
+                (s.io_read, s.io_written) = (Some(p.io_read), Some(p.io_written));
+                s.io_source = Some(Origin::Processes);
+            }
         }
     }
     for c in cables {
-        let stat = Path::new("/sys/class/net").join(c).join("statistics");
-        let (Some(rx), Some(tx)) = (
-            read(&stat, "rx_bytes").and_then(|t| number(&t)),
-            read(&stat, "tx_bytes").and_then(|t| number(&t)),
-        ) else {
+        let Some(&(rx, tx)) = net.get(c) else {
             continue;
         };
         // The host end receives what the subhost sends.
@@ -193,6 +403,17 @@ pub fn sample(dirs: &[PathBuf], cables: &[String]) -> Sample {
         });
     }
     s
+}
+
+impl Sample {
+    /// Carries the peak the processes' sums reached in `earlier` samples
+    /// of this run into this one: a process that ended took its
+    /// high-water mark with it, but the run saw it.
+    pub fn keep_peak_of(&mut self, earlier: &Sample) {
+        if self.memory_peak_source == Some(Origin::Processes) {
+            self.memory_peak = self.memory_peak.max(earlier.memory_peak);
+        }
+    }
 }
 
 /// One subhost's figures over an interval, as `stats` shows them.
@@ -208,6 +429,11 @@ pub struct Stats {
     pub pids: Option<u64>,
     pub io_read_bytes: Option<u64>,
     pub io_written_bytes: Option<u64>,
+    /// Where `memory_bytes`, `memory_peak_bytes` and the IO bytes come
+    /// from: the cgroup's counters, or sums over its live processes.
+    pub memory_source: Option<Origin>,
+    pub memory_peak_source: Option<Origin>,
+    pub io_source: Option<Origin>,
     pub network: Vec<Net>,
 }
 
@@ -224,6 +450,9 @@ pub fn over(name: &str, a: Option<(&Sample, Instant)>, b: Option<(&Sample, Insta
             pids: None,
             io_read_bytes: None,
             io_written_bytes: None,
+            memory_source: None,
+            memory_peak_source: None,
+            io_source: None,
             network: Vec::new(),
         };
     };
@@ -244,6 +473,9 @@ pub fn over(name: &str, a: Option<(&Sample, Instant)>, b: Option<(&Sample, Insta
         pids: b.pids,
         io_read_bytes: b.io_read,
         io_written_bytes: b.io_written,
+        memory_source: b.memory_source,
+        memory_peak_source: b.memory_peak_source,
+        io_source: b.io_source,
         network: b.net.clone(),
     }
 }
@@ -394,7 +626,9 @@ mod tests {
         fs::write(d.join("io.stat"), "8:0 rbytes=10 wbytes=20 rios=1 wios=1\n").unwrap();
         fs::write(d.join("cgroup.procs"), "1\n2\n").unwrap();
         fs::write(sub.join("cgroup.procs"), "3\n").unwrap();
-        let s = sample(std::slice::from_ref(&d), &["sht-no-such-link0".into()]);
+        let net = net_dev("  web0: 5 1 0 0 0 0 0 0 9 2 0 0 0 0 0 0\n");
+        let files = Finder::default().find(std::slice::from_ref(&d));
+        let s = sample(&files, &["sht-no-such-link0".into(), "web0".into()], &net);
         assert_eq!(
             s,
             Sample {
@@ -404,11 +638,21 @@ mod tests {
                 pids: Some(3),
                 io_read: Some(10),
                 io_written: Some(20),
-                net: Vec::new(),
+                memory_source: Some(Origin::Cgroup),
+                memory_peak_source: Some(Origin::Cgroup),
+                io_source: Some(Origin::Cgroup),
+                net: vec![Net {
+                    cable: "web0".into(),
+                    receive_bytes: 9,
+                    transmit_bytes: 5,
+                }],
             }
         );
+        fs::write(d.join("memory.current"), "1\n").unwrap();
+        assert_eq!(sample(&files, &[], &net).memory, Some(1));
         fs::write(d.join("pids.current"), "7\n").unwrap();
-        assert_eq!(sample(std::slice::from_ref(&d), &[]).pids, Some(7));
+        let files = Finder::default().find(std::slice::from_ref(&d));
+        assert_eq!(sample(&files, &[], &net).pids, Some(7));
         for f in [
             "cpu.stat",
             "memory.current",
@@ -422,6 +666,77 @@ mod tests {
         let _ = fs::remove_file(sub.join("cgroup.procs"));
         let _ = fs::remove_dir(&sub);
         let _ = fs::remove_dir(&d);
+    }
+
+    #[test]
+    fn proc_files_parse() {
+        let status = "Name:\tsh\nVmPeak:\t  9000 kB\nVmHWM:\t  65600 kB\nVmRSS:\t   1024 kB\n";
+        assert_eq!(status_kib(status, "VmHWM"), Some(65600 * 1024));
+        assert_eq!(status_kib(status, "VmRSS"), Some(1024 * 1024));
+        assert_eq!(status_kib(status, "VmSwap"), None);
+        let io = "rchar: 100\nwchar: 200\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\n\
+                  write_bytes: 10485760\ncancelled_write_bytes: 0\n";
+        assert_eq!(proc_io(io), (4096, 10_485_760));
+        let dev = "Inter-|   Receive                            |  Transmit\n \
+                   face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n    \
+                   lo:  100 1 0 0 0 0 0 0  200 2 0 0 0 0 0 0\n\
+                   shtab0: 7 1 0 0 0 0 0 0 8 1 0 0 0 0 0 0\n";
+        let n = net_dev(dev);
+        assert_eq!(n.get("lo"), Some(&(100, 200)));
+        assert_eq!(n.get("shtab0"), Some(&(7, 8)));
+        assert_eq!(n.len(), 2);
+    }
+
+    #[test]
+    fn a_peak_from_processes_is_kept_across_samples() {
+        let earlier = Sample {
+            memory: Some(90),
+            memory_peak: Some(100),
+            memory_source: Some(Origin::Processes),
+            memory_peak_source: Some(Origin::Processes),
+            ..Sample::default()
+        };
+        let mut now = Sample {
+            memory: Some(10),
+            memory_peak: Some(20),
+            ..earlier.clone()
+        };
+        now.keep_peak_of(&earlier);
+        assert_eq!(now.memory_peak, Some(100));
+        // The kernel's own peak is never raised by what stats saw.
+        let mut cg = Sample {
+            memory_peak: Some(20),
+            memory_peak_source: Some(Origin::Cgroup),
+            ..Sample::default()
+        };
+        cg.keep_peak_of(&earlier);
+        assert_eq!(cg.memory_peak, Some(20));
+    }
+
+    /// Without a memory controller, the figures of the live processes
+    /// listed in `cgroup.procs`: this test's own.
+    #[test]
+    fn without_memory_or_io_files_the_processes_count() {
+        let d = std::env::temp_dir().join(format!("subhost-test-statsp-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("cpu.stat"), "usage_usec 1\n").unwrap();
+        fs::write(d.join("cgroup.procs"), format!("{}\n", std::process::id())).unwrap();
+        fs::write(d.join("cgroup.stat"), "nr_descendants 0\n").unwrap();
+        let s = sample(
+            &Finder::default().find(std::slice::from_ref(&d)),
+            &[],
+            &NetCounters::new(),
+        );
+        for f in ["cpu.stat", "cgroup.procs", "cgroup.stat"] {
+            let _ = fs::remove_file(d.join(f));
+        }
+        let _ = fs::remove_dir(&d);
+        assert_eq!(s.pids, Some(1));
+        assert_eq!(s.memory_source, Some(Origin::Processes));
+        assert_eq!(s.io_source, Some(Origin::Processes));
+        assert!(s.memory.unwrap() > 0, "{s:?}");
+        assert!(s.memory_peak >= s.memory, "{s:?}");
+        assert!(s.io_read.is_some() && s.io_written.is_some(), "{s:?}");
     }
 
     #[test]
@@ -455,6 +770,9 @@ mod tests {
             pids: Some(3),
             io_read_bytes: None,
             io_written_bytes: None,
+            memory_source: Some(Origin::Cgroup),
+            memory_peak_source: None,
+            io_source: None,
             network: vec![Net {
                 cable: "web0".into(),
                 receive_bytes: 7,

@@ -484,6 +484,32 @@ fn console_syslog_relays_each_line_and_the_relay_ends_with_the_subhost() {
     assert!(gone, "relay {relay} still {:?}", proc_state(relay));
 }
 
+/// A supervised service's lines reach syslog under the subhost's ident,
+/// with the service's name before each.
+#[test]
+fn console_syslog_names_the_subhost_and_the_service() {
+    let tmp = TempDir::new();
+    let log = Syslog::new(tmp.path());
+    let s = Subhost::new(
+        tmp.path(),
+        "dn",
+        "SERVICE_web=(sh -c 'echo web-says-hello; exec sleep 300')\n",
+    );
+    let mut start = s.launch();
+    start
+        .args(["start", "--detach", "--console", "syslog", &s.name])
+        .env("SUBHOST_SYSLOG_SOCKET", &log.path);
+    assert_ok(&run_timeout(&mut start, LIMIT));
+    let got = log.until("web-says-hello", Duration::from_secs(20));
+    let ident = format!("subhost/{}[", s.name);
+    assert!(
+        got.iter()
+            .any(|m| m.contains(&ident) && m.ends_with("]: web: web-says-hello")),
+        "no `web: web-says-hello` under {ident} in:\n{}",
+        got.join("\n")
+    );
+}
+
 #[test]
 fn dry_run_and_refusals() {
     let tmp = TempDir::new();

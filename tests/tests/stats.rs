@@ -45,31 +45,28 @@ fn processes_like(init: i32) -> usize {
         .count()
 }
 
-/// utime + stime, in clock ticks, of the processes in the pid namespace
-/// of `init`.
-fn cpu_ticks_like(init: i32) -> u64 {
+/// Nanoseconds on a CPU (the first field of `/proc/PID/schedstat`, the
+/// scheduler's own accounting, finer than stat's ticks) of the processes
+/// in the pid namespace of `init`.
+fn cpu_ns_like(init: i32) -> u64 {
     let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         .filter(|e| std::fs::read_link(e.path().join("ns/pid")).ok().as_ref() == Some(&ns))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .map(|stat| {
-            let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<&str> = after.split_whitespace().collect();
-            // Fields 14 and 15 of stat(5), counted after the command.
-            f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
 }
 
-fn ticks_per_second() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map_or(100.0, |t| t as f64)
+/// A hybrid host: cgroup v2 beside v1 controllers, where a subhost without
+/// MEMORY_MAX has no memory cgroup of its own.
+fn hybrid() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup "))
 }
 
 fn init_pid(s: &Subhost) -> i32 {
@@ -100,10 +97,14 @@ fn memory_cpu_and_pids_of_known_loads() {
         install_probe(&s.root());
         start_detached(s);
     }
-    // Each under its own $SUBHOST: one `stats` each.
+    // Each under its own $SUBHOST: one `stats` each. The peak too, with
+    // or without a memory cgroup.
     let held = |s: &Subhost| {
-        matches!(of(&stats_json(s, &[&s.name]), &s.name).get("memory_bytes"),
-            J::Num(m) if *m >= 64.0 * MIB)
+        let j = stats_json(s, &[&s.name]);
+        let e = of(&j, &s.name);
+        ["memory_bytes", "memory_peak_bytes"]
+            .iter()
+            .all(|k| matches!(e.get(k), J::Num(m) if *m >= 64.0 * MIB))
     };
     assert!(
         wait_until(LIMIT, || held(&a) && held(&b)),
@@ -112,27 +113,47 @@ fn memory_cpu_and_pids_of_known_loads() {
         stats_json(&b, &[&b.name])
     );
 
-    // The busy loop's own share, measured around the same second from its
-    // processes' CPU ticks: on a loaded machine it gets less than a CPU.
+    // The busy loop against its own accounting over the same interval,
+    // not against 100 %: on a loaded machine it gets less than a CPU. Once
+    // its processes have run for at least a tenth of the interval, a
+    // figure of 0 or of double theirs is outside the tolerance.
     let init = init_pid(&a);
-    let (t0, c0) = (std::time::Instant::now(), cpu_ticks_like(init));
-    let ja = stats_json(&a, &[&a.name]);
-    let (t1, c1) = (std::time::Instant::now(), cpu_ticks_like(init));
-    let own = (c1 - c0) as f64 / ticks_per_second() * 100.0 / (t1 - t0).as_secs_f64();
-    let sa = of(&ja, &a.name);
-    let cpu = sa.get("cpu_percent").num();
+    let mut tries = 0;
+    let (cpu, own, sa) = loop {
+        let (t0, c0) = (std::time::Instant::now(), cpu_ns_like(init));
+        let ja = stats_json(&a, &[&a.name]);
+        let (t1, c1) = (std::time::Instant::now(), cpu_ns_like(init));
+        let own = (c1 - c0) as f64 / 1e9 * 100.0 / (t1 - t0).as_secs_f64();
+        let sa = of(&ja, &a.name).clone();
+        tries += 1;
+        if own >= 10.0 || tries == 10 {
+            break (sa.get("cpu_percent").num(), own, sa);
+        }
+    };
     assert!(
-        (cpu - own).abs() <= 15.0 + own * 0.15,
-        "stats says {cpu}%, its processes' ticks {own:.1}%: {sa:?}"
+        own >= 10.0,
+        "the busy loop never got 10 % of a CPU: {own:.1}%"
     );
-    if own >= 80.0 {
-        assert!(
-            (70.0..=130.0).contains(&cpu),
-            "a busy loop at {cpu}%: {sa:?}"
-        );
-    } else {
-        eprintln!("the machine is loaded: the busy loop got {own:.1}% of a CPU, stats {cpu}%");
-    }
+    // The stats interval is a second inside the measured one, which adds
+    // the stats process's own start and exit.
+    assert!(
+        (cpu - own).abs() <= 3.0 + own * 0.2,
+        "stats says {cpu}%, the busy loop's own accounting {own:.1}%: {sa:?}"
+    );
+    // The counter too: its growth over a longer stretch is the processes'
+    // CPU time. stats reads it at the end of its interval: the processes'
+    // own time is taken just after each call returns.
+    let total = |j: &J| of(j, &a.name).get("cpu_seconds_total").num();
+    let s0 = total(&stats_json(&a, &[&a.name]));
+    let c0 = cpu_ns_like(init);
+    assert!(wait_until(LIMIT, || cpu_ns_like(init) - c0 >= 1_000_000_000));
+    let s1 = total(&stats_json(&a, &[&a.name]));
+    let c1 = cpu_ns_like(init);
+    let (counted, own_s) = (s1 - s0, (c1 - c0) as f64 / 1e9);
+    assert!(
+        (counted - own_s).abs() <= 0.1 + own_s * 0.15,
+        "cpu_seconds_total grew by {counted:.3}s, the processes ran {own_s:.3}s"
+    );
     assert!(sa.get("cpu_seconds_total").num() > 0.5, "{sa:?}");
     let jb = stats_json(&b, &[&b.name]);
     let sb = of(&jb, &b.name);
@@ -141,6 +162,17 @@ fn memory_cpu_and_pids_of_known_loads() {
         "an idle subhost at {sb:?}"
     );
     assert!(sb.get("memory_peak_bytes").num() >= 64.0 * MIB, "{sb:?}");
+    // Where the figures come from, said: on a hybrid host the memory of a
+    // subhost without MEMORY_MAX, and the IO of both, are its processes'.
+    assert_eq!(sb.get("memory_source").str(), "cgroup", "{sb:?}");
+    if hybrid() {
+        let sa = of(&stats_json(&a, &[&a.name]), &a.name).clone();
+        assert_eq!(sa.get("memory_source").str(), "processes", "{sa:?}");
+        assert_eq!(sa.get("memory_peak_source").str(), "processes", "{sa:?}");
+        for e in [&sa, sb] {
+            assert_eq!(e.get("io_source").str(), "processes", "{e:?}");
+        }
+    }
 
     for s in [&a, &b] {
         let want = processes_like(init_pid(s));
@@ -156,6 +188,39 @@ fn memory_cpu_and_pids_of_known_loads() {
     assert!(text.starts_with("NAME"), "{text}");
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.lines().nth(1).unwrap().starts_with(&a.name), "{text}");
+}
+
+/// 10 MiB written and flushed by a process of the subhost (whose root is a
+/// plain tree on the test's temp dir, a block device's file system): its
+/// written bytes, from the cgroup or its processes, are at least that; an
+/// idle one's are not.
+#[test]
+fn io_bytes_of_a_known_write() {
+    let boot = "BOOT=(sh -c 'while [ ! -e /go ]; do sleep 0.1; done; \
+                dd if=/dev/zero of=/written bs=1M count=10 conv=fsync; sleep 300')\n";
+    let plain = Subhost::busybox("io", boot);
+    let limited = Subhost::busybox("il", &format!("{boot}MEMORY_MAX=256M\n"));
+    let written = |s: &Subhost| {
+        of(&stats_json(s, &[&s.name]), &s.name)
+            .get("io_written_bytes")
+            .num()
+    };
+    for s in [&plain, &limited] {
+        start_detached(s);
+        let before = written(s);
+        std::fs::write(s.root().join("go"), "").unwrap();
+        let mut last = 0.0;
+        let grew = wait_until(LIMIT, || {
+            last = written(s);
+            last - before >= 10.0 * MIB
+        });
+        assert!(
+            grew,
+            "{}: {} bytes written, before {before}",
+            s.name,
+            last - before
+        );
+    }
 }
 
 #[test]

@@ -23,7 +23,8 @@ pub struct Request {
 /// Where one subhost's counters are.
 struct Source {
     name: String,
-    cgroup: Option<Vec<PathBuf>>,
+    /// Its cgroup's files, found once; `None` when it is not running.
+    files: Option<stats::Files>,
     cables: Vec<String>,
 }
 
@@ -43,28 +44,49 @@ fn sources(base: &Path, names: &[String]) -> Result<Vec<Source>> {
         }
         names.to_vec()
     };
+    let mut finder = stats::Finder::default();
     names
         .into_iter()
         .map(|name| {
             let layout = Layout::new(base, &name)?;
             let cfg = config::load(&layout.config(), &name, base)?;
             let cables = cfg.links(&name).into_iter().map(|l| l.host_if).collect();
-            let cgroup = state::running_init(&name).and_then(|_| state::recorded_cgroup(&name));
+            let files = state::running_init(&name)
+                .and_then(|_| state::recorded_cgroup(&name))
+                .map(|dirs| finder.find(&dirs));
             Ok(Source {
                 name,
-                cgroup,
+                files,
                 cables,
             })
         })
         .collect()
 }
 
-fn sample_all(srcs: &[Source]) -> Vec<Option<(Sample, Instant)>> {
+/// The first round: CPU times alone, the one figure shown as a difference.
+fn sample_cpu(srcs: &[Source]) -> Vec<Option<(Sample, Instant)>> {
     srcs.iter()
-        .map(|s| {
-            s.cgroup
-                .as_ref()
-                .map(|dirs| (stats::sample(dirs, &s.cables), Instant::now()))
+        .map(|s| Some((stats::sample_cpu(s.files.as_ref()?), Instant::now())))
+        .collect()
+}
+
+/// One round: every running subhost sampled, with the host's interface
+/// counters read once for all their cables; a peak of processes carried
+/// over from the round before.
+fn sample_all(
+    srcs: &[Source],
+    before: Option<&[Option<(Sample, Instant)>]>,
+) -> Vec<Option<(Sample, Instant)>> {
+    let net = stats::net_counters();
+    srcs.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let files = s.files.as_ref()?;
+            let mut sample = stats::sample(files, &s.cables, &net);
+            if let Some(Some((earlier, _))) = before.and_then(|b| b.get(i)) {
+                sample.keep_peak_of(earlier);
+            }
+            Some((sample, Instant::now()))
         })
         .collect()
 }
@@ -92,10 +114,10 @@ pub fn stats(base: &Path, req: &Request) -> Result<()> {
     if req.watch.is_some_and(|w| !(0.1..=86_400.0).contains(&w)) {
         bail!("--watch: give an interval from 0.1 to 86400 seconds");
     }
-    let mut a = sample_all(&srcs);
+    let mut a = sample_cpu(&srcs);
     loop {
         std::thread::sleep(interval);
-        let b = sample_all(&srcs);
+        let b = sample_all(&srcs, Some(&a));
         let all = figures(&srcs, &a, &b);
         if let Some(file) = &req.prometheus {
             write_atomically(file, &stats::prometheus(&all))?;

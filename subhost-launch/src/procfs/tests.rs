@@ -43,3 +43,19 @@ fn stat_fields_are_counted_after_the_last_paren() {
     assert_eq!(parse_stat("42 (x) S 1"), None);
     assert!(parse_stat_io("42 (x) S 1").is_err());
 }
+
+#[test]
+fn a_file_is_read_whole_shorter_or_longer_than_a_page() {
+    let d = std::env::temp_dir().join(format!("subhost-test-procread-{}", std::process::id()));
+    for len in [0, 10, 4095, 4096, 4097, 10_000] {
+        let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        std::fs::write(&d, &text).unwrap();
+        assert_eq!(read(&d).unwrap(), text, "{len} bytes");
+    }
+    let _ = std::fs::remove_file(&d);
+    let me = std::process::id();
+    assert!(read(std::path::Path::new(&format!("/proc/{me}/status")))
+        .unwrap()
+        .contains(&format!("\nPid:\t{me}\n")));
+    assert!(read(std::path::Path::new("/proc/no-such-process/status")).is_err());
+}
