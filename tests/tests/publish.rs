@@ -675,10 +675,7 @@ fn the_record_of_published_ports_decides_what_stop_and_status_read() {
     let _stop = StopIn(&w, &s);
     assert_ok(&w.launch(&s, &["start", "--detach", &s.name]));
     let record = std::path::PathBuf::from(format!("/run/subhost/{}.published", s.name));
-    assert_eq!(
-        std::fs::read_to_string(&record).unwrap(),
-        "tcp:8080:80\n"
-    );
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "tcp:8080:80\n");
     assert!(w.host.table().contains(&format!("sh_{}", s.name)));
     // Its config loses PUBLISH while it runs: stop still removes the rules.
     let config = s.dir().join("config");

@@ -250,8 +250,7 @@ fn a_bound_host_port_is_refused_naming_its_process() {
         // A process another test forks meanwhile has a copy of the
         // listener until it exits: the port frees within moments.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        while check_free("web", &published, &plan).is_err()
-            && std::time::Instant::now() < deadline
+        while check_free("web", &published, &plan).is_err() && std::time::Instant::now() < deadline
         {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
