@@ -172,6 +172,9 @@ pub struct Launching {
     pending: sandbox::Pending,
     /// The port forwarder, setting itself up.
     forwarder: Option<forward::Starting>,
+    /// The netfilter socket of the published ports' batch, closed once
+    /// the init runs.
+    committed: Option<publish::Committed>,
     console: Option<detached::Console>,
     /// The console, still open for a line saying the start failed.
     console_note: Option<std::os::fd::OwnedFd>,
@@ -253,6 +256,7 @@ impl Prepared {
         // Its ports listen once it is forked; it sets itself up while the
         // sandbox does, and `finish` waits for both.
         let mut forwarder = None;
+        let mut committed = None;
         let mut undo = Undo {
             layout: layout.clone(),
             mounts: false,
@@ -288,7 +292,7 @@ impl Prepared {
             undo.netns = true;
             if !publish.is_empty() {
                 undo.publish = true;
-                publish::apply(Path::new(run::RUN_DIR), &publish)?;
+                committed = Some(publish::apply(Path::new(run::RUN_DIR), &publish)?);
                 for off in publish::forwarding_off(&publish.dnat) {
                     warn!("subhost {name}: {off}");
                 }
@@ -384,6 +388,7 @@ impl Prepared {
             lock,
             pending,
             forwarder,
+            committed,
             console,
             console_note,
             range: userns_range,
@@ -405,6 +410,7 @@ impl Launching {
             mut undo,
             pending,
             forwarder,
+            committed,
             console,
             console_note,
             range,
@@ -422,6 +428,7 @@ impl Launching {
                 .map(|()| child),
                 None => Ok(child),
             });
+        drop(committed);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {

@@ -514,9 +514,15 @@ pub fn recorded(records: &Path, name: &str) -> bool {
     record_path(records, name).symlink_metadata().is_ok()
 }
 
+/// The socket a batch was committed on, to be dropped once the start has
+/// done its other work: closing it waits until the kernel has freed the
+/// batch's old state (nf_tables flushes its destroy work, an RCU grace
+/// period: 3 to 10 ms traced here), which by then has passed meanwhile.
+pub struct Committed(#[allow(dead_code)] Nft);
+
 /// Makes the rules of `plan` in one batch, replacing any a start of the
 /// subhost that did not clean up left (only such a start leaves a record).
-pub fn apply(records: &Path, plan: &Plan) -> anyhow::Result<()> {
+pub fn apply(records: &Path, plan: &Plan) -> anyhow::Result<Committed> {
     let stale = recorded(records, &plan.name);
     let mut specs: Vec<String> = Vec::new();
     for d in &plan.dnat {
@@ -536,7 +542,8 @@ pub fn apply(records: &Path, plan: &Plan) -> anyhow::Result<()> {
     stale.retain(|c| !matches!(c, Change::DelChain(_) | Change::FlushChain(_)));
     let changes = plan.changes(stale);
     let what = format!("publishing the ports of {}", plan.name);
-    crate::logging::step(&what, || commit(&mut nft, &changes, &what))
+    crate::logging::step(&what, || commit(&mut nft, &changes, &what))?;
+    Ok(Committed(nft))
 }
 
 /// Removes the rules of subhost `name`, in one batch, and then their
