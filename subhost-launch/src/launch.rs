@@ -57,7 +57,7 @@ impl Drop for Undo {
         }
         if self.publish {
             info!("undo: removing the published ports of {}", self.layout.name);
-            if let Err(e) = publish::remove(&self.layout.name) {
+            if let Err(e) = publish::remove(Path::new(run::RUN_DIR), &self.layout.name) {
                 warn!("undo: {e:#}");
             }
         }
@@ -170,6 +170,11 @@ pub struct Launching {
     undo: Undo,
     lock: state::Lock,
     pending: sandbox::Pending,
+    /// The port forwarder, setting itself up.
+    forwarder: Option<forward::Starting>,
+    /// The netfilter socket of the published ports' batch, closed once
+    /// the init runs.
+    committed: Option<publish::Committed>,
     console: Option<detached::Console>,
     /// The console, still open for a line saying the start failed.
     console_note: Option<std::os::fd::OwnedFd>,
@@ -248,6 +253,10 @@ impl Prepared {
         // Left by a detached init that died without `stop`.
         detached::clear_console(name);
         let (_, init_fd) = sandbox::open_init()?;
+        // Its ports listen once it is forked; it sets itself up while the
+        // sandbox does, and `finish` waits for both.
+        let mut forwarder = None;
+        let mut committed = None;
         let mut undo = Undo {
             layout: layout.clone(),
             mounts: false,
@@ -283,7 +292,7 @@ impl Prepared {
             undo.netns = true;
             if !publish.is_empty() {
                 undo.publish = true;
-                publish::apply(&publish)?;
+                committed = Some(publish::apply(Path::new(run::RUN_DIR), &publish)?);
                 for off in publish::forwarding_off(&publish.dnat) {
                     warn!("subhost {name}: {off}");
                 }
@@ -292,15 +301,15 @@ impl Prepared {
                 undo.forward = true;
                 // A forwarder a crashed start left would hold the ports.
                 forward::stop(Path::new(run::RUN_DIR), name)?;
-                let what = format!("starting the port forwarder of {name}");
-                crate::logging::step(&what, || {
-                    forward::start(
+                let what = format!("forking the port forwarder of {name}");
+                forwarder = Some(crate::logging::step(&what, || {
+                    forward::begin(
                         Path::new(run::RUN_DIR),
                         name,
                         &netns::path(name),
                         &publish.loopback,
                     )
-                })?;
+                })?);
             }
         }
         let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
@@ -384,6 +393,8 @@ impl Prepared {
             undo,
             lock,
             pending,
+            forwarder,
+            committed,
             console,
             console_note,
             range: userns_range,
@@ -404,6 +415,8 @@ impl Launching {
             lock,
             mut undo,
             pending,
+            forwarder,
+            committed,
             console,
             console_note,
             range,
@@ -412,7 +425,16 @@ impl Launching {
         let name = name.as_str();
         let spawned = pending
             .finish()
-            .with_context(|| format!("cannot start subhost {name}"));
+            .with_context(|| format!("cannot start subhost {name}"))
+            .and_then(|child| match forwarder {
+                Some(f) => crate::logging::step(
+                    format_args!("waiting for the port forwarder of {name}"),
+                    || f.wait(),
+                )
+                .map(|()| child),
+                None => Ok(child),
+            });
+        drop(committed);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {

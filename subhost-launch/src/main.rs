@@ -13,6 +13,7 @@ mod diff;
 mod docs;
 mod files;
 mod forward;
+mod holder;
 mod join;
 mod launch;
 mod layout;

@@ -363,14 +363,39 @@ pub unsafe fn worker(f: impl FnOnce() -> i32) -> io::Result<Pid> {
 /// # Safety
 /// As for [`fork`]: `f` runs in the grandchild.
 pub unsafe fn daemon(f: impl FnOnce() -> i32) -> io::Result<()> {
+    // SAFETY: the caller's contract.
+    unsafe { daemon_begin(f) }?.reap();
+    Ok(())
+}
+
+/// The middle process of a daemon, which exits as soon as it has forked
+/// the daemon: reaped when the caller has time for it (or when dropped).
+pub struct Middle(Option<Pid>);
+
+impl Middle {
+    pub fn reap(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Middle {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+}
+
+/// [`daemon`], without waiting for the middle process: the caller goes on
+/// while it runs.
+///
+/// # Safety
+/// As for [`fork`]: `f` runs in the grandchild.
+pub unsafe fn daemon_begin(f: impl FnOnce() -> i32) -> io::Result<Middle> {
     // SAFETY: the caller's contract; the middle process only makes a
     // session and forks again.
     match unsafe { fork() }? {
-        ForkResult::Parent { child } => {
-            // The middle process exits at once; reap it so it is no zombie.
-            let _ = nix::sys::wait::waitpid(child, None);
-            Ok(())
-        }
+        ForkResult::Parent { child } => Ok(Middle(Some(child))),
         ForkResult::Child => {
             let _ = nix::unistd::setsid();
             // SAFETY: as above; the grandchild never returns.

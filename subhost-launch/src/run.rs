@@ -58,13 +58,19 @@ impl Records<'_> {
     pub fn forward(&self) -> PathBuf {
         self.path("forward")
     }
+    /// The published ports whose rules a start made, or began to make, in
+    /// the host's nftables table, one `PUBLISH` element a line (see
+    /// `publish`): without it the subhost has no rules there.
+    pub fn published(&self) -> PathBuf {
+        self.path("published")
+    }
     /// Where idmapped lower layers are attached on kernels that take no
     /// unattached ones: a directory, not a record.
     pub fn staging(&self) -> PathBuf {
         self.path("lower")
     }
     /// Every record file NAME may have, for checks of their kind.
-    pub fn files(&self) -> [PathBuf; 7] {
+    pub fn files(&self) -> [PathBuf; 8] {
         [
             self.lock(),
             self.dir(),
@@ -73,6 +79,7 @@ impl Records<'_> {
             self.console(),
             self.applied(),
             self.forward(),
+            self.published(),
         ]
     }
 }

@@ -149,7 +149,7 @@ impl Plan {
             init,
             cgroup: cgroup::recorded(name, t.cgroup_parent.as_deref()),
             netns,
-            published: publish::read(name).unwrap_or_default(),
+            published: publish::read(Path::new(run::RUN_DIR), name).unwrap_or_default(),
             forwarder: forward::status(Path::new(run::RUN_DIR), name),
             live_mounted: mounts::is_active(layout),
             image: layout
@@ -735,7 +735,7 @@ fn remove_published(targets: &mut [Stopping]) {
             Ok(()) => t.did |= t.plan.forwarder.is_some(),
             Err(e) => t.failed.push(e),
         }
-        match publish::remove(t.name()) {
+        match publish::remove(Path::new(run::RUN_DIR), t.name()) {
             Ok(d) => t.did |= d,
             Err(e) => t.failed.push(e),
         }

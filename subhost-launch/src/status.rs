@@ -368,14 +368,14 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));
     }
+    let records = std::path::Path::new(crate::run::RUN_DIR);
     let mut published = match other {
-        None => crate::publish::read(name).unwrap_or_default(),
+        None => crate::publish::read(records, name).unwrap_or_default(),
         Some(_) => Vec::new(),
     };
     problems.extend(crate::publish::forwarding_off_for(&published));
     // The host's loopback is served by the forwarder: what its record
     // holds is published too, while it runs.
-    let records = std::path::Path::new(crate::run::RUN_DIR);
     if let Some(f) = other
         .is_none()
         .then(|| crate::forward::status(records, name))

@@ -619,3 +619,82 @@ fn the_readme_tutorial_serves_the_lan_and_the_host() {
     }
     assert_eq!(answers, 2, "the LAN and the host were both asked");
 }
+
+/// Stops `s` in the netns playing the host, where its rules are.
+struct StopIn<'a>(&'a World, &'a Subhost);
+
+impl Drop for StopIn<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.launch(self.1, &["stop", &self.1.name]);
+    }
+}
+
+/// Which `socket(2)` calls `subhost-launch ARGS` makes for `s`, as strace
+/// sees them in the netns playing the host.
+fn sockets_opened(w: &World, s: &Subhost, args: &[&str]) -> String {
+    let log = s.dir().join("strace.log");
+    let out = run_timeout(
+        w.host
+            .cmd("strace")
+            .args(["-f", "-e", "trace=socket", "-o"])
+            .arg(&log)
+            .arg(launch_bin())
+            .args(args)
+            .env("SUBHOST", s.base())
+            .stdin(Stdio::null()),
+        LAUNCH_LIMIT,
+    );
+    assert_ok(&out);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    text
+}
+
+/// The record of what a start published decides what `stop` and `status`
+/// do with the table: nothing for a subhost without it (no netfilter
+/// socket at all), and the rules' removal for one whose config has lost
+/// `PUBLISH` since it started.
+#[test]
+fn the_record_of_published_ports_decides_what_stop_and_status_read() {
+    let w = World::new(3);
+    if run_timeout(Command::new("strace").arg("-V"), LIMIT).code() != 0 {
+        panic!("strace is not installed: tests/setup installs it");
+    }
+    let plain = Subhost::busybox("pn", &format!("BRIDGES=({})\n", w.br));
+    let _stop_plain = StopIn(&w, &plain);
+    assert_ok(&w.launch(&plain, &["start", "--detach", &plain.name]));
+    for args in [&["status", &plain.name][..], &["stop", &plain.name][..]] {
+        let seen = sockets_opened(&w, &plain, args);
+        assert!(
+            !seen.contains("NETLINK_NETFILTER"),
+            "{args:?} opened a netfilter socket:\n{seen}"
+        );
+    }
+
+    let s = Subhost::busybox("pr", &w.config(6, "tcp:8080:80", ""));
+    let _stop = StopIn(&w, &s);
+    assert_ok(&w.launch(&s, &["start", "--detach", &s.name]));
+    let record = std::path::PathBuf::from(format!("/run/subhost/{}.published", s.name));
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "tcp:8080:80\n");
+    assert!(w.host.table().contains(&format!("sh_{}", s.name)));
+    // Its config loses PUBLISH while it runs: stop still removes the rules.
+    let config = s.dir().join("config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("PUBLISH="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, kept).unwrap();
+    let status = w.launch(&s, &["status", &s.name]);
+    assert!(
+        status.stdout_str().contains("tcp *:8080 ->"),
+        "{}",
+        status.describe()
+    );
+    assert_ok(&w.launch(&s, &["stop", &s.name]));
+    let table = w.host.table();
+    assert!(!table.contains(&s.name), "{table}");
+    assert!(!record.exists());
+    assert_real_host_has_no_table();
+}

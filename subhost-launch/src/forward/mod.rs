@@ -14,7 +14,6 @@
 //! (`PID START_TIME`, so that a recycled PID is never signalled) and one
 //! line per forward (`tcp 127.0.0.1:8080 10.0.0.5:80`).
 
-mod holder;
 mod relay;
 
 use std::fmt;
@@ -166,6 +165,22 @@ fn live(id: ProcId) -> bool {
 /// `netns`, and records it in `records`. Nothing listens when it fails:
 /// a port taken is refused with who holds it.
 pub fn start(records: &Path, name: &str, netns: &Path, forwards: &[Forward]) -> Result<()> {
+    begin(records, name, netns, forwards)?.wait()
+}
+
+/// A forwarder forked and setting itself up: its ports listen already
+/// (connections wait in their backlog), and `wait` says whether it runs.
+/// Dropped without `wait`, it ends the forwarder.
+pub struct Starting {
+    name: String,
+    path: PathBuf,
+    chan: Option<process::Channel>,
+    middle: Option<process::Middle>,
+}
+
+/// [`start`], without waiting for the forwarder: the caller goes on with
+/// its own work while the forwarder sets itself up.
+pub fn begin(records: &Path, name: &str, netns: &Path, forwards: &[Forward]) -> Result<Starting> {
     let path = record_path(records, name);
     if let Some((id, _)) = read_record(&path)? {
         if live(id) {
@@ -218,20 +233,57 @@ pub fn start(records: &Path, name: &str, netns: &Path, forwards: &[Forward]) -> 
     let daemon_main = move || relay::daemon(plan, theirs);
     // SAFETY: the launcher is single-threaded; the daemon leaves through
     // exit_now.
-    unsafe { process::daemon(daemon_main) }.context("cannot fork the port forwarder")?;
-    // The daemon's copies are its own now; ours close with `ours`' scope.
-    let pid = match ours.recv() {
-        Ok(Some(Message::Pid(pid))) => pid,
-        other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
-    };
-    match ours.recv() {
-        Ok(Some(Message::Go)) => Ok(()),
-        failed => {
-            forget(&path, pid);
-            match failed {
-                Ok(Some(Message::Failed(why))) => bail!("subhost {name}: port forwarder: {why}"),
-                other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
+    let middle =
+        unsafe { process::daemon_begin(daemon_main) }.context("cannot fork the port forwarder")?;
+    // The daemon's copies are its own now; ours closed with the closure.
+    Ok(Starting {
+        name: name.to_string(),
+        path,
+        chan: Some(ours),
+        middle: Some(middle),
+    })
+}
+
+impl Starting {
+    /// Waits until the forwarder runs and has recorded itself; on a
+    /// failure it is gone, and says why.
+    pub fn wait(mut self) -> Result<()> {
+        if let Some(m) = self.middle.take() {
+            m.reap();
+        }
+        let Some(chan) = self.chan.take() else {
+            return Ok(());
+        };
+        let name = &self.name;
+        let pid = match chan.recv() {
+            Ok(Some(Message::Pid(pid))) => pid,
+            other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
+        };
+        match chan.recv() {
+            Ok(Some(Message::Go)) => Ok(()),
+            failed => {
+                forget(&self.path, pid);
+                match failed {
+                    Ok(Some(Message::Failed(why))) => {
+                        bail!("subhost {name}: port forwarder: {why}")
+                    }
+                    other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
+                }
             }
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let Some(chan) = self.chan.take() else {
+            return;
+        };
+        // Its record is written before it says Go: once it has answered,
+        // `forget` finds it there, or it exits on its own.
+        if let Ok(Some(Message::Pid(pid))) = chan.recv() {
+            let _ = chan.recv();
+            forget(&self.path, pid);
         }
     }
 }
@@ -268,7 +320,7 @@ fn bind_error(records: &Path, name: &str, f: &Forward, e: io::Error) -> anyhow::
             f.listen
         );
     }
-    let holders = holder::holders(f.proto, f.listen);
+    let holders = crate::holder::holders(f.proto, f.listen);
     let who = if holders.is_empty() {
         "by a socket no process of this host's PID namespace holds".to_string()
     } else {
@@ -276,7 +328,7 @@ fn bind_error(records: &Path, name: &str, f: &Forward, e: io::Error) -> anyhow::
             .iter()
             .map(|&pid| match forwarder_of(records, pid) {
                 Some(other) => format!("pid {pid} (the port forwarder of subhost {other})"),
-                None => format!("pid {pid} ({})", holder::comm(pid)),
+                None => format!("pid {pid} ({})", crate::holder::comm(pid)),
             })
             .collect();
         format!("by {}", named.join(", "))

@@ -10,13 +10,13 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 
 use crate::forward::Forward;
 use crate::netns::{Addressing, Link};
 
-mod holder;
 pub mod nft;
 
 #[cfg(test)]
@@ -499,36 +499,95 @@ fn commit(nft: &mut Nft, changes: &[Change], what: &str) -> anyhow::Result<()> {
     })
 }
 
-/// Makes the rules of `plan` in one batch, replacing any the subhost had.
-pub fn apply(plan: &Plan) -> anyhow::Result<()> {
+/// The record of subhost `name`'s rules under the run directory
+/// `records`: written before they are made, removed after they are gone,
+/// so that a subhost without it has none and its `stop` and `status`
+/// leave the table alone.
+fn record_path(records: &Path, name: &str) -> PathBuf {
+    let own = crate::run::of(name).published();
+    records.join(own.file_name().expect("a record has a file name"))
+}
+
+/// Whether subhost `name` may have rules in the table (its start
+/// recorded them), whatever its config says now.
+pub fn recorded(records: &Path, name: &str) -> bool {
+    record_path(records, name).symlink_metadata().is_ok()
+}
+
+/// The socket a batch was committed on, to be dropped once the start has
+/// done its other work: closing it waits until the kernel has freed the
+/// batch's old state (nf_tables flushes its destroy work, an RCU grace
+/// period: 3 to 10 ms traced here), which by then has passed meanwhile.
+pub struct Committed(#[allow(dead_code)] Nft);
+
+/// Makes the rules of `plan` in one batch, replacing any a start of the
+/// subhost that did not clean up left (only such a start leaves a record).
+pub fn apply(records: &Path, plan: &Plan) -> anyhow::Result<Committed> {
+    let stale = recorded(records, &plan.name);
+    let mut specs: Vec<String> = Vec::new();
+    for d in &plan.dnat {
+        let spec = d.publish.to_string();
+        if !specs.contains(&spec) {
+            specs.push(spec);
+        }
+    }
+    let text: String = specs.iter().map(|s| format!("{s}\n")).collect();
+    crate::state::write_record(&record_path(records, &plan.name), &text)?;
     let mut nft = open()?;
-    let mut stale = removal(&plan.name, &mut nft)?;
+    let mut stale = match stale {
+        true => removal(&plan.name, &mut nft)?,
+        false => Vec::new(),
+    };
     // Its own chain is flushed and kept, not deleted and made again.
     stale.retain(|c| !matches!(c, Change::DelChain(_) | Change::FlushChain(_)));
     let changes = plan.changes(stale);
     let what = format!("publishing the ports of {}", plan.name);
-    crate::logging::step(&what, || commit(&mut nft, &changes, &what))
+    crate::logging::step(&what, || commit(&mut nft, &changes, &what))?;
+    Ok(Committed(nft))
 }
 
-/// Removes the rules of subhost `name`, in one batch; true if there were
-/// any. The table and its base chains stay: another subhost's start may
-/// be adding to them under its own lock.
-pub fn remove(name: &str) -> anyhow::Result<bool> {
+/// Removes the rules of subhost `name`, in one batch, and then their
+/// record; true if there were any. Without a record there are none and
+/// the table is not read. The table and its base chains stay: another
+/// subhost's start may be adding to them under its own lock.
+pub fn remove(records: &Path, name: &str) -> anyhow::Result<bool> {
+    if !recorded(records, name) {
+        return Ok(false);
+    }
+    let record = record_path(records, name);
     let mut nft = match Nft::open(TABLE) {
-        Ok(n) => n,
+        Ok(n) => Some(n),
         // No nftables in this kernel: nothing was published.
-        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => None,
         Err(e) => return Err(e).context("opening a netfilter netlink socket"),
     };
-    let changes = removal(name, &mut nft)?;
-    let what = format!("removing the published ports of {name}");
-    commit(&mut nft, &changes, &what)?;
-    Ok(!changes.is_empty())
+    let mut removed = false;
+    if let Some(nft) = &mut nft {
+        let changes = removal(name, nft)?;
+        let what = format!("removing the published ports of {name}");
+        commit(nft, &changes, &what)?;
+        removed = !changes.is_empty();
+    }
+    match std::fs::remove_file(&record) {
+        Ok(()) => Ok(removed),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(removed),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot remove the record {} ({})",
+                record.display(),
+                crate::files::removal(&record)
+            )
+        }),
+    }
 }
 
-/// What subhost `name` publishes now, read from its chain; `None` when the
-/// table cannot be read.
-pub fn read(name: &str) -> Option<Vec<Published>> {
+/// What subhost `name` publishes now, read from its chain (nothing, and
+/// the table unread, without its record); `None` when the table cannot be
+/// read.
+pub fn read(records: &Path, name: &str) -> Option<Vec<Published>> {
+    if !recorded(records, name) {
+        return Some(Vec::new());
+    }
     let mut nft = Nft::open(TABLE).ok()?;
     let sh = chain(name);
     let rules = nft.rules().ok()?;
@@ -581,7 +640,17 @@ pub fn check_free(name: &str, published: &[Publish], plan: &Plan) -> anyhow::Res
         }
     }
     for p in published {
-        if let Some(holder) = holder::bound(p) {
+        let wildcards = match p.host {
+            Some(ip) => vec![ip],
+            None => vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ],
+        };
+        let holder = wildcards
+            .into_iter()
+            .find_map(|ip| crate::holder::of_taken(p.proto, SocketAddr::new(ip, p.host_port)));
+        if let Some(holder) = holder {
             bail!(
                 "cannot publish {p} of subhost {name}: {} port {} is bound on the host by {holder}; \
                  stop it, or publish another host port",

@@ -131,14 +131,20 @@ fn rules_are_made_read_back_and_removed_in_the_kernel() {
         eprintln!("skipped: needs root");
         return;
     }
-    in_new_netns(|| {
+    let recs = records_dir("made");
+    let dir = recs.clone();
+    in_new_netns(move || {
         let links = vec![Link::cable("web", 0, Some("sub0".into()), None)];
         let published = [p("tcp:8080:80"), p("udp:192.0.2.1:53:5353")];
         let web = plan("web", &published, &addressing(), &links);
-        apply(&web).expect("apply");
+        apply(&recs, &web).expect("apply");
+        assert_eq!(
+            std::fs::read_to_string(recs.join("web.published")).unwrap(),
+            "tcp:8080:80\nudp:192.0.2.1:53:5353\n"
+        );
         // Again, as a start after a crash finds them: replaced, not doubled.
-        apply(&web).expect("apply again");
-        let shown = read("web").expect("read");
+        apply(&recs, &web).expect("apply again");
+        let shown = read(&recs, "web").expect("read");
         assert_eq!(shown.len(), 3, "{shown:?}");
         assert_eq!(shown[0].to_string(), "tcp *:8080 -> 10.0.0.5:80");
         let mut nft = Nft::open(TABLE).unwrap();
@@ -161,11 +167,11 @@ fn rules_are_made_read_back_and_removed_in_the_kernel() {
         // Another family, or port, is free.
         let other = [p("tcp:[::]:9090:80")];
         check_free("db", &other, &plan("db", &other, &addressing(), &links)).unwrap();
-        apply(&plan("db", &other, &addressing(), &links)).unwrap();
+        apply(&recs, &plan("db", &other, &addressing(), &links)).unwrap();
 
-        assert!(remove("web").unwrap());
-        assert!(!remove("web").unwrap(), "idempotent");
-        assert_eq!(read("web"), Some(Vec::new()));
+        assert!(remove(&recs, "web").unwrap());
+        assert!(!remove(&recs, "web").unwrap(), "idempotent");
+        assert_eq!(read(&recs, "web"), Some(Vec::new()));
         let left: Vec<_> = nft.rules().unwrap();
         assert!(
             left.iter()
@@ -173,8 +179,52 @@ fn rules_are_made_read_back_and_removed_in_the_kernel() {
             "{left:?}"
         );
         assert!(!nft.chains().unwrap().contains(&"sh_web".to_string()));
-        assert!(remove("db").unwrap());
+        assert!(!recs.join("web.published").exists());
+        assert!(remove(&recs, "db").unwrap());
     });
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+/// A run directory of records for one test.
+fn records_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "subhost-test-published-{what}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn without_its_record_a_subhost_has_no_rules_and_the_table_is_not_read() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let recs = records_dir("record");
+    let dir = recs.clone();
+    in_new_netns(move || {
+        let links = vec![Link::cable("web", 0, Some("sub0".into()), None)];
+        let web = plan("web", &[p("tcp:8080:80")], &addressing(), &links);
+        apply(&recs, &web).expect("apply");
+        // Its config lost PUBLISH: the record still says there are rules.
+        assert!(recorded(&recs, "web"));
+        assert_eq!(read(&recs, "web").unwrap().len(), 2);
+        // A record without rules (a start killed before its batch) is
+        // cleared; rules without a record are none of this subhost's.
+        let mut nft = Nft::open(TABLE).unwrap();
+        std::fs::remove_file(recs.join("web.published")).unwrap();
+        assert_eq!(read(&recs, "web"), Some(Vec::new()));
+        assert!(!remove(&recs, "web").unwrap());
+        assert!(nft.chains().unwrap().contains(&"sh_web".to_string()));
+        std::fs::write(recs.join("web.published"), "tcp:8080:80\n").unwrap();
+        assert!(remove(&recs, "web").unwrap());
+        assert!(!nft.chains().unwrap().contains(&"sh_web".to_string()));
+        std::fs::write(recs.join("web.published"), "tcp:8080:80\n").unwrap();
+        assert!(!remove(&recs, "web").unwrap());
+        assert!(!recorded(&recs, "web"));
+    });
+    std::fs::remove_dir(&dir).unwrap();
 }
 
 #[test]
@@ -197,6 +247,13 @@ fn a_bound_host_port_is_refused_naming_its_process() {
             "{err}"
         );
         drop(l);
+        // A process another test forks meanwhile has a copy of the
+        // listener until it exits: the port frees within moments.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while check_free("web", &published, &plan).is_err() && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         check_free("web", &published, &plan).unwrap();
         let u = std::net::UdpSocket::bind("[::]:5353").expect("bind");
         let published = [p("udp:5353:53")];
