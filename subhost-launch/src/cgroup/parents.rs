@@ -94,10 +94,17 @@ impl Parents {
             text.push_str(&d.to_string_lossy());
             text.push('\n');
         }
+        // Never truncated to zero: on ext4 (a /run that is not a tmpfs)
+        // that flushes the file's delayed blocks to disk first
+        // (auto_da_alloc), milliseconds on every start and end of a
+        // session. An empty record is one empty line, which `lines` skips.
+        if text.is_empty() {
+            text.push('\n');
+        }
         let mut f: &fs::File = &self.file;
-        f.set_len(0)
-            .and_then(|()| f.rewind())
+        f.rewind()
             .and_then(|()| f.write_all(text.as_bytes()))
+            .and_then(|()| f.set_len(text.len() as u64))
             .with_context(|| format!("cannot write {}", parents_record().display()))
     }
 
