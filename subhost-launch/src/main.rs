@@ -13,7 +13,6 @@ mod diff;
 mod docs;
 mod files;
 mod forward;
-mod heap;
 mod join;
 mod launch;
 mod layout;
@@ -68,9 +67,6 @@ env(1) and timeout(1), so it is never taken for a session's status.";
 /// Exit status of a usage error: 2, clap's default, is a common status of
 /// sessions (and of `sh` for its own usage errors).
 const USAGE_ERROR: u8 = 125;
-
-#[global_allocator]
-static HEAP: heap::Heap = heap::Heap::new();
 
 #[derive(Parser)]
 #[command(name = "subhost-launch", version, about = ABOUT, after_help = AFTER)]
