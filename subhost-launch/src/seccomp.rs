@@ -481,7 +481,11 @@ mod tests {
             match i.code {
                 LD_W_ABS => acc = if i.k == 4 { arch } else { nr },
                 JEQ_K | JGE_K => {
-                    let hit = if i.code == JEQ_K { acc == i.k } else { acc >= i.k };
+                    let hit = if i.code == JEQ_K {
+                        acc == i.k
+                    } else {
+                        acc >= i.k
+                    };
                     pc += usize::from(if hit { i.jt } else { i.jf });
                 }
                 RET_K => return i.k,
@@ -496,13 +500,39 @@ mod tests {
         let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
         for allow in [vec![], vec!["bpf".to_string(), "vserver".to_string()]] {
             let f = Filter::wanted(true, &allow).unwrap().unwrap();
-            let x86: Vec<u32> = f.denied.iter().filter_map(|n| number(n)).map(|n| n as u32).collect();
-            let i386: Vec<u32> = f.denied.iter().flat_map(|n| i386_numbers(n).to_vec()).collect();
+            let x86: Vec<u32> = f
+                .denied
+                .iter()
+                .filter_map(|n| number(n))
+                .map(|n| n as u32)
+                .collect();
+            let i386: Vec<u32> = f
+                .denied
+                .iter()
+                .flat_map(|n| i386_numbers(n).to_vec())
+                .collect();
             for nr in 0..1024 {
-                let want = |list: &[u32]| if list.contains(&nr) { eperm } else { libc::SECCOMP_RET_ALLOW };
-                assert_eq!(interpret(&f.program, AUDIT_ARCH_X86_64, nr), want(&x86), "x86_64 {nr}");
-                assert_eq!(interpret(&f.program, AUDIT_ARCH_I386, nr), want(&i386), "i386 {nr}");
-                assert_eq!(interpret(&f.program, AUDIT_ARCH_X86_64, nr | X32_SYSCALL_BIT), eperm);
+                let want = |list: &[u32]| {
+                    if list.contains(&nr) {
+                        eperm
+                    } else {
+                        libc::SECCOMP_RET_ALLOW
+                    }
+                };
+                assert_eq!(
+                    interpret(&f.program, AUDIT_ARCH_X86_64, nr),
+                    want(&x86),
+                    "x86_64 {nr}"
+                );
+                assert_eq!(
+                    interpret(&f.program, AUDIT_ARCH_I386, nr),
+                    want(&i386),
+                    "i386 {nr}"
+                );
+                assert_eq!(
+                    interpret(&f.program, AUDIT_ARCH_X86_64, nr | X32_SYSCALL_BIT),
+                    eperm
+                );
                 assert_eq!(
                     interpret(&f.program, 0xC000_00B7, nr),
                     libc::SECCOMP_RET_KILL_PROCESS,
