@@ -5,14 +5,15 @@
 //! Each denied call fails with EPERM, so programs fail cleanly; nothing
 //! else is filtered.
 //!
-//! The program is compiled by `seccompiler` (pure Rust), which knows only
-//! the native ABI. On x86_64 a prefix of our own comes first: x32 calls
+//! On x86_64 the program is our own (see [`x86_64_program`]): x32 calls
 //! share x86_64's audit architecture and differ only in bit 30 of the
-//! number, and every one of them fails with EPERM; 32-bit (i386) calls,
-//! which seccompiler cannot filter, get the same deny list by their i386
-//! numbers (as Docker's profile does), so 32-bit programs run. The
-//! multiplexers `socketcall` and `ipc` need no care: the list denies no
-//! socket or SysV IPC call. Any other ABI still kills.
+//! number, and every one of them fails with EPERM; 32-bit (i386) calls get
+//! the same deny list by their i386 numbers (as Docker's profile does), so
+//! 32-bit programs run. Each list is searched as a sorted tree, which is
+//! also what the kernel runs for every call number when it prepares the
+//! filter, at each start. The multiplexers `socketcall` and `ipc` need no
+//! care: the list denies no socket or SysV IPC call. Any other ABI kills.
+//! Elsewhere `seccompiler` (pure Rust) compiles it, for the native ABI.
 //!
 //! The filter is installed without no_new_privs, as systemd-nspawn does:
 //! setuid programs inside keep working, and the kernel accepts a filter
@@ -288,6 +289,16 @@ fn compile(denied: &[&str]) -> Result<BpfProgram> {
     if rules.is_empty() {
         bail!("SYSCALLS_ALLOW lifts every denied call; set SECCOMP=off instead");
     }
+    if arch == TargetArch::x86_64 {
+        let x86_64: Vec<u32> = rules.keys().map(|&n| n as u32).collect();
+        let mut i386: Vec<u32> = denied
+            .iter()
+            .flat_map(|n| i386_numbers(n).iter().copied())
+            .collect();
+        i386.sort_unstable();
+        i386.dedup();
+        return x86_64_program(&x86_64, &i386);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -295,77 +306,131 @@ fn compile(denied: &[&str]) -> Result<BpfProgram> {
         arch,
     )
     .map_err(|e| anyhow!("cannot build the seccomp filter: {e}"))?;
-    let body: BpfProgram = filter
+    filter
         .try_into()
-        .map_err(|e| anyhow!("cannot compile the seccomp filter: {e}"))?;
-    let mut program = if arch == TargetArch::x86_64 {
-        let numbers = || denied.iter().filter_map(|n| number(n)).map(|n| n as u32);
-        let min = numbers().min().unwrap_or(0);
-        let max = numbers().max().unwrap_or(u32::MAX);
-        let i386: Vec<u32> = denied
-            .iter()
-            .flat_map(|n| i386_numbers(n).iter().copied())
-            .collect();
-        x86_64_prefix(min, max, &i386)?
-    } else {
-        Vec::new()
-    };
-    program.extend(body);
-    Ok(program)
+        .map_err(|e| anyhow!("cannot compile the seccomp filter: {e}"))
 }
 
-/// Fails every x32 call with EPERM, allows at once every x86_64 call
-/// numbered outside the denied range `[min, max]` (most calls a program
-/// makes, and most of what the kernel has to evaluate when it prepares the
-/// filter's cache at install time), fails the i386 calls numbered `i386`
-/// with EPERM and allows the other i386 calls, and falls through to the
-/// body for the rest (which kills a call of any other ABI).
-fn x86_64_prefix(min: u32, max: u32, i386: &[u32]) -> Result<BpfProgram> {
-    // BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_{JEQ,JGE,JGT}|BPF_K, BPF_JMP|BPF_JA,
-    // BPF_RET|BPF_K.
-    const LD_W_ABS: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const JGE_K: u16 = 0x35;
-    const JGT_K: u16 = 0x25;
-    const JA: u16 = 0x05;
-    const RET_K: u16 = 0x06;
+/// Where a jump of [`x86_64_program`] goes, resolved once laid out.
+#[derive(Clone, Copy)]
+enum To {
+    Next,
+    At(usize),
+    Allow,
+    Deny,
+    Kill,
+    I386,
+}
+
+struct Ins {
+    code: u16,
+    jt: To,
+    jf: To,
+    k: u32,
+}
+
+// BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_{JEQ,JGE}|BPF_K, BPF_RET|BPF_K.
+const LD_W_ABS: u16 = 0x20;
+const JEQ_K: u16 = 0x15;
+const JGE_K: u16 = 0x35;
+const RET_K: u16 = 0x06;
+
+/// The whole program on x86_64, where the kernel runs it for every call
+/// and, at install, for every call number of both ABIs to fill its cache
+/// of constant answers: x32 calls (x86_64's audit architecture, bit 30
+/// set) fail with EPERM; x86_64 and i386 calls fail with EPERM when their
+/// number is in `x86_64` or `i386` (sorted), found by a binary search
+/// (about 7 comparisons, where a chain takes one per denied call), and are
+/// allowed otherwise; any other ABI kills the process.
+fn x86_64_program(x86_64: &[u32], i386: &[u32]) -> Result<BpfProgram> {
     const ARCH_OFFSET: u32 = 4;
     const NR_OFFSET: u32 = 0;
-    let ins = |code, jt, jf, k| sock_filter { code, jt, jf, k };
-    let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
-    // The i386 block: arch check, number, one test per denied number, then
-    // allow, then EPERM. Classic BPF jumps forward by at most 255.
-    let n = i386.len();
-    let block = n + 4;
-    if block > 250 {
-        bail!("too many i386 numbers for one seccomp jump");
-    }
+    let ins = |code, jt, jf, k| Ins { code, jt, jf, k };
     let mut p = vec![
-        /* 0 */ ins(LD_W_ABS, 0, 0, ARCH_OFFSET),
-        // Not x86_64: on to the i386 block (9).
-        /* 1 */
-        ins(JEQ_K, 0, 7, AUDIT_ARCH_X86_64),
-        /* 2 */ ins(LD_W_ABS, 0, 0, NR_OFFSET),
-        /* 3 */ ins(JGE_K, 0, 1, X32_SYSCALL_BIT),
-        /* 4 */ ins(RET_K, 0, 0, eperm),
-        /* 5 */ ins(JGE_K, 0, 2, min),
-        /* 6 */ ins(JGT_K, 1, 0, max),
-        // In the range: past the i386 block to the body.
-        /* 7 */
-        ins(JA, 0, 0, 1 + block as u32),
-        /* 8 */ ins(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
-        // Neither x86_64 nor i386: on to the body, which kills it.
-        /* 9 */
-        ins(JEQ_K, 0, (block - 1) as u8, AUDIT_ARCH_I386),
-        /* 10 */ ins(LD_W_ABS, 0, 0, NR_OFFSET),
+        ins(LD_W_ABS, To::Next, To::Next, ARCH_OFFSET),
+        ins(JEQ_K, To::Next, To::I386, AUDIT_ARCH_X86_64),
+        ins(LD_W_ABS, To::Next, To::Next, NR_OFFSET),
+        ins(JGE_K, To::Deny, To::Next, X32_SYSCALL_BIT),
     ];
-    for (i, nr) in i386.iter().enumerate() {
-        // To the EPERM at the block's end.
-        p.push(ins(JEQ_K, (n - i) as u8, 0, *nr));
+    search(&mut p, x86_64);
+    let i386_at = p.len();
+    p.push(ins(JEQ_K, To::Next, To::Kill, AUDIT_ARCH_I386));
+    p.push(ins(LD_W_ABS, To::Next, To::Next, NR_OFFSET));
+    search(&mut p, i386);
+    let allow = p.len();
+    p.push(ins(RET_K, To::Next, To::Next, libc::SECCOMP_RET_ALLOW));
+    p.push(ins(
+        RET_K,
+        To::Next,
+        To::Next,
+        libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+    ));
+    p.push(ins(
+        RET_K,
+        To::Next,
+        To::Next,
+        libc::SECCOMP_RET_KILL_PROCESS,
+    ));
+    let at = |i: usize, to: To| -> Result<u8> {
+        let target = match to {
+            To::Next => i + 1,
+            To::At(t) => t,
+            To::Allow => allow,
+            To::Deny => allow + 1,
+            To::Kill => allow + 2,
+            To::I386 => i386_at,
+        };
+        // Classic BPF jumps only forward, by at most 255.
+        u8::try_from(target.wrapping_sub(i + 1))
+            .map_err(|_| anyhow!("a seccomp jump from {i} to {target} is out of reach"))
+    };
+    p.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            Ok(sock_filter {
+                code: x.code,
+                jt: at(i, x.jt)?,
+                jf: at(i, x.jf)?,
+                k: x.k,
+            })
+        })
+        .collect()
+}
+
+/// Jumps to Deny when the loaded number is one of `sorted`, else to Allow.
+fn search(p: &mut Vec<Ins>, sorted: &[u32]) {
+    match sorted {
+        [] => p.push(Ins {
+            code: JGE_K,
+            jt: To::Allow,
+            jf: To::Allow,
+            k: 0,
+        }),
+        _ if sorted.len() <= 2 => {
+            for (i, &nr) in sorted.iter().enumerate() {
+                let last = i + 1 == sorted.len();
+                p.push(Ins {
+                    code: JEQ_K,
+                    jt: To::Deny,
+                    jf: if last { To::Allow } else { To::Next },
+                    k: nr,
+                });
+            }
+        }
+        _ => {
+            let mid = sorted.len() / 2;
+            let node = p.len();
+            p.push(Ins {
+                code: JGE_K,
+                jt: To::Next,
+                jf: To::Next,
+                k: sorted[mid],
+            });
+            search(p, &sorted[..mid]);
+            p[node].jt = To::At(p.len());
+            search(p, &sorted[mid..]);
+        }
     }
-    p.push(ins(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
-    p.push(ins(RET_K, 0, 0, eperm));
-    Ok(p)
 }
 
 #[cfg(test)]
@@ -404,6 +469,78 @@ mod tests {
         assert!(g.len() < f.len());
         assert!(g.to_string().contains("SYSCALLS_ALLOW: bpf"), "{g}");
         assert!(Filter::wanted(false, &["bpf".into()]).unwrap().is_none());
+    }
+
+    /// Runs `prog` as the kernel would on (arch, nr): the opcodes
+    /// `x86_64_program` uses.
+    fn interpret(prog: &[sock_filter], arch: u32, nr: u32) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = &prog[pc];
+            pc += 1;
+            match i.code {
+                LD_W_ABS => acc = if i.k == 4 { arch } else { nr },
+                JEQ_K | JGE_K => {
+                    let hit = if i.code == JEQ_K {
+                        acc == i.k
+                    } else {
+                        acc >= i.k
+                    };
+                    pc += usize::from(if hit { i.jt } else { i.jf });
+                }
+                RET_K => return i.k,
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_search_answers_every_call_number_as_the_lists_say() {
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        for allow in [vec![], vec!["bpf".to_string(), "vserver".to_string()]] {
+            let f = Filter::wanted(true, &allow).unwrap().unwrap();
+            let x86: Vec<u32> = f
+                .denied
+                .iter()
+                .filter_map(|n| number(n))
+                .map(|n| n as u32)
+                .collect();
+            let i386: Vec<u32> = f
+                .denied
+                .iter()
+                .flat_map(|n| i386_numbers(n).to_vec())
+                .collect();
+            for nr in 0..1024 {
+                let want = |list: &[u32]| {
+                    if list.contains(&nr) {
+                        eperm
+                    } else {
+                        libc::SECCOMP_RET_ALLOW
+                    }
+                };
+                assert_eq!(
+                    interpret(&f.program, AUDIT_ARCH_X86_64, nr),
+                    want(&x86),
+                    "x86_64 {nr}"
+                );
+                assert_eq!(
+                    interpret(&f.program, AUDIT_ARCH_I386, nr),
+                    want(&i386),
+                    "i386 {nr}"
+                );
+                assert_eq!(
+                    interpret(&f.program, AUDIT_ARCH_X86_64, nr | X32_SYSCALL_BIT),
+                    eperm
+                );
+                assert_eq!(
+                    interpret(&f.program, 0xC000_00B7, nr),
+                    libc::SECCOMP_RET_KILL_PROCESS,
+                    "another ABI"
+                );
+            }
+            assert!(!x86.contains(&(libc::SYS_read as u32)));
+        }
     }
 
     #[test]

@@ -88,16 +88,7 @@ impl Parents {
     }
 
     pub(super) fn write(&self, dirs: &[PathBuf]) -> Result<()> {
-        use std::io::{Seek, Write as _};
-        let mut text = String::new();
-        for d in dirs {
-            text.push_str(&d.to_string_lossy());
-            text.push('\n');
-        }
-        let mut f: &fs::File = &self.file;
-        f.set_len(0)
-            .and_then(|()| f.rewind())
-            .and_then(|()| f.write_all(text.as_bytes()))
+        rewrite(&self.file, dirs)
             .with_context(|| format!("cannot write {}", parents_record().display()))
     }
 
@@ -158,5 +149,60 @@ impl Parents {
             self.write(&all)?;
         }
         Ok(())
+    }
+}
+
+/// Puts `dirs` in `file`, one a line. Never truncated to zero: on ext4 (a
+/// /run that is not a tmpfs) that flushes the file's delayed blocks to
+/// disk first (auto_da_alloc), milliseconds on every start and end of a
+/// session. An empty record is one empty line, which `lines` skips.
+fn rewrite(file: &fs::File, dirs: &[PathBuf]) -> io::Result<()> {
+    use std::io::{Seek, Write as _};
+    let mut text = String::new();
+    for d in dirs {
+        text.push_str(&d.to_string_lossy());
+        text.push('\n');
+    }
+    if text.is_empty() {
+        text.push('\n');
+    }
+    let mut f = file;
+    f.rewind()?;
+    f.write_all(text.as_bytes())?;
+    f.set_len(text.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_is_rewritten_in_place_and_never_emptied() {
+        let path = std::env::temp_dir().join(format!(
+            "subhost-test-cgroup-parents-{}",
+            std::process::id()
+        ));
+        struct Removed(PathBuf);
+        impl Drop for Removed {
+            fn drop(&mut self) {
+                let _ = fs::remove_file(&self.0);
+            }
+        }
+        let _removed = Removed(path.clone());
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        let long = [PathBuf::from("/sys/fs/cgroup/a/long"), PathBuf::from("/b")];
+        rewrite(&file, &long).unwrap();
+        rewrite(&file, &[PathBuf::from("/c")]).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "/c\n", "no stale tail");
+        rewrite(&file, &[]).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 1, "never cut to zero");
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 0);
     }
 }
