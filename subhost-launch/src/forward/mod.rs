@@ -14,7 +14,7 @@
 //! (`PID START_TIME`, so that a recycled PID is never signalled) and one
 //! line per forward (`tcp 127.0.0.1:8080 10.0.0.5:80`).
 
-mod holder;
+pub mod holder;
 mod relay;
 
 use std::fmt;
