@@ -403,13 +403,15 @@ fn idle_check(held: &mut [Held], me: ProcId, tick: Duration) {
 /// Whether a connection to one of its sockets is open (TCP in the
 /// host's tables, unix by its path).
 fn connected(h: &Held, tcp: &str, unix: &str) -> bool {
-    const LISTEN: &str = "0A";
+    // ESTABLISHED, SYN_RECV, CLOSE_WAIT: a client is there. A closed
+    // connection's TIME_WAIT (a minute) is none.
+    const OPEN: [&str; 3] = ["01", "03", "08"];
     let tcp_open = tcp.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         let (Some(local), Some(st)) = (f.get(1), f.get(3)) else {
             return false;
         };
-        *st != LISTEN
+        OPEN.contains(st)
             && crate::forward::holder::parse_local(local).is_some_and(|a| {
                 h.tcp
                     .iter()
