@@ -138,7 +138,10 @@ pub fn run() -> i32 {
     loop {
         while sfd.read_signal().ok().flatten().is_some() {}
         reap(&mut held, me);
-        if held.is_empty() && may_exit(&listener, &mut held, me) {
+        // The client that let go of the last sockets may still hold the
+        // lock for a moment: then it is tried again shortly.
+        let exit_retry = held.is_empty();
+        if exit_retry && may_exit(&listener, &mut held, me) {
             return 0;
         }
         let tick = tick_interval(&held);
@@ -161,6 +164,7 @@ pub fn run() -> i32 {
             }
         }
         let timeout = match next_tick {
+            _ if exit_retry => PollTimeout::from(100u8),
             Some(t) => {
                 let ms = t.saturating_duration_since(Instant::now()).as_millis();
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
