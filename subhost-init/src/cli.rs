@@ -39,6 +39,8 @@ Options:
       --health-interval SECONDS, --health-timeout SECONDS (default 30, 10)
       --health-retries N failed checks in a row that restart (default 3)
       --state-fd FD      a file to keep the services' state in
+      --listen NAME:FD:N the N sockets at FD.. are service NAME's: it gets
+                         them at 3.. with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES
   -v, --verbose          log to stderr; -vv and -vvv say more
   -s, --syslog           log to syslog (daemon facility) instead
   -h, --help             print this help
@@ -160,6 +162,11 @@ pub fn parse(args: impl IntoIterator<Item = &'static CStr>) -> Result<Parsed, St
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
+            if name == "listen" {
+                let value = value_for(inline, &mut args, &text)?;
+                take_listen(&mut o, &value)?;
+                continue;
+            }
             if name == "service" || name == "health" {
                 let value = value_for(inline, &mut args, &text)?;
                 take_command(&mut o, name, &value, &mut args)?;
@@ -359,12 +366,41 @@ fn take_command(
             restart,
             argv,
             health: Vec::new(),
+            listen: None,
         }),
         ("service", Some(_)) => return Err(format!("--service: '{name}' given twice")),
         (_, Some(s)) if s.health.is_empty() => s.health = argv,
         (_, Some(_)) => return Err(format!("--health: '{name}' given twice")),
         (_, None) => return Err(format!("--health: no --service '{name}' before it")),
     }
+    Ok(())
+}
+
+/// `--listen NAME:FD:N`: the sockets at FD..FD+N-1 are for service NAME
+/// (given before it), handed to it by the sd_listen_fds protocol.
+fn take_listen(o: &mut Options, value: &str) -> Result<(), String> {
+    let bad = || format!("--listen: '{value}' is not NAME:FD:N (FD above 2, N above 0)");
+    let mut parts = value.split(':');
+    let (Some(name), Some(fd), Some(n), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let fd: i32 = fd.parse().ok().filter(|&fd| fd > 2).ok_or_else(bad)?;
+    let n: i32 = n
+        .parse()
+        .ok()
+        .filter(|&n| n > 0 && n < 1024)
+        .ok_or_else(bad)?;
+    let s = o
+        .services
+        .iter_mut()
+        .find(|s| s.name == name)
+        .ok_or_else(|| format!("--listen: no --service '{name}' before it"))?;
+    if s.listen.is_some() {
+        return Err(format!("--listen: '{name}' given twice"));
+    }
+    s.listen = Some((fd, n));
     Ok(())
 }
 
@@ -461,6 +497,50 @@ mod tests {
             (&["-p", "0"], "not a signal"),
             (&["-n", "true"], "takes no COMMAND"),
             (&["--keep-alive=1"], "takes no value"),
+        ] {
+            let err = run(args).err().unwrap_or_default();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn listen_gives_a_declared_service_its_sockets() {
+        let o = run(&[
+            "--service",
+            "web:no:1",
+            "x",
+            "--listen",
+            "web:4:2",
+            "--no-session",
+        ])
+        .unwrap();
+        assert_eq!(o.services[0].listen, Some((4, 2)));
+        for (args, needle) in [
+            (&["--listen", "web:4:2"][..], "no --service 'web'"),
+            (
+                &["--service", "web:no:1", "x", "--listen", "web:2:1"],
+                "not NAME:FD:N",
+            ),
+            (
+                &["--service", "web:no:1", "x", "--listen", "web:4:0"],
+                "not NAME:FD:N",
+            ),
+            (
+                &["--service", "web:no:1", "x", "--listen", "web:4"],
+                "not NAME:FD:N",
+            ),
+            (
+                &[
+                    "--service",
+                    "web:no:1",
+                    "x",
+                    "--listen",
+                    "web:4:1",
+                    "--listen",
+                    "web:5:1",
+                ],
+                "given twice",
+            ),
         ] {
             let err = run(args).err().unwrap_or_default();
             assert!(err.contains(needle), "{args:?}: {err}");

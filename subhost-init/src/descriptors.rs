@@ -6,22 +6,35 @@
 //! libc's syslog socket, close-on-exec, which `logger::release` lets go of
 //! first.
 
+use alloc::vec::Vec;
+
 use crate::logger;
 
-/// Closes every descriptor above 2 but `keep` (the services' state file,
-/// which the session never gets: it is close-on-exec).
-pub fn close_inherited(keep: Option<i32>) {
+/// Closes every descriptor above 2 but those in `keep` (the services'
+/// state file and their sockets, which the session never gets: they are
+/// close-on-exec).
+pub fn close_inherited(keep: &[i32]) {
     logger::release();
-    let keep = keep.and_then(|fd| u32::try_from(fd).ok());
-    let ranges = match keep {
-        Some(k) => [(3, k.saturating_sub(1)), (k.saturating_add(1), u32::MAX)],
-        None => [(3, u32::MAX), (1, 0)],
-    };
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    let mut lo = 3u32;
+    for &k in &keep {
+        if k >= lo {
+            if k > lo {
+                ranges.push((lo, k - 1));
+            }
+            lo = k.saturating_add(1);
+        }
+    }
+    ranges.push((lo, u32::MAX));
     // SAFETY: close_range takes plain integers; the descriptors closed are
-    // not owned by any Rust object of the init. An empty range is EINVAL.
+    // not owned by any Rust object of the init.
     let failed = ranges
         .iter()
-        .filter(|(lo, hi)| lo <= hi)
         .any(|&(lo, hi)| unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) } != 0);
     if !failed {
         return;
@@ -31,8 +44,9 @@ pub fn close_inherited(keep: Option<i32>) {
     let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
     // -1 means no limit: the kernel's own ceiling (fs.nr_open) then.
     let max = if max > 0 { max } else { 1 << 20 };
-    let keep = keep.and_then(|k| i32::try_from(k).ok());
-    for fd in (3..i32::try_from(max).unwrap_or(i32::MAX)).filter(|&fd| Some(fd) != keep) {
+    for fd in (3..i32::try_from(max).unwrap_or(i32::MAX))
+        .filter(|&fd| u32::try_from(fd).is_ok_and(|f| !keep.contains(&f)))
+    {
         // SAFETY: as above; EBADF for numbers not open is expected.
         unsafe { libc::close(fd) };
     }

@@ -46,6 +46,9 @@ pub struct Spec {
     pub restart: Restart,
     pub argv: Vec<&'static CStr>,
     pub health: Vec<&'static CStr>,
+    /// Its sockets (socket activation): N descriptors of the init's from
+    /// FD on, close-on-exec there, handed to it alone at 3...
+    pub listen: Option<(i32, i32)>,
 }
 
 pub struct HealthOptions {
@@ -238,7 +241,8 @@ impl Services {
             }
         }
         let out = s.out.map_or(1, |(_, w)| w);
-        match spawn(&s.spec.argv, out, false) {
+        let listen = s.spec.listen.map(|(fd, n)| (fd, n, s.spec.name));
+        match spawn(&s.spec.argv, out, false, listen) {
             Ok(pid) => {
                 s.state = State::Running;
                 s.pid = Some(pid);
@@ -399,7 +403,7 @@ impl Services {
             if s.next_check.is_some_and(|t| t <= now) && s.check.is_none() {
                 s.next_check = None;
                 let out = s.out.map_or(1, |(_, w)| w);
-                match spawn(&s.spec.health, out, true) {
+                match spawn(&s.spec.health, out, true, None) {
                     Ok(pid) => s.check = Some((pid, Some(now + self.health.timeout))),
                     Err(e) => {
                         note(
@@ -597,6 +601,40 @@ fn note(name: &str, args: core::fmt::Arguments) {
     sys::write_fd(1, line.as_bytes());
 }
 
+/// In a service's child, before exec: the sockets at `fd`.. moved to
+/// 3.. (each source is at or above its target, and those below were
+/// moved already), inheritable, and the sd_listen_fds variables set.
+fn pass_sockets(fd: i32, n: i32, name: &str) -> Result<(), i32> {
+    for i in 0..n {
+        let (from, to) = (fd + i, 3 + i);
+        if from == to {
+            // SAFETY: F_SETFD on a descriptor of ours; clears close-on-exec.
+            sys::check(unsafe { libc::fcntl(to, libc::F_SETFD, 0) })?;
+        } else {
+            sys::dup2(from, to)?;
+        }
+    }
+    let mut names = String::new();
+    for i in 0..n {
+        if i > 0 {
+            names.push(':');
+        }
+        names.push_str(name);
+    }
+    let vars = [
+        ("LISTEN_PID", format!("{}", sys::getpid())),
+        ("LISTEN_FDS", format!("{n}")),
+        ("LISTEN_FDNAMES", names),
+    ];
+    for (key, value) in vars {
+        let key = alloc::ffi::CString::new(key).map_err(|_| libc::EINVAL)?;
+        let value = alloc::ffi::CString::new(value).map_err(|_| libc::EINVAL)?;
+        // SAFETY: both are NUL-terminated; the child is single-threaded.
+        sys::check(unsafe { libc::setenv(key.as_ptr(), value.as_ptr(), 1) })?;
+    }
+    Ok(())
+}
+
 fn signal_group(pid: Option<Pid>, sig: i32) {
     if let Some(pid) = pid {
         // ESRCH: gone already, which is what was wanted.
@@ -608,7 +646,17 @@ fn signal_group(pid: Option<Pid>, sig: i32) {
 /// stderr on `out` (stdout on /dev/null with `quiet`); the errno when it
 /// could not be started or its program not run. The child reports a
 /// failed exec through a close-on-exec pipe, read here until the exec.
-fn spawn(argv: &[&CStr], out: i32, quiet: bool) -> Result<Pid, i32> {
+///
+/// With `listen` (FD, N, NAME) the child gets the N sockets at FD.. on
+/// 3.., and LISTEN_FDS, LISTEN_PID (its own) and LISTEN_FDNAMES set, as
+/// sd_listen_fds(3) reads them; every other descriptor above 2 it would
+/// have is close-on-exec.
+fn spawn(
+    argv: &[&CStr],
+    out: i32,
+    quiet: bool,
+    listen: Option<(i32, i32, &str)>,
+) -> Result<Pid, i32> {
     let mut ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(core::ptr::null());
     let program = argv.first().ok_or(libc::EINVAL)?;
@@ -625,6 +673,14 @@ fn spawn(argv: &[&CStr], out: i32, quiet: bool) -> Result<Pid, i32> {
         });
         let _ = sys::dup2(null.filter(|&fd| fd >= 0).unwrap_or(out), 1);
         let _ = sys::SigSet::empty().set_mask();
+        if let Some((fd, n, name)) = listen {
+            if pass_sockets(fd, n, name).is_err() {
+                let e = sys::errno().to_ne_bytes();
+                sys::write_fd(err_w, &e);
+                // SAFETY: as below.
+                unsafe { libc::_exit(126) }
+            }
+        }
         // SAFETY: program and ptrs are NUL-terminated, ptrs ends in a null
         // pointer, and both outlive the call.
         unsafe { libc::execvp(program.as_ptr(), ptrs.as_ptr()) };

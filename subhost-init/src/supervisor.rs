@@ -6,6 +6,8 @@
 //! wait is bounded only by the next timer due; with none armed it sleeps
 //! until something happens.
 
+use alloc::vec::Vec;
+
 use crate::cli::Options;
 use crate::descriptors;
 use crate::logger::{debug, info, trace, warn};
@@ -75,6 +77,19 @@ pub fn run(mut o: Options) -> i32 {
             o.state_fd = None;
         }
     }
+    // The sockets are their service's alone: not the session's, nor any
+    // other child's.
+    let mut kept: Vec<i32> = o.state_fd.into_iter().collect();
+    for s in &o.services {
+        if let Some((fd, n)) = s.listen {
+            for i in fd..fd + n {
+                if let Err(e) = sys::set_cloexec(i) {
+                    warn!("--listen {}: fd {i}: {}", s.name, Errno(e));
+                }
+                kept.push(i);
+            }
+        }
+    }
     let specs = core::mem::take(&mut o.services);
     let health = core::mem::replace(
         &mut o.health,
@@ -110,7 +125,7 @@ pub fn run(mut o: Options) -> i32 {
         }
     }
     // The session has its copies now; ours would keep its pipes open.
-    descriptors::close_inherited(sv.o.state_fd);
+    descriptors::close_inherited(&kept);
     // Without services there is no pipe to watch, and no descriptor of the
     // init's own is wanted.
     if !sv.services.is_empty() {

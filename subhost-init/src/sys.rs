@@ -10,7 +10,7 @@ pub type Pid = libc::pid_t;
 /// Milliseconds on the monotonic clock.
 pub type Millis = u64;
 
-fn check(ret: libc::c_int) -> Result<libc::c_int, i32> {
+pub fn check(ret: libc::c_int) -> Result<libc::c_int, i32> {
     if ret == -1 {
         Err(errno())
     } else {

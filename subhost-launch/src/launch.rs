@@ -106,6 +106,22 @@ pub struct Prepared {
     /// its cgroup to root of it.
     pub userns: Option<userns::Range>,
     pub delegation: Option<cgroup::Delegation>,
+    /// A detached start of a subhost with LISTEN sockets: the host's
+    /// sockets when a connection wakes it; none when it is to be set up
+    /// and left asleep.
+    pub sockets: Vec<OwnedFd>,
+}
+
+impl Prepared {
+    /// The subhost's LISTEN sockets, and its config file.
+    pub fn listen(&self) -> (&[crate::activator::sockets::Listen], std::path::PathBuf) {
+        (&self.cfg.listen, self.layout.config())
+    }
+
+    /// Seconds of idleness after which it is put back to sleep (IDLE).
+    pub fn idle(&self) -> Option<u32> {
+        self.cfg.idle
+    }
 }
 
 /// The plan of a start. The USERNS range is checked (FILE:LINE) before
@@ -157,6 +173,7 @@ pub fn prepare(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<Pre
         cgroup_plan,
         userns,
         delegation,
+        sockets: Vec::new(),
     })
 }
 
@@ -214,8 +231,11 @@ impl Prepared {
             cgroup_plan,
             userns,
             delegation,
+            sockets,
         } = self;
         let userns_range = userns;
+        // Socket activation: set up now, woken (with the sockets) later.
+        let asleep = console.is_some() && !cfg.listen.is_empty() && sockets.is_empty();
         let name = layout.name.clone();
         let name = name.as_str();
         // Dropped on an error, it removes the lock file if it made it, and
@@ -312,6 +332,14 @@ impl Prepared {
                 })?);
             }
         }
+        if asleep {
+            undo.mounts = false;
+            undo.netns = false;
+            undo.publish = false;
+            undo.forward = false;
+            lock.keep();
+            return Ok(None);
+        }
         let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
         // Recorded before it is made: a launcher killed in between leaves a
         // cgroup that the next `stop` still finds, from any caller's cgroup.
@@ -345,7 +373,7 @@ impl Prepared {
             None => None,
         };
         let detached = match &console {
-            Some(console) => Some(detached_streams(&layout, &cfg, console)?),
+            Some(console) => Some(detached_streams(&layout, &cfg, console, sockets)?),
             None => None,
         };
         // From here on a detached start has written "starting" to its
@@ -639,7 +667,16 @@ fn detached_streams(
     layout: &Layout,
     cfg: &Config,
     console: &detached::Console,
+    sockets: Vec<OwnedFd>,
 ) -> Result<sandbox::Detached> {
+    let declared: usize = cfg.listen.iter().map(|l| l.sockets.len()).sum();
+    if sockets.len() != declared {
+        bail!(
+            "subhost {}: {} sockets given for the {declared} its LISTEN keys declare",
+            layout.name,
+            sockets.len()
+        );
+    }
     if detached::boot_session(cfg).is_some() {
         // Not followed: a symlink is resolved inside the subhost, not here.
         let sh = layout.live().join("bin/sh");
@@ -660,6 +697,7 @@ fn detached_streams(
         stdin: stdin.into(),
         console: console.open(&layout.name, cfg.log_max)?,
         services,
+        sockets,
     })
 }
 

@@ -1,6 +1,7 @@
 //! subhost-launch: start and stop subhosts, sandboxed machines on the host
 //! without VMs.
 
+mod activator;
 mod bases;
 mod cgroup;
 mod clock;
@@ -123,6 +124,10 @@ enum Command {
         /// `syslog` for lines under the ident subhost/NAME (daemon.info)
         #[arg(long, value_name = "FILE|syslog", requires = "detach")]
         console: Option<String>,
+        /// Socket activation (the activator's wake): the subhost's N LISTEN
+        /// sockets are on fds 3..
+        #[arg(long, hide = true, requires = "detach", value_name = "N")]
+        activated: Option<usize>,
         /// The subhost; several with --detach
         #[arg(value_name = "NAME", required = true)]
         names: Vec<String>,
@@ -407,6 +412,14 @@ enum Command {
     /// `subhost-launch man > /usr/local/share/man/man8/subhost-launch.8`,
     /// or read it at once with `subhost-launch man | man -l -`.
     Man,
+    /// The socket activator: holds sleeping subhosts' LISTEN sockets
+    /// (started by `start --detach`, on its control socket).
+    #[command(hide = true)]
+    Activator,
+    /// Put a running subhost back to sleep: its processes end, its mounts
+    /// and network stay (as the activator does after IDLE).
+    #[command(hide = true)]
+    Hibernate { name: String },
     /// The port forwarder of a subhost, by hand: for repairs and tests.
     #[command(hide = true)]
     ForwardDaemon {
@@ -501,9 +514,14 @@ fn main() -> ExitCode {
             dry_run,
             detach,
             console,
+            activated,
             names,
             command,
         } => {
+            if let Some(n) = activated {
+                let code = cmd::start::start_activated(&base, &names, console, n);
+                return ExitCode::from(code);
+            }
             if names.len() > 1 && !detach {
                 let _ = Cli::command()
                     .error(
@@ -641,6 +659,14 @@ fn main() -> ExitCode {
             quiet_on_closed_pipe(true);
             (docs::completions(Cli::command(), shell).map(|()| 0), 1)
         }
+        Command::Activator => (Ok(activator::daemon::run()), 1),
+        Command::Hibernate { name } => (
+            shutdown::hibernate(&base, &name).map(|()| {
+                outcome::say(&format!("subhost {name}: hibernating"));
+                0
+            }),
+            1,
+        ),
         Command::ForwardDaemon { records, action } => {
             let result = match action {
                 ForwardAction::Start {

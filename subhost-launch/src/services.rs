@@ -20,6 +20,9 @@ use crate::config::Config;
 
 /// Where the init finds its state file.
 pub const STATE_FD: i32 = 3;
+/// Where the init finds the services' sockets (socket activation), in
+/// declared order: right after the state file.
+pub const LISTEN_FD: i32 = STATE_FD + 1;
 /// The signal that has the init stop its services (in reverse order), but
 /// not itself: SIGRTMIN+3 as glibc numbers it.
 const STOP_SIGNAL: i32 = 37;
@@ -69,6 +72,12 @@ pub fn init_options(cfg: &Config) -> Vec<String> {
             argv.push(format!("{}:{}", s.name, health.len()));
             argv.extend(health.iter().cloned());
         }
+    }
+    let mut fd = LISTEN_FD;
+    for l in &cfg.listen {
+        argv.push("--listen".to_string());
+        argv.push(format!("{}:{fd}:{}", l.service, l.sockets.len()));
+        fd += l.sockets.len() as i32;
     }
     argv
 }

@@ -336,6 +336,12 @@ pub fn run(mut targets: Vec<Stopping>) -> Vec<Outcome> {
     let (mut held, busy): (Vec<Stopping>, Vec<Stopping>) =
         targets.into_iter().partition(|t| t.lock.is_some());
     for t in &mut held {
+        // Socket activation: nothing may wake it while it is stopped, and
+        // nothing listens for it after.
+        match crate::activator::release(t.name()) {
+            Ok(released) => t.did |= released,
+            Err(e) => t.failed.push(e.context("cannot close its LISTEN sockets")),
+        }
         t.plan = Plan::read(t);
     }
     stop_inits(&mut held);
@@ -374,6 +380,39 @@ pub fn run(mut targets: Vec<Stopping>) -> Vec<Outcome> {
         }
     }
     held.into_iter().chain(busy).map(finish).collect()
+}
+
+/// Puts a running subhost back to sleep, as the activator does with an
+/// idle one: its processes end as with `stop` (services, START's stops,
+/// HALT, SIGTERM, the grace, SIGKILL) and its cgroup goes, but its mounts,
+/// netns, cables and published ports stay: it hibernates.
+pub fn hibernate(base: &Path, name: &str) -> Result<()> {
+    let mut t = open(base, name)?;
+    let wait = Duration::from_secs(t.grace.into()) + TERM_SLACK;
+    let lock = state::lock(name, wait)?;
+    if let state::Owner::Other(other) = lock.owner(&t.layout.dir)? {
+        return Err(state::in_use(name, &other, "hibernate"));
+    }
+    t.lock = Some(lock);
+    t.plan = Plan::read(&t);
+    if t.plan.init.is_none() {
+        bail!("subhost {name} is not running: nothing to put to sleep");
+    }
+    let mut targets = vec![t];
+    stop_inits(&mut targets);
+    state::clear_init(name, None);
+    detached::clear_console(name);
+    release_cgroups(&mut targets);
+    match targets
+        .pop()
+        .map(|t| t.failed)
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The subhost `name` with its config: a broken config must not keep it

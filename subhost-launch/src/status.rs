@@ -196,6 +196,10 @@ pub struct Report {
     pub pids: Option<u64>,
     /// Its supervised services, as its init last published them.
     pub services: Vec<crate::services::Service>,
+    /// Socket activation: what the activator holding its LISTEN sockets
+    /// says (sleeping, awake, …, its wakes and the last one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation: Option<crate::activator::Activation>,
     /// The capability bounding set: the init's when it runs, else what
     /// the config gives; `CAP_…` names.
     #[serde(rename = "capabilities")]
@@ -491,6 +495,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),
         services: pid.and_then(crate::services::read).unwrap_or_default(),
+        activation: crate::activator::status(&layout.name),
         caps: caps.iter().map(|c| c.to_string()).collect(),
         seccomp,
         syscalls_allow: match applied {

@@ -171,6 +171,18 @@ fn block(r: &Report) -> String {
             s.health
         );
     }
+    if let Some(a) = &r.activation {
+        let last = a.last_wake_ms.map(|ms| {
+            crate::clock::Utc::of(std::time::UNIX_EPOCH + Duration::from_millis(ms)).rfc3339()
+        });
+        let _ = writeln!(
+            out,
+            "activation: {}  wakes {}  last wake {}",
+            a.state,
+            a.wakes,
+            dash(last)
+        );
+    }
     let short: Vec<&str> = r
         .caps
         .iter()

@@ -48,6 +48,18 @@ pub fn start_detached(
                 print_plan(&p);
                 continue;
             }
+            Ok(p) if !p.listen().0.is_empty() => {
+                if let Some(prev) = waiting.take() {
+                    finish(prev, &mut status);
+                }
+                if let Err(e) =
+                    crate::cmd::start::start_asleep(base, p, console.as_deref(), before[i])
+                {
+                    crate::outcome::fail(&e);
+                    status = 125;
+                }
+                continue;
+            }
             // The previous one still holds its lock until it has finished:
             // a lock taken meanwhile is only taken if free, never waited
             // for, or a `start --detach y x` holding y and waiting for x
@@ -89,6 +101,123 @@ pub fn start_detached(
         }
     }
     status
+}
+
+/// A subhost with LISTEN sockets: its sockets bound on the host (all or
+/// none: a port taken is refused before anything is set up), the subhost
+/// set up and left asleep, and the sockets handed to the activator, which
+/// wakes it at the first connection.
+fn start_asleep(
+    base: &Path,
+    p: Prepared,
+    console: Option<&str>,
+    before: Option<state::ProcId>,
+) -> Result<()> {
+    let name = p.layout.name.clone();
+    if let Some(a) = crate::activator::status(&name) {
+        crate::outcome::say(&format!(
+            "subhost {name}: already {} (its sockets held by the activator, pid {})",
+            a.state, a.pid
+        ));
+        return Ok(());
+    }
+    let (listen, config) = p.listen();
+    let listen = listen.to_vec();
+    let sockets = crate::activator::sockets::bind_all(&listen, &config)?;
+    let unix: Vec<std::path::PathBuf> = listen
+        .iter()
+        .flat_map(|l| &l.sockets)
+        .filter_map(|s| match s {
+            crate::activator::sockets::Socket::Unix(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let idle = p.idle();
+    let set_up = state::lock(&name, p.lock_wait()).and_then(|lock| p.launch(lock, before));
+    if let Err(e) = set_up {
+        crate::activator::sockets::remove_unix_files(&unix);
+        return Err(e);
+    }
+    let what: Vec<String> = listen
+        .iter()
+        .flat_map(|l| &l.sockets)
+        .map(|s| s.to_string())
+        .collect();
+    let held = crate::activator::hold(crate::activator::Hold {
+        name: &name,
+        base,
+        console,
+        idle,
+        unix: unix.clone(),
+        sockets,
+    });
+    if let Err(e) = held {
+        // Nothing half-listening: what this start set up goes again.
+        crate::activator::sockets::remove_unix_files(&unix);
+        for o in crate::shutdown::run(
+            crate::shutdown::open_all(base, std::slice::from_ref(&name))
+                .into_iter()
+                .flatten()
+                .collect(),
+        ) {
+            drop(o);
+        }
+        return Err(e.context(format!(
+            "subhost {name}: cannot hand its sockets to the activator"
+        )));
+    }
+    crate::outcome::say(&format!(
+        "subhost {name}: sleeping until a connection to {}",
+        what.join(" ")
+    ));
+    Ok(())
+}
+
+/// The activator's wake of `names` (one): its N sockets are on fds 3...
+pub fn start_activated(base: &Path, names: &[String], console: Option<String>, n: usize) -> u8 {
+    let ([name], true) = (names, n > 0 && n <= crate::activator::MAX_SOCKETS) else {
+        crate::outcome::fail(&anyhow::anyhow!(
+            "--activated takes one NAME and 1 to {} sockets",
+            crate::activator::MAX_SOCKETS
+        ));
+        return 125;
+    };
+    let mut sockets = Vec::with_capacity(n);
+    for fd in 3..3 + n as i32 {
+        use std::os::unix::fs::FileTypeExt;
+        // SAFETY: the activator put the sockets on these fds before exec,
+        // and nothing of this process has opened or taken them since.
+        let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let file = std::fs::File::from(owned);
+        if !file.metadata().is_ok_and(|m| m.file_type().is_socket()) {
+            crate::outcome::fail(&anyhow::anyhow!("--activated: fd {fd} is not a socket"));
+            std::mem::forget(file);
+            return 125;
+        }
+        let owned = std::os::fd::OwnedFd::from(file);
+        let _ = nix::fcntl::fcntl(
+            &owned,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        sockets.push(owned);
+    }
+    let run = || -> Result<i32> {
+        let before = state::running_init(name);
+        let mut p = launch::prepare(base, name, Mode::Detached { console }, false)?;
+        p.sockets = sockets;
+        let lock = state::lock(name, p.lock_wait())?;
+        match p.launch(lock, before)? {
+            Some(launching) => launching.finish(),
+            None => Ok(0),
+        }
+    };
+    match run() {
+        Ok(_) => 0,
+        Err(e) => {
+            crate::outcome::fail(&e);
+            125
+        }
+    }
 }
 
 pub fn start(base: &Path, name: &str, mode: Mode, dry_run: bool) -> Result<i32> {

@@ -353,6 +353,59 @@ pub const KEYS: &[Key] = &[
         example: "SERVICE_web=(/usr/sbin/nginx -g 'daemon off;')",
     },
     Key {
+        name: "LISTEN_<name>",
+        takes: Takes::Family {
+            shape: "array",
+            set: |c, name, value, line| {
+                let service = values::service_name(name).map_err(|e| (line, e))?;
+                let elems = list(value, line, "LISTEN_web=(tcp:8080 unix:/run/web.sock)")?;
+                let sockets = elems
+                    .iter()
+                    .map(|e| {
+                        crate::activator::sockets::Socket::parse(&e.text)
+                            .map_err(|(what, fix)| (e.line, ValueError::new(what, fix)))
+                    })
+                    .collect::<At<Vec<_>>>()?;
+                if sockets.is_empty() {
+                    return Err((
+                        line,
+                        ValueError::new("declares no socket", "give at least one, e.g. (tcp:8080)"),
+                    ));
+                }
+                c.listen.retain(|l| l.service != service);
+                c.listen.push(crate::activator::sockets::Listen {
+                    service,
+                    sockets,
+                    line,
+                });
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "With `start --detach`: sockets bound on the host for SERVICE_<name>; the\n\
+              subhost sleeps until the first connection, then the service gets them\n\
+              (sd_listen_fds: fds 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES):\n\
+              tcp:[ADDR:]PORT, udp:[ADDR:]PORT (no ADDR: every IPv4 address), unix:/PATH.",
+        example: "LISTEN_web=(tcp:8080 'tcp:[::]:8443' unix:/run/web.sock)",
+    },
+    Key {
+        name: "IDLE",
+        takes: Takes::Single {
+            hint: "IDLE=300",
+            set: |c, v, _| {
+                c.idle = match v {
+                    "" => None,
+                    v => Some(values::positive_seconds(v)?),
+                };
+                Ok(())
+            },
+        },
+        default: "",
+        doc: "With LISTEN_<name>: seconds without a connection or CPU use after which\n\
+              the woken subhost is hibernated again, until the next connection.",
+        example: "IDLE=300",
+    },
+    Key {
         name: "RESTART",
         takes: Takes::Single {
             hint: "RESTART=on-failure",
@@ -630,6 +683,7 @@ pub(super) fn apply(cfg: &mut Config, key: &str, value: &Value, line: usize) -> 
 pub(super) fn check_together(cfg: &Config, line: impl Fn(&str) -> Option<usize>) -> At<()> {
     check_addresses(cfg, &line)?;
     check_services(cfg, &line)?;
+    check_listen(cfg, &line)?;
     check_published(cfg)?;
     if let (Some(drop), Some(keep)) = (line("CAPS_DROP"), line("CAPS_KEEP")) {
         if let Some(cap) = cfg.caps_drop.iter().find(|c| cfg.caps_keep.contains(c)) {
@@ -657,6 +711,49 @@ fn check_services(cfg: &Config, line: &impl Fn(&str) -> Option<usize>) -> At<()>
             ValueError::new(
                 format!("{key}: there is no SERVICE_{}", s.name),
                 format!("declare SERVICE_{}=(command …), or fix the name", s.name),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// LISTEN_<name> is for a declared SERVICE_<name>, each socket declared
+/// once; IDLE is for a subhost with LISTEN sockets.
+fn check_listen(cfg: &Config, line: &impl Fn(&str) -> Option<usize>) -> At<()> {
+    let mut seen = Vec::new();
+    for l in &cfg.listen {
+        if !cfg.services.iter().any(|s| s.name == l.service) {
+            return Err((
+                l.line,
+                ValueError::new(
+                    format!(
+                        "LISTEN_{0}: there is no SERVICE_{0} to hand its sockets to",
+                        l.service
+                    ),
+                    format!(
+                        "declare SERVICE_{}=(command …) that takes its sockets from fd 3 on \
+                         (sd_listen_fds), or fix the name",
+                        l.service
+                    ),
+                ),
+            ));
+        }
+        for s in &l.sockets {
+            if seen.contains(&s) {
+                return Err((
+                    l.line,
+                    ValueError::new(format!("{s} is declared twice"), "declare it once"),
+                ));
+            }
+            seen.push(s);
+        }
+    }
+    if cfg.idle.is_some() && cfg.listen.is_empty() {
+        return Err((
+            line("IDLE").unwrap_or(1),
+            ValueError::new(
+                "IDLE without a LISTEN_<name>: nothing would wake the subhost again",
+                "declare LISTEN_<name> sockets, or remove IDLE",
             ),
         ));
     }

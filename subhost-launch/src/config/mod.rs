@@ -147,6 +147,12 @@ pub struct Config {
     pub health_retries: u32,
     /// Host device nodes given to the subhost (`DEVICES`).
     pub devices: Vec<crate::cgroup::devices::Declared>,
+    /// Sockets bound on the host and handed to a service when the first
+    /// connection wakes the subhost (`LISTEN_<name>`), in declared order.
+    pub listen: Vec<crate::activator::sockets::Listen>,
+    /// Seconds without a connection or activity after which an awakened
+    /// subhost with LISTEN sockets is hibernated again (`IDLE`).
+    pub idle: Option<u32>,
 }
 
 /// When a supervised service that ended is started again.
@@ -272,6 +278,8 @@ impl Config {
             health_timeout: 10,
             health_retries: 3,
             devices: Vec::new(),
+            listen: Vec::new(),
+            idle: None,
         }
     }
 }

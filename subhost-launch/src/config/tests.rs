@@ -76,6 +76,8 @@ fn every_example_parses_alone() {
         "RESTART_<name>",
         "HEALTH_<name>",
         "PUBLISH",
+        "LISTEN_<name>",
+        "IDLE",
     ];
     for (i, key) in KEYS.iter().enumerate() {
         if needs_above.contains(&key.name) {
@@ -1337,4 +1339,61 @@ fn bad_published_ports_are_placed_at_their_line() {
         "PUBLISH needs an ADDRESS",
     );
     refused("PUBLISH=tcp:8080:80", 1, "takes an array");
+}
+
+#[test]
+fn listen_sockets_are_read_in_order_for_their_service() {
+    use crate::activator::sockets::Socket;
+    let c = ok("SERVICE_web=(x)\nLISTEN_web=(tcp:8080 'tcp:[::]:8443'\n udp:127.0.0.1:5353 unix:/run/web.sock)\nIDLE=300\n");
+    assert_eq!(c.listen.len(), 1);
+    assert_eq!(c.listen[0].service, "web");
+    assert_eq!(c.listen[0].line, 2);
+    assert_eq!(
+        c.listen[0].sockets,
+        vec![
+            Socket::Tcp("0.0.0.0:8080".parse().unwrap()),
+            Socket::Tcp("[::]:8443".parse().unwrap()),
+            Socket::Udp("127.0.0.1:5353".parse().unwrap()),
+            Socket::Unix("/run/web.sock".into()),
+        ]
+    );
+    assert_eq!(c.idle, Some(300));
+}
+
+#[test]
+fn listen_and_idle_mistakes_name_their_line() {
+    refused(
+        "SERVICE_web=(x)\nLISTEN_db=(tcp:5432)\n",
+        2,
+        "LISTEN_db: there is no SERVICE_db",
+    );
+    refused(
+        "SERVICE_web=(x)\nLISTEN_web=(sctp:80)\n",
+        2,
+        "unknown protocol",
+    );
+    refused("SERVICE_web=(x)\nLISTEN_web=(tcp:0)\n", 2, "port 0");
+    refused(
+        "SERVICE_web=(x)\nLISTEN_web=(unix:web.sock)\n",
+        2,
+        "not absolute",
+    );
+    refused("SERVICE_web=(x)\nLISTEN_web=tcp:80\n", 2, "takes an array");
+    refused("SERVICE_web=(x)\nLISTEN_web=()\n", 2, "declares no socket");
+    refused(
+        "SERVICE_web=(x)\nLISTEN_web=(tcp:80 tcp:80)\n",
+        2,
+        "declared twice",
+    );
+    refused(
+        "SERVICE_web=(x)\nLISTEN_web=(tcp:80)\nIDLE=0\n",
+        3,
+        "0 seconds",
+    );
+    refused(
+        "SERVICE_web=(x)\nLISTEN_web=(tcp:80)\nIDLE=-5\n",
+        3,
+        "not a whole number",
+    );
+    refused("IDLE=300\n", 1, "IDLE without a LISTEN_<name>");
 }

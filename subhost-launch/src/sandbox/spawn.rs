@@ -62,6 +62,9 @@ pub struct Detached {
     pub console: OwnedFd,
     /// The services' state file (a memfd), on `services::STATE_FD`.
     pub services: Option<OwnedFd>,
+    /// Socket activation: the host's sockets for the services, in declared
+    /// order, on `services::LISTEN_FD` on.
+    pub sockets: Vec<OwnedFd>,
 }
 
 /// The running sandbox, seen from the launcher.
@@ -325,7 +328,9 @@ fn child_main(
     }
     process::reset_signals_for_exec()?;
     let state = s.detached.as_ref().and_then(|d| d.services.as_ref());
+    let sockets = s.detached.as_ref().map_or(&[][..], |d| &d.sockets[..]);
     let init = match state {
+        Some(fd) if !sockets.is_empty() => Some(place_fds(fd, sockets, &s.init)?),
         Some(fd) => place_state_file(fd, &s.init)?,
         None => None,
     };
@@ -350,6 +355,28 @@ fn place_state_file(state: &OwnedFd, init: &OwnedFd) -> Result<Option<OwnedFd>> 
     };
     sys::dup2(from, target).context("cannot pass the services' state file")?;
     Ok(moved)
+}
+
+/// The state file on `STATE_FD` and the sockets on `LISTEN_FD` on, not
+/// close-on-exec; returns a copy of the init's fd above them. Every
+/// source is first copied above the targets, so that none is overwritten
+/// before it is placed.
+fn place_fds(state: &OwnedFd, sockets: &[OwnedFd], init: &OwnedFd) -> Result<OwnedFd> {
+    let first = crate::services::STATE_FD;
+    let above = crate::services::LISTEN_FD + sockets.len() as i32;
+    let mut sources = vec![state.as_raw_fd()];
+    sources.extend(sockets.iter().map(|s| s.as_raw_fd()));
+    let copies = sources
+        .iter()
+        .map(|&fd| sys::dup_above(fd, above))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot copy the sockets")?;
+    let init = sys::dup_above(init.as_raw_fd(), above).context("cannot copy the init's fd")?;
+    for (i, fd) in copies.into_iter().enumerate() {
+        sys::dup2(fd, first + i as i32).context("cannot pass the sockets")?;
+    }
+    // SAFETY: dup_above returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(init) })
 }
 
 /// A session of its own and the console on the std streams.

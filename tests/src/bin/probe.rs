@@ -113,6 +113,7 @@ fn main() {
         // What a process sees: its namespaces, root, files and profile.
         "hostname" => hostname().into(),
         "serve-peer" => serve_peer(&arg(1), &arg(2)).into(),
+        "serve-activated" => serve_activated().into(),
         "ask" => ask(&arg(1), &arg(2)).into(),
         "cmdline" => cmdline(&pid()).into(),
         "ns" => ns(&arg(1), args.get(2).map(String::as_str).unwrap_or("self")).into(),
@@ -581,6 +582,62 @@ fn serve_peer(proto: &str, port: &str) -> R {
             }
         }
         _ => Err(Error::from_raw_os_error(libc::EINVAL)),
+    }
+}
+
+/// A socket-activated service (sd_listen_fds): answers every connection
+/// on its sockets (fds 3..) with one line saying what it was given:
+/// `pid ok|bad fds N names NAMES open FD,FD,...` (`pid ok` when
+/// LISTEN_PID is its own; `open` its descriptors at start).
+fn serve_activated() -> R {
+    use std::io::Write;
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let pid_ok = env("LISTEN_PID") == std::process::id().to_string();
+    let n: i32 = env("LISTEN_FDS").parse().unwrap_or(0);
+    let open = fds()?;
+    let line = format!(
+        "pid {} fds {n} names {} open {}\n",
+        if pid_ok { "ok" } else { "bad" },
+        env("LISTEN_FDNAMES"),
+        open
+    );
+    let listeners: Vec<std::net::TcpListener> = (3..3 + n)
+        // SAFETY: the sd_listen_fds protocol hands these fds to us.
+        .map(|fd| unsafe { std::net::TcpListener::from_raw_fd(fd) })
+        .collect();
+    if listeners.is_empty() {
+        return Err(Error::from_raw_os_error(libc::EBADF));
+    }
+    loop {
+        let mut fds: Vec<nix::poll::PollFd> = listeners
+            .iter()
+            .map(|l| nix::poll::PollFd::new(l.as_fd(), nix::poll::PollFlags::POLLIN))
+            .collect();
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)?;
+        let ready: Vec<usize> = fds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(i, _)| i)
+            .collect();
+        for i in ready {
+            // A unix socket's accept works through the same call.
+            // SAFETY: accept4 on a listening socket of ours.
+            let c = unsafe {
+                libc::accept4(
+                    listeners[i].as_fd().as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if c >= 0 {
+                // SAFETY: accept4 returned a new descriptor we own.
+                let mut f = unsafe { std::fs::File::from_raw_fd(c) };
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
     }
 }
 

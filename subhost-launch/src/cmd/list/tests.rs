@@ -39,6 +39,7 @@ fn report() -> Report {
         }],
         memory: None,
         pids: Some(3),
+        activation: None,
         services: vec![crate::services::Service {
             name: "web".into(),
             state: "running".into(),

@@ -1,0 +1,248 @@
+//! Socket activation (`LISTEN_<name>`, `IDLE`) on the real kernel: a
+//! subhost sleeps with only its sockets held by the host's activator, the
+//! first connection wakes it and the service answers on the sockets it
+//! was handed (sd_listen_fds, and no other descriptor), a burst of first
+//! connections wakes it once, IDLE puts it back to sleep, `stop` leaves
+//! nothing listening, a service that dies at once is not woken in a
+//! loop, and bad keys are FILE:LINE errors. Loopback only.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+use subhost_tests::*;
+
+/// A port of 127.0.0.1 free right now.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A subhost whose service `echo` is the probe's socket-activated server
+/// on 127.0.0.1:PORT; `extra` is more config.
+fn activated(tag: &str, port: u16, extra: &str) -> Subhost {
+    let config = format!(
+        "SERVICE_echo=(/probe serve-activated)\nLISTEN_echo=(tcp:127.0.0.1:{port})\n{extra}"
+    );
+    let s = Subhost::busybox(tag, &config);
+    install_probe(&s.root());
+    s
+}
+
+fn start_asleep(s: &Subhost) {
+    let out = s.run(&["start", "--detach", &s.name]);
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(out.stdout_str().contains("sleeping"), "{}", out.describe());
+}
+
+/// The `activation` object of `status --json` (null when none).
+fn activation(s: &Subhost) -> Value {
+    let out = s.run(&["status", "--json", &s.name]);
+    assert!(out.status.success(), "{}", out.describe());
+    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    v["activation"].clone()
+}
+
+/// The line the service answers on 127.0.0.1:PORT, or what went wrong.
+fn ask(port: u16, limit: Duration) -> Result<String, String> {
+    let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(limit)).unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// Whether anything listens on 127.0.0.1:PORT in the host's netns.
+fn listening(port: u16) -> bool {
+    let hex = format!(":{port:04X} ");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"))
+}
+
+/// No activator runs once no subhost has sockets held by it (other tests
+/// of this file may still have theirs).
+fn activator_gone_unless_others() -> bool {
+    wait_until(Duration::from_secs(5), || {
+        let others = std::fs::read_dir("/run/subhost")
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".listen"))
+            })
+            .unwrap_or(false);
+        others || !std::path::Path::new("/run/subhost/activator.sock").exists()
+    })
+}
+
+#[test]
+fn a_connection_wakes_a_sleeping_subhost_and_only_its_sockets_cross() {
+    let port = free_port();
+    let s = activated("act", port, "");
+    start_asleep(&s);
+    let a = activation(&s);
+    assert_eq!(a["state"], "sleeping", "{a}");
+    assert_eq!(a["wakes"], 0, "{a}");
+    assert!(!s.init_record().exists(), "asleep, it has no init");
+    assert!(s.live_mounted(), "asleep, it is set up (hibernating)");
+    assert!(listening(port), "the host holds its socket");
+
+    let answer = ask(port, Duration::from_secs(10)).unwrap();
+    // LISTEN_PID is the service's own, one socket named for the service,
+    // and nothing but 0-2 and that socket open.
+    assert_eq!(
+        answer.trim(),
+        "pid ok fds 1 names echo open 0 1 2 3",
+        "{answer}"
+    );
+    let a = activation(&s);
+    assert_eq!(a["state"], "awake", "{a}");
+    assert_eq!(a["wakes"], 1, "{a}");
+    assert!(a["last_wake_ms"].as_u64().is_some(), "{a}");
+
+    let out = s.stop();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(!listening(port), "nothing listens after stop");
+    assert!(ask(port, Duration::from_secs(1)).is_err());
+    assert!(activation(&s).is_null());
+    assert!(
+        activator_gone_unless_others(),
+        "the activator holds nothing and ends"
+    );
+}
+
+#[test]
+fn a_burst_of_first_connections_wakes_it_once_and_each_is_answered() {
+    let port = free_port();
+    let s = activated("acb", port, "");
+    start_asleep(&s);
+    let clients: Vec<_> = (0..50)
+        .map(|_| std::thread::spawn(move || ask(port, Duration::from_secs(20))))
+        .collect();
+    let answers: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let good = answers
+        .iter()
+        .filter(|a| a.as_ref().is_ok_and(|t| t.starts_with("pid ok fds 1")))
+        .count();
+    assert_eq!(good, 50, "{answers:?}");
+    assert_eq!(activation(&s)["wakes"], 1);
+}
+
+#[test]
+fn idle_puts_it_back_to_sleep_and_the_next_connection_wakes_it_again() {
+    let port = free_port();
+    let s = activated("aci", port, "IDLE=2\n");
+    start_asleep(&s);
+    assert!(ask(port, Duration::from_secs(10)).is_ok());
+    assert_eq!(activation(&s)["state"], "awake");
+    let mut last = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            last = activation(&s);
+            last["state"] == "sleeping"
+        }),
+        "not back to sleep: {last}"
+    );
+    assert!(!s.init_record().exists(), "hibernating: no init");
+    assert!(s.live_mounted(), "hibernating: still set up");
+    let again = ask(port, Duration::from_secs(10)).unwrap();
+    assert!(again.starts_with("pid ok"), "{again}");
+    assert_eq!(activation(&s)["wakes"], 2);
+}
+
+#[test]
+fn a_service_that_dies_at_once_is_failed_and_not_woken_again() {
+    let port = free_port();
+    let config =
+        format!("SERVICE_echo=(sh -c 'exit 3')\nLISTEN_echo=(tcp:127.0.0.1:{port})\nIDLE=2\n");
+    let s = Subhost::busybox("acc", &config);
+    start_asleep(&s);
+    // Never answered: the service never accepts.
+    assert!(ask(port, Duration::from_secs(1)).is_err());
+    let mut last = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            last = activation(&s);
+            last["state"] == "failed"
+        }),
+        "not failed: {last}"
+    );
+    let out = s.run(&["status", "--json", &s.name]);
+    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    assert_eq!(v["services"][0]["state"], "failed", "{v}");
+    let _ = ask(port, Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(activation(&s)["wakes"], 1, "no wake loop");
+}
+
+/// `start --detach` refused with a message containing each of `want`, and
+/// nothing of the subhost left set up or listening.
+fn refused(s: &Subhost, want: &[&str]) {
+    let out = s.run(&["start", "--detach", &s.name]);
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    for w in want {
+        assert!(out.stderr_str().contains(w), "{w:?} in {}", out.describe());
+    }
+    assert!(!s.live_mounted(), "nothing set up");
+    assert!(!std::path::Path::new(&format!("/run/netns/{}", s.name)).exists());
+    assert!(activation(s).is_null());
+}
+
+#[test]
+fn bad_listen_and_idle_keys_are_file_line_errors() {
+    let port = free_port();
+    for (config, want) in [
+        (
+            format!("LISTEN_web=(tcp:127.0.0.1:{port})\n"),
+            "config:1: LISTEN_web: there is no SERVICE_web",
+        ),
+        (
+            "SERVICE_web=(true)\nLISTEN_web=(sctp:80)\n".to_string(),
+            "config:2",
+        ),
+        (
+            "SERVICE_web=(true)\nLISTEN_web=(tcp:0)\n".to_string(),
+            "config:2",
+        ),
+        (
+            format!("SERVICE_web=(true)\nLISTEN_web=(tcp:127.0.0.1:{port})\nIDLE=0\n"),
+            "config:3",
+        ),
+        (
+            format!("SERVICE_web=(true)\nLISTEN_web=(tcp:127.0.0.1:{port})\nIDLE=-5\n"),
+            "config:3",
+        ),
+    ] {
+        let s = Subhost::busybox("ack", &config);
+        refused(&s, &[want]);
+    }
+}
+
+#[test]
+fn a_port_taken_on_the_host_is_refused_naming_its_holder() {
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let s = activated("acp", port, "");
+    refused(
+        &s,
+        &[
+            "config:2: LISTEN_echo",
+            "is taken by",
+            &format!("pid {}", std::process::id()),
+        ],
+    );
+}
+
+#[test]
+fn a_unix_socket_outside_a_directory_the_operator_owns_is_refused() {
+    let s = Subhost::busybox(
+        "acu",
+        "SERVICE_web=(true)\nLISTEN_web=(unix:/tmp/subhost-test-web.sock)\n",
+    );
+    refused(&s, &["config:2: LISTEN_web", "/tmp"]);
+    assert!(!std::path::Path::new("/tmp/subhost-test-web.sock").exists());
+}
