@@ -655,6 +655,328 @@ impl Drop for Subhost {
     }
 }
 
+/// A base for `LOWER` in place of the host's `/`: a busybox tree under a
+/// temp dir of its own, with whatever host programs a test needs copied in
+/// (with their libraries), and a canary tree. A launcher bug that deletes
+/// or changes its lower layer (as a killed USERNS start once led the next
+/// start to empty a host's /etc) then hits this tree, not the host; and the
+/// whole tree, canary included, is compared byte for byte, owners, modes
+/// and xattrs too, against what it was made as: by `check`, and on drop
+/// (declare it before the subhost over it, so it is checked after the
+/// subhost is stopped).
+pub struct ScratchBase {
+    tmp: TempDir,
+    made: Vec<(String, String)>,
+}
+
+/// One entry of the canary tree: a directory when `content` is `None`.
+struct Canary {
+    path: &'static str,
+    owner: (u32, u32),
+    mode: u32,
+    content: Option<&'static str>,
+    /// The value of its `user.subhost-canary` xattr.
+    tag: &'static str,
+}
+
+/// Under /etc, where the deleting bug struck, and /home; owners the
+/// idmapping has to carry, a root-only secret.
+const CANARY: &[Canary] = &[
+    Canary {
+        path: "etc/canary",
+        owner: (0, 0),
+        mode: 0o755,
+        content: None,
+        tag: "etc",
+    },
+    Canary {
+        path: "etc/canary/secret",
+        owner: (0, 0),
+        mode: 0o600,
+        content: Some("the host's secret\n"),
+        tag: "secret",
+    },
+    Canary {
+        path: "etc/canary/owned",
+        owner: (1234, 5678),
+        mode: 0o640,
+        content: Some("owned by 1234:5678\n"),
+        tag: "owned",
+    },
+    Canary {
+        path: "etc/canary/nested",
+        owner: (4321, 4321),
+        mode: 0o750,
+        content: None,
+        tag: "nested",
+    },
+    Canary {
+        path: "etc/canary/nested/deep",
+        owner: (4321, 4321),
+        mode: 0o644,
+        content: Some("deep\nand two lines\n"),
+        tag: "deep",
+    },
+    Canary {
+        path: "etc/canary/empty",
+        owner: (0, 0),
+        mode: 0o700,
+        content: None,
+        tag: "empty",
+    },
+    Canary {
+        path: "home/canary",
+        owner: (1000, 1000),
+        mode: 0o755,
+        content: None,
+        tag: "home",
+    },
+    Canary {
+        path: "home/canary/notes",
+        owner: (1000, 1000),
+        mode: 0o644,
+        content: Some("notes of a user\n"),
+        tag: "notes",
+    },
+];
+
+impl ScratchBase {
+    /// A busybox tree with /var/tmp, /mnt and the canary.
+    pub fn new() -> ScratchBase {
+        ScratchBase::with_programs(&[])
+    }
+
+    /// Also with these host programs (absolute paths) at the same paths,
+    /// with the libraries `ldd` names for them: for a test that needs the
+    /// host's own tools (util-linux, bwrap), not busybox's.
+    pub fn with_programs(programs: &[&str]) -> ScratchBase {
+        require_root();
+        let tmp = TempDir::new();
+        let root = tmp.path().join("base");
+        busybox_root(&root);
+        for dir in ["var/tmp", "mnt"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for program in programs {
+            copy_program(&root, Path::new(program));
+        }
+        for c in CANARY {
+            let at = root.join(c.path);
+            match c.content {
+                Some(text) => std::fs::write(&at, text).unwrap(),
+                None => std::fs::create_dir_all(&at).unwrap(),
+            }
+            std::os::unix::fs::lchown(&at, Some(c.owner.0), Some(c.owner.1)).unwrap();
+            std::fs::set_permissions(&at, std::os::unix::fs::PermissionsExt::from_mode(c.mode))
+                .unwrap();
+            set_xattr(&at, "user.subhost-canary", c.tag.as_bytes());
+        }
+        std::os::unix::fs::symlink("secret", root.join("etc/canary/link")).unwrap();
+        let made = tree_state(&root);
+        ScratchBase { tmp, made }
+    }
+
+    /// The base, as `LOWER=` takes it.
+    pub fn path(&self) -> PathBuf {
+        self.tmp.path().join("base")
+    }
+
+    /// What differs from the tree as made, one line each.
+    pub fn differences(&self) -> Vec<String> {
+        let now = tree_state(&self.path());
+        let was: std::collections::BTreeMap<_, _> = self.made.iter().cloned().collect();
+        let is: std::collections::BTreeMap<_, _> = now.into_iter().collect();
+        let mut out = Vec::new();
+        for (path, state) in &was {
+            match is.get(path) {
+                None => out.push(format!("{path}: gone (was {state})")),
+                Some(s) if s != state => out.push(format!("{path}: was {state}, is {s}")),
+                Some(_) => {}
+            }
+        }
+        for (path, state) in &is {
+            if !was.contains_key(path) {
+                out.push(format!("{path}: appeared ({state})"));
+            }
+        }
+        out
+    }
+
+    /// Panics, naming every difference, when the tree is not as made.
+    pub fn check(&self) {
+        let diff = self.differences();
+        assert!(
+            diff.is_empty(),
+            "the scratch base {} changed under a subhost (its lower layer):\n{}",
+            self.path().display(),
+            diff.join("\n")
+        );
+    }
+}
+
+impl Default for ScratchBase {
+    fn default() -> Self {
+        ScratchBase::new()
+    }
+}
+
+impl Drop for ScratchBase {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A second panic would abort the test binary: say it instead.
+            for d in self.differences() {
+                eprintln!("scratch base changed: {d}");
+            }
+        } else {
+            self.check();
+        }
+    }
+}
+
+/// Copies `program` and the libraries `ldd` lists for it to the same paths
+/// under `root`.
+fn copy_program(root: &Path, program: &Path) {
+    let out = run_timeout(Command::new("ldd").arg(program), Duration::from_secs(10));
+    let text = out.stdout_str();
+    let mut files = vec![program.to_path_buf()];
+    // A static program has no libraries; ldd says so and fails.
+    if out.status.success() {
+        files.extend(text.lines().filter_map(|l| {
+            let path = match l.split_once("=>") {
+                Some((_, to)) => to.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        }));
+    }
+    for file in files {
+        let to = root.join(file.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &to)
+            .unwrap_or_else(|e| panic!("copy {} into the scratch base: {e}", file.display()));
+    }
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated and live across the call;
+    // value is a valid buffer of its length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setting {name} on {}: {} (the scratch base needs user xattrs)",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Every xattr of `path` (not following a symlink), sorted, as `name=value`.
+fn xattrs(path: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 4096];
+    // SAFETY: p is NUL-terminated; names is a writable buffer of its length.
+    let len = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if len < 0 {
+        return vec![format!("listxattr: {}", std::io::Error::last_os_error())];
+    }
+    names.truncate(len as usize);
+    let mut all: Vec<String> = names
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let name = std::ffi::CString::new(n).unwrap();
+            let mut value = vec![0u8; 4096];
+            // SAFETY: both strings are NUL-terminated; value is a writable
+            // buffer of its length.
+            let got = unsafe {
+                libc::lgetxattr(
+                    p.as_ptr(),
+                    name.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            value.truncate(got.max(0) as usize);
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(&value)
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Every entry below `root` (relative path, and its type, owner, mode,
+/// xattrs and content: a file's bytes by hash and length, a link's target).
+fn tree_state(root: &Path) -> Vec<(String, String)> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                out.push((rel, format!("unreadable: {e}")));
+                continue;
+            }
+        };
+        let kind = meta.file_type();
+        let what = if kind.is_dir() {
+            if let Ok(dir) = std::fs::read_dir(&path) {
+                todo.extend(dir.filter_map(|e| Some(e.ok()?.path())));
+            }
+            "dir".to_string()
+        } else if kind.is_symlink() {
+            format!(
+                "link to {}",
+                std::fs::read_link(&path).unwrap_or_default().display()
+            )
+        } else if kind.is_file() {
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    bytes.hash(&mut h);
+                    format!("file of {} bytes, hash {:016x}", bytes.len(), h.finish())
+                }
+                Err(e) => format!("file, unreadable: {e}"),
+            }
+        } else {
+            format!("special {:o} rdev {}", meta.mode() & 0o170000, meta.rdev())
+        };
+        out.push((
+            rel,
+            format!(
+                "{what}, {}:{} mode {:o}, xattrs {:?}",
+                meta.uid(),
+                meta.gid(),
+                meta.mode() & 0o7777,
+                xattrs(&path)
+            ),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -667,5 +989,37 @@ mod tests {
         let again = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap_err();
         assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
         assert_ne!(super::unique_name("u"), name);
+    }
+
+    #[test]
+    fn the_scratch_base_check_sees_a_deleted_changed_or_added_entry() {
+        let base = super::ScratchBase::new();
+        assert_eq!(base.differences(), Vec::<String>::new());
+        let root = base.path();
+        std::fs::remove_file(root.join("etc/canary/secret")).unwrap();
+        std::os::unix::fs::lchown(root.join("home/canary/notes"), Some(0), None).unwrap();
+        std::fs::write(root.join("etc/new"), "").unwrap();
+        let diff = base.differences();
+        assert_eq!(diff.len(), 3, "{diff:#?}");
+        assert!(diff[0].starts_with("etc/canary/secret: gone"), "{diff:#?}");
+        assert!(diff[1].starts_with("home/canary/notes: was"), "{diff:#?}");
+        assert!(diff[2].starts_with("etc/new: appeared"), "{diff:#?}");
+        let caught = std::panic::catch_unwind(|| base.check());
+        assert!(caught.is_err(), "check passed over a changed tree");
+        // Put back, so the drop's own check passes.
+        std::fs::remove_file(root.join("etc/new")).unwrap();
+        std::fs::write(root.join("etc/canary/secret"), "the host's secret\n").unwrap();
+        std::fs::set_permissions(
+            root.join("etc/canary/secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        super::set_xattr(
+            &root.join("etc/canary/secret"),
+            "user.subhost-canary",
+            b"secret",
+        );
+        std::os::unix::fs::lchown(root.join("home/canary/notes"), Some(1000), None).unwrap();
+        base.check();
     }
 }

@@ -315,17 +315,29 @@ fn nested_sandboxes_mount_proc_in_userns_mode_and_the_masks_hold() {
         Path::new("/usr/bin/bwrap").exists(),
         "bubblewrap is needed: run tests/setup"
     );
-    let s = Subhost::new("dvu", "LOWER=/\n");
-    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    // The host's own tools, as the sandboxes use them (busybox's setpriv
+    // cannot change uids), in a scratch base rather than the host's `/`.
+    let base = ScratchBase::with_programs(&[
+        "/usr/bin/unshare",
+        "/usr/bin/setpriv",
+        "/usr/bin/bwrap",
+        "/usr/bin/grep",
+    ]);
+    let s = Subhost::new("dvu", &format!("LOWER={}\n", base.path().display()));
+    // By path: busybox's shell runs its own applets before any in PATH.
+    let nobody = "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups";
     let out = s.sh(&format!(
-        "unshare -U -r -p -f --mount-proc true; echo unshare=$?; \
-         {nobody} bwrap --ro-bind / / --unshare-pid --proc /proc true; echo bwrap=$?; \
-         unshare -U -r -m -n sh -c 'mount -t sysfs -o ro sysfs /mnt && umount /mnt'; echo sysfs=$?; \
-         wc -c < /proc/timer_list; ls /sys/firmware | wc -l; ls -a /dev | grep -cx 'proc\\|sys' || :"
+        "/usr/bin/bwrap --version >/dev/null && {nobody} true && echo tools=0; \
+         /usr/bin/unshare -U -r -p -f --mount-proc true; echo unshare=$?; \
+         {nobody} /usr/bin/bwrap --ro-bind / / --unshare-pid --proc /proc true; echo bwrap=$?; \
+         /usr/bin/unshare -U -r -m -n sh -c 'mount -t sysfs -o ro sysfs /mnt && umount /mnt'; echo sysfs=$?; \
+         wc -c < /proc/timer_list; ls /sys/firmware | wc -l; ls -a /dev | /usr/bin/grep -cx 'proc\\|sys' || :"
     ));
     assert_eq!(out.code(), 0, "{}", out.describe());
     let text = out.stdout_str();
     let lines: Vec<&str> = text.lines().collect();
+    // So that a refusal below is the kernel's, not a missing program's.
+    assert_eq!(lines.first(), Some(&"tools=0"), "{}", out.describe());
     let worked = |what: &str| lines.contains(&format!("{what}=0").as_str());
     for what in ["unshare", "bwrap", "sysfs"] {
         assert_eq!(worked(what), userns_mode(), "{what}: {}", out.describe());

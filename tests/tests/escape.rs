@@ -1,4 +1,6 @@
-//! Root inside a default subhost (overlay over `/`, one SHARE) tries the
+//! Root inside a default subhost (overlay over a scratch base, one SHARE:
+//! the routes need no host program, and a bug that deletes the lower
+//! layer hits a canary, not the host) tries the
 //! well-known ways out to the host, each a route of the probe (a helper of
 //! this crate, run inside). Every route must fail by default; and so that
 //! these tests can fail, each is shown to work once the protection that
@@ -26,13 +28,15 @@ const WIDE_CAPS: &str =
 const ALLOW_ALL: &str = "SYSCALLS_ALLOW=(open_by_handle_at bpf perf_event_open swapoff \
      settimeofday finit_module keyctl userfaultfd)";
 
-/// A subhost over the host's `/` with one SHARE and the probe in its root.
+/// A subhost over a scratch base with one SHARE and the probe in its root.
 struct Lab {
     s: Subhost,
     share: TempDir,
     /// A host process the subhost must not see; its `$0` is the marker.
     marker: String,
     sleeper: std::process::Child,
+    /// Dropped, and so checked, after the subhost is stopped.
+    base: ScratchBase,
 }
 
 impl Lab {
@@ -48,6 +52,7 @@ impl Lab {
             share,
             marker,
             sleeper,
+            base: ScratchBase::new(),
         };
         lab.config("");
         lab
@@ -55,7 +60,8 @@ impl Lab {
 
     fn config(&self, extra: &str) {
         let text = format!(
-            "LOWER=/\nSHARE=({}:/share)\n{extra}\n",
+            "LOWER={}\nSHARE=({}:/share)\n{extra}\n",
+            self.base.path().display(),
             self.share.path().display()
         );
         std::fs::write(self.s.dir().join("config"), text).unwrap();

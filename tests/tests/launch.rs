@@ -50,11 +50,16 @@ fn assert_ok(out: &Finished) {
 }
 
 #[test]
-fn overlay_over_host_root_runs_init_as_pid1() {
+fn overlay_over_a_base_runs_init_as_pid1() {
     let br = Bridge::new();
+    let base = ScratchBase::new();
     let s = Subhost::new(
         "",
-        &format!("LOWER=/\nBRIDGES=({}=02:5a:00:00:00:07)\n", br.name),
+        &format!(
+            "LOWER={}\nBRIDGES=({}=02:5a:00:00:00:07)\n",
+            base.path().display(),
+            br.name
+        ),
     );
     let note = format!("/var/tmp/{}-note", s.name);
     let probe = install_probe(&s.root());
@@ -87,6 +92,10 @@ fn overlay_over_host_root_runs_init_as_pid1() {
         "upper\n"
     );
     assert!(!Path::new(&note).exists(), "{note} written on the host");
+    assert!(
+        !base.path().join(&note[1..]).exists(),
+        "{note} written to the lower layer"
+    );
     assert!(has_link(&format!("{}0", s.name)));
 }
 
@@ -463,9 +472,14 @@ fn a_stale_record_never_gets_a_signal() {
 #[test]
 fn dry_run_prints_the_plan_and_does_nothing() {
     let br = Bridge::new();
+    let base = ScratchBase::new();
     let s = Subhost::busybox(
         "",
-        &format!("LOWER=/\nBRIDGES=({}=02:00:00:00:01:01)\n", br.name),
+        &format!(
+            "LOWER={}\nBRIDGES=({}=02:00:00:00:01:01)\n",
+            base.path().display(),
+            br.name
+        ),
     );
     let out = s.run(&["start", "--dry-run", &s.name, "--", "/bin/true"]);
     assert_ok(&out);
