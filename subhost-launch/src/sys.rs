@@ -284,6 +284,149 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Res
     .map(drop)
 }
 
+// The new mount API (open_tree, mount_setattr, move_mount, fsopen,
+// fsconfig, fsmount): musl's libc has no wrappers for it.
+
+pub const OPEN_TREE_CLONE: libc::c_uint = 1;
+pub const AT_RECURSIVE: libc::c_uint = 0x8000;
+pub const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+pub const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+/// `MS_PRIVATE` as `struct mount_attr` takes it, a u64 on every target.
+pub const MOUNT_PROPAGATION_PRIVATE: u64 = 1 << 18;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_SET_FD: libc::c_uint = 5;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+
+/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+fn owned(r: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = check(r)?;
+    // SAFETY: the kernel just returned this fd; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A detached copy (`OPEN_TREE_CLONE` in `flags`) of, or a handle on, the
+/// mount at `path` relative to `dirfd` (`libc::AT_FDCWD` for the cwd).
+/// Close-on-exec.
+pub fn open_tree(dirfd: RawFd, path: &CStr, flags: libc::c_uint) -> io::Result<OwnedFd> {
+    let flags = flags | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: open_tree takes a NUL-terminated path that outlives the call
+    // and returns a new fd or -1.
+    owned(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })
+}
+
+/// Sets `attr` on the detached or attached mount `tree` itself (and every
+/// mount below it when `at` has `AT_RECURSIVE`).
+pub fn mount_setattr(tree: BorrowedFd<'_>, at: libc::c_uint, attr: &MountAttr) -> io::Result<()> {
+    let at = at | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: mount_setattr on a valid fd with the empty path and a
+    // mount_attr that lives across the call, its size given.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            at,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// Attaches the detached mount `tree` on `target`.
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: &CStr) -> io::Result<()> {
+    // SAFETY: move_mount from a valid fd (empty path) to a NUL-terminated
+    // path, both valid for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// A filesystem context for `fstype` (close-on-exec).
+pub fn fsopen(fstype: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: fsopen takes a NUL-terminated name and flags, returns an fd
+    // or -1.
+    owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+}
+
+/// `fsconfig(FSCONFIG_SET_STRING)`: option `key` of the context is `value`.
+pub fn fsconfig_string(fs: BorrowedFd<'_>, key: &CStr, value: &CStr) -> io::Result<()> {
+    // SAFETY: fsconfig on a context fd with NUL-terminated key and value
+    // alive for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// `fsconfig(FSCONFIG_SET_FD)`: option `key` of the context is the open
+/// file `fd`.
+pub fn fsconfig_fd(fs: BorrowedFd<'_>, key: &CStr, fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fsconfig on a context fd with a NUL-terminated key, no
+    // value, and an open fd as aux.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FD,
+            key.as_ptr(),
+            std::ptr::null::<libc::c_void>(),
+            fd.as_raw_fd(),
+        )
+    })
+    .map(drop)
+}
+
+/// `fsconfig(FSCONFIG_CMD_CREATE)`: the superblock made from the options.
+pub fn fsconfig_create(fs: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fsconfig on a context fd with no key, value or aux.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// A detached mount of the created context `fs`, with the mount
+/// attributes `attrs` (MOUNT_ATTR_*); close-on-exec.
+pub fn fsmount(fs: BorrowedFd<'_>, attrs: libc::c_uint) -> io::Result<OwnedFd> {
+    // SAFETY: fsmount on a created context fd with flags and attributes.
+    owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -416,11 +416,8 @@ fn connected(h: &Held, tcp: &str, unix: &str) -> bool {
             return false;
         };
         OPEN.contains(st)
-            && crate::holder::parse_local(local).is_some_and(|a| {
-                h.tcp
-                    .iter()
-                    .any(|t| crate::holder::conflicts(*t, a))
-            })
+            && crate::holder::parse_local(local)
+                .is_some_and(|a| h.tcp.iter().any(|t| crate::holder::conflicts(*t, a)))
     });
     // Num RefCount Protocol Flags Type St Inode Path; St 03 is connected.
     let unix_open = unix.lines().any(|l| {

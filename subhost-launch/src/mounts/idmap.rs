@@ -9,31 +9,16 @@
 //! 5.19, which is therefore what USERNS requires.
 
 use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::sys::{self, MountAttr};
+
 /// The kernel that mounts overlayfs over idmapped layers.
 pub const KERNEL: (u32, u32) = (5, 19);
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-/// `MS_PRIVATE` as `struct mount_attr` takes it, a u64 on every target.
-const MS_PRIVATE: u64 = 1 << 18;
-
-/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 /// Refuses kernels that cannot put an overlay over idmapped layers, naming
 /// what is needed; `release` is `uname -r`.
@@ -64,40 +49,16 @@ pub fn check_running_kernel() -> Result<()> {
 /// `recursive`), shown through the map of the user namespace `userns`.
 pub fn clone_mapped(path: &Path, userns: BorrowedFd<'_>, recursive: bool) -> Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes())?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    if recursive {
-        flags |= AT_RECURSIVE;
-    }
-    // SAFETY: open_tree takes a NUL-terminated path that outlives the call
-    // and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("cannot clone the mount at {}", path.display()));
-    }
-    // SAFETY: the kernel just returned this fd, owned by nobody else.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let recursive = if recursive { sys::AT_RECURSIVE } else { 0 };
+    let tree = sys::open_tree(libc::AT_FDCWD, &c, sys::OPEN_TREE_CLONE | recursive)
+        .with_context(|| format!("cannot clone the mount at {}", path.display()))?;
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: sys::MOUNT_ATTR_IDMAP,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
     };
-    let at = if recursive { AT_RECURSIVE } else { 0 } | libc::AT_EMPTY_PATH as libc::c_uint;
-    // SAFETY: mount_setattr on our fd with the empty path and a mount_attr
-    // that lives across the call, its size given.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            at,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = sys::mount_setattr(tree.as_fd(), recursive, &attr) {
         let why = match e.raw_os_error() {
             Some(libc::EINVAL) => {
                 " (its filesystem, or one mounted below it, cannot be idmapped: ext4, xfs, \
@@ -120,47 +81,17 @@ pub fn make_private(tree: &OwnedFd) -> Result<()> {
     let attr = MountAttr {
         attr_set: 0,
         attr_clr: 0,
-        propagation: MS_PRIVATE,
+        propagation: sys::MOUNT_PROPAGATION_PRIVATE,
         userns_fd: 0,
     };
-    // SAFETY: mount_setattr on our fd with the empty path and a mount_attr
-    // that lives across the call, its size given.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error()).context("cannot make an idmapped copy private");
-    }
-    Ok(())
+    sys::mount_setattr(tree.as_fd(), 0, &attr).context("cannot make an idmapped copy private")
 }
 
 /// Attaches a detached mount `tree` on `target`.
 pub fn attach(tree: &OwnedFd, target: &Path) -> Result<()> {
     let c = CString::new(target.as_os_str().as_bytes())?;
-    // SAFETY: move_mount from our fd (empty path) to a NUL-terminated path,
-    // both valid for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("cannot attach an idmapped mount on {}", target.display()));
-    }
-    Ok(())
+    sys::move_mount_to(tree.as_fd(), &c)
+        .with_context(|| format!("cannot attach an idmapped mount on {}", target.display()))
 }
 
 #[cfg(test)]

@@ -17,80 +17,23 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use anyhow::{Context, Result};
 
 use crate::cgroup::devices::{Declared, Kind};
-
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-
-fn fd_or_err(r: libc::c_long, what: &str) -> Result<OwnedFd> {
-    if r < 0 {
-        return Err(io::Error::last_os_error()).with_context(|| what.to_string());
-    }
-    // SAFETY: the kernel just returned this fd; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
+use crate::sys;
 
 /// A detached tmpfs, in the launcher's (the host's) user namespace.
-fn tmpfs() -> Result<OwnedFd> {
-    const WHAT: &str = "cannot make a tmpfs for the DEVICES nodes";
-    // SAFETY: fsopen takes a NUL-terminated name and flags.
-    let fs = fd_or_err(
-        unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) },
-        WHAT,
-    )?;
+fn tmpfs() -> io::Result<OwnedFd> {
+    let fs = sys::fsopen(c"tmpfs")?;
     for (key, value) in [(c"mode", c"700"), (c"size", c"64k")] {
-        // SAFETY: fsconfig on our context fd with NUL-terminated key and
-        // value alive for the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                value.as_ptr(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error()).context(WHAT);
-        }
+        sys::fsconfig_string(fs.as_fd(), key, value)?;
     }
-    // SAFETY: fsconfig on our context fd with no key, value or aux.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error()).context(WHAT);
-    }
-    // SAFETY: fsmount on our created context; no nodev among the attributes.
-    fd_or_err(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsmount,
-                fs.as_raw_fd(),
-                FSMOUNT_CLOEXEC,
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-            )
-        },
-        WHAT,
-    )
+    sys::fsconfig_create(fs.as_fd())?;
+    // No nodev among the attributes.
+    sys::fsmount(fs.as_fd(), sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC)
 }
 
 /// One detached bind per declared node, in order: the node made anew with
@@ -100,7 +43,7 @@ pub fn make(declared: &[Declared], root: u32) -> Result<Vec<OwnedFd>> {
     if declared.is_empty() {
         return Ok(Vec::new());
     }
-    let mnt = tmpfs()?;
+    let mnt = tmpfs().context("cannot make a tmpfs for the DEVICES nodes")?;
     let mut out = Vec::with_capacity(declared.len());
     for (i, d) in declared.iter().enumerate() {
         let meta =
@@ -136,16 +79,8 @@ pub fn make(declared: &[Declared], root: u32) -> Result<Vec<OwnedFd>> {
         if r < 0 {
             return Err(io::Error::last_os_error()).with_context(made);
         }
-        // SAFETY: open_tree on our mount fd with a NUL-terminated name.
-        let bind = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                mnt.as_raw_fd(),
-                name.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-            )
-        };
-        out.push(fd_or_err(bind, &made())?);
+        let bind = sys::open_tree(mnt.as_raw_fd(), &name, sys::OPEN_TREE_CLONE);
+        out.push(bind.with_context(made)?);
     }
     Ok(out)
 }
