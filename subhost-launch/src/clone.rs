@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -16,6 +17,7 @@ use crate::config::{self, Config};
 use crate::files::copy::{self, Shift};
 use crate::layout::Layout;
 use crate::provision::Aside;
+use crate::state;
 use crate::status::State;
 use crate::userns::{self, Range, Setting};
 
@@ -50,7 +52,44 @@ pub struct Source {
     pub state: State,
 }
 
+/// The per-name locks of `names` (a name given twice is locked once),
+/// taken in name order as every command that holds more than one takes
+/// them, each waiting up to `wait` for a start, stop or other command of
+/// that name. A lock file this made goes with the lock, so a stopped
+/// subhost keeps nothing under the run dir.
+pub fn lock(names: &[&str], wait: Duration) -> Result<Vec<state::Lock>> {
+    let mut sorted = names.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
+        .into_iter()
+        .map(|n| state::lock(n, wait).map(|l| l.removed_unless_kept(n)))
+        .collect()
+}
+
+/// How long a command on subhost files waits for another on the same
+/// name: as a start does, the grace a stop gives the init plus a moment.
+pub fn lock_wait(cfg: &Config) -> Duration {
+    Duration::from_secs(cfg.stop_timeout.into()) + Duration::from_secs(2)
+}
+
 impl Source {
+    /// `open`, with the lock of `name` and of each of `others` (valid
+    /// names, as a `Layout` checks them) held: the
+    /// state is looked at once no start or stop of it can run, and stays
+    /// so while the locks are held.
+    pub fn open_locked(
+        base: &Path,
+        name: &str,
+        others: &[&str],
+    ) -> Result<(Source, Vec<state::Lock>)> {
+        let wait = lock_wait(&Source::open(base, name)?.cfg);
+        let mut names = vec![name];
+        names.extend_from_slice(others);
+        let locks = lock(&names, wait)?;
+        Ok((Source::open(base, name)?, locks))
+    }
+
     pub fn open(base: &Path, name: &str) -> Result<Source> {
         let layout = Layout::new(base, name)?;
         if !crate::status::is_subhost(&layout.dir) {
@@ -129,8 +168,10 @@ pub fn pick_range(base: &Path, name: &str, setting: Setting) -> Result<Range> {
 }
 
 pub fn clone(base: &Path, src: &str, dst: &str, shared: bool) -> Result<()> {
-    let s = Source::open(base, src)?;
     let target = Layout::new(base, dst)?;
+    // SRC must stay still while it is read, and DST's name free of another
+    // clone or receive until this one has put its directory in place.
+    let (s, _locks) = Source::open_locked(base, src, &[dst])?;
     s.require_still("clone")?;
     if shared {
         check_shareable(&s)?;

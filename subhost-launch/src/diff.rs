@@ -21,10 +21,11 @@
 //! n`): owners are read back as seen inside before they are compared with
 //! the lower layers, which are idmapped, not shifted.
 
-use std::fs::{self, File};
-use std::io::Read;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -58,42 +59,170 @@ const OPAQUE: [&[u8]; 2] = [b"trusted.overlay.opaque", b"user.overlay.opaque"];
 const WHITEOUT: [&[u8]; 2] = [b"trusted.overlay.whiteout", b"user.overlay.whiteout"];
 const METACOPY: [&[u8]; 2] = [b"trusted.overlay.metacopy", b"user.overlay.metacopy"];
 
-fn kind_of(ft: &fs::FileType) -> &'static str {
-    if ft.is_dir() {
-        "dir"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_socket() {
-        "socket"
-    } else {
-        "device"
+type Attrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What is compared of an entry: one `fstatat` relative to its
+/// directory's fd.
+#[derive(Clone, Copy)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    rdev: u64,
+    mtime: (i64, i64),
+}
+
+impl Meta {
+    fn fmt(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    fn is_dir(&self) -> bool {
+        self.fmt() == libc::S_IFDIR
+    }
+    fn is_file(&self) -> bool {
+        self.fmt() == libc::S_IFREG
+    }
+    fn is_symlink(&self) -> bool {
+        self.fmt() == libc::S_IFLNK
+    }
+    fn is_device(&self) -> bool {
+        matches!(self.fmt(), libc::S_IFCHR | libc::S_IFBLK)
+    }
+    fn kind(&self) -> &'static str {
+        match self.fmt() {
+            libc::S_IFDIR => "dir",
+            libc::S_IFREG => "file",
+            libc::S_IFLNK => "symlink",
+            libc::S_IFIFO => "fifo",
+            libc::S_IFSOCK => "socket",
+            _ => "device",
+        }
+    }
+    fn size(&self) -> u64 {
+        if self.is_file() {
+            self.size
+        } else {
+            0
+        }
     }
 }
 
-fn size_of(md: &fs::Metadata) -> u64 {
-    if md.is_file() {
-        md.len()
-    } else {
-        0
+/// `name` in directory `dir`, not followed; `None` when there is none.
+fn stat_at(dir: RawFd, name: &CStr) -> io::Result<Option<Meta>> {
+    // SAFETY: stat is plain data; all-zero is a valid initial value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: an open directory fd, a NUL-terminated name and a writable
+    // stat buffer, all alive for the call.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(None),
+            _ => Err(e),
+        };
     }
+    Ok(Some(Meta {
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+        rdev: st.st_rdev,
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+    }))
 }
 
-struct Walk<'a> {
-    upper: &'a Path,
-    lowers: &'a [PathBuf],
-    shift: Option<Range>,
-    out: Vec<Change>,
-    /// Buffers of the byte-for-byte comparison, made once: tens of
-    /// thousands of copied-up files are compared in one diff.
-    bufs: (Vec<u8>, Vec<u8>),
+/// Opens `name` in `dir` without following it (a running subhost may swap
+/// a file for a link to the host's); `O_NONBLOCK` so that a FIFO put in a
+/// file's place meanwhile does not block.
+fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let flags = flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: openat with a NUL-terminated name alive for the call; the
+    // result is a new fd or -1.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Bytes compared per read.
-const CHUNK: usize = 64 << 10;
+fn open_dir(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)
+}
+
+/// The names in directory `fd` but `.` and `..`, read through a
+/// duplicate (a `Dir` closes the fd it is given).
+fn names(fd: &OwnedFd) -> io::Result<Vec<CString>> {
+    let dup = fd.try_clone()?;
+    let mut d = nix::dir::Dir::from_fd(dup).map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e.map_err(io::Error::from)?;
+        let n = e.file_name();
+        if n != c"." && n != c".." {
+            out.push(n.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// The target of symlink `name` in `dir`.
+fn link_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.resize(libc::PATH_MAX as usize + 1, 0);
+    // SAFETY: an open directory fd, a NUL-terminated name and a writable
+    // buffer of the given length, all alive for the call.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(())
+}
+
+/// Every xattr of open file `fd`, sorted by name: one `flistxattr`, and a
+/// `fgetxattr` only for the names it lists (most entries have none).
+fn fattrs(fd: &impl AsRawFd) -> io::Result<Attrs> {
+    let fd = fd.as_raw_fd();
+    let mut buf = vec![0u8; 256];
+    let len = loop {
+        // SAFETY: an open fd and a writable buffer of the given length.
+        let n = unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => buf.resize(buf.len() * 16, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(e),
+        }
+    };
+    let mut out = Vec::new();
+    for name in buf[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let c = CString::new(name).expect("split at NUL");
+        let mut v = vec![0u8; 256];
+        loop {
+            // SAFETY: an open fd, a NUL-terminated name and a writable
+            // buffer of the given length, all alive for the call.
+            let r = unsafe { libc::fgetxattr(fd, c.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+            if r >= 0 {
+                v.truncate(r as usize);
+                out.push((name.to_vec(), v));
+                break;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ERANGE) => v.resize(v.len() * 16, 0),
+                // Removed since the listing.
+                Some(libc::ENODATA) => break,
+                _ => return Err(e),
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
 
 /// The value of the first of `names` among `attrs`.
 fn find<'x>(attrs: &'x [(Vec<u8>, Vec<u8>)], names: &[&[u8]]) -> Option<&'x [u8]> {
@@ -103,50 +232,108 @@ fn find<'x>(attrs: &'x [(Vec<u8>, Vec<u8>)], names: &[&[u8]]) -> Option<&'x [u8]
         .map(|(_, v)| v.as_slice())
 }
 
-fn attrs_of(p: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    xattr::list(p).with_context(|| format!("cannot read xattrs of {}", p.display()))
+/// The xattrs that are the file's own, not overlayfs' marks nor the
+/// host's label.
+fn own(attrs: &[(Vec<u8>, Vec<u8>)]) -> impl Iterator<Item = &(Vec<u8>, Vec<u8>)> {
+    attrs.iter().filter(|(n, _)| {
+        !n.starts_with(b"trusted.overlay.")
+            && !n.starts_with(b"user.overlay.")
+            && n.as_slice() != b"security.selinux"
+    })
 }
+
+/// One directory of the walk: the upper one and, per lower layer, the
+/// same path there when it is a directory.
+struct Level {
+    upper: OwnedFd,
+    lowers: Vec<Option<OwnedFd>>,
+}
+
+/// One entry found in a lower layer: its directory (open while the
+/// `Level` it is of lives), which layer, its metadata.
+struct Below<'l> {
+    dir: RawFd,
+    layer: usize,
+    meta: Meta,
+    _level: std::marker::PhantomData<&'l Level>,
+}
+
+struct Walk<'a> {
+    upper: &'a Path,
+    lowers: &'a [PathBuf],
+    shift: Option<Range>,
+    out: Vec<Change>,
+    /// The directory being read, from the root without its leading `/`:
+    /// one buffer for the whole walk, grown and cut as it goes down and
+    /// up, so no entry costs a full path unless it is listed.
+    rel: Vec<u8>,
+    /// Buffers of the byte-for-byte comparison and of link targets, made
+    /// once: tens of thousands of copied-up files are compared in one
+    /// diff.
+    bufs: (Vec<u8>, Vec<u8>),
+}
+
+/// Bytes compared per read.
+const CHUNK: usize = 64 << 10;
 
 /// The changes in `upper` over `lowers` (top first), sorted by path.
 pub fn diff(upper: &Path, lowers: &[PathBuf], shift: Option<Range>) -> Result<Vec<Change>> {
+    let open_root = |p: &Path| -> io::Result<OwnedFd> {
+        let c = CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        open_dir(libc::AT_FDCWD, &c)
+    };
+    let top = Level {
+        upper: open_root(upper).with_context(|| format!("cannot open {}", upper.display()))?,
+        lowers: lowers.iter().map(|l| open_root(l).ok()).collect(),
+    };
     let mut w = Walk {
         upper,
         lowers,
         shift,
         out: Vec::new(),
+        rel: Vec::new(),
         bufs: (vec![0; CHUNK], vec![0; CHUNK]),
     };
-    w.dir(Path::new(""))?;
+    w.dir(&top)?;
     w.out
-        .sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        .sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     Ok(w.out)
 }
 
-fn shown(rel: &Path) -> String {
-    let mut b = b"/".to_vec();
-    b.extend_from_slice(rel.as_os_str().as_bytes());
-    String::from_utf8_lossy(&b).into_owned()
-}
-
 impl Walk<'_> {
-    fn lower(&self, rel: &Path) -> Option<(PathBuf, fs::Metadata)> {
-        self.lowers.iter().find_map(|l| {
-            let p = l.join(rel);
-            fs::symlink_metadata(&p).ok().map(|m| (p, m))
-        })
+    /// `name` in the directory being read, as listed: from `/`.
+    fn shown(&self, name: &CStr) -> String {
+        let mut b = Vec::with_capacity(self.rel.len() + name.to_bytes().len() + 2);
+        b.push(b'/');
+        if !self.rel.is_empty() {
+            b.extend_from_slice(&self.rel);
+            b.push(b'/');
+        }
+        b.extend_from_slice(name.to_bytes());
+        String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// `name` of the directory being read, below `top`: for messages,
+    /// and for the xattrs of what cannot be opened (symlinks, devices).
+    fn path(&self, top: &Path, name: &CStr) -> PathBuf {
+        let mut p = top.join(OsStr::from_bytes(&self.rel));
+        p.push(OsStr::from_bytes(name.to_bytes()));
+        p
     }
 
     fn push(
         &mut self,
-        rel: &Path,
+        name: &CStr,
         change: &'static str,
         what: Option<&'static str>,
         details: Vec<&'static str>,
         kind: &'static str,
         size: u64,
     ) {
+        let path = self.shown(name);
         self.out.push(Change {
-            path: shown(rel),
+            path,
             change,
             what,
             details,
@@ -155,156 +342,230 @@ impl Walk<'_> {
         });
     }
 
-    /// The entries of upper directory `rel`.
-    fn dir(&mut self, rel: &Path) -> Result<()> {
-        let full = self.upper.join(rel);
-        let mut names = Vec::new();
-        for e in fs::read_dir(&full).with_context(|| format!("cannot read {}", full.display()))? {
-            let e = e.with_context(|| format!("cannot read {}", full.display()))?;
-            names.push(e.file_name());
+    /// The first lower layer with `name` in the directory being read.
+    fn below<'l>(&self, level: &'l Level, name: &CStr) -> Result<Option<Below<'l>>> {
+        for (i, fd) in level.lowers.iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            let found = stat_at(fd.as_raw_fd(), name).with_context(|| {
+                format!("cannot read {}", self.path(&self.lowers[i], name).display())
+            })?;
+            if let Some(meta) = found {
+                return Ok(Some(Below {
+                    dir: fd.as_raw_fd(),
+                    layer: i,
+                    meta,
+                    _level: std::marker::PhantomData,
+                }));
+            }
         }
-        let opaque = find(&attrs_of(&full)?, &OPAQUE) == Some(b"y");
-        if opaque {
-            if let Some((lp, lmd)) = self.lower(rel) {
-                if lmd.is_dir() {
-                    let mut gone: Vec<_> = fs::read_dir(&lp)
-                        .with_context(|| format!("cannot read {}", lp.display()))?
-                        .filter_map(|e| e.ok())
-                        .filter(|e| !names.contains(&e.file_name()))
-                        .collect();
-                    gone.sort_by_key(|e| e.file_name());
-                    for e in gone {
-                        let md = fs::symlink_metadata(e.path())?;
-                        self.push(
-                            &rel.join(e.file_name()),
-                            "deleted",
-                            None,
-                            vec![],
-                            kind_of(&md.file_type()),
-                            size_of(&md),
-                        );
+        Ok(None)
+    }
+
+    /// The entries of one upper directory.
+    fn dir(&mut self, level: &Level) -> Result<()> {
+        let at = |w: &Self| w.upper.join(OsStr::from_bytes(&w.rel));
+        let names =
+            names(&level.upper).with_context(|| format!("cannot read {}", at(self).display()))?;
+        let attrs = fattrs(&level.upper)
+            .with_context(|| format!("cannot read xattrs of {}", at(self).display()))?;
+        if find(&attrs, &OPAQUE) == Some(b"y") {
+            // Below an opaque directory, the first lower one's entries that
+            // the upper one lacks are gone.
+            if let Some((i, lfd)) = level
+                .lowers
+                .iter()
+                .enumerate()
+                .find_map(|(i, l)| l.as_ref().map(|l| (i, l)))
+            {
+                let mut gone = names_or_not(lfd).with_context(|| {
+                    format!(
+                        "cannot read {}",
+                        self.lowers[i].join(OsStr::from_bytes(&self.rel)).display()
+                    )
+                })?;
+                gone.retain(|n| !names.contains(n));
+                for n in gone {
+                    if let Some(m) = stat_at(lfd.as_raw_fd(), &n)? {
+                        self.push(&n, "deleted", None, vec![], m.kind(), m.size());
                     }
                 }
             }
         }
-        for n in names {
-            self.entry(&rel.join(n))?;
+        for n in &names {
+            self.entry(level, n)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, rel: &Path) -> Result<()> {
-        let full = self.upper.join(rel);
-        let md = fs::symlink_metadata(&full)
-            .with_context(|| format!("cannot read {}", full.display()))?;
-        let ft = md.file_type();
-        let lower = self.lower(rel);
-        // An entry's xattrs are read only where they can matter: most
-        // entries of an upper layer are files the subhost added.
-        let attrs = if lower.is_some() || (ft.is_file() && md.len() == 0) {
-            attrs_of(&full)?
-        } else {
-            Vec::new()
+    fn entry(&mut self, level: &Level, name: &CStr) -> Result<()> {
+        let ufd = level.upper.as_raw_fd();
+        let Some(md) = stat_at(ufd, name)
+            .with_context(|| format!("cannot read {}", self.path(self.upper, name).display()))?
+        else {
+            // Removed while it was read (a subhost that runs).
+            return Ok(());
         };
-        let whiteout = (ft.is_char_device() && md.rdev() == 0)
-            || (ft.is_file() && md.len() == 0 && find(&attrs, &WHITEOUT).is_some());
+        let lower = self.below(level, name)?;
+        // An entry's xattrs are read only where they can matter: most
+        // entries of an upper layer are files the subhost added. A file is
+        // opened once, for its xattrs and its bytes.
+        let empty = md.is_file() && md.size == 0;
+        let need = lower.is_some() || empty;
+        let mut file = None;
+        let attrs = if !need {
+            Vec::new()
+        } else if md.is_file() {
+            let f = open_at(ufd, name, libc::O_RDONLY).with_context(|| {
+                format!("cannot open {}", self.path(self.upper, name).display())
+            })?;
+            let a = fattrs(&f);
+            file = Some(f);
+            a.with_context(|| {
+                format!(
+                    "cannot read xattrs of {}",
+                    self.path(self.upper, name).display()
+                )
+            })?
+        } else if md.is_dir() {
+            // Read with the directory's own entries.
+            Vec::new()
+        } else {
+            let p = self.path(self.upper, name);
+            xattr::list(&p).with_context(|| format!("cannot read xattrs of {}", p.display()))?
+        };
+        let whiteout = (md.fmt() == libc::S_IFCHR && md.rdev == 0)
+            || (empty && find(&attrs, &WHITEOUT).is_some());
         if whiteout {
             let (kind, size) = lower
                 .as_ref()
-                .map(|(_, l)| (kind_of(&l.file_type()), size_of(l)))
+                .map(|l| (l.meta.kind(), l.meta.size()))
                 .unwrap_or(("file", 0));
-            self.push(rel, "deleted", None, vec![], kind, size);
+            self.push(name, "deleted", None, vec![], kind, size);
             return Ok(());
         }
-        let kind = kind_of(&ft);
-        match lower {
-            None => self.push(rel, "added", None, vec![], kind, size_of(&md)),
-            Some((lp, lmd)) => {
-                if let Some(c) = self.compare(&full, &md, &attrs, &lp, &lmd)? {
-                    let (what, details) = c;
-                    self.push(rel, "modified", Some(what), details, kind, size_of(&md));
+        let sub = if md.is_dir() {
+            let fd = open_dir(ufd, name).with_context(|| {
+                format!("cannot open {}", self.path(self.upper, name).display())
+            })?;
+            Some(fd)
+        } else {
+            None
+        };
+        match &lower {
+            None => self.push(name, "added", None, vec![], md.kind(), md.size()),
+            Some(l) => {
+                let uattrs = match &sub {
+                    Some(fd) => fattrs(fd).with_context(|| {
+                        format!(
+                            "cannot read xattrs of {}",
+                            self.path(self.upper, name).display()
+                        )
+                    })?,
+                    None => attrs,
+                };
+                if let Some((what, details)) = self.compare(ufd, name, &md, file, &uattrs, l)? {
+                    self.push(name, "modified", Some(what), details, md.kind(), md.size());
                 }
             }
         }
-        if ft.is_dir() {
-            self.dir(rel)?;
+        if let Some(upper) = sub {
+            let lowers = level
+                .lowers
+                .iter()
+                .map(|l| {
+                    l.as_ref()
+                        .and_then(|fd| open_dir(fd.as_raw_fd(), name).ok())
+                })
+                .collect();
+            let mark = self.rel.len();
+            if mark > 0 {
+                self.rel.push(b'/');
+            }
+            self.rel.extend_from_slice(name.to_bytes());
+            let r = self.dir(&Level { upper, lowers });
+            self.rel.truncate(mark);
+            r?;
         }
         Ok(())
     }
 
-    /// How upper `u` differs from lower `l`, if it does.
+    /// How upper entry `name` differs from its lower `l`, if it does.
     fn compare(
         &mut self,
-        u: &Path,
-        umd: &fs::Metadata,
+        ufd: RawFd,
+        name: &CStr,
+        umd: &Meta,
+        ufile: Option<OwnedFd>,
         uattrs: &[(Vec<u8>, Vec<u8>)],
-        l: &Path,
-        lmd: &fs::Metadata,
+        l: &Below<'_>,
     ) -> Result<Option<(&'static str, Vec<&'static str>)>> {
-        let (uft, lft) = (umd.file_type(), lmd.file_type());
-        if kind_of(&uft) != kind_of(&lft) {
+        let lmd = &l.meta;
+        let lpath = |w: &Self| w.path(&w.lowers[l.layer], name);
+        if umd.kind() != lmd.kind() {
             return Ok(Some(("content", vec![])));
         }
-        if uft.is_symlink() && fs::read_link(u)? != fs::read_link(l)? {
-            return Ok(Some(("content", vec![])));
-        }
-        if uft.is_file() {
-            let metacopy = find(uattrs, &METACOPY).is_some();
-            if !metacopy && (umd.len() != lmd.len() || !self.same_bytes(u, l, umd.len())?) {
+        if umd.is_symlink() {
+            let (a, b) = (&mut self.bufs.0, &mut self.bufs.1);
+            link_at(ufd, name, a)?;
+            link_at(l.dir, name, b)?;
+            let same = a == b;
+            a.resize(CHUNK, 0);
+            b.resize(CHUNK, 0);
+            if !same {
                 return Ok(Some(("content", vec![])));
             }
         }
-        if (uft.is_char_device() || uft.is_block_device()) && umd.rdev() != lmd.rdev() {
+        let mut lfile = None;
+        if umd.is_file() {
+            let metacopy = find(uattrs, &METACOPY).is_some();
+            // Different sizes settle it without a read.
+            if !metacopy && umd.size != lmd.size {
+                return Ok(Some(("content", vec![])));
+            }
+            let lf = File::from(
+                open_at(l.dir, name, libc::O_RDONLY)
+                    .with_context(|| format!("cannot open {}", lpath(self).display()))?,
+            );
+            if !metacopy {
+                let uf = File::from(ufile.expect("a file with a lower one is opened"));
+                if !self.same_bytes(&uf, &lf, umd.size)? {
+                    return Ok(Some(("content", vec![])));
+                }
+            }
+            lfile = Some(lf);
+        }
+        if umd.is_device() && umd.rdev != lmd.rdev {
             return Ok(Some(("content", vec![])));
         }
         let mut details = Vec::new();
-        if umd.mode() & 0o7777 != lmd.mode() & 0o7777 && !uft.is_symlink() {
+        if umd.mode & 0o7777 != lmd.mode & 0o7777 && !umd.is_symlink() {
             details.push("mode");
         }
         let inside = |id: u32| match self.shift {
             Some(r) if id >= r.base && u64::from(id) < r.end() => id - r.base,
             _ => id,
         };
-        if (inside(umd.uid()), inside(umd.gid())) != (lmd.uid(), lmd.gid()) {
+        if (inside(umd.uid), inside(umd.gid)) != (lmd.uid, lmd.gid) {
             details.push("owner");
         }
-        if own(uattrs.to_vec()) != own(attrs_of(l)?) {
+        let lattrs = match (&lfile, lmd.is_dir()) {
+            (Some(f), _) => fattrs(f),
+            (None, true) => open_dir(l.dir, name).and_then(|d| fattrs(&d)),
+            (None, false) => xattr::list(&lpath(self)),
+        }
+        .with_context(|| format!("cannot read xattrs of {}", lpath(self).display()))?;
+        if !own(uattrs).eq(own(&lattrs)) {
             details.push("xattrs");
         }
-        if !uft.is_dir() && (umd.mtime(), umd.mtime_nsec()) != (lmd.mtime(), lmd.mtime_nsec()) {
+        if !umd.is_dir() && umd.mtime != lmd.mtime {
             details.push("time");
         }
         Ok((!details.is_empty()).then_some(("metadata", details)))
     }
-}
 
-/// The xattrs that are the file's own, not overlayfs' marks nor the
-/// host's label.
-fn own(attrs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    attrs
-        .into_iter()
-        .filter(|(n, _)| {
-            !n.starts_with(b"trusted.overlay.")
-                && !n.starts_with(b"user.overlay.")
-                && n.as_slice() != b"security.selinux"
-        })
-        .collect()
-}
-
-impl Walk<'_> {
-    /// Whether files `a` and `b`, both `len` bytes long when looked at,
-    /// hold the same bytes.
-    fn same_bytes(&mut self, a: &Path, b: &Path, len: u64) -> Result<bool> {
-        // Not followed: a running subhost may swap a file for a link to
-        // the host's.
-        let open = |p: &Path| {
-            File::options()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(p)
-                .with_context(|| format!("cannot open {}", p.display()))
-        };
-        let (mut fa, mut fb) = (open(a)?, open(b)?);
+    /// Whether open files `a` and `b`, both `len` bytes long when looked
+    /// at, hold the same bytes.
+    fn same_bytes(&mut self, mut fa: &File, mut fb: &File, len: u64) -> Result<bool> {
         let (ba, bb) = (&mut self.bufs.0, &mut self.bufs.1);
         let mut left = len;
         while left > 0 {
@@ -320,4 +581,12 @@ impl Walk<'_> {
         }
         Ok(true)
     }
+}
+
+/// `names`, sorted so that the deleted entries of an opaque directory
+/// come in order.
+fn names_or_not(fd: &OwnedFd) -> io::Result<Vec<CString>> {
+    let mut n = names(fd)?;
+    n.sort();
+    Ok(n)
 }

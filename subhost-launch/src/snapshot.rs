@@ -70,7 +70,8 @@ pub fn utc(t: SystemTime) -> (String, String) {
 }
 
 pub fn take(base: &Path, name: &str, tag: Option<&str>) -> Result<()> {
-    let s = Source::open(base, name)?;
+    // Held while copying: a stop (or a start of a stopped subhost) waits.
+    let (s, _lock) = Source::open_locked(base, name, &[])?;
     let now = SystemTime::now();
     let (date, default_tag) = utc(now);
     let tag = tag.unwrap_or(&default_tag).to_string();
@@ -220,7 +221,8 @@ pub fn remove(base: &Path, name: &str, tag: &str) -> Result<()> {
 }
 
 pub fn rollback(base: &Path, name: &str, tag: &str) -> Result<()> {
-    let s = Source::open(base, name)?;
+    // A start waits until the root is back in place.
+    let (s, _lock) = Source::open_locked(base, name, &[])?;
     let dir = existing(&s.layout, tag)?;
     match s.state {
         State::Stopped => {}

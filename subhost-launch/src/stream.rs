@@ -18,7 +18,9 @@
 //! Per entry: owner and mode in the header; `mtime` (with nanoseconds) and
 //! each xattr as PAX records (`SCHILY.xattr.NAME`, as GNU tar and star
 //! write them: `trusted.overlay.*`, `system.posix_acl_*`,
-//! `security.capability`); a hardlink as a tar link to the first path of
+//! `security.capability`; a value holding a newline as
+//! `SUBHOST.xattr.NAME`, in hex, since the reader splits records at
+//! newlines); a hardlink as a tar link to the first path of
 //! its inode; a whiteout as a char device 0/0. A sparse file (fewer
 //! blocks than its size) carries `SUBHOST.sparse=OFF:LEN,…` and
 //! `SUBHOST.size=BYTES` and only its data extents as data; GNU tar would
@@ -161,6 +163,24 @@ impl Check {
         }
         h.update(f.sparse.as_bytes());
     }
+
+    /// One of the stream's own small files (manifest, config) with its
+    /// data, as `send` writes and `receive` reads it.
+    fn small(&mut self, path: &[u8], data: &[u8]) {
+        self.entry(&Facts {
+            path,
+            kind: b'0',
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: "",
+            size: data.len() as u64,
+            link: b"",
+            xattrs: &[],
+            sparse: "",
+        });
+        self.crc.update(data);
+    }
 }
 
 /// Reads through, adding what it reads to the check.
@@ -187,7 +207,8 @@ fn refuse_terminal(fd: i32, what: &str) -> Result<()> {
 
 pub fn send(base: &Path, name: &str) -> Result<()> {
     refuse_terminal(1, "stdout")?;
-    let s = Source::open(base, name)?;
+    // A start waits until the subhost is sent: it would change what is read.
+    let (s, _lock) = Source::open_locked(base, name, &[])?;
     s.require_still("send")?;
     s.sync_image()?;
     let mut bref = None;
@@ -246,19 +267,7 @@ fn add_bytes<W: Write>(
     path: &str,
     data: &[u8],
 ) -> Result<()> {
-    check.entry(&Facts {
-        path: path.as_bytes(),
-        kind: b'0',
-        mode: 0o600,
-        uid: 0,
-        gid: 0,
-        mtime: "",
-        size: data.len() as u64,
-        link: b"",
-        xattrs: &[],
-        sparse: "",
-    });
-    check.crc.update(data);
+    check.small(path.as_bytes(), data);
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mode(0o600);
@@ -317,7 +326,7 @@ impl<W: Write> Sender<'_, W> {
         for (k, v) in &xattrs {
             let k = std::str::from_utf8(k)
                 .with_context(|| format!("{}: an xattr name that is not UTF-8", path.display()))?;
-            pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
+            pax.push(xattr_record(k, v));
         }
         let mut link = Vec::new();
         let mut sparse = String::new();
@@ -450,6 +459,33 @@ impl Read for Extents<'_> {
     }
 }
 
+/// The PAX record of xattr `name`: `SCHILY.xattr.NAME` with the value as
+/// it is, unless the value holds a newline (an ACL or a capability whose
+/// id has a byte 0x0a, as a USERNS range's ids may), which PAX allows but
+/// the tar reader `receive` uses splits records at: then
+/// `SUBHOST.xattr.NAME` with the value in hex.
+fn xattr_record(name: &str, value: &[u8]) -> (String, Vec<u8>) {
+    if !value.contains(&b'\n') {
+        return (format!("SCHILY.xattr.{name}"), value.to_vec());
+    }
+    let hex = value.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    (format!("SUBHOST.xattr.{name}"), hex.into_bytes())
+}
+
+/// The value of a `SUBHOST.xattr.NAME` record.
+fn unhex(hex: &[u8]) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
+}
+
 /// A PAX extended header with `records`, before the entry it describes.
 fn add_pax<W: Write>(tar: &mut tar::Builder<W>, records: &[(String, Vec<u8>)]) -> Result<()> {
     let mut data = Vec::new();
@@ -541,6 +577,16 @@ pub fn receive(base: &Path, name: &str) -> Result<()> {
             e.fix
         )
     })?;
+    // Two receives (or a clone) of one name: the later waits, then finds
+    // the name taken; a start of it waits until it is whole.
+    let _lock = crate::clone::lock(&[name], crate::clone::lock_wait(&cfg))?;
+    if target.dir.symlink_metadata().is_ok() {
+        bail!(
+            "{} exists already (made while this receive waited): receive makes a new \
+             subhost (choose another name, or remove that one first)",
+            target.dir.display()
+        );
+    }
     for l in &cfg.lower {
         if !l.is_dir() {
             bail!(
@@ -679,19 +725,7 @@ fn read_small<R: Read>(
     let mut data = Vec::new();
     e.read_to_end(&mut data)
         .with_context(|| format!("cannot read {what}"))?;
-    check.entry(&Facts {
-        path: what.as_bytes(),
-        kind: b'0',
-        mode: 0o600,
-        uid: 0,
-        gid: 0,
-        mtime: "",
-        size: data.len() as u64,
-        link: b"",
-        xattrs: &[],
-        sparse: "",
-    });
-    check.crc.update(&data);
+    check.small(what.as_bytes(), &data);
     Ok(data)
 }
 
@@ -752,6 +786,14 @@ impl Receiver<'_> {
                 let k = r.key_bytes();
                 if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
                     xattrs.push((name.to_vec(), r.value_bytes().to_vec()));
+                } else if let Some(name) = k.strip_prefix(b"SUBHOST.xattr.") {
+                    let v = unhex(r.value_bytes()).with_context(|| {
+                        format!(
+                            "a bad SUBHOST.xattr.{} (not hex)",
+                            String::from_utf8_lossy(name)
+                        )
+                    })?;
+                    xattrs.push((name.to_vec(), v));
                 } else if k == b"mtime" {
                     mtime_s = String::from_utf8_lossy(r.value_bytes()).into_owned();
                 } else if k == b"SUBHOST.sparse" {
@@ -962,6 +1004,22 @@ fn parse_sparse(s: &str) -> Result<Vec<(u64, u64)>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_xattr_value_with_a_newline_goes_in_hex() {
+        let (k, v) = super::xattr_record("user.a", b"x\ny");
+        assert_eq!(
+            (k.as_str(), v.as_slice()),
+            ("SUBHOST.xattr.user.a", &b"780a79"[..])
+        );
+        assert_eq!(super::unhex(&v).unwrap(), b"x\ny");
+        let (k, v) = super::xattr_record("user.a", b"plain");
+        assert_eq!(
+            (k.as_str(), v.as_slice()),
+            ("SCHILY.xattr.user.a", &b"plain"[..])
+        );
+        assert!(super::unhex(b"7").is_none() && super::unhex(b"zz").is_none());
+    }
+
     use super::*;
 
     #[test]

@@ -237,6 +237,11 @@ fn fill(root: &Path, base: u32) {
     let a = root.join("etc/acl");
     std::fs::write(&a, b"acl").unwrap();
     set_xattr(&a, "system.posix_acl_access", &acl(base + 33));
+    // An id with a byte 0x0a (a newline) in the xattr's value, as many a
+    // USERNS range's ids have.
+    let nl = root.join("etc/acl-newline");
+    std::fs::write(&nl, b"acl").unwrap();
+    set_xattr(&nl, "system.posix_acl_access", &acl(base + 10));
     std::fs::hard_link(&f, root.join("etc/deep/er/hardlink")).unwrap();
     let sparse = root.join("sparse");
     let s = std::fs::File::create(&sparse).unwrap();
@@ -968,4 +973,109 @@ fn the_ansible_example_moves_a_subhost() {
         .join("controller")
         .join(format!("{name}.subhost"))
         .is_file());
+}
+
+/// Many small files in `dir`, so that copying them takes a while.
+fn many_files(dir: &Path, n: usize) {
+    for d in 0..n / 1000 {
+        let sub = dir.join(format!("many{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..1000 {
+            std::fs::write(sub.join(format!("f{f}")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_start_of_the_source_waits_for_its_clone_to_finish() {
+    let s = Subhost::busybox("mk", "");
+    many_files(&s.root(), 5_000);
+    let dst = unique_name("mk");
+    let clone = s.spawn(&["clone", &s.name, &dst]);
+    let aside = s.base().join(format!(".{dst}.new"));
+    let began = wait_until(Duration::from_secs(20), || aside.exists());
+    // Under way: a start of the source waits for the clone's lock, so the
+    // clone is in place by the time the start has run, or the start is
+    // refused as busy when the clone takes longer than a start waits.
+    let start = s.run(&["start", "--detach", &s.name]);
+    let in_place = s.base().join(&dst).join("config").exists();
+    let still_copying = aside.exists();
+    let cloned = wait_timeout(clone, LIMIT);
+    assert!(began, "the clone did not begin: {}", cloned.describe());
+    assert!(cloned.status.success(), "{}", cloned.describe());
+    if start.status.success() {
+        assert!(
+            in_place && !still_copying,
+            "the start ran while the clone copied its source: {}",
+            start.describe()
+        );
+    } else {
+        assert!(
+            start.stderr_str().contains("is busy"),
+            "{}",
+            start.describe()
+        );
+    }
+    // The clone's own lock went with it.
+    assert!(!Path::new(&format!("/run/subhost/{dst}.lock")).exists());
+}
+
+/// An flock on a NAME's lock file, as another command holding it; the
+/// file is removed on drop.
+struct Held {
+    path: PathBuf,
+    lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+impl Held {
+    fn new(name: &str) -> Held {
+        std::fs::create_dir_all("/run/subhost").unwrap();
+        let path = PathBuf::from(format!("/run/subhost/{name}.lock"));
+        let f = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        Held {
+            path,
+            lock: Some(lock),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.lock.take();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn a_receive_waits_while_its_name_is_locked() {
+    let a = Site::new();
+    let b = Site::new();
+    let name = unique_name("ml");
+    a.filled(&name, None);
+    let stream = a.send(&name);
+    let mut held = Held::new(&name);
+    let hold = Duration::from_millis(1500);
+    let began = std::time::Instant::now();
+    let out = std::thread::scope(|t| {
+        t.spawn(|| {
+            std::thread::sleep(hold);
+            held.lock.take();
+        });
+        b.receive(&name, stream)
+    });
+    let took = began.elapsed();
+    drop(held);
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(
+        took >= hold,
+        "the receive did not wait for the lock of {name} ({took:?}): {}",
+        out.describe()
+    );
 }
