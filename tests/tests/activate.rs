@@ -8,6 +8,8 @@
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -154,6 +156,66 @@ fn idle_puts_it_back_to_sleep_and_the_next_connection_wakes_it_again() {
     assert_eq!(activation(&s)["wakes"], 2);
 }
 
+/// Runs `f` on a thread inside the subhost's netns (what it makes there,
+/// sockets, stays there; the test's other threads stay on the host).
+fn in_netns<T: Send + 'static>(
+    s: &Subhost,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let file = std::fs::File::open(format!("/run/netns/{}", s.name)).expect("its netns");
+    std::thread::spawn(move || {
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// A connection to a port the subhost serves in its own netns (as its
+/// published ports' connections arrive) is activity: held open, it keeps
+/// the subhost awake past IDLE; closed, the subhost goes back to sleep.
+#[test]
+fn a_connection_to_a_port_it_serves_keeps_it_awake_past_idle() {
+    let port = free_port();
+    let s = activated(
+        "aco",
+        port,
+        // httpd waits for a request on each connection it takes.
+        "SERVICE_peer=(httpd -f -p 9000 -h /)\nIDLE=2\n",
+    );
+    start_asleep(&s);
+    assert!(ask(port, Duration::from_secs(10)).is_ok());
+    let (connected, is_connected) = mpsc::channel::<bool>();
+    let (close, closing) = mpsc::channel::<()>();
+    let client = in_netns(&s, move || {
+        let mut c = None;
+        wait_until(Duration::from_secs(10), || {
+            c = TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)).ok();
+            c.is_some()
+        });
+        let _ = connected.send(c.is_some());
+        let _ = closing.recv_timeout(Duration::from_secs(60));
+        drop(c);
+    });
+    assert!(
+        is_connected.recv_timeout(Duration::from_secs(15)).unwrap(),
+        "nothing serves port 9000 in the subhost"
+    );
+    // Three IDLE periods with the connection open and nothing else.
+    std::thread::sleep(Duration::from_secs(6));
+    let a = activation(&s);
+    close.send(()).unwrap();
+    client.join().unwrap();
+    assert_eq!(a["state"], "awake", "asleep with a connection open: {a}");
+    let mut last = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            last = activation(&s);
+            last["state"] == "sleeping"
+        }),
+        "not back to sleep once the connection closed: {last}"
+    );
+    assert_eq!(last["wakes"], 1, "{last}");
+}
+
 #[test]
 fn a_service_that_dies_at_once_is_failed_and_not_woken_again() {
     let port = free_port();
@@ -177,6 +239,51 @@ fn a_service_that_dies_at_once_is_failed_and_not_woken_again() {
     let _ = ask(port, Duration::from_secs(1));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(activation(&s)["wakes"], 1, "no wake loop");
+}
+
+/// Without IDLE the activator never looks at the services: `status`
+/// still says failed (from the services' own state), and it was woken once.
+#[test]
+fn without_idle_a_service_that_dies_at_once_is_reported_failed() {
+    let port = free_port();
+    let config = format!("SERVICE_echo=(sh -c 'exit 3')\nLISTEN_echo=(tcp:127.0.0.1:{port})\n");
+    let s = Subhost::busybox("acf", &config);
+    start_asleep(&s);
+    assert!(ask(port, Duration::from_secs(1)).is_err());
+    let mut last = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            last = activation(&s);
+            last["state"] == "failed"
+        }),
+        "not failed: {last}"
+    );
+    let out = s.run(&["status", "--json", &s.name]);
+    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    assert_eq!(v["services"][0]["state"], "failed", "{v}");
+    assert_eq!(last["wakes"], 1, "{last}");
+}
+
+/// `--dry-run` says the sockets would be bound and the subhost left
+/// asleep, and does neither.
+#[test]
+fn dry_run_says_it_would_bind_the_sockets_and_sleep() {
+    let port = free_port();
+    let s = activated("acd", port, "IDLE=30\n");
+    let out = s.run(&["start", "--detach", "--dry-run", &s.name]);
+    assert!(out.status.success(), "{}", out.describe());
+    let text = out.stdout_str();
+    for want in [
+        format!("bind tcp:127.0.0.1:{port} backlog 4096 (for service echo)"),
+        format!("hibernate {} (set up, no init)", s.name),
+        "hand the sockets to the activator".to_string(),
+        "idle 30 s".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in {}", out.describe());
+    }
+    assert!(!listening(port), "a dry run binds nothing");
+    assert!(!s.live_mounted(), "a dry run sets nothing up");
+    assert!(activation(&s).is_null());
 }
 
 /// `start --detach` refused with a message containing each of `want`, and
