@@ -7,8 +7,8 @@
 //! loop, and bad keys are FILE:LINE errors. Loopback only.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -284,6 +284,127 @@ fn dry_run_says_it_would_bind_the_sockets_and_sleep() {
     assert!(!listening(port), "a dry run binds nothing");
     assert!(!s.live_mounted(), "a dry run sets nothing up");
     assert!(activation(&s).is_null());
+}
+
+/// The answer to a datagram sent to 127.0.0.1:PORT.
+fn ask_udp(port: u16, limit: Duration) -> Result<String, String> {
+    let c = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(limit)).unwrap();
+    c.send_to(b"hello\n", (Ipv4Addr::LOCALHOST, port))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    let n = c.recv(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Whether a UDP socket is bound to 127.0.0.1:PORT in the host's netns.
+fn udp_bound(port: u16) -> bool {
+    let hex = format!(":{port:04X} ");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(hex.trim_end()))
+        })
+}
+
+#[test]
+fn a_datagram_wakes_it_and_the_service_answers_on_its_udp_socket() {
+    let port = {
+        let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        u.local_addr().unwrap().port()
+    };
+    let config =
+        format!("SERVICE_echo=(/probe serve-activated)\nLISTEN_echo=(udp:127.0.0.1:{port})\n");
+    let s = Subhost::busybox("acg", &config);
+    install_probe(&s.root());
+    start_asleep(&s);
+    assert_eq!(activation(&s)["state"], "sleeping");
+    assert!(udp_bound(port), "the host holds its socket");
+    let answer = ask_udp(port, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        answer.trim(),
+        "pid ok fds 1 names echo open 0 1 2 3",
+        "{answer}"
+    );
+    let a = activation(&s);
+    assert_eq!(
+        (&a["state"], &a["wakes"]),
+        (&"awake".into(), &1.into()),
+        "{a}"
+    );
+    let out = s.stop();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(!udp_bound(port), "nothing bound after stop");
+}
+
+#[test]
+fn a_unix_connection_wakes_it_and_stop_removes_the_socket_file() {
+    let dir = TempDir::new();
+    let path = dir.path().join("echo.sock");
+    let config = format!(
+        "SERVICE_echo=(/probe serve-activated)\nLISTEN_echo=(unix:{})\n",
+        path.display()
+    );
+    let s = Subhost::busybox("acx", &config);
+    install_probe(&s.root());
+    start_asleep(&s);
+    assert_eq!(activation(&s)["state"], "sleeping");
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert_eq!(
+        answer.trim(),
+        "pid ok fds 1 names echo open 0 1 2 3",
+        "{answer}"
+    );
+    assert_eq!(activation(&s)["wakes"], 1);
+    let out = s.stop();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(!path.exists(), "the socket file goes with stop");
+}
+
+/// `stop` while a wake is under way (the wake's start waits for the
+/// subhost's lock, held here): whichever gets the lock first, nothing is
+/// left: no listener, no record, no init, nothing set up, no wake.
+#[test]
+fn stop_during_a_wake_leaves_nothing() {
+    let port = free_port();
+    let s = activated("acs", port, "");
+    start_asleep(&s);
+    let lock = std::fs::File::open(format!("/run/subhost/{}.lock", s.name)).unwrap();
+    // SAFETY: flock on a descriptor of ours.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let client = std::thread::spawn(move || ask(port, Duration::from_secs(30)));
+    let mut last = Value::Null;
+    let waking = wait_until(Duration::from_secs(10), || {
+        last = activation(&s);
+        last["state"] == "waking"
+    });
+    let stopping = s.spawn(&["stop", &s.name]);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(lock);
+    let out = wait_timeout(stopping, Duration::from_secs(60));
+    assert!(waking, "no wake under way: {last}");
+    assert!(out.status.success(), "{}", out.describe());
+    let _ = client.join();
+    assert!(!listening(port), "nothing listens after stop");
+    assert!(activation(&s).is_null());
+    assert!(!s.init_record().exists(), "no init");
+    assert!(!s.live_mounted(), "nothing set up");
+    assert!(!std::path::Path::new(&format!("/run/netns/{}", s.name)).exists());
+    let wakes_left = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("--activated") && c.contains(&s.name))
+        .count();
+    assert_eq!(wakes_left, 0, "a wake's start is left");
+    assert!(activator_gone_unless_others());
 }
 
 /// `start --detach` refused with a message containing each of `want`, and
