@@ -392,7 +392,7 @@ fn idle_check(held: &mut [Held], me: ProcId, tick: Duration) {
             _ => false,
         };
         h.cpu_ns = cpu;
-        if busy_cpu || connected(h, &tables, &unix_table) || pending(h) {
+        if busy_cpu || connected(h, &tables, &unix_table) || pending(h) || inbound(init) {
             h.quiet_since = now;
             continue;
         }
@@ -407,9 +407,6 @@ fn idle_check(held: &mut [Held], me: ProcId, tick: Duration) {
 /// Whether a connection to one of its sockets is open (TCP in the
 /// host's tables, unix by its path).
 fn connected(h: &Held, tcp: &str, unix: &str) -> bool {
-    // ESTABLISHED, SYN_RECV, CLOSE_WAIT: a client is there. A closed
-    // connection's TIME_WAIT (a minute) is none.
-    const OPEN: [&str; 3] = ["01", "03", "08"];
     let tcp_open = tcp.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         let (Some(local), Some(st)) = (f.get(1), f.get(3)) else {
@@ -428,6 +425,46 @@ fn connected(h: &Held, tcp: &str, unix: &str) -> bool {
     });
     tcp_open || unix_open
 }
+
+/// Whether a client is connected to a server of its own netns (its
+/// published ports, or any port it serves itself): the netns of its init,
+/// read through the init's pid. Read on the IDLE timer only.
+fn inbound(init: i32) -> bool {
+    // Both tables as one: a server on `[::]` lists its IPv4 clients in
+    // tcp6, as v4-mapped addresses.
+    let tables: String = ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{init}/net/{t}")).ok())
+        .collect();
+    inbound_open(&tables)
+}
+
+/// Whether the `/proc/net/tcp{,6}` tables hold an open connection whose
+/// local port is one a socket of the table listens on: a connection to a
+/// server there, not one the subhost made to the outside (its local port
+/// is an ephemeral one), which would keep it awake for ever.
+fn inbound_open(table: &str) -> bool {
+    const LISTEN: &str = "0A";
+    let rows: Vec<(std::net::SocketAddr, &str)> = table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((crate::holder::parse_local(f.get(1)?)?, *f.get(3)?))
+        })
+        .collect();
+    let listening: Vec<std::net::SocketAddr> = rows
+        .iter()
+        .filter(|(_, st)| *st == LISTEN)
+        .map(|(a, _)| *a)
+        .collect();
+    rows.iter().any(|(a, st)| {
+        OPEN.contains(st) && listening.iter().any(|l| crate::holder::conflicts(*l, *a))
+    })
+}
+
+/// TCP states in which a client is there: ESTABLISHED, SYN_RECV,
+/// CLOSE_WAIT. A closed connection's TIME_WAIT (a minute) is none.
+const OPEN: [&str; 3] = ["01", "03", "08"];
 
 /// Whether a connection or datagram waits on one of its sockets.
 fn pending(h: &Held) -> bool {
@@ -561,5 +598,39 @@ fn tcp_address(fd: &OwnedFd) -> Option<SocketAddr> {
         so::AddressFamily::Inet => addr.as_sockaddr_in().map(|a| SocketAddr::V4((*a).into())),
         so::AddressFamily::Inet6 => addr.as_sockaddr_in6().map(|a| SocketAddr::V6((*a).into())),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+    #[test]
+    fn a_connection_to_a_listening_port_is_inbound() {
+        let t = format!(
+            "{HEAD}   0: 00000000:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n   1: 0100007F:2328 0100007F:D112 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n"
+        );
+        assert!(inbound_open(&t));
+    }
+
+    #[test]
+    fn an_outbound_or_closed_connection_is_not() {
+        // Its own connection out (ephemeral local port), a TIME_WAIT to
+        // its server, and a listener alone.
+        let t = format!(
+            "{HEAD}   0: 00000000:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n   1: 0A000002:D112 08080808:0050 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n   2: 0100007F:2328 0100007F:D113 06 00000000:00000000 00:00000000 00000000     0        0 0 1\n"
+        );
+        assert!(!inbound_open(&t));
+        assert!(!inbound_open(HEAD));
+    }
+
+    #[test]
+    fn a_v4_client_of_a_v6_wildcard_server_is_inbound() {
+        let t = format!(
+            "{HEAD}   0: 00000000000000000000000000000000:2328 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n   1: 0000000000000000FFFF00000100007F:2328 0000000000000000FFFF00000100007F:ED5A 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n"
+        );
+        assert!(inbound_open(&t));
     }
 }

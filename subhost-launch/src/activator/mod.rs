@@ -77,7 +77,12 @@ pub fn status(name: &str) -> Option<Activation> {
         return None;
     }
     let mut f = lines.next()?.split_whitespace();
-    let state = f.next()?.to_string();
+    let mut state = f.next()?.to_string();
+    // The activator looks at its services only on its IDLE checks (and
+    // without IDLE never): their own state, read here, is the truth.
+    if state == "awake" && service_failed(name) {
+        state = "failed".to_string();
+    }
     let wakes = f.next()?.parse().ok()?;
     let last = f.next()?.parse::<u64>().ok().filter(|&t| t > 0);
     Some(Activation {
@@ -86,6 +91,51 @@ pub fn status(name: &str) -> Option<Activation> {
         last_wake_ms: last,
         pid: id.pid,
     })
+}
+
+/// Whether a service of `name`'s running init has failed (its restarts
+/// used up), as the init publishes.
+fn service_failed(name: &str) -> bool {
+    crate::state::running_init(name)
+        .and_then(|init| crate::services::read(init.pid))
+        .is_some_and(|list| list.iter().any(|s| s.state == "failed"))
+}
+
+/// What `start --detach` of a subhost with LISTEN keys does besides the
+/// start's own plan, as `--dry-run` prints it.
+pub struct Plan<'a> {
+    pub name: &'a str,
+    pub listen: &'a [sockets::Listen],
+    pub idle: Option<u32>,
+}
+
+impl std::fmt::Display for Plan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for l in self.listen {
+            for s in &l.sockets {
+                let how = match s {
+                    sockets::Socket::Unix(_) => " mode 0666".to_string(),
+                    sockets::Socket::Tcp(_) => format!(" backlog {}", sockets::BACKLOG),
+                    sockets::Socket::Udp(_) => String::new(),
+                };
+                writeln!(f, "bind {s}{how} (for service {})", l.service)?;
+            }
+        }
+        writeln!(f, "hibernate {} (set up, no init)", self.name)?;
+        write!(
+            f,
+            "hand the sockets to the activator ({}): it wakes {} at the first connection",
+            socket_path().display(),
+            self.name
+        )?;
+        if let Some(i) = self.idle {
+            write!(
+                f,
+                "\nidle {i} s: hibernated again after that long without activity"
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// What the activator is told to hold.

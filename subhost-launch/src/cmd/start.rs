@@ -274,6 +274,18 @@ fn print_plan(p: &Prepared) {
     if let Some(console) = &p.console {
         println!("# detached: a session of its own, no parent-death signal;");
         println!("# stdin /dev/null, stdout and stderr appended to console: {console}");
+        let (listen, _) = p.listen();
+        if !listen.is_empty() {
+            println!("# socket activation: the sockets bound on the host first (all or none),");
+            println!("# then its host mounts, network and published ports set up as above;");
+            println!("# the cgroup and the sandbox (its init) wait for the first connection");
+            let plan = crate::activator::Plan {
+                name,
+                listen,
+                idle: p.idle(),
+            };
+            println!("{plan}");
+        }
     }
 }
 

@@ -586,7 +586,8 @@ fn serve_peer(proto: &str, port: &str) -> R {
 }
 
 /// A socket-activated service (sd_listen_fds): answers every connection
-/// on its sockets (fds 3..) with one line saying what it was given:
+/// on its sockets (fds 3..), and every datagram on a UDP one, with one
+/// line saying what it was given:
 /// `pid ok|bad fds N names NAMES open FD,FD,...` (`pid ok` when
 /// LISTEN_PID is its own; `open` its descriptors at start).
 fn serve_activated() -> R {
@@ -622,11 +623,44 @@ fn serve_activated() -> R {
             .map(|(i, _)| i)
             .collect();
         for i in ready {
+            let fd = listeners[i].as_fd().as_raw_fd();
+            if datagram(fd) {
+                // A datagram is answered to its sender.
+                let mut buf = [0u8; 512];
+                // SAFETY: an all-zero sockaddr_storage is a valid value.
+                let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+                let mut len = std::mem::size_of_val(&peer) as libc::socklen_t;
+                // SAFETY: a buffer and an address of ours, with their sizes.
+                let n = unsafe {
+                    libc::recvfrom(
+                        fd,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        (&mut peer as *mut libc::sockaddr_storage).cast(),
+                        &mut len,
+                    )
+                };
+                if n >= 0 {
+                    // SAFETY: the line, and the address recvfrom filled in.
+                    unsafe {
+                        libc::sendto(
+                            fd,
+                            line.as_ptr().cast(),
+                            line.len(),
+                            0,
+                            (&peer as *const libc::sockaddr_storage).cast(),
+                            len,
+                        )
+                    };
+                }
+                continue;
+            }
             // A unix socket's accept works through the same call.
             // SAFETY: accept4 on a listening socket of ours.
             let c = unsafe {
                 libc::accept4(
-                    listeners[i].as_fd().as_raw_fd(),
+                    fd,
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
                     libc::SOCK_CLOEXEC,
@@ -639,6 +673,23 @@ fn serve_activated() -> R {
             }
         }
     }
+}
+
+/// Whether `fd` is a datagram socket.
+fn datagram(fd: i32) -> bool {
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of_val(&ty) as libc::socklen_t;
+    // SAFETY: getsockopt into an int of ours, with its size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && ty == libc::SOCK_DGRAM
 }
 
 /// The first line `serve-peer` answers at ADDR:PORT (`[v6]:port` for
