@@ -6,10 +6,8 @@
 //! over ssh, against an sshd this test starts on 127.0.0.1 with throwaway
 //! keys. Scenarios are grouped into few playbook runs: each costs seconds.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use subhost_tests::*;
@@ -689,123 +687,6 @@ fn connection_plugin_runs_modules_inside() {
     assert_eq!(recap_count(&out, &gone, "ok"), 2, "{}", out.describe());
 }
 
-/// An sshd of this test's own on 127.0.0.1: its own port, host key and
-/// client key in a temp dir, in the foreground under `timeout`, killed on
-/// drop with every shared client connection closed first.
-struct Sshd {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    made_privsep: bool,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Sshd {
-        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("sshd is needed: run tests/setup (openssh-server)");
-        std::fs::create_dir_all(dir).unwrap();
-        for key in ["host", "client"] {
-            let out = run_timeout(
-                cmd("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)),
-                Duration::from_secs(30),
-            );
-            assert!(out.status.success(), "ssh-keygen: {}", out.describe());
-        }
-        std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
-        // sshd refuses to start without its privilege separation directory,
-        // which only the distribution's boot setup makes.
-        let privsep = Path::new("/run/sshd");
-        let made_privsep = !privsep.exists();
-        if made_privsep {
-            std::fs::create_dir(privsep).unwrap();
-            std::fs::set_permissions(privsep, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join("sshd_config");
-        let mut f = std::fs::File::create(&config).unwrap();
-        write!(
-            f,
-            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host\n\
-             AuthorizedKeysFile {dir}/authorized_keys\nPidFile none\nUsePAM no\n\
-             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n",
-            dir = dir.display()
-        )
-        .unwrap();
-        drop(f);
-        let child = spawn_group(
-            Command::new("timeout")
-                .args(["600", sshd, "-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap()),
-        );
-        let s = Sshd {
-            child: Some(child),
-            port,
-            dir: dir.to_path_buf(),
-            made_privsep,
-        };
-        assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "sshd did not come up: {}",
-            std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
-        );
-        s
-    }
-
-    fn ssh_args(&self) -> String {
-        format!(
-            "-p {} -i {}/client -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR",
-            self.port,
-            self.dir.display()
-        )
-    }
-
-    /// Closes every shared ssh connection whose socket is in DIR, so the
-    /// sshd processes serving them end too.
-    fn close_masters(dir: &Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let _ = run_timeout(
-                Command::new("ssh")
-                    .arg("-o")
-                    .arg(format!("ControlPath={}", e.path().display()))
-                    .args(["-O", "exit", "x"]),
-                Duration::from_secs(10),
-            );
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
-        }
-        if self.made_privsep {
-            let _ = std::fs::remove_dir(Path::new("/run/sshd"));
-        }
-    }
-}
-
 /// The example of contrib/ansible, from the built and installed collection (two infrastructure hosts, subhosts
 /// cabled to a bridge and started detached, then configured inside with
 /// file, copy, template, service and command) as written, with one
@@ -900,7 +781,7 @@ fn example_playbook_over_ssh_and_locally() {
             first.describe()
         );
     }
-    let log = std::fs::read_to_string(sshd.dir.join("sshd.log")).unwrap_or_default();
+    let log = sshd.log();
     assert!(
         log.contains("Accepted publickey for root"),
         "nothing came over ssh: {log}"
