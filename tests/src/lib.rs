@@ -776,6 +776,47 @@ impl ScratchBase {
         ScratchBase { tmp, made }
     }
 
+    /// Also with the host's python3 and its standard library (for
+    /// Ansible modules run inside a subhost over this base): copies, so
+    /// nothing a subhost does can reach the host's own files.
+    pub fn with_python() -> ScratchBase {
+        let mut base = ScratchBase::with_programs(&["/usr/bin/python3"]);
+        let root = base.path();
+        let lib = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("python3.") && p.join("os.py").exists())
+            })
+            .expect("no /usr/lib/python3.N with os.py: python3 is needed");
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        let out = run_timeout(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&lib)
+                .arg(root.join("usr/lib")),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "copy {}: {}",
+            lib.display(),
+            out.describe()
+        );
+        // The extension modules' own libraries (libz, libffi, libssl...).
+        for e in std::fs::read_dir(lib.join("lib-dynload"))
+            .unwrap()
+            .flatten()
+        {
+            copy_program(&root, &e.path());
+        }
+        base.made = tree_state(&root);
+        base
+    }
+
     /// The base, as `LOWER=` takes it.
     pub fn path(&self) -> PathBuf {
         self.tmp.path().join("base")

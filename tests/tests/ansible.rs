@@ -241,13 +241,13 @@ const MODULE_PLAYBOOK: &str = r#"
     subhost.fleet.subhost_info: {subhost_dir: "{{ base }}"}
   vars:
     good: &good
-      LOWER: /
+      LOWER: "{{ lower }}"
       BRIDGES: ["{{ bridge }}"]
       STOP_TIMEOUT: 2
       # A list element with a quote, spaces and a $: quoted literally.
       BOOT: [/bin/echo, "it's up,", "$SUB", "(untouched)"]
     net: &net
-      LOWER: /
+      LOWER: "{{ lower }}"
       BRIDGES: ["{{ bridge }}"]
       ADDRESS: [10.0.0.5/24, fd00::5/64]
       GATEWAY: 10.0.0.1
@@ -256,11 +256,11 @@ const MODULE_PLAYBOOK: &str = r#"
   tasks:
     # Bad input: refused before anything changes on the host.
     - name: unknown key
-      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: /, NO_SUCH_KEY: x}}
+      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: "{{ lower }}", NO_SUCH_KEY: x}}
       register: bad_key
       ignore_errors: true
     - name: a list for a single-value key
-      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: [/, /usr]}}
+      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: ["{{ lower }}", /usr]}}
       register: bad_list
       ignore_errors: true
     - name: an invalid name
@@ -271,7 +271,7 @@ const MODULE_PLAYBOOK: &str = r#"
       subhost.fleet.subhost:
         name: "{{ name }}"
         state: started
-        config: {LOWER: /, BRIDGES: ["{{ missing_bridge }}"]}
+        config: {LOWER: "{{ lower }}", BRIDGES: ["{{ missing_bridge }}"]}
       register: bad_bridge
       ignore_errors: true
     - stat: {path: "{{ base }}/{{ name }}"}
@@ -522,6 +522,7 @@ const MODULE_PLAYBOOK: &str = r#"
 fn module_manages_a_subhost_through_its_states() {
     let ansible = Ansible::new();
     let bridge = Bridge::new();
+    let lower = ScratchBase::new();
     let base = ansible.path().join("subhosts");
     let name = unique_name("anm");
     let _made = Made {
@@ -534,11 +535,12 @@ fn module_manages_a_subhost_through_its_states() {
     );
     let playbook = ansible.write("module.yml", MODULE_PLAYBOOK);
     let extra = format!(
-        r#"{{"base": "{}", "name": "{name}", "bridge": "{}", "missing_bridge": "{}", "launcher": "{}"}}"#,
+        r#"{{"base": "{}", "name": "{name}", "bridge": "{}", "missing_bridge": "{}", "launcher": "{}", "lower": "{}"}}"#,
         base.display(),
         bridge.name,
         unique_name("nob"),
         launch_bin().display(),
+        lower.path().display(),
     );
     let out = ansible.play(&inventory, &playbook, &extra);
     assert_eq!(
@@ -625,8 +627,10 @@ fn sha256(path: &Path) -> String {
 #[test]
 fn connection_plugin_runs_modules_inside() {
     let ansible = Ansible::new();
-    // LOWER=/ gives the subhost the host's python3.
-    let subhost = Subhost::new("anc", "LOWER=/\n");
+    // A scratch base with python3 and its standard library, for the
+    // modules run inside; never the host's `/`.
+    let lower = ScratchBase::with_python();
+    let subhost = Subhost::new("anc", &format!("LOWER={}\n", lower.path().display()));
     let started = subhost.run(&["start", "--detach", &subhost.name]);
     assert!(started.status.success(), "{}", started.describe());
 
