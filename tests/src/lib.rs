@@ -776,6 +776,47 @@ impl ScratchBase {
         ScratchBase { tmp, made }
     }
 
+    /// Also with the host's python3 and its standard library (for
+    /// Ansible modules run inside a subhost over this base): copies, so
+    /// nothing a subhost does can reach the host's own files.
+    pub fn with_python() -> ScratchBase {
+        let mut base = ScratchBase::with_programs(&["/usr/bin/python3"]);
+        let root = base.path();
+        let lib = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("python3.") && p.join("os.py").exists())
+            })
+            .expect("no /usr/lib/python3.N with os.py: python3 is needed");
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        let out = run_timeout(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&lib)
+                .arg(root.join("usr/lib")),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "copy {}: {}",
+            lib.display(),
+            out.describe()
+        );
+        // The extension modules' own libraries (libz, libffi, libssl...).
+        for e in std::fs::read_dir(lib.join("lib-dynload"))
+            .unwrap()
+            .flatten()
+        {
+            copy_program(&root, &e.path());
+        }
+        base.made = tree_state(&root);
+        base
+    }
+
     /// The base, as `LOWER=` takes it.
     pub fn path(&self) -> PathBuf {
         self.tmp.path().join("base")
@@ -975,6 +1016,139 @@ fn tree_state(root: &Path) -> Vec<(String, String)> {
         ));
     }
     out
+}
+
+/// sshd's privilege separation directory: compiled into OpenSSH
+/// (`_PATH_PRIVSEP_CHROOT_DIR`), not a config option, so every sshd on the
+/// machine shares it, and it refuses to start without it. Only the
+/// distribution's boot setup makes it (systemd's `RuntimeDirectory`), so a
+/// test machine may lack it. It is made once, if missing, and left: an empty
+/// root-owned directory that is openssh-server's own. Removing it after a
+/// test would pull it from under any other sshd still running (another
+/// test's, or the host's), whose next connection then fails.
+const SSHD_PRIVSEP: &str = "/run/sshd";
+
+/// An sshd of the test's own on 127.0.0.1: its own port, host key and
+/// client key (throwaway, in DIR), in the foreground under `timeout`,
+/// killed on drop.
+pub struct Sshd {
+    child: Option<Child>,
+    pub port: u16,
+    /// Holds `client` (the key to log in as root with), `host`,
+    /// `sshd_config` and `sshd.log`.
+    pub dir: PathBuf,
+}
+
+impl Sshd {
+    /// Panics when there is no sshd: `tests/setup` installs openssh-server.
+    pub fn start(dir: &Path) -> Sshd {
+        use std::io::Write;
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd is needed: run tests/setup (openssh-server)");
+        std::fs::create_dir_all(dir).unwrap();
+        for key in ["host", "client"] {
+            let out = run_timeout(
+                cmd("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)),
+                Duration::from_secs(30),
+            );
+            assert!(out.status.success(), "ssh-keygen: {}", out.describe());
+        }
+        std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
+        match std::fs::create_dir(SSHD_PRIVSEP) {
+            Ok(()) => std::fs::set_permissions(
+                SSHD_PRIVSEP,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap(),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("cannot make {SSHD_PRIVSEP} for sshd: {e}"),
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("sshd_config");
+        let mut f = std::fs::File::create(&config).unwrap();
+        write!(
+            f,
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host\n\
+             AuthorizedKeysFile {dir}/authorized_keys\nPidFile none\nUsePAM no\n\
+             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n",
+            dir = dir.display()
+        )
+        .unwrap();
+        drop(f);
+        let child = spawn_group(
+            Command::new("timeout")
+                .args(["600", sshd, "-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap()),
+        );
+        let s = Sshd {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "sshd did not come up: {}",
+            std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+        );
+        s
+    }
+
+    /// ssh's options to reach it as root with the client key.
+    pub fn ssh_args(&self) -> String {
+        format!(
+            "-p {} -i {}/client -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR",
+            self.port,
+            self.dir.display()
+        )
+    }
+
+    /// What sshd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Closes every shared ssh connection whose socket is in DIR, so the
+    /// sshd processes serving them end too.
+    pub fn close_masters(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let _ = run_timeout(
+                Command::new("ssh")
+                    .arg("-o")
+                    .arg(format!("ControlPath={}", e.path().display()))
+                    .args(["-O", "exit", "x"]),
+                Duration::from_secs(10),
+            );
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
 }
 
 #[cfg(test)]

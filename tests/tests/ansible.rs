@@ -6,10 +6,8 @@
 //! over ssh, against an sshd this test starts on 127.0.0.1 with throwaway
 //! keys. Scenarios are grouped into few playbook runs: each costs seconds.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use subhost_tests::*;
@@ -243,13 +241,13 @@ const MODULE_PLAYBOOK: &str = r#"
     subhost.fleet.subhost_info: {subhost_dir: "{{ base }}"}
   vars:
     good: &good
-      LOWER: /
+      LOWER: "{{ lower }}"
       BRIDGES: ["{{ bridge }}"]
       STOP_TIMEOUT: 2
       # A list element with a quote, spaces and a $: quoted literally.
       BOOT: [/bin/echo, "it's up,", "$SUB", "(untouched)"]
     net: &net
-      LOWER: /
+      LOWER: "{{ lower }}"
       BRIDGES: ["{{ bridge }}"]
       ADDRESS: [10.0.0.5/24, fd00::5/64]
       GATEWAY: 10.0.0.1
@@ -258,11 +256,11 @@ const MODULE_PLAYBOOK: &str = r#"
   tasks:
     # Bad input: refused before anything changes on the host.
     - name: unknown key
-      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: /, NO_SUCH_KEY: x}}
+      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: "{{ lower }}", NO_SUCH_KEY: x}}
       register: bad_key
       ignore_errors: true
     - name: a list for a single-value key
-      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: [/, /usr]}}
+      subhost.fleet.subhost: {name: "{{ name }}", config: {LOWER: ["{{ lower }}", /usr]}}
       register: bad_list
       ignore_errors: true
     - name: an invalid name
@@ -273,7 +271,7 @@ const MODULE_PLAYBOOK: &str = r#"
       subhost.fleet.subhost:
         name: "{{ name }}"
         state: started
-        config: {LOWER: /, BRIDGES: ["{{ missing_bridge }}"]}
+        config: {LOWER: "{{ lower }}", BRIDGES: ["{{ missing_bridge }}"]}
       register: bad_bridge
       ignore_errors: true
     - stat: {path: "{{ base }}/{{ name }}"}
@@ -524,6 +522,7 @@ const MODULE_PLAYBOOK: &str = r#"
 fn module_manages_a_subhost_through_its_states() {
     let ansible = Ansible::new();
     let bridge = Bridge::new();
+    let lower = ScratchBase::new();
     let base = ansible.path().join("subhosts");
     let name = unique_name("anm");
     let _made = Made {
@@ -536,11 +535,12 @@ fn module_manages_a_subhost_through_its_states() {
     );
     let playbook = ansible.write("module.yml", MODULE_PLAYBOOK);
     let extra = format!(
-        r#"{{"base": "{}", "name": "{name}", "bridge": "{}", "missing_bridge": "{}", "launcher": "{}"}}"#,
+        r#"{{"base": "{}", "name": "{name}", "bridge": "{}", "missing_bridge": "{}", "launcher": "{}", "lower": "{}"}}"#,
         base.display(),
         bridge.name,
         unique_name("nob"),
         launch_bin().display(),
+        lower.path().display(),
     );
     let out = ansible.play(&inventory, &playbook, &extra);
     assert_eq!(
@@ -627,8 +627,10 @@ fn sha256(path: &Path) -> String {
 #[test]
 fn connection_plugin_runs_modules_inside() {
     let ansible = Ansible::new();
-    // LOWER=/ gives the subhost the host's python3.
-    let subhost = Subhost::new("anc", "LOWER=/\n");
+    // A scratch base with python3 and its standard library, for the
+    // modules run inside; never the host's `/`.
+    let lower = ScratchBase::with_python();
+    let subhost = Subhost::new("anc", &format!("LOWER={}\n", lower.path().display()));
     let started = subhost.run(&["start", "--detach", &subhost.name]);
     assert!(started.status.success(), "{}", started.describe());
 
@@ -687,123 +689,6 @@ fn connection_plugin_runs_modules_inside() {
     }
     // The unreachable subhost's own assertions ran.
     assert_eq!(recap_count(&out, &gone, "ok"), 2, "{}", out.describe());
-}
-
-/// An sshd of this test's own on 127.0.0.1: its own port, host key and
-/// client key in a temp dir, in the foreground under `timeout`, killed on
-/// drop with every shared client connection closed first.
-struct Sshd {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    made_privsep: bool,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Sshd {
-        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("sshd is needed: run tests/setup (openssh-server)");
-        std::fs::create_dir_all(dir).unwrap();
-        for key in ["host", "client"] {
-            let out = run_timeout(
-                cmd("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)),
-                Duration::from_secs(30),
-            );
-            assert!(out.status.success(), "ssh-keygen: {}", out.describe());
-        }
-        std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
-        // sshd refuses to start without its privilege separation directory,
-        // which only the distribution's boot setup makes.
-        let privsep = Path::new("/run/sshd");
-        let made_privsep = !privsep.exists();
-        if made_privsep {
-            std::fs::create_dir(privsep).unwrap();
-            std::fs::set_permissions(privsep, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join("sshd_config");
-        let mut f = std::fs::File::create(&config).unwrap();
-        write!(
-            f,
-            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host\n\
-             AuthorizedKeysFile {dir}/authorized_keys\nPidFile none\nUsePAM no\n\
-             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n",
-            dir = dir.display()
-        )
-        .unwrap();
-        drop(f);
-        let child = spawn_group(
-            Command::new("timeout")
-                .args(["600", sshd, "-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap()),
-        );
-        let s = Sshd {
-            child: Some(child),
-            port,
-            dir: dir.to_path_buf(),
-            made_privsep,
-        };
-        assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "sshd did not come up: {}",
-            std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
-        );
-        s
-    }
-
-    fn ssh_args(&self) -> String {
-        format!(
-            "-p {} -i {}/client -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR",
-            self.port,
-            self.dir.display()
-        )
-    }
-
-    /// Closes every shared ssh connection whose socket is in DIR, so the
-    /// sshd processes serving them end too.
-    fn close_masters(dir: &Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let _ = run_timeout(
-                Command::new("ssh")
-                    .arg("-o")
-                    .arg(format!("ControlPath={}", e.path().display()))
-                    .args(["-O", "exit", "x"]),
-                Duration::from_secs(10),
-            );
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
-        }
-        if self.made_privsep {
-            let _ = std::fs::remove_dir(Path::new("/run/sshd"));
-        }
-    }
 }
 
 /// The example of contrib/ansible, from the built and installed collection (two infrastructure hosts, subhosts
@@ -900,7 +785,7 @@ fn example_playbook_over_ssh_and_locally() {
             first.describe()
         );
     }
-    let log = std::fs::read_to_string(sshd.dir.join("sshd.log")).unwrap_or_default();
+    let log = sshd.log();
     assert!(
         log.contains("Accepted publickey for root"),
         "nothing came over ssh: {log}"
@@ -929,4 +814,256 @@ fn example_playbook_over_ssh_and_locally() {
             second.describe()
         );
     }
+}
+
+const MOVE_PLAYBOOK: &str = r#"
+- hosts: a
+  gather_facts: false
+  environment: {SUBHOST: "{{ subhost_dir }}"}
+  module_defaults:
+    subhost.fleet.subhost_move:
+      dest: "{{ hostvars.b.ansible_user }}@{{ hostvars.b.ansible_host }}"
+      ssh_args: "{{ ssh_args }}"
+      launcher: "{{ launcher }}"
+      dest_launcher: "{{ launcher }}"
+      dest_subhost_dir: "{{ hostvars.b.subhost_dir }}"
+  tasks:
+    # Bad input: refused, nothing made on b.
+    - name: its base is missing on the destination
+      subhost.fleet.subhost_move: {name: "{{ on_base }}"}
+      register: no_base
+      ignore_errors: true
+    - name: the destination has the name with other contents
+      subhost.fleet.subhost_move: {name: "{{ taken }}"}
+      register: name_taken
+      ignore_errors: true
+    - name: a running subhost is not moved
+      subhost.fleet.subhost_move: {name: "{{ running }}"}
+      register: is_running
+      ignore_errors: true
+    - name: in check mode
+      subhost.fleet.subhost_move: {name: "{{ name }}"}
+      check_mode: true
+      register: check
+    - stat: {path: "{{ hostvars.b.subhost_dir }}/{{ name }}"}
+      delegate_to: b
+      register: after_check
+    - name: moved
+      subhost.fleet.subhost_move: {name: "{{ name }}"}
+      register: moved
+    - name: moved again
+      subhost.fleet.subhost_move: {name: "{{ name }}"}
+      register: again
+    - name: on b it is a stopped subhost
+      command: "{{ launcher }} status --json {{ name }}"
+      environment: {SUBHOST: "{{ hostvars.b.subhost_dir }}"}
+      delegate_to: b
+      register: on_b
+      changed_when: false
+    - assert:
+        that:
+          - no_base is failed and ('base ' ~ base_name) in no_base.msg and 'nothing was made there' in no_base.msg
+          - name_taken is failed and 'already has a subhost' in name_taken.msg
+          - is_running is failed and 'is running on the source: stop it or let it hibernate first' in is_running.msg
+          - check is changed and not check.moved and not after_check.stat.exists
+          - moved is changed and moved.moved and moved.source.state == 'stopped'
+          - again is not changed and not again.moved and again.digest | length == 64
+          - (on_b.stdout | from_json).state == 'stopped'
+"#;
+
+/// `subhost_move` between two infrastructure hosts that are this machine
+/// reached over ssh to the test's own sshd, each with its own `$SUBHOST`:
+/// refusals (a base missing there, a name taken there, a running source)
+/// leave nothing; check mode moves nothing; the move brings every file with
+/// its owner; a second run changes nothing.
+#[test]
+fn move_module_moves_a_subhost_between_two_hosts() {
+    let ansible = Ansible::new();
+    let sshd = Sshd::start(&ansible.path().join("ssh"));
+    let cp = ansible.path().join("cp");
+    struct Masters(PathBuf);
+    impl Drop for Masters {
+        fn drop(&mut self) {
+            Sshd::close_masters(&self.0);
+        }
+    }
+    let (a, b) = (ansible.path().join("a"), ansible.path().join("b"));
+    let lower = ScratchBase::new();
+    let [name, on_base, taken, running, blocker] =
+        ["anv", "anb", "ant", "anr", "ank"].map(unique_name);
+    let base_name = unique_name("bas");
+    let _made = (
+        Made {
+            base: a.clone(),
+            names: vec![
+                name.clone(),
+                on_base.clone(),
+                taken.clone(),
+                running.clone(),
+            ],
+        },
+        Made {
+            base: b.clone(),
+            names: vec![
+                name.clone(),
+                on_base.clone(),
+                taken.clone(),
+                blocker.clone(),
+            ],
+        },
+    );
+    let _masters = Masters(cp.clone());
+    let launch = |dir: &Path, args: &[&str]| {
+        let out = run_timeout(
+            Command::new(launch_bin())
+                .arg("--subhost-dir")
+                .arg(dir)
+                .args(args),
+            LAUNCH_LIMIT,
+        );
+        assert!(out.status.success(), "{args:?}: {}", out.describe());
+        out
+    };
+    let lower_s = lower.path().to_str().unwrap().to_string();
+    let create = |dir: &Path, name: &str, extra: &[&str]| {
+        let mut args = vec!["create", name];
+        args.extend(extra);
+        args.extend(mode_create_args());
+        launch(dir, &args);
+    };
+    create(&a, &name, &["--lower", &lower_s]);
+    create(&a, &taken, &["--lower", &lower_s]);
+    create(&b, &taken, &["--lower", &lower_s]);
+    std::fs::write(b.join(&taken).join("root/mine"), "b's own\n").unwrap();
+    let base_src = ansible.path().join("base-src");
+    std::fs::create_dir_all(base_src.join("etc")).unwrap();
+    std::fs::write(base_src.join("etc/hostname"), "based\n").unwrap();
+    launch(
+        &a,
+        &["base", "import", &base_name, base_src.to_str().unwrap()],
+    );
+    create(&a, &on_base, &["--base", &base_name]);
+    // A running subhost: a busybox root, started detached.
+    create(&a, &running, &["--lower", &lower_s]);
+    launch(&a, &["start", "--detach", &running]);
+
+    // Files with owners the move has to carry (shifted into b's range for
+    // a USERNS subhost).
+    let range = |dir: &Path, name: &str| -> u32 {
+        std::fs::read_to_string(dir.join(name).join("userns"))
+            .map(|t| t.trim().split(':').next().unwrap().parse().unwrap())
+            .unwrap_or(0)
+    };
+    let ra = range(&a, &name);
+    if userns_mode() {
+        // b's subhost BLOCKER holds a's range, so the move has to shift
+        // every owner into another one (and the digest to see past that).
+        create(&b, &blocker, &["--lower", &lower_s]);
+        std::fs::copy(
+            a.join(&name).join("userns"),
+            b.join(&blocker).join("userns"),
+        )
+        .unwrap();
+    }
+    let root = a.join(&name).join("root");
+    std::fs::create_dir_all(root.join("srv/www")).unwrap();
+    std::fs::write(root.join("srv/www/index.html"), "<h1>moved</h1>\n").unwrap();
+    std::fs::write(root.join("etc-secret"), "s3cret\n").unwrap();
+    std::os::unix::fs::chown(root.join("srv"), Some(ra), Some(ra)).unwrap();
+    std::os::unix::fs::chown(root.join("srv/www"), Some(ra + 33), Some(ra + 33)).unwrap();
+    std::os::unix::fs::chown(
+        root.join("srv/www/index.html"),
+        Some(ra + 1234),
+        Some(ra + 5678),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        root.join("etc-secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(root.join("etc-secret"), Some(ra), Some(ra)).unwrap();
+
+    let host = |name: &str, dir: &Path| {
+        format!(
+            "    {name}:
+      ansible_host: 127.0.0.1
+      ansible_user: root
+      ansible_port: {port}
+      ansible_ssh_private_key_file: {ssh}/client
+      ansible_ssh_common_args: -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no
+      ansible_python_interpreter: /usr/bin/python3
+      subhost_dir: {dir}
+",
+            port = sshd.port,
+            ssh = sshd.dir.display(),
+            dir = dir.display(),
+        )
+    };
+    let inventory = ansible.write(
+        "inventory.yml",
+        &format!("all:\n  hosts:\n{}{}", host("a", &a), host("b", &b)),
+    );
+    let playbook = ansible.write("move.yml", MOVE_PLAYBOOK);
+    let extra = format!(
+        r#"{{"name": "{name}", "on_base": "{on_base}", "taken": "{taken}", "running": "{running}", "base_name": "{base_name}", "launcher": "{}", "ssh_args": "{}"}}"#,
+        launch_bin().display(),
+        sshd.ssh_args(),
+    );
+    let out = ansible.play(&inventory, &playbook, &extra);
+    assert_eq!(recap_count(&out, "a", "failed"), 0, "{}", out.describe());
+    assert!(
+        sshd.log().contains("Accepted publickey for root"),
+        "nothing came over ssh: {}",
+        sshd.log()
+    );
+
+    // On b: the files, by content and owner, in b's range.
+    let rb = range(&b, &name);
+    assert_eq!(userns_mode(), rb != ra, "ranges: a {ra}, b {rb}");
+    let moved = b.join(&name).join("root");
+    let owner = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (
+            std::os::unix::fs::MetadataExt::uid(&m),
+            std::os::unix::fs::MetadataExt::gid(&m),
+            std::os::unix::fs::MetadataExt::mode(&m) & 0o7777,
+        )
+    };
+    assert_eq!(
+        std::fs::read_to_string(moved.join("srv/www/index.html")).unwrap(),
+        "<h1>moved</h1>\n"
+    );
+    assert_eq!(
+        owner(&moved.join("srv/www/index.html")).0,
+        rb + 1234,
+        "owner"
+    );
+    assert_eq!(owner(&moved.join("srv/www/index.html")).1, rb + 5678);
+    assert_eq!(owner(&moved.join("srv/www")).0, rb + 33);
+    assert_eq!(owner(&moved.join("etc-secret")), (rb, rb, 0o600));
+    assert_eq!(
+        std::fs::read_to_string(moved.join("etc-secret")).unwrap(),
+        "s3cret\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join(&name).join("config")).unwrap(),
+        std::fs::read_to_string(b.join(&name).join("config")).unwrap()
+    );
+    // The refused ones left nothing on b, and b's own subhost is untouched.
+    let on_b: Vec<String> = std::fs::read_dir(&b)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !on_b
+            .iter()
+            .any(|n| n.contains(&on_base) || n.contains(&running)),
+        "left on b: {on_b:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join(&taken).join("root/mine")).unwrap(),
+        "b's own\n"
+    );
 }

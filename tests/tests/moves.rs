@@ -8,11 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use subhost_tests::*;
@@ -396,101 +395,11 @@ fn send_and_receive_between_two_subhost_dirs_keep_every_file() {
     assert!(st.contains("\"state\": \"stopped\""), "{st}");
 }
 
-/// A minimal sshd of this test's own on 127.0.0.1 (as in ansible.rs).
-struct Sshd {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    made_privsep: bool,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Option<Sshd> {
-        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())?;
-        std::fs::create_dir_all(dir).unwrap();
-        for key in ["host", "client"] {
-            let out = run_timeout(
-                cmd("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)),
-                Duration::from_secs(30),
-            );
-            assert!(out.status.success(), "ssh-keygen: {}", out.describe());
-        }
-        std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
-        let privsep = Path::new("/run/sshd");
-        let made_privsep = !privsep.exists();
-        if made_privsep {
-            std::fs::create_dir(privsep).unwrap();
-            std::fs::set_permissions(privsep, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join("sshd_config");
-        let mut f = std::fs::File::create(&config).unwrap();
-        write!(
-            f,
-            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host\n\
-             AuthorizedKeysFile {dir}/authorized_keys\nPidFile none\nUsePAM no\n\
-             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n",
-            dir = dir.display()
-        )
-        .unwrap();
-        drop(f);
-        let child = spawn_group(
-            Command::new("timeout")
-                .args(["300", sshd, "-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap()),
-        );
-        let s = Sshd {
-            child: Some(child),
-            port,
-            dir: dir.to_path_buf(),
-            made_privsep,
-        };
-        assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "sshd did not come up: {}",
-            std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
-        );
-        Some(s)
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
-        }
-        if self.made_privsep {
-            let _ = std::fs::remove_dir(Path::new("/run/sshd"));
-        }
-    }
-}
-
 #[test]
 fn send_piped_through_ssh_to_receive() {
     let a = Site::new();
     let b = Site::new();
-    let Some(sshd) = Sshd::start(&a.tmp.path().join("ssh")) else {
-        eprintln!("SKIPPED: no sshd here (tests/setup installs openssh-server)");
-        return;
-    };
+    let sshd = Sshd::start(&a.tmp.path().join("ssh"));
     let name = unique_name("ms");
     let ra = a.filled(&name, None);
     let script = format!(
