@@ -27,6 +27,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -249,6 +250,14 @@ struct Level {
     lowers: Vec<Option<OwnedFd>>,
 }
 
+/// From this many entries in an upper directory on, each lower one is
+/// listed once (sorted) rather than looked up entry by entry: most
+/// entries of a busy upper directory are new, and a new entry costs one
+/// failed lookup per layer, while a listing costs a few `getdents` for a
+/// whole directory. Below it a small upper directory over a large lower
+/// one (a changed file in `/usr/lib`) would pay for the listing.
+const LIST_LOWER_FROM: usize = 16;
+
 /// One entry found in a lower layer: its directory (open while the
 /// `Level` it is of lives), which layer, its metadata.
 struct Below<'l> {
@@ -271,6 +280,10 @@ struct Walk<'a> {
     /// once: tens of thousands of copied-up files are compared in one
     /// diff.
     bufs: (Vec<u8>, Vec<u8>),
+    /// At the root of a parallel walk: its subdirectories, walked after
+    /// it by a thread each core (the walk is bound by system calls, each
+    /// cheap, so it scales with the cores), rather than at once.
+    defer: Option<Vec<CString>>,
 }
 
 /// Bytes compared per read.
@@ -287,19 +300,65 @@ pub fn diff(upper: &Path, lowers: &[PathBuf], shift: Option<Range>) -> Result<Ve
         upper: open_root(upper).with_context(|| format!("cannot open {}", upper.display()))?,
         lowers: lowers.iter().map(|l| open_root(l).ok()).collect(),
     };
-    let mut w = Walk {
+    let walk = |defer| Walk {
         upper,
         lowers,
         shift,
         out: Vec::new(),
         rel: Vec::new(),
         bufs: (vec![0; CHUNK], vec![0; CHUNK]),
+        defer,
     };
+    let mut w = walk(Some(Vec::new()));
     w.dir(&top)?;
-    w.out
-        .sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-    Ok(w.out)
+    let jobs = w.defer.take().unwrap_or_default();
+    let mut out = w.out;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+        .min(jobs.len());
+    // Subdirectories are handed out one at a time, as threads come free:
+    // a root's subdirectories differ much in size (`/usr` and `/etc`).
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Result<Vec<Change>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<Change>> {
+                    let mut w = walk(None);
+                    while !failed.load(Ordering::Relaxed) {
+                        let Some(name) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let r = open_dir(top.upper.as_raw_fd(), name)
+                            .with_context(|| {
+                                format!("cannot open {}", w.path(w.upper, name).display())
+                            })
+                            .and_then(|fd| w.descend(&top, name, fd));
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                            return r.map(|()| Vec::new());
+                        }
+                    }
+                    Ok(w.out)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for r in results {
+        out.extend(r?);
+    }
+    out.sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    Ok(out)
 }
+
+/// Threads of a parallel walk at most: past a few, the walk waits on the
+/// file system's locks rather than on the cores.
+const MAX_THREADS: usize = 4;
 
 impl Walk<'_> {
     /// `name` in the directory being read, as listed: from `/`.
@@ -342,10 +401,21 @@ impl Walk<'_> {
         });
     }
 
-    /// The first lower layer with `name` in the directory being read.
-    fn below<'l>(&self, level: &'l Level, name: &CStr) -> Result<Option<Below<'l>>> {
+    /// The first lower layer with `name` in the directory being read;
+    /// `listed` has, per layer, its sorted names when they were read.
+    fn below<'l>(
+        &self,
+        level: &'l Level,
+        listed: &[Option<Vec<CString>>],
+        name: &CStr,
+    ) -> Result<Option<Below<'l>>> {
         for (i, fd) in level.lowers.iter().enumerate() {
             let Some(fd) = fd else { continue };
+            if let Some(Some(ns)) = listed.get(i) {
+                if ns.binary_search_by(|n| n.as_c_str().cmp(name)).is_err() {
+                    continue;
+                }
+            }
             let found = stat_at(fd.as_raw_fd(), name).with_context(|| {
                 format!("cannot read {}", self.path(&self.lowers[i], name).display())
             })?;
@@ -391,13 +461,31 @@ impl Walk<'_> {
                 }
             }
         }
+        let listed: Vec<Option<Vec<CString>>> = if names.len() >= LIST_LOWER_FROM {
+            level
+                .lowers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| match l {
+                    Some(fd) => names_or_not(fd).map(Some).with_context(|| {
+                        format!(
+                            "cannot read {}",
+                            self.lowers[i].join(OsStr::from_bytes(&self.rel)).display()
+                        )
+                    }),
+                    None => Ok(None),
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         for n in &names {
-            self.entry(level, n)?;
+            self.entry(level, &listed, n)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, level: &Level, name: &CStr) -> Result<()> {
+    fn entry(&mut self, level: &Level, listed: &[Option<Vec<CString>>], name: &CStr) -> Result<()> {
         let ufd = level.upper.as_raw_fd();
         let Some(md) = stat_at(ufd, name)
             .with_context(|| format!("cannot read {}", self.path(self.upper, name).display()))?
@@ -405,7 +493,7 @@ impl Walk<'_> {
             // Removed while it was read (a subhost that runs).
             return Ok(());
         };
-        let lower = self.below(level, name)?;
+        let lower = self.below(level, listed, name)?;
         // An entry's xattrs are read only where they can matter: most
         // entries of an upper layer are files the subhost added. A file is
         // opened once, for its xattrs and its bytes.
@@ -469,6 +557,20 @@ impl Walk<'_> {
             }
         }
         if let Some(upper) = sub {
+            if self.rel.is_empty() {
+                if let Some(d) = &mut self.defer {
+                    d.push(name.to_owned());
+                    return Ok(());
+                }
+            }
+            self.descend(level, name, upper)?;
+        }
+        Ok(())
+    }
+
+    /// Walks subdirectory `name` of `level`, open as `upper`.
+    fn descend(&mut self, level: &Level, name: &CStr, upper: OwnedFd) -> Result<()> {
+        {
             let lowers = level
                 .lowers
                 .iter()
