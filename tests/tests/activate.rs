@@ -15,15 +15,6 @@ use std::time::Duration;
 use serde_json::Value;
 use subhost_tests::*;
 
-/// A port of 127.0.0.1 free right now.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A subhost whose service `echo` is the probe's socket-activated server
 /// on 127.0.0.1:PORT; `extra` is more config.
 fn activated(tag: &str, port: u16, extra: &str) -> Subhost {

@@ -235,21 +235,6 @@ fn exited(pid: i32) -> bool {
     }
 }
 
-/// A port free on both 127.0.0.1 and ::1 for TCP and UDP right now.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let free = TcpListener::bind(("::1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("::1", port)).is_ok();
-        if free {
-            return port;
-        }
-    }
-    panic!("no free port on the loopbacks");
-}
-
 fn connect(addr: SocketAddr) -> TcpStream {
     let c = TcpStream::connect_timeout(&addr, IO).unwrap_or_else(|e| panic!("{addr}: {e}"));
     c.set_read_timeout(Some(IO)).unwrap();
