@@ -1147,6 +1147,40 @@ impl Drop for Sshd {
     }
 }
 
+/// A port free on both loopbacks for TCP and UDP, for a test to bind later.
+///
+/// Not one the kernel hands out for `bind(:0)` or an outgoing connection:
+/// such a port can be given to another test's client between the check and
+/// the bind (a published-port test once failed that way). The ports come
+/// from below the ephemeral range, each process starting at its own offset
+/// and each call taking the next, so parallel tests never get the same one.
+pub fn free_port() -> u16 {
+    use std::net::{TcpListener, UdpSocket};
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // 10000 ports just below the ephemeral range (or above 1024 if the
+    // range starts low).
+    let base = low.saturating_sub(10_000).max(1025);
+    let span = low.saturating_sub(base).max(1);
+    let start = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = base + (start.wrapping_add(n) % span);
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("::1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("::1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no port below {low} is free on the loopbacks");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -1192,38 +1226,4 @@ mod tests {
         std::os::unix::fs::lchown(root.join("home/canary/notes"), Some(1000), None).unwrap();
         base.check();
     }
-}
-
-/// A port free on both loopbacks for TCP and UDP, for a test to bind later.
-///
-/// Not one the kernel hands out for `bind(:0)` or an outgoing connection:
-/// such a port can be given to another test's client between the check and
-/// the bind (a published-port test once failed that way). The ports come
-/// from below the ephemeral range, each process starting at its own offset
-/// and each call taking the next, so parallel tests never get the same one.
-pub fn free_port() -> u16 {
-    use std::net::{TcpListener, UdpSocket};
-    use std::sync::atomic::AtomicU16;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    // 10000 ports just below the ephemeral range (or above 1024 if the
-    // range starts low).
-    let base = low.saturating_sub(10_000).max(1025);
-    let span = low.saturating_sub(base).max(1);
-    let start = (std::process::id() % u32::from(span)) as u16;
-    for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = base + (start.wrapping_add(n) % span);
-        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("::1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("::1", port)).is_ok();
-        if free {
-            return port;
-        }
-    }
-    panic!("no port below {low} is free on the loopbacks");
 }
