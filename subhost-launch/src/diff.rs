@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::bases::xattr;
+use crate::files::xattr;
 use crate::userns::Range;
 
 /// One changed path.
@@ -59,8 +59,6 @@ pub struct Change {
 const OPAQUE: [&[u8]; 2] = [b"trusted.overlay.opaque", b"user.overlay.opaque"];
 const WHITEOUT: [&[u8]; 2] = [b"trusted.overlay.whiteout", b"user.overlay.whiteout"];
 const METACOPY: [&[u8]; 2] = [b"trusted.overlay.metacopy", b"user.overlay.metacopy"];
-
-type Attrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// What is compared of an entry: one `fstatat` relative to its
 /// directory's fd.
@@ -179,50 +177,6 @@ fn link_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
     }
     buf.truncate(n as usize);
     Ok(())
-}
-
-/// Every xattr of open file `fd`, sorted by name: one `flistxattr`, and a
-/// `fgetxattr` only for the names it lists (most entries have none).
-fn fattrs(fd: &impl AsRawFd) -> io::Result<Attrs> {
-    let fd = fd.as_raw_fd();
-    let mut buf = vec![0u8; 256];
-    let len = loop {
-        // SAFETY: an open fd and a writable buffer of the given length.
-        let n = unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) => buf.resize(buf.len() * 16, 0),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(e),
-        }
-    };
-    let mut out = Vec::new();
-    for name in buf[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let c = CString::new(name).expect("split at NUL");
-        let mut v = vec![0u8; 256];
-        loop {
-            // SAFETY: an open fd, a NUL-terminated name and a writable
-            // buffer of the given length, all alive for the call.
-            let r = unsafe { libc::fgetxattr(fd, c.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-            if r >= 0 {
-                v.truncate(r as usize);
-                out.push((name.to_vec(), v));
-                break;
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ERANGE) => v.resize(v.len() * 16, 0),
-                // Removed since the listing.
-                Some(libc::ENODATA) => break,
-                _ => return Err(e),
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// The value of the first of `names` among `attrs`.
@@ -436,7 +390,7 @@ impl Walk<'_> {
         let at = |w: &Self| w.upper.join(OsStr::from_bytes(&w.rel));
         let names =
             names(&level.upper).with_context(|| format!("cannot read {}", at(self).display()))?;
-        let attrs = fattrs(&level.upper)
+        let attrs = xattr::of_fd(&level.upper)
             .with_context(|| format!("cannot read xattrs of {}", at(self).display()))?;
         if find(&attrs, &OPAQUE) == Some(b"y") {
             // Below an opaque directory, the first lower one's entries that
@@ -506,7 +460,7 @@ impl Walk<'_> {
             let f = open_at(ufd, name, libc::O_RDONLY).with_context(|| {
                 format!("cannot open {}", self.path(self.upper, name).display())
             })?;
-            let a = fattrs(&f);
+            let a = xattr::of_fd(&f);
             file = Some(f);
             a.with_context(|| {
                 format!(
@@ -543,7 +497,7 @@ impl Walk<'_> {
             None => self.push(name, "added", None, vec![], md.kind(), md.size()),
             Some(l) => {
                 let uattrs = match &sub {
-                    Some(fd) => fattrs(fd).with_context(|| {
+                    Some(fd) => xattr::of_fd(fd).with_context(|| {
                         format!(
                             "cannot read xattrs of {}",
                             self.path(self.upper, name).display()
@@ -651,8 +605,8 @@ impl Walk<'_> {
             details.push("owner");
         }
         let lattrs = match (&lfile, lmd.is_dir()) {
-            (Some(f), _) => fattrs(f),
-            (None, true) => open_dir(l.dir, name).and_then(|d| fattrs(&d)),
+            (Some(f), _) => xattr::of_fd(f),
+            (None, true) => open_dir(l.dir, name).and_then(|d| xattr::of_fd(&d)),
             (None, false) => xattr::list(&lpath(self)),
         }
         .with_context(|| format!("cannot read xattrs of {}", lpath(self).display()))?;

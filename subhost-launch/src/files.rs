@@ -8,6 +8,7 @@
 
 pub mod copy;
 pub mod tree;
+pub mod xattr;
 
 use std::fs::File;
 use std::io::{self, Read};

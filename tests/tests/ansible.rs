@@ -246,6 +246,21 @@ const MODULE_PLAYBOOK: &str = r#"
       STOP_TIMEOUT: 2
       # A list element with a quote, spaces and a $: quoted literally.
       BOOT: [/bin/echo, "it's up,", "$SUB", "(untouched)"]
+    # Not in name order: the services start in the order given.
+    services:
+      SERVICE_tick: [/bin/sh, -c, "echo tick up; exec sleep 1000"]
+      HEALTH_tick: [/bin/true]
+      RESTART_tick: always
+      SERVICE_alpha: [/bin/sh, -c, "echo alpha up; exec sleep 1000"]
+      RESTART: "no"
+      HEALTH_INTERVAL: 1
+    services_swapped:
+      SERVICE_alpha: [/bin/sh, -c, "echo alpha up; exec sleep 1000"]
+      SERVICE_tick: [/bin/sh, -c, "echo tick up; exec sleep 1000"]
+      HEALTH_tick: [/bin/true]
+      RESTART_tick: always
+      RESTART: "no"
+      HEALTH_INTERVAL: 1
     net: &net
       LOWER: "{{ lower }}"
       BRIDGES: ["{{ bridge }}"]
@@ -407,42 +422,32 @@ const MODULE_PLAYBOOK: &str = r#"
         name: "{{ name }}"
         state: started
         config: "{{ good | combine(services) }}"
-      vars:
-        services:
-          SERVICE_tick: [/bin/sh, -c, "echo tick up; exec sleep 1000"]
-          HEALTH_tick: [/bin/true]
-          RESTART_tick: always
-          RESTART: "no"
-          HEALTH_INTERVAL: 1
       check_mode: true
       diff: true
       register: services_check
     - name: supervised services
       subhost.fleet.subhost: *services
-      vars:
-        services:
-          SERVICE_tick: [/bin/sh, -c, "echo tick up; exec sleep 1000"]
-          HEALTH_tick: [/bin/true]
-          RESTART_tick: always
-          RESTART: "no"
-          HEALTH_INTERVAL: 1
       register: services1
     - name: supervised services again
       subhost.fleet.subhost: *services
-      vars:
-        services:
-          SERVICE_tick: [/bin/sh, -c, "echo tick up; exec sleep 1000"]
-          HEALTH_tick: [/bin/true]
-          RESTART_tick: always
-          RESTART: "no"
-          HEALTH_INTERVAL: 1
       register: services2
-    - name: the service runs and passes its check
+    - name: the services run and tick passes its check
       subhost.fleet.subhost_info: {name: "{{ name }}"}
       register: services_info
-      until: services_info.subhosts[0].services[0].health | default('') == 'ok'
+      until: >-
+        services_info.subhosts[0].services | selectattr('name', 'equalto', 'tick')
+        | map(attribute='health') | list == ['ok']
+        and services_info.subhosts[0].services | map(attribute='state') | list == ['running', 'running']
       retries: 50
       delay: 0.2
+    - name: the same services in another order, in check and diff mode
+      subhost.fleet.subhost:
+        name: "{{ name }}"
+        state: started
+        config: "{{ good | combine(services_swapped) }}"
+      check_mode: true
+      diff: true
+      register: services_swapped_check
     - name: a bad restart policy is refused at its line
       subhost.fleet.subhost:
         name: "{{ name }}"
@@ -456,10 +461,13 @@ const MODULE_PLAYBOOK: &str = r#"
           - services_check.subhost.services == []
           - services1 is changed and services1.actions == ['stop', 'write config', 'start --detach']
           - services2 is not changed
-          - services_info.subhosts[0].services | length == 1
-          - services_info.subhosts[0].services[0].name == 'tick'
-          - services_info.subhosts[0].services[0].state == 'running'
+          - services_info.subhosts[0].services | map(attribute='name') | list == ['tick', 'alpha']
+          # Started in that order: tick forked first, so its pid is lower.
+          - services_info.subhosts[0].services[0].pid < services_info.subhosts[0].services[1].pid
           - services_info.subhosts[0].services[0].restarts == 0
+          - services_swapped_check is changed and services_swapped_check.actions == ['stop', 'write config', 'start --detach']
+          - services_swapped_check.diff.after.index('SERVICE_alpha=') < services_swapped_check.diff.after.index('SERVICE_tick=')
+          - services_swapped_check.diff.before.index('SERVICE_tick=') < services_swapped_check.diff.before.index('SERVICE_alpha=')
           - services_bad is failed and '"sometimes" is not a restart policy' in services_bad.msg
     - name: absent, in check mode
       subhost.fleet.subhost: {name: "{{ name }}", state: absent}
@@ -730,7 +738,7 @@ fn example_playbook_over_ssh_and_locally() {
         "inventory.yml",
         &format!(
             "all:
-  vars: {{fleet_bridge: {bridge}}}
+  vars: {{fleet_bridge: {bridge}, fleet_base_build: {build}}}
   children:
     infra:
       vars: {{ansible_python_interpreter: /usr/bin/python3}}
@@ -761,6 +769,7 @@ fn example_playbook_over_ssh_and_locally() {
           hosts: {{{web2}: }}
 ",
             bridge = bridge.name,
+            build = ansible.path().join("fleet-base").display(),
             port = sshd.port,
             ssh = sshd.dir.display(),
             launcher = launch_bin().display(),
@@ -804,6 +813,23 @@ fn example_playbook_over_ssh_and_locally() {
             "{}",
             out.describe()
         );
+        // Over the base the play imported, not the host's root: no host
+        // secrets inside.
+        let config = std::fs::read_to_string(base.join(name).join("config")).unwrap();
+        let lower = base.join(".bases/fleet/root");
+        assert!(
+            config.contains(&format!("LOWER='{}'", lower.display())),
+            "{config}"
+        );
+        let out = run_timeout(
+            Command::new(launch_bin())
+                .arg("--subhost-dir")
+                .arg(base)
+                .args(["enter", name, "--", "/bin/sh", "-c"])
+                .arg("test ! -e /etc/shadow && test -x /usr/bin/python3"),
+            LAUNCH_LIMIT,
+        );
+        assert!(out.status.success(), "{}", out.describe());
     }
     let second = ansible.play(&inventory, &site, "{}");
     for host in [&web1, &web2] {

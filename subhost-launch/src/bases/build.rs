@@ -28,7 +28,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::xattr;
+use crate::files::xattr;
 
 /// Owner, mode, time and xattrs of an entry.
 #[derive(Debug, Clone, Default)]

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::build::{Kind, Meta, Tree};
-use super::xattr;
+use crate::files::xattr;
 
 /// Copies the tree at `src` into `tree`, skipping the directory whose
 /// device and inode are `skip` (where bases live).

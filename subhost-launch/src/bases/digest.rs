@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
-use super::xattr;
+use crate::files::xattr;
 
 /// Left out of the listing: set by the host's policy, not by the base.
 const HOST_XATTRS: &[&[u8]] = &[b"security.selinux"];

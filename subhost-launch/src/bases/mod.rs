@@ -15,7 +15,6 @@ pub mod build;
 pub mod copy;
 pub mod digest;
 pub mod oci;
-pub mod xattr;
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;

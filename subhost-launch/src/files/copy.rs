@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::xattr;
 use crate::userns::Range;
 
 /// Ids owned by `from` become the same offsets in `to`.
@@ -341,75 +342,17 @@ pub fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) -> Result<()> {
 /// Every xattr of `p` (a symlink's own), name and value, in the kernel's
 /// order.
 pub fn list_xattrs(p: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let c = cpath(p)?;
-    let err = |what: &str| {
-        let e = io::Error::last_os_error();
-        Err(e).with_context(|| format!("cannot {what} the xattrs of {}", p.display()))
-    };
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        // SAFETY: a NUL-terminated path and a buffer of the length given.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-        if n >= 0 {
-            break n as usize;
-        }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return err("list"),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name).expect("split at NUL");
-        let mut value = vec![0u8; 256];
-        loop {
-            // SAFETY: NUL-terminated path and name, a buffer of the length given.
-            let n = unsafe {
-                libc::lgetxattr(
-                    c.as_ptr(),
-                    cname.as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
-            if n >= 0 {
-                value.truncate(n as usize);
-                break;
-            }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ERANGE) => value.resize(value.len() * 16, 0),
-                _ => return err("read"),
-            }
-        }
-        out.push((name.to_vec(), value));
-    }
-    Ok(out)
+    xattr::list_as_listed(p).with_context(|| format!("cannot read the xattrs of {}", p.display()))
 }
 
 pub fn set_xattr(p: &Path, name: &[u8], value: &[u8]) -> Result<()> {
-    let c = cpath(p)?;
-    let cname = CString::new(name).context("NUL in an xattr name")?;
-    // SAFETY: NUL-terminated path and name, a value of the length given.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            cname.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
+    xattr::set(p, name, value).with_context(|| {
+        format!(
+            "cannot set xattr {} on {}",
+            OsStr::from_bytes(name).to_string_lossy(),
+            p.display()
         )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error()).with_context(|| {
-            format!(
-                "cannot set xattr {} on {}",
-                OsStr::from_bytes(name).to_string_lossy(),
-                p.display()
-            )
-        });
-    }
-    Ok(())
+    })
 }
 
 /// An xattr's value with the ids in it shifted: the named users and groups

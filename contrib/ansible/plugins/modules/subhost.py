@@ -63,8 +63,9 @@ options:
         C($SUB) and the like). A null value leaves the key out.
       - The file is replaced by exactly these keys (with a header comment), and only when its
         content differs. Omit I(config) to leave the file alone.
-      - Keys are written sorted, so supervised services (C(SERVICE_<name>)) start in the order of
-        their names.
+      - Keys are written in the order given, so supervised services (C(SERVICE_<name>)) start in
+        that order, as the launcher starts them in the order declared. The same keys in another
+        order are another config, reported as a change (and restart a running subhost).
       - When the config changes while the subhost is running (or hibernating, which keeps the old
         cables and mounts), it is stopped and started again, unless I(restart=false).
     type: dict
@@ -100,12 +101,12 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: A web subhost on bridge br0, overlay over the host's root, running
+- name: A web subhost on bridge br0, overlay over the base debian (not the host's root), running
   subhost.fleet.subhost:
     name: web
     state: started
     config:
-      LOWER: /
+      LOWER: /opt/subhost/.bases/debian/root
       BRIDGES: [br0]
       HOSTNAME: web.example.net
       START: [nginx]
@@ -233,9 +234,11 @@ def scalar(module, key, value):
 
 
 def render(module, config):
-    """The config file for CONFIG: sorted keys, one assignment a line."""
+    """The config file for CONFIG: one assignment a line, in CONFIG's order
+    (the order the task gave): the launcher starts SERVICE_<name> services
+    in the order they are declared."""
     lines = [HEADER]
-    for key in sorted(config):
+    for key in config:
         value = config[key]
         if value is None:
             continue
