@@ -17,25 +17,29 @@ pub fn status(pid: i32) -> io::Result<String> {
 /// a page would be mapped and unmapped each time by musl's allocator.
 /// `stats` of 200 subhosts reads thousands of these.
 pub fn read(path: &std::path::Path) -> io::Result<String> {
+    String::from_utf8(read_bytes(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// As `read`, for text that need not be UTF-8 (mountinfo shows paths as
+/// they are).
+pub fn read_bytes(path: &std::path::Path) -> io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut f = std::fs::File::open(path)?;
     let mut buf = [0u8; 4096];
     let mut len = 0;
-    let utf8 = |b: Vec<u8>| {
-        String::from_utf8(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    };
     while len < buf.len() {
         match f.read(&mut buf[len..]) {
-            Ok(0) => return utf8(buf[..len].to_vec()),
+            Ok(0) => return Ok(buf[..len].to_vec()),
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    // Longer than a page (/proc/net/dev with many cables): the rest too.
+    // Longer than a page (/proc/net/dev with many cables, the mount table
+    // of many subhosts): the rest too.
     let mut rest = buf.to_vec();
     f.read_to_end(&mut rest)?;
-    utf8(rest)
+    Ok(rest)
 }
 
 /// The value of the `KEY:` line of a `/proc/PID/status` text, trimmed.

@@ -52,15 +52,16 @@ pub(super) fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>> {
 /// Reads and parses /proc/PID/cgroup.
 pub(super) fn read_proc_cgroup(pid: Pid) -> Result<Vec<Membership>> {
     let file = format!("/proc/{pid}/cgroup");
-    let text = fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?;
+    let text =
+        crate::procfs::read(Path::new(&file)).with_context(|| format!("cannot read {file}"))?;
     parse_proc_cgroup(&text).with_context(|| format!("cannot parse {file}"))
 }
 
 /// The cgroup directories of process PID, one per mounted hierarchy it is
 /// in, e.g. to check that a process is inside a subhost's cgroups.
 pub fn dirs_of(pid: Pid) -> Result<Vec<PathBuf>> {
-    let text =
-        fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    let text = crate::procfs::read(Path::new("/proc/self/mountinfo"))
+        .context("cannot read /proc/self/mountinfo")?;
     Ok(member_dirs(&hierarchies(&text)?, &read_proc_cgroup(pid)?))
 }
 
@@ -185,8 +186,8 @@ pub(super) fn cgroup_mount_lines() -> Result<&'static str> {
     if let Some(lines) = LINES.get() {
         return Ok(lines);
     }
-    let text =
-        fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    let text = crate::procfs::read(Path::new("/proc/self/mountinfo"))
+        .context("cannot read /proc/self/mountinfo")?;
     let lines: String = text
         .lines()
         .filter(|l| l.contains(" - cgroup"))
@@ -197,7 +198,10 @@ pub(super) fn cgroup_mount_lines() -> Result<&'static str> {
 
 impl Host {
     pub(super) fn probe() -> Result<Host> {
-        let own = read_proc_cgroup(Pid::this())?;
+        Host::probe_with(read_proc_cgroup(Pid::this())?)
+    }
+
+    fn probe_with(own: Vec<Membership>) -> Result<Host> {
         let mounts = hierarchies(cgroup_mount_lines()?)?;
         Host::with_mounts(mounts, own)
     }
@@ -215,9 +219,15 @@ impl Host {
             devices: None,
             ..limits.clone()
         };
-        if resources == Limits::default() {
-            let own = read_proc_cgroup(Pid::this())?;
-            if let Some(host) = Host::usual_v2(own)? {
+        let own = read_proc_cgroup(Pid::this())?;
+        // On a hybrid host the policy's hierarchy is known only from the
+        // table: the usual place is not even tried.
+        let pure = || {
+            nix::sys::statfs::statfs("/sys/fs/cgroup")
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        };
+        if resources == Limits::default() && (limits.devices.is_none() || pure()) {
+            if let Some(host) = Host::usual_v2(own.clone())? {
                 let pure = host
                     .mounts
                     .iter()
@@ -227,7 +237,7 @@ impl Host {
                 }
             }
         }
-        Host::probe()
+        Host::probe_with(own)
     }
 
     pub(super) fn usual_v2(own: Vec<Membership>) -> Result<Option<Host>> {
@@ -267,7 +277,7 @@ impl Host {
         };
         if let Some(m) = host.v2_mount() {
             let file = m.point.join("cgroup.controllers");
-            let text = fs::read_to_string(&file)
+            let text = crate::procfs::read(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let point = m.point.clone();
             host.v2_controllers = text.split_whitespace().map(str::to_string).collect();

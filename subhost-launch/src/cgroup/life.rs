@@ -47,7 +47,7 @@ pub(super) fn errno_of(e: &io::Error) -> Errno {
 /// removed while being read.
 pub(super) fn procs_in(dir: &Path) -> Result<Vec<i32>> {
     let file = dir.join("cgroup.procs");
-    match fs::read_to_string(&file) {
+    match crate::procfs::read(&file) {
         Ok(text) => Ok(text
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
@@ -272,6 +272,11 @@ impl Cgroup {
 
     fn kill_all_now(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        // At the end of a session the cgroup is empty already: its init's
+        // exit took every process of its PID namespace along.
+        if self.pids()?.is_empty() {
+            return Ok(());
+        }
         match &self.kill {
             KillVia::CgroupKill(d) => {
                 let file = d.join("cgroup.kill");

@@ -37,7 +37,7 @@ impl MountEntry {
 
 /// The mounts of this process's mount namespace, in mountinfo order.
 pub fn mount_points() -> io::Result<Vec<MountEntry>> {
-    let text = std::fs::read("/proc/self/mountinfo")?;
+    let text = crate::procfs::read_bytes(Path::new("/proc/self/mountinfo"))?;
     parse(&text)
 }
 
