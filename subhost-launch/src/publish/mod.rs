@@ -465,7 +465,22 @@ impl fmt::Display for Plan {
 }
 
 fn open() -> anyhow::Result<Nft> {
+    if let Some(nft) = OPENED.with(|o| o.borrow_mut().take()) {
+        return Ok(nft);
+    }
     Nft::open(TABLE).context("opening a netfilter netlink socket in the host namespace")
+}
+
+thread_local! {
+    /// The socket `check_free` read the table on, kept for the `apply` of
+    /// the same start: one socket opened (and closed) per start, not one
+    /// per step. Opened in the host namespace, as both are called there.
+    static OPENED: std::cell::RefCell<Option<Nft>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `nft` for the next [`open`] of this thread.
+fn keep(nft: Nft) {
+    OPENED.with(|o| *o.borrow_mut() = Some(nft));
 }
 
 /// The stale rules of subhost `name` and its chain's removal, from a dump.
@@ -638,6 +653,7 @@ pub fn check_free(name: &str, published: &[Publish], plan: &Plan) -> anyhow::Res
                 );
             }
         }
+        keep(nft);
     }
     for p in published {
         let wildcards = match p.host {
