@@ -547,10 +547,19 @@ pub struct Committed {
 /// process has closed its own (the end of a pipe it holds tells it), and
 /// then exits: nothing of the launcher waits for the kernel's flush.
 fn close_off_path(nft: Nft) -> Committed {
-    use std::os::fd::AsRawFd;
-    // Made after the socket, so above it: a process that exits closes its
-    // copy of the socket before this pipe's end.
-    let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    // The write end above the socket: a process that exits closes its
+    // files in order, its copy of the socket before its copy of this end.
+    let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(std::io::Error::from)
+        .and_then(|(r, w)| {
+            let above = crate::sys::dup_above(w.as_raw_fd(), nft.as_raw_fd() + 1)?;
+            // SAFETY: dup_above just made this fd; nothing else owns it.
+            Ok((r, unsafe {
+                <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(above)
+            }))
+        });
+    let Ok((read_end, write_end)) = pipe else {
         return Committed {
             kept: Some(nft),
             middle: None,
