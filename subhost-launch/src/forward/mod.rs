@@ -165,7 +165,7 @@ fn live(id: ProcId) -> bool {
 /// `netns`, and records it in `records`. Nothing listens when it fails:
 /// a port taken is refused with who holds it.
 pub fn start(records: &Path, name: &str, netns: &Path, forwards: &[Forward]) -> Result<()> {
-    begin(records, name, netns, forwards)?.wait()
+    begin(records, name, netns, forwards)?.wait_confined()
 }
 
 /// A forwarder forked and setting itself up: its ports listen already
@@ -246,13 +246,42 @@ pub fn begin(records: &Path, name: &str, netns: &Path, forwards: &[Forward]) -> 
 
 impl Starting {
     /// Waits until the forwarder runs and has recorded itself; on a
-    /// failure it is gone, and says why.
+    /// failure it is gone, and says why. It confines itself meanwhile,
+    /// before it relays anything (and exits if it cannot: its record then
+    /// shows it dead, and `stop` clears it).
     pub fn wait(mut self) -> Result<()> {
+        // Its channel closed: the forwarder's last word goes nowhere.
+        self.wait_running().map(drop)
+    }
+
+    /// [`Starting::wait`], and then until it has confined itself too.
+    pub fn wait_confined(mut self) -> Result<()> {
+        let Some((pid, chan)) = self.wait_running()? else {
+            return Ok(());
+        };
+        let name = &self.name;
+        match chan.recv() {
+            Ok(Some(Message::Go)) => Ok(()),
+            failed => {
+                forget(&self.path, pid);
+                match failed {
+                    Ok(Some(Message::Failed(why))) => {
+                        bail!("subhost {name}: port forwarder: {why}")
+                    }
+                    other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Up to the forwarder's first Go: its PID and the channel, for
+    /// [`Starting::wait_confined`]; `None` if already waited for.
+    fn wait_running(&mut self) -> Result<Option<(i32, process::Channel)>> {
         if let Some(m) = self.middle.take() {
             m.reap();
         }
         let Some(chan) = self.chan.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let name = &self.name;
         let pid = match chan.recv() {
@@ -260,7 +289,7 @@ impl Starting {
             other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
         };
         match chan.recv() {
-            Ok(Some(Message::Go)) => Ok(()),
+            Ok(Some(Message::Go)) => Ok(Some((pid, chan))),
             failed => {
                 forget(&self.path, pid);
                 match failed {

@@ -55,23 +55,41 @@ const TCP_BUF: usize = 32 << 10;
 /// new ones are dropped until some go idle.
 const UDP_MAX: usize = 4096;
 
-/// The forwarder's `main`, in the freshly forked daemon: sets itself up,
-/// tells `start` its PID and then that it runs (or why not), and relays
-/// until killed.
+/// The forwarder's `main`, in the freshly forked daemon: tells `start`
+/// its PID, then, once it has checked the subhost's netns and recorded
+/// itself, that it runs (or why not); confines itself and says so (or
+/// why not) before it relays anything, and relays until killed. A
+/// subhost's start goes on at the first word: the confinement is off its
+/// critical path.
 pub fn daemon(plan: Plan, chan: Channel) -> i32 {
     let _ = chan.send(&Message::Pid(sys::getpid()));
-    if let Err(e) = set_up(&plan, &chan).and_then(|()| record(&plan)) {
+    if let Err(e) = check_netns(&plan).and_then(|()| record(&plan)) {
         let _ = chan.send(&Message::Failed(e));
         return 1;
     }
     if chan.send(&Message::Go).is_err() {
         return 1;
     }
+    // Never relays unconfined; a start that no longer listens is no
+    // reason to stop.
+    if let Err(e) = set_up(&plan, &chan) {
+        let _ = chan.send(&Message::Failed(e));
+        return 1;
+    }
+    let _ = chan.send(&Message::Go);
     drop(chan);
     match Relay::new(plan).and_then(|mut r| r.run()) {
         Ok(()) => 0,
         Err(_) => 1,
     }
+}
+
+/// Proves the netns usable now, where `start` can report it.
+fn check_netns(plan: &Plan) -> Result<(), String> {
+    sys::setns(plan.netns.as_fd(), libc::CLONE_NEWNET)
+        .map_err(|e| format!("cannot enter the subhost's network namespace: {e}"))?;
+    sys::setns(plan.host.as_fd(), libc::CLONE_NEWNET)
+        .map_err(|e| format!("cannot return to the host's network namespace: {e}"))
 }
 
 fn record(plan: &Plan) -> Result<(), String> {
@@ -121,11 +139,6 @@ fn set_up(plan: &Plan, chan: &Channel) -> Result<(), String> {
     // SAFETY: prctl with a pointer to a NUL-terminated name of ≤ 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"subhost-forward".as_ptr()) };
     raise_fd_limit();
-    // Proves the netns usable now, where `start` can report it.
-    sys::setns(plan.netns.as_fd(), libc::CLONE_NEWNET)
-        .map_err(err("cannot enter the subhost's network namespace"))?;
-    sys::setns(plan.host.as_fd(), libc::CLONE_NEWNET)
-        .map_err(err("cannot return to the host's network namespace"))?;
     sys::set_no_new_privs().map_err(err("cannot set no_new_privs"))?;
     drop_caps().map_err(|e| format!("cannot drop capabilities: {e}"))?;
     Ok(())

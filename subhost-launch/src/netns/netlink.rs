@@ -118,6 +118,84 @@ impl Netlink {
         Ok(self.exchange(msg, NLM_F_ACK | flags)?.pop())
     }
 
+    /// Sends every request of `msgs` (each with an ACK request and its
+    /// flags) in one write, and reads the answers of all of them: the
+    /// kernel handles the requests of a write in order, and goes on after
+    /// one that fails. Per request, what [`Netlink::request`] returns.
+    pub(super) fn batch(
+        &mut self,
+        msgs: Vec<(RouteNetlinkMessage, u16)>,
+    ) -> Result<Vec<Result<Option<RouteNetlinkMessage>, NlError>>, NlError> {
+        let count = msgs.len();
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let first = self.seq.wrapping_add(1);
+        let mut out = Vec::new();
+        for (msg, flags) in msgs {
+            self.seq = self.seq.wrapping_add(1);
+            let mut header = NetlinkHeader::default();
+            header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+            header.sequence_number = self.seq;
+            let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+            packet.finalize();
+            let at = out.len();
+            out.resize(at + packet.buffer_len(), 0);
+            packet.serialize(&mut out[at..]);
+            // Each message starts 4-aligned.
+            out.resize((out.len() + 3) & !3, 0);
+        }
+        let mut answers: Vec<Option<Result<Option<RouteNetlinkMessage>, NlError>>> =
+            (0..count).map(|_| None).collect();
+        let mut got: Vec<Option<RouteNetlinkMessage>> = (0..count).map(|_| None).collect();
+        self.sock.send(&out, 0)?;
+        let mut left = count;
+        while left > 0 {
+            self.buf.clear();
+            self.sock.recv(&mut self.buf, 0)?;
+            let mut off = 0;
+            while off < self.buf.len() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..])
+                    .map_err(|e| NlError {
+                        errno: libc::EBADMSG,
+                        detail: Some(format!("unparsable netlink reply: {e}")),
+                    })?;
+                let len = reply.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                let i = reply.header.sequence_number.wrapping_sub(first) as usize;
+                if i >= count || answers[i].is_some() {
+                    continue;
+                }
+                let done = match reply.payload {
+                    NetlinkPayload::Error(err) => Some(match err.code {
+                        None => Ok(got[i].take()),
+                        Some(code) => Err(NlError {
+                            errno: -code.get(),
+                            detail: ext_ack_message(&err.header),
+                        }),
+                    }),
+                    NetlinkPayload::Done(_) => Some(Ok(got[i].take())),
+                    NetlinkPayload::InnerMessage(inner) => {
+                        got[i] = Some(inner);
+                        None
+                    }
+                    _ => None,
+                };
+                if done.is_some() {
+                    answers[i] = done;
+                    left -= 1;
+                }
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every request answered"))
+            .collect())
+    }
+
     /// Sends the dump request `msg` and collects every message answered
     /// until the kernel's DONE.
     pub(super) fn dump(

@@ -539,3 +539,36 @@ fn bad_interface_names_are_refused() {
     let lo = cable("shtq0".into(), "lo", None, None);
     assert!(format!("{:#}", create("shtq", &[lo]).unwrap_err()).contains("lo"));
 }
+
+#[test]
+fn a_batch_answers_each_request_in_order_and_goes_on_after_a_failure() {
+    require_root();
+    let answers = std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let mut sock = Netlink::open().expect("netlink socket");
+        sock.batch(vec![
+            (netlink::get_link("lo"), 0),
+            (netlink::get_link("shtnosuch0"), 0),
+            (netlink::set_up("lo"), 0),
+            (netlink::get_link("lo"), 0),
+        ])
+        .expect("batch")
+    })
+    .join()
+    .expect("thread");
+    assert_eq!(answers.len(), 4);
+    let up = |a: &Result<Option<RouteNetlinkMessage>, netlink::NlError>| match a {
+        Ok(Some(RouteNetlinkMessage::NewLink(m))) => Some(m.header.flags.contains(LinkFlags::Up)),
+        _ => None,
+    };
+    assert_eq!(up(&answers[0]), Some(false), "{:?}", answers[0]);
+    assert_eq!(
+        answers[1].as_ref().err().map(|e| e.errno),
+        Some(libc::ENODEV),
+        "{:?}",
+        answers[1]
+    );
+    assert!(matches!(answers[2], Ok(None)), "{:?}", answers[2]);
+    // Made after the failure, in order: lo is up by then.
+    assert_eq!(up(&answers[3]), Some(true), "{:?}", answers[3]);
+}

@@ -465,7 +465,22 @@ impl fmt::Display for Plan {
 }
 
 fn open() -> anyhow::Result<Nft> {
+    if let Some(nft) = OPENED.with(|o| o.borrow_mut().take()) {
+        return Ok(nft);
+    }
     Nft::open(TABLE).context("opening a netfilter netlink socket in the host namespace")
+}
+
+thread_local! {
+    /// The socket `check_free` read the table on, kept for the `apply` of
+    /// the same start: one socket opened (and closed) per start, not one
+    /// per step. Opened in the host namespace, as both are called there.
+    static OPENED: std::cell::RefCell<Option<Nft>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `nft` for the next [`open`] of this thread.
+fn keep(nft: Nft) {
+    OPENED.with(|o| *o.borrow_mut() = Some(nft));
 }
 
 /// The stale rules of subhost `name` and its chain's removal, from a dump.
@@ -514,11 +529,86 @@ pub fn recorded(records: &Path, name: &str) -> bool {
     record_path(records, name).symlink_metadata().is_ok()
 }
 
-/// The socket a batch was committed on, to be dropped once the start has
-/// done its other work: closing it waits until the kernel has freed the
-/// batch's old state (nf_tables flushes its destroy work, an RCU grace
-/// period: 3 to 10 ms traced here), which by then has passed meanwhile.
-pub struct Committed(#[allow(dead_code)] Nft);
+/// The socket a batch was committed on, or nothing once it is handed
+/// off: closing the last copy of it waits until the kernel has freed the
+/// batch's old state (nf_tables flushes the netns's destroy work, an RCU
+/// grace period: 1 to 10 ms traced here). A start hands it to a short-lived
+/// process of its own that closes it off the critical path; kept here (to
+/// be dropped once the init runs) only if that process cannot be made.
+pub struct Committed {
+    #[allow(dead_code)]
+    kept: Option<Nft>,
+    /// Reaped on drop, by then long gone.
+    #[allow(dead_code)]
+    middle: Option<crate::process::Middle>,
+}
+
+/// Hands `nft` to a daemon that closes the last copy of it once this
+/// process has closed its own (the end of a pipe it holds tells it), and
+/// then exits: nothing of the launcher waits for the kernel's flush.
+fn close_off_path(nft: Nft) -> Committed {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    // The write end above the socket: a process that exits closes its
+    // files in order, its copy of the socket before its copy of this end.
+    let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(std::io::Error::from)
+        .and_then(|(r, w)| {
+            let above = crate::sys::dup_above(w.as_raw_fd(), nft.as_raw_fd() + 1)?;
+            // SAFETY: dup_above just made this fd; nothing else owns it.
+            Ok((r, unsafe {
+                <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(above)
+            }))
+        });
+    let Ok((read_end, write_end)) = pipe else {
+        return Committed {
+            kept: Some(nft),
+            middle: None,
+        };
+    };
+    let (sock, wait) = (nft.as_raw_fd(), read_end.as_raw_fd());
+    let closer = move || {
+        let mut keep = [sock, wait];
+        keep.sort_unstable();
+        let mut next = 0u32;
+        for k in keep {
+            if k as u32 > next {
+                let _ = crate::sys::close_range(next, k as u32 - 1, false);
+            }
+            next = k as u32 + 1;
+        }
+        let _ = crate::sys::close_range(next, u32::MAX, false);
+        let mut byte = [0u8; 1];
+        // EOF: every other copy of the write end, and so of the socket, is
+        // closed.
+        loop {
+            // SAFETY: read(2) into a live local buffer of the length given.
+            let n = unsafe { libc::read(wait, byte.as_mut_ptr().cast(), 1) };
+            if n >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+        // SAFETY: the socket's fd, which this process owns alone now.
+        unsafe { libc::close(sock) };
+        0
+    };
+    // SAFETY: the launcher is single-threaded here; the closer leaves
+    // through exit_now, having done raw syscalls alone.
+    match unsafe { crate::process::daemon_begin(closer) } {
+        Ok(middle) => {
+            drop(nft);
+            drop(write_end);
+            drop(read_end);
+            Committed {
+                kept: None,
+                middle: Some(middle),
+            }
+        }
+        Err(_) => Committed {
+            kept: Some(nft),
+            middle: None,
+        },
+    }
+}
 
 /// Makes the rules of `plan` in one batch, replacing any a start of the
 /// subhost that did not clean up left (only such a start leaves a record).
@@ -543,7 +633,7 @@ pub fn apply(records: &Path, plan: &Plan) -> anyhow::Result<Committed> {
     let changes = plan.changes(stale);
     let what = format!("publishing the ports of {}", plan.name);
     crate::logging::step(&what, || commit(&mut nft, &changes, &what))?;
-    Ok(Committed(nft))
+    Ok(close_off_path(nft))
 }
 
 /// Removes the rules of subhost `name`, in one batch, and then their
@@ -638,6 +728,7 @@ pub fn check_free(name: &str, published: &[Publish], plan: &Plan) -> anyhow::Res
                 );
             }
         }
+        keep(nft);
     }
     for p in published {
         let wildcards = match p.host {

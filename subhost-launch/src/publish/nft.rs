@@ -351,6 +351,12 @@ pub struct Rule {
     pub comment: Option<String>,
 }
 
+impl std::os::fd::AsRawFd for Nft {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 impl Nft {
     pub fn open(table: &str) -> std::io::Result<Nft> {
         let mut sock = Socket::new(NETLINK_NETFILTER)?;

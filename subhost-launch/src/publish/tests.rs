@@ -267,3 +267,45 @@ fn a_bound_host_port_is_refused_naming_its_process() {
         drop(u);
     });
 }
+
+/// The netfilter netlink sockets of processes (not the kernel's own) in
+/// the calling thread's network namespace.
+fn netfilter_sockets() -> usize {
+    let table = std::fs::read_to_string("/proc/thread-self/net/netlink").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"12") && f.get(2).is_some_and(|pid| *pid != "0")
+        })
+        .count()
+}
+
+#[test]
+fn the_batch_socket_is_closed_by_another_process_while_the_start_goes_on() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let recs = records_dir("handoff");
+    let dir = recs.clone();
+    in_new_netns(move || {
+        let links = vec![Link::cable("web", 0, Some("sub0".into()), None)];
+        let published = [p("tcp:8080:80")];
+        let web = plan("web", &published, &addressing(), &links);
+        check_free("web", &published, &web).expect("free");
+        let committed = apply(&recs, &web).expect("apply");
+        // Still held by the start (until its init runs), yet the socket is
+        // gone: its last close, which waits for the kernel, was another's.
+        let t = std::time::Instant::now();
+        while netfilter_sockets() > 0 && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(netfilter_sockets(), 0, "the batch's socket is still open");
+        drop(committed);
+        assert_eq!(read(&recs, "web").expect("read").len(), 2);
+        assert!(remove(&recs, "web").unwrap());
+    });
+    std::fs::remove_dir(&dir).unwrap();
+}
