@@ -181,13 +181,17 @@ pub fn known() -> Vec<Capability> {
     all
 }
 
-/// The highest capability this kernel knows. One file read, where probing
-/// each capability would take a syscall apiece.
+/// The highest capability this kernel knows. One file read per process
+/// (the kernel's is fixed), where probing each capability would take a
+/// syscall apiece.
 fn last_cap() -> u8 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(Capability::CAP_CHECKPOINT_RESTORE.index())
+    static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(Capability::CAP_CHECKPOINT_RESTORE.index())
+    })
 }
 
 fn parse(name: &str) -> Result<Capability> {
