@@ -969,6 +969,24 @@ mod tests {
         crate::files::tree::remove_tree_mount_free(&d).unwrap();
     }
 
+    /// A listing of the run directory tells the kinds: only a record
+    /// that is there and no regular file is reported.
+    #[test]
+    fn bad_records_among_reports_only_what_is_there_and_no_file() {
+        let kinds = |p: &std::path::Path| match p.extension()?.to_str()? {
+            "init" | "lock" => Some(true),
+            "dir" => Some(false),
+            _ => None,
+        };
+        let bad = bad_records_among("shtbr", kinds);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with(&format!("record {RUN_DIR}/shtbr.dir is ")),
+            "{bad:?}"
+        );
+        assert!(bad_records_among("shtbr", |_| None).is_empty());
+    }
+
     #[test]
     fn a_stale_record_is_not_believed() {
         // Our own PID is alive but is not PID 1 of a namespace, nor in the

@@ -672,13 +672,8 @@ fn list_of_many_shows_each_ones_own_state() {
             .to_string()
     };
     let nons_pid = record(&nons);
+    // Its init still holds the netns, and with it the cable.
     assert_ok(&run_timeout(&mut cmd("ip", ["netns", "del", &nons]), LIMIT));
-    let cable_gone = wait_until(Duration::from_secs(5), || {
-        !Path::new("/sys/class/net")
-            .join(format!("{nons}0"))
-            .exists()
-    });
-    assert!(cable_gone, "the cable of {nons} outlived its netns");
 
     let out = fleet.run(&["list"]);
     assert_ok(&out);
@@ -733,6 +728,10 @@ fn list_of_many_shows_each_ones_own_state() {
              deleted under it"
         ),
         format!("{nons}: live is mounted but there is no netns {nons}"),
+        format!(
+            "{nons}: cable {nons}0: host end exists without netns {nons} (a process may \
+             still hold the namespace)"
+        ),
         format!(
             "{stale}: stale init record /run/subhost/{stale}.init: PID {me} is not this \
              subhost's init (`subhost-launch stop {stale}` clears it)"
