@@ -27,7 +27,7 @@ use crate::userns::Range;
 
 pub use activate::activate;
 pub use deactivate::{
-    deactivate, deactivate_all, foreign, image_devices, is_active, wait_images_released,
+    deactivate, deactivate_all, foreign_below, image_devices, is_active, wait_images_released,
 };
 pub use mountinfo::{mount_points, MountEntry};
 pub use staging::{staged_leftover, staging_dir};

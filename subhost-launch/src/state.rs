@@ -38,10 +38,22 @@ fn dir_path(name: &str) -> PathBuf {
 /// file (a FIFO, a directory, a symlink…): what it is and how to remove
 /// it. Such a record is never opened for what it points at.
 pub fn bad_records(name: &str) -> Vec<String> {
+    bad_records_among(name, |p| {
+        p.symlink_metadata().ok().map(|m| m.file_type().is_file())
+    })
+}
+
+/// [`bad_records`], with whether each record is a regular file (`None`:
+/// absent) told by `is_file`: for a caller that listed the run directory
+/// once for many names.
+pub fn bad_records_among(
+    name: &str,
+    is_file: impl Fn(&std::path::Path) -> Option<bool>,
+) -> Vec<String> {
     run::of(name)
         .files()
         .into_iter()
-        .filter(|p| p.symlink_metadata().is_ok_and(|m| !m.file_type().is_file()))
+        .filter(|p| is_file(p) == Some(false))
         .map(|p| not_a_record(&p))
         .collect()
 }
@@ -437,6 +449,16 @@ fn identity(dir: &std::path::Path) -> DirId {
 /// Whose NAME is, asked by the subhost in `dir`. A directory record that
 /// cannot be read is an error: then no one can tell.
 pub fn owner(name: &str, dir: &std::path::Path) -> Result<Owner> {
+    owner_of(name, identity(dir))
+}
+
+/// [`owner`] for a directory resolved already: its canonical path, and
+/// its device and inode when it is a directory.
+pub fn owner_resolved(name: &str, path: PathBuf, id: Option<(u64, u64)>) -> Result<Owner> {
+    owner_of(name, DirId { path, id })
+}
+
+fn owner_of(name: &str, asking: DirId) -> Result<Owner> {
     let path = dir_path(name);
     let text = match crate::files::read_text(&path, crate::files::RECORD_MAX) {
         Ok(t) => t,
@@ -451,7 +473,7 @@ pub fn owner(name: &str, dir: &std::path::Path) -> Result<Owner> {
             crate::files::removal(&path)
         );
     };
-    if identity(dir).same(&recorded) {
+    if asking.same(&recorded) {
         Ok(Owner::Ours)
     } else {
         Ok(Owner::Other(recorded.path))
@@ -620,20 +642,25 @@ pub fn init_record(name: &str) -> Option<ProcId> {
     read_record(name)
 }
 
-/// How long `id` has been running: now since boot (`/proc/uptime`) minus its
-/// start since boot, both on the boot clock, so no wall-clock step skews it.
-pub fn uptime(id: ProcId) -> Option<std::time::Duration> {
+/// Seconds since boot (`/proc/uptime`), for [`uptime_at`].
+pub fn boot_clock() -> Option<f64> {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// How long `id` has been running at `now` ([`boot_clock`], read once for
+/// many inits): now since boot minus its start since boot, both on the
+/// boot clock, so no wall-clock step skews it.
+pub fn uptime_at(id: ProcId, now: f64) -> Option<std::time::Duration> {
     // SAFETY: sysconf only reads a constant of the C library.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz <= 0 {
         return None;
     }
-    let now: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
     let started = id.start as f64 / hz as f64;
     std::time::Duration::try_from_secs_f64((now - started).max(0.0)).ok()
 }
@@ -688,18 +715,29 @@ pub fn find_init(name: &str, pids: &[i32], live: &std::path::Path) -> Option<Pro
 }
 
 fn is_init_of(name: &str, rec: ProcId) -> bool {
-    if start_time(rec.pid).ok() != Some(rec.start) {
-        return false;
-    }
-    if procfs::nspid_of(rec.pid).last() != Some(&1) {
-        return false;
-    }
-    let Ok(ns) = std::fs::metadata(netns::path(name)) else {
-        return false;
+    let ns = || {
+        std::fs::metadata(netns::path(name))
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
     };
-    std::fs::metadata(format!("/proc/{}/ns/net", rec.pid))
-        .map(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
-        .unwrap_or(false)
+    init_status(rec, ns).is_some()
+}
+
+/// The checks of [`running_init`] on the record `rec`, with the device
+/// and inode of the subhost's netns told by `ns` (`None`: there is none),
+/// for a caller that has looked at the netns already. Hands back the
+/// init's `/proc/PID/status`, read once for its other fields too.
+pub fn init_status(rec: ProcId, ns: impl FnOnce() -> Option<(u64, u64)>) -> Option<String> {
+    if start_time(rec.pid).ok() != Some(rec.start) {
+        return None;
+    }
+    let status = procfs::status(rec.pid).ok()?;
+    if procfs::nspid(&status).last() != Some(&1) {
+        return None;
+    }
+    let ns = ns()?;
+    let m = std::fs::metadata(format!("/proc/{}/ns/net", rec.pid)).ok()?;
+    (m.ino() == ns.1 && m.dev() == ns.0).then_some(status)
 }
 
 /// A pidfd: signals sent through it cannot hit a recycled PID, and it
@@ -811,6 +849,7 @@ mod tests {
     #[test]
     fn uptime_of_self_is_small_and_grows() {
         let me = ProcId::of(std::process::id() as i32).unwrap();
+        let uptime = |id| uptime_at(id, boot_clock().unwrap());
         let a = uptime(me).unwrap();
         assert!(a < std::time::Duration::from_secs(3600), "{a:?}");
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -928,6 +967,24 @@ mod tests {
         assert!(e.contains("is a symbolic link to"), "{e}");
         assert!(!target.exists());
         crate::files::tree::remove_tree_mount_free(&d).unwrap();
+    }
+
+    /// A listing of the run directory tells the kinds: only a record
+    /// that is there and no regular file is reported.
+    #[test]
+    fn bad_records_among_reports_only_what_is_there_and_no_file() {
+        let kinds = |p: &std::path::Path| match p.extension()?.to_str()? {
+            "init" | "lock" => Some(true),
+            "dir" => Some(false),
+            _ => None,
+        };
+        let bad = bad_records_among("shtbr", kinds);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with(&format!("record {RUN_DIR}/shtbr.dir is ")),
+            "{bad:?}"
+        );
+        assert!(bad_records_among("shtbr", |_| None).is_empty());
     }
 
     #[test]

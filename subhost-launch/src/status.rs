@@ -4,6 +4,7 @@
 //! `status`, `enter` and `stop --all` ask here; they only print it.
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +15,9 @@ use crate::config::{self, Config};
 use crate::layout::{self, Layout};
 use crate::mounts::{self, MountEntry};
 use crate::{cgroup, netns, privileges, procfs, state};
+
+mod host;
+use host::Host;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -232,16 +236,17 @@ fn whole_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::
     d.map(|d| d.as_secs()).serialize(s)
 }
 
-/// Every subhost under `base`, observed.
-pub fn observe_all(base: &Path) -> Result<Vec<Report>> {
+/// Every subhost under `base`, observed; the cables' addresses (a look
+/// into each netns) only when `addresses`.
+pub fn observe_all(base: &Path, addresses: bool) -> Result<Vec<Report>> {
     let names = subhosts(base)?;
-    let mounts = mount_table()?;
+    let host = Host::read(base, mount_table()?, addresses);
     let inits = Inits::default();
     Ok(names
         .iter()
         .map(|n| {
             let layout = Layout::new(base, n).expect("names are validated");
-            observe(&layout, &mounts, &inits)
+            observe(&layout, &host, &inits)
         })
         .collect())
 }
@@ -265,7 +270,7 @@ pub fn kept(layout: &Layout) -> Kept {
 /// The subhosts under `base` that are not stopped (running, hibernating or
 /// broken), in `list` order: what `stop --all` stops.
 pub fn not_stopped(base: &Path) -> Result<Vec<String>> {
-    Ok(observe_all(base)?
+    Ok(observe_all(base, false)?
         .into_iter()
         .filter(|r| r.state != State::Stopped)
         .map(|r| r.name)
@@ -274,7 +279,8 @@ pub fn not_stopped(base: &Path) -> Result<Vec<String>> {
 
 /// The subhost of `layout`, observed.
 pub fn observe_one(layout: &Layout) -> Result<Report> {
-    Ok(observe(layout, &mount_table()?, &Inits::default()))
+    let host = Host::read(&layout.base, mount_table()?, true);
+    Ok(observe(layout, &host, &Inits::default()))
 }
 
 fn mount_table() -> Result<Vec<MountEntry>> {
@@ -302,20 +308,23 @@ pub fn subhosts(base: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
+fn observe(layout: &Layout, host: &Host, inits: &Inits) -> Report {
     let name = &layout.name;
+    let records = crate::run::of(name);
     let cfg = config::load(&layout.config(), name, &layout.base);
     // mountinfo has real paths.
-    let real = layout.dir.canonicalize().ok();
-    let mount_at = |leaf: &str| {
-        let p = real.as_ref()?.join(leaf);
-        mounts.iter().rev().find(|m| m.mount_point == p)
-    };
+    let (real, dir_id) = host.resolve(layout);
+    let mount_at = |leaf: &str| host.mount_at(&real.as_ref()?.join(leaf));
     let live = mount_at("live");
-    let mut cables = cables(layout, cfg.as_ref().ok());
+    let mnt = mount_at("mnt");
+    let (mut cables, masters) = cables(layout, cfg.as_ref().ok(), host);
     // NAME's netns, cables, init and cgroup are host-wide: another
     // directory's subhost of that name may hold them.
-    let owner = state::owner(name, &layout.dir);
+    let owner = match &real {
+        _ if !host.record_there(&records.dir()) => Ok(state::Owner::Unrecorded),
+        Some(real) => state::owner_resolved(name, real.clone(), dir_id),
+        None => state::owner(name, &layout.dir),
+    };
     let other = match &owner {
         Ok(state::Owner::Other(other)) => Some(other),
         _ => None,
@@ -325,27 +334,47 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
             c.present = false;
         }
     }
+    let (entry, ns_meta) = match other {
+        None => host.netns_entry(name),
+        Some(_) => (netns::Entry::Absent, None),
+    };
+    // The netns as a process in it has it; an entry that is no netns
+    // mount is followed, as a path to a netns would be.
+    let ns_id = match (entry, ns_meta) {
+        (netns::Entry::Netns, Some(m)) => Some((m.dev(), m.ino())),
+        (netns::Entry::Absent, _) => None,
+        _ => std::fs::metadata(netns::path(name))
+            .ok()
+            .map(|m| (m.dev(), m.ino())),
+    };
+    let (init, init_status) = match other {
+        None => init_fact(name, host, ns_id, inits),
+        Some(_) => (InitFact::None, None),
+    };
     let facts = Facts {
         name: name.clone(),
         live: live.is_some(),
         image: layout.image_present(),
-        mnt: mount_at("mnt").is_some(),
-        netns: other.is_none() && netns::exists(name),
-        netns_stray: other.is_none().then(|| netns::stray(name)).flatten(),
-        init: match other {
-            None => init_fact(name, inits),
-            Some(_) => InitFact::None,
-        },
+        mnt: mnt.is_some(),
+        netns: entry == netns::Entry::Netns,
+        netns_stray: netns::stray_text(name, entry),
+        init,
         cables: cables.iter().map(|c| (c.host.clone(), c.present)).collect(),
     };
-    if facts.netns {
+    if facts.netns && host.addresses {
         addresses(name, &mut cables);
     }
     let (mut state, mut problems) = classify(&facts);
     // What is left on the host where the subhost's own pieces go: records
     // that are no regular file, someone else's mount on live or mnt,
     // layers staged by an interrupted start. `stop --all` must see them.
-    let mut left: Vec<String> = mounts::foreign(layout, mounts)
+    // Only the mounts at live and mnt can be foreign: looked up once here.
+    let at_root: Vec<MountEntry> = live.into_iter().chain(mnt).cloned().collect();
+    let foreign = match at_root.is_empty() {
+        true => Vec::new(),
+        false => mounts::foreign_below(layout, real.as_deref(), &at_root),
+    };
+    let mut left: Vec<String> = foreign
         .into_iter()
         .map(|f| format!("{f}: start refuses it and stop leaves it; unmount it yourself"))
         .collect();
@@ -354,11 +383,17 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         // layers are that one's, and this one is told of it.
         Ok(state::Owner::Other(other)) => problems.push(state::in_use_note(name, other)),
         Ok(_) => {
-            left.extend(state::bad_records(name));
-            let parent = cfg.as_ref().ok().and_then(|c| c.cgroup_parent.as_deref());
-            left.extend(cgroup::recorded(name, parent).problems);
-            if let Some(s) = mounts::staged_leftover(&mounts::staging_dir(name), mounts) {
-                left.push(format!("{s}: `subhost-launch stop {name}` clears it"));
+            left.extend(state::bad_records_among(name, |p| host.record_is_file(p)));
+            if host.record_there(&records.cgroup()) {
+                let parent = cfg.as_ref().ok().and_then(|c| c.cgroup_parent.as_deref());
+                left.extend(cgroup::recorded(name, parent).problems);
+            }
+            let staging = mounts::staging_dir(name);
+            let staged = host.run_mounts.iter().any(|e| e.is_at_or_below(&staging));
+            if staged || host.record_there(&staging) {
+                if let Some(s) = mounts::staged_leftover(&staging, &host.run_mounts) {
+                    left.push(format!("{s}: `subhost-launch stop {name}` clears it"));
+                }
             }
         }
         Err(e) => problems.push(format!("{e:#}")),
@@ -372,17 +407,18 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     if let Err(e) = &cfg {
         problems.push(format!("{e:#}"));
     }
-    let records = std::path::Path::new(crate::run::RUN_DIR);
+    let run_dir = std::path::Path::new(crate::run::RUN_DIR);
     let mut published = match other {
-        None => crate::publish::read(records, name).unwrap_or_default(),
-        Some(_) => Vec::new(),
+        None if host.record_there(&records.published()) => {
+            crate::publish::read(run_dir, name).unwrap_or_default()
+        }
+        _ => Vec::new(),
     };
     problems.extend(crate::publish::forwarding_off_for(&published));
     // The host's loopback is served by the forwarder: what its record
     // holds is published too, while it runs.
-    if let Some(f) = other
-        .is_none()
-        .then(|| crate::forward::status(records, name))
+    if let Some(f) = (other.is_none() && host.record_there(&records.forward()))
+        .then(|| crate::forward::status(run_dir, name))
         .flatten()
     {
         match f.running {
@@ -411,7 +447,17 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     // Said, but the state stays: a wake plugs them back in.
     if let (true, Ok(c)) = (facts.netns, &cfg) {
         let links = c.links(name);
-        problems.extend(netns::unplugged(&links).iter().map(|p| p.problem(name)));
+        // The masters were read with the cables; only the flags are new.
+        let look = |host_if: &str| {
+            let flags = procfs::read(&Path::new("/sys/class/net").join(host_if).join("flags"));
+            let master = match cables.iter().position(|c| c.host == host_if && c.present) {
+                Some(i) => masters[i].clone(),
+                None => netns::master_of(host_if),
+            };
+            Some((flags.ok()?, master))
+        };
+        let plugs = netns::unplugged_with(&links, look);
+        problems.extend(plugs.iter().map(|p| p.problem(name)));
     }
     let root = match (live, &cfg) {
         (Some(m), _) if m.fs_type == "overlay" => Some("overlay"),
@@ -421,14 +467,23 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         (None, Err(_)) => None,
     };
     let (pid, uptime) = match facts.init {
-        InitFact::Verified(id) | InitFact::Unrecorded(id) => (Some(id.pid), state::uptime(id)),
+        InitFact::Verified(id) | InitFact::Unrecorded(id) => (
+            Some(id.pid),
+            host.boot_clock().and_then(|now| state::uptime_at(id, now)),
+        ),
         _ => (None, None),
     };
     // A running init's filter lets through what `start` allowed then, not
     // what the config says by now.
     let applied = match facts.init {
-        InitFact::Verified(id) => state::applied(name, id),
+        InitFact::Verified(id) if host.record_there(&records.applied()) => state::applied(name, id),
         _ => None,
+    };
+    // Its /proc status, read once for the checks and the fields below.
+    let init_status = match (pid, init_status) {
+        (Some(_), Some(s)) => Some(s),
+        (Some(pid), None) => procfs::status(pid).ok(),
+        (None, _) => None,
     };
     let usage = match other {
         None => cfg.as_ref().ok().and_then(|c| usage(name, c)),
@@ -449,7 +504,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         },
     };
     let caps = match pid {
-        Some(pid) => init_caps(pid),
+        Some(_) => init_status.as_deref().and_then(init_caps),
         None => cfg.as_ref().ok().and_then(|c| privileges::kept(c).ok()),
     }
     .unwrap_or_default();
@@ -473,7 +528,7 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     warnings.extend(crate::cgroup::devices::warnings(&declared));
     // A running init's own state, else what the config asks for.
     let seccomp = match pid {
-        Some(pid) => init_seccomp(pid),
+        Some(_) => init_status.as_deref().and_then(procfs::seccomp),
         None => None,
     }
     .or_else(|| cfg.as_ref().ok().map(|c| c.seccomp));
@@ -485,17 +540,19 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
         uptime,
         root,
         image: facts.image,
-        base: cfg.as_ref().ok().and_then(|c| {
-            c.lower
-                .iter()
-                .find_map(|l| crate::bases::base_of(&layout.base, l))
-        }),
+        base: cfg
+            .as_ref()
+            .ok()
+            .and_then(|c| c.lower.iter().find_map(|l| host.base_of(&layout.base, l))),
         cables,
         published,
         memory: usage.as_ref().and_then(|u| u.memory_current),
         pids: usage.and_then(|u| u.pids_current),
         services: pid.and_then(crate::services::read).unwrap_or_default(),
-        activation: crate::activator::status(&layout.name),
+        activation: host
+            .record_there(&crate::activator::record_path(name))
+            .then(|| crate::activator::status(name))
+            .flatten(),
         caps: caps.iter().map(|c| c.to_string()).collect(),
         seccomp,
         syscalls_allow: match applied {
@@ -512,14 +569,9 @@ fn observe(layout: &Layout, mounts: &[MountEntry], inits: &Inits) -> Report {
     }
 }
 
-/// Whether a running init has a seccomp filter.
-fn init_seccomp(pid: i32) -> Option<bool> {
-    procfs::seccomp(&procfs::status(pid).ok()?)
-}
-
-/// The bounding set of a running init.
-fn init_caps(pid: i32) -> Option<Vec<caps::Capability>> {
-    let mask = procfs::capbnd(&procfs::status(pid).ok()?)?;
+/// The bounding set of a running init, from its /proc status.
+fn init_caps(status: &str) -> Option<Vec<caps::Capability>> {
+    let mask = procfs::capbnd(status)?;
     let mut set: Vec<caps::Capability> = caps::all()
         .into_iter()
         .filter(|c| c.index() < 64 && mask & (1u64 << c.index()) != 0)
@@ -531,26 +583,40 @@ fn init_caps(pid: i32) -> Option<Vec<caps::Capability>> {
 /// How long `list` waits for a start in progress to record its init.
 const START_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn init_fact(name: &str, inits: &Inits) -> InitFact {
-    if let Some(id) = state::running_init(name) {
-        return InitFact::Verified(id);
+/// What the init record of `name` says, checked against the kernel
+/// (`ns`: the device and inode of its netns, if there is one); with the
+/// verified init's /proc status, read on the way.
+fn init_fact(
+    name: &str,
+    host: &Host,
+    ns: Option<(u64, u64)>,
+    inits: &Inits,
+) -> (InitFact, Option<String>) {
+    let rec = match host.record_there(&crate::run::of(name).init()) {
+        true => state::init_record(name),
+        false => None,
+    };
+    if let Some(rec) = rec {
+        if let Some(status) = state::init_status(rec, || ns) {
+            return (InitFact::Verified(rec), Some(status));
+        }
     }
     // The record is only a hint: a crash or a cleaned /run can lose it
     // while the init runs on.
-    if let Some(id) = inits.in_netns(name) {
+    if let Some(id) = ns.and_then(|ns| inits.in_netns(ns)) {
         // A start records its init only after forking it: while it still
         // holds the lock, the record is on its way, not lost. Waited for,
         // so that `running` always comes with the record callers read.
         state::wait_unlocked(name, START_RECORD_WAIT);
         if let Some(id) = state::running_init(name) {
-            return InitFact::Verified(id);
+            return (InitFact::Verified(id), None);
         }
-        return InitFact::Unrecorded(id);
+        return (InitFact::Unrecorded(id), None);
     }
-    let Some(rec) = state::init_record(name) else {
-        return InitFact::None;
+    let Some(rec) = rec else {
+        return (InitFact::None, None);
     };
-    match state::ProcId::of(rec.pid) {
+    let fact = match state::ProcId::of(rec.pid) {
         // Gone, or a zombie: either way it has exited.
         Err(_) => InitFact::Exited,
         // Same start time: the very process recorded, not a recycled PID.
@@ -558,7 +624,8 @@ fn init_fact(name: &str, inits: &Inits) -> InitFact {
             InitFact::OutsideNetns(rec.pid)
         }
         Ok(_) => InitFact::Stale(rec.pid),
-    }
+    };
+    (fact, None)
 }
 
 /// Inits of PID namespaces directly below ours, by network namespace:
@@ -571,10 +638,9 @@ struct Inits {
 }
 
 impl Inits {
-    fn in_netns(&self, name: &str) -> Option<state::ProcId> {
-        use std::os::unix::fs::MetadataExt;
-        let ns = std::fs::metadata(netns::path(name)).ok()?;
-        let pids = self.scan().get(&(ns.dev(), ns.ino()))?;
+    /// The init in the netns of device and inode `ns`.
+    fn in_netns(&self, ns: (u64, u64)) -> Option<state::ProcId> {
+        let pids = self.scan().get(&ns)?;
         let depth = procfs::nspid_of(std::process::id() as i32).len();
         pids.iter().find_map(|&pid| {
             let ids = procfs::nspid_of(pid);
@@ -607,21 +673,18 @@ impl Inits {
     }
 }
 
-fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
-    let net = Path::new("/sys/class/net");
-    let master = |host: &str| {
-        std::fs::read_link(net.join(host).join("master"))
-            .ok()
-            .and_then(|p| p.file_name()?.to_str().map(str::to_string))
-    };
-    match cfg {
+/// The cables of the subhost, and the bridge each host end is in now
+/// (`None` when absent or in none).
+fn cables(layout: &Layout, cfg: Option<&Config>, h: &Host) -> (Vec<Cable>, Vec<Option<String>>) {
+    let master = |host: &str| netns::master_of(host);
+    let cables: Vec<Cable> = match cfg {
         Some(cfg) => cfg
             .bridges
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let host = layout.host_if(i);
-                let present = net.join(&host).exists();
+                let present = h.link_present(&host);
                 let bridge = if present {
                     master(&host)
                 } else {
@@ -647,7 +710,12 @@ fn cables(layout: &Layout, cfg: Option<&Config>) -> Vec<Cable> {
                 addresses: Vec::new(),
             })
             .collect(),
-    }
+    };
+    let masters = cables
+        .iter()
+        .map(|c| c.bridge.clone().filter(|_| c.present))
+        .collect();
+    (cables, masters)
 }
 
 /// Fills in what each cable's inner end (`ethI` of host end `NAMEI`) has

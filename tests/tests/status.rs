@@ -572,3 +572,185 @@ fn status_waits_for_a_start_in_progress_to_record_its_init() {
     let done = bg.terminate();
     assert!(!done.timed_out, "{}", done.describe());
 }
+
+/// Several subhosts under one `$SUBHOST`, stopped and their records
+/// removed on drop whatever state a failed test left them in.
+struct Fleet {
+    tmp: TempDir,
+    names: Vec<String>,
+}
+
+impl Fleet {
+    fn launch(&self) -> Command {
+        let mut c = Command::new(launch_bin());
+        c.env("SUBHOST", self.tmp.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Finished {
+        run_timeout(self.launch().args(args), LIMIT)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let out = self.run(&["stop", name]);
+            if !out.status.success() {
+                eprintln!("cleanup: stop {name} failed: {}", out.describe());
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(Stdio::null())
+                .status();
+            for ext in ["lock", "init", "dir"] {
+                let _ = std::fs::remove_file(format!("/run/subhost/{name}.{ext}"));
+            }
+        }
+    }
+}
+
+/// `list` reads what all subhosts share once per call: what it shows of
+/// each must still be that subhost's own state, whatever the others are
+/// in. Two running, one hibernating, one reached through a symlinked
+/// directory, one whose init record is stale, one whose netns was
+/// deleted under its init, one stopped: the table says exactly that, row
+/// by row, with each one's problems, and `list --json` says of each what
+/// `status --json` of it says.
+#[test]
+fn list_of_many_shows_each_ones_own_state() {
+    require_root();
+    let br = Bridge::new();
+    let elsewhere = TempDir::new();
+    let tags = ["run1", "run2", "hib", "lnk", "stale", "nons", "stop"];
+    let mut fleet = Fleet {
+        tmp: TempDir::new(),
+        names: Vec::new(),
+    };
+    let names: Vec<String> = tags.iter().map(|t| unique_name(&t[..2])).collect();
+    let name = |tag: &str| names[tags.iter().position(|t| *t == tag).unwrap()].clone();
+    for n in &names {
+        fleet.names.push(n.clone());
+        let mut args = vec!["create", n.as_str(), "--bridge", &br.name];
+        args.extend_from_slice(mode_create_args());
+        assert_ok(&fleet.run(&args));
+        busybox_root(&fleet.tmp.path().join(n).join("root"));
+    }
+    // `lnk` lives elsewhere, reached through a symlink.
+    let lnk = name("lnk");
+    let moved = elsewhere.path().join(&lnk);
+    std::fs::rename(fleet.tmp.path().join(&lnk), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, fleet.tmp.path().join(&lnk)).unwrap();
+
+    for tag in ["run1", "run2", "nons"] {
+        assert_ok(&fleet.run(&["start", "--detach", &name(tag)]));
+    }
+    for tag in ["hib", "lnk", "stale"] {
+        assert_ok(&fleet.run(&["start", &name(tag), "--", "true"]));
+    }
+    // A live process that is not `stale`'s init: this test itself.
+    let me = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    let stale = name("stale");
+    std::fs::write(
+        format!("/run/subhost/{stale}.init"),
+        format!("{me} {start}\n"),
+    )
+    .unwrap();
+    let nons = name("nons");
+    let record = |n: &str| {
+        std::fs::read_to_string(format!("/run/subhost/{n}.init"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let nons_pid = record(&nons);
+    // Its init still holds the netns, and with it the cable.
+    assert_ok(&run_timeout(&mut cmd("ip", ["netns", "del", &nons]), LIMIT));
+
+    let out = fleet.run(&["list"]);
+    assert_ok(&out);
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "STATE", "PID", "UPTIME", "ROOT", "CABLES"],
+        "{text}"
+    );
+    let json = fleet.run(&["list", "--json"]);
+    assert_ok(&json);
+    let J::Arr(objects) = parse_json(&json.stdout_str()) else {
+        panic!("list --json is not an array: {}", json.stdout_str())
+    };
+    for (i, n) in sorted.iter().enumerate() {
+        let tag = tags[names.iter().position(|m| m == n).unwrap()];
+        let row: Vec<&str> = lines[i + 1].split_whitespace().collect();
+        let (state, pid) = match tag {
+            "run1" | "run2" => ("running", record(n)),
+            "nons" => ("broken", "-".into()),
+            "hib" | "lnk" => ("hibernating", "-".into()),
+            "stale" => ("broken", "-".into()),
+            _ => ("stopped", "-".into()),
+        };
+        assert_eq!(row[0], n.as_str(), "{text}");
+        assert_eq!(row[1], state, "{tag}: {text}");
+        assert_eq!(row[2], pid, "{tag}: {text}");
+        // The bridge each is in, or is to be put in.
+        assert_eq!(row[5], format!("{n}0:{}", br.name), "{tag}: {text}");
+        let o = &objects[i];
+        assert_eq!(o.get("name").str(), n.as_str());
+        assert_eq!(row[4], o.get("root").str(), "{tag}: {text}");
+        // The same subhost on its own, but for the clock moving on.
+        let out = fleet.run(&["status", n, "--json"]);
+        assert_ok(&out);
+        let mut alone = parse_json(&out.stdout_str());
+        let mut listed = o.clone();
+        for j in [&mut alone, &mut listed] {
+            if let J::Obj(fields) = j {
+                fields.retain(|(k, _)| k != "uptime_seconds");
+            }
+        }
+        assert_eq!(listed, alone, "{tag}");
+    }
+    let problems: Vec<&str> = lines[names.len() + 1..].to_vec();
+    let want = [
+        format!(
+            "{nons}: init PID {nons_pid} runs but is not in netns {nons}: the netns was \
+             deleted under it"
+        ),
+        format!("{nons}: live is mounted but there is no netns {nons}"),
+        format!(
+            "{nons}: cable {nons}0: host end exists without netns {nons} (a process may \
+             still hold the namespace)"
+        ),
+        format!(
+            "{stale}: stale init record /run/subhost/{stale}.init: PID {me} is not this \
+             subhost's init (`subhost-launch stop {stale}` clears it)"
+        ),
+    ];
+    let mut want: Vec<(usize, &String)> = want
+        .iter()
+        .map(|w| {
+            (
+                sorted
+                    .iter()
+                    .position(|n| w.starts_with(n.as_str()))
+                    .unwrap(),
+                w,
+            )
+        })
+        .collect();
+    // By subhost, in list order; each one's own in the order it has them.
+    want.sort_by_key(|(i, _)| *i);
+    let want: Vec<&str> = want.iter().map(|(_, w)| w.as_str()).collect();
+    assert_eq!(problems, want, "{text}");
+}

@@ -17,7 +17,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 pub fn list(base: &Path, json: bool) -> Result<()> {
-    let reports = status::observe_all(base)?;
+    let reports = status::observe_all(base, json)?;
     if json {
         println!("{}", to_json(&reports));
     } else if reports.is_empty() {

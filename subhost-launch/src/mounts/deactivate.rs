@@ -122,10 +122,16 @@ pub fn deactivate_all(layouts: &[&Layout]) -> Vec<anyhow::Result<bool>> {
 /// `mnt` only a loop device of its own image. Someone else's mount there
 /// is neither reused by `start` nor unmounted by `stop`.
 pub fn foreign(layout: &Layout, table: &[MountEntry]) -> Vec<String> {
+    foreign_below(layout, layout.dir.canonicalize().ok().as_deref(), table)
+}
+
+/// [`foreign`] with the subhost directory resolved already (`real`), for
+/// a caller that resolved it once for many looks.
+pub fn foreign_below(layout: &Layout, real: Option<&Path>, table: &[MountEntry]) -> Vec<String> {
     let mut out = Vec::new();
     let image = layout.image_present();
     let top = |leaf: &str| {
-        let p = resolved(layout, leaf)?;
+        let p = real?.join(leaf);
         table.iter().rev().find(|e| e.mount_point == p).cloned()
     };
     let same = |a: &Path, b: &Path| matches!((loopdev::file_id(a), loopdev::file_id(b)), (Ok(x), Ok(y)) if x == y);

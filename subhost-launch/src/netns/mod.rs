@@ -30,7 +30,7 @@ pub(crate) use netlink::ext_ack_message;
 #[cfg(test)]
 mod tests;
 
-const NETNS_RUN_DIR: &str = "/run/netns";
+pub const NETNS_RUN_DIR: &str = "/run/netns";
 /// Longest interface name the kernel takes (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
 /// How long a failed `create` waits for the kernel to drop the cables it made,
@@ -230,21 +230,38 @@ pub enum Entry {
 /// which differs from its directory's; a netns by its filesystem, nsfs.
 pub fn entry(name: &str) -> Entry {
     use std::os::unix::fs::MetadataExt;
+    entry_in(name, || {
+        Path::new(NETNS_RUN_DIR).metadata().map(|m| m.dev()).ok()
+    })
+    .0
+}
+
+/// [`entry`], with the device of the netns directory told by `dir_dev`
+/// (read once for many names); also hands back the entry's own metadata,
+/// whose device and inode name the netns when one is mounted there.
+pub fn entry_in(
+    name: &str,
+    dir_dev: impl FnOnce() -> Option<u64>,
+) -> (Entry, Option<std::fs::Metadata>) {
+    use std::os::unix::fs::MetadataExt;
     let file = path(name);
     let meta = match file.symlink_metadata() {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Entry::Absent,
-        Err(_) => return Entry::Other("an entry that cannot be examined"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Entry::Absent, None),
+        Err(_) => return (Entry::Other("an entry that cannot be examined"), None),
     };
-    let dir_dev = Path::new(NETNS_RUN_DIR).metadata().map(|m| m.dev()).ok();
-    if dir_dev != Some(meta.dev()) && !meta.file_type().is_symlink() {
+    if dir_dev() != Some(meta.dev()) && !meta.file_type().is_symlink() {
         let nsfs = nix::sys::statfs::statfs(&file)
             .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
         return match nsfs {
-            true => Entry::Netns,
-            false => Entry::Other("a mount of another filesystem"),
+            true => (Entry::Netns, Some(meta)),
+            false => (Entry::Other("a mount of another filesystem"), Some(meta)),
         };
     }
+    (entry_kind(&meta), Some(meta))
+}
+
+fn entry_kind(meta: &std::fs::Metadata) -> Entry {
     let kind = meta.file_type();
     if kind.is_file() && meta.len() == 0 {
         Entry::Empty
@@ -265,7 +282,8 @@ pub fn stray(name: &str) -> Option<String> {
     stray_text(name, entry(name))
 }
 
-fn stray_text(name: &str, entry: Entry) -> Option<String> {
+/// [`stray`] of an entry looked at already.
+pub fn stray_text(name: &str, entry: Entry) -> Option<String> {
     let file = path(name);
     match entry {
         Entry::Absent | Entry::Netns => None,
@@ -398,19 +416,35 @@ fn is_bridge(ifname: &str) -> bool {
 /// configured bridge, as sysfs shows them now. Host ends that are missing
 /// are not here: a wake cannot make them.
 pub fn unplugged(links: &[Link]) -> Vec<Plug> {
-    let net = Path::new("/sys/class/net");
+    unplugged_with(links, |host_if| {
+        let dir = Path::new("/sys/class/net").join(host_if);
+        let flags = std::fs::read_to_string(dir.join("flags")).ok()?;
+        Some((flags, master_of(host_if)))
+    })
+}
+
+/// The bridge the host link `ifname` is enslaved to now, as sysfs shows.
+pub fn master_of(ifname: &str) -> Option<String> {
+    std::fs::read_link(Path::new("/sys/class/net").join(ifname).join("master"))
+        .ok()
+        .and_then(|p| p.file_name()?.to_str().map(str::to_string))
+}
+
+/// [`unplugged`], with each host end's sysfs `flags` text and master told
+/// by `look` (`None`: the link is not there), for a caller that read them
+/// already.
+pub fn unplugged_with(
+    links: &[Link],
+    look: impl Fn(&str) -> Option<(String, Option<String>)>,
+) -> Vec<Plug> {
     links
         .iter()
         .enumerate()
         .filter_map(|(cable, link)| {
             let bridge = link.bridge.as_ref()?;
-            let dir = net.join(&link.host_if);
-            let flags = std::fs::read_to_string(dir.join("flags")).ok()?;
+            let (flags, master) = look(&link.host_if)?;
             let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
             let up = flags & libc::IFF_UP as u32 != 0;
-            let master = std::fs::read_link(dir.join("master"))
-                .ok()
-                .and_then(|p| p.file_name()?.to_str().map(str::to_string));
             if up && master.as_ref() == Some(bridge) {
                 return None;
             }
