@@ -259,19 +259,7 @@ impl Starting {
         let Some((pid, chan)) = self.wait_running()? else {
             return Ok(());
         };
-        let name = &self.name;
-        match chan.recv() {
-            Ok(Some(Message::Go)) => Ok(()),
-            failed => {
-                forget(&self.path, pid);
-                match failed {
-                    Ok(Some(Message::Failed(why))) => {
-                        bail!("subhost {name}: port forwarder: {why}")
-                    }
-                    other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
-                }
-            }
-        }
+        self.went(pid, &chan)
     }
 
     /// Up to the forwarder's first Go: its PID and the channel, for
@@ -288,8 +276,16 @@ impl Starting {
             Ok(Some(Message::Pid(pid))) => pid,
             other => bail!("subhost {name}: the port forwarder did not start: {other:?}"),
         };
+        self.went(pid, &chan)?;
+        Ok(Some((pid, chan)))
+    }
+
+    /// The forwarder's next word: Go, or why it failed (its record then
+    /// goes).
+    fn went(&self, pid: i32, chan: &process::Channel) -> Result<()> {
+        let name = &self.name;
         match chan.recv() {
-            Ok(Some(Message::Go)) => Ok(Some((pid, chan))),
+            Ok(Some(Message::Go)) => Ok(()),
             failed => {
                 forget(&self.path, pid);
                 match failed {

@@ -133,63 +133,39 @@ impl Netlink {
         let first = self.seq.wrapping_add(1);
         let mut out = Vec::new();
         for (msg, flags) in msgs {
-            self.seq = self.seq.wrapping_add(1);
-            let mut header = NetlinkHeader::default();
-            header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-            header.sequence_number = self.seq;
-            let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-            packet.finalize();
-            let at = out.len();
-            out.resize(at + packet.buffer_len(), 0);
-            packet.serialize(&mut out[at..]);
-            // Each message starts 4-aligned.
-            out.resize((out.len() + 3) & !3, 0);
+            self.append(&mut out, msg, NLM_F_ACK | flags);
         }
         let mut answers: Vec<Option<Result<Option<RouteNetlinkMessage>, NlError>>> =
             (0..count).map(|_| None).collect();
         let mut got: Vec<Option<RouteNetlinkMessage>> = (0..count).map(|_| None).collect();
         self.sock.send(&out, 0)?;
         let mut left = count;
-        while left > 0 {
-            self.buf.clear();
-            self.sock.recv(&mut self.buf, 0)?;
-            let mut off = 0;
-            while off < self.buf.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..])
-                    .map_err(|e| NlError {
-                        errno: libc::EBADMSG,
-                        detail: Some(format!("unparsable netlink reply: {e}")),
-                    })?;
-                let len = reply.header.length as usize;
-                if len == 0 {
-                    break;
-                }
-                off += (len + 3) & !3;
-                let i = reply.header.sequence_number.wrapping_sub(first) as usize;
-                if i >= count || answers[i].is_some() {
-                    continue;
-                }
-                let done = match reply.payload {
-                    NetlinkPayload::Error(err) => Some(match err.code {
-                        None => Ok(got[i].take()),
-                        Some(code) => Err(NlError {
-                            errno: -code.get(),
-                            detail: ext_ack_message(&err.header),
-                        }),
-                    }),
-                    NetlinkPayload::Done(_) => Some(Ok(got[i].take())),
-                    NetlinkPayload::InnerMessage(inner) => {
-                        got[i] = Some(inner);
-                        None
-                    }
-                    _ => None,
-                };
-                if done.is_some() {
-                    answers[i] = done;
-                    left -= 1;
-                }
+        self.receive(|reply| {
+            let i = reply.header.sequence_number.wrapping_sub(first) as usize;
+            if i >= count || answers[i].is_some() {
+                return Ok(false);
             }
-        }
+            let done = match reply.payload {
+                NetlinkPayload::Error(err) => Some(match err.code {
+                    None => Ok(got[i].take()),
+                    Some(code) => Err(NlError {
+                        errno: -code.get(),
+                        detail: ext_ack_message(&err.header),
+                    }),
+                }),
+                NetlinkPayload::Done(_) => Some(Ok(got[i].take())),
+                NetlinkPayload::InnerMessage(inner) => {
+                    got[i] = Some(inner);
+                    None
+                }
+                _ => None,
+            };
+            if done.is_some() {
+                answers[i] = done;
+                left -= 1;
+            }
+            Ok(left == 0)
+        })?;
         Ok(answers
             .into_iter()
             .map(|a| a.expect("every request answered"))
@@ -213,17 +189,61 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        let mut out = Vec::new();
+        self.append(&mut out, msg, flags);
+        self.sock.send(&out, 0)?;
+        let seq = self.seq;
+        let mut answers = Vec::new();
+        let mut failed = None;
+        self.receive(|reply| {
+            if reply.header.sequence_number != seq {
+                return Ok(false);
+            }
+            Ok(match reply.payload {
+                NetlinkPayload::Done(_) => true,
+                NetlinkPayload::Error(err) => {
+                    if let Some(code) = err.code {
+                        failed = Some(NlError {
+                            errno: -code.get(),
+                            detail: ext_ack_message(&err.header),
+                        });
+                    }
+                    true
+                }
+                NetlinkPayload::InnerMessage(inner) => {
+                    answers.push(inner);
+                    false
+                }
+                _ => false,
+            })
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(answers),
+        }
+    }
+
+    /// Appends `msg` as a request with the next sequence number and
+    /// `flags`, 4-aligned as the kernel reads a batch.
+    fn append(&mut self, out: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16) {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = self.seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         packet.finalize();
-        let mut out = vec![0; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.sock.send(&out, 0)?;
+        let at = out.len();
+        out.resize(at + packet.buffer_len(), 0);
+        packet.serialize(&mut out[at..]);
+        out.resize((out.len() + 3) & !3, 0);
+    }
 
-        let mut answers = Vec::new();
+    /// Reads the kernel's answers, one datagram at a time, and hands each
+    /// message in them to `take` until it returns true (the last awaited).
+    fn receive(
+        &mut self,
+        mut take: impl FnMut(NetlinkMessage<RouteNetlinkMessage>) -> Result<bool, NlError>,
+    ) -> Result<(), NlError> {
         loop {
             self.buf.clear();
             self.sock.recv(&mut self.buf, 0)?;
@@ -239,22 +259,8 @@ impl Netlink {
                     break;
                 }
                 off += (len + 3) & !3;
-                if reply.header.sequence_number != self.seq {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok(answers),
-                    NetlinkPayload::Error(err) => {
-                        return match err.code {
-                            None => Ok(answers),
-                            Some(code) => Err(NlError {
-                                errno: -code.get(),
-                                detail: ext_ack_message(&err.header),
-                            }),
-                        };
-                    }
-                    NetlinkPayload::InnerMessage(inner) => answers.push(inner),
-                    _ => {}
+                if take(reply)? {
+                    return Ok(());
                 }
             }
         }
