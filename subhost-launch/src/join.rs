@@ -490,16 +490,8 @@ fn join_and_clone(j: &Joiner) -> Result<Pid> {
 
 /// Closes every fd above 2 except `keep`.
 fn close_all_but(keep: &[RawFd]) -> Result<()> {
-    let mut keep: Vec<u32> = keep.iter().map(|&fd| fd as u32).collect();
-    keep.sort_unstable();
-    let mut from = 3u32;
-    for fd in keep.into_iter().filter(|&fd| fd >= 3) {
-        if fd > from {
-            close_range(from, fd - 1)?;
-        }
-        from = fd + 1;
-    }
-    close_range(from, u32::MAX)
+    let all: Vec<RawFd> = [0, 1, 2].into_iter().chain(keep.iter().copied()).collect();
+    sys::close_all_but(&all).context("cannot close the launcher's file descriptors")
 }
 
 fn close_range(first: u32, last: u32) -> Result<()> {

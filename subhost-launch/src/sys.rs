@@ -49,6 +49,28 @@ pub fn close_range(first: u32, last: u32, cloexec: bool) -> io::Result<()> {
     check(unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) }).map(drop)
 }
 
+/// Closes every fd but those in `keep` (in any order). No allocation: a
+/// process just forked may call it.
+pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
+    let mut next: u32 = 0;
+    loop {
+        let lowest = keep
+            .iter()
+            .filter_map(|&fd| u32::try_from(fd).ok())
+            .filter(|&fd| fd >= next)
+            .min();
+        match lowest {
+            Some(k) => {
+                if k > next {
+                    close_range(next, k - 1, false)?;
+                }
+                next = k + 1;
+            }
+            None => return close_range(next, u32::MAX, false),
+        }
+    }
+}
+
 /// A copy of `fd` at the lowest free number from `min` up, close-on-exec.
 pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) on plain integers returns a new fd.

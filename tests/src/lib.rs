@@ -898,7 +898,9 @@ fn copy_program(root: &Path, program: &Path) {
     }
 }
 
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+/// Sets xattr `name` of `path` (not following a symlink); the test fails
+/// when the filesystem refuses it.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     use std::os::unix::ffi::OsStrExt;
     let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
@@ -916,49 +918,55 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     assert_eq!(
         rc,
         0,
-        "setting {name} on {}: {} (the scratch base needs user xattrs)",
+        "setting {name} on {}: {} (the filesystem must take user xattrs)",
         path.display(),
         std::io::Error::last_os_error()
     );
 }
 
-/// Every xattr of `path` (not following a symlink), sorted, as `name=value`.
-fn xattrs(path: &Path) -> Vec<String> {
+/// Every xattr of `path` (not following a symlink), by name.
+pub fn xattr_map(path: &Path) -> std::io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
     use std::os::unix::ffi::OsStrExt;
     let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut names = vec![0u8; 4096];
+    let mut names = vec![0u8; 65536];
     // SAFETY: p is NUL-terminated; names is a writable buffer of its length.
     let len = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     if len < 0 {
-        return vec![format!("listxattr: {}", std::io::Error::last_os_error())];
+        return Err(std::io::Error::last_os_error());
     }
     names.truncate(len as usize);
-    let mut all: Vec<String> = names
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| {
-            let name = std::ffi::CString::new(n).unwrap();
-            let mut value = vec![0u8; 4096];
-            // SAFETY: both strings are NUL-terminated; value is a writable
-            // buffer of its length.
-            let got = unsafe {
-                libc::lgetxattr(
-                    p.as_ptr(),
-                    name.as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
-            value.truncate(got.max(0) as usize);
-            format!(
-                "{}={}",
-                String::from_utf8_lossy(n),
-                String::from_utf8_lossy(&value)
+    let mut out = std::collections::BTreeMap::new();
+    for n in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = std::ffi::CString::new(n).unwrap();
+        let mut value = vec![0u8; 65536];
+        // SAFETY: both strings are NUL-terminated; value is a writable
+        // buffer of its length.
+        let got = unsafe {
+            libc::lgetxattr(
+                p.as_ptr(),
+                name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
             )
-        })
-        .collect();
-    all.sort();
-    all
+        };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        value.truncate(got as usize);
+        out.insert(String::from_utf8_lossy(n).into_owned(), value);
+    }
+    Ok(out)
+}
+
+/// Every xattr of `path` (not following a symlink), sorted, as `name=value`.
+fn xattrs(path: &Path) -> Vec<String> {
+    match xattr_map(path) {
+        Ok(map) => map
+            .iter()
+            .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v)))
+            .collect(),
+        Err(e) => vec![format!("listxattr: {e}")],
+    }
 }
 
 /// Every entry below `root` (relative path, and its type, owner, mode,

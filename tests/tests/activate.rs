@@ -51,6 +51,20 @@ fn awake_soon(s: &Subhost) -> Value {
     last
 }
 
+/// The activation once its state is `state`, within `limit`; `why` says
+/// what it means when it is not.
+fn activation_becomes(s: &Subhost, state: &str, limit: Duration, why: &str) -> Value {
+    let mut last = Value::Null;
+    assert!(
+        wait_until(limit, || {
+            last = activation(s);
+            last["state"] == state
+        }),
+        "{why}: {last}"
+    );
+    last
+}
+
 /// The line the service answers on 127.0.0.1:PORT, or what went wrong.
 fn ask(port: u16, limit: Duration) -> Result<String, String> {
     let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
@@ -143,14 +157,7 @@ fn idle_puts_it_back_to_sleep_and_the_next_connection_wakes_it_again() {
     start_asleep(&s);
     assert!(ask(port, Duration::from_secs(10)).is_ok());
     assert_eq!(awake_soon(&s)["state"], "awake");
-    let mut last = Value::Null;
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            last = activation(&s);
-            last["state"] == "sleeping"
-        }),
-        "not back to sleep: {last}"
-    );
+    activation_becomes(&s, "sleeping", Duration::from_secs(20), "not back to sleep");
     assert!(!s.init_record().exists(), "hibernating: no init");
     assert!(s.live_mounted(), "hibernating: still set up");
     let again = ask(port, Duration::from_secs(10)).unwrap();
@@ -207,37 +214,36 @@ fn a_connection_to_a_port_it_serves_keeps_it_awake_past_idle() {
     close.send(()).unwrap();
     client.join().unwrap();
     assert_eq!(a["state"], "awake", "asleep with a connection open: {a}");
-    let mut last = Value::Null;
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            last = activation(&s);
-            last["state"] == "sleeping"
-        }),
-        "not back to sleep once the connection closed: {last}"
+    let last = activation_becomes(
+        &s,
+        "sleeping",
+        Duration::from_secs(20),
+        "not back to sleep once the connection closed",
     );
     assert_eq!(last["wakes"], 1, "{last}");
 }
 
-#[test]
-fn a_service_that_dies_at_once_is_failed_and_not_woken_again() {
+/// A subhost whose service exits 3 at once, woken by a connection that
+/// is never answered; its activation once `failed`, which `status` also
+/// says of the service.
+fn woken_to_fail(tag: &str, extra: &str) -> (Subhost, u16, Value) {
     let port = free_port();
     let config =
-        format!("SERVICE_echo=(sh -c 'exit 3')\nLISTEN_echo=(tcp:127.0.0.1:{port})\nIDLE=2\n");
-    let s = Subhost::busybox("acc", &config);
+        format!("SERVICE_echo=(sh -c 'exit 3')\nLISTEN_echo=(tcp:127.0.0.1:{port})\n{extra}");
+    let s = Subhost::busybox(tag, &config);
     start_asleep(&s);
     // Never answered: the service never accepts.
     assert!(ask(port, Duration::from_secs(1)).is_err());
-    let mut last = Value::Null;
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            last = activation(&s);
-            last["state"] == "failed"
-        }),
-        "not failed: {last}"
-    );
+    let last = activation_becomes(&s, "failed", Duration::from_secs(60), "not failed");
     let out = s.run(&["status", "--json", &s.name]);
     let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
     assert_eq!(v["services"][0]["state"], "failed", "{v}");
+    (s, port, last)
+}
+
+#[test]
+fn a_service_that_dies_at_once_is_failed_and_not_woken_again() {
+    let (s, port, _) = woken_to_fail("acc", "IDLE=2\n");
     let _ = ask(port, Duration::from_secs(1));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(activation(&s)["wakes"], 1, "no wake loop");
@@ -247,22 +253,7 @@ fn a_service_that_dies_at_once_is_failed_and_not_woken_again() {
 /// still says failed (from the services' own state), and it was woken once.
 #[test]
 fn without_idle_a_service_that_dies_at_once_is_reported_failed() {
-    let port = free_port();
-    let config = format!("SERVICE_echo=(sh -c 'exit 3')\nLISTEN_echo=(tcp:127.0.0.1:{port})\n");
-    let s = Subhost::busybox("acf", &config);
-    start_asleep(&s);
-    assert!(ask(port, Duration::from_secs(1)).is_err());
-    let mut last = Value::Null;
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            last = activation(&s);
-            last["state"] == "failed"
-        }),
-        "not failed: {last}"
-    );
-    let out = s.run(&["status", "--json", &s.name]);
-    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
-    assert_eq!(v["services"][0]["state"], "failed", "{v}");
+    let (_s, _, last) = woken_to_fail("acf", "");
     assert_eq!(last["wakes"], 1, "{last}");
 }
 

@@ -18,48 +18,8 @@ use subhost_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: NUL-terminated strings and a buffer of the length given.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "setxattr {name} on {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
 fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let mut names = vec![0u8; 65536];
-    // SAFETY: a NUL-terminated path and a buffer of the length given.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    assert!(n >= 0, "listxattr {}", p.display());
-    let mut out = BTreeMap::new();
-    for name in names[..n as usize]
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-    {
-        let cn = CString::new(name).unwrap();
-        let mut v = vec![0u8; 65536];
-        // SAFETY: as above.
-        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-        assert!(m >= 0);
-        v.truncate(m as usize);
-        out.insert(String::from_utf8_lossy(name).into_owned(), v);
-    }
-    out
+    xattr_map(p).unwrap_or_else(|e| panic!("xattrs of {}: {e}", p.display()))
 }
 
 /// A POSIX ACL's named ids as offsets from `base`, like the owners.

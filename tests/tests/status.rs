@@ -128,6 +128,23 @@ fn assert_refused(out: &Finished, what: &str) {
     );
 }
 
+/// Writes NAME's init record naming this test's own process (PID and
+/// start time): a live process that is not the subhost's init.
+fn record_self_as_init(name: &str) {
+    let me = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        format!("/run/subhost/{name}.init"),
+        format!("{me} {start}\n"),
+    )
+    .unwrap();
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
         Ok(d) => d
@@ -358,18 +375,7 @@ fn a_stale_init_record_is_reported_not_believed() {
     assert_ok(&s.run(&["start", &s.name, "--", "true"]));
     assert_eq!(s.status().get("state").str(), "hibernating");
     // A live process that is not this subhost's init: this test itself.
-    let me = std::process::id();
-    let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
-    let start = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .to_string();
-    std::fs::write(
-        format!("/run/subhost/{}.init", s.name),
-        format!("{me} {start}\n"),
-    )
-    .unwrap();
+    record_self_as_init(&s.name);
     let o = s.status();
     assert_eq!(o.get("state").str(), "broken", "{o:?}");
     assert_eq!(o.get("pid"), &J::Null);
@@ -649,19 +655,9 @@ fn list_of_many_shows_each_ones_own_state() {
         assert_ok(&fleet.run(&["start", &name(tag), "--", "true"]));
     }
     // A live process that is not `stale`'s init: this test itself.
-    let me = std::process::id();
-    let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
-    let start = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .to_string();
     let stale = name("stale");
-    std::fs::write(
-        format!("/run/subhost/{stale}.init"),
-        format!("{me} {start}\n"),
-    )
-    .unwrap();
+    record_self_as_init(&stale);
+    let me = std::process::id();
     let nons = name("nons");
     let record = |n: &str| {
         std::fs::read_to_string(format!("/run/subhost/{n}.init"))

@@ -123,9 +123,7 @@ fn set_up(plan: &Plan, chan: &Channel) -> Result<(), String> {
         chan_fd(chan),
     ];
     keep.extend(plan.listeners.iter().map(|l| l.fd.as_raw_fd()));
-    keep.sort_unstable();
-    keep.dedup();
-    close_all_but(&keep).map_err(err("cannot close inherited files"))?;
+    sys::close_all_but(&keep).map_err(err("cannot close inherited files"))?;
     std::env::set_current_dir("/").map_err(err("cannot change to /"))?;
     crate::process::reset_signals_for_exec().map_err(|e| format!("{e:#}"))?;
     // SAFETY: ignoring a signal installs no handler.
@@ -146,19 +144,6 @@ fn set_up(plan: &Plan, chan: &Channel) -> Result<(), String> {
 
 fn chan_fd(chan: &Channel) -> RawFd {
     chan.as_fd().as_raw_fd()
-}
-
-/// Closes every fd not in `keep` (sorted).
-fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
-    let mut next: u32 = 0;
-    for &k in keep {
-        let k = k as u32;
-        if k > next {
-            sys::close_range(next, k - 1, false)?;
-        }
-        next = k + 1;
-    }
-    sys::close_range(next, u32::MAX, false)
 }
 
 /// Soft fd limit up to the hard one: two fds per TCP connection.

@@ -567,16 +567,7 @@ fn close_off_path(nft: Nft) -> Committed {
     };
     let (sock, wait) = (nft.as_raw_fd(), read_end.as_raw_fd());
     let closer = move || {
-        let mut keep = [sock, wait];
-        keep.sort_unstable();
-        let mut next = 0u32;
-        for k in keep {
-            if k as u32 > next {
-                let _ = crate::sys::close_range(next, k as u32 - 1, false);
-            }
-            next = k as u32 + 1;
-        }
-        let _ = crate::sys::close_range(next, u32::MAX, false);
+        let _ = crate::sys::close_all_but(&[sock, wait]);
         let mut byte = [0u8; 1];
         // EOF: every other copy of the write end, and so of the socket, is
         // closed.
