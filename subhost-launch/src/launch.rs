@@ -289,6 +289,12 @@ impl Prepared {
             userns::check_reachable(&layout.live(), range)?;
         }
         let (user, made_net) = user_namespace(name, userns)?;
+        // A new netns of the launcher's is made while the root is mounted.
+        let mut origin = match made_net {
+            Some(ns) => Some(netns::Origin::Made(ns)),
+            None if !netns::exists(name) => Some(netns::Origin::Unsharing(netns::unshare_begin())),
+            None => None,
+        };
         // A hibernating subhost's mounts are reused only when they are its
         // own (their sources checked): `activate` skips those, and refuses
         // someone else's mount where its own would go.
@@ -302,37 +308,24 @@ impl Prepared {
         if !was_active && !names.is_empty() {
             crate::logging::step(&names, || names::write(&names))?;
         }
+        // A netns made now is cabled while the sandbox sets itself up in it.
+        let mut unwired = None;
         if netns::exists(name) {
             info!("netns {name} exists: reusing it");
             netns::replug(name, &netns::unplugged(&links))?;
         } else {
             // All or nothing: a failed create removes what it made, and only
             // that (a link that holds a cable's name is not the start's).
-            netns::create_from(name, &links, &addressing, made_net)?;
+            let origin = origin.take().unwrap_or(netns::Origin::New);
+            unwired = Some(netns::make(name, &links, origin)?);
             undo.netns = true;
-            if !publish.is_empty() {
-                undo.publish = true;
-                committed = Some(publish::apply(Path::new(run::RUN_DIR), &publish)?);
-                for off in publish::forwarding_off(&publish.dnat) {
-                    warn!("subhost {name}: {off}");
-                }
-            }
-            if !publish.loopback.is_empty() {
-                undo.forward = true;
-                // A forwarder a crashed start left would hold the ports.
-                forward::stop(Path::new(run::RUN_DIR), name)?;
-                let what = format!("forking the port forwarder of {name}");
-                forwarder = Some(crate::logging::step(&what, || {
-                    forward::begin(
-                        Path::new(run::RUN_DIR),
-                        name,
-                        &netns::path(name),
-                        &publish.loopback,
-                    )
-                })?);
-            }
         }
         if asleep {
+            if let Some(made) = unwired.take() {
+                // As a start that sleeps always did: the batch's socket is
+                // closed and a forwarder still setting itself up is ended.
+                drop(wire(made, &links, &addressing, &publish, &mut undo)?);
+            }
             undo.mounts = false;
             undo.netns = false;
             undo.publish = false;
@@ -413,8 +406,22 @@ impl Prepared {
             detached,
             cgroup: Some(cg),
             userns,
+            wait_for_network: unwired.is_some(),
         })
         .with_context(|| format!("cannot start subhost {name}"))?;
+        if let Some(made) = unwired {
+            match wire(made, &links, &addressing, &publish, &mut undo) {
+                Ok(w) => (committed, forwarder) = w,
+                Err(e) => {
+                    // Out of the netns before it is deleted.
+                    pending.abandon();
+                    return Err(e);
+                }
+            }
+            // Not heard: a sandbox that failed meanwhile has closed its
+            // end, and `finish` reports its own error.
+            let _ = pending.go();
+        }
         Ok(Some(Launching {
             name: name.to_string(),
             cfg,
@@ -515,6 +522,43 @@ impl Launching {
         end_session(name, &cfg, id.ok(), cg.as_ref());
         status
     }
+}
+
+/// Cables, addresses and published ports of the netns `made` by this
+/// start: what is made is undone by `undo` on failure.
+fn wire(
+    mut made: netns::Made,
+    links: &[netns::Link],
+    addressing: &netns::Addressing,
+    publish: &publish::Plan,
+    undo: &mut Undo,
+) -> Result<(Option<publish::Committed>, Option<forward::Starting>)> {
+    made.wire(links, addressing)?;
+    let name = undo.layout.name.clone();
+    let mut committed = None;
+    let mut forwarder = None;
+    if !publish.is_empty() {
+        undo.publish = true;
+        committed = Some(publish::apply(Path::new(run::RUN_DIR), publish)?);
+        for off in publish::forwarding_off(&publish.dnat) {
+            warn!("subhost {name}: {off}");
+        }
+    }
+    if !publish.loopback.is_empty() {
+        undo.forward = true;
+        // A forwarder a crashed start left would hold the ports.
+        forward::stop(Path::new(run::RUN_DIR), &name)?;
+        let what = format!("forking the port forwarder of {name}");
+        forwarder = Some(crate::logging::step(&what, || {
+            forward::begin(
+                Path::new(run::RUN_DIR),
+                &name,
+                &netns::path(&name),
+                &publish.loopback,
+            )
+        })?);
+    }
+    Ok((committed, forwarder))
 }
 
 /// What this start applied to its init `id`, for `state::Applied`: the

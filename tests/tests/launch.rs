@@ -562,6 +562,36 @@ fn failures_leave_nothing_behind() {
     assert_eq!(out.code(), 127, "{}", out.describe());
 }
 
+/// The cables of a new netns are made while the sandbox sets itself up:
+/// a sandbox that fails meanwhile is what the start reports, and the
+/// cables, netns and mounts go with it.
+#[test]
+fn a_sandbox_failing_while_its_cables_are_made_leaves_nothing() {
+    let br = Bridge::new();
+    let share = TempDir::new();
+    // Made by the sandbox, under a file of the root: ENOTDIR.
+    let s = Subhost::busybox(
+        "",
+        &format!(
+            "BRIDGES=({})\nSHARE=({}:/bin/busybox/inside)\n",
+            br.name,
+            share.path().display()
+        ),
+    );
+    let out = s.sh("true");
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    let err = out.stderr_str();
+    assert!(
+        err.contains("/bin/busybox/inside") && err.contains("Not a directory"),
+        "{}",
+        out.describe()
+    );
+    assert!(!s.live_mounted(), "live left mounted");
+    assert!(!netns_list().contains(&s.name), "netns left");
+    assert!(!has_link(&format!("{}0", s.name)), "cable left");
+    assert!(!lock_file(&s).exists(), "{} left", lock_file(&s).display());
+}
+
 #[test]
 fn bad_names_and_configs_are_refused_clearly() {
     let s = Subhost::busybox("", "");

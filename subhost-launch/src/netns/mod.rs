@@ -321,6 +321,79 @@ pub fn create_from(
     addressing: &Addressing,
     made: Option<OwnedFd>,
 ) -> anyhow::Result<()> {
+    let origin = made.map_or(Origin::New, Origin::Made);
+    let mut ns = make(name, links, origin)?;
+    match ns.wire(links, addressing) {
+        Ok(()) => Ok(()),
+        Err(err) => Err(ns.rollback(err)),
+    }
+}
+
+/// A netns made and named, its cables not yet: [`Made::wire`] makes them.
+/// A start wires it while its sandbox sets itself up inside, which needs
+/// the cables only once its init runs.
+pub struct Made {
+    name: String,
+    file: PathBuf,
+    inner: Netlink,
+    host: Option<Netlink>,
+    /// The bridge of each cable, by index.
+    masters: Vec<Option<u32>>,
+    nsfd: OwnedFd,
+    /// Host ends made so far.
+    cables: Vec<String>,
+}
+
+/// Where the netns that [`make`] names comes from.
+pub enum Origin {
+    /// Made by `make` itself.
+    New,
+    /// Made by another process, e.g. inside a subhost's user namespace,
+    /// which then owns it.
+    Made(OwnedFd),
+    /// Being made on a thread of the launcher's.
+    Unsharing(Unsharing),
+}
+
+/// A new netns being made on a thread of its own: the kernel takes most
+/// of a millisecond for it, which a start spends mounting the subhost's
+/// root meanwhile. [`make`] takes it; dropped, it is waited for (nothing
+/// may fork while the thread runs).
+pub struct Unsharing(Option<std::thread::JoinHandle<anyhow::Result<(OwnedFd, Netlink)>>>);
+
+/// Starts making a netns on a thread of its own, with a netlink socket
+/// inside.
+pub fn unshare_begin() -> Unsharing {
+    Unsharing(Some(std::thread::spawn(|| {
+        // Only this thread enters it; it ends once the namespace is open.
+        unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+        let ns = File::open("/proc/thread-self/ns/net").context("opening the new netns")?;
+        let sock = Netlink::open().context("opening a netlink socket in the new netns")?;
+        Ok((ns.into(), sock))
+    })))
+}
+
+impl Unsharing {
+    fn join(mut self) -> anyhow::Result<(OwnedFd, Netlink)> {
+        let thread = self.0.take().expect("joined once");
+        thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("the thread making the netns panicked")))
+    }
+}
+
+impl Drop for Unsharing {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The first half of [`create_from`]: checks the cables' names and
+/// bridges, names a new netns (made here, or as `origin` says) and opens a
+/// netlink socket inside. All or nothing.
+pub fn make(name: &str, links: &[Link], origin: Origin) -> anyhow::Result<Made> {
     check_links(links)?;
     // Without cables nothing is asked of the host's netlink: no socket.
     let mut host = match links.is_empty() {
@@ -341,19 +414,84 @@ pub fn create_from(
     ensure_run_dir_shared()?;
     let file = path(name);
     create_mount_point(name, &file)?;
-    let mut cables = Vec::new();
-    if let Err(err) = populate(
-        name,
-        &file,
-        made,
-        host.as_mut(),
-        &links.iter().zip(masters).collect::<Vec<_>>(),
-        addressing,
-        &mut cables,
-    ) {
-        return Err(rollback(name, &file, cables, err));
+    let named = match origin {
+        Origin::New => {
+            crate::logging::step(format_args!("ip netns add {name}"), || new_netns(&file))
+        }
+        Origin::Made(ns) => crate::logging::step(NameOwned(name), || name_netns(ns, &file)),
+        Origin::Unsharing(u) => crate::logging::step(format_args!("ip netns add {name}"), || {
+            let (ns, sock) = u.join()?;
+            bind_netns(&ns, &file)?;
+            Ok((ns, sock))
+        }),
+    };
+    let (nsfd, inner) = match named {
+        Ok(named) => named,
+        Err(err) => return Err(rollback(name, &file, Vec::new(), err)),
+    };
+    Ok(Made {
+        name: name.to_string(),
+        file,
+        inner,
+        host,
+        masters,
+        nsfd,
+        cables: Vec::new(),
+    })
+}
+
+impl Made {
+    /// The cables of `links` (those [`make`] checked), `lo` and every inner
+    /// end up, and the addresses and routes. On error what was made stays:
+    /// [`Made::rollback`], or a `delete` of the netns, which finds
+    /// half-made cables, removes it.
+    pub fn wire(&mut self, links: &[Link], addressing: &Addressing) -> anyhow::Result<()> {
+        let name = self.name.as_str();
+        for (i, (link, master)) in links.iter().zip(&self.masters).enumerate() {
+            let host = self.host.as_mut().expect("opened for cables");
+            crate::logging::step(LinkAddIn(link, name), || {
+                host.request(
+                    new_veth(link, *master, &self.nsfd),
+                    NLM_F_CREATE | NLM_F_EXCL,
+                )
+            })
+            .map_err(|e| {
+                anyhow!(
+                    "cable {i}: creating veth {} <-> {} in netns {name}: {e}",
+                    link.host_if,
+                    link.inner_if
+                )
+            })?;
+            self.cables.push(link.host_if.clone());
+        }
+        // The peer cannot be created up (ENOTCONN), so the inner ends are
+        // raised from inside, on a socket bound to the new namespace.
+        let inner_names = std::iter::once("lo").chain(links.iter().map(|l| l.inner_if.as_str()));
+        for ifname in inner_names {
+            crate::logging::step(format_args!("ip -n {name} link set {ifname} up"), || {
+                self.inner.request(set_up(ifname), 0)
+            })
+            .map_err(|e| anyhow!("setting {ifname} up inside netns {name}: {e}"))?;
+        }
+        addressing.apply(name, &mut self.inner)
     }
-    Ok(())
+
+    /// Removes the netns and waits for the cables made so far to go. Its
+    /// caller first ends whatever else holds the namespace.
+    pub fn rollback(self, err: anyhow::Error) -> anyhow::Error {
+        let Made {
+            name,
+            file,
+            cables,
+            inner,
+            nsfd,
+            ..
+        } = self;
+        // Closed first: the fd and the socket inside would pin the netns,
+        // and with it the cables.
+        drop((inner, nsfd));
+        rollback(&name, &file, cables, err)
+    }
 }
 
 /// A cable of a netns that exists whose host end is not in its bridge (the
@@ -486,48 +624,6 @@ pub fn replug(name: &str, plugs: &[Plug]) -> anyhow::Result<()> {
         .with_context(context)?;
     }
     Ok(())
-}
-
-/// caller, who also gets the host ends made so far in `made`. The namespace
-/// fd and the inner socket are dropped on return, so after a failure nothing
-/// of ours keeps the namespace alive.
-fn populate(
-    name: &str,
-    file: &Path,
-    ns: Option<OwnedFd>,
-    mut host: Option<&mut Netlink>,
-    cables: &[(&Link, Option<u32>)],
-    addressing: &Addressing,
-    made: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    let (nsfd, mut inner) = match ns {
-        None => crate::logging::step(format_args!("ip netns add {name}"), || new_netns(file))?,
-        Some(ns) => crate::logging::step(NameOwned(name), || name_netns(ns, file))?,
-    };
-    for (i, (link, master)) in cables.iter().enumerate() {
-        let host = host.as_deref_mut().expect("opened for cables");
-        crate::logging::step(LinkAddIn(link, name), || {
-            host.request(new_veth(link, *master, &nsfd), NLM_F_CREATE | NLM_F_EXCL)
-        })
-        .map_err(|e| {
-            anyhow!(
-                "cable {i}: creating veth {} <-> {} in netns {name}: {e}",
-                link.host_if,
-                link.inner_if
-            )
-        })?;
-        made.push(link.host_if.clone());
-    }
-    // The peer cannot be created up (ENOTCONN), so the inner ends are raised
-    // from inside, on a socket bound to the new namespace.
-    let inner_names = std::iter::once("lo").chain(cables.iter().map(|(l, _)| l.inner_if.as_str()));
-    for ifname in inner_names {
-        crate::logging::step(format_args!("ip -n {name} link set {ifname} up"), || {
-            inner.request(set_up(ifname), 0)
-        })
-        .map_err(|e| anyhow!("setting {ifname} up inside netns {name}: {e}"))?;
-    }
-    addressing.apply(name, &mut inner)
 }
 
 /// Removes the namespace; the kernel then destroys the cables in it, which
@@ -791,15 +887,7 @@ fn new_netns(file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
 /// enter a netns owned by a subhost's user namespace: it has every
 /// capability over its descendants.
 fn name_netns(ns: OwnedFd, file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
-    let src = format!("/proc/self/fd/{}", ns.as_raw_fd());
-    mount(
-        Some(src.as_str()),
-        file,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .with_context(|| format!("bind-mounting the new netns on {}", file.display()))?;
+    bind_netns(&ns, file)?;
     let home = File::open("/proc/thread-self/ns/net").context("opening the current netns")?;
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("entering the new netns")?;
     let sock = Netlink::open().context("opening a netlink socket in the new netns");
@@ -808,6 +896,19 @@ fn name_netns(ns: OwnedFd, file: &Path) -> anyhow::Result<(OwnedFd, Netlink)> {
          this thread is left in the new one",
     )?;
     Ok((ns, sock?))
+}
+
+/// Names the netns `ns` by a bind mount on `file`.
+fn bind_netns(ns: &OwnedFd, file: &Path) -> anyhow::Result<()> {
+    let src = format!("/proc/self/fd/{}", ns.as_raw_fd());
+    mount(
+        Some(src.as_str()),
+        file,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting the new netns on {}", file.display()))
 }
 
 /// The user namespace that owns the netns `name`: for a subhost with

@@ -42,6 +42,9 @@ pub struct Spawn<'a> {
     pub cgroup: Option<&'a Cgroup>,
     /// With USERNS: the user namespace the sandbox runs in.
     pub userns: Option<Userns>,
+    /// The launcher cables the netns while the sandbox sets itself up: the
+    /// init is exec'd only once [`Pending::go`] says the network is ready.
+    pub wait_for_network: bool,
 }
 
 /// What a sandbox in a user namespace gets from the launcher.
@@ -85,6 +88,23 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Tells a sandbox made with `wait_for_network` that it may exec its
+    /// init.
+    pub fn go(&self) -> Result<()> {
+        self.channel
+            .send(&Message::Go)
+            .context("cannot tell the sandbox its network is ready")
+    }
+
+    /// Ends a sandbox whose start failed on the launcher's side: one that
+    /// waits for [`Pending::go`] exits when its channel closes, and a
+    /// parent-death signal is no help to a detached one.
+    pub fn abandon(self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        drop(self.channel);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+
     /// Waits until the init is exec'd (or setting up failed: then the child
     /// is reaped and the child's own error returned).
     pub fn finish(self) -> Result<Child> {
@@ -325,6 +345,12 @@ fn child_main(
         }
         let trees = s.userns.as_ref().map_or(&[][..], |u| &u.trees[..]);
         crate::logging::step(step, || run_step(step, trees)).with_context(|| format!("{step}"))?;
+    }
+    if s.wait_for_network {
+        match channel.recv() {
+            Ok(Some(Message::Go)) => {}
+            _ => bail!("the launcher did not finish the subhost's network"),
+        }
     }
     process::reset_signals_for_exec()?;
     let state = s.detached.as_ref().and_then(|d| d.services.as_ref());
