@@ -138,7 +138,15 @@ pub fn lacking(want: &[Capability], have: &HashSet<Capability>) -> Vec<Capabilit
 /// The launcher's own capability bounding set, which the sandbox inherits
 /// and can only shrink.
 pub fn own_bounding_set() -> Result<HashSet<Capability>> {
-    caps::read(None, CapSet::Bounding).context("cannot read the launcher's bounding set")
+    // Read once per process (a prctl per capability; a start asks twice):
+    // the launcher never shrinks its own, only its sandbox's.
+    static OWN: std::sync::OnceLock<HashSet<Capability>> = std::sync::OnceLock::new();
+    if let Some(set) = OWN.get() {
+        return Ok(set.clone());
+    }
+    let set =
+        caps::read(None, CapSet::Bounding).context("cannot read the launcher's bounding set")?;
+    Ok(OWN.get_or_init(|| set).clone())
 }
 
 fn names(caps: &[Capability]) -> String {
