@@ -314,7 +314,14 @@ fn print_start_plan(
         println!("# names in the root, at a cold start{skip}");
         println!("{names}");
     }
-    println!("# network{}", reuse(netns::exists(name)));
+    let new_net = !netns::exists(name);
+    match new_net {
+        true => println!(
+            "# network: the netns made while the root is mounted, the rest while the \
+             sandbox sets itself up in it"
+        ),
+        false => println!("# network{}", reuse(true)),
+    }
     println!("{net}");
     println!("# cgroup");
     println!("{cgroup_plan}");
@@ -324,6 +331,9 @@ fn print_start_plan(
     println!("# sandbox: joins the cgroup and netns {name}, new pid, mount, uts, ipc and cgroup namespaces");
     for s in inner {
         println!("{s}");
+    }
+    if new_net {
+        println!("# waits until the network above is made");
     }
     let argv: Vec<String> = argv
         .iter()
