@@ -1,18 +1,22 @@
 //! Starting the session: its own process group, the terminal if we have
 //! one, an empty signal mask (dispositions were already reset), then exec.
 //!
-//! The child shares our memory and runs on a stack of its own while we are
-//! suspended until its exec (`CLONE_VM | CLONE_VFORK`, as posix_spawn does):
-//! no copy of our page tables, no copy-on-write faults in either process,
-//! no copy to tear down at its exec, and it runs at once instead of
-//! queueing behind us. That is safe because the child only makes system
-//! calls (getpid, setpgid, tcsetpgrp, sigprocmask, execve, write, _exit)
-//! and formats an error line into a buffer on its own stack: it allocates
-//! nothing, takes no lock, and writes no memory of ours but errno, which we
-//! read only when the clone itself failed. No signal handler can run in it
-//! on our memory: the init installs none (every disposition is the
-//! default), and every catchable signal stays blocked until just before
-//! the exec.
+//! The child shares our memory and runs on a stack of its own while we wait
+//! for its exec (`CLONE_VM`, as posix_spawn does): no copy of our page
+//! tables, no copy-on-write faults in either process, no copy to tear down
+//! at its exec, and it runs at once instead of queueing behind us. We wait
+//! in a read of a close-on-exec pipe, which its exec (or exit) closes,
+//! rather than with `CLONE_VFORK`, whose wait is uninterruptible: an init
+//! shown in state D while its session execs would look hung. (The futex
+//! that `CLONE_CHILD_CLEARTID` clears at exec would be cheaper than the
+//! pipe, but musl's clone refuses that flag.) Sharing the memory is safe
+//! because the child only makes system calls (getpid, setpgid, tcsetpgrp,
+//! sigprocmask, execve, write, _exit) and formats an error line into a
+//! buffer on its own stack: it allocates nothing, takes no lock, and writes
+//! no memory of ours but errno, which we read only when the clone itself
+//! failed. No signal handler can run in it on our memory: the init installs
+//! none (every disposition is the default), and every catchable signal
+//! stays blocked until just before the exec.
 
 use alloc::vec::Vec;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -28,8 +32,8 @@ const STACK_SIZE: usize = 64 * 1024;
 #[repr(C, align(16))]
 struct Stack([u8; STACK_SIZE]);
 
-/// Used by one child at a time: we are suspended while it runs on it, and
-/// it is done with it once it has exec'd or exited, when we resume.
+/// Used by one child at a time: we wait while it runs on it, and it is done
+/// with it once it has exec'd or exited, when we go on.
 static mut STACK: Stack = Stack([0; STACK_SIZE]);
 
 /// What the child needs, on our stack, read-only for it.
@@ -57,20 +61,41 @@ pub fn spawn(command: &[&CStr], tty: Option<&Terminal>) -> Result<Pid, i32> {
     // SAFETY: only the address of the static is taken, never a reference;
     // the stack grows down from its end, which is 16-byte aligned.
     let top = unsafe { core::ptr::addr_of_mut!(STACK).cast::<u8>().add(STACK_SIZE) };
+    // Without a pipe (no descriptor left), the kernel's vfork wait instead.
+    let (pipe, wait) = match sys::pipe() {
+        Ok(p) => (Some(p), 0),
+        Err(_) => (None, libc::CLONE_VFORK),
+    };
     // SAFETY: see the module's comment: the child runs `child` on its own
-    // stack with `exec` (alive until the clone returns, which is after the
-    // child's exec or exit) and only makes system calls; SIGCHLD reports
-    // its exit to us as for a forked child.
+    // stack with `exec`, which stays alive and untouched until the child
+    // has exec'd or exited (the read below, or CLONE_VFORK), and only
+    // makes system calls; SIGCHLD reports its exit to us as for a forked
+    // child.
     let pid = unsafe {
         libc::clone(
             child,
             top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | wait | libc::SIGCHLD,
             (&exec as *const Exec).cast_mut().cast(),
         )
     };
+    // Read now, as the child may write errno while it runs.
+    let clone_errno = if pid == -1 { sys::errno() } else { 0 };
+    if let Some((r, w)) = pipe {
+        sys::close(w);
+        if pid != -1 {
+            // EOF once the child's copy of `w` is closed by its exec or
+            // exit; nobody writes to it. Signals are blocked, so nothing
+            // should interrupt the read; whatever does, it is made again
+            // without a look at errno, which the child may be writing.
+            let mut byte = 0u8;
+            // SAFETY: byte is valid for a write of one byte; r is ours.
+            while unsafe { libc::read(r, (&mut byte as *mut u8).cast(), 1) } < 0 {}
+        }
+        sys::close(r);
+    }
     if pid == -1 {
-        return Err(sys::errno());
+        return Err(clone_errno);
     }
     // The child took its group and the terminal before it exec'd, so both
     // are in place before any signal is forwarded to it.
