@@ -8,6 +8,14 @@ use crate::logger::debug;
 use crate::sys::{self, Errno, Pid};
 
 pub fn signal_all(signals: &[i32], pid1: bool) {
+    // Every descendant hangs below a child of ours. With no child the
+    // loop's next reap finds none and the init exits at once: as PID 1 its
+    // exit has the kernel SIGKILL what is left of the namespace (processes
+    // entered from outside, which are no children of ours) anyway. kill(-1)
+    // walks every process of the host to find those of the namespace.
+    if !sys::has_children() {
+        return;
+    }
     if pid1 {
         // kill(-1) from PID 1 reaches every other process of the namespace.
         for &sig in signals {
@@ -27,12 +35,6 @@ pub fn signal_all(signals: &[i32], pid1: bool) {
 /// Every process below `root`. Orphans of the subtree are reparented to us
 /// (we are its subreaper), so parent links are enough to find them.
 fn descendants(root: Pid) -> Vec<Pid> {
-    // Scanning all of /proc is costly on a busy host; skip it when we have
-    // no child at all (every descendant hangs below a child of ours; the
-    // init is single-threaded, so its one task lists all its children).
-    if has_no_children(root) {
-        return Vec::new();
-    }
     let links: Vec<(Pid, Pid)> = proc_pids()
         .into_iter()
         .filter_map(|pid| Some((pid, parent_of(pid)?)))
@@ -45,21 +47,6 @@ fn descendants(root: Pid) -> Vec<Pid> {
     }
     found.retain(|&p| p != root);
     found
-}
-
-fn has_no_children(pid: Pid) -> bool {
-    let mut path = [0u8; 48];
-    let mut w = Cursor {
-        buf: &mut path,
-        len: 0,
-    };
-    let _ = core::fmt::write(&mut w, format_args!("/proc/{pid}/task/{pid}/children\0"));
-    let Ok(path) = CStr::from_bytes_until_nul(&path) else {
-        return false;
-    };
-    let mut buf = [0u8; 16];
-    // Unreadable (no CONFIG_PROC_CHILDREN): scan to be safe.
-    sys::read_file(path, &mut buf).is_some_and(|b| b.is_empty())
 }
 
 fn proc_pids() -> Vec<Pid> {

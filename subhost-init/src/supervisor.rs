@@ -144,6 +144,9 @@ pub fn run(mut o: Options) -> i32 {
         sv.services.tick();
         if let Some(code) = sv.advance(none_left) {
             sv.services.flush();
+            // The exit frees it all at once; freed piece by piece first, the
+            // last piece would cost an munmap.
+            core::mem::forget(sv);
             return code;
         }
     }

@@ -114,6 +114,17 @@ pub fn wait_any() -> Wait {
     }
 }
 
+/// True unless we certainly have no child, running, stopped or exited:
+/// one system call, which reaps nothing.
+pub fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain data.
+    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: info is a live siginfo_t; WNOWAIT leaves every child as it is.
+    let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
+    !(ret == -1 && errno() == libc::ECHILD)
+}
+
 /// A wait status as a shell reports it: exit code, or 128+N for signal N.
 /// `None` for a stop.
 pub fn status_code(status: i32) -> Option<i32> {
