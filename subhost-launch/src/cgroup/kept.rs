@@ -320,19 +320,31 @@ fn remove_elsewhere(name: &str, parent: Option<&str>, dirs: &[PathBuf]) -> Resul
     Ok(())
 }
 
-/// At the end of a session: whatever is left in the cgroup is killed, the
-/// sub-cgroups a delegated subhost made go, and the cgroup stays for the
-/// next start. `false` when it is to be removed instead (no cgroup2, no
-/// record of what it enforces, or it could not be emptied).
+/// At the end of a session: the sub-cgroups a delegated subhost made go,
+/// and the cgroup, empty, stays for the next start. `false` when it is to
+/// be killed and removed instead: no cgroup2, no record of what it
+/// enforces, or processes left in it (outside the subhost's PID namespace,
+/// which took everything else along with its init). A cgroup that
+/// `cgroup.kill` has been used on is no place for the next session: the
+/// kernel (6.18 here) SIGKILLs every process cloned into it from then on.
 pub fn keep_empty(name: &str, cg: &Cgroup) -> bool {
     let recorded = state::recorded_cgroup(name).as_deref() == Some(cg.dirs())
         && state::recorded_cgroup_policy(name).is_some();
     if !recorded || cg.v2_dir().is_none() {
         return false;
     }
-    let emptied = cg
-        .kill_all(Duration::from_secs(5))
-        .and_then(|()| cg.dirs().iter().try_for_each(|d| remove_below(d)));
+    match cg.pids() {
+        Ok(left) if left.is_empty() => {}
+        Ok(left) => {
+            log::info!("processes {left:?} are left in the cgroup of {name}: it goes with them");
+            return false;
+        }
+        Err(e) => {
+            log::warn!("cgroup of {name}: {e:#}");
+            return false;
+        }
+    }
+    let emptied = cg.dirs().iter().try_for_each(|d| remove_below(d));
     match emptied {
         Ok(()) => {
             log::info!("subhost {name} hibernates: its empty cgroup stays");
