@@ -487,6 +487,7 @@ fn a_changed_cgroup_parent_moves_the_kept_cgroup() {
     let dirs_a = cgroup_dirs(&s);
     let parents_a = parents_in(&dirs_a, &a);
     let _guard_a = ParentGuard(parents_a.clone());
+    assert!(!dirs_a.is_empty(), "no cgroup kept");
     assert!(dirs_a.iter().all(|d| d.is_dir()), "{dirs_a:?}");
 
     std::fs::write(
@@ -525,6 +526,7 @@ fn a_kept_cgroup_does_not_make_a_hibernating_subhost_look_running() {
     let out = s.sh("cat /bin/busybox > /tmp/copy && sync");
     assert!(out.status.success(), "{}", out.describe());
     let dirs = cgroup_dirs(&s);
+    assert!(!dirs.is_empty(), "no cgroup kept");
     assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
 
     let status = s.run(&["status", &s.name, "--json"]);
