@@ -409,6 +409,38 @@ fn rm_go(s: &Subhost) {
     let _ = std::fs::remove_file(s.root().join("go"));
 }
 
+/// A kept cgroup whose policy record is missing (a start killed while it
+/// changed the cgroup removes the record first) is not trusted: the next
+/// start makes it again, and `stop` still finds and removes it through the
+/// `.cgroup` record, parents included.
+#[test]
+fn a_kept_cgroup_without_its_policy_record_is_made_again_and_stop_removes_it() {
+    let parent = own_parent("l");
+    let s = Subhost::busybox("l", &format!("PIDS_MAX=50\nCGROUP_PARENT={parent}\n"));
+    let policy = PathBuf::from(format!("/run/subhost/{}.cgroup-policy", s.name));
+    let out = s.sh("true");
+    assert!(out.status.success(), "{}", out.describe());
+    let dirs = cgroup_dirs(&s);
+    let parents = parents_in(&dirs, &parent);
+    let _guard = ParentGuard(parents.clone());
+    let v2 = v2_dir(&dirs).expect("a kept cgroup v2 directory");
+    let inode = ino(&v2);
+    assert!(policy.is_file(), "no policy record");
+
+    std::fs::remove_file(&policy).unwrap();
+    let out = s.sh("true");
+    assert!(out.status.success(), "{}", out.describe());
+    assert_eq!(cgroup_dirs(&s), dirs);
+    assert_ne!(ino(&v2), inode, "a cgroup of unknown policy was reused");
+    assert!(policy.is_file(), "no policy record after a new cgroup");
+
+    std::fs::remove_file(&policy).unwrap();
+    let out = s.stop();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroups left: {dirs:?}");
+    assert!(parents.iter().all(|p| !p.exists()), "{parents:?}");
+}
+
 /// A warm start applies the limits of the config as it is then: changed
 /// ones are written into the kept cgroup (raising and lowering v1's
 /// memory+swap pair in a valid order), removed ones no longer hold.
