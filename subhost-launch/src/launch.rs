@@ -539,8 +539,8 @@ fn applied(
 }
 
 /// The subhost hibernates once its foreground session has ended: the
-/// init's record goes, and whatever is left in its cgroup (which stays,
-/// empty, for the next start; see `cgroup::keep_empty`). That is
+/// init's record goes; its cgroup stays, empty, for the next start, or
+/// goes with whatever was left in it (see `cgroup::keep_empty`). That is
 /// a change of the subhost's state like any other, made under its lock:
 /// since the init exited, another `start` may have begun a session of its
 /// own in a new cgroup of the same name, or a `stop` may be taking the
