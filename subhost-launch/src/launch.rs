@@ -334,16 +334,11 @@ impl Prepared {
             return Ok(None);
         }
         let netns_fd = netns::open(name).with_context(|| format!("cannot open netns {name}"))?;
-        // Recorded before it is made: a launcher killed in between leaves a
-        // cgroup that the next `stop` still finds, from any caller's cgroup.
-        state::record_cgroup(name, &cgroup_plan.dirs)?;
-        let cg = match cgroup::create(&cgroup_plan) {
-            Ok(cg) => &*undo.cgroup.insert(cg),
-            Err(e) => {
-                state::clear_cgroup(name);
-                return Err(e);
-            }
-        };
+        // The one its last session kept, or a new one recorded before it is
+        // made: a launcher killed in between leaves a cgroup that the next
+        // `stop` still finds, from any caller's cgroup.
+        let cg = cgroup::make(name, cfg.cgroup_parent.as_deref(), &cgroup_plan)?;
+        let cg = &*undo.cgroup.insert(cg);
         if let Some(d) = &delegation {
             crate::logging::step(d, || d.apply())?;
         }
@@ -588,7 +583,8 @@ fn applied(
 }
 
 /// The subhost hibernates once its foreground session has ended: the
-/// init's record goes, and its cgroup with whatever is left in it. That is
+/// init's record goes; its cgroup stays, empty, for the next start, or
+/// goes with whatever was left in it (see `cgroup::keep_empty`). That is
 /// a change of the subhost's state like any other, made under its lock:
 /// since the init exited, another `start` may have begun a session of its
 /// own in a new cgroup of the same name, or a `stop` may be taking the
@@ -620,7 +616,7 @@ fn end_session(name: &str, cfg: &Config, init: Option<state::ProcId>, cg: Option
             "subhost {name} runs another session (init PID {}): its cgroup stays",
             other.pid
         );
-    } else if let Some(cg) = cg {
+    } else if let Some(cg) = cg.filter(|cg| !cgroup::keep_empty(name, cg)) {
         release_cgroup(name, cg);
     }
     drop(lock);

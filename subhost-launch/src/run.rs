@@ -45,6 +45,13 @@ impl Records<'_> {
     pub fn cgroup(&self) -> PathBuf {
         self.path("cgroup")
     }
+    /// What the kept cgroup of a hibernating subhost enforces: the parent
+    /// it was made under, the limits written and the device rules of the
+    /// attached program (see `cgroup::kept`). Written after they are
+    /// applied, removed before they change.
+    pub fn cgroup_policy(&self) -> PathBuf {
+        self.path("cgroup-policy")
+    }
     /// A detached subhost's console.
     pub fn console(&self) -> PathBuf {
         self.path("console")
@@ -70,12 +77,13 @@ impl Records<'_> {
         self.path("lower")
     }
     /// Every record file NAME may have, for checks of their kind.
-    pub fn files(&self) -> [PathBuf; 8] {
+    pub fn files(&self) -> [PathBuf; 9] {
         [
             self.lock(),
             self.dir(),
             self.init(),
             self.cgroup(),
+            self.cgroup_policy(),
             self.console(),
             self.applied(),
             self.forward(),

@@ -533,8 +533,23 @@ pub fn recorded_cgroup(name: &str) -> Option<Vec<PathBuf>> {
     )
 }
 
+/// Forgets the cgroup of `name`: where it is, and what it enforces.
 pub fn clear_cgroup(name: &str) {
     let _ = std::fs::remove_file(cgroup_path(name));
+    clear_cgroup_policy(name);
+}
+
+/// The policy record of the kept cgroup of `name` (see `cgroup::kept`).
+pub fn recorded_cgroup_policy(name: &str) -> Option<String> {
+    crate::files::read_text(&run::of(name).cgroup_policy(), crate::files::RECORD_MAX).ok()
+}
+
+pub fn record_cgroup_policy(name: &str, text: &str) -> Result<()> {
+    write_record(&run::of(name).cgroup_policy(), text)
+}
+
+pub fn clear_cgroup_policy(name: &str) {
+    let _ = std::fs::remove_file(run::of(name).cgroup_policy());
 }
 
 /// Identity of a process that survives PID reuse: its PID plus its start

@@ -486,8 +486,10 @@ fn observe(layout: &Layout, host: &Host, inits: &Inits) -> Report {
         (None, _) => None,
     };
     let usage = match other {
-        None => cfg.as_ref().ok().and_then(|c| usage(name, c)),
-        Some(_) => None,
+        // A hibernating subhost's kept cgroup is empty; what it still
+        // shows charged (page cache) is not use.
+        None if state != State::Hibernating => cfg.as_ref().ok().and_then(|c| usage(name, c)),
+        _ => None,
     };
     let userns = match cfg.as_ref().ok().and_then(|c| c.userns) {
         None => None,

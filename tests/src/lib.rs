@@ -649,7 +649,15 @@ impl Drop for Subhost {
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();
-        for ext in ["lock", "dir", "init", "cgroup", "console", "applied"] {
+        for ext in [
+            "lock",
+            "dir",
+            "init",
+            "cgroup",
+            "cgroup-policy",
+            "console",
+            "applied",
+        ] {
             let _ = std::fs::remove_file(format!("/run/subhost/{}.{ext}", self.name));
         }
     }

@@ -253,3 +253,41 @@ fn stop_leaves_alone_a_cgroup_the_record_names_but_the_launcher_never_makes() {
     assert_ok(&out);
     assert!(alive(&mut scratch, sleep));
 }
+
+/// A USERNS subhost's delegated cgroup is kept too: the sub-cgroups root
+/// inside made in a session go when it ends, the directory stays (still
+/// the range's root's), and the next session runs in it again.
+#[test]
+fn a_delegated_cgroup_is_kept_without_the_sub_cgroups_made_inside() {
+    let Some(_) = cgroup2_point() else {
+        eprintln!("no cgroup v2 on this host: nothing to delegate");
+        return;
+    };
+    let s = Subhost::busybox("cgk", "USERNS=pick\nSTOP_TIMEOUT=1\n");
+    let out = s.sh(
+        "mount -t cgroup2 none /sys/fs/cgroup && mkdir /sys/fs/cgroup/inner \
+         && echo $$ > /sys/fs/cgroup/inner/cgroup.procs && echo cgroup=ok",
+    );
+    assert_ok(&out);
+    assert!(out.stdout_str().contains("cgroup=ok"), "{}", out.describe());
+    let record = PathBuf::from(format!("/run/subhost/{}.cgroup", s.name));
+    let dirs = std::fs::read_to_string(&record).expect("the cgroup is kept");
+    let v2 = dirs
+        .lines()
+        .map(PathBuf::from)
+        .find(|d| d.join("cgroup.kill").exists())
+        .expect("a cgroup v2 directory");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&v2).unwrap();
+    assert_ne!(meta.uid(), 0, "{} is not delegated", v2.display());
+    assert!(
+        !v2.join("inner").exists(),
+        "the sub-cgroup made inside stays"
+    );
+
+    let out = s.sh("mount -t cgroup2 none /sys/fs/cgroup && ls /sys/fs/cgroup/ | grep -c inner");
+    assert_eq!(out.stdout_str().trim(), "0", "{}", out.describe());
+    assert_eq!(std::fs::metadata(&v2).unwrap().ino(), meta.ino());
+    assert_ok(&s.stop());
+    assert!(!v2.exists(), "{} is left", v2.display());
+}

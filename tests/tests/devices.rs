@@ -397,3 +397,48 @@ fn a_declared_root_only_node_opens_for_root_inside_and_an_undeclared_one_does_no
     let out = s.sh("stat -c '%u:%g %a %t:%T' /dev/shttun");
     assert_eq!(out.stdout_str(), "0:0 600 a:c8\n", "{}", out.describe());
 }
+
+/// A warm start enforces the device policy of the config as it is then:
+/// a node given by `DEVICES` opens, and once `DEVICES` is dropped the
+/// program the kept cgroup holds is replaced, and it no longer opens.
+#[test]
+fn a_warm_start_replaces_the_device_program_when_devices_change() {
+    let tmp = TempDir::new();
+    let nodes = tmp.path().join("nodes");
+    std::fs::create_dir(&nodes).unwrap();
+    let node = nodes.join("shttun");
+    let out = run_timeout(
+        &mut cmd(
+            "mknod",
+            ["-m", "666", &node.to_string_lossy(), "c", "10", "200"],
+        ),
+        LAUNCH_LIMIT,
+    );
+    assert!(out.status.success(), "{}", out.describe());
+    let share = format!("SHARE=({}:/mnt/nodes)\n", nodes.display());
+    let with = format!("DEVICES=({}:rw)\n{share}", node.display());
+    let s = lab("dvw", &with);
+    let check = [("shared", "open-rw /mnt/nodes/shttun".to_string())];
+    assert_eq!(probe(&s, &check)["shared"], "ok");
+    // The kept cgroup v2 directory, by inode: one made again has another.
+    let v2_ino = || {
+        let record = std::fs::read_to_string(format!("/run/subhost/{}.cgroup", s.name)).unwrap();
+        record
+            .lines()
+            .map(Path::new)
+            .find(|d| d.join("cgroup.kill").exists())
+            .map(|d| std::fs::metadata(d).unwrap().ino())
+            .expect("a kept cgroup v2 directory")
+    };
+    let cgroup = v2_ino();
+
+    std::fs::write(s.dir().join("config"), mode_config(&share)).unwrap();
+    assert_eq!(probe(&s, &check)["shared"], "errno EPERM");
+    // The same cgroup, kept: its program was swapped, not the cgroup made anew.
+    assert_eq!(v2_ino(), cgroup);
+
+    std::fs::write(s.dir().join("config"), mode_config(&with)).unwrap();
+    assert_eq!(probe(&s, &check)["shared"], "ok");
+    let out = s.stop();
+    assert_eq!(out.code(), 0, "{}", out.describe());
+}

@@ -293,8 +293,49 @@ fn start_waiting(s: &mut Subhost) -> Vec<PathBuf> {
     dirs
 }
 
+/// The one of `dirs` on cgroup v2 (where `cgroup.kill` is), if any.
+fn v2_dir(dirs: &[PathBuf]) -> Option<PathBuf> {
+    dirs.iter()
+        .find(|d| d.join("cgroup.kill").exists())
+        .cloned()
+}
+
+/// The processes in each of `dirs`.
+fn procs_of(dirs: &[PathBuf]) -> Vec<String> {
+    dirs.iter()
+        .flat_map(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// What `file` says in the first of `dirs` that has it.
+fn value_in(dirs: &[PathBuf], file: &str) -> Option<String> {
+    dirs.iter()
+        .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+        .map(|t| t.trim().to_string())
+}
+
+/// The inode of a cgroup directory: a cgroup made again gets a new one.
+fn ino(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .ino()
+}
+
+/// A hibernating subhost keeps its cgroup, empty: the directories stay
+/// (parents too), a warm start runs in them again, and `stop` removes them
+/// all. A process left in the cgroup when a session ends is killed, and
+/// the cgroup goes with it (the kernel kills whatever is cloned into a
+/// cgroup once killed through `cgroup.kill`): the next start makes a new
+/// one, and its session runs.
 #[test]
-fn a_hibernating_subhost_leaves_no_cgroup() {
+fn a_hibernating_subhost_keeps_an_empty_cgroup_until_stop() {
     let s = Subhost::busybox("l", "PIDS_MAX=50\n");
     let out = s.sh("cat /proc/self/cgroup");
     assert!(out.status.success(), "{}", out.describe());
@@ -304,7 +345,6 @@ fn a_hibernating_subhost_leaves_no_cgroup() {
         "{}",
         out.describe()
     );
-    assert!(!Path::new(&format!("/run/subhost/{}.cgroup", s.name)).exists());
 
     // The directories themselves, read while a session runs.
     let parent = own_parent("l");
@@ -312,16 +352,242 @@ fn a_hibernating_subhost_leaves_no_cgroup() {
     let dirs = start_waiting(&mut s);
     let parents = parents_in(&dirs, &parent);
     let _guard = ParentGuard(parents.clone());
+    let v2 = v2_dir(&dirs).expect("a cgroup v2 directory");
+    let inode = ino(&v2);
     std::fs::write(s.root().join("go"), "").unwrap();
-    let cgroup_record = PathBuf::from(format!("/run/subhost/{}.cgroup", s.name));
     assert!(
-        wait_until(LIMIT, || !cgroup_record.exists()),
+        wait_until(LIMIT, || !s.init_record().exists()),
         "the session did not end"
     );
+    // The end of the session holds the lock while it keeps the cgroup.
+    let status = s.run(&["status", &s.name]);
+    assert!(
+        status.stdout_str().contains("state:    hibernating"),
+        "{}",
+        status.describe()
+    );
+    assert!(dirs.iter().all(|d| d.is_dir()), "cgroups gone: {dirs:?}");
+    assert_eq!(procs_of(&dirs), Vec::<String>::new(), "{dirs:?}");
+    assert!(parents.iter().all(|p| p.is_dir()), "{parents:?}");
+
+    // A warm start runs in the same cgroup, not in one made again.
+    let out = s.sh("cat /proc/self/cgroup");
+    assert!(out.status.success(), "{}", out.describe());
+    assert_eq!(cgroup_dirs(&s), dirs);
+    assert_eq!(ino(&v2), inode, "the cgroup was made again");
+
+    // A process of the host's put into the subhost's cgroup.
+    rm_go(&s);
+    start_waiting(&mut s);
+    let mut stray = spawn_group(cmd("sleep", ["60"]).stdin(std::process::Stdio::null()));
+    std::fs::write(v2.join("cgroup.procs"), stray.id().to_string()).unwrap();
+    std::fs::write(s.root().join("go"), "").unwrap();
+    let gone = wait_until(LIMIT, || stray.try_wait().unwrap().is_some());
+    if !gone {
+        let _ = stray.kill();
+        let _ = stray.wait();
+    }
+    assert!(gone, "a process left in the cgroup survived the session");
+    assert!(
+        wait_until(LIMIT, || !v2.exists()),
+        "the killed cgroup stays"
+    );
+    let out = s.sh("true");
+    assert!(out.status.success(), "{}", out.describe());
+    assert_eq!(cgroup_dirs(&s), dirs);
+
+    let out = s.stop();
+    assert!(out.status.success(), "{}", out.describe());
     assert!(dirs.iter().all(|d| !d.exists()), "cgroups left: {dirs:?}");
     // The parents were made for it alone, so they went with it.
     assert!(parents.iter().all(|p| !p.exists()), "{parents:?}");
-    assert!(s.live_mounted(), "not hibernating");
+    assert!(!Path::new(&format!("/run/subhost/{}.cgroup", s.name)).exists());
+    assert!(!Path::new(&format!("/run/subhost/{}.cgroup-policy", s.name)).exists());
+}
+
+fn rm_go(s: &Subhost) {
+    let _ = std::fs::remove_file(s.root().join("go"));
+}
+
+/// A kept cgroup whose policy record is missing (a start killed while it
+/// changed the cgroup removes the record first) is not trusted: the next
+/// start makes it again, and `stop` still finds and removes it through the
+/// `.cgroup` record, parents included.
+#[test]
+fn a_kept_cgroup_without_its_policy_record_is_made_again_and_stop_removes_it() {
+    let parent = own_parent("l");
+    let s = Subhost::busybox("l", &format!("PIDS_MAX=50\nCGROUP_PARENT={parent}\n"));
+    let policy = PathBuf::from(format!("/run/subhost/{}.cgroup-policy", s.name));
+    let out = s.sh("true");
+    assert!(out.status.success(), "{}", out.describe());
+    let dirs = cgroup_dirs(&s);
+    let parents = parents_in(&dirs, &parent);
+    let _guard = ParentGuard(parents.clone());
+    let v2 = v2_dir(&dirs).expect("a kept cgroup v2 directory");
+    let inode = ino(&v2);
+    assert!(policy.is_file(), "no policy record");
+
+    std::fs::remove_file(&policy).unwrap();
+    let out = s.sh("true");
+    assert!(out.status.success(), "{}", out.describe());
+    assert_eq!(cgroup_dirs(&s), dirs);
+    assert_ne!(ino(&v2), inode, "a cgroup of unknown policy was reused");
+    assert!(policy.is_file(), "no policy record after a new cgroup");
+
+    std::fs::remove_file(&policy).unwrap();
+    let out = s.stop();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroups left: {dirs:?}");
+    assert!(parents.iter().all(|p| !p.exists()), "{parents:?}");
+}
+
+/// A warm start applies the limits of the config as it is then: changed
+/// ones are written into the kept cgroup (raising and lowering v1's
+/// memory+swap pair in a valid order), removed ones no longer hold.
+#[test]
+fn a_warm_start_applies_the_limits_the_config_has_now() {
+    let s = Subhost::busybox(
+        "l",
+        "PIDS_MAX=50\nMEMORY_MAX=67108864\nCPU_MAX=\"50000 100000\"\n",
+    );
+    let config = |text: &str| std::fs::write(s.dir().join("config"), mode_config(text)).unwrap();
+    let session = || {
+        let out = s.sh("true");
+        assert!(out.status.success(), "{}", out.describe());
+        cgroup_dirs(&s)
+    };
+    let dirs = session();
+    let v2 = v2_dir(&dirs).expect("a cgroup v2 directory");
+    let inode = ino(&v2);
+    assert_eq!(value_in(&dirs, "pids.max").as_deref(), Some("50"));
+    let memory = |dirs: &[PathBuf]| {
+        value_in(dirs, "memory.max").or_else(|| value_in(dirs, "memory.limit_in_bytes"))
+    };
+    let cpu = |dirs: &[PathBuf]| {
+        value_in(dirs, "cpu.max").or_else(|| {
+            Some(format!(
+                "{} {}",
+                value_in(dirs, "cpu.cfs_quota_us")?,
+                value_in(dirs, "cpu.cfs_period_us")?
+            ))
+        })
+    };
+    assert_eq!(memory(&dirs).as_deref(), Some("67108864"));
+    assert_eq!(cpu(&dirs).as_deref(), Some("50000 100000"));
+
+    config("PIDS_MAX=60\nMEMORY_MAX=134217728\nCPU_MAX=\"20000 50000\"\n");
+    let again = session();
+    assert_eq!(again, dirs);
+    assert_eq!(ino(&v2), inode, "the cgroup was made again");
+    assert_eq!(value_in(&dirs, "pids.max").as_deref(), Some("60"));
+    assert_eq!(memory(&dirs).as_deref(), Some("134217728"));
+    if let Some(memsw) = value_in(&dirs, "memory.memsw.limit_in_bytes") {
+        assert_eq!(memsw, "134217728");
+    }
+    assert_eq!(cpu(&dirs).as_deref(), Some("20000 50000"));
+
+    config("MEMORY_MAX=33554432\n");
+    let now = session();
+    assert_eq!(memory(&now).as_deref(), Some("33554432"));
+    let pids = value_in(&now, "pids.max");
+    assert!(pids.is_none() || pids.as_deref() == Some("max"), "{pids:?}");
+    let cpu_now = cpu(&now);
+    assert!(
+        cpu_now
+            .as_deref()
+            .is_none_or(|c| c.starts_with("max") || c.starts_with("-1")),
+        "{cpu_now:?}"
+    );
+    // A directory the plan no longer has (a v1 hierarchy's) is gone.
+    for d in dirs.iter().filter(|d| !now.contains(d)) {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+    let out = s.stop();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(now.iter().all(|d| !d.exists()), "cgroups left: {now:?}");
+}
+
+/// CGROUP_PARENT changed while the subhost hibernates: `status` does not
+/// take the kept cgroup's record for a wrong one, and the next start moves
+/// the cgroup, removing the old one and the parents made for it.
+#[test]
+fn a_changed_cgroup_parent_moves_the_kept_cgroup() {
+    let (a, b) = (own_parent("l"), own_parent("l"));
+    let s = Subhost::busybox("l", &format!("PIDS_MAX=50\nCGROUP_PARENT={a}\n"));
+    let out = s.sh("true");
+    assert!(out.status.success(), "{}", out.describe());
+    let dirs_a = cgroup_dirs(&s);
+    let parents_a = parents_in(&dirs_a, &a);
+    let _guard_a = ParentGuard(parents_a.clone());
+    assert!(!dirs_a.is_empty(), "no cgroup kept");
+    assert!(dirs_a.iter().all(|d| d.is_dir()), "{dirs_a:?}");
+
+    std::fs::write(
+        s.dir().join("config"),
+        mode_config(&format!("PIDS_MAX=50\nCGROUP_PARENT={b}\n")),
+    )
+    .unwrap();
+    let status = s.run(&["status", &s.name]);
+    assert!(
+        status.stdout_str().contains("state:    hibernating")
+            && status.stdout_str().contains("problems: none"),
+        "{}",
+        status.describe()
+    );
+    let out = s.sh("true");
+    assert!(out.status.success(), "{}", out.describe());
+    let dirs_b = cgroup_dirs(&s);
+    let parents_b = parents_in(&dirs_b, &b);
+    let _guard_b = ParentGuard(parents_b.clone());
+    assert!(dirs_b.iter().all(|d| d.is_dir()), "{dirs_b:?}");
+    assert!(dirs_a.iter().all(|d| !d.exists()), "{dirs_a:?} left");
+    assert!(parents_a.iter().all(|p| !p.exists()), "{parents_a:?} left");
+
+    let out = s.stop();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(dirs_b.iter().all(|d| !d.exists()), "{dirs_b:?} left");
+    assert!(parents_b.iter().all(|p| !p.exists()), "{parents_b:?} left");
+}
+
+/// What `status`, `list` and `stats` say of a hibernating subhost whose
+/// cgroup is kept: not running, and no use of memory (an empty memory
+/// cgroup still has page cache charged to it).
+#[test]
+fn a_kept_cgroup_does_not_make_a_hibernating_subhost_look_running() {
+    let s = Subhost::busybox("l", "MEMORY_MAX=67108864\nPIDS_MAX=50\n");
+    let out = s.sh("cat /bin/busybox > /tmp/copy && sync");
+    assert!(out.status.success(), "{}", out.describe());
+    let dirs = cgroup_dirs(&s);
+    assert!(!dirs.is_empty(), "no cgroup kept");
+    assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
+
+    let status = s.run(&["status", &s.name, "--json"]);
+    let text = status.stdout_str();
+    assert!(
+        text.contains("\"state\": \"hibernating\""),
+        "{}",
+        status.describe()
+    );
+    assert!(
+        text.contains("\"memory_bytes\": null"),
+        "{}",
+        status.describe()
+    );
+    assert!(text.contains("\"pids\": null"), "{}", status.describe());
+    let list = s.run(&["list"]);
+    let row = list.stdout_str();
+    let row = row.lines().find(|l| l.starts_with(&s.name));
+    assert!(
+        row.is_some_and(|r| r.split_whitespace().nth(1) == Some("hibernating")),
+        "{}",
+        list.describe()
+    );
+    let stats = s.run(&["stats", &s.name]);
+    assert!(
+        stats.stdout_str().contains("(not running)"),
+        "{}",
+        stats.describe()
+    );
 }
 
 #[test]

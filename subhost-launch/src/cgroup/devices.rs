@@ -486,6 +486,7 @@ impl Asm {
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 
@@ -512,6 +513,19 @@ struct ProgAttach {
     attach_bpf_fd: u32,
     attach_type: u32,
     attach_flags: u32,
+}
+
+/// The part of `union bpf_attr` BPF_PROG_QUERY reads and writes.
+#[repr(C)]
+#[derive(Default)]
+struct ProgQuery {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
@@ -579,8 +593,31 @@ pub fn load(rules: &[Rule]) -> Result<OwnedFd> {
     )
 }
 
+/// Whether `dir` holds exactly one device program attached as `attach`
+/// attaches it (flags 0): the one a kept cgroup's policy record names,
+/// unless someone detached or added one since.
+pub fn attached_alone(dir: &Path) -> Result<bool> {
+    let d = std::fs::File::open(dir)
+        .with_context(|| format!("cannot open cgroup {}", dir.display()))?;
+    let mut attr = ProgQuery {
+        target_fd: d.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        ..ProgQuery::default()
+    };
+    bpf(BPF_PROG_QUERY, &mut attr).with_context(|| {
+        format!(
+            "cannot query the device programs of cgroup {}",
+            dir.display()
+        )
+    })?;
+    Ok(attr.prog_cnt == 1 && attr.attach_flags == 0)
+}
+
 /// Loads the program and attaches it to its directory; nothing below may
 /// replace it (no BPF_F_ALLOW_OVERRIDE). It stays until the cgroup goes.
+/// On a directory that holds one already (a kept cgroup whose policy
+/// changed) the kernel swaps the new one in, in one step: without
+/// BPF_F_ALLOW_MULTI a cgroup holds one program of a type.
 pub fn attach(program: &Program) -> Result<()> {
     let prog = load(&program.rules)?;
     let dir = std::fs::File::open(&program.dir)

@@ -39,13 +39,16 @@
 //! printable plan; `create` carries a plan out; `life` is a subhost's
 //! cgroup as it exists (joining, usage, killing, removal); `parents` keeps
 //! the record of the parents the launcher made; `recorded` checks the
-//! `.cgroup` record a start wrote; `devices` is the device policy (a BPF
+//! `.cgroup` record a start wrote; `kept` is a hibernating subhost's
+//! cgroup, kept empty between sessions and brought up to its config by
+//! the next start; `devices` is the device policy (a BPF
 //! program on the cgroup v2 directory, a v1 `devices` directory only
 //! where there is no cgroup2).
 
 mod create;
 pub mod devices;
 mod host;
+mod kept;
 mod life;
 mod parents;
 mod plan;
@@ -53,8 +56,10 @@ mod recorded;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
 pub use create::create;
 pub use host::dirs_of;
+pub use kept::{keep_empty, make};
 pub use life::{open, open_dirs, Cgroup, Usage};
 pub use parents::remove_empty_parents;
 pub use plan::{delegation, plan, Delegation, Limits, Plan};

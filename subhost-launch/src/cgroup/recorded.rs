@@ -34,9 +34,18 @@ pub fn recorded(name: &str, parent: Option<&str>) -> Recorded {
             }
         }
     };
+    // A kept cgroup stays where it was made while CGROUP_PARENT changes,
+    // until the next start moves it: the parent it was made under is its
+    // policy record's.
+    let made_under = super::kept::recorded_parent(name);
     let mut out = Recorded::default();
     for d in dirs {
-        let why = not_made_for(&mounts, name, parent, &d).or_else(|| not_a_cgroup_dir(&d));
+        let why = not_made_for(&mounts, name, parent, &d)
+            .and_then(|why| match &made_under {
+                Some(p) if p.as_deref() != parent => not_made_for(&mounts, name, p.as_deref(), &d),
+                _ => Some(why),
+            })
+            .or_else(|| not_a_cgroup_dir(&d));
         match why {
             None => out.dirs.push(d),
             Some(why) => out.problems.push(format!(

@@ -1720,3 +1720,89 @@ fn the_grouped_program_decides_exactly_as_the_rules() {
     }
     assert_eq!(dev::assemble(&dev::DEFAULT).len(), 40);
 }
+
+fn w(file: &str, value: &str, if_present: bool) -> Write {
+    Write {
+        file: PathBuf::from(file),
+        value: value.into(),
+        if_present,
+    }
+}
+
+#[test]
+fn a_policy_record_reads_back_as_written_and_anything_else_is_none() {
+    let policy = super::kept::Policy {
+        parent: Some("/a b/p".into()),
+        writes: vec![
+            w("/sys/fs/cgroup/x/cpu.max", "50000 100000", false),
+            w("/sys/fs/cgroup/x/memory.swap.max", "0", true),
+        ],
+        devices: Some("program\t/sys/fs/cgroup/x\tc 1:3 rwm, c 136:* rwm".into()),
+    };
+    let text = policy.to_string();
+    assert_eq!(super::kept::Policy::parse(&text), Some(policy.clone()));
+    let default_parent = super::kept::Policy {
+        parent: None,
+        writes: Vec::new(),
+        devices: None,
+    };
+    assert_eq!(
+        super::kept::Policy::parse(&default_parent.to_string()),
+        Some(default_parent)
+    );
+    // Not a record this launcher wrote: the cgroup is made again.
+    for bad in [
+        "",
+        "write\t0\t/f\t1\n",
+        "parent\t\nwrite\t2\t/f\t1\n",
+        "parent\t\nwrite\t0\t/f\n",
+        "parent\t\nsomething\n",
+        "parent\t\nparent\t/x\n",
+    ] {
+        assert_eq!(super::kept::Policy::parse(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn limits_changed_or_dropped_are_reset_first_in_an_order_v1_accepts() {
+    let had = [
+        w("/m/memory.limit_in_bytes", "100", false),
+        w("/m/memory.memsw.limit_in_bytes", "100", true),
+        w("/p/pids.max", "50", false),
+        w("/c/cpu.cfs_period_us", "100000", false),
+        w("/c/cpu.cfs_quota_us", "50000", false),
+    ];
+    let want = [
+        w("/m/memory.limit_in_bytes", "200", false),
+        w("/m/memory.memsw.limit_in_bytes", "200", true),
+        w("/p/pids.max", "50", false),
+    ];
+    let resets = super::kept::resets(&had, &want).unwrap();
+    let got: Vec<(String, &str)> = resets
+        .iter()
+        .map(|r| (r.file.display().to_string(), r.value.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/c/cpu.cfs_quota_us".to_string(), "-1"),
+            ("/c/cpu.cfs_period_us".to_string(), "100000"),
+            ("/m/memory.memsw.limit_in_bytes".to_string(), "-1"),
+            ("/m/memory.limit_in_bytes".to_string(), "-1"),
+        ]
+    );
+    assert!(resets[2].if_present, "skipped without swap accounting");
+    let v2 = [
+        w("/x/memory.max", "100", false),
+        w("/x/memory.swap.max", "0", true),
+        w("/x/cpu.max", "1000 1000", false),
+    ];
+    let resets = super::kept::resets(&v2, &[]).unwrap();
+    let values: Vec<&str> = resets.iter().map(|r| r.value.as_str()).collect();
+    assert_eq!(values, ["max 100000", "max", "max"]);
+    // A file whose default is unknown: made again rather than guessed.
+    assert_eq!(
+        super::kept::resets(&[w("/x/devices.allow", "a", false)], &[]),
+        None
+    );
+}
