@@ -188,7 +188,12 @@ impl Channel {
                 break r as usize;
             }
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
+            // ECONNRESET: the other side closed with a message of ours
+            // unread (a sandbox that failed before the launcher's Go
+            // reached it). Said once; what it sent before is still queued,
+            // then the end.
+            if e.kind() != io::ErrorKind::Interrupted && e.raw_os_error() != Some(libc::ECONNRESET)
+            {
                 return Err(e);
             }
         };
