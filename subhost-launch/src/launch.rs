@@ -308,7 +308,8 @@ impl Prepared {
         if !was_active && !names.is_empty() {
             crate::logging::step(&names, || names::write(&names))?;
         }
-        // A netns made now is cabled while the sandbox sets itself up in it.
+        // A netns made now is cabled while the sandbox sets itself up in it
+        // (but before its ports are published, see below).
         let mut unwired = None;
         if netns::exists(name) {
             info!("netns {name} exists: reusing it");
@@ -317,14 +318,26 @@ impl Prepared {
             // All or nothing: a failed create removes what it made, and only
             // that (a link that holds a cable's name is not the start's).
             let origin = origin.take().unwrap_or(netns::Origin::New);
-            unwired = Some(netns::make(name, &links, origin)?);
+            let mut made = netns::make(name, &links, origin)?;
             undo.netns = true;
+            if publish.is_empty() {
+                unwired = Some(made);
+            } else {
+                // Cabled first: a veth made while the kernel releases the
+                // socket of the rules' batch waited for that, 5-10 ms
+                // (traced), so the cables come before the rules.
+                made.wire(&links, &addressing)?;
+                drop(made);
+                committed = publish_ports(&publish, &mut undo)?;
+            }
+            forwarder = self::forwarder(&publish, &mut undo)?;
         }
         if asleep {
-            if let Some(made) = unwired.take() {
+            if let Some(mut made) = unwired.take() {
                 // As a start that sleeps always did: the batch's socket is
                 // closed and a forwarder still setting itself up is ended.
-                drop(wire(made, &links, &addressing, &publish, &mut undo)?);
+                made.wire(&links, &addressing)?;
+                drop((committed.take(), forwarder.take()));
             }
             undo.mounts = false;
             undo.netns = false;
@@ -404,9 +417,9 @@ impl Prepared {
             wait_for_network: unwired.is_some(),
         })
         .with_context(|| format!("cannot start subhost {name}"))?;
-        if let Some(made) = unwired {
-            match wire(made, &links, &addressing, &publish, &mut undo) {
-                Ok(w) => (committed, forwarder) = w,
+        if let Some(mut made) = unwired {
+            match made.wire(&links, &addressing) {
+                Ok(()) => drop(made),
                 Err(e) => {
                     // Out of the netns before it is deleted.
                     pending.abandon();
@@ -519,41 +532,42 @@ impl Launching {
     }
 }
 
-/// Cables, addresses and published ports of the netns `made` by this
-/// start: what is made is undone by `undo` on failure.
-fn wire(
-    mut made: netns::Made,
-    links: &[netns::Link],
-    addressing: &netns::Addressing,
-    publish: &publish::Plan,
-    undo: &mut Undo,
-) -> Result<(Option<publish::Committed>, Option<forward::Starting>)> {
-    made.wire(links, addressing)?;
+/// The published ports of the netns just made: what is made is undone by
+/// `undo` on failure. Made before the sandbox is forked: the kernel's
+/// release of the batch's socket, which another process does once the
+/// init runs, then stays clear of the sandbox's own work.
+fn publish_ports(publish: &publish::Plan, undo: &mut Undo) -> Result<Option<publish::Committed>> {
+    if publish.is_empty() {
+        return Ok(None);
+    }
+    undo.publish = true;
+    let committed = publish::apply(Path::new(run::RUN_DIR), publish)?;
+    for off in publish::forwarding_off(&publish.dnat) {
+        warn!("subhost {}: {off}", undo.layout.name);
+    }
+    Ok(Some(committed))
+}
+
+/// The port forwarder of the netns just made, forked to set itself up
+/// while the start goes on (it needs only the netns, not its cables).
+fn forwarder(publish: &publish::Plan, undo: &mut Undo) -> Result<Option<forward::Starting>> {
+    if publish.loopback.is_empty() {
+        return Ok(None);
+    }
     let name = undo.layout.name.clone();
-    let mut committed = None;
-    let mut forwarder = None;
-    if !publish.is_empty() {
-        undo.publish = true;
-        committed = Some(publish::apply(Path::new(run::RUN_DIR), publish)?);
-        for off in publish::forwarding_off(&publish.dnat) {
-            warn!("subhost {name}: {off}");
-        }
-    }
-    if !publish.loopback.is_empty() {
-        undo.forward = true;
-        // A forwarder a crashed start left would hold the ports.
-        forward::stop(Path::new(run::RUN_DIR), &name)?;
-        let what = format!("forking the port forwarder of {name}");
-        forwarder = Some(crate::logging::step(&what, || {
-            forward::begin(
-                Path::new(run::RUN_DIR),
-                &name,
-                &netns::path(&name),
-                &publish.loopback,
-            )
-        })?);
-    }
-    Ok((committed, forwarder))
+    undo.forward = true;
+    // A forwarder a crashed start left would hold the ports.
+    forward::stop(Path::new(run::RUN_DIR), &name)?;
+    let what = format!("forking the port forwarder of {name}");
+    crate::logging::step(&what, || {
+        forward::begin(
+            Path::new(run::RUN_DIR),
+            &name,
+            &netns::path(&name),
+            &publish.loopback,
+        )
+    })
+    .map(Some)
 }
 
 /// What this start applied to its init `id`, for `state::Applied`: the

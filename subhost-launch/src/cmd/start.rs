@@ -250,7 +250,7 @@ fn print_plan(p: &Prepared) {
     print_start_plan(
         &p.layout,
         (&p.mount_steps, &p.names),
-        &net,
+        (&net, p.publish.is_empty()),
         &p.cgroup_plan,
         p.delegation.as_ref(),
         &p.inner,
@@ -293,7 +293,9 @@ fn print_start_plan(
     layout: &Layout,
     // What is done to the root: mounted, then written at a cold start.
     (mount_steps, names): (&[mounts::Step], &names::Plan),
-    net: &netns::Plan<'_>,
+    // The network, and whether a new netns is cabled while the sandbox sets
+    // itself up (without published ports: see `launch`).
+    (net, cabled_meanwhile): (&netns::Plan<'_>, bool),
     cgroup_plan: &cgroup::Plan,
     delegation: Option<&cgroup::Delegation>,
     inner: &[sandbox::Setup],
@@ -315,12 +317,13 @@ fn print_start_plan(
         println!("{names}");
     }
     let new_net = !netns::exists(name);
-    match new_net {
+    let later = new_net && cabled_meanwhile;
+    match later {
         true => println!(
             "# network: the netns made while the root is mounted, the rest while the \
              sandbox sets itself up in it"
         ),
-        false => println!("# network{}", reuse(true)),
+        false => println!("# network{}", reuse(!new_net)),
     }
     println!("{net}");
     println!("# cgroup");
@@ -332,7 +335,7 @@ fn print_start_plan(
     for s in inner {
         println!("{s}");
     }
-    if new_net {
+    if later {
         println!("# waits until the network above is made");
     }
     let argv: Vec<String> = argv
