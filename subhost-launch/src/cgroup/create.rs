@@ -126,11 +126,19 @@ pub(super) fn make_parents(dir: &Path, made: &mut Vec<PathBuf>) -> Result<()> {
 pub(super) const LEAF_DRAIN: Duration = Duration::from_secs(2);
 
 pub(super) fn reuse_leaf(d: &Path) -> Result<()> {
-    let deadline = Instant::now() + LEAF_DRAIN;
+    wait_drained(d, Instant::now() + LEAF_DRAIN)?;
+    remove_below(d)
+        .and_then(|()| remove_dir_retrying(d))
+        .with_context(|| format!("cgroup {} was left by an earlier run", d.display()))
+}
+
+/// Waits until no process is left in `d` or below (up to `deadline`):
+/// those of a session that has just ended are still dying.
+pub(super) fn wait_drained(d: &Path, deadline: Instant) -> Result<()> {
     loop {
         let pids = procs_below(d)?;
         if pids.is_empty() {
-            break;
+            return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(
@@ -141,9 +149,6 @@ pub(super) fn reuse_leaf(d: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    remove_below(d)
-        .and_then(|()| remove_dir_retrying(d))
-        .with_context(|| format!("cgroup {} was left by an earlier run", d.display()))
 }
 
 pub(super) fn enable_controller(e: &Enable) -> Result<()> {

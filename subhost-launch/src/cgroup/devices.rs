@@ -489,6 +489,7 @@ const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_QUERY_EFFECTIVE: u32 = 1;
 
 /// The part of `union bpf_attr` BPF_PROG_LOAD reads.
 #[repr(C)]
@@ -597,11 +598,24 @@ pub fn load(rules: &[Rule]) -> Result<OwnedFd> {
 /// attaches it (flags 0): the one a kept cgroup's policy record names,
 /// unless someone detached or added one since.
 pub fn attached_alone(dir: &Path) -> Result<bool> {
+    let (ids, flags) = programs(dir, false)?;
+    Ok(ids.len() == 1 && flags == 0)
+}
+
+/// The ids of the device programs attached to `dir` (or, `effective`,
+/// run for its processes: its own and its parents'), and the flags they
+/// were attached with, by BPF_PROG_QUERY.
+pub fn programs(dir: &Path, effective: bool) -> Result<(Vec<u32>, u32)> {
     let d = std::fs::File::open(dir)
         .with_context(|| format!("cannot open cgroup {}", dir.display()))?;
+    // More than a cgroup can hold (64, with BPF_F_ALLOW_MULTI).
+    let mut ids = [0u32; 64];
     let mut attr = ProgQuery {
         target_fd: d.as_raw_fd() as u32,
         attach_type: BPF_CGROUP_DEVICE,
+        query_flags: if effective { BPF_F_QUERY_EFFECTIVE } else { 0 },
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
         ..ProgQuery::default()
     };
     bpf(BPF_PROG_QUERY, &mut attr).with_context(|| {
@@ -610,7 +624,8 @@ pub fn attached_alone(dir: &Path) -> Result<bool> {
             dir.display()
         )
     })?;
-    Ok(attr.prog_cnt == 1 && attr.attach_flags == 0)
+    let count = (attr.prog_cnt as usize).min(ids.len());
+    Ok((ids[..count].to_vec(), attr.attach_flags))
 }
 
 /// Loads the program and attaches it to its directory; nothing below may

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::create::{create, enable_controller, LEAF_DRAIN};
-use super::life::{procs_below, remove_below, write_file, Cgroup};
+use super::create::{create, enable_controller, wait_drained, LEAF_DRAIN};
+use super::life::{remove_below, write_file, Cgroup};
 use super::plan::{Plan, Write};
 use crate::state;
 
@@ -278,23 +278,7 @@ fn plain_leaf(dir: &std::path::Path) -> bool {
 /// init gone, the kernel SIGKILLs them) when the next start comes.
 fn wait_empty(plan: &Plan) -> Result<()> {
     let deadline = Instant::now() + LEAF_DRAIN;
-    for d in &plan.dirs {
-        loop {
-            let pids = procs_below(d)?;
-            if pids.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "cgroup {} already holds processes {pids:?}: is the subhost running? \
-                     Stop it first",
-                    d.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    Ok(())
+    plan.dirs.iter().try_for_each(|d| wait_drained(d, deadline))
 }
 
 /// The kept cgroup of NAME is not where the plan puts it now: it goes,

@@ -1501,45 +1501,9 @@ fn a_read_only_devices_hierarchy_is_inherited_only_when_restricted() {
 }
 
 /// The ids of the device programs attached to `dir` (or, `effective`, run
-/// for its processes), by BPF_PROG_QUERY.
+/// for its processes).
 fn device_programs(dir: &Path, effective: bool) -> Vec<u32> {
-    #[repr(C)]
-    struct Query {
-        target_fd: u32,
-        attach_type: u32,
-        query_flags: u32,
-        attach_flags: u32,
-        prog_ids: u64,
-        prog_cnt: u32,
-    }
-    let f = fs::File::open(dir).unwrap();
-    let mut ids = [0u32; 64];
-    let mut q = Query {
-        target_fd: std::os::fd::AsRawFd::as_raw_fd(&f) as u32,
-        attach_type: 6,                // BPF_CGROUP_DEVICE
-        query_flags: effective as u32, // BPF_F_QUERY_EFFECTIVE
-        attach_flags: 0,
-        prog_ids: ids.as_mut_ptr() as u64,
-        prog_cnt: ids.len() as u32,
-    };
-    // SAFETY: q is a live bpf_attr prefix of the size passed; the kernel
-    // writes at most prog_cnt ids into `ids`, which outlives the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            16, // BPF_PROG_QUERY
-            &mut q as *mut Query,
-            std::mem::size_of::<Query>() as libc::c_uint,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "BPF_PROG_QUERY {}: {}",
-        dir.display(),
-        io::Error::last_os_error()
-    );
-    ids[..q.prog_cnt as usize].to_vec()
+    dev::programs(dir, effective).expect("BPF_PROG_QUERY").0
 }
 
 /// Whether the kernel still holds program `id`.
