@@ -6,7 +6,12 @@
 /// hundred kilobytes, ~10% of its CPU time. dlmalloc keeps what it got
 /// until far more is free. Its lock is a plain mutex without fork
 /// handlers, which is enough here: the launcher forks with no other
-/// thread alive (only `diff` runs threads, and joins them before it ends).
+/// thread alive (`diff` joins its threads before it ends, and a start
+/// joins the one that makes its netns before it forks anything). Not in
+/// the unit tests: they run on threads and fork, and a child forked while
+/// another test held that lock would wait for it forever; the C library's
+/// allocator, whose locks its fork takes, stays there.
+#[cfg(not(test))]
 #[global_allocator]
 static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
