@@ -328,16 +328,16 @@ impl Prepared {
                 // (traced), so the cables come before the rules.
                 made.wire(&links, &addressing)?;
                 drop(made);
-                committed = publish_ports(&publish, &mut undo)?;
+                committed = Some(publish_ports(&publish, &mut undo)?);
             }
             forwarder = self::forwarder(&publish, &mut undo)?;
         }
         if asleep {
+            // As a start that sleeps always did, it returns with the
+            // batch's socket closed and a forwarder still setting itself up
+            // ended.
             if let Some(mut made) = unwired.take() {
-                // As a start that sleeps always did: the batch's socket is
-                // closed and a forwarder still setting itself up is ended.
                 made.wire(&links, &addressing)?;
-                drop((committed.take(), forwarder.take()));
             }
             undo.mounts = false;
             undo.netns = false;
@@ -532,20 +532,15 @@ impl Launching {
     }
 }
 
-/// The published ports of the netns just made: what is made is undone by
-/// `undo` on failure. Made before the sandbox is forked: the kernel's
-/// release of the batch's socket, which another process does once the
-/// init runs, then stays clear of the sandbox's own work.
-fn publish_ports(publish: &publish::Plan, undo: &mut Undo) -> Result<Option<publish::Committed>> {
-    if publish.is_empty() {
-        return Ok(None);
-    }
+/// The published ports of the netns just made and cabled: what is made is
+/// undone by `undo` on failure.
+fn publish_ports(publish: &publish::Plan, undo: &mut Undo) -> Result<publish::Committed> {
     undo.publish = true;
     let committed = publish::apply(Path::new(run::RUN_DIR), publish)?;
     for off in publish::forwarding_off(&publish.dnat) {
         warn!("subhost {}: {off}", undo.layout.name);
     }
-    Ok(Some(committed))
+    Ok(committed)
 }
 
 /// The port forwarder of the netns just made, forked to set itself up

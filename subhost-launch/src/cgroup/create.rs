@@ -11,7 +11,7 @@ use nix::errno::Errno;
 
 use super::life::{errno_of, procs_below, remove_below, remove_dir_retrying, write_file, Cgroup};
 use super::parents::Parents;
-use super::plan::{Enable, Plan};
+use super::plan::{Enable, Plan, Write};
 
 /// Makes the subhost's cgroups and writes its limits; all or nothing. A
 /// leaf left by a crash is reused when it holds no processes (it is made
@@ -88,19 +88,25 @@ pub(super) fn create_steps(
         made.push(d.clone());
     }
     for w in &plan.writes {
-        if w.if_present && !w.file.exists() {
-            continue;
-        }
-        crate::logging::step(
-            format_args!("echo {} > {}", w.value, w.file.display()),
-            || write_file(&w.file, &w.value),
-        )
-        .with_context(|| format!("cannot write {} to {}", w.value, w.file.display()))?;
+        write_limit(w)?;
     }
     if let Some(p) = &plan.device_program {
         crate::logging::step(p, || super::devices::attach(p))?;
     }
     Ok(())
+}
+
+/// Writes one of a plan's limits (one that is only `if_present` is
+/// skipped when the kernel lacks its file).
+pub(super) fn write_limit(w: &Write) -> Result<()> {
+    if w.if_present && !w.file.exists() {
+        return Ok(());
+    }
+    crate::logging::step(
+        format_args!("echo {} > {}", w.value, w.file.display()),
+        || write_file(&w.file, &w.value),
+    )
+    .with_context(|| format!("cannot write {} to {}", w.value, w.file.display()))
 }
 
 /// `mkdir -p dir`, noting in `made` (top-down) each directory this call

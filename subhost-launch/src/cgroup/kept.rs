@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::create::{create, enable_controller, wait_drained, LEAF_DRAIN};
-use super::life::{remove_below, write_file, Cgroup};
+use super::create::{create, enable_controller, wait_drained, write_limit, LEAF_DRAIN};
+use super::life::{remove_below, Cgroup};
 use super::plan::{Plan, Write};
 use crate::state;
 
@@ -202,7 +202,7 @@ fn reuse(name: &str, plan: &Plan, want: &Policy) -> Result<Option<Cgroup>> {
         };
         let changed = want.writes.iter().filter(|w| !had.writes.contains(w));
         for w in resets.iter().chain(changed) {
-            if let Err(e) = apply(w) {
+            if let Err(e) = write_limit(w) {
                 log::info!("{e:#}: making the cgroup again");
                 return Ok(None);
             }
@@ -226,17 +226,6 @@ fn reuse(name: &str, plan: &Plan, want: &Policy) -> Result<Option<Cgroup>> {
         plan.dirs[0].display()
     );
     Ok(Some(Cgroup::from_plan(plan)))
-}
-
-fn apply(w: &Write) -> Result<()> {
-    if w.if_present && !w.file.exists() {
-        return Ok(());
-    }
-    crate::logging::step(
-        format_args!("echo {} > {}", w.value, w.file.display()),
-        || write_file(&w.file, &w.value),
-    )
-    .with_context(|| format!("cannot write {} to {}", w.value, w.file.display()))
 }
 
 /// The kernel's default of each limit `had` wrote that `want` changes or
